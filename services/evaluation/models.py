@@ -1,0 +1,43 @@
+"""Evaluation's projections, built from the event stream and rebuildable from it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import Column, DateTime
+from sqlmodel import Field
+
+from shared.db import service_base
+from shared.outbox import bus_tables
+
+EvaluationBase = service_base("evaluation")
+
+
+class TicketFact(EvaluationBase, table=True):  # type: ignore[call-arg]
+    """One row per ticket, filled in by whichever of its events arrives (in any order)."""
+
+    __tablename__ = "ticket_facts"
+
+    ticket_id: str = Field(primary_key=True, max_length=32)
+    channel: str | None = Field(default=None, max_length=64)
+    category_code: str | None = Field(default=None, max_length=8)
+    received_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    dispatched_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    department_code: str | None = Field(default=None, index=True, max_length=64)
+    handling_line: str | None = Field(default=None, max_length=32)
+    resolved: bool | None = None
+    satisfaction: str | None = Field(default=None, max_length=32)
+
+
+class Summary(BaseModel):
+    """Headline counts for the committee."""
+
+    received: int
+    dispatched: int
+    awaiting_dispatch: int
+    feedback: int
+
+
+metadata = EvaluationBase.metadata
+outbox_table, inbox_table, bus_state_table = bus_tables(metadata)

@@ -1,0 +1,71 @@
+"""Human-readable ticket ids: ``YYYYMMDD`` + a per-day sequence, e.g. ``20261122-0000417``.
+
+Numbers are reserved from the database in blocks so a request almost never waits on it; several
+processes can share one database because each reserves its own blocks. A restart leaves a gap
+in the sequence, never a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.intake.models import IdBlock
+
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+
+
+class TicketIdAllocator:
+    """Hands out ticket ids from blocks reserved in ``id_blocks``."""
+
+    def __init__(self, engine: AsyncEngine, *, block_size: int = 1000) -> None:
+        self._engine = engine
+        self._block_size = block_size
+        self._day = ""
+        self._next = 0
+        self._end = 0
+        self._lock = asyncio.Lock()
+
+    async def next_id(self, at: datetime) -> str:
+        """The next ticket id for the city-local day of ``at``."""
+        day = at.astimezone(CITY_TZ).strftime("%Y%m%d")
+        if day != self._day or self._next >= self._end:
+            async with self._lock:
+                if day != self._day or self._next >= self._end:
+                    self._next, self._end = await self._reserve(day)
+                    self._day = day
+        value = self._next
+        self._next += 1
+        return f"{day}-{value:07d}"
+
+    async def _reserve(self, day: str) -> tuple[int, int]:
+        table = IdBlock.__table__  # type: ignore[attr-defined]
+        for _ in range(5):
+            try:
+                reserved = await self._try_reserve(table, day)
+            except IntegrityError:
+                continue  # another process created the day's row first
+            if reserved is not None:
+                return reserved
+        raise RuntimeError(f"could not reserve a ticket id block for {day}")
+
+    async def _try_reserve(self, table: Any, day: str) -> tuple[int, int] | None:
+        async with self._engine.begin() as conn:
+            current = (
+                await conn.execute(select(table.c.next_value).where(table.c.day == day))
+            ).scalar_one_or_none()
+            if current is None:
+                await conn.execute(table.insert().values(day=day, next_value=1 + self._block_size))
+                return 1, 1 + self._block_size
+            result = await conn.execute(
+                update(table)
+                .where(table.c.day == day, table.c.next_value == current)
+                .values(next_value=current + self._block_size)
+            )
+            return (current, current + self._block_size) if result.rowcount == 1 else None

@@ -1,0 +1,37 @@
+"""Mediation's domain operations."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.mediation.models import Case
+from shared.events.base import utcnow
+from shared.events.dispatch import TicketAssigned
+from shared.events.mediation import CaseOpened
+from shared.outbox import Outbox
+
+
+async def open_case_for_dispatch(
+    *, session: AsyncSession, outbox: Outbox, event: TicketAssigned
+) -> Case | None:
+    """Open a case when dispatch sends a ticket down the mediation line (once per ticket)."""
+    if event.handling_line != "mediation":
+        return None
+    existing = (
+        await session.execute(select(Case).where(Case.ticket_id == event.ticket_id))
+    ).scalars().first()
+    if existing is not None:
+        return existing
+    case = Case(
+        case_id=f"M-{event.ticket_id}",
+        ticket_id=event.ticket_id,
+        category_code=event.category_code,
+        opened_at=utcnow(),
+    )
+    session.add(case)
+    await session.flush()
+    await outbox.add(
+        session, CaseOpened(case_id=case.case_id, ticket_id=event.ticket_id, category_code=event.category_code)
+    )
+    return case

@@ -1,0 +1,125 @@
+"""Kafka plumbing: topic names, client factories, topic creation, and the broker-epoch watch.
+
+The broker is a transport that may be wiped (the embedded broker keeps everything in memory).
+Each service remembers the cluster id it last published to; when a different one answers, the
+broker is new, so the outbox re-publishes what it retains and consumers rejoin from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.events import ALL_TOPICS
+from shared.settings import BusSettings
+
+log = logging.getLogger(__name__)
+
+
+def topic_name(settings: BusSettings, logical: str) -> str:
+    """The physical topic for a logical name, e.g. ``fengqiao.intake.tickets``."""
+    return f"{settings.kafka_topic_prefix}.{logical}" if settings.kafka_topic_prefix else logical
+
+
+def make_producer(settings: BusSettings, *, client_id: str) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas; idempotence only where the broker has it."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=2,
+        max_batch_size=1 << 20,
+        request_timeout_ms=15000,
+    )
+
+
+def make_consumer(
+    settings: BusSettings, *topics: str, group_id: str, client_id: str
+) -> AIOKafkaConsumer:
+    """A consumer that commits by hand after the database commit and starts at the earliest
+    record when its group has no committed offset (tansu reports wrong end offsets)."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_poll_records=None,
+        isolation_level="read_uncommitted",
+    )
+
+
+def make_admin(settings: BusSettings, *, client_id: str) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        request_timeout_ms=5000,
+    )
+
+
+async def ensure_topics(
+    admin: AIOKafkaAdminClient, settings: BusSettings, logical: Iterable[str] = ALL_TOPICS
+) -> None:
+    """Create the topics that do not exist yet, with the configured partition count."""
+    existing = set(await admin.list_topics())
+    wanted = [topic_name(settings, name) for name in logical]
+    missing = [
+        NewTopic(name, settings.kafka_topic_partitions, settings.kafka_replication_factor)
+        for name in wanted
+        if name not in existing
+    ]
+    if not missing:
+        return
+    try:
+        await admin.create_topics(missing)
+    except TopicAlreadyExistsError:
+        pass  # another service created it in the meantime
+    log.info("created topics %s", [t.name for t in missing])
+
+
+async def create_topics(settings: BusSettings) -> None:
+    """One-shot topic creation for the CLI and tests."""
+    admin = make_admin(settings, client_id="fengqiao-admin")
+    await admin.start()
+    try:
+        await ensure_topics(admin, settings)
+    finally:
+        await admin.close()
+
+
+class BrokerWatch:
+    """Tracks which broker incarnation (cluster id) a service is talking to.
+
+    ``epoch`` increases every time the service adopts a new cluster id; consumers compare it
+    with the epoch they joined under and rejoin when it moved.
+    """
+
+    def __init__(self) -> None:
+        self.cluster_id: str | None = None
+        self.epoch = 0
+        self.reachable = False
+        self._changed = asyncio.Event()
+
+    def adopt(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
+        self.epoch += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+
+async def fetch_cluster_id(admin: AIOKafkaAdminClient, *, timeout: float = 3.0) -> str:
+    """The cluster id the broker reports; raises on timeout or connection failure."""
+    info = await asyncio.wait_for(admin.describe_cluster(), timeout)
+    return str(info["cluster_id"])

@@ -1,0 +1,49 @@
+"""Domain events, declared once each in the module of the service that emits them."""
+
+from __future__ import annotations
+
+import importlib
+
+from shared.events.base import (
+    Event,
+    EventDecodeError,
+    Record,
+    UnknownEventType,
+    decode,
+    encode,
+    register,
+    registry,
+)
+
+# Logical topic names; the bus prefixes them (``fengqiao.intake.tickets``).
+INTAKE_TOPIC = "intake.tickets"
+DISPATCH_TOPIC = "dispatch.events"
+MEDIATION_TOPIC = "mediation.events"
+DEAD_LETTER_TOPIC = "deadletter"
+ALL_TOPICS = (INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC, DEAD_LETTER_TOPIC)
+
+_EVENT_MODULES = ("intake", "dispatch", "mediation")
+
+
+def load_all() -> None:
+    """Import every event module so the registry is complete."""
+    for name in _EVENT_MODULES:
+        importlib.import_module(f"shared.events.{name}")
+
+
+__all__ = [
+    "ALL_TOPICS",
+    "DEAD_LETTER_TOPIC",
+    "DISPATCH_TOPIC",
+    "INTAKE_TOPIC",
+    "MEDIATION_TOPIC",
+    "Event",
+    "EventDecodeError",
+    "Record",
+    "UnknownEventType",
+    "decode",
+    "encode",
+    "load_all",
+    "register",
+    "registry",
+]

@@ -1,0 +1,182 @@
+"""Event base class, the type registry, and the CloudEvents 1.0 Kafka binding (binary mode).
+
+Every event is a frozen pydantic v2 model declared once, in the module of the service that emits
+it (``shared/events/<service>.py``). Its CloudEvents ``type`` carries the version, so a consumer
+can keep reading v1 while v2 is rolled out. On Kafka the attributes travel as ``ce_*`` headers,
+the payload as JSON in the record value, and the ticket id is the record key so one ticket's
+events stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+import orjson
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+TYPE_PREFIX = "cn.fengqiao"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every domain event: immutable, with an id, an aware timestamp and a ticket key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Set on each concrete subclass.
+    event_type: ClassVar[str]
+    event_version: ClassVar[int] = 1
+    topic: ClassVar[str]
+    source: ClassVar[str]
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+
+    def partition_key(self) -> str:
+        """Records with the same key keep their order; by default the ticket id."""
+        key = getattr(self, "ticket_id", None)
+        return str(key) if key is not None else str(self.event_id)
+
+    @classmethod
+    def cloudevent_type(cls) -> str:
+        return f"{TYPE_PREFIX}.{cls.event_type}.v{cls.event_version}"
+
+    def data_json(self) -> bytes:
+        """The payload without the attributes that travel as CloudEvents headers."""
+        return orjson.dumps(self.model_dump(mode="json", exclude={"event_id", "occurred_at"}))
+
+
+class UnknownEventType(LookupError):
+    """A record carries a CloudEvents type no registered event class claims."""
+
+
+class EventDecodeError(ValueError):
+    """A record is not a valid CloudEvent of a registered type; ``reason`` says why."""
+
+
+_REGISTRY: dict[str, type[Event]] = {}
+_E = TypeVar("_E", bound=type[Event])
+
+
+def register(cls: _E) -> _E:
+    """Class decorator: make an event type known to the decoder, refusing duplicates."""
+    ce_type = cls.cloudevent_type()
+    if ce_type in _REGISTRY and _REGISTRY[ce_type] is not cls:
+        raise ValueError(f"event type {ce_type} registered twice")
+    _REGISTRY[ce_type] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Event]]:
+    """Every registered event class by CloudEvents type (importing all event modules first)."""
+    from shared.events import load_all
+
+    load_all()
+    return dict(_REGISTRY)
+
+
+class _RawJSONFormat(JSONFormat):
+    """JSON format that hands the payload bytes to pydantic untouched (it parses faster)."""
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
+        return body
+
+
+_FORMAT = _RawJSONFormat()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A Kafka record ready to send: topic-independent key, value and headers."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def encode_parts(
+    *, event_id: str, ce_type: str, source: str, occurred_at: datetime, key: str, data: bytes
+) -> Record:
+    """Build the binary-mode CloudEvents Kafka record from stored outbox columns."""
+    event = CloudEvent(
+        {
+            "id": event_id,
+            "source": source,
+            "type": ce_type,
+            "specversion": "1.0",
+            "time": occurred_at,
+            "subject": key,
+            "datacontenttype": "application/json",
+            "partitionkey": key,
+        },
+        data,
+    )
+    message = to_binary(event, _FORMAT)
+    return Record(
+        key=key.encode(), value=message.value, headers=list(message.headers.items())
+    )
+
+
+def encode(event: Event) -> Record:
+    """Encode one event as a CloudEvents 1.0 Kafka record in binary mode."""
+    return encode_parts(
+        event_id=str(event.event_id),
+        ce_type=event.cloudevent_type(),
+        source=event.source,
+        occurred_at=event.occurred_at,
+        key=event.partition_key(),
+        data=event.data_json(),
+    )
+
+
+def decode(
+    value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
+    key: bytes | None = None,
+) -> Event:
+    """Decode a binary-mode record into its registered event class.
+
+    Raises UnknownEventType for a type nobody registered and EventDecodeError, naming the
+    failing field, for a payload that does not validate.
+    """
+    try:
+        message = KafkaMessage(headers=dict(headers), key=key, value=value or b"")
+        ce = from_binary(message, _FORMAT)
+    except Exception as exc:  # the SDK raises several types for bad attributes
+        raise EventDecodeError(f"not a CloudEvent: {exc}") from exc
+    ce_type = ce.get_type()
+    cls = _REGISTRY.get(ce_type) or registry().get(ce_type)
+    if cls is None:
+        raise UnknownEventType(f"no event class registered for type {ce_type!r}")
+    try:
+        data = orjson.loads(ce.get_data() or b"null")
+        if not isinstance(data, dict):
+            raise EventDecodeError("payload is not a JSON object")
+        data["event_id"] = ce.get_id()
+        data["occurred_at"] = ce.get_time()
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise EventDecodeError(f"invalid {ce_type} payload: {fields}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise EventDecodeError(f"payload is not JSON: {exc}") from exc
+
+
+def header(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], name: str) -> str | None:
+    """One header's value as text, or None."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("utf-8", "replace")
+    return None

@@ -1,0 +1,258 @@
+"""Inbox consumer: apply each event once, in the same transaction as the inbox row that says so.
+
+Offsets are committed only after the database commit. A delivery whose event id the inbox
+already holds is skipped and counted. A handler that keeps failing is retried with backoff and,
+after ``consumer_max_tries``, its record goes to the dead-letter topic (through the outbox, so
+that too is transactional) and the consumer moves on. A record that does not decode is
+dead-lettered at once: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.bus import BrokerWatch, make_consumer, topic_name
+from shared.events import DEAD_LETTER_TOPIC
+from shared.events.base import (
+    Event,
+    EventDecodeError,
+    Record,
+    UnknownEventType,
+    decode,
+    header,
+    utcnow,
+)
+from shared.logs import log_context
+from shared.metrics import ServiceMetrics
+from shared.outbox import record_row
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[None]]
+"""``async def handle(event, *, session) -> None``: write through the session, never commit."""
+
+HandlerMap = Mapping[type[Event], Handler]
+
+
+class _Failed(Exception):
+    def __init__(self, index: int, error: BaseException) -> None:
+        self.index = index
+        self.error = error
+
+
+class InboxConsumer:
+    """Consumes topics for one service (its group id) and applies events through handlers."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: tuple[str, ...],
+        handlers: HandlerMap,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        inbox: Table,
+        outbox: Table,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics,
+        watch: BrokerWatch,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._topics = tuple(topic_name(settings, t) for t in topics)
+        self._handlers = {cls.cloudevent_type(): (cls, fn) for cls, fn in handlers.items()}
+        self._engine = engine
+        self._sessions = sessions
+        self._inbox = inbox
+        self._outbox = outbox
+        self._settings = settings
+        self._metrics = metrics
+        self._watch = watch
+        self._on_commit = on_commit
+        self._tries: dict[tuple[str, int, int], int] = {}
+        self.joined = asyncio.Event()
+        self.applied = 0
+
+    async def run(self) -> None:
+        """Consume until cancelled; rejoin whenever the broker changes identity."""
+        while self._watch.cluster_id is None:
+            await self._watch.wait_changed()
+        while True:
+            epoch = self._watch.epoch
+            consumer = make_consumer(
+                self._settings, *self._topics, group_id=self.name, client_id=f"{self.name}-consumer"
+            )
+            try:
+                await consumer.start()
+                await self._consume(consumer, epoch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer %s: %s; rejoining", self.name, exc)
+                await asyncio.sleep(1.0)
+            finally:
+                self.joined.clear()
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def _consume(self, consumer: AIOKafkaConsumer, epoch: int) -> None:
+        while self._watch.epoch == epoch:
+            batches = await consumer.getmany(
+                timeout_ms=200, max_records=self._settings.consumer_batch_max_records
+            )
+            if consumer.assignment():
+                self.joined.set()
+            for tp, records in batches.items():
+                if self._watch.epoch != epoch:
+                    return
+                await self._process_partition(consumer, tp, records)
+
+    async def _process_partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]
+    ) -> None:
+        start = 0
+        while start < len(records):
+            try:
+                done = await self._apply(records[start:])
+            except _Failed as failure:
+                done = failure.index
+                record = records[start + failure.index]
+                if await self._should_dead_letter(record, failure.error):
+                    await self._dead_letter(record, repr(failure.error), "handler_failed")
+                    done += 1
+                else:
+                    if done:
+                        await consumer.commit({tp: records[start + done - 1].offset + 1})
+                    consumer.seek(tp, record.offset)  # redeliver from here after the backoff
+                    return
+            if done:
+                await consumer.commit({tp: records[start + done - 1].offset + 1})
+            start += done
+
+    async def _apply(self, records: list[ConsumerRecord]) -> int:
+        """Apply records in one transaction, one savepoint each; stop at the first failure after
+        committing the ones before it. Returns how many records were handled."""
+        handled = 0
+        undecodable: list[tuple[ConsumerRecord, str]] = []
+        failure: _Failed | None = None
+        async with self._sessions() as session, session.begin():
+            for index, record in enumerate(records):
+                try:
+                    event = decode(record.value, record.headers, record.key)
+                except (EventDecodeError, UnknownEventType) as exc:
+                    undecodable.append((record, str(exc)))
+                    handled += 1
+                    continue
+                entry = self._handlers.get(event.cloudevent_type())
+                if entry is None:
+                    handled += 1  # a type this service does not act on
+                    continue
+                event_id = str(event.event_id)
+                seen = await session.execute(
+                    select(self._inbox.c.status).where(
+                        self._inbox.c.consumer == self.name, self._inbox.c.event_id == event_id
+                    )
+                )
+                if seen.first() is not None:
+                    self._metrics.events_duplicate.labels(event.event_type).inc()
+                    handled += 1
+                    continue
+                try:
+                    with log_context(event_id=event_id, ticket_id=getattr(event, "ticket_id", None)):
+                        async with session.begin_nested():
+                            await entry[1](event, session=session)
+                            await session.execute(
+                                self._inbox.insert().values(self._inbox_row(record, event_id, event.event_type, "applied"))
+                            )
+                except Exception as exc:
+                    self._metrics.events_failed.labels(event.event_type).inc()
+                    log.warning(
+                        "handler for %s failed: %r", event.event_type, exc,
+                        extra={"event_id": event_id, "ticket_id": getattr(event, "ticket_id", None)},
+                    )
+                    failure = _Failed(index, exc)
+                    break
+                self._metrics.events_consumed.labels(event.event_type).inc()
+                self.applied += 1
+                handled += 1
+        if handled and self._on_commit is not None:
+            self._on_commit()
+        for record, reason in undecodable:
+            await self._dead_letter(record, reason, "undecodable")
+        if failure is not None:
+            raise failure
+        return handled
+
+    def _inbox_row(
+        self, record: ConsumerRecord, event_id: str, event_type: str, status: str, error: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "consumer": self.name,
+            "event_id": event_id,
+            "event_type": event_type,
+            "status": status,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "error": error,
+            "processed_at": utcnow(),
+        }
+
+    async def _should_dead_letter(self, record: ConsumerRecord, error: BaseException) -> bool:
+        key = (record.topic, record.partition, record.offset)
+        tries = self._tries.get(key, 0) + 1
+        self._tries[key] = tries
+        if tries >= self._settings.consumer_max_tries:
+            self._tries.pop(key, None)
+            return True
+        delay = min(
+            self._settings.consumer_backoff_ms * 2 ** (tries - 1), self._settings.consumer_backoff_max_ms
+        )
+        await asyncio.sleep(delay / 1000)
+        return False
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, kind: str) -> None:
+        """Write the record to the dead-letter topic via the outbox, and mark it in the inbox."""
+        headers = list(record.headers or ())
+        event_id = header(headers, "ce_id") or f"{record.topic}:{record.partition}:{record.offset}"
+        event_type = header(headers, "ce_type") or "unknown"
+        dlq_headers = [
+            *headers,
+            ("x-dlq-reason", reason[:2000].encode()),
+            ("x-dlq-kind", kind.encode()),
+            ("x-dlq-consumer", self.name.encode()),
+            ("x-dlq-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        row = record_row(
+            Record(key=record.key or event_id.encode(), value=record.value or b"", headers=dlq_headers),
+            event_id=f"dlq:{self.name}:{event_id}",
+            event_type=event_type,
+            topic=DEAD_LETTER_TOPIC,
+        )
+        async with self._sessions() as session, session.begin():
+            seen = await session.execute(
+                select(self._inbox.c.status).where(
+                    self._inbox.c.consumer == self.name, self._inbox.c.event_id == event_id
+                )
+            )
+            if seen.first() is not None:
+                return
+            await session.execute(self._outbox.insert().values(row))
+            await session.execute(
+                self._inbox.insert().values(
+                    self._inbox_row(record, event_id, event_type, "dead_lettered", reason[:2000])
+                )
+            )
+        self._metrics.events_dead_lettered.labels(event_type).inc()
+        log.error("dead-lettered %s from %s: %s", event_id, record.topic, reason, extra={"event_id": event_id})
+        if self._on_commit is not None:
+            self._on_commit()

@@ -1,0 +1,362 @@
+"""Transactional outbox: events are rows written in the same transaction as the state change
+that causes them; a relay publishes pending rows in batches and marks them.
+
+Rows stay for a retention window after publication so that a wiped or replaced broker can be
+refilled: when the relay finds a new cluster id it queues every retained row again, and the
+consumers' inboxes drop what they had already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from shared.bus import (
+    BrokerWatch,
+    ensure_topics,
+    fetch_cluster_id,
+    make_admin,
+    make_producer,
+    topic_name,
+)
+from shared.events.base import Event, Record, encode, utcnow
+from shared.metrics import ServiceMetrics
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+_BIGINT_PK = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+def bus_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
+    """Declare the outbox, inbox and bus-state tables in a service's metadata."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False, unique=True),
+        Column("event_type", String(128), nullable=False),
+        Column("topic", String(128), nullable=False),
+        Column("key", String(128), nullable=False),
+        Column("headers", Text, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index("ix_outbox_pending", "published_at", "id"),
+        Index("ix_outbox_created", "created_at"),
+    )
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(64), primary_key=True),
+        Column("event_id", String(64), primary_key=True),
+        Column("event_type", String(128), nullable=False),
+        Column("status", String(16), nullable=False),  # applied | dead_lettered
+        Column("topic", String(128), nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("offset", BigInteger, nullable=False),
+        Column("error", Text, nullable=True),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+    bus_state = Table(
+        "bus_state",
+        metadata,
+        Column("name", String(64), primary_key=True),
+        Column("value", Text, nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )
+    return outbox, inbox, bus_state
+
+
+def record_row(record: Record, *, event_id: str, event_type: str, topic: str) -> dict[str, Any]:
+    """An outbox row for an already-encoded record (the relay sends it verbatim)."""
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "topic": topic,
+        "key": record.key.decode(),
+        "headers": orjson.dumps([[k, v.decode("utf-8", "replace")] for k, v in record.headers]).decode(),
+        "payload": record.value,
+        "created_at": utcnow(),
+        "published_at": None,
+    }
+
+
+def event_row(event: Event) -> dict[str, Any]:
+    """An outbox row for one event, encoded as a CloudEvents record now, off the relay's path."""
+    return record_row(
+        encode(event), event_id=str(event.event_id), event_type=event.event_type, topic=event.topic
+    )
+
+
+class Outbox:
+    """A service's outbox table and the ways to write to it inside a caller's transaction."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def rows(self, events: Iterable[Event]) -> list[tuple[Table, dict[str, Any]]]:
+        """Insert units for the group committer."""
+        return [(self.table, event_row(e)) for e in events]
+
+    async def add(self, session: AsyncSession | AsyncConnection, *events: Event) -> None:
+        """Write events in the caller's open transaction; they publish only if it commits."""
+        if events:
+            await session.execute(self.table.insert(), [event_row(e) for e in events])
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows in id order, marks them, and watches the broker's identity."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        outbox: Table,
+        bus_state: Table,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics,
+        watch: BrokerWatch,
+        client_id: str,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._bus_state = bus_state
+        self._settings = settings
+        self._metrics = metrics
+        self._watch = watch
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._wake = asyncio.Event()
+        self._last_check = 0.0
+        self._last_cleanup = 0.0
+        self._force_check = True
+        self._postgres = engine.dialect.name == "postgresql"
+        self.published = 0
+
+    def wake(self) -> None:
+        """Tell the relay new rows were committed (saves waiting for the next poll)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled; never dies of a broker or database error."""
+        try:
+            await self._relay_loop()
+        finally:
+            await self.close()
+
+    async def _relay_loop(self) -> None:
+        poll = self._settings.outbox_poll_interval_ms / 1000
+        failures = 0
+        while True:
+            try:
+                await self._connect()
+                await self._maybe_check_broker()
+                sent = await self.publish_batch()
+                await self._maybe_cleanup()
+                failures = 0
+                if sent >= self._settings.outbox_batch_size:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self._force_check = True
+                self._watch.reachable = False
+                log.warning("outbox relay: %s (attempt %d)", exc, failures)
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+            self._wake.clear()
+
+    async def _connect(self) -> None:
+        """Start the Kafka clients; aiokafka refuses to start while the broker is away."""
+        if self._admin is None:
+            admin = make_admin(self._settings, client_id=f"{self._client_id}-admin")
+            try:
+                await admin.start()
+            except Exception:
+                await admin.close()
+                raise
+            self._admin = admin
+        if self._producer is None:
+            producer = make_producer(self._settings, client_id=self._client_id)
+            try:
+                await producer.start()
+            except Exception:
+                await producer.stop()
+                raise
+            self._producer = producer
+
+    async def close(self) -> None:
+        """Flush and close the Kafka clients."""
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await self._admin.close()
+            self._admin = None
+
+    async def _maybe_check_broker(self) -> None:
+        interval = self._settings.broker_check_interval_ms / 1000
+        if not self._force_check and time.monotonic() - self._last_check < interval:
+            return
+        assert self._admin is not None
+        cluster_id = await fetch_cluster_id(self._admin)
+        self._last_check = time.monotonic()
+        self._force_check = False
+        self._watch.reachable = True
+        if cluster_id != self._watch.cluster_id:
+            await self.adopt_broker(cluster_id)
+        await self._update_backlog()
+
+    async def adopt_broker(self, cluster_id: str) -> int:
+        """Start talking to broker ``cluster_id``: create topics and, if it is not the broker this
+        database last published to, queue every retained row again. Returns rows re-queued."""
+        assert self._admin is not None
+        await ensure_topics(self._admin, self._settings)
+        requeued = 0
+        async with self._engine.begin() as conn:
+            stored = (
+                await conn.execute(
+                    select(self._bus_state.c.value).where(self._bus_state.c.name == "cluster_id")
+                )
+            ).scalar_one_or_none()
+            if stored != cluster_id:
+                if stored is not None:
+                    cutoff = utcnow() - timedelta(days=self._settings.outbox_retention_days)
+                    result = await conn.execute(
+                        update(self._outbox)
+                        .where(self._outbox.c.published_at.is_not(None))
+                        .where(self._outbox.c.created_at >= cutoff)
+                        .values(published_at=None)
+                    )
+                    requeued = result.rowcount or 0
+                await self._store_cluster_id(conn, cluster_id, exists=stored is not None)
+        if requeued:
+            self._metrics.outbox_republished.inc(requeued)
+        if self._watch.cluster_id is not None:
+            self._metrics.broker_epoch_changes.inc()
+        log.info("broker %s adopted; %d retained events queued again", cluster_id, requeued)
+        self._watch.adopt(cluster_id)
+        return requeued
+
+    async def _store_cluster_id(self, conn: AsyncConnection, cluster_id: str, *, exists: bool) -> None:
+        values = {"name": "cluster_id", "value": cluster_id, "updated_at": utcnow()}
+        if exists:
+            await conn.execute(
+                update(self._bus_state).where(self._bus_state.c.name == "cluster_id").values(values)
+            )
+        else:
+            await conn.execute(self._bus_state.insert().values(values))
+
+    async def publish_batch(self) -> int:
+        """Send up to one batch of pending rows; return how many were published."""
+        t = self._outbox
+        query = (
+            select(t.c.id, t.c.event_type, t.c.topic, t.c.key, t.c.headers, t.c.payload)
+            .where(t.c.published_at.is_(None))
+            .order_by(t.c.id)
+            .limit(self._settings.outbox_batch_size)
+        )
+        if self._postgres:
+            # Several replicas may relay one database: each claims rows the others have not.
+            async with self._engine.begin() as conn:
+                rows = (await conn.execute(query.with_for_update(skip_locked=True))).all()
+                if rows:
+                    await self._send(rows)
+                    await self._mark(conn, [r.id for r in rows])
+        else:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+                await conn.rollback()
+            if rows:
+                await self._send(rows)
+                async with self._engine.begin() as conn:
+                    await self._mark(conn, [r.id for r in rows])
+        if rows:
+            self.published += len(rows)
+            for row in rows:
+                self._metrics.events_produced.labels(row.event_type).inc()
+        return len(rows)
+
+    async def _send(self, rows: list[Any]) -> None:
+        assert self._producer is not None
+        futures = []
+        for row in rows:
+            headers = [(k, v.encode()) for k, v in orjson.loads(row.headers)]
+            futures.append(
+                await self._producer.send(
+                    topic_name(self._settings, row.topic),
+                    value=row.payload,
+                    key=row.key.encode(),
+                    headers=headers,
+                )
+            )
+        await asyncio.gather(*futures)
+
+    async def _mark(self, conn: AsyncConnection, ids: list[int]) -> None:
+        now = utcnow()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            await conn.execute(
+                update(self._outbox).where(self._outbox.c.id.in_(chunk)).values(published_at=now)
+            )
+
+    async def _update_backlog(self) -> None:
+        async with self._engine.connect() as conn:
+            backlog = (
+                await conn.execute(
+                    select(func.count()).select_from(self._outbox).where(
+                        self._outbox.c.published_at.is_(None)
+                    )
+                )
+            ).scalar_one()
+            await conn.rollback()
+        self._metrics.outbox_backlog.set(backlog)
+
+    async def _maybe_cleanup(self) -> None:
+        if time.monotonic() - self._last_cleanup < 60:
+            return
+        self._last_cleanup = time.monotonic()
+        await self.purge_expired()
+
+    async def purge_expired(self) -> int:
+        """Delete published rows older than the retention window."""
+        cutoff = utcnow() - timedelta(days=self._settings.outbox_retention_days)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                self._outbox.delete()
+                .where(self._outbox.c.published_at.is_not(None))
+                .where(self._outbox.c.created_at < cutoff)
+            )
+        return result.rowcount or 0

@@ -1,0 +1,223 @@
+"""The one wiring point of a service process: database, bus, background loops, and the
+FastAPI app around them (health, readiness, metrics, errors)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import MetaData, Table
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared import db, logs
+from shared.bus import BrokerWatch
+from shared.inbox import HandlerMap, InboxConsumer
+from shared.metrics import CONTENT_TYPE_LATEST, HttpMetricsMiddleware, ServiceMetrics
+from shared.outbox import Outbox, OutboxRelay, bus_tables
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceSpec:
+    """What makes one service different from another, declared in its ``app.py``."""
+
+    name: str
+    title: str
+    metadata: MetaData
+    consumes: tuple[str, ...] = ()
+    handlers: HandlerMap = field(default_factory=dict)
+    group_commit: bool = False
+    routers: Sequence[Any] = ()
+    on_startup: Callable[[Runtime], Awaitable[None]] | None = None
+    description: str = ""
+
+
+class Runtime:
+    """Everything a running service holds; lives on ``app.state.runtime``."""
+
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.metrics = ServiceMetrics(spec.name)
+        self.watch = BrokerWatch()
+        self.engine: AsyncEngine = db.create_engine(settings)
+        self.sessions: async_sessionmaker[AsyncSession] = db.session_factory(self.engine)
+        tables = spec.metadata.tables
+        self.outbox_table: Table = tables["outbox"]
+        self.inbox_table: Table = tables["inbox"]
+        self.bus_state_table: Table = tables["bus_state"]
+        self.outbox = Outbox(self.outbox_table)
+        self.committer: db.GroupCommitter | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumer: InboxConsumer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.extras: dict[str, Any] = {}
+
+    def notify(self) -> None:
+        """Wake the relay: rows were just committed to the outbox."""
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def start(self) -> None:
+        """Start the producer, relay, consumer and group committer (the broker may still be down:
+        the loops keep retrying and /readyz says so)."""
+        s = self.settings
+        self.relay = OutboxRelay(
+            engine=self.engine,
+            outbox=self.outbox_table,
+            bus_state=self.bus_state_table,
+            settings=s,
+            metrics=self.metrics,
+            watch=self.watch,
+            client_id=f"{self.spec.name}-relay",
+        )
+        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        if self.spec.consumes:
+            self.consumer = InboxConsumer(
+                name=self.spec.name,
+                topics=self.spec.consumes,
+                handlers=self.spec.handlers,
+                engine=self.engine,
+                sessions=self.sessions,
+                inbox=self.inbox_table,
+                outbox=self.outbox_table,
+                settings=s,
+                metrics=self.metrics,
+                watch=self.watch,
+                on_commit=self.notify,
+            )
+            self._tasks.append(asyncio.create_task(self.consumer.run(), name="inbox-consumer"))
+        if self.spec.group_commit:
+            self.committer = db.GroupCommitter(
+                self.engine, max_batch=s.group_commit_max_batch, on_commit=self._group_committed
+            )
+            await self.committer.start()
+
+    def _group_committed(self, units: int) -> None:
+        self.metrics.group_commit_size.observe(units)
+        self.notify()
+
+    async def stop(self) -> None:
+        if self.committer is not None:
+            await self.committer.stop()
+        for task in reversed(self._tasks):
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        """What is reachable, by dependency."""
+        status: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(db.ping(self.engine), 2.0)
+            status["database"] = "ok"
+        except Exception as exc:
+            status["database"] = f"unreachable: {type(exc).__name__}"
+        status["broker"] = "ok" if self.watch.reachable else "unreachable"
+        if self.consumer is not None:
+            status["consumer"] = "joined" if self.consumer.joined.is_set() else "joining"
+        return status
+
+
+def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
+    """A FastAPI app with the service's routers, lifespan, health, readiness and metrics."""
+    logs.configure(service=spec.name, level=settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(spec, settings)
+        app.state.runtime = runtime
+        app.state.metrics = runtime.metrics
+        if spec.on_startup is not None:
+            await spec.on_startup(runtime)
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
+    metrics_holder: dict[str, ServiceMetrics] = {}
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "service": spec.name}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the database and the broker are reachable (503 otherwise)."""
+        checks = await request.app.state.runtime.readiness()
+        ready = checks["database"] == "ok" and checks["broker"] == "ok"
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics in text exposition format."""
+        return Response(request.app.state.runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 whose detail names every failing field by its dotted path."""
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
+                "message": err["msg"],
+                "type": err["type"],
+            }
+            for err in exc.errors()
+        ]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse({"detail": summary, "errors": errors}, status_code=422)
+
+    for router in spec.routers:
+        app.include_router(router)
+    app.add_middleware(_LazyMetricsMiddleware, holder=metrics_holder)
+    return app
+
+
+class _LazyMetricsMiddleware:
+    """HTTP metrics middleware that finds the runtime's metrics once the lifespan has run."""
+
+    def __init__(self, app: Any, holder: dict[str, ServiceMetrics]) -> None:
+        self.app = app
+        self._inner: HttpMetricsMiddleware | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._inner is None:
+            state = scope.get("app").state if scope.get("app") is not None else None
+            metrics = getattr(state, "metrics", None) if state is not None else None
+            if metrics is None:
+                await self.app(scope, receive, send)
+                return
+            self._inner = HttpMetricsMiddleware(self.app, metrics)
+        await self._inner(scope, receive, send)
+
+
+def declare_bus_tables(metadata: MetaData) -> None:
+    """Every service database carries the outbox, inbox and bus-state tables."""
+    bus_tables(metadata)
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The running service's runtime (a FastAPI dependency)."""
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

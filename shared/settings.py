@@ -1,0 +1,97 @@
+"""One way in for configuration: every service's Settings class derives from ServiceSettings.
+
+Nothing else in the code base reads ``os.environ``. Shared values (the broker, logging) come from
+unprefixed variables such as ``KAFKA_BOOTSTRAP_SERVERS``; per-service values take the service's
+prefix, e.g. ``INTAKE_DATABASE_URL`` or ``DISPATCH_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _alias(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class BusSettings(BaseSettings):
+    """How a process reaches the Kafka-protocol broker."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=_alias("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    # tansu (the embedded broker) answers InitProducerId v0 with UnknownError: both must stay off
+    # there; against Apache Kafka turn them on.
+    kafka_enable_idempotence: bool = Field(
+        False, validation_alias=_alias("KAFKA_ENABLE_IDEMPOTENCE")
+    )
+    kafka_topic_partitions: int = Field(6, validation_alias=_alias("KAFKA_TOPIC_PARTITIONS"))
+    kafka_replication_factor: int = Field(1, validation_alias=_alias("KAFKA_REPLICATION_FACTOR"))
+    kafka_session_timeout_ms: int = Field(6000, validation_alias=_alias("KAFKA_SESSION_TIMEOUT_MS"))
+    kafka_heartbeat_interval_ms: int = Field(
+        1500, validation_alias=_alias("KAFKA_HEARTBEAT_INTERVAL_MS")
+    )
+    kafka_topic_prefix: str = Field("fengqiao", validation_alias=_alias("KAFKA_TOPIC_PREFIX"))
+    log_level: str = Field("INFO", validation_alias=_alias("LOG_LEVEL"))
+    log_json: bool = Field(True, validation_alias=_alias("LOG_JSON"))
+
+
+class ServiceSettings(BusSettings):
+    """Settings every service shares; a subclass sets ``service_name`` and its env prefix."""
+
+    service_name: ClassVar[str] = "service"
+
+    database_url: str = "sqlite+aiosqlite:///./var/service.db"
+    database_schema: str | None = None
+    database_pool_size: int = 10
+    sqlite_busy_timeout_ms: int = 5000
+
+    outbox_retention_days: float = 7.0
+    outbox_batch_size: int = 500
+    outbox_poll_interval_ms: int = 200
+    broker_check_interval_ms: int = 1000
+
+    consumer_max_tries: int = 5
+    consumer_backoff_ms: int = 200
+    consumer_backoff_max_ms: int = 5000
+    consumer_batch_max_records: int = 500
+
+    group_commit_max_batch: int = 256
+    group_commit_max_wait_ms: float = 2.0
+
+    auth_mode: str = "header"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://", "postgresql://")):
+            raise ValueError(
+                "database_url must be sqlite+aiosqlite://... or postgresql+asyncpg://..."
+            )
+        if value.startswith("postgresql://"):
+            value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite URL, or None for PostgreSQL / in-memory."""
+        if not self.is_sqlite:
+            return None
+        raw = self.database_url.split(":///", 1)[1].split("?", 1)[0]
+        return None if raw in ("", ":memory:") else Path(raw)
+
+
+def service_settings_config(prefix: str, **extra: Any) -> SettingsConfigDict:
+    """Settings config for a service: its own prefix, unknown variables ignored."""
+    return SettingsConfigDict(
+        env_prefix=prefix, extra="ignore", populate_by_name=True, **extra  # type: ignore[typeddict-item]
+    )
