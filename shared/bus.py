@@ -8,6 +8,7 @@ broker is new, so the outbox re-publishes what it retains and consumers rejoin f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -79,10 +80,8 @@ async def ensure_topics(
     ]
     if not missing:
         return
-    try:
+    with contextlib.suppress(TopicAlreadyExistsError):  # another service was quicker
         await admin.create_topics(missing)
-    except TopicAlreadyExistsError:
-        pass  # another service created it in the meantime
     log.info("created topics %s", [t.name for t in missing])
 
 

@@ -31,8 +31,11 @@ def service_settings(name: str) -> ServiceSettings:
     """The settings class of a service, read from the environment."""
     module = __import__(f"services.{name}.settings", fromlist=["x"])
     cls = next(
-        v for k, v in vars(module).items()
-        if k.endswith("Settings") and isinstance(v, type) and issubclass(v, ServiceSettings)
+        v
+        for k, v in vars(module).items()
+        if k.endswith("Settings")
+        and isinstance(v, type)
+        and issubclass(v, ServiceSettings)
         and v is not ServiceSettings
     )
     return cls()  # type: ignore[no-any-return]
@@ -73,9 +76,20 @@ def _spawn(name: str, host: str, port: int, env: dict[str, str], log_dir: Path) 
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "uvicorn", "--factory", f"services.{name}.app:create_app",
-            "--host", host, "--port", str(port), "--no-access-log", "--log-level", "warning",
-            "--timeout-graceful-shutdown", "5",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            f"services.{name}.app:create_app",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--timeout-graceful-shutdown",
+            "5",
         ],
         env=env,
         stdout=log,
@@ -91,7 +105,9 @@ def _wait_healthy(children: list[_Child], host: str, timeout: float = 30.0) -> N
     for child in children:
         while True:
             if child.process.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with {child.process.returncode}; see its log")
+                raise RuntimeError(
+                    f"{child.name} exited with {child.process.returncode}; see its log"
+                )
             try:
                 if httpx.get(f"http://{host}:{child.port}/healthz", timeout=1).status_code == 200:
                     break
@@ -117,7 +133,12 @@ def _stop_children(children: list[_Child]) -> None:
 @app.command()
 def up(
     host: Annotated[str, typer.Option(help="Address every server binds to.")] = "127.0.0.1",
-    base_port: Annotated[int, typer.Option(help="intake, dispatch, mediation, evaluation get this port and the next three.")] = 8001,
+    base_port: Annotated[
+        int,
+        typer.Option(
+            help="intake, dispatch, mediation, evaluation get this port and the next three."
+        ),
+    ] = 8001,
     broker_port: Annotated[int, typer.Option(help="Port of the embedded broker.")] = 9092,
     var_dir: Annotated[Path, typer.Option(help="Where SQLite files and logs go.")] = Path("var"),
 ) -> None:
@@ -144,7 +165,9 @@ def up(
             bootstrap = bus.kafka_bootstrap_servers
             console.print(f"using external Kafka at [bold]{bootstrap}[/]")
         else:
-            broker = EmbeddedBroker(port=broker_port, host="127.0.0.1", log_path=log_dir / "broker.log")
+            broker = EmbeddedBroker(
+                port=broker_port, host="127.0.0.1", log_path=log_dir / "broker.log"
+            )
             broker.start()
             bootstrap = broker.bootstrap
             console.print(f"embedded broker (tansu, memory) on [bold]{bootstrap}[/]")
@@ -167,9 +190,15 @@ def up(
         while not stopping:
             for child in children:
                 if child.process.poll() is not None:
-                    console.print(f"[red]{child.name} exited ({child.process.returncode}); stopping[/]")
+                    console.print(
+                        f"[red]{child.name} exited ({child.process.returncode}); stopping[/]"
+                    )
                     stopping = True
-            if broker is not None and broker.process is not None and broker.process.poll() is not None:
+            if (
+                broker is not None
+                and broker.process is not None
+                and broker.process.poll() is not None
+            ):
                 console.print("[red]the broker exited; stopping[/]")
                 stopping = True
             time.sleep(0.2)

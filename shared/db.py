@@ -4,12 +4,14 @@ per-service SQLModel bases, and group commit for the hot write path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import DateTime, Table, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -19,11 +21,38 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import registry as orm_registry
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+
+class AwareDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every database: stored as UTC, read back aware.
+
+    SQLite has no time zones and would hand back naive values; this refuses naive input and
+    restores UTC on the way out.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def __init__(self, timezone: bool = True) -> None:
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: pass a timezone-aware value")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def service_base(name: str) -> type[SQLModel]:
@@ -44,9 +73,11 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         )
         _configure_sqlite(engine, settings)
         return engine
-    connect_args: dict[str, Any] = {}
+    # The application name makes each service's sessions recognisable in pg_stat_activity.
+    server_settings = {"application_name": f"fengqiao-{settings.service_name}"}
     if settings.database_schema:
-        connect_args["server_settings"] = {"search_path": settings.database_schema}
+        server_settings["search_path"] = settings.database_schema
+    connect_args: dict[str, Any] = {"server_settings": server_settings}
     return create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
@@ -105,7 +136,9 @@ Work = Callable[[AsyncConnection], Awaitable[Any]]
 class _Unit:
     inserts: Sequence[tuple[Table, dict[str, Any]]]
     work: Work | None
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class GroupCommitter:
@@ -138,10 +171,8 @@ class GroupCommitter:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         while not self._queue.empty():
             unit = self._queue.get_nowait()

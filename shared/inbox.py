@@ -89,7 +89,10 @@ class InboxConsumer:
         while True:
             epoch = self._watch.epoch
             consumer = make_consumer(
-                self._settings, *self._topics, group_id=self.name, client_id=f"{self.name}-consumer"
+                self._settings,
+                *self._topics,
+                group_id=f"{self._settings.kafka_topic_prefix}.{self.name}",
+                client_id=f"{self.name}-consumer",
             )
             try:
                 await consumer.start()
@@ -167,17 +170,26 @@ class InboxConsumer:
                     handled += 1
                     continue
                 try:
-                    with log_context(event_id=event_id, ticket_id=getattr(event, "ticket_id", None)):
+                    with log_context(
+                        event_id=event_id, ticket_id=getattr(event, "ticket_id", None)
+                    ):
                         async with session.begin_nested():
                             await entry[1](event, session=session)
                             await session.execute(
-                                self._inbox.insert().values(self._inbox_row(record, event_id, event.event_type, "applied"))
+                                self._inbox.insert().values(
+                                    self._inbox_row(record, event_id, event.event_type, "applied")
+                                )
                             )
                 except Exception as exc:
                     self._metrics.events_failed.labels(event.event_type).inc()
                     log.warning(
-                        "handler for %s failed: %r", event.event_type, exc,
-                        extra={"event_id": event_id, "ticket_id": getattr(event, "ticket_id", None)},
+                        "handler for %s failed: %r",
+                        event.event_type,
+                        exc,
+                        extra={
+                            "event_id": event_id,
+                            "ticket_id": getattr(event, "ticket_id", None),
+                        },
                     )
                     failure = _Failed(index, exc)
                     break
@@ -193,7 +205,12 @@ class InboxConsumer:
         return handled
 
     def _inbox_row(
-        self, record: ConsumerRecord, event_id: str, event_type: str, status: str, error: str | None = None
+        self,
+        record: ConsumerRecord,
+        event_id: str,
+        event_type: str,
+        status: str,
+        error: str | None = None,
     ) -> dict[str, Any]:
         return {
             "consumer": self.name,
@@ -215,7 +232,8 @@ class InboxConsumer:
             self._tries.pop(key, None)
             return True
         delay = min(
-            self._settings.consumer_backoff_ms * 2 ** (tries - 1), self._settings.consumer_backoff_max_ms
+            self._settings.consumer_backoff_ms * 2 ** (tries - 1),
+            self._settings.consumer_backoff_max_ms,
         )
         await asyncio.sleep(delay / 1000)
         return False
@@ -233,7 +251,9 @@ class InboxConsumer:
             ("x-dlq-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
         row = record_row(
-            Record(key=record.key or event_id.encode(), value=record.value or b"", headers=dlq_headers),
+            Record(
+                key=record.key or event_id.encode(), value=record.value or b"", headers=dlq_headers
+            ),
             event_id=f"dlq:{self.name}:{event_id}",
             event_type=event_type,
             topic=DEAD_LETTER_TOPIC,
@@ -253,6 +273,12 @@ class InboxConsumer:
                 )
             )
         self._metrics.events_dead_lettered.labels(event_type).inc()
-        log.error("dead-lettered %s from %s: %s", event_id, record.topic, reason, extra={"event_id": event_id})
+        log.error(
+            "dead-lettered %s from %s: %s",
+            event_id,
+            record.topic,
+            reason,
+            extra={"event_id": event_id},
+        )
         if self._on_commit is not None:
             self._on_commit()

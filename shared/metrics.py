@@ -27,7 +27,10 @@ class ServiceMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.events_produced = Counter(
-            "fengqiao_events_produced_total", "Events published by the outbox relay.", ["type"], registry=r
+            "fengqiao_events_produced_total",
+            "Events published by the outbox relay.",
+            ["type"],
+            registry=r,
         )
         self.events_consumed = Counter(
             "fengqiao_events_consumed_total", "Events applied by a consumer.", ["type"], registry=r

@@ -1,4 +1,4 @@
-"""Alembic, driven from code: each service keeps its own history in ``services/<name>/migrations``."""
+"""Alembic, driven from code: each service keeps its history in ``services/<name>/migrations``."""
 
 from __future__ import annotations
 

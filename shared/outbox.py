@@ -22,7 +22,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Index,
     Integer,
     LargeBinary,
@@ -44,6 +43,7 @@ from shared.bus import (
     make_producer,
     topic_name,
 )
+from shared.db import AwareDateTime
 from shared.events.base import Event, Record, encode, utcnow
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
@@ -65,8 +65,8 @@ def bus_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("key", String(128), nullable=False),
         Column("headers", Text, nullable=False),
         Column("payload", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("published_at", DateTime(timezone=True), nullable=True),
+        Column("created_at", AwareDateTime(), nullable=False),
+        Column("published_at", AwareDateTime(), nullable=True),
         Index("ix_outbox_pending", "published_at", "id"),
         Index("ix_outbox_created", "created_at"),
     )
@@ -81,14 +81,14 @@ def bus_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("partition", Integer, nullable=False),
         Column("offset", BigInteger, nullable=False),
         Column("error", Text, nullable=True),
-        Column("processed_at", DateTime(timezone=True), nullable=False),
+        Column("processed_at", AwareDateTime(), nullable=False),
     )
     bus_state = Table(
         "bus_state",
         metadata,
         Column("name", String(64), primary_key=True),
         Column("value", Text, nullable=False),
-        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", AwareDateTime(), nullable=False),
     )
     return outbox, inbox, bus_state
 
@@ -100,7 +100,9 @@ def record_row(record: Record, *, event_id: str, event_type: str, topic: str) ->
         "event_type": event_type,
         "topic": topic,
         "key": record.key.decode(),
-        "headers": orjson.dumps([[k, v.decode("utf-8", "replace")] for k, v in record.headers]).decode(),
+        "headers": orjson.dumps(
+            [[k, v.decode("utf-8", "replace")] for k, v in record.headers]
+        ).decode(),
         "payload": record.value,
         "created_at": utcnow(),
         "published_at": None,
@@ -270,7 +272,9 @@ class OutboxRelay:
         self._watch.adopt(cluster_id)
         return requeued
 
-    async def _store_cluster_id(self, conn: AsyncConnection, cluster_id: str, *, exists: bool) -> None:
+    async def _store_cluster_id(
+        self, conn: AsyncConnection, cluster_id: str, *, exists: bool
+    ) -> None:
         values = {"name": "cluster_id", "value": cluster_id, "updated_at": utcnow()}
         if exists:
             await conn.execute(
@@ -336,9 +340,9 @@ class OutboxRelay:
         async with self._engine.connect() as conn:
             backlog = (
                 await conn.execute(
-                    select(func.count()).select_from(self._outbox).where(
-                        self._outbox.c.published_at.is_(None)
-                    )
+                    select(func.count())
+                    .select_from(self._outbox)
+                    .where(self._outbox.c.published_at.is_(None))
                 )
             ).scalar_one()
             await conn.rollback()

@@ -149,7 +149,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan
+    )
     metrics_holder: dict[str, ServiceMetrics] = {}
 
     @app.get("/healthz", tags=["operations"])

@@ -93,5 +93,8 @@ class ServiceSettings(BusSettings):
 def service_settings_config(prefix: str, **extra: Any) -> SettingsConfigDict:
     """Settings config for a service: its own prefix, unknown variables ignored."""
     return SettingsConfigDict(
-        env_prefix=prefix, extra="ignore", populate_by_name=True, **extra  # type: ignore[typeddict-item]
+        env_prefix=prefix,
+        extra="ignore",
+        populate_by_name=True,
+        **extra,  # type: ignore[typeddict-item]
     )

@@ -6,17 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
-from sqlalchemy import JSON, Column, DateTime
+from sqlalchemy import JSON, Column
 from sqlmodel import Field
 
-from shared.db import service_base
+from shared.db import AwareDateTime, service_base
 from shared.outbox import bus_tables
 
 DispatchBase = service_base("dispatch")
 
 
 class Department(DispatchBase, table=True):  # type: ignore[call-arg]
-    """A unit that handles appeals within its jurisdiction, for the categories it is responsible for."""
+    """A unit handling appeals in its jurisdiction, for the categories it is responsible for."""
 
     __tablename__ = "departments"
 
@@ -25,7 +25,9 @@ class Department(DispatchBase, table=True):  # type: ignore[call-arg]
     name_en: str
     tier: str = Field(max_length=16)  # city | district | town | village | grid
     area_code: str = Field(max_length=32)
-    responsibilities: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    responsibilities: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     active: bool = True
 
@@ -44,7 +46,7 @@ class Dispatch(DispatchBase, table=True):  # type: ignore[call-arg]
     time_limit_profile: str = Field(default="standard", max_length=32)
     status: str = Field(default="assigned", max_length=32)
     rule_id: str | None = None
-    assigned_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    assigned_at: datetime = Field(sa_column=Column(AwareDateTime(), nullable=False))
     deadlines: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import Column, DateTime
+from sqlalchemy import Column
 from sqlmodel import Field
 
-from shared.db import service_base
+from shared.db import AwareDateTime, service_base
 from shared.outbox import bus_tables
 
 EvaluationBase = service_base("evaluation")
@@ -22,8 +22,8 @@ class TicketFact(EvaluationBase, table=True):  # type: ignore[call-arg]
     ticket_id: str = Field(primary_key=True, max_length=32)
     channel: str | None = Field(default=None, max_length=64)
     category_code: str | None = Field(default=None, max_length=8)
-    received_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    dispatched_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    received_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime()))
+    dispatched_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime()))
     department_code: str | None = Field(default=None, index=True, max_length=64)
     handling_line: str | None = Field(default=None, max_length=32)
     resolved: bool | None = None

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field as SQLField
 
-from shared.db import service_base
+from shared.db import AwareDateTime, service_base
 from shared.events.intake import Urgency
 from shared.outbox import bus_tables
 
@@ -20,12 +20,14 @@ class Ticket(IntakeBase, table=True):  # type: ignore[call-arg]
     """One accepted appeal. Clear-text contact and ID numbers never leave this table."""
 
     __tablename__ = "tickets"
-    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_ticket_channel_external"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id", name="uq_ticket_channel_external"),
+    )
 
     ticket_id: str = SQLField(primary_key=True, max_length=32)
     channel: str = SQLField(index=True, max_length=64)
     external_id: str | None = SQLField(default=None, max_length=128)
-    received_at: datetime = SQLField(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    received_at: datetime = SQLField(sa_column=Column(AwareDateTime(), nullable=False, index=True))
     title: str
     content: str
     citizen_name: str | None = None

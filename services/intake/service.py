@@ -96,7 +96,9 @@ async def accept_ticket(
             phone_masked=mask_phone(ticket.citizen_phone),
             citizen_hash=row["citizen_hash"],
         ),
-        location=Location(address=ticket.address, longitude=ticket.longitude, latitude=ticket.latitude),
+        location=Location(
+            address=ticket.address, longitude=ticket.longitude, latitude=ticket.latitude
+        ),
         category_code=category,
         urgency=ticket.urgency,
         is_enterprise=ticket.is_enterprise,
@@ -113,7 +115,9 @@ async def accept_ticket(
     return TicketAccepted(ticket_id=ticket_id, status="received", created=True)
 
 
-async def _find_by_external_id(engine: AsyncEngine, channel: str, external_id: str | None) -> str | None:
+async def _find_by_external_id(
+    engine: AsyncEngine, channel: str, external_id: str | None
+) -> str | None:
     if external_id is None:
         return None
     async with engine.connect() as conn:
@@ -128,7 +132,9 @@ async def _find_by_external_id(engine: AsyncEngine, channel: str, external_id: s
 async def get_ticket(*, engine: AsyncEngine, ticket_id: str) -> dict[str, Any]:
     """One ticket's row; TicketNotFound if there is none."""
     async with engine.connect() as conn:
-        row = (await conn.execute(select(_TICKETS).where(_TICKETS.c.ticket_id == ticket_id))).first()
+        row = (
+            await conn.execute(select(_TICKETS).where(_TICKETS.c.ticket_id == ticket_id))
+        ).first()
     if row is None:
         raise TicketNotFound(ticket_id)
     return dict(row._mapping)

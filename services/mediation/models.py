@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel
-from sqlalchemy import Column, DateTime
+from sqlalchemy import Column
 from sqlmodel import Field
 
-from shared.db import service_base
+from shared.db import AwareDateTime, service_base
 from shared.outbox import bus_tables
 
 MediationBase = service_base("mediation")
@@ -23,7 +23,7 @@ class Case(MediationBase, table=True):  # type: ignore[call-arg]
     ticket_id: str | None = Field(default=None, index=True, unique=True, max_length=32)
     category_code: str | None = Field(default=None, max_length=8)
     status: str = Field(default="open", max_length=32)
-    opened_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    opened_at: datetime = Field(sa_column=Column(AwareDateTime(), nullable=False))
 
 
 class CasePublic(BaseModel):

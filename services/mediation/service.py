@@ -19,8 +19,10 @@ async def open_case_for_dispatch(
     if event.handling_line != "mediation":
         return None
     existing = (
-        await session.execute(select(Case).where(Case.ticket_id == event.ticket_id))
-    ).scalars().first()
+        (await session.execute(select(Case).where(Case.ticket_id == event.ticket_id)))
+        .scalars()
+        .first()
+    )
     if existing is not None:
         return existing
     case = Case(
@@ -32,6 +34,9 @@ async def open_case_for_dispatch(
     session.add(case)
     await session.flush()
     await outbox.add(
-        session, CaseOpened(case_id=case.case_id, ticket_id=event.ticket_id, category_code=event.category_code)
+        session,
+        CaseOpened(
+            case_id=case.case_id, ticket_id=event.ticket_id, category_code=event.category_code
+        ),
     )
     return case

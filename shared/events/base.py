@@ -122,9 +122,7 @@ def encode_parts(
         data,
     )
     message = to_binary(event, _FORMAT)
-    return Record(
-        key=key.encode(), value=message.value, headers=list(message.headers.items())
-    )
+    return Record(key=key.encode(), value=message.value, headers=list(message.headers.items()))
 
 
 def encode(event: Event) -> Record:
@@ -140,7 +138,8 @@ def encode(event: Event) -> Record:
 
 
 def decode(
-    value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
     key: bytes | None = None,
 ) -> Event:
     """Decode a binary-mode record into its registered event class.
@@ -174,7 +173,9 @@ def decode(
         raise EventDecodeError(f"payload is not JSON: {exc}") from exc
 
 
-def header(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], name: str) -> str | None:
+def header(
+    headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], name: str
+) -> str | None:
     """One header's value as text, or None."""
     for key, value in headers:
         if key == name:

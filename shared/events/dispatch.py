@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from shared.events.base import Event, register
 
@@ -32,4 +32,4 @@ class TicketAssigned(_DispatchEvent):
     handling_line: HandlingLine = "normal"
     time_limit_profile: str = "standard"
     rule_id: str | None = None
-    deadlines: dict[str, AwareDatetime] = {}
+    deadlines: dict[str, AwareDatetime] = Field(default_factory=dict)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 04:46:47.037806
+Create Date: 2026-11-22 04:50:32.459379
 """
 
 from collections.abc import Sequence
@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
+
+import shared.db
 
 
 revision: str = '0001'
@@ -23,7 +25,7 @@ def upgrade() -> None:
     op.create_table('bus_state',
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', shared.db.AwareDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
     op.create_table('id_blocks',
@@ -40,7 +42,7 @@ def upgrade() -> None:
     sa.Column('partition', sa.Integer(), nullable=False),
     sa.Column('offset', sa.BigInteger(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('processed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('processed_at', shared.db.AwareDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('consumer', 'event_id')
     )
     op.create_table('outbox',
@@ -51,8 +53,8 @@ def upgrade() -> None:
     sa.Column('key', sa.String(length=128), nullable=False),
     sa.Column('headers', sa.Text(), nullable=False),
     sa.Column('payload', sa.LargeBinary(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', shared.db.AwareDateTime(timezone=True), nullable=False),
+    sa.Column('published_at', shared.db.AwareDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('event_id')
     )
@@ -64,7 +66,7 @@ def upgrade() -> None:
     sa.Column('ticket_id', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('external_id', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
-    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('received_at', shared.db.AwareDateTime(timezone=True), nullable=False),
     sa.Column('title', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('content', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('citizen_name', sqlmodel.sql.sqltypes.AutoString(), nullable=True),

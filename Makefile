@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` (the whole suite, embedded) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast lint format typecheck install clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## start broker + four services on 127.0.0.1:8001-8004
+	$(BIN)/fengqiao up
+
+test: $(STAMP)  ## the whole test suite (SQLite, and PostgreSQL where reachable)
+	$(BIN)/pytest
+
+test-fast: $(STAMP)  ## unit tests only
+	$(BIN)/pytest tests/unit -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy shared services
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

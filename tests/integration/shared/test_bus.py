@@ -1,0 +1,336 @@
+"""Outbox relay and inbox consumer against the real broker and real databases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import Column, MetaData, String, Table, func, select, update
+
+from shared.bus import BrokerWatch, create_topics, topic_name
+from shared.db import create_engine, ensure_schema, session_factory
+from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
+from shared.events.base import header, utcnow
+from shared.events.intake import TicketReceived
+from shared.inbox import InboxConsumer
+from shared.metrics import ServiceMetrics
+from shared.outbox import Outbox, OutboxRelay, bus_tables
+from shared.settings import ServiceSettings
+from tests.support import Database, bus_settings, wait_until
+
+
+def ticket(n: int) -> TicketReceived:
+    return TicketReceived(
+        ticket_id=f"20260101-{n:07d}",
+        channel="hotline-12345-phone",
+        received_at=utcnow(),
+        title=f"t{n}",
+        content="路灯不亮",
+        category_code="0102",
+    )
+
+
+class Harness:
+    """One fake service: its own tables, a relay and, on demand, a consumer."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.metadata = MetaData()
+        self.outbox_table, self.inbox_table, self.bus_state = bus_tables(self.metadata)
+        self.applied = Table(
+            "applied",
+            self.metadata,
+            Column("event_id", String(64), primary_key=True),
+            Column("ticket_id", String(32)),
+        )
+        self.metrics = ServiceMetrics("harness")
+        self.watch = BrokerWatch()
+        self.outbox = Outbox(self.outbox_table)
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        await ensure_schema(self.settings)
+        self.engine = create_engine(self.settings)
+        self.sessions = session_factory(self.engine)
+        async with self.engine.begin() as conn:
+            await conn.run_sync(self.metadata.create_all)
+        self.relay = OutboxRelay(
+            engine=self.engine,
+            outbox=self.outbox_table,
+            bus_state=self.bus_state,
+            settings=self.settings,
+            metrics=self.metrics,
+            watch=self.watch,
+            client_id="harness",
+        )
+        self.tasks.append(asyncio.create_task(self.relay.run()))
+        await wait_until(
+            lambda: _true(self.watch.cluster_id is not None), what="relay to reach broker"
+        )
+
+    def consume(self, handler) -> InboxConsumer:
+        consumer = InboxConsumer(
+            name="harness",
+            topics=(INTAKE_TOPIC,),
+            handlers={TicketReceived: handler},
+            engine=self.engine,
+            sessions=self.sessions,
+            inbox=self.inbox_table,
+            outbox=self.outbox_table,
+            settings=self.settings,
+            metrics=self.metrics,
+            watch=self.watch,
+            on_commit=self.relay.wake,
+        )
+        self.tasks.append(asyncio.create_task(consumer.run()))
+        return consumer
+
+    async def record(self, event: TicketReceived, *, session: Any) -> None:
+        """The handler most tests use: note that the event was applied."""
+        await session.execute(
+            self.applied.insert().values(event_id=str(event.event_id), ticket_id=event.ticket_id)
+        )
+
+    async def emit(self, *events: TicketReceived) -> None:
+        async with self.sessions() as session, session.begin():
+            await self.outbox.add(session, *events)
+        self.relay.wake()
+
+    async def count(self, table: Table, *where: Any) -> int:
+        async with self.engine.connect() as conn:
+            query = select(func.count()).select_from(table)
+            for clause in where:
+                query = query.where(clause)
+            return int((await conn.execute(query)).scalar_one())
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.engine.dispose()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@pytest.fixture
+async def harness(broker, database: Database, prefix: str):
+    settings = ServiceSettings(
+        **bus_settings(broker.bootstrap, prefix),
+        **database.settings_for("harness"),
+        consumer_max_tries=3,
+    )
+    await create_topics(settings)
+    h = Harness(settings)
+    await h.start()
+    yield h
+    await h.stop()
+
+
+async def read_topic(
+    settings: ServiceSettings, logical: str, count: int, timeout: float = 10
+) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic_name(settings, logical),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_relay_publishes_cloudevents_keyed_by_ticket_and_marks_rows(harness: Harness) -> None:
+    await harness.emit(ticket(1), ticket(2), ticket(3))
+    records = await read_topic(harness.settings, INTAKE_TOPIC, 3)
+    assert sorted(r.key for r in records) == [
+        b"20260101-0000001",
+        b"20260101-0000002",
+        b"20260101-0000003",
+    ]
+    for record in records:
+        assert header(record.headers, "ce_specversion") == "1.0"
+        assert header(record.headers, "ce_type") == "cn.fengqiao.intake.ticket.received.v1"
+        assert header(record.headers, "ce_subject") == record.key.decode()
+    await wait_until(
+        lambda: _count_is(
+            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
+        ),
+        what="rows marked published",
+    )
+    assert harness.metrics.events_produced.labels("intake.ticket.received")._value.get() == 3
+
+
+async def _count_is(h: Harness, table: Table, expected: int, *where: Any) -> bool:
+    return await h.count(table, *where) == expected
+
+
+async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -> None:
+    await harness.emit(ticket(1), ticket(2))
+    await wait_until(
+        lambda: _count_is(
+            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
+        )
+    )
+    # One row is older than the retention window: it must not come back.
+    async with harness.engine.begin() as conn:
+        await conn.execute(
+            update(harness.outbox_table)
+            .where(harness.outbox_table.c.key == "20260101-0000001")
+            .values(created_at=utcnow() - timedelta(days=8))
+        )
+        # Pretend this database last published to another broker.
+        await conn.execute(update(harness.bus_state).values(value="some-older-broker"))
+    requeued = await harness.relay.adopt_broker(harness.watch.cluster_id or "")
+    assert requeued == 1
+    records = await read_topic(harness.settings, INTAKE_TOPIC, 3)
+    assert [r.key for r in records].count(b"20260101-0000002") == 2
+
+
+async def test_purge_deletes_only_published_rows_past_retention(harness: Harness) -> None:
+    await harness.emit(ticket(1), ticket(2))
+    await wait_until(
+        lambda: _count_is(
+            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
+        )
+    )
+    async with harness.engine.begin() as conn:
+        await conn.execute(
+            update(harness.outbox_table).values(created_at=utcnow() - timedelta(days=8))
+        )
+        await conn.execute(
+            update(harness.outbox_table)
+            .where(harness.outbox_table.c.key == "20260101-0000002")
+            .values(published_at=None)
+        )
+    assert await harness.relay.purge_expired() == 1
+    assert await harness.count(harness.outbox_table) == 1
+
+
+async def test_duplicate_delivery_is_applied_once_and_counted(harness: Harness) -> None:
+    event = ticket(1)
+    producer = AIOKafkaProducer(bootstrap_servers=harness.settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        record = encode(event)
+        for _ in range(3):
+            await producer.send_and_wait(
+                topic_name(harness.settings, INTAKE_TOPIC),
+                record.value,
+                key=record.key,
+                headers=record.headers,
+            )
+    finally:
+        await producer.stop()
+    harness.consume(harness.record)
+    await wait_until(
+        lambda: _true(
+            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 2
+        ),
+        what="two duplicates counted",
+    )
+    assert await harness.count(harness.applied) == 1
+    assert await harness.count(harness.inbox_table) == 1
+
+
+async def test_offsets_are_committed_after_the_database_commit(harness: Harness) -> None:
+    await harness.emit(*(ticket(n) for n in range(10)))
+    harness.consume(harness.record)
+    await wait_until(lambda: _count_is(harness, harness.applied, 10), what="ten applied")
+    group = f"{harness.settings.kafka_topic_prefix}.harness"
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=harness.settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+    )
+    await probe.start()
+    try:
+        topic = topic_name(harness.settings, INTAKE_TOPIC)
+        partitions = probe.partitions_for_topic(topic) or set()
+        assert partitions, "topic has partitions"
+
+        async def committed_total() -> bool:
+            total = 0
+            for p in partitions:
+                offset = await probe.committed(TopicPartition(topic, p))
+                total += offset or 0
+            return total == 10
+
+        await wait_until(committed_total, what="the group's committed offsets to reach 10")
+    finally:
+        await probe.stop()
+
+
+async def test_transient_failure_is_retried_then_applied(harness: Harness) -> None:
+    attempts: list[str] = []
+
+    async def flaky(event: TicketReceived, *, session) -> None:
+        attempts.append(event.ticket_id)
+        if len(attempts) < 3:
+            raise ConnectionError("department registry unavailable")
+        await harness.record(event, session=session)
+
+    harness.settings.consumer_max_tries = 5
+    await harness.emit(ticket(1))
+    harness.consume(flaky)
+    await wait_until(lambda: _count_is(harness, harness.applied, 1), what="applied after retries")
+    assert attempts == ["20260101-0000001"] * 3
+    assert harness.metrics.events_failed.labels("intake.ticket.received")._value.get() == 2
+    assert harness.metrics.events_dead_lettered.labels("intake.ticket.received")._value.get() == 0
+
+
+async def test_poison_event_goes_to_dead_letter_and_consumer_moves_on(harness: Harness) -> None:
+    async def picky(event: TicketReceived, *, session) -> None:
+        if event.ticket_id.endswith("0000001"):
+            raise ValueError("category 0102 has no owner")
+        await harness.record(event, session=session)
+
+    await harness.emit(ticket(1), ticket(2))
+    harness.consume(picky)
+    await wait_until(lambda: _count_is(harness, harness.applied, 1), what="the good event applied")
+    dead = await read_topic(harness.settings, DEAD_LETTER_TOPIC, 1)
+    assert header(dead[0].headers, "x-dlq-kind") == "handler_failed"
+    assert "category 0102 has no owner" in (header(dead[0].headers, "x-dlq-reason") or "")
+    assert header(dead[0].headers, "ce_type") == "cn.fengqiao.intake.ticket.received.v1"
+    assert (
+        await harness.count(harness.inbox_table, harness.inbox_table.c.status == "dead_lettered")
+        == 1
+    )
+    assert harness.metrics.events_failed.labels("intake.ticket.received")._value.get() == 3
+
+
+async def test_undecodable_record_is_dead_lettered_at_once(harness: Harness) -> None:
+    good = encode(ticket(2))
+    bad_payload = good.value.replace(b'"title":"t2",', b"")
+    producer = AIOKafkaProducer(bootstrap_servers=harness.settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        topic = topic_name(harness.settings, INTAKE_TOPIC)
+        bad_headers = [(k, b"bad-id" if k == "ce_id" else v) for k, v in good.headers]
+        await producer.send_and_wait(topic, bad_payload, key=good.key, headers=bad_headers)
+        await producer.send_and_wait(topic, b"not json at all", key=good.key)
+        await producer.send_and_wait(topic, good.value, key=good.key, headers=good.headers)
+    finally:
+        await producer.stop()
+    harness.consume(harness.record)
+    await wait_until(lambda: _count_is(harness, harness.applied, 1), what="the good record applied")
+    dead = await read_topic(harness.settings, DEAD_LETTER_TOPIC, 2)
+    reasons = sorted(header(r.headers, "x-dlq-reason") or "" for r in dead)
+    assert any("title" in reason for reason in reasons), reasons
+    assert all(header(r.headers, "x-dlq-kind") == "undecodable" for r in dead)

@@ -1,0 +1,73 @@
+"""/healthz answers while the process lives; /readyz only when the database and broker do."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from services.intake.app import create_app
+from services.intake.settings import IntakeSettings
+from shared.broker import free_port
+from tests.support import lifespan, make_settings, wait_until
+
+
+async def test_readyz_is_503_naming_the_broker_when_it_is_unreachable(sqlite_db, prefix) -> None:
+    settings = await make_settings(
+        IntakeSettings,
+        service="intake",
+        database=sqlite_db,
+        bootstrap=f"127.0.0.1:{free_port()}",
+        prefix=prefix,
+    )
+    app = create_app(settings)
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://intake"
+        ) as client,
+    ):
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+        # Tickets are still accepted durably: the outbox holds them until the broker returns.
+        posted = await client.post("/tickets", json={"title": "停水", "content": "整栋楼停水一天"})
+        assert posted.status_code == 201
+
+
+async def test_readyz_is_200_with_broker_and_database(broker, sqlite_db, prefix) -> None:
+    settings = await make_settings(
+        IntakeSettings,
+        service="intake",
+        database=sqlite_db,
+        bootstrap=broker.bootstrap,
+        prefix=prefix,
+    )
+    app = create_app(settings)
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://intake"
+        ) as client,
+    ):
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await wait_until(ready, what="intake ready")
+        body = (await client.get("/readyz")).json()
+        assert body["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_settings_refuse_an_unknown_database_driver() -> None:
+    with pytest.raises(ValueError, match="database_url"):
+        IntakeSettings(database_url="mysql://root@localhost/x")
+
+
+def test_settings_read_the_service_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTAKE_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19999")
+    monkeypatch.setenv("DISPATCH_DATABASE_URL", "sqlite+aiosqlite:///elsewhere.db")
+    settings = IntakeSettings()
+    assert settings.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19999"

@@ -1,0 +1,163 @@
+"""Test helpers: databases on SQLite and PostgreSQL, services run in-process over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from shared.broker import free_port
+from shared.migrate import upgrade_async
+from shared.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+_PG_PROBES: dict[str, tuple[str | None, str]] = {}
+
+
+async def postgres_url(url: str) -> tuple[str | None, str]:
+    """The PostgreSQL URL if a server answers there, else None and the reason (probed once)."""
+    if url not in _PG_PROBES:
+        try:
+            conn = await asyncpg.connect(url, timeout=3)
+            await conn.close()
+            _PG_PROBES[url] = (url, "")
+        except Exception as exc:
+            _PG_PROBES[url] = (None, f"no PostgreSQL at {url}: {type(exc).__name__}: {exc}")
+    return _PG_PROBES[url]
+
+
+@dataclass
+class Database:
+    """Where one test's services keep their data."""
+
+    kind: str  # sqlite | postgres
+    root: str  # a directory for SQLite, a server URL for PostgreSQL
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    schemas: list[str] = field(default_factory=list)
+
+    def settings_for(self, service: str) -> dict[str, Any]:
+        if self.kind == "sqlite":
+            return {"database_url": f"sqlite+aiosqlite:///{Path(self.root) / service}.db"}
+        schema = f"t_{self.token}_{service}"
+        self.schemas.append(schema)
+        url = "postgresql+asyncpg://" + self.root.split("://", 1)[1]
+        return {"database_url": url, "database_schema": schema}
+
+    async def drop(self) -> None:
+        if self.kind != "postgres" or not self.schemas:
+            return
+        conn = await asyncpg.connect(self.root)
+        try:
+            # A session a cancelled task left behind would block DROP SCHEMA on its locks.
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name LIKE 'fengqiao-%'"
+            )
+            await conn.execute("SET lock_timeout = '10s'")
+            for schema in self.schemas:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+def bus_settings(bootstrap: str, prefix: str) -> dict[str, Any]:
+    """Broker settings for tests: short group timeouts (a join takes half the session timeout)."""
+    return {
+        "kafka_bootstrap_servers": bootstrap,
+        "kafka_topic_prefix": prefix,
+        "kafka_session_timeout_ms": 2000,
+        "kafka_heartbeat_interval_ms": 500,
+        "broker_check_interval_ms": 200,
+        "outbox_poll_interval_ms": 50,
+        "consumer_backoff_ms": 20,
+        "consumer_backoff_max_ms": 100,
+        "log_json": False,
+        "log_level": "WARNING",
+    }
+
+
+async def make_settings(
+    cls: type[S], *, service: str, database: Database, bootstrap: str, prefix: str, **extra: Any
+) -> S:
+    """Settings for one service, with its database migrated to head."""
+    values = {**bus_settings(bootstrap, prefix), **database.settings_for(service), **extra}
+    settings = cls(**values)
+    await upgrade_async(service, settings)
+    return settings
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> None:
+    """Poll an async predicate until it holds; fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class RunningService:
+    name: str
+    app: FastAPI
+    url: str
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10)
+
+
+@contextlib.asynccontextmanager
+async def serve(name: str, app: FastAPI) -> AsyncIterator[RunningService]:
+    """Run an app under uvicorn on a free loopback port, in this event loop."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if task.done():
+            task.result()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield RunningService(name, app, f"http://127.0.0.1:{port}", server, task)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """Run an app's lifespan around in-process (ASGITransport) requests."""
+    async with app.router.lifespan_context(app):
+        yield app
