@@ -65,7 +65,7 @@ class ServiceSettings(BusSettings):
     group_commit_max_batch: int = 256
     group_commit_max_wait_ms: float = 2.0
 
-    auth_mode: str = "header"
+    auth_mode: str = "open"
 
     @field_validator("database_url")
     @classmethod
