@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared import db, logs
 from shared.bus import BrokerWatch
 from shared.inbox import HandlerMap, InboxConsumer
+from shared.limits import BodySizeLimitMiddleware
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetricsMiddleware, ServiceMetrics
 from shared.outbox import Outbox, OutboxRelay, bus_tables
 from shared.settings import ServiceSettings
@@ -190,6 +191,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     for router in spec.routers:
         app.include_router(router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(_LazyMetricsMiddleware, holder=metrics_holder)
     return app
 

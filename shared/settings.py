@@ -66,6 +66,7 @@ class ServiceSettings(BusSettings):
     group_commit_max_wait_ms: float = 2.0
 
     auth_mode: str = "open"
+    max_body_bytes: int = 1 << 20
 
     @field_validator("database_url")
     @classmethod

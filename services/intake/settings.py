@@ -14,5 +14,5 @@ class IntakeSettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///./var/intake.db"
     citizen_hash_salt: str = "fengqiao-dev-salt"
     repeat_window_days: int = 30
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: int = 16 << 20  # batch files (CSV / XLSX) and e-mails with attachments
     group_commit: bool = True
