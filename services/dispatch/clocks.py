@@ -1,0 +1,483 @@
+"""Time limits on the official Chinese working calendar: profiles, clocks and their deadlines.
+
+Working days come from the ``chinesecalendar`` package (the State Council's holiday schedule,
+swapped weekend workdays included). Its data stops at a year (2026 in 1.11.0); a date beyond it
+raises ``CalendarRangeError`` unless the calendar was built with ``beyond_data="weekdays"``,
+which treats Monday–Friday as workdays and is only right until the next schedule is published.
+``extra_holidays`` / ``extra_workdays`` let operators enter a newly published schedule before
+the package catches up. Calendar logic runs in Asia/Shanghai; every datetime in and out is aware.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from functools import cache
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import chinese_calendar
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from services.dispatch.datafiles import (
+    DataFileError,
+    Problem,
+    packaged_text,
+    parse_yaml,
+    problems_from_validation,
+)
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+_PERIOD = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+# A clock crosses at most a Spring Festival week per few days of work; a year of empty
+# calendar means the office hours or the calendar are broken, not that the clock is long.
+_MAX_SCAN_DAYS = 366 * 3
+
+
+class ClockName(StrEnum):
+    """The clocks a dispatch can run."""
+
+    SIGN_FOR = "sign_for"
+    FIRST_CONTACT = "first_contact"
+    FEEDBACK = "feedback"
+    RESOLUTION = "resolution"
+    REPORT = "report"
+
+
+class Unit(StrEnum):
+    """How a clock's amount is counted."""
+
+    MINUTES = "minutes"
+    HOURS = "hours"
+    WORKING_HOURS = "working_hours"
+    WORKING_DAYS = "working_days"
+
+
+class DueAt(StrEnum):
+    """Where on its last working day a working-day clock falls due."""
+
+    CLOSE_OF_BUSINESS = "close_of_business"
+    END_OF_DAY = "end_of_day"
+    SAME_TIME = "same_time"
+
+
+class CalendarRangeError(ValueError):
+    """A date outside the official calendar data, with no fallback allowed."""
+
+
+class ProfilesError(DataFileError):
+    """The profiles file was refused; nothing of it was loaded."""
+
+    kind = "time-limit profiles"
+
+
+class UnknownProfile(KeyError):
+    """A profile code that is not defined."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"unknown time-limit profile {self.code!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# Calendar
+
+
+@dataclass(frozen=True)
+class WorkCalendar:
+    """Official working days, with operator overrides and an explicit policy beyond the data."""
+
+    beyond_data: Literal["raise", "weekdays"] = "raise"
+    extra_holidays: frozenset[date] = frozenset()
+    extra_workdays: frozenset[date] = frozenset()
+
+    @property
+    def data_years(self) -> tuple[int, int]:
+        """The first and last year the official data covers."""
+        years = [d.year for d in chinese_calendar.holidays]
+        return min(years), max(years)
+
+    def is_workday(self, day: date) -> bool:
+        """True when ``day`` is an official working day (weekend swaps and holidays applied)."""
+        if day in self.extra_workdays:
+            return True
+        if day in self.extra_holidays:
+            return False
+        first, last = self.data_years
+        if first <= day.year <= last:
+            return bool(chinese_calendar.is_workday(day))
+        if self.beyond_data == "weekdays":
+            return day.weekday() < 5
+        raise CalendarRangeError(
+            f"no official calendar data for {day.isoformat()}: chinesecalendar covers "
+            f"{first}–{last}; upgrade it once the State Council publishes the schedule, add the "
+            f"days as extra_holidays/extra_workdays, or use WorkCalendar(beyond_data='weekdays')"
+        )
+
+
+OFFICIAL = WorkCalendar()
+
+
+@dataclass(frozen=True)
+class OfficeHours:
+    """The office periods of a working day, e.g. 09:00–12:00 and 13:30–17:30."""
+
+    periods: tuple[tuple[time, time], ...]
+    name: str = "standard"
+
+    def __post_init__(self) -> None:
+        if not self.periods:
+            raise ValueError("office hours need at least one period")
+        previous = time.min
+        for index, (start, end) in enumerate(self.periods):
+            if not start < end:
+                raise ValueError(f"period {start}-{end} does not end after it starts")
+            if index and start < previous:
+                raise ValueError(f"period {start}-{end} overlaps or precedes the one before")
+            previous = end
+
+    @classmethod
+    def parse(cls, periods: Collection[str], name: str = "standard") -> OfficeHours:
+        """Build office hours from strings like ``"09:00-12:00"``."""
+        parsed = []
+        for text in periods:
+            m = _PERIOD.match(text)
+            if m is None:
+                raise ValueError(f"{text!r} is not a period like 09:00-12:00")
+            h1, m1, h2, m2 = map(int, m.groups())
+            if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+                raise ValueError(f"{text!r} is not a valid time of day")
+            parsed.append((time(h1, m1), time(h2, m2)))
+        return cls(tuple(parsed), name)
+
+    @property
+    def close(self) -> time:
+        """When the last period of the day ends."""
+        return self.periods[-1][1]
+
+
+STANDARD_OFFICE_HOURS = OfficeHours.parse(["09:00-12:00", "13:30-17:30"])
+
+
+def _local(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: pass a timezone-aware datetime")
+    return moment.astimezone(SHANGHAI)
+
+
+def _at(day: date, clock_time: time) -> datetime:
+    return datetime.combine(day, clock_time, SHANGHAI)
+
+
+def nth_working_day_after(day: date, n: int, *, calendar: WorkCalendar = OFFICIAL) -> date:
+    """The n-th working day after ``day`` (``day`` itself is not counted; n=0 gives ``day``)."""
+    if n < 0:
+        raise ValueError(f"working days must not be negative, got {n}")
+    current = day
+    for _ in range(_MAX_SCAN_DAYS):
+        if n == 0:
+            return current
+        current += timedelta(days=1)
+        if calendar.is_workday(current):
+            n -= 1
+    raise ValueError(f"no working day found within {_MAX_SCAN_DAYS} days of {day}")
+
+
+def add_working_days(start: datetime, n: int, *, calendar: WorkCalendar = OFFICIAL) -> datetime:
+    """The same Shanghai wall-clock time on the n-th working day after the start's date."""
+    local = _local(start)
+    day = nth_working_day_after(local.date(), n, calendar=calendar)
+    return datetime.combine(day, local.timetz())
+
+
+def add_working_hours(
+    start: datetime,
+    hours: float,
+    office_hours: OfficeHours = STANDARD_OFFICE_HOURS,
+    *,
+    calendar: WorkCalendar = OFFICIAL,
+) -> datetime:
+    """The moment ``hours`` of office time have passed since ``start``.
+
+    A start outside office hours begins counting at the next opening; a deadline that uses up
+    a period exactly lands on its close (12:00), not on the next opening.
+    """
+    if hours < 0:
+        raise ValueError(f"working hours must not be negative, got {hours}")
+    local = _local(start)
+    remaining = timedelta(hours=hours)
+    if not remaining:
+        return local
+    day, cursor = local.date(), local
+    for _ in range(_MAX_SCAN_DAYS):
+        if calendar.is_workday(day):
+            for open_at, close_at in office_hours.periods:
+                begin, end = max(_at(day, open_at), cursor), _at(day, close_at)
+                if begin >= end:
+                    continue
+                if remaining <= end - begin:
+                    return begin + remaining
+                remaining -= end - begin
+        day += timedelta(days=1)
+        cursor = _at(day, time.min)
+    raise ValueError(f"{hours} working hours do not fit within {_MAX_SCAN_DAYS} days")
+
+
+def working_time_between(
+    start: datetime,
+    end: datetime,
+    office_hours: OfficeHours = STANDARD_OFFICE_HOURS,
+    *,
+    calendar: WorkCalendar = OFFICIAL,
+) -> timedelta:
+    """Office time elapsed on working days between two moments (zero if ``end`` precedes)."""
+    a, b = _local(start), _local(end)
+    total = timedelta()
+    day = a.date()
+    while day <= b.date():
+        if calendar.is_workday(day):
+            for open_at, close_at in office_hours.periods:
+                lo, hi = max(_at(day, open_at), a), min(_at(day, close_at), b)
+                if hi > lo:
+                    total += hi - lo
+        day += timedelta(days=1)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles and deadlines
+
+
+@dataclass(frozen=True)
+class Duration:
+    """An amount of time in one unit; working days are whole days."""
+
+    amount: float
+    unit: Unit
+
+    def __post_init__(self) -> None:
+        if self.amount < 0:
+            raise ValueError(f"a duration must not be negative, got {self.amount}")
+        if self.unit is Unit.WORKING_DAYS and self.amount != int(self.amount):
+            raise ValueError(f"working days must be whole, got {self.amount}")
+
+    def __str__(self) -> str:
+        amount = int(self.amount) if self.amount == int(self.amount) else self.amount
+        return f"{amount} {self.unit.value.replace('_', ' ')}"
+
+
+@dataclass(frozen=True)
+class ClockSpec:
+    """One clock of a profile: how long, counted how, due when."""
+
+    name: ClockName
+    duration: Duration
+    office_hours: OfficeHours = STANDARD_OFFICE_HOURS
+    due: DueAt = DueAt.CLOSE_OF_BUSINESS  # only read for working-day clocks
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of clocks, e.g. standard or enterprise_2115."""
+
+    code: str
+    name_zh: str
+    name_en: str
+    description: str
+    clocks: Mapping[ClockName, ClockSpec] = field(default_factory=dict)
+
+
+def advance(
+    start: datetime,
+    duration: Duration,
+    *,
+    office_hours: OfficeHours = STANDARD_OFFICE_HOURS,
+    due: DueAt = DueAt.SAME_TIME,
+    calendar: WorkCalendar = OFFICIAL,
+) -> datetime:
+    """``start`` moved forward by ``duration`` in its own unit."""
+    match duration.unit:
+        case Unit.MINUTES:
+            return _local(start) + timedelta(minutes=duration.amount)
+        case Unit.HOURS:
+            return _local(start) + timedelta(hours=duration.amount)
+        case Unit.WORKING_HOURS:
+            return add_working_hours(start, duration.amount, office_hours, calendar=calendar)
+        case Unit.WORKING_DAYS:
+            moved = add_working_days(start, int(duration.amount), calendar=calendar)
+            if due is DueAt.CLOSE_OF_BUSINESS:
+                return _at(moved.date(), office_hours.close)
+            if due is DueAt.END_OF_DAY:
+                # The last instant of the day is midnight of the next, so "< deadline" reads right.
+                return _at(moved.date() + timedelta(days=1), time.min)
+            return moved
+    raise AssertionError(f"unhandled unit {duration.unit}")  # pragma: no cover
+
+
+def deadline(spec: ClockSpec, start: datetime, *, calendar: WorkCalendar = OFFICIAL) -> datetime:
+    """When one clock started at ``start`` falls due."""
+    return advance(
+        start, spec.duration, office_hours=spec.office_hours, due=spec.due, calendar=calendar
+    )
+
+
+def deadlines(
+    profile: Profile, start: datetime, *, calendar: WorkCalendar = OFFICIAL
+) -> dict[ClockName, datetime]:
+    """Every clock of a profile started at ``start``, as aware Asia/Shanghai datetimes."""
+    return {name: deadline(spec, start, calendar=calendar) for name, spec in profile.clocks.items()}
+
+
+def extend(
+    current_deadline: datetime,
+    by: Duration,
+    *,
+    office_hours: OfficeHours = STANDARD_OFFICE_HOURS,
+    calendar: WorkCalendar = OFFICIAL,
+) -> datetime:
+    """A deadline moved by an approved extension; working days keep its time of day."""
+    return advance(current_deadline, by, office_hours=office_hours, calendar=calendar)
+
+
+def missed_clocks(
+    due: Mapping[ClockName, datetime],
+    stopped_at: Mapping[ClockName, datetime],
+    now: datetime,
+) -> list[ClockName]:
+    """Clocks that ran past their deadline: stopped late, or still running after it."""
+    _local(now)
+    missed = []
+    for name, at in due.items():
+        stop = stopped_at.get(name)
+        if (stop is not None and stop > at) or (stop is None and now > at):
+            missed.append(name)
+    return missed
+
+
+# --------------------------------------------------------------------------------------------
+# Loading profiles.yaml
+
+
+class _ClockEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    minutes: float | None = None
+    hours: float | None = None
+    working_hours: float | None = None
+    working_days: int | None = None
+    due: DueAt | None = None
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> _ClockEntry:
+        given = [u for u in Unit if getattr(self, u.value) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {[u.value for u in Unit]}")
+        if getattr(self, given[0].value) < 0:
+            raise ValueError("a clock must not be negative")
+        if self.due is not None and given[0] is not Unit.WORKING_DAYS:
+            raise ValueError("due applies to working_days clocks only")
+        return self
+
+    def duration(self) -> Duration:
+        """The clock's amount in its one unit."""
+        unit = next(u for u in Unit if getattr(self, u.value) is not None)
+        return Duration(float(getattr(self, unit.value)), unit)
+
+
+class _ProfileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name_zh: str
+    name_en: str
+    description: str = ""
+    office_hours: str = "standard"
+    clocks: dict[ClockName, _ClockEntry]
+
+    @field_validator("clocks")
+    @classmethod
+    def _not_empty(cls, v: dict[ClockName, _ClockEntry]) -> dict[ClockName, _ClockEntry]:
+        if not v:
+            raise ValueError("a profile needs at least one clock")
+        return v
+
+
+class _ProfilesDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    office_hours: dict[str, list[str]]
+    profiles: dict[str, _ProfileEntry]
+
+
+@dataclass(frozen=True)
+class ProfileSet:
+    """The loaded profiles and the office-hours sets they use."""
+
+    version: str
+    profiles: Mapping[str, Profile]
+    office_hours: Mapping[str, OfficeHours]
+
+    def get(self, code: str) -> Profile:
+        """The profile with this code; UnknownProfile otherwise."""
+        try:
+            return self.profiles[code]
+        except KeyError:
+            raise UnknownProfile(code) from None
+
+
+def profiles_from_document(raw: dict[str, Any]) -> ProfileSet:
+    """Validate a parsed profiles document; refuse it whole, naming every entry at fault."""
+    try:
+        doc = _ProfilesDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise ProfilesError(
+            problems_from_validation(exc, raw, section="profiles", noun="profile", key="")
+        ) from None
+    problems: list[Problem] = []
+    hours: dict[str, OfficeHours] = {}
+    for name, periods in doc.office_hours.items():
+        try:
+            hours[name] = OfficeHours.parse(periods, name)
+        except ValueError as exc:
+            problems.append(Problem(f"office hours {name!r}", "", str(exc)))
+    profiles: dict[str, Profile] = {}
+    for code, entry in doc.profiles.items():
+        if entry.office_hours not in doc.office_hours:
+            problems.append(
+                Problem(f"profile {code!r}", "office_hours", f"unknown set {entry.office_hours!r}")
+            )
+            continue
+        if entry.office_hours not in hours:
+            continue
+        office = hours[entry.office_hours]
+        profiles[code] = Profile(
+            code=code,
+            name_zh=entry.name_zh,
+            name_en=entry.name_en,
+            description=entry.description,
+            clocks={
+                name: ClockSpec(name, c.duration(), office, c.due or DueAt.CLOSE_OF_BUSINESS)
+                for name, c in entry.clocks.items()
+            },
+        )
+    if problems:
+        raise ProfilesError(problems)
+    return ProfileSet(doc.version, profiles, hours)
+
+
+def load_profiles(text: str | None = None) -> ProfileSet:
+    """Load profiles from YAML text (default: the packaged profiles.yaml)."""
+    raw = parse_yaml(packaged_text("profiles.yaml") if text is None else text, ProfilesError)
+    return profiles_from_document(raw)
+
+
+@cache
+def default_profiles() -> ProfileSet:
+    """The packaged profiles, loaded once per process."""
+    return load_profiles()

@@ -1,0 +1,1 @@
+"""Dispatch reference data: the org chart, time-limit profiles and routing rules."""

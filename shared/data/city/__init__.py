@@ -1,0 +1,1 @@
+"""The demo city's generated area tree (see shared.geo)."""
