@@ -14,7 +14,7 @@ change, because they only see a ``Principal``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
@@ -64,7 +64,7 @@ def principal_from_request(request: Request, *, mode: str) -> Principal:
     return Principal(role, subject, department)
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     """FastAPI dependency: the caller, per the service's auth mode."""
     mode = getattr(request.app.state.runtime.settings, "auth_mode", "open")
     return principal_from_request(request, mode=mode)
@@ -73,11 +73,11 @@ def current_principal(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
+def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting only the given roles (operators always pass); 403 otherwise."""
     allowed = {*roles, Role.OPERATOR}
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise HTTPException(

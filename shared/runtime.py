@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -41,6 +41,8 @@ class ServiceSpec:
     routers: Sequence[Any] = ()
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None
     description: str = ""
+    # Loops run for the life of the service (schedulers): started after the bus, cancelled on stop.
+    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
 
 
 class Runtime:
@@ -103,6 +105,9 @@ class Runtime:
                 self.engine, max_batch=s.group_commit_max_batch, on_commit=self._group_committed
             )
             await self.committer.start()
+        for loop in self.spec.background:
+            name = getattr(loop, "__name__", "background")
+            self._tasks.append(asyncio.create_task(loop(self), name=name))
 
     def _group_committed(self, units: int) -> None:
         self.metrics.group_commit_size.observe(units)
@@ -219,8 +224,8 @@ def declare_bus_tables(metadata: MetaData) -> None:
     bus_tables(metadata)
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The running service's runtime (a FastAPI dependency)."""
+async def get_runtime(request: Request) -> Runtime:
+    """The running service's runtime (a FastAPI dependency; async, so no threadpool hop)."""
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
