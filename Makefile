@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck install clean
+.PHONY: run test test-fast lint format typecheck install clean bench-intake
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -23,6 +23,10 @@ test: $(STAMP)  ## the whole test suite (SQLite, and PostgreSQL where reachable)
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/pytest tests/unit -q
+
+bench-intake: $(STAMP)  ## ceiling vs intake durable POST on SQLite and PostgreSQL (needs wrk)
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.intake
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
