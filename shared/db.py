@@ -60,8 +60,12 @@ def service_base(name: str) -> type[SQLModel]:
     return type(f"{name.title()}Base", (SQLModel,), {}, registry=orm_registry())  # type: ignore[call-arg]
 
 
-def create_engine(settings: ServiceSettings) -> AsyncEngine:
-    """An async engine for the service's database, tuned for its dialect."""
+def create_engine(settings: ServiceSettings, *, readonly: bool = False) -> AsyncEngine:
+    """An async engine for the service's database, tuned for its dialect.
+
+    On SQLite a ``readonly`` engine opens deferred transactions, so its readers never queue
+    behind (or block) the writers' IMMEDIATE transactions; WAL lets them read meanwhile.
+    """
     if settings.is_sqlite:
         path = settings.sqlite_path()
         if path is not None:
@@ -71,7 +75,7 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
             pool_size=max(2, min(settings.database_pool_size, 8)),
         )
-        _configure_sqlite(engine, settings)
+        _configure_sqlite(engine, settings, readonly=readonly)
         return engine
     # The application name makes each service's sessions recognisable in pg_stat_activity.
     server_settings = {"application_name": f"fengqiao-{settings.service_name}"}
@@ -87,7 +91,7 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
     )
 
 
-def _configure_sqlite(engine: AsyncEngine, settings: ServiceSettings) -> None:
+def _configure_sqlite(engine: AsyncEngine, settings: ServiceSettings, *, readonly: bool) -> None:
     """WAL for concurrent readers; IMMEDIATE transactions so writers queue on the busy timeout
     instead of failing on a lock upgrade; driver-level transactions off so SAVEPOINT works."""
 
@@ -103,7 +107,7 @@ def _configure_sqlite(engine: AsyncEngine, settings: ServiceSettings) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -145,8 +145,10 @@ class OutboxRelay:
         metrics: ServiceMetrics,
         watch: BrokerWatch,
         client_id: str,
+        reader: AsyncEngine | None = None,
     ) -> None:
         self._engine = engine
+        self._reader = reader or engine
         self._outbox = outbox
         self._bus_state = bus_state
         self._settings = settings
@@ -197,6 +199,9 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
             self._wake.clear()
+            # Let commits pile up a little: one batch of many rows costs far less per event
+            # than many batches of a few.
+            await asyncio.sleep(self._settings.outbox_linger_ms / 1000)
 
     async def _connect(self) -> None:
         """Start the Kafka clients; aiokafka refuses to start while the broker is away."""
@@ -300,7 +305,7 @@ class OutboxRelay:
                     await self._send(rows)
                     await self._mark(conn, [r.id for r in rows])
         else:
-            async with self._engine.connect() as conn:
+            async with self._reader.connect() as conn:
                 rows = (await conn.execute(query)).all()
                 await conn.rollback()
             if rows:
@@ -337,7 +342,7 @@ class OutboxRelay:
             )
 
     async def _update_backlog(self) -> None:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             backlog = (
                 await conn.execute(
                     select(func.count())

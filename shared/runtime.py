@@ -54,6 +54,10 @@ class Runtime:
         self.metrics = ServiceMetrics(spec.name)
         self.watch = BrokerWatch()
         self.engine: AsyncEngine = db.create_engine(settings)
+        # SQLite readers get their own deferred-BEGIN engine; PostgreSQL needs no split.
+        self.reader: AsyncEngine = (
+            db.create_engine(settings, readonly=True) if settings.is_sqlite else self.engine
+        )
         self.sessions: async_sessionmaker[AsyncSession] = db.session_factory(self.engine)
         tables = spec.metadata.tables
         self.outbox_table: Table = tables["outbox"]
@@ -83,6 +87,7 @@ class Runtime:
             metrics=self.metrics,
             watch=self.watch,
             client_id=f"{self.spec.name}-relay",
+            reader=self.reader,
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if self.spec.consumes:
@@ -123,6 +128,8 @@ class Runtime:
                 await task
         self._tasks.clear()
         await self.engine.dispose()
+        if self.reader is not self.engine:
+            await self.reader.dispose()
 
     async def readiness(self) -> dict[str, str]:
         """What is reachable, by dependency."""

@@ -55,6 +55,7 @@ class ServiceSettings(BusSettings):
     outbox_retention_days: float = 7.0
     outbox_batch_size: int = 500
     outbox_poll_interval_ms: int = 200
+    outbox_linger_ms: float = 5.0
     broker_check_interval_ms: int = 1000
 
     consumer_max_tries: int = 5

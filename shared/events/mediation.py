@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from shared.events.base import Event, register
 
@@ -21,6 +21,23 @@ class CaseOpened(_MediationEvent):
     case_id: str
     ticket_id: str | None = None
     category_code: str | None = None
+
+    def partition_key(self) -> str:
+        return self.ticket_id or self.case_id
+
+
+@register
+class AgreementReached(_MediationEvent):
+    """A mediation ended in an agreement (written or verbal); dispatch completes the ticket's
+    mediation dispatches on it. Declared minimal by dispatch (issue 4); mediation owns it."""
+
+    event_type: ClassVar[str] = "mediation.agreement.reached"
+
+    case_id: str
+    ticket_id: str | None = None
+    agreement_id: str | None = None
+    kind: Literal["written", "verbal"] = "written"
+    summary: str = ""
 
     def partition_key(self) -> str:
         return self.ticket_id or self.case_id
