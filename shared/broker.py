@@ -76,7 +76,7 @@ class EmbeddedBroker:
                 start_new_session=True,  # Ctrl-C goes to the supervisor, which stops us in order
             )
         finally:
-            if log is not subprocess.DEVNULL:
+            if not isinstance(log, int):
                 log.close()
         try:
             wait_for_port(self.host, self.port)

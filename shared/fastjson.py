@@ -22,9 +22,9 @@ async def parse_body(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors(include_url=False):
-            err = dict(err)
+        errors: list[dict[str, Any]] = []
+        for detail in exc.errors(include_url=False):
+            err: dict[str, Any] = dict(detail)
             err["loc"] = ("body", *err["loc"])
             if err["type"] == "json_invalid":
                 err["msg"] = (

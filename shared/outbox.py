@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -318,7 +318,7 @@ class OutboxRelay:
                 self._metrics.events_produced.labels(row.event_type).inc()
         return len(rows)
 
-    async def _send(self, rows: list[Any]) -> None:
+    async def _send(self, rows: Sequence[Any]) -> None:
         assert self._producer is not None
         futures = []
         for row in rows:

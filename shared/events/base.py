@@ -157,7 +157,10 @@ def decode(
     if cls is None:
         raise UnknownEventType(f"no event class registered for type {ce_type!r}")
     try:
-        data = orjson.loads(ce.get_data() or b"null")
+        raw = ce.get_data()
+        if not isinstance(raw, (bytes, str)):
+            raise EventDecodeError("payload is not JSON bytes")
+        data = orjson.loads(raw or b"null")
         if not isinstance(data, dict):
             raise EventDecodeError("payload is not a JSON object")
         data["event_id"] = ce.get_id()
