@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -358,6 +358,20 @@ class OutboxRelay:
             return
         self._last_cleanup = time.monotonic()
         await self.purge_expired()
+
+    async def requeue_since(self, since: datetime) -> int:
+        """Queue every retained event created at or after ``since`` to be published again."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(self._outbox)
+                .where(self._outbox.c.created_at >= since)
+                .where(self._outbox.c.published_at.is_not(None))
+                .values(published_at=None)
+            )
+        self.wake()
+        count = result.rowcount or 0
+        self._metrics.outbox_republished.inc(count)
+        return count
 
     async def purge_expired(self) -> int:
         """Delete published rows older than the retention window."""

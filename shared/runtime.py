@@ -14,10 +14,12 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import MetaData, Table
+from pydantic import AwareDatetime
+from sqlalchemy import MetaData, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import db, logs
+from shared.auth import Role, require_roles
 from shared.bus import BrokerWatch
 from shared.inbox import HandlerMap, InboxConsumer
 from shared.limits import BodySizeLimitMiddleware
@@ -186,6 +188,37 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     async def metrics(request: Request) -> Response:
         """Prometheus metrics in text exposition format."""
         return Response(request.app.state.runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    operator_only = Depends(require_roles(Role.OPERATOR))
+
+    @app.post("/admin/outbox/replay", tags=["operations"], dependencies=[operator_only])
+    async def replay(request: Request, since: AwareDatetime) -> dict[str, int]:
+        """Publish again every retained event created since ``since`` (consumers de-duplicate)."""
+        runtime: Runtime = request.app.state.runtime
+        assert runtime.relay is not None
+        return {"requeued": await runtime.relay.requeue_since(since)}
+
+    @app.get("/admin/dead-letters", tags=["operations"], dependencies=[operator_only])
+    async def dead_letters(request: Request, limit: int = 100) -> list[dict[str, Any]]:
+        """Events this service dead-lettered, newest first, with the reason."""
+        runtime: Runtime = request.app.state.runtime
+        inbox = runtime.inbox_table
+        async with runtime.reader.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    inbox.c.event_id,
+                    inbox.c.event_type,
+                    inbox.c.topic,
+                    inbox.c.partition,
+                    inbox.c.offset,
+                    inbox.c.error,
+                    inbox.c.processed_at,
+                )
+                .where(inbox.c.status == "dead_lettered")
+                .order_by(inbox.c.processed_at.desc())
+                .limit(min(max(limit, 1), 1000))
+            )
+            return [dict(row._mapping) for row in rows]
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -71,3 +71,45 @@ def test_settings_read_the_service_prefix(monkeypatch: pytest.MonkeyPatch) -> No
     settings = IntakeSettings()
     assert settings.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
     assert settings.kafka_bootstrap_servers == "127.0.0.1:19999"
+
+
+async def test_operator_endpoints_replay_and_list_dead_letters(broker, sqlite_db, prefix) -> None:
+    settings = await make_settings(
+        IntakeSettings,
+        service="intake",
+        database=sqlite_db,
+        bootstrap=broker.bootstrap,
+        prefix=prefix,
+        auth_mode="header",
+    )
+    app = create_app(settings)
+    operator = {"X-Fengqiao-Role": "operator"}
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://intake"
+        ) as client,
+    ):
+        posted = await client.post(
+            "/tickets", json={"title": "停水", "content": "整栋楼停水一天"}, headers=operator
+        )
+        assert posted.status_code == 201
+        since = "2000-01-01T00:00:00Z"
+
+        async def replayed() -> bool:
+            response = await client.post(
+                "/admin/outbox/replay", params={"since": since}, headers=operator
+            )
+            return response.status_code == 200 and response.json()["requeued"] == 1
+
+        await wait_until(replayed, what="the published ticket event to be re-queued")
+        hotline = await client.post(
+            "/admin/outbox/replay", params={"since": since}, headers={"X-Fengqiao-Role": "hotline"}
+        )
+        assert hotline.status_code == 403
+        naive = await client.post(
+            "/admin/outbox/replay", params={"since": "2000-01-01T00:00:00"}, headers=operator
+        )
+        assert naive.status_code == 422 and "since" in naive.json()["detail"]
+        dead = await client.get("/admin/dead-letters", headers=operator)
+        assert dead.status_code == 200 and dead.json() == []

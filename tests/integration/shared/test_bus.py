@@ -334,3 +334,18 @@ async def test_undecodable_record_is_dead_lettered_at_once(harness: Harness) -> 
     reasons = sorted(header(r.headers, "x-dlq-reason") or "" for r in dead)
     assert any("title" in reason for reason in reasons), reasons
     assert all(header(r.headers, "x-dlq-kind") == "undecodable" for r in dead)
+
+
+async def test_replay_requeues_events_since_a_time(harness: Harness) -> None:
+    await harness.emit(ticket(1), ticket(2))
+    unpublished = harness.outbox_table.c.published_at.is_(None)
+    await wait_until(lambda: _count_is(harness, harness.outbox_table, 0, unpublished))
+    async with harness.engine.begin() as conn:
+        await conn.execute(
+            update(harness.outbox_table)
+            .where(harness.outbox_table.c.key == "20260101-0000001")
+            .values(created_at=utcnow() - timedelta(hours=2))
+        )
+    assert await harness.relay.requeue_since(utcnow() - timedelta(hours=1)) == 1
+    records = await read_topic(harness.settings, INTAKE_TOPIC, 3)
+    assert [r.key for r in records].count(b"20260101-0000002") == 2
