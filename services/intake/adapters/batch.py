@@ -1,0 +1,209 @@
+"""CSV and XLSX batch files: one appeal per row; bad rows are reported, good rows kept.
+
+The header row names the columns. The documented columns (Chinese or English, any order; only a
+content column is required) are in ``STANDARD_COLUMNS``; a channel's mapping may name its own
+columns too (e.g. the petitions bureau's ``主要内容``), which are looked for first. Columns no
+rule reads are kept in each draft's ``extra``. Row numbers are the spreadsheet's: the header is
+row 1 of a CSV file; in a workbook, the row as Excel shows it. CSV files may be UTF-8 (with or
+without BOM) or GB18030 (what Excel writes on a Chinese Windows).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import warnings
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.intake.adapters.common import preset_for, require_format
+from services.intake.canonical import TicketDraft
+from services.intake.channels import Channel
+from services.intake.errors import PayloadError
+from services.intake.mapping import FieldMapping, apply_mapping, parse_mapping
+
+MAX_ROWS = 10_000
+
+STANDARD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "external_id": ("外部编号", "编号", "external_id"),
+    "received_at": ("受理时间", "登记时间", "received_at"),
+    "citizen_name": ("诉求人", "姓名", "citizen_name"),
+    "citizen_phone": ("联系电话", "电话", "citizen_phone"),
+    "citizen_id_number": ("身份证号", "证件号码", "citizen_id_number"),
+    "title": ("标题", "诉求标题", "title"),
+    "content": ("内容", "诉求内容", "content"),
+    "address": ("地址", "事发地址", "address"),
+    "longitude": ("经度", "longitude"),
+    "latitude": ("纬度", "latitude"),
+    "grid_code": ("网格编码", "grid_code"),
+    "category_code": ("分类编码", "category_code"),
+    "urgency": ("紧急程度", "urgency"),
+    "is_enterprise": ("是否涉企", "is_enterprise"),
+    "enterprise_name": ("企业名称", "enterprise_name"),
+}
+_URGENCY_VALUES = {
+    "一般": "normal",
+    "紧急": "urgent",
+    "特急": "critical",
+    "normal": "normal",
+    "urgent": "urgent",
+    "critical": "critical",
+}
+
+BATCH_MAPPING: FieldMapping = parse_mapping(
+    {
+        **{target: list(columns) for target, columns in STANDARD_COLUMNS.items()},
+        "urgency": {"paths": list(STANDARD_COLUMNS["urgency"]), "values": _URGENCY_VALUES},
+    },
+    model=TicketDraft,
+    where="batch",
+)
+
+BatchRow = tuple[int, TicketDraft | PayloadError]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Every data row of a batch file: its row number and its draft or what is wrong with it."""
+
+    rows: tuple[BatchRow, ...]
+
+    @property
+    def drafts(self) -> tuple[tuple[int, TicketDraft], ...]:
+        """The rows that became drafts."""
+        return tuple((n, r) for n, r in self.rows if isinstance(r, TicketDraft))
+
+    @property
+    def errors(self) -> tuple[PayloadError, ...]:
+        """What is wrong with each bad row (each error carries its row number)."""
+        return tuple(r for _, r in self.rows if isinstance(r, PayloadError))
+
+
+def _cell_text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _header(cells: Sequence[Any], mapping: FieldMapping) -> list[str]:
+    names = [_cell_text(c) for c in cells]
+    seen: set[str] = set()
+    for name in names:
+        if name and name in seen:
+            raise PayloadError("header", f"column {name!r} appears twice")
+        seen.add(name)
+    content = mapping.rule_for("content")
+    if content is not None and not seen.intersection(content.paths):
+        expected = " / ".join(content.paths)
+        raise PayloadError("header", f"no content column (expected {expected})")
+    return names
+
+
+def _for_columns(mapping: FieldMapping, header: Sequence[str]) -> FieldMapping:
+    """The mapping cut down to the file's columns: rows are flat, absent columns never match."""
+    present = set(header)
+    rules = []
+    for rule in mapping.rules:
+        paths = tuple(p for p in rule.paths if p in present)
+        if paths:
+            rules.append(dataclasses.replace(rule, paths=paths))
+        elif rule.has_default:
+            rules.append(rule)
+    return FieldMapping(rules=tuple(rules), defaults=mapping.defaults)
+
+
+def _rows(
+    records: Iterable[tuple[int, Sequence[Any]]], channel: Channel, *, max_rows: int
+) -> BatchResult:
+    mapping = BATCH_MAPPING.extended(channel.mapping)
+    preset = preset_for(channel)
+    header: list[str] | None = None
+    out: list[BatchRow] = []
+    first_row_of: dict[str, int] = {}
+    for number, cells in records:
+        if not any(_cell_text(c) for c in cells):
+            continue
+        if header is None:
+            try:
+                header = _header(cells, mapping)
+            except PayloadError as exc:
+                raise exc.at_row(number) from None
+            mapping = _for_columns(mapping, header)
+            continue
+        if len(out) >= max_rows:
+            raise PayloadError("file", f"more than {max_rows} rows; split the file")
+        row = {name: cells[i] for i, name in enumerate(header) if name and i < len(cells)}
+        try:
+            draft = apply_mapping(
+                row,
+                mapping,
+                model=TicketDraft,
+                channel_code=channel.code,
+                tz=channel.tz,
+                preset=preset,
+            )
+        except PayloadError as exc:
+            out.append((number, exc.at_row(number)))
+            continue
+        if draft.external_id is not None:
+            earlier = first_row_of.setdefault(draft.external_id, number)
+            if earlier != number:
+                source = (mapping.rule_for("external_id") or BATCH_MAPPING.rules[0]).paths[0]
+                message = f"duplicate external id {draft.external_id!r} (first on row {earlier})"
+                out.append((number, PayloadError(source, message, row=number)))
+                continue
+        out.append((number, draft))
+    if header is None:
+        raise PayloadError("file", "the file has no header row")
+    return BatchResult(rows=tuple(out))
+
+
+def decode_csv(data: bytes | str) -> str:
+    """CSV text from UTF-8 (BOM or not) or GB18030 bytes."""
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise PayloadError("file", "not UTF-8 or GB18030 text")
+
+
+def parse_csv(data: bytes | str, channel: Channel, *, max_rows: int = MAX_ROWS) -> BatchResult:
+    """Appeals from a CSV batch file (comma-separated, header row first)."""
+    require_format(channel, "csv")
+    reader = csv.reader(io.StringIO(decode_csv(data), newline=""))
+    try:
+        return _rows(enumerate(reader, start=1), channel, max_rows=max_rows)
+    except csv.Error as exc:
+        raise PayloadError("file", f"malformed CSV near record {reader.line_num}: {exc}") from None
+
+
+def _xlsx_records(data: bytes) -> Iterator[tuple[int, Sequence[Any]]]:
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        with warnings.catch_warnings():
+            # Workbooks not written by Excel lack a default style; openpyxl says so, harmlessly.
+            warnings.simplefilter("ignore", UserWarning)
+            book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
+        raise PayloadError("file", f"not an .xlsx workbook ({exc.__class__.__name__})") from None
+    try:
+        sheet = book.worksheets[0]
+        for row in sheet.iter_rows():
+            cells = [cell.value for cell in row]
+            number = next((c.row for c in row if getattr(c, "row", None)), None)
+            if number is not None:
+                yield number, cells
+    finally:
+        book.close()
+
+
+def parse_xlsx(data: bytes, channel: Channel, *, max_rows: int = MAX_ROWS) -> BatchResult:
+    """Appeals from an XLSX batch file (first sheet, header row first)."""
+    require_format(channel, "xlsx")
+    return _rows(_xlsx_records(data), channel, max_rows=max_rows)

@@ -1,0 +1,166 @@
+"""What every channel adapter produces: a ``TicketDraft`` per appeal, a ``CallbackDraft`` per 回访.
+
+A draft is the channel's appeal in the canonical shape, *before* normalization: contact and ID
+numbers are still in clear text here (they never leave intake in clear; see ``pii`` and
+``normalize``), the category may be missing (the classifier fills it in), and ``received_at`` may
+be missing (the caller stamps the arrival time).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from shared import taxonomy
+
+Urgency = Literal["normal", "urgent", "critical"]
+Satisfaction = Literal["satisfied", "basically_satisfied", "dissatisfied"]
+
+URGENCIES: tuple[Urgency, ...] = ("normal", "urgent", "critical")
+SATISFACTIONS: tuple[Satisfaction, ...] = ("satisfied", "basically_satisfied", "dissatisfied")
+
+TITLE_MAX = 200
+CONTENT_MAX = 20_000
+
+_PHONE_CHARS = re.compile(r"^\+?[\d\s\-()（）]+(?:(?:转|ext\.?|x)\s*\d{1,6})?$", re.IGNORECASE)
+_ID_NUMBER = re.compile(r"^(\d{17}[\dX]|\d{15})$")
+_CHANNEL_CODE = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+
+
+def _check_phone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _PHONE_CHARS.match(value):
+        raise ValueError("not a phone number (digits, spaces, dashes, brackets, a leading +)")
+    digits = sum(ch.isdigit() for ch in value)
+    if not 3 <= digits <= 20:
+        raise ValueError("a phone number has 3 to 20 digits")
+    return value
+
+
+def _check_id_number(value: str | None) -> str | None:
+    if value is None:
+        return None
+    compact = re.sub(r"[\s\-]", "", value).upper()
+    if not _ID_NUMBER.match(compact):
+        raise ValueError(
+            "a resident ID number has 18 characters (17 digits + digit or X) or 15 digits"
+        )
+    return compact
+
+
+def _check_category(value: str | None) -> str | None:
+    if value is not None and not taxonomy.is_known(value):
+        raise ValueError(f"unknown category code {value!r}")
+    return value
+
+
+def _empty_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_phone)]
+IdNumber = Annotated[
+    str, StringConstraints(strip_whitespace=True), AfterValidator(_check_id_number)
+]
+CategoryCode = Annotated[
+    str, StringConstraints(strip_whitespace=True), AfterValidator(_check_category)
+]
+
+
+class AttachmentMeta(BaseModel):
+    """A file that came with an appeal; the bytes go to blob storage under their SHA-256."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filename: str = Field(..., min_length=1, max_length=255)
+    content_type: str = Field(..., pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=127)
+    size: int = Field(..., ge=0)
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$")
+
+
+class TicketDraft(BaseModel):
+    """One appeal as a channel delivered it, in the canonical shape (clear text, not normalized)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    channel_code: str = Field(..., pattern=_CHANNEL_CODE, max_length=64)
+    external_id: str | None = Field(None, min_length=1, max_length=128)
+    received_at: AwareDatetime | None = None
+    citizen_name: str | None = Field(None, max_length=64)
+    citizen_phone: Phone | None = Field(None, max_length=32)
+    citizen_id_number: IdNumber | None = None
+    citizen_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    title: str = Field(..., min_length=1, max_length=TITLE_MAX)
+    content: str = Field(..., min_length=1, max_length=CONTENT_MAX)
+    address: str | None = Field(None, max_length=500)
+    longitude: float | None = Field(None, ge=-180, le=180)
+    latitude: float | None = Field(None, ge=-90, le=90, validate_default=True)
+    grid_code: str | None = Field(None, max_length=32)
+    category_code: CategoryCode | None = None
+    urgency: Urgency = "normal"
+    is_enterprise: bool = False
+    enterprise_name: ShortText | None = None
+    attachments: tuple[AttachmentMeta, ...] = ()
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_optionals_are_missing(cls, data: Any) -> Any:
+        """Channels send ``""`` for "not given"; treat it as missing for the optional fields."""
+        if isinstance(data, dict):
+            required = {"channel_code", "title", "content"}
+            data = {k: (v if k in required else _empty_to_none(v)) for k, v in data.items()}
+            if data.get("enterprise_name") is not None:
+                data["is_enterprise"] = True  # an appeal that names its enterprise is one
+        return data
+
+    @field_validator("latitude")
+    @classmethod
+    def _coordinates_come_in_pairs(
+        cls, latitude: float | None, info: ValidationInfo
+    ) -> float | None:
+        if "longitude" not in info.data:
+            return latitude  # longitude itself was invalid; that error is reported already
+        if (info.data["longitude"] is None) != (latitude is None):
+            missing = "latitude" if latitude is None else "longitude"
+            raise ValueError(f"{missing} is missing: coordinates come as a longitude/latitude pair")
+        return latitude
+
+
+class CallbackDraft(BaseModel):
+    """A 回访 result for one ticket: was it resolved, and how satisfied is the citizen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    channel_code: str = Field(..., pattern=_CHANNEL_CODE, max_length=64)
+    ticket_id: str = Field(..., min_length=1, max_length=32)
+    resolved: bool
+    satisfaction: Satisfaction
+    comment: str | None = Field(None, max_length=2000)
+    external_id: str | None = Field(None, min_length=1, max_length=128)
+    received_at: AwareDatetime | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_optionals_are_missing(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            optional = {"comment", "external_id", "received_at"}
+            return {k: (_empty_to_none(v) if k in optional else v) for k, v in data.items()}
+        return data

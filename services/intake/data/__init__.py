@@ -1,0 +1,1 @@
+"""Intake's data files: the channel registry and the labelled appeals."""

@@ -1,0 +1,174 @@
+"""Normalization: a channel's ``TicketDraft`` becomes what intake stores and what it publishes.
+
+Pure: no I/O. The caller passes the arrival time, the hash salt, and optionally a grid locator
+(address / coordinates → grid code, from the shared grid registry) and a classifier.
+
+Two views come out, and only one may leave intake:
+
+* the **store** view (``draft`` and ``citizen_hash``) keeps clear-text contact and ID numbers —
+  intake's own tables only;
+* the **public** view (``public_*`` fields, masked contact, scrubbed title/content/address/extra)
+  is what goes on the bus: phone and ID numbers are masked even inside free text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from services.intake import classifier as text_classifier
+from services.intake import pii
+from services.intake.canonical import AttachmentMeta, TicketDraft, Urgency
+from services.intake.channels import Channel, TimeLimitProfile, time_limit_profile_for
+from services.intake.classifier import Classification
+
+GridLocator = Callable[[str | None, float | None, float | None], str | None]
+Classifier = Callable[[str, str], Classification]
+CategorySource = Literal["channel", "classifier"]
+
+# Hazards that should never wait on standard time limits, whatever the channel said.
+_HAZARDS = re.compile(
+    r"燃气泄漏|煤气泄漏|燃气味|煤气味|漏气|着火|起火|失火|冒烟|火灾|爆炸|有人被困|困人|被困|"
+    r"触电|漏电|坍塌|塌方|倒塌|溺水|落水|中毒|窨井盖缺失|井盖缺失"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedTicket:
+    """A draft after normalization: store view, public view, and the derived fields."""
+
+    draft: TicketDraft
+    received_at: datetime
+    citizen_hash: str | None
+    citizen_display_name: str | None
+    citizen_phone_masked: str | None
+    citizen_id_masked: str | None
+    citizen_email_masked: str | None
+    public_title: str
+    public_content: str
+    public_address: str | None
+    public_extra: dict[str, Any]
+    grid_code: str | None
+    category_code: str
+    category_source: CategorySource
+    classification: Classification | None
+    urgency: Urgency
+    urgency_raised: bool
+    is_enterprise: bool
+    time_limit_profile: TimeLimitProfile
+    attachments: tuple[AttachmentMeta, ...] = field(default_factory=tuple)
+
+    def store_row(self) -> dict[str, Any]:
+        """Column values for intake's own ticket row (clear text allowed here, nowhere else)."""
+        d = self.draft
+        return {
+            "channel": d.channel_code,
+            "external_id": d.external_id,
+            "received_at": self.received_at,
+            "title": d.title,
+            "content": d.content,
+            "citizen_name": d.citizen_name,
+            "citizen_phone": d.citizen_phone,
+            "citizen_id_number": d.citizen_id_number,
+            "citizen_hash": self.citizen_hash,
+            "address": d.address,
+            "longitude": d.longitude,
+            "latitude": d.latitude,
+            "grid_code": self.grid_code,
+            "category_code": self.category_code,
+            "urgency": self.urgency,
+            "is_enterprise": self.is_enterprise,
+            "time_limit_profile": self.time_limit_profile,
+            "extra": {**d.extra, **({"citizen_email": d.citizen_email} if d.citizen_email else {})},
+        }
+
+    def public_fields(self) -> dict[str, Any]:
+        """The fields of the canonical ticket event: no clear-text contact or ID number."""
+        d = self.draft
+        return {
+            "channel": d.channel_code,
+            "external_id": d.external_id,
+            "received_at": self.received_at,
+            "title": self.public_title,
+            "content": self.public_content,
+            "citizen": {
+                "display_name": self.citizen_display_name,
+                "phone_masked": self.citizen_phone_masked,
+                "citizen_hash": self.citizen_hash,
+            },
+            "location": {
+                "address": self.public_address,
+                "longitude": d.longitude,
+                "latitude": d.latitude,
+                "grid_code": self.grid_code,
+            },
+            "category_code": self.category_code,
+            "urgency": self.urgency,
+            "is_enterprise": self.is_enterprise,
+            "attachments": [a.model_dump() for a in self.attachments],
+            "time_limit_profile": self.time_limit_profile,
+        }
+
+
+def raised_urgency(urgency: Urgency, text: str) -> Urgency:
+    """``urgency``, raised to ``urgent`` when the text names an immediate hazard."""
+    if urgency == "normal" and _HAZARDS.search(text):
+        return "urgent"
+    return urgency
+
+
+def normalize(
+    draft: TicketDraft,
+    *,
+    channel: Channel,
+    salt: str,
+    now: datetime,
+    locate: GridLocator | None = None,
+    classify: Classifier | None = None,
+) -> NormalizedTicket:
+    """Mask, hash, scrub, locate, classify and set time limits for one draft."""
+    if draft.channel_code != channel.code:
+        raise ValueError(f"draft of {draft.channel_code!r} normalized as {channel.code!r}")
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    received_at = draft.received_at or now
+    grid_code = draft.grid_code
+    if grid_code is None and locate is not None:
+        grid_code = locate(draft.address, draft.longitude, draft.latitude)
+    classification: Classification | None = None
+    if draft.category_code is not None:
+        category, source = draft.category_code, "channel"
+    else:
+        classification = (classify or text_classifier.classify)(draft.title, draft.content)
+        category, source = classification.code, "classifier"
+    urgency = raised_urgency(draft.urgency, f"{draft.title}\n{draft.content}")
+    is_enterprise = draft.is_enterprise or channel.is_enterprise_channel
+    return NormalizedTicket(
+        draft=draft,
+        received_at=received_at,
+        citizen_hash=pii.citizen_hash(
+            phone=draft.citizen_phone, id_number=draft.citizen_id_number, salt=salt
+        ),
+        citizen_display_name=pii.mask_name(draft.citizen_name),
+        citizen_phone_masked=pii.mask_phone(draft.citizen_phone),
+        citizen_id_masked=pii.mask_id_number(draft.citizen_id_number),
+        citizen_email_masked=pii.mask_email(draft.citizen_email),
+        public_title=pii.scrub_text(draft.title),
+        public_content=pii.scrub_text(draft.content),
+        public_address=pii.scrub_text(draft.address) if draft.address else None,
+        public_extra=pii.scrub_value(draft.extra),
+        grid_code=grid_code,
+        category_code=category,
+        category_source=source,  # type: ignore[arg-type]
+        classification=classification,
+        urgency=urgency,
+        urgency_raised=urgency != draft.urgency,
+        is_enterprise=is_enterprise,
+        time_limit_profile=time_limit_profile_for(
+            channel, is_enterprise=is_enterprise, urgency=urgency
+        ),
+        attachments=draft.attachments,
+    )

@@ -1,0 +1,282 @@
+"""Personal data: masking for display, salted hashes for identity, scrubbing of free text.
+
+Clear-text phone and ID numbers stay in intake's own store; everything that leaves intake carries
+the masked forms below and the salted hash.
+
+Masking standard (display forms, in line with common Chinese government-site practice):
+
+==================  ========================  =======================================
+what                example in                example out
+==================  ========================  =======================================
+mobile              ``13812345678``           ``138****5678`` (first 3, last 4)
+landline            ``0571-87654321``         ``0571****4321`` (area code, last 4)
+other numbers       ``87654321``              ``****4321`` (last 4; ≤ 6 digits: last 2)
+ID, 18 digits       ``330106199003072317``    ``330106********2317`` (region + last 4;
+                                              the birth date is hidden)
+ID, 15 digits       ``330106900307231``       ``330106******231`` (region + last 3)
+name                ``张三丰``                 ``张**`` (first character)
+e-mail              ``zhangsan@163.com``      ``z***@163.com``
+==================  ========================  =======================================
+
+Identity hash: ``HMAC-SHA256(salt, "<kind>:<normalized value>")`` in hex, where the kind is
+``phone`` or ``id``. Phones are normalized to bare digits without the +86 / 0086 prefix or an
+extension; ID numbers to 18 characters (15-digit numbers are upgraded, the check digit computed)
+with an upper-case ``X``. The phone is preferred when both are known, because nearly every appeal
+has one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from datetime import date
+from typing import Any, Literal
+
+# Full-width digits and separators appear in Chinese text; map them one-to-one (same length)
+# so match positions in the translated copy are positions in the original.
+_HALF_WIDTH = str.maketrans(
+    "０１２３４５６７８９ＸｘＥ－—–＋（）　＠．",
+    "0123456789XxE---+() @.",
+)
+_EXTENSION = re.compile(r"(?:转|分机|ext\.?|x)\s*\d{1,6}\s*$", re.IGNORECASE)
+_NOT_DIGIT = re.compile(r"\D")
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_LANDLINE = re.compile(r"^0(?:[12]\d|[3-9]\d{2})[2-9]\d{6,7}$")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+IdentityKind = Literal["phone", "id"]
+
+
+def _half_width(text: str) -> str:
+    return text.translate(_HALF_WIDTH)
+
+
+# --- phones -------------------------------------------------------------------------------
+
+
+def normalize_phone(raw: str | None) -> str | None:
+    """Bare digits of a phone number: separators, ``+86``/``0086`` and extensions removed."""
+    if raw is None:
+        return None
+    text = _EXTENSION.sub("", _half_width(raw).strip()).lstrip("(")
+    digits = _NOT_DIGIT.sub("", text)
+    if text.startswith("+86") or digits.startswith("0086"):
+        digits = digits[2:] if text.startswith("+86") else digits[4:]
+    elif len(digits) == 13 and digits.startswith("861"):
+        digits = digits[2:]
+    return digits or None
+
+
+def is_mobile(digits: str) -> bool:
+    """A mainland mobile number: 11 digits, ``1[3-9]…``."""
+    return bool(_MOBILE.match(digits))
+
+
+def is_landline(digits: str) -> bool:
+    """A landline with its area code (``010``/``02x`` or a 4-digit code) and a 7–8 digit number."""
+    return bool(_LANDLINE.match(digits))
+
+
+def _mask_digits(digits: str) -> str:
+    if is_mobile(digits):
+        return f"{digits[:3]}****{digits[-4:]}"
+    if is_landline(digits):
+        area = 3 if digits[1] in "12" else 4
+        local = digits[area:]
+        return digits[:area] + "*" * (len(local) - 4) + local[-4:]
+    if len(digits) >= 7:
+        return "*" * (len(digits) - 4) + digits[-4:]
+    return "*" * max(len(digits) - 2, 0) + digits[-2:]
+
+
+def mask_phone(raw: str | None) -> str | None:
+    """A phone number for display: ``138****5678``, ``0571****4321``."""
+    digits = normalize_phone(raw)
+    return _mask_digits(digits) if digits else None
+
+
+# --- resident ID numbers ------------------------------------------------------------------
+
+
+def id_check_digit(first17: str) -> str:
+    """The GB 11643 check character for the first 17 digits of a resident ID number."""
+    if len(first17) != 17 or not first17.isdigit():
+        raise ValueError("the check digit is computed from exactly 17 digits")
+    total = sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11]
+
+
+def _compact_id(raw: str) -> str:
+    return re.sub(r"[\s\-]", "", _half_width(raw)).upper()
+
+
+def normalize_id_number(raw: str | None) -> str | None:
+    """An ID number as 18 characters; a 15-digit (pre-1999) number is upgraded to 18."""
+    if raw is None:
+        return None
+    compact = _compact_id(raw)
+    if len(compact) == 15 and compact.isdigit():
+        first17 = compact[:6] + "19" + compact[6:]
+        return first17 + id_check_digit(first17)
+    return compact or None
+
+
+def _plausible_birth_date(yyyymmdd: str) -> bool:
+    try:
+        born = date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
+    except ValueError:
+        return False
+    return 1880 <= born.year <= 2100
+
+
+def is_valid_id_number(raw: str) -> bool:
+    """An 18-character ID number with a real birth date and a correct check digit."""
+    value = _compact_id(raw)
+    if len(value) != 18 or not value[:17].isdigit() or value[0] == "0":
+        return False
+    return _plausible_birth_date(value[6:14]) and id_check_digit(value[:17]) == value[17]
+
+
+def mask_id_number(raw: str | None) -> str | None:
+    """An ID number for display: region code and last 4 kept, the birth date hidden."""
+    if raw is None:
+        return None
+    value = _compact_id(raw)
+    if not value:
+        return None
+    if len(value) == 18:
+        return f"{value[:6]}{'*' * 8}{value[-4:]}"
+    if len(value) == 15:
+        return f"{value[:6]}{'*' * 6}{value[-3:]}"
+    return "*" * max(len(value) - 4, 0) + value[-4:]
+
+
+# --- names and e-mail ---------------------------------------------------------------------
+
+
+def mask_name(name: str | None) -> str | None:
+    """A name for display: its first character and stars (``张三`` → ``张*``)."""
+    if name is None or not name.strip():
+        return None
+    name = name.strip()
+    return name[0] + "*" * min(max(len(name) - 1, 1), 4)
+
+
+def mask_email(address: str | None) -> str | None:
+    """An e-mail address for display: ``z***@163.com``."""
+    if address is None or "@" not in address:
+        return None
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+# --- identity hashes ----------------------------------------------------------------------
+
+
+def hash_identifier(kind: IdentityKind, normalized: str, *, salt: str) -> str:
+    """HMAC-SHA256 (hex) of ``kind:normalized`` under the salt."""
+    if not salt:
+        raise ValueError("a citizen hash needs a non-empty salt")
+    message = f"{kind}:{normalized}".encode()
+    return hmac.new(salt.encode(), message, hashlib.sha256).hexdigest()
+
+
+def citizen_hash(
+    *, phone: str | None = None, id_number: str | None = None, salt: str
+) -> str | None:
+    """The citizen's identity hash: of the phone when there is a usable one, else of the ID."""
+    digits = normalize_phone(phone)
+    if digits and len(digits) >= 7:
+        return hash_identifier("phone", digits, salt=salt)
+    ident = normalize_id_number(id_number)
+    if ident and len(ident) == 18:
+        return hash_identifier("id", ident, salt=salt)
+    return None
+
+
+# --- free text ----------------------------------------------------------------------------
+
+# Between any two digits of a number people may put one space or dash ("138 1234 5678").
+_SEP = r"[ \-]?"
+# Only digits delimit a number: "Tel13812345678" is still a phone. Masking a few digits of some
+# alphanumeric code by mistake is cheaper than letting one phone number through.
+_START = r"(?<![0-9])"
+_END = r"(?![0-9])"
+_ID18_RE = re.compile(rf"{_START}[1-9](?:{_SEP}[0-9]){{16}}{_SEP}[0-9Xx]{_END}")
+_ID15_RE = re.compile(rf"{_START}[1-9](?:{_SEP}[0-9]){{14}}{_END}")
+_MOBILE_RE = re.compile(rf"{_START}(?:(?:\+|00)?86{_SEP})?1[3-9](?:{_SEP}[0-9]){{9}}{_END}")
+_LANDLINE_RE = re.compile(
+    rf"{_START}\(?0(?:[12][0-9]|[3-9][0-9]{{2}})\)?{_SEP}[2-9](?:{_SEP}[0-9]){{6,7}}{_END}"
+)
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+
+
+def _id18_mask(span: str) -> str | None:
+    value = _compact_id(span)
+    return mask_id_number(value) if _plausible_birth_date(value[6:14]) else None
+
+
+def _id15_mask(span: str) -> str | None:
+    value = _compact_id(span)
+    return mask_id_number(value) if _plausible_birth_date("19" + value[6:12]) else None
+
+
+def _phone_mask(span: str) -> str | None:
+    digits = normalize_phone(span)
+    return _mask_digits(digits) if digits else None
+
+
+def _email_mask(span: str) -> str | None:
+    return mask_email(span)
+
+
+# Order matters: an ID number contains runs that look like phones; the first match wins.
+_SCRUBBERS = (
+    (_ID18_RE, _id18_mask),
+    (_ID15_RE, _id15_mask),
+    (_MOBILE_RE, _phone_mask),
+    (_LANDLINE_RE, _phone_mask),
+    (_EMAIL_RE, _email_mask),
+)
+
+
+def scrub_text(text: str) -> str:
+    """Mask every phone number, resident ID number and e-mail address inside free text."""
+    if not text:
+        return text
+    probe = _half_width(text)
+    if not any(ch.isdigit() or ch == "@" for ch in probe):
+        return text
+    taken: list[tuple[int, int, str]] = []
+    for pattern, masker in _SCRUBBERS:
+        for match in pattern.finditer(probe):
+            start, end = match.span()
+            if any(start < t_end and t_start < end for t_start, t_end, _ in taken):
+                continue
+            masked = masker(match.group())
+            if masked is not None:
+                taken.append((start, end, masked))
+    if not taken:
+        return text
+    taken.sort()
+    out: list[str] = []
+    cursor = 0
+    for start, end, masked in taken:
+        out.append(text[cursor:start])
+        out.append(masked)
+        cursor = end
+    out.append(text[cursor:])
+    return "".join(out)
+
+
+def scrub_value(value: Any) -> Any:
+    """``scrub_text`` applied to every string inside nested dicts, lists and tuples."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {key: scrub_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(scrub_value(item) for item in value)
+    return value

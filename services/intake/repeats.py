@@ -1,0 +1,278 @@
+"""Repeat-appeal detection (重复件), as pure functions.
+
+A new appeal repeats an earlier one received within the window (default 30 days) when
+
+* the same citizen made it (same identity hash; optionally also requiring some text similarity),
+  or
+* it is about the same place (same grid, same address, or coordinates within a radius) **and**
+  its text is near-identical (Jaccard similarity of character shingles at or above a threshold).
+
+The decision links the new appeal to the *first* ticket of the chain (``repeat_of``) and counts
+the earlier appeals it repeats (``repeat_count``). The service fetches candidates with
+``candidate_query`` (one indexed query on citizen hash, grid and address key within the window)
+and passes them here; ``simhash64`` is offered for a cheap index on text when candidates are many.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+Reason = Literal["same_citizen", "same_place_similar_text"]
+
+_BOILERPLATE = re.compile(
+    r"来电人反映|来电人称|来电人咨询|来电反映|市民反映|市民来电|来电人|诉求[:：]|"
+    r"请相关部门|请有关部门|希望尽快处理|请尽快处理|请求处理"
+)
+_NOT_TEXT = re.compile(r"[\W_]+", re.UNICODE)
+_ADMIN_PREFIX = re.compile(r"^(?:[\u4e00-\u9fff]{2,7}?(?:省|自治区))?(?:[\u4e00-\u9fff]{2,5}?市)?")
+_EARTH_RADIUS_M = 6_371_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatPolicy:
+    """How repeats are recognized; every threshold is configurable."""
+
+    window: timedelta = timedelta(days=30)
+    text_similarity: float = 0.6
+    shingle_size: int = 3
+    place_radius_m: float = 100.0
+    min_address_overlap: int = 6
+    citizen_min_similarity: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Appeal:
+    """What repeat detection needs to know about one appeal (new or earlier)."""
+
+    received_at: datetime
+    text: str
+    shingles: frozenset[int]
+    ticket_id: str | None = None
+    citizen_hash: str | None = None
+    grid_code: str | None = None
+    address_key: str | None = None
+    longitude: float | None = None
+    latitude: float | None = None
+    repeat_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatMatch:
+    """One earlier appeal the new one repeats, why, and how similar the texts are."""
+
+    ticket_id: str
+    received_at: datetime
+    reason: Reason
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatDecision:
+    """``repeat_of`` (the chain's first ticket) and how many earlier appeals were matched."""
+
+    repeat_of: str | None = None
+    repeat_count: int = 0
+    matches: tuple[RepeatMatch, ...] = field(default_factory=tuple)
+
+    @property
+    def is_repeat(self) -> bool:
+        """Whether any earlier appeal matched."""
+        return self.repeat_of is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateQuery:
+    """Which earlier tickets to load: any of these keys, received in ``[since, until]``."""
+
+    since: datetime
+    until: datetime
+    citizen_hash: str | None
+    grid_code: str | None
+    address_key: str | None
+    bbox: tuple[float, float, float, float] | None = None  # min lon, min lat, max lon, max lat
+
+
+# --- normalization ---------------------------------------------------------------------------
+
+
+def normalize_text(text: str) -> str:
+    """Text for comparison: NFKC, lower case, operator boilerplate and punctuation removed."""
+    folded = unicodedata.normalize("NFKC", text).lower()
+    return _NOT_TEXT.sub("", _BOILERPLATE.sub("", folded))
+
+
+def normalize_address(address: str | None) -> str | None:
+    """An address key: NFKC, no spaces or punctuation, province/city prefix dropped."""
+    if not address:
+        return None
+    compact = _NOT_TEXT.sub("", unicodedata.normalize("NFKC", address).lower())
+    key = _ADMIN_PREFIX.sub("", compact, count=1)
+    return key or compact or None
+
+
+def shingles(text: str, size: int = 3) -> frozenset[int]:
+    """The set of hashed character ``size``-grams of already normalized text."""
+    if not text:
+        return frozenset()
+    if len(text) <= size:
+        return frozenset({zlib.crc32(text.encode())})
+    return frozenset(zlib.crc32(text[i : i + size].encode()) for i in range(len(text) - size + 1))
+
+
+def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+    """|A ∩ B| / |A ∪ B| (0 for two empty sets)."""
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def simhash64(features: Iterable[int]) -> int:
+    """A 64-bit SimHash of hashed features: near-identical texts differ in few bits."""
+    weights = [0] * 64
+    for feature in features:
+        digest = zlib.crc32(feature.to_bytes(8, "little", signed=False)) | (
+            zlib.crc32(feature.to_bytes(8, "big", signed=False)) << 32
+        )
+        for bit in range(64):
+            weights[bit] += 1 if digest >> bit & 1 else -1
+    return sum(1 << bit for bit in range(64) if weights[bit] > 0)
+
+
+def hamming(a: int, b: int) -> int:
+    """Number of differing bits between two SimHashes."""
+    return (a ^ b).bit_count()
+
+
+def appeal(
+    *,
+    received_at: datetime,
+    title: str,
+    content: str,
+    ticket_id: str | None = None,
+    citizen_hash: str | None = None,
+    grid_code: str | None = None,
+    address: str | None = None,
+    longitude: float | None = None,
+    latitude: float | None = None,
+    repeat_of: str | None = None,
+    policy: RepeatPolicy | None = None,
+) -> Appeal:
+    """Build an ``Appeal`` from a ticket's fields (normalizing text and address)."""
+    if received_at.tzinfo is None:
+        raise ValueError("received_at must be timezone-aware")
+    size = (policy or RepeatPolicy()).shingle_size
+    text = normalize_text(f"{title}{content}")
+    return Appeal(
+        received_at=received_at,
+        text=text,
+        shingles=shingles(text, size),
+        ticket_id=ticket_id,
+        citizen_hash=citizen_hash,
+        grid_code=grid_code or None,
+        address_key=normalize_address(address),
+        longitude=longitude,
+        latitude=latitude,
+        repeat_of=repeat_of,
+    )
+
+
+# --- matching --------------------------------------------------------------------------------
+
+
+def distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Great-circle (haversine) distance in metres."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi = phi2 - phi1
+    dlmb = math.radians(lon2 - lon1)
+    h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
+    return 2 * _EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+def same_place(a: Appeal, b: Appeal, policy: RepeatPolicy) -> bool:
+    """Same grid, the same address (or one inside the other), or points within the radius."""
+    if a.grid_code and a.grid_code == b.grid_code:
+        return True
+    if a.address_key and b.address_key:
+        shorter, longer = sorted((a.address_key, b.address_key), key=len)
+        if shorter == longer or (len(shorter) >= policy.min_address_overlap and shorter in longer):
+            return True
+    if None not in (a.longitude, a.latitude, b.longitude, b.latitude):
+        meters = distance_m(a.longitude, a.latitude, b.longitude, b.latitude)  # type: ignore[arg-type]
+        return meters <= policy.place_radius_m
+    return False
+
+
+def in_window(new: Appeal, earlier: Appeal, policy: RepeatPolicy) -> bool:
+    """``earlier`` was received no later than ``new`` and within the window before it."""
+    return new.received_at - policy.window <= earlier.received_at <= new.received_at
+
+
+def match(new: Appeal, earlier: Appeal, policy: RepeatPolicy) -> RepeatMatch | None:
+    """Why ``new`` repeats ``earlier``, or ``None`` if it does not."""
+    if earlier.ticket_id is None or earlier.ticket_id == new.ticket_id:
+        return None
+    if not in_window(new, earlier, policy):
+        return None
+    similarity = jaccard(new.shingles, earlier.shingles)
+    if (
+        new.citizen_hash
+        and new.citizen_hash == earlier.citizen_hash
+        and similarity >= policy.citizen_min_similarity
+    ):
+        return RepeatMatch(earlier.ticket_id, earlier.received_at, "same_citizen", similarity)
+    if similarity >= policy.text_similarity and same_place(new, earlier, policy):
+        reason: Reason = "same_place_similar_text"
+        return RepeatMatch(earlier.ticket_id, earlier.received_at, reason, similarity)
+    return None
+
+
+def find_repeats(
+    new: Appeal, candidates: Iterable[Appeal], policy: RepeatPolicy | None = None
+) -> RepeatDecision:
+    """Decide whether ``new`` repeats any candidate; link it to the first ticket of the chain."""
+    policy = policy or RepeatPolicy()
+    found: list[tuple[RepeatMatch, Appeal]] = []
+    for candidate in candidates:
+        hit = match(new, candidate, policy)
+        if hit is not None:
+            found.append((hit, candidate))
+    if not found:
+        return RepeatDecision()
+    found.sort(key=lambda pair: (pair[0].received_at, pair[0].ticket_id))
+    first_match, first = found[0]
+    return RepeatDecision(
+        repeat_of=first.repeat_of or first_match.ticket_id,
+        repeat_count=len(found),
+        matches=tuple(hit for hit, _ in found),
+    )
+
+
+def candidate_query(new: Appeal, policy: RepeatPolicy | None = None) -> CandidateQuery:
+    """What to load to judge ``new``: any of its keys, or a point in its box, within the window.
+
+    Address containment cannot be an index lookup; the service may add a prefix/LIKE match on
+    the address key when its store supports it.
+    """
+    policy = policy or RepeatPolicy()
+    bbox = None
+    if new.longitude is not None and new.latitude is not None:
+        dlat = math.degrees(policy.place_radius_m / _EARTH_RADIUS_M)
+        dlon = dlat / max(math.cos(math.radians(new.latitude)), 1e-6)
+        lon, lat = new.longitude, new.latitude
+        bbox = (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+    return CandidateQuery(
+        since=new.received_at - policy.window,
+        until=new.received_at,
+        citizen_hash=new.citizen_hash,
+        grid_code=new.grid_code,
+        address_key=new.address_key,
+        bbox=bbox,
+    )

@@ -1,0 +1,139 @@
+"""The canonical draft models: what they accept, what they refuse, and that errors name fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from services.intake.canonical import AttachmentMeta, CallbackDraft, TicketDraft
+
+
+def draft(**fields: Any) -> TicketDraft:
+    """A valid draft with some fields replaced."""
+    base: dict[str, Any] = {
+        "channel_code": "hotline-12345-phone",
+        "title": "路灯不亮",
+        "content": "路灯坏了",
+    }
+    return TicketDraft.model_validate({**base, **fields})
+
+
+def error_fields(exc: ValidationError) -> set[str]:
+    """The top-level field names a validation error points at."""
+    return {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+
+
+def test_minimal_draft_has_safe_defaults() -> None:
+    made = draft()
+    assert made.urgency == "normal"
+    assert made.is_enterprise is False
+    assert made.attachments == ()
+    assert made.extra == {}
+    assert made.received_at is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("channel_code", "Hotline 12345"),
+        ("title", "   "),
+        ("content", ""),
+        ("title", "长" * 201),
+        ("urgency", "very"),
+        ("citizen_phone", "call me"),
+        ("citizen_phone", "12"),
+        ("citizen_id_number", "3301061990"),
+        ("citizen_email", "not-an-address"),
+        ("longitude", 181.0),
+        ("category_code", "9999"),
+        ("received_at", datetime(2026, 11, 3, 9, 0)),  # naive: refused
+    ],
+)
+def test_invalid_values_are_refused_naming_the_field(field: str, value: Any) -> None:
+    extra = {"latitude": 30.0} if field == "longitude" else {}
+    with pytest.raises(ValidationError) as caught:
+        draft(**{field: value}, **extra)
+    assert field in error_fields(caught.value)
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValidationError) as caught:
+        draft(colour="blue")
+    assert "colour" in error_fields(caught.value)
+
+
+def test_blank_optionals_count_as_missing() -> None:
+    made = draft(citizen_phone="", address="  ", category_code="", external_id="")
+    assert made.citizen_phone is None
+    assert made.address is None
+    assert made.category_code is None
+    assert made.external_id is None
+
+
+def test_coordinates_come_in_pairs() -> None:
+    with pytest.raises(ValidationError) as caught:
+        draft(longitude=120.1)
+    assert "latitude" in error_fields(caught.value)
+    assert "longitude is" not in str(caught.value)
+    with pytest.raises(ValidationError, match="longitude is missing"):
+        draft(latitude=30.2)
+    assert draft(longitude=120.1, latitude=30.2).latitude == 30.2
+
+
+def test_id_number_is_compacted_with_upper_case_x() -> None:
+    assert draft(citizen_id_number="330106 19550430 081x").citizen_id_number == "33010619550430081X"
+    assert draft(citizen_id_number="330106550430081").citizen_id_number == "330106550430081"
+
+
+def test_phone_keeps_its_written_form_and_allows_an_extension() -> None:
+    assert draft(citizen_phone="0571-8765 4321 转 806").citizen_phone == "0571-8765 4321 转 806"
+    assert draft(citizen_phone="+86 138 1234 5678").citizen_phone == "+86 138 1234 5678"
+
+
+def test_naming_an_enterprise_makes_the_appeal_an_enterprise_appeal() -> None:
+    assert draft(enterprise_name="临江云帆科技有限公司").is_enterprise is True
+    assert draft(enterprise_name="").is_enterprise is False
+
+
+def test_taxonomy_codes_at_both_levels_are_accepted() -> None:
+    assert draft(category_code="01").category_code == "01"
+    assert draft(category_code="0102").category_code == "0102"
+
+
+def test_drafts_are_frozen() -> None:
+    made = draft()
+    with pytest.raises(ValidationError):
+        made.title = "changed"  # type: ignore[misc]
+
+
+def test_attachment_meta_requires_a_sha256() -> None:
+    ok = AttachmentMeta(filename="a.jpg", content_type="image/jpeg", size=3, sha256="0" * 64)
+    assert ok.size == 3
+    with pytest.raises(ValidationError) as caught:
+        AttachmentMeta(filename="a.jpg", content_type="image/jpeg", size=3, sha256="abc")
+    assert "sha256" in error_fields(caught.value)
+    with pytest.raises(ValidationError):
+        AttachmentMeta(filename="a.jpg", content_type="jpeg", size=-1, sha256="0" * 64)
+
+
+def test_callback_draft() -> None:
+    made = CallbackDraft(
+        channel_code="callback-12345-revisit",
+        ticket_id="20261103-0000871",
+        resolved=False,
+        satisfaction="dissatisfied",
+        comment="",
+        received_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    assert made.comment is None
+    with pytest.raises(ValidationError) as caught:
+        CallbackDraft(
+            channel_code="callback-12345-revisit",
+            ticket_id="x",
+            resolved=True,
+            satisfaction="happy",  # type: ignore[arg-type]
+        )
+    assert "satisfaction" in error_fields(caught.value)

@@ -1,0 +1,156 @@
+"""Normalization: the public view carries no clear-text numbers; derived fields are right."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.intake.adapters import adapt
+from services.intake.canonical import TicketDraft
+from services.intake.channels import channels, get_channel
+from services.intake.classifier import Classification
+from services.intake.normalize import normalize, raised_urgency
+from services.intake.pii import citizen_hash
+
+NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+SALT = "s3cret"
+PHONE = get_channel("hotline-12345-phone")
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "channels"
+EXPECTED = yaml.safe_load((FIXTURES / "expected.yaml").read_text("utf-8"))
+DIGIT_RUN = re.compile(r"\d(?:[ \-]?\d){6,}")
+
+
+def draft(**fields: Any) -> TicketDraft:
+    """A 12345 phone draft with some fields replaced."""
+    base: dict[str, Any] = {
+        "channel_code": "hotline-12345-phone",
+        "title": "路灯不亮",
+        "content": "小区门口路灯坏了，回电13957123468",
+        "citizen_name": "王建国",
+        "citizen_phone": "139-5712-3468",
+        "citizen_id_number": "330106198503120415",
+        "address": "翠苑三区（电话0571-87654321）",
+        "extra": {"caller_backup": "13812345678"},
+    }
+    return TicketDraft.model_validate({**base, **fields})
+
+
+def test_public_view_is_masked_and_store_view_is_clear() -> None:
+    normalized = normalize(draft(), channel=PHONE, salt=SALT, now=NOW)
+    public = json.dumps(normalized.public_fields(), ensure_ascii=False, default=str)
+    for clear in ("13957123468", "139-5712-3468", "330106198503120415", "87654321", "13812345678"):
+        assert clear not in public
+    assert normalized.citizen_phone_masked == "139****3468"
+    assert normalized.citizen_display_name == "王**"
+    assert normalized.citizen_id_masked == "330106********0415"
+    assert normalized.public_content.endswith("回电139****3468")
+    assert normalized.public_extra == {"caller_backup": "138****5678"}
+    assert normalized.citizen_hash == citizen_hash(phone="13957123468", salt=SALT)
+    row = normalized.store_row()
+    assert (row["citizen_phone"], row["citizen_id_number"]) == (
+        "139-5712-3468",
+        "330106198503120415",
+    )
+    assert "13957123468" in row["content"]
+
+
+def test_received_time_defaults_to_now_and_naive_now_is_refused() -> None:
+    assert normalize(draft(), channel=PHONE, salt=SALT, now=NOW).received_at == NOW
+    stamped = datetime(2026, 11, 3, 1, 0, tzinfo=UTC)
+    assert (
+        normalize(draft(received_at=stamped), channel=PHONE, salt=SALT, now=NOW).received_at
+        == stamped
+    )
+    with pytest.raises(ValueError):
+        normalize(draft(), channel=PHONE, salt=SALT, now=datetime(2026, 12, 1))
+
+
+def test_channel_category_wins_over_the_classifier() -> None:
+    def never(title: str, content: str) -> Classification:
+        raise AssertionError("the classifier must not run")
+
+    normalized = normalize(
+        draft(category_code="0104"), channel=PHONE, salt=SALT, now=NOW, classify=never
+    )
+    assert (normalized.category_code, normalized.category_source) == ("0104", "channel")
+    assert normalized.classification is None
+
+
+def test_classifier_fills_a_missing_category() -> None:
+    normalized = normalize(draft(), channel=PHONE, salt=SALT, now=NOW)
+    assert (normalized.category_code, normalized.category_source) == ("0102", "classifier")
+    assert normalized.classification is not None and normalized.classification.code == "0102"
+
+
+def test_grid_is_located_only_when_the_channel_did_not_give_one() -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def locate(address: str | None, lon: float | None, lat: float | None) -> str | None:
+        calls.append((address, lon, lat))
+        return "330106-003-012"
+
+    located = normalize(
+        draft(longitude=120.1, latitude=30.2), channel=PHONE, salt=SALT, now=NOW, locate=locate
+    )
+    assert located.grid_code == "330106-003-012"
+    assert calls == [("翠苑三区（电话0571-87654321）", 120.1, 30.2)]
+    given = normalize(draft(grid_code="G-1"), channel=PHONE, salt=SALT, now=NOW, locate=locate)
+    assert given.grid_code == "G-1"
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "fields", "profile"),
+    [
+        ("hotline-12345-phone", {}, "standard"),
+        ("hotline-12345-phone", {"is_enterprise": True}, "enterprise_2115"),
+        ("hotline-12345-phone", {"urgency": "critical"}, "urgent"),
+        ("hotline-12345-enterprise", {}, "enterprise_2115"),
+        ("grid-whistle", {"urgency": "critical"}, "whistle"),
+        ("police-110-linkage", {}, "urgent"),
+    ],
+)
+def test_time_limit_profile(code: str, fields: dict[str, Any], profile: str) -> None:
+    channel = get_channel(code)
+    normalized = normalize(draft(channel_code=code, **fields), channel=channel, salt=SALT, now=NOW)
+    assert normalized.time_limit_profile == profile
+    assert normalized.public_fields()["time_limit_profile"] == profile
+
+
+def test_hazards_raise_urgency() -> None:
+    assert raised_urgency("normal", "楼道里有很浓的煤气味") == "urgent"
+    assert raised_urgency("critical", "楼道里有很浓的煤气味") == "critical"
+    assert raised_urgency("normal", "路灯不亮") == "normal"
+    gas = normalize(draft(content="楼道里有很浓的煤气味"), channel=PHONE, salt=SALT, now=NOW)
+    assert (gas.urgency, gas.urgency_raised) == ("urgent", True)
+
+
+def test_a_draft_from_another_channel_is_refused() -> None:
+    with pytest.raises(ValueError):
+        normalize(draft(), channel=get_channel("mayor-mailbox"), salt=SALT, now=NOW)
+
+
+@pytest.mark.parametrize("channel", channels(), ids=lambda c: c.code)
+def test_no_clear_text_number_leaves_intake_for_any_channel_fixture(channel: Any) -> None:
+    body = next(p for p in FIXTURES.iterdir() if p.stem == channel.code).read_bytes()
+    output = adapt(channel, body, content_type=EXPECTED[channel.code]["content_type"])
+    for item in output.drafts:
+        normalized = normalize(item, channel=channel, salt=SALT, now=NOW)
+        fields = {**normalized.public_fields(), "extra": normalized.public_extra}
+        # SHA-256 digests and the citizen hash are hex: digit runs there are not numbers.
+        fields.pop("attachments")
+        fields["citizen"] = {**fields["citizen"], "citizen_hash": None}
+        public = json.dumps(fields, ensure_ascii=False, default=str)
+        secrets = [item.citizen_phone, item.citizen_id_number]
+        for secret in filter(None, secrets):
+            digits = re.sub(r"\D", "", secret)
+            assert digits not in re.sub(r"[^\d*]", "", public), channel.code
+        for run in DIGIT_RUN.findall(public):
+            compact = re.sub(r"\D", "", run)
+            assert not re.fullmatch(r"(?:86)?1[3-9]\d{9}", compact), (channel.code, run)

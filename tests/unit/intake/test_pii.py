@@ -1,0 +1,300 @@
+"""PII: masking, identity hashes, and scrubbing numbers out of free text (property-tested)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.intake.pii import (
+    citizen_hash,
+    hash_identifier,
+    id_check_digit,
+    is_valid_id_number,
+    mask_email,
+    mask_id_number,
+    mask_name,
+    mask_phone,
+    normalize_id_number,
+    normalize_phone,
+    scrub_text,
+    scrub_value,
+)
+
+SALT = "test-salt"
+CJK = "我家住在小区门口路灯不亮请尽快处理联系电话身份证号码是的了，。！？：；、（）【】"
+NO_DIGITS = st.text(alphabet=CJK + "abcXYZ @#*~_", max_size=30)
+BOUNDARY = st.sampled_from(list("，。：；、电话号码是为（）【】 abc"))
+ANY_TEXT = st.text(alphabet=CJK + "0123456789 -+()xX@.", max_size=60)
+
+mobiles = st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)
+separators = st.sampled_from(["", " ", "-"])
+area_codes = st.sampled_from(["010", "021", "022", "0571", "0574", "0755", "0931"])
+locals_ = st.from_regex(r"[2-9][0-9]{6,7}", fullmatch=True)
+
+
+@st.composite
+def id_numbers(draw: st.DrawFn) -> str:
+    """A valid 18-character resident ID number (region, birth date, sequence, check digit)."""
+    region = draw(st.from_regex(r"[1-6][0-9]{5}", fullmatch=True))
+    born = draw(st.dates(min_value=date(1930, 1, 1), max_value=date(2020, 12, 31)))
+    sequence = draw(st.from_regex(r"[0-9]{3}", fullmatch=True))
+    first17 = f"{region}{born:%Y%m%d}{sequence}"
+    return first17 + id_check_digit(first17)
+
+
+def spaced(digits: str, groups: tuple[int, ...], sep: str) -> str:
+    """``digits`` written in groups with a separator, the way people type numbers."""
+    parts, start = [], 0
+    for size in groups:
+        parts.append(digits[start : start + size])
+        start += size
+    parts.append(digits[start:])
+    return sep.join(p for p in parts if p)
+
+
+# --- phones --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "digits"),
+    [
+        ("138 1234 5678", "13812345678"),
+        ("+86 138-1234-5678", "13812345678"),
+        ("(+86)13812345678", "13812345678"),
+        ("0086 13812345678", "13812345678"),
+        ("8613812345678", "13812345678"),
+        ("0571-8765 4321 转 806", "057187654321"),
+        ("（0571）87654321", "057187654321"),
+        ("１３８１２３４５６７８", "13812345678"),
+        ("", None),
+    ],
+)
+def test_normalize_phone(raw: str, digits: str | None) -> None:
+    assert normalize_phone(raw) == digits
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("13812345678", "138****5678"),
+        ("+86 138 1234 5678", "138****5678"),
+        ("0571-87654321", "0571****4321"),
+        ("010-6234567", "010***4567"),
+        ("87654321", "****4321"),
+        ("12345", "***45"),
+        (None, None),
+    ],
+)
+def test_mask_phone(raw: str | None, masked: str | None) -> None:
+    assert mask_phone(raw) == masked
+
+
+@given(mobiles, separators)
+def test_masked_mobile_keeps_only_first_three_and_last_four(mobile: str, sep: str) -> None:
+    masked = mask_phone(spaced(mobile, (3, 4), sep))
+    assert masked == f"{mobile[:3]}****{mobile[-4:]}"
+
+
+# --- ID numbers ----------------------------------------------------------------------------
+
+
+@given(id_numbers())
+def test_generated_ids_are_valid_and_a_wrong_check_digit_is_not(ident: str) -> None:
+    assert is_valid_id_number(ident)
+    wrong = "0" if ident[-1] != "0" else "1"
+    assert not is_valid_id_number(ident[:-1] + wrong)
+
+
+@given(id_numbers())
+def test_mask_id_number_hides_the_birth_date(ident: str) -> None:
+    masked = mask_id_number(ident)
+    assert masked == ident[:6] + "*" * 8 + ident[-4:]
+    assert ident[6:14] not in (masked or "")
+
+
+def test_fifteen_digit_ids_are_upgraded_to_eighteen() -> None:
+    upgraded = normalize_id_number("330106550430081")
+    assert upgraded == "33010619550430081X"
+    assert upgraded is not None and is_valid_id_number(upgraded)
+    assert mask_id_number("330106550430081") == "330106******081"
+
+
+def test_id_check_digit_needs_seventeen_digits() -> None:
+    with pytest.raises(ValueError):
+        id_check_digit("12345")
+
+
+# --- names and e-mail ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "masked"),
+    [
+        ("张三", "张*"),
+        ("欧阳娜娜", "欧***"),
+        ("张", "张*"),
+        (" 王女士 ", "王**"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_mask_name(name: str | None, masked: str | None) -> None:
+    assert mask_name(name) == masked
+
+
+def test_mask_email() -> None:
+    assert mask_email("zhangsan@163.com") == "z***@163.com"
+    assert mask_email("nonsense") is None
+
+
+# --- hashes --------------------------------------------------------------------------------
+
+
+def test_citizen_hash_is_stable_across_ways_of_writing_the_number() -> None:
+    forms = ["13812345678", "138 1234 5678", "+86-138-1234-5678", "１３８１２３４５６７８"]
+    hashes = {citizen_hash(phone=form, salt=SALT) for form in forms}
+    assert len(hashes) == 1
+    assert re.fullmatch(r"[0-9a-f]{64}", hashes.pop() or "")
+
+
+def test_citizen_hash_depends_on_the_salt_and_the_kind() -> None:
+    phone = citizen_hash(phone="13812345678", salt=SALT)
+    assert phone != citizen_hash(phone="13812345678", salt="other")
+    assert hash_identifier("phone", "330106199003072317", salt=SALT) != hash_identifier(
+        "id", "330106199003072317", salt=SALT
+    )
+
+
+def test_citizen_hash_prefers_the_phone_then_the_id() -> None:
+    by_id = citizen_hash(id_number="330106550430081", salt=SALT)
+    assert by_id == citizen_hash(id_number="33010619550430081x", salt=SALT)
+    assert by_id != citizen_hash(phone="13812345678", id_number="330106550430081", salt=SALT)
+    assert citizen_hash(phone="110", salt=SALT) is None  # a service number identifies nobody
+    assert citizen_hash(salt=SALT) is None
+
+
+def test_citizen_hash_refuses_an_empty_salt() -> None:
+    with pytest.raises(ValueError):
+        citizen_hash(phone="13812345678", salt="")
+
+
+# --- scrubbing free text -------------------------------------------------------------------
+
+
+@settings(max_examples=300)
+@given(NO_DIGITS, mobiles, separators, st.sampled_from([(3, 4), (4, 4), (3, 3, 3), ()]), NO_DIGITS)
+def test_scrub_masks_any_mobile_in_text(
+    before: str, mobile: str, sep: str, groups: tuple[int, ...], after: str
+) -> None:
+    text = before + spaced(mobile, groups, sep) + after
+    scrubbed = scrub_text(text)
+    assert mobile not in re.sub(r"\D", "", scrubbed)
+    assert f"{mobile[:3]}****{mobile[-4:]}" in scrubbed
+    assert scrubbed.startswith(before) and scrubbed.endswith(after)
+
+
+@settings(max_examples=200)
+@given(ANY_TEXT, BOUNDARY, mobiles, separators, BOUNDARY, ANY_TEXT)
+def test_scrub_masks_a_mobile_next_to_other_numbers(
+    before: str, left: str, mobile: str, sep: str, right: str, after: str
+) -> None:
+    written = spaced(mobile, (3, 4), sep)
+    scrubbed = scrub_text(before + left + written + right + after)
+    assert written not in scrubbed
+    assert f"{left}{mobile[:3]}****{mobile[-4:]}{right}" in scrubbed
+
+
+@given(NO_DIGITS, mobiles, NO_DIGITS)
+def test_scrub_handles_country_codes(before: str, mobile: str, after: str) -> None:
+    for prefix in ("+86", "+86 ", "0086-", "86"):
+        scrubbed = scrub_text(f"{before}{prefix}{mobile}{after}")
+        assert mobile not in re.sub(r"\D", "", scrubbed)
+
+
+@settings(max_examples=200)
+@given(NO_DIGITS, id_numbers(), st.sampled_from(["", " ", "-"]), st.booleans(), NO_DIGITS)
+def test_scrub_masks_any_id_number_in_text(
+    before: str, ident: str, sep: str, lower_x: bool, after: str
+) -> None:
+    written = spaced(ident, (6, 8), sep)
+    if lower_x:
+        written = written.replace("X", "x")
+    scrubbed = scrub_text(before + written + after)
+    assert ident[6:14] not in re.sub(r"\D", "", scrubbed)
+    assert f"{ident[:6]}********{ident[-4:]}" in scrubbed
+
+
+@settings(max_examples=200)
+@given(NO_DIGITS, area_codes, locals_, separators, st.booleans(), NO_DIGITS)
+def test_scrub_masks_landlines_with_area_codes(
+    before: str, area: str, local: str, sep: str, brackets: bool, after: str
+) -> None:
+    written = f"({area}){local}" if brackets else f"{area}{sep}{local}"
+    scrubbed = scrub_text(before + written + after)
+    assert local not in re.sub(r"\D", "", scrubbed)
+    assert f"{area}{'*' * (len(local) - 4)}{local[-4:]}" in scrubbed
+
+
+def test_scrub_handles_full_width_digits() -> None:
+    assert scrub_text("电话：１３８１２３４５６７８。") == "电话：138****5678。"
+
+
+@given(NO_DIGITS)
+def test_text_without_numbers_or_addresses_is_unchanged(text: str) -> None:
+    if "@" not in text:
+        assert scrub_text(text) == text
+
+
+@settings(max_examples=300)
+@given(ANY_TEXT)
+def test_scrub_is_idempotent(text: str) -> None:
+    once = scrub_text(text)
+    assert scrub_text(once) == once
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026年11月3日上午9点，3号楼2单元1201室",
+        "花了1200元，拖欠工资共计42万元",
+        "打12345热线，也打了110",
+        "快递单号773012345678901还没到",  # 15 digits that are no ID (no real birth date)
+        "订单号202405011234567890",  # 18 digits that are no ID
+        "2026-11-03 09:14:52",
+    ],
+)
+def test_scrub_leaves_ordinary_numbers_alone(text: str) -> None:
+    assert scrub_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "来电人王先生（电话13957123468，身份证330106198503120415）反映楼道积水",
+            "来电人王先生（电话139****3468，身份证330106********0415）反映楼道积水",
+        ),
+        ("请回电 0571-8765 4321 或 (010)62345678", "请回电 0571****4321 或 010****5678"),
+        ("联系我 zhang.san@163.com 谢谢", "联系我 z***@163.com 谢谢"),
+        ("电话13812345678 3幢", "电话138****5678 3幢"),
+    ],
+)
+def test_scrub_examples(text: str, expected: str) -> None:
+    assert scrub_text(text) == expected
+
+
+def test_scrub_value_walks_nested_structures() -> None:
+    value = {
+        "gridman": {"name": "小吴", "phone": "13957100001"},
+        "tags": ["13812345678", 3],
+        "n": 1,
+    }
+    assert scrub_value(value) == {
+        "gridman": {"name": "小吴", "phone": "139****0001"},
+        "tags": ["138****5678", 3],
+        "n": 1,
+    }
