@@ -17,11 +17,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.dispatch.cli import app as dispatch_cli
 from shared.broker import EmbeddedBroker
 from shared.bus import create_topics
 from shared.settings import BusSettings, ServiceSettings
 
 app = typer.Typer(help="Fengqiao: citizen-appeal hotline and one-stop mediation platform.")
+app.add_typer(dispatch_cli, name="dispatch")
 console = Console(stderr=True)
 
 SERVICES = ("intake", "dispatch", "mediation", "evaluation")

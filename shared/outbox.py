@@ -196,8 +196,11 @@ class OutboxRelay:
                 log.warning("outbox relay: %s (attempt %d)", exc, failures)
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
                 continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the wake-up fires, and the service would hang on shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll)
+                async with asyncio.timeout(poll):
+                    await self._wake.wait()
             self._wake.clear()
             # Let commits pile up a little: one batch of many rows costs far less per event
             # than many batches of a few.

@@ -1,21 +1,46 @@
-"""Dispatch's event handlers."""
+"""Dispatch's event handlers: intake's tickets are routed; mediation's outcomes close the loop.
+
+Handlers need the app's context (clock, org chart, rules), so the map is built per app by
+``event_handlers(ctx)``; each handler writes through the consumer's session and never commits.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch import service
-from services.dispatch.models import outbox_table
+from services.dispatch.context import DispatchContext
 from shared.events.intake import TicketReceived
+from shared.events.mediation import AgreementReached, CaseOpened
 from shared.inbox import HandlerMap
-from shared.outbox import Outbox
-
-_OUTBOX = Outbox(outbox_table)
 
 
-async def on_ticket_received(event: TicketReceived, *, session: AsyncSession) -> None:
-    """Route every received ticket to a department."""
-    await service.dispatch_ticket(session=session, outbox=_OUTBOX, ticket=event)
+def event_handlers(ctx: DispatchContext) -> HandlerMap:
+    """The handlers of one dispatch app, bound to its context."""
 
+    async def on_ticket_received(event: TicketReceived, *, session: AsyncSession) -> None:
+        """Route every received ticket with the active rules."""
+        await service.route_ticket(session=session, ctx=ctx, ticket=event)
 
-EVENT_HANDLERS: HandlerMap = {TicketReceived: on_ticket_received}
+    async def on_case_opened(event: CaseOpened, *, session: AsyncSession) -> None:
+        """Remember which mediation case handles a ticket."""
+        await service.record_case(session=session, ticket_id=event.ticket_id, case_id=event.case_id)
+
+    async def on_agreement_reached(event: AgreementReached, *, session: AsyncSession) -> None:
+        """A mediated agreement completes the ticket's open dispatches."""
+        if event.ticket_id is None:
+            return  # a walk-in case: no dispatch to complete
+        await service.complete_by_agreement(
+            session=session,
+            ctx=ctx,
+            ticket_id=event.ticket_id,
+            case_id=event.case_id,
+            summary=event.summary,
+        )
+
+    EVENT_HANDLERS: HandlerMap = {
+        TicketReceived: on_ticket_received,
+        CaseOpened: on_case_opened,
+        AgreementReached: on_agreement_reached,
+    }
+    return EVENT_HANDLERS

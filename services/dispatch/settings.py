@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
+
+from pydantic import Field
 
 from shared.settings import ServiceSettings, service_settings_config
 
@@ -12,3 +15,15 @@ class DispatchSettings(ServiceSettings):
     model_config = service_settings_config("DISPATCH_")
 
     database_url: str = "sqlite+aiosqlite:///./var/dispatch.db"
+
+    # How often the scheduler looks for missed clocks and expired grab windows. State lives in
+    # the database, so the interval only bounds how late an escalation can be noticed.
+    scheduler_interval_ms: int = Field(1000, ge=10)
+    scheduler_batch_size: int = Field(200, ge=1)
+    # How long a pooled ticket waits to be grabbed (抢着办) before it is assigned and supervised.
+    grab_window_minutes: float = Field(30.0, gt=0)
+    # An operator's calendar overrides file; the packaged data/calendar.yaml when unset.
+    calendar_file: Path | None = None
+    # Load the demo city, its org chart and the packaged rules into an empty database at start.
+    load_organisation_on_startup: bool = True
+    whistle_max_summons: int = Field(30, ge=1)

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mediation import service
 from services.mediation.models import outbox_table
-from shared.events.dispatch import TicketAssigned
+from shared.events.dispatch import MediationRequested, TicketAssigned
 from shared.inbox import HandlerMap
 from shared.outbox import Outbox
 
@@ -18,4 +18,12 @@ async def on_ticket_assigned(event: TicketAssigned, *, session: AsyncSession) ->
     await service.open_case_for_dispatch(session=session, outbox=_OUTBOX, event=event)
 
 
-EVENT_HANDLERS: HandlerMap = {TicketAssigned: on_ticket_assigned}
+async def on_mediation_requested(event: MediationRequested, *, session: AsyncSession) -> None:
+    """Dispatch asked for mediation (the mediation line, or a department mid-handling)."""
+    await service.open_case_for_request(session=session, outbox=_OUTBOX, event=event)
+
+
+EVENT_HANDLERS: HandlerMap = {
+    TicketAssigned: on_ticket_assigned,
+    MediationRequested: on_mediation_requested,
+}

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mediation.models import Case
 from shared.events.base import utcnow
-from shared.events.dispatch import TicketAssigned
+from shared.events.dispatch import MediationRequested, TicketAssigned
 from shared.events.mediation import CaseOpened
 from shared.outbox import Outbox
 
@@ -18,25 +18,39 @@ async def open_case_for_dispatch(
     """Open a case when dispatch sends a ticket down the mediation line (once per ticket)."""
     if event.handling_line != "mediation":
         return None
+    return await _open_case(
+        session=session, outbox=outbox, ticket_id=event.ticket_id, category_code=event.category_code
+    )
+
+
+async def open_case_for_request(
+    *, session: AsyncSession, outbox: Outbox, event: MediationRequested
+) -> Case:
+    """Open a case when dispatch asks for mediation (routing or the handling department)."""
+    return await _open_case(
+        session=session, outbox=outbox, ticket_id=event.ticket_id, category_code=event.category_code
+    )
+
+
+async def _open_case(
+    *, session: AsyncSession, outbox: Outbox, ticket_id: str, category_code: str | None
+) -> Case:
+    """The ticket's case, opened (with ``CaseOpened``) if it has none yet: one case per ticket."""
     existing = (
-        (await session.execute(select(Case).where(Case.ticket_id == event.ticket_id)))
-        .scalars()
-        .first()
+        (await session.execute(select(Case).where(Case.ticket_id == ticket_id))).scalars().first()
     )
     if existing is not None:
         return existing
     case = Case(
-        case_id=f"M-{event.ticket_id}",
-        ticket_id=event.ticket_id,
-        category_code=event.category_code,
+        case_id=f"M-{ticket_id}",
+        ticket_id=ticket_id,
+        category_code=category_code,
         opened_at=utcnow(),
     )
     session.add(case)
     await session.flush()
     await outbox.add(
         session,
-        CaseOpened(
-            case_id=case.case_id, ticket_id=event.ticket_id, category_code=event.category_code
-        ),
+        CaseOpened(case_id=case.case_id, ticket_id=ticket_id, category_code=category_code),
     )
     return case

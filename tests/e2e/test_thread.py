@@ -47,7 +47,7 @@ async def test_ticket_flows_from_intake_through_dispatch_to_evaluation(
         )
         async with dispatch.client() as client:
             dispatches = (await client.get(f"/tickets/{ticket_id}/dispatches")).json()
-        assert [d["department_code"] for d in dispatches] == ["city-housing"]
+        assert [d["department_code"] for d in dispatches] == ["CITY-ZF"]
 
         for service in services.values():
             async with service.client() as client:

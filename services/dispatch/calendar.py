@@ -1,0 +1,180 @@
+"""The working calendar as operated: the official data, operators' overrides, and an explicit,
+observable fallback for dates beyond both.
+
+``chinesecalendar`` carries the State Council's schedule only up to the year of its release
+(1.11.0 ends with 2026). Deadlines of 15 working days reach into the next year weeks before
+it starts, so the gap is an operational concern, not an edge case:
+
+- ``data/calendar.yaml`` (or the file named by ``DISPATCH_CALENDAR_FILE``) lists extra holidays
+  and swapped workdays, and the years whose arrangement is now complete;
+- a date beyond the data and not in a complete year is a *fallback* day: with
+  ``beyond_data: weekdays`` it counts Monday–Friday, the deadline is computed anyway, a warning
+  is logged (once per year per process) and ``fengqiao_dispatch_deadlines_on_fallback_total``
+  counts it; with ``beyond_data: raise`` the computation fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import chinese_calendar
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from services.dispatch.clocks import WorkCalendar
+from services.dispatch.datafiles import (
+    DataFileError,
+    Problem,
+    packaged_text,
+    parse_yaml,
+    problems_from_validation,
+)
+
+log = logging.getLogger(__name__)
+
+# Fallback days met while computing something, collected by ``OperationalCalendar.observe``.
+_FALLBACK_DAYS: ContextVar[set[date] | None] = ContextVar("fallback_days", default=None)
+
+
+class CalendarError(DataFileError):
+    """The calendar overrides file was refused; nothing of it was used."""
+
+    kind = "calendar overrides"
+
+
+@cache
+def official_years() -> tuple[int, int]:
+    """The first and last year the installed chinesecalendar has data for."""
+    years = [d.year for d in chinese_calendar.holidays]
+    return min(years), max(years)
+
+
+class CalendarOverrides(BaseModel):
+    """The overrides file, validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    beyond_data: Literal["raise", "weekdays"] = "weekdays"
+    holidays: list[date] = []
+    workdays: list[date] = []
+    complete_years: list[int] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CalendarOverrides:
+        both = sorted(set(self.holidays) & set(self.workdays))
+        if both:
+            raise ValueError(f"{both[0].isoformat()} is listed as a holiday and as a workday")
+        for name in ("holidays", "workdays"):
+            days: list[date] = getattr(self, name)
+            if len(set(days)) != len(days):
+                raise ValueError(f"a date is listed twice in {name}")
+        return self
+
+
+def load_overrides(text: str | None = None) -> CalendarOverrides:
+    """Load overrides from YAML text (default: the packaged data/calendar.yaml)."""
+    raw = parse_yaml(packaged_text("calendar.yaml") if text is None else text, CalendarError)
+    try:
+        return CalendarOverrides.model_validate(raw)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, raw, section="", noun="", key="")
+        raise CalendarError(problems or [Problem(None, "", str(exc))]) from None
+
+
+def load_overrides_file(path: Path | None) -> CalendarOverrides:
+    """The operator's overrides file when one is configured, else the packaged one."""
+    if path is None:
+        return load_overrides()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CalendarError([Problem(None, "", f"cannot be read: {exc}")]) from None
+    return load_overrides(text)
+
+
+@dataclass(frozen=True)
+class OperationalCalendar(WorkCalendar):
+    """A ``WorkCalendar`` with complete override years and an observable fallback."""
+
+    complete_years: frozenset[int] = frozenset()
+    version: str = ""
+
+    @property
+    def data_years(self) -> tuple[int, int]:
+        """The first and last year the official data covers (computed once per process)."""
+        return official_years()
+
+    def covered_through(self) -> int:
+        """The last year that needs no fallback: the official data plus complete override
+        years that follow it without a gap."""
+        last = official_years()[1]
+        while last + 1 in self.complete_years:
+            last += 1
+        return last
+
+    def is_fallback(self, day: date) -> bool:
+        """True when ``day`` would be decided by the weekday fallback (or refused)."""
+        if day in self.extra_workdays or day in self.extra_holidays:
+            return False
+        first, last = self.data_years
+        return not (first <= day.year <= last) and day.year not in self.complete_years
+
+    def is_workday(self, day: date) -> bool:
+        """Overrides, then the official data, then complete years, then the fallback policy."""
+        if day in self.extra_workdays:
+            return True
+        if day in self.extra_holidays:
+            return False
+        if day.year in self.complete_years and not (
+            self.data_years[0] <= day.year <= self.data_years[1]
+        ):
+            return day.weekday() < 5
+        if self.is_fallback(day):
+            seen = _FALLBACK_DAYS.get()
+            if seen is not None:
+                seen.add(day)
+        return super().is_workday(day)
+
+    @contextlib.contextmanager
+    def observe(self) -> Iterator[set[date]]:
+        """Collect the fallback days met inside the block."""
+        days: set[date] = set()
+        token = _FALLBACK_DAYS.set(days)
+        try:
+            yield days
+        finally:
+            _FALLBACK_DAYS.reset(token)
+
+    def describe(self) -> dict[str, Any]:
+        """What the calendar knows, for ``GET /calendar`` and the CLI."""
+        first, last = self.data_years
+        through = self.covered_through()
+        return {
+            "overrides_version": self.version,
+            "official_data_years": [first, last],
+            "complete_override_years": sorted(self.complete_years),
+            "covered_through_year": through,
+            "fallback_from": date(through + 1, 1, 1).isoformat(),
+            "beyond_data": self.beyond_data,
+            "extra_holidays": sorted(d.isoformat() for d in self.extra_holidays),
+            "extra_workdays": sorted(d.isoformat() for d in self.extra_workdays),
+        }
+
+
+def build_calendar(overrides: CalendarOverrides) -> OperationalCalendar:
+    """The calendar deadlines are computed on."""
+    return OperationalCalendar(
+        beyond_data=overrides.beyond_data,
+        extra_holidays=frozenset(overrides.holidays),
+        extra_workdays=frozenset(overrides.workdays),
+        complete_years=frozenset(overrides.complete_years),
+        version=overrides.version,
+    )

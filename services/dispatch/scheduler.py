@@ -1,0 +1,270 @@
+"""The scheduler: missed clocks escalate up the tiers, unclaimed grab offers are assigned.
+
+All of its state is in the database — a clock's ``next_escalation_at`` and ``escalation_level``,
+a pooled dispatch's ``grab_until`` — so a restart, a crash or a second replica changes nothing:
+each pass asks the database what is due *now* (the injected clock) and claims each step with a
+conditional UPDATE (``WHERE escalation_level = <what I read>`` / ``WHERE status =
+'pending_grab'``). The unique key on ``escalations(dispatch_id, clock, level)`` backs that up, so
+every step up happens, and emits its event, exactly once.
+
+A missed clock escalates to level 1 (the nearest centre over the department) when it runs out,
+then one level further each time its own duration passes again (village → town → district →
+city); past the city centre it escalates once more with no target — the city leadership — and
+stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.dispatch.clocks import ClockName
+from services.dispatch.context import DispatchContext
+from services.dispatch.models import (
+    Dispatch,
+    DispatchAction,
+    DispatchClock,
+    Escalation,
+    GrabOffer,
+)
+from services.dispatch.orgchart import UnknownDepartment
+from services.dispatch.service import _assigned, _start_clocks, state_of
+from services.dispatch.workflow import OPEN, Action, Status, apply, escalation_target
+from shared.events.dispatch import DispatchEscalated
+
+log = logging.getLogger(__name__)
+
+D: Any = Dispatch
+C: Any = DispatchClock
+G: Any = GrabOffer
+
+_OPEN = [s.value for s in OPEN]
+
+
+@dataclass
+class PassResult:
+    """What one scheduler pass did."""
+
+    escalated: int = 0
+    assigned: int = 0
+
+
+async def run_pass(ctx: DispatchContext, sessions: async_sessionmaker[AsyncSession]) -> PassResult:
+    """One pass at the injected clock's now: expire grab windows, then escalate missed clocks."""
+    now = ctx.now()
+    result = PassResult()
+    async with sessions() as session, session.begin():
+        result.assigned = await expire_grabs(session, ctx, now)
+    async with sessions() as session, session.begin():
+        result.escalated = await escalate_missed(session, ctx, now)
+    return result
+
+
+async def expire_grabs(session: AsyncSession, ctx: DispatchContext, now: datetime) -> int:
+    """督着办: pooled dispatches nobody grabbed in time go to the first-ranked eligible
+    department, marked supervised, with their clocks starting now."""
+    due = (
+        (
+            await session.execute(
+                select(D.dispatch_id)
+                .where(D.status == Status.PENDING_GRAB.value, D.grab_until <= now)
+                .order_by(D.grab_until)
+                .limit(ctx.settings.scheduler_batch_size)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not due:
+        return 0
+    org = await ctx.organisation(session)
+    assigned = 0
+    for dispatch_id in due:
+        offers = (
+            (
+                await session.execute(
+                    select(G.department_code).where(G.dispatch_id == dispatch_id).order_by(G.rank)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        unit = next((org.departments[c] for c in offers if c in org.departments), None)
+        if unit is None:
+            unit = org.supervised_pool  # every offered unit was deactivated meanwhile
+        d = await session.get(Dispatch, dispatch_id)
+        if d is None or d.status != Status.PENDING_GRAB.value:
+            continue
+        state = apply(state_of(d), Action.ASSIGN)  # → assigned, supervised (督着办)
+        claimed = await session.execute(
+            update(Dispatch)
+            .where(D.dispatch_id == dispatch_id, D.status == Status.PENDING_GRAB.value)
+            .values(
+                status=state.status.value,
+                supervised=state.supervised,
+                department_code=unit.code,
+                mode="supervised",
+                version=D.version + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _rows(claimed) != 1:
+            continue  # grabbed, or assigned by another replica, since we looked
+        await session.refresh(d)
+        clocks = _start_clocks(session, ctx, d, now)
+        session.add(
+            DispatchAction(
+                dispatch_id=d.dispatch_id,
+                ticket_id=d.ticket_id,
+                action=Action.ASSIGN.value,
+                actor_role="system",
+                actor_subject="scheduler",
+                from_status=Status.PENDING_GRAB.value,
+                to_status=d.status,
+                note="nobody grabbed it in time: assigned and supervised (督着办)",
+                data={"department": unit.code},
+                at=now,
+            )
+        )
+        await ctx.outbox.add(session, _assigned(d, unit, clocks, mode="supervised"))
+        assigned += 1
+        if ctx.metrics is not None:
+            ctx.metrics.grabs_expired.inc()
+    return assigned
+
+
+async def escalate_missed(session: AsyncSession, ctx: DispatchContext, now: datetime) -> int:
+    """Escalate every running clock of an open dispatch whose next escalation time has passed,
+    one level per clock per pass, each step claimed exactly once."""
+    rows = (
+        await session.execute(
+            select(
+                C.dispatch_id,
+                C.clock,
+                C.escalation_level,
+                C.due_at,
+                C.next_escalation_at,
+                D.department_code,
+                D.ticket_id,
+                D.time_limit_profile,
+            )
+            .join(Dispatch, D.dispatch_id == C.dispatch_id)
+            .where(
+                C.stopped_at.is_(None),
+                C.next_escalation_at.is_not(None),
+                C.next_escalation_at <= now,
+                D.status.in_(_OPEN),
+                D.department_code.is_not(None),
+            )
+            .order_by(C.next_escalation_at)
+            .limit(ctx.settings.scheduler_batch_size)
+        )
+    ).all()
+    if not rows:
+        return 0
+    org = await ctx.organisation(session)
+    done = 0
+    for row in rows:
+        level = row.escalation_level + 1
+        clock = ClockName(row.clock)
+        try:
+            target = escalation_target(row.department_code, level, org)
+        except UnknownDepartment:
+            target = None  # deactivated since: straight to the top
+        # Past the top, stop; otherwise escalate again after the clock's own duration.
+        has_next = target is not None
+        following = (
+            ctx.next_step(ctx.profiles.get(row.time_limit_profile), clock, row.next_escalation_at)
+            if has_next and clock in ctx.profiles.get(row.time_limit_profile).clocks
+            else None
+        )
+        claimed = await session.execute(
+            update(DispatchClock)
+            .where(
+                C.dispatch_id == row.dispatch_id,
+                C.clock == row.clock,
+                C.escalation_level == row.escalation_level,
+                C.stopped_at.is_(None),
+            )
+            .values(escalation_level=level, next_escalation_at=following)
+        )
+        if _rows(claimed) != 1:
+            continue  # another replica took this step, or the clock just stopped
+        session.add(
+            Escalation(
+                dispatch_id=row.dispatch_id,
+                ticket_id=row.ticket_id,
+                clock=row.clock,
+                level=level,
+                department_code=row.department_code,
+                target_department_code=target.code if target else None,
+                due_at=row.due_at,
+                escalated_at=now,
+            )
+        )
+        await session.execute(
+            update(Dispatch)
+            .where(D.dispatch_id == row.dispatch_id, D.escalation_level < level)
+            .values(escalation_level=level)
+        )
+        session.add(
+            DispatchAction(
+                dispatch_id=row.dispatch_id,
+                ticket_id=row.ticket_id,
+                action=Action.ESCALATE.value,
+                actor_role="system",
+                actor_subject="scheduler",
+                note=f"{row.clock} missed (due {row.due_at.isoformat()}): escalated to "
+                + (target.code if target else "the city leadership"),
+                data={"clock": row.clock, "level": level},
+                at=now,
+            )
+        )
+        await ctx.outbox.add(
+            session,
+            DispatchEscalated(
+                ticket_id=row.ticket_id,
+                dispatch_id=row.dispatch_id,
+                department_code=row.department_code,
+                clock=row.clock,
+                level=level,
+                target_department_code=target.code if target else None,
+                due_at=row.due_at,
+            ),
+        )
+        done += 1
+        if ctx.metrics is not None:
+            ctx.metrics.escalations.labels(row.clock).inc()
+    await session.flush()
+    return done
+
+
+def _rows(result: Any) -> int:
+    """Rows an UPDATE matched (a CursorResult's rowcount)."""
+    return int(result.rowcount)
+
+
+async def run(ctx: DispatchContext, runtime: Any) -> None:
+    """The background loop: a pass every ``scheduler_interval_ms``, until cancelled; a failed
+    pass is logged, counted and retried on the next one."""
+    interval = ctx.settings.scheduler_interval_ms / 1000
+    while True:
+        try:
+            result = await run_pass(ctx, runtime.sessions)
+            if result.escalated or result.assigned:
+                runtime.notify()
+            ctx.update_calendar_gauge()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scheduler pass failed; retrying")
+            if ctx.metrics is not None:
+                ctx.metrics.scheduler_errors.inc()
+        await asyncio.sleep(interval)

@@ -1,0 +1,338 @@
+"""Routing on the bus: every handling line from a real ``TicketReceived``, the dry-run's
+explanation, the active rules, refused rule files, and org changes that are events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from shared.bus import topic_name
+from shared.events import DISPATCH_TOPIC, decode
+from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
+from tests.integration.dispatch.support import CENTRE, DispatchEnv
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _assigned(events: list[Any]) -> list[TicketAssigned]:
+    return [e for e in events if isinstance(e, TicketAssigned)]
+
+
+async def test_normal_line_goes_to_the_grid_worker_with_standard_clocks(env: DispatchEnv) -> None:
+    grid = env.place()
+    ticket = await env.ticket(category="0204", grid=grid)
+    d = await env.one(ticket)
+    assert (d["department_code"], d["handling_line"], d["status"]) == (
+        f"GRID-WG-{grid}",
+        "normal",
+        "assigned",
+    )
+    assert (d["rule_id"], d["time_limit_profile"], d["mode"]) == (
+        "default-lowest-tier",
+        "standard",
+        "assign",
+    )
+    detail = await env.detail(d["dispatch_id"])
+    assert {c["clock"] for c in detail["clocks"]} == {"sign_for", "first_contact", "resolution"}
+    (assigned,) = _assigned(await env.events(ticket))
+    assert assigned.department_tier == "grid" and set(assigned.deadlines) == {
+        "sign_for",
+        "first_contact",
+        "resolution",
+    }
+
+
+@pytest.mark.parametrize(
+    ("facts", "line", "department", "rule", "profile"),
+    [
+        (
+            {"category": "0204", "repeat_count": 2},
+            "task_force",
+            "DIST-ZB-{district}",
+            "repeat-task-force",
+            "standard",
+        ),
+        (
+            {"category": "0204", "content": "物业拒不清运，我准备去法院起诉"},
+            "judicial",
+            "TOWN-SFS-{town}",
+            "law-judicial",
+            "standard",
+        ),
+        ({"category": "1101"}, "aid", "TOWN-SWB-{town}", "hardship-aid-category", "standard"),
+        ({"category": "1301"}, "mediation", "VIL-TW-{village}", "disputes-mediation", "mediation"),
+        ({"category": "1901"}, "supervised_pool", "CITY-12345", None, "standard"),
+        ({"category": "0204", "is_enterprise": True}, "normal", "GRID-WG-{grid}", None, None),
+        ({"category": "0204", "urgency": "urgent"}, "normal", "GRID-WG-{grid}", None, "urgent"),
+    ],
+    ids=["task-force", "judicial", "aid", "mediation", "supervised-pool", "enterprise", "urgent"],
+)
+async def test_every_handling_line(
+    env: DispatchEnv,
+    facts: dict[str, Any],
+    line: str,
+    department: str,
+    rule: str | None,
+    profile: str | None,
+) -> None:
+    grid = env.place()
+    codes = {"grid": grid, "village": grid[:12], "town": grid[:9], "district": grid[:6]}
+    ticket = await env.ticket(grid=grid, **facts)
+    d = await env.one(ticket)
+    assert d["handling_line"] == line
+    assert d["department_code"] == department.format(**codes)
+    if rule is not None:
+        assert d["rule_id"] == rule
+    if profile is not None:
+        assert d["time_limit_profile"] == profile
+    if facts.get("is_enterprise"):
+        assert d["time_limit_profile"] == "enterprise_2115" and d["rule_id"] == "enterprise-2115"
+    assert d["supervised"] is (line == "supervised_pool")
+    assert d["focused"] is (line == "task_force")  # repeat appeals are 重点办 from the start
+    events = await env.events(ticket)
+    (assigned,) = _assigned(events)
+    assert assigned.handling_line == line
+    requested = [e for e in events if isinstance(e, MediationRequested)]
+    assert len(requested) == (1 if line == "mediation" else 0)
+
+
+async def test_a_whistle_channel_profile_does_not_time_a_handling_dispatch(
+    env: DispatchEnv,
+) -> None:
+    grid = env.place()
+    ticket = await env.ticket(
+        category="0204", grid=grid, channel="grid-whistle", time_limit_profile="whistle"
+    )
+    d = await env.one(ticket)
+    assert d["time_limit_profile"] == "standard"  # the whistle profile times summons only
+    clocks = {c["clock"] for c in (await env.detail(d["dispatch_id"]))["clocks"]}
+    assert clocks == {"sign_for", "first_contact", "resolution"}
+
+
+async def test_grab_line_offers_the_ticket_to_every_capable_department(env: DispatchEnv) -> None:
+    ticket = await env.ticket(category="0102", grid="339902001001002", title="路灯不亮")
+    d = await env.one(ticket)
+    assert (d["status"], d["department_code"], d["mode"]) == ("pending_grab", None, "grab")
+    detail = await env.detail(d["dispatch_id"])
+    assert detail["offered_to"] == ["DIST-ZF-339902", "CITY-ZF"]
+    assert detail["clocks"] == []  # clocks start when somebody takes it
+    (offered,) = [e for e in await env.events(ticket) if isinstance(e, GrabOffered)]
+    assert offered.departments == ("DIST-ZF-339902", "CITY-ZF")
+
+
+async def test_routing_events_reach_the_bus(env: DispatchEnv) -> None:
+    grid = env.place()
+    ticket = await env.ticket(category="1301", grid=grid)
+    consumer = AIOKafkaConsumer(
+        topic_name(env.settings, DISPATCH_TOPIC),
+        bootstrap_servers=env.settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(15):
+            while {"dispatch.ticket.assigned", "dispatch.mediation.requested"} - set(seen):
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for r in records:
+                        event = decode(r.value, r.headers, r.key)
+                        if getattr(event, "ticket_id", None) == ticket:
+                            seen.append(event.event_type)
+    finally:
+        await consumer.stop()
+    assert seen[:2] == ["dispatch.ticket.assigned", "dispatch.mediation.requested"]
+
+
+async def test_dry_run_explains_which_rule_fires_and_why(env: DispatchEnv) -> None:
+    response = await env.client.post(
+        "/routing/dry-run",
+        json={
+            "category": "1304",
+            "area_code": "339921101201",
+            "channel": "hotline-12345-phone",
+            "text": "宅基地边界纠纷",
+        },
+    )
+    assert response.status_code == 200, response.text
+    decision = response.json()
+    assert decision["rule_id"] == "fengqiao-homestead"
+    assert decision["line"] == "mediation" and decision["profile"] == "mediation"
+    assert [d["code"] for d in decision["departments"]] == ["TOWN-TW-339921101"]
+    outcomes = {t["rule_id"]: t for t in decision["explanation"]}
+    assert outcomes["repeat-task-force"]["outcome"] == "not_matched"
+    assert outcomes["repeat-task-force"]["reason"] == "repeat count 0 < 2"
+    fired = outcomes["fengqiao-homestead"]
+    assert fired["outcome"] == "fired"
+    assert "area 339921101201 lies in 339921101" in fired["reason"]
+    assert "fengqiao-homestead" in decision["summary"]
+    assert decision["rules_version"] == "2025.11-r1"
+
+
+async def test_dry_run_with_exclusions_and_a_candidate_file(env: DispatchEnv) -> None:
+    base = {"category": "0204", "area_code": "339902001001002", "channel": "x"}
+    excluded = await env.client.post(
+        "/routing/dry-run", json={**base, "exclude": ["GRID-WG-339902001001002"]}
+    )
+    assert [d["code"] for d in excluded.json()["departments"]] == ["VIL-JW-339902001001"]
+    candidate = """
+version: candidate-1
+rules:
+  - id: everything-to-the-city
+    priority: 1
+    result: {assign: {mode: explicit, departments: [CITY-ZF]}}
+"""
+    tried = await env.client.post("/routing/dry-run", json={**base, "rules_text": candidate})
+    assert tried.json()["rule_id"] == "everything-to-the-city"
+    assert tried.json()["rules_version"] == "candidate-1"
+    unknown = await env.client.post("/routing/dry-run", json={**base, "category": "9999"})
+    assert unknown.status_code == 422 and "9999" in unknown.json()["detail"]
+
+
+async def test_active_rules_are_shown_with_their_version(env: DispatchEnv) -> None:
+    response = await env.client.get("/routing/rules", params={"text": "true"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["version"] == "2025.11-r1" and len(body["digest"]) == 64
+    assert [r["id"] for r in body["rules"]][:2] == ["urgent-safety", "repeat-task-force"]
+    assert body["activated_by"] == "system:load" and "version:" in body["text"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("version: x\nrules: [", "does not parse at line 2"),
+        (
+            "version: bad-1\nrules:\n  - id: a\n    priority: 1\n"
+            "    match: {categories: ['9999']}\n    result: {assign: {mode: lowest_capable}}\n",
+            "rule 'a' field match.categories[0]: unknown category code '9999'",
+        ),
+        (
+            "version: bad-2\nrules:\n  - id: b\n    priority: 1\n"
+            "    result: {assign: {mode: explicit, departments: [CITY-NOPE]}}\n",
+            "unknown department code 'CITY-NOPE'",
+        ),
+        (
+            "version: bad-3\nrules:\n  - id: c\n    priority: 1\n    match: {areas: ['123']}\n"
+            "    result: {assign: {mode: lowest_capable}, profile: nightly}\n",
+            "(and 1 more)",
+        ),
+    ],
+    ids=["does-not-parse", "unknown-category", "unknown-department", "several-problems"],
+)
+async def test_a_bad_rules_file_is_refused_as_a_whole(
+    env: DispatchEnv, text: str, reason: str
+) -> None:
+    before = (await env.client.get("/routing/rules")).json()
+    response = await env.client.put(
+        "/routing/rules", content=text, headers={"content-type": "application/yaml"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("routing rules refused: ")
+    assert reason in response.json()["detail"]
+    assert response.json()["problems"]
+    after = (await env.client.get("/routing/rules")).json()
+    assert after["rule_set_id"] == before["rule_set_id"]
+
+
+async def test_org_changes_are_validated_audited_and_emitted_as_events(env: DispatchEnv) -> None:
+    unit = {
+        "code": "CITY-LAMPS",
+        "name_zh": "枫桥市路灯管理所",
+        "name_en": "Fengqiao Street Lighting Office",
+        "tier": "city",
+        "jurisdiction": "339900",
+        "responsibilities": ["0102"],
+    }
+    denied = await env.client.post("/departments", json=unit, headers=CENTRE)
+    assert denied.status_code == 403  # only operators configure the organisation
+    created = await env.client.post("/departments", json=unit)
+    assert created.status_code == 201, created.text
+    assert (await env.client.post("/departments", json=unit)).status_code == 409
+    wrong_tier = await env.client.post(
+        "/departments", json=unit | {"code": "TOWN-X", "tier": "town", "jurisdiction": "339902"}
+    )
+    assert wrong_tier.status_code == 422
+    assert "339902 is a district, not a town" in wrong_tier.json()["detail"]
+    unknown = await env.client.post("/departments", json=unit | {"responsibilities": ["9999"]})
+    assert unknown.status_code == 422 and "9999" in unknown.json()["detail"]
+    # Routing sees the new unit at once: city-wide street lighting now has two capable units.
+    dry = await env.client.post("/routing/dry-run", json={"category": "0102", "channel": "x"})
+    assert [d["code"] for d in dry.json()["departments"]] == ["CITY-ZF", "CITY-LAMPS"]
+    renamed = await env.client.patch("/departments/CITY-LAMPS", json={"name_en": "Lamps Office"})
+    assert renamed.status_code == 200 and renamed.json()["revision"] == 2
+    gone = await env.client.post("/departments/CITY-LAMPS/deactivate")
+    assert gone.status_code == 200 and gone.json()["active"] is False
+    dry = await env.client.post("/routing/dry-run", json={"category": "0102", "channel": "x"})
+    assert [d["code"] for d in dry.json()["departments"]] == ["CITY-ZF"]
+    history = (await env.client.get("/departments/CITY-LAMPS/history")).json()
+    assert [h["change"] for h in history] == ["created", "updated", "deactivated"]
+    assert history[1]["before"]["name_en"] == "Fengqiao Street Lighting Office"
+    changes = [e for e in await env.events("CITY-LAMPS")]
+    assert [(e.event_type, e.change) for e in changes] == [  # type: ignore[attr-defined]
+        ("dispatch.department.changed", "created"),
+        ("dispatch.department.changed", "updated"),
+        ("dispatch.department.changed", "deactivated"),
+    ]
+
+
+async def test_a_department_holding_open_dispatches_cannot_be_deactivated(
+    env: DispatchEnv,
+) -> None:
+    grid = env.place()
+    await env.ticket(category="0204", grid=grid)
+    response = await env.client.post(f"/departments/GRID-WG-{grid}/deactivate")
+    assert response.status_code == 409
+    assert "holds 1 open dispatch(es)" in response.json()["detail"]
+
+
+async def test_a_change_that_breaks_the_active_rules_is_refused_naming_the_rule(
+    env: DispatchEnv,
+) -> None:
+    from services.dispatch.datafiles import packaged_text
+
+    parks = {
+        "code": "CITY-PARKS",
+        "name_zh": "枫桥市园林绿化管理中心",
+        "name_en": "Fengqiao Parks Centre",
+        "tier": "city",
+        "jurisdiction": "339900",
+        "responsibilities": ["1602"],
+    }
+    assert (await env.client.post("/departments", json=parks)).status_code == 201
+    rules = packaged_text("rules.yaml").replace('version: "2025.11-r1"', 'version: "parks-1"')
+    rules += """
+  - id: parks
+    priority: 90
+    match: {keywords: [公园]}
+    result: {assign: {mode: explicit, departments: [CITY-PARKS]}}
+"""
+    yaml = {"content-type": "application/yaml"}
+    try:
+        put = await env.client.put("/routing/rules", content=rules, headers=yaml)
+        assert put.status_code == 201, put.text
+        assert put.json()["version"] == "parks-1"
+        again = await env.client.put("/routing/rules", content=rules, headers=yaml)
+        assert again.status_code == 200  # the same file: nothing new
+        reused = await env.client.put(
+            "/routing/rules", content=rules.replace("公园", "绿地"), headers=yaml
+        )
+        assert reused.status_code == 422 and "already activated" in reused.json()["detail"]
+        refused = await env.client.post("/departments/CITY-PARKS/deactivate")
+        assert refused.status_code == 422
+        detail = refused.json()["detail"]
+        assert detail.startswith(
+            "the change would break the active routing rules (version parks-1)"
+        )
+        assert "rule 'parks' field result.assign.departments[0]" in detail
+        assert (await env.client.get("/departments/CITY-PARKS")).json()["active"] is True
+    finally:
+        restore = await env.client.put(
+            "/routing/rules", content=packaged_text("rules.yaml"), headers=yaml
+        )
+        assert restore.status_code == 201
+    assert (await env.client.post("/departments/CITY-PARKS/deactivate")).status_code == 200
