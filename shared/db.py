@@ -78,7 +78,10 @@ def create_engine(settings: ServiceSettings, *, readonly: bool = False) -> Async
         _configure_sqlite(engine, settings, readonly=readonly)
         return engine
     # The application name makes each service's sessions recognisable in pg_stat_activity.
-    server_settings = {"application_name": f"fengqiao-{settings.service_name}"}
+    server_settings = {
+        "application_name": settings.database_application_name
+        or f"fengqiao-{settings.service_name}"
+    }
     if settings.database_schema:
         server_settings["search_path"] = settings.database_schema
     connect_args: dict[str, Any] = {"server_settings": server_settings}

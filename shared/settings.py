@@ -49,6 +49,7 @@ class ServiceSettings(BusSettings):
 
     database_url: str = "sqlite+aiosqlite:///./var/service.db"
     database_schema: str | None = None
+    database_application_name: str | None = None  # shown in pg_stat_activity
     database_pool_size: int = 10
     sqlite_busy_timeout_ms: int = 5000
 

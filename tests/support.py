@@ -55,7 +55,11 @@ class Database:
         schema = f"t_{self.token}_{service}"
         self.schemas.append(schema)
         url = "postgresql+asyncpg://" + self.root.split("://", 1)[1]
-        return {"database_url": url, "database_schema": schema}
+        return {
+            "database_url": url,
+            "database_schema": schema,
+            "database_application_name": f"fengqiao-t{self.token}-{service}",
+        }
 
     async def drop(self) -> None:
         if self.kind != "postgres" or not self.schemas:
@@ -66,7 +70,7 @@ class Database:
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND application_name LIKE 'fengqiao-%'"
+                f"AND application_name LIKE 'fengqiao-t{self.token}-%'"
             )
             await conn.execute("SET lock_timeout = '10s'")
             for schema in self.schemas:
