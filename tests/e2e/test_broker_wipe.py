@@ -63,9 +63,24 @@ async def test_every_ticket_reaches_evaluation_exactly_once_across_a_broker_wipe
                     summary = (await ev.get("/summary")).json()
                 return summary["received"] == 30 and summary["dispatched"] == 30
 
-            await wait_until(
-                all_arrived, timeout=60, interval=0.2, what="all 30 tickets in evaluation"
-            )
+            try:
+                # Generous: on a loaded 2-core machine consumer groups may rebalance repeatedly.
+                await wait_until(
+                    all_arrived, timeout=120, interval=0.2, what="all 30 tickets in evaluation"
+                )
+            except AssertionError as exc:
+                async with evaluation.client() as ev:
+                    summary = (await ev.get("/summary")).json()
+                states = {
+                    name: (
+                        s.runtime.watch.cluster_id,
+                        s.runtime.watch.epoch,
+                        broker.cluster_id,
+                        s.runtime.consumer.joined.is_set() if s.runtime.consumer else None,
+                    )
+                    for name, s in services.items()
+                }
+                raise AssertionError(f"{exc}; summary={summary}; watch={states}") from exc
             await asyncio.sleep(1.0)  # let any straggling re-deliveries land before counting
 
             async with evaluation.runtime.sessions() as session:
