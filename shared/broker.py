@@ -80,7 +80,12 @@ class EmbeddedBroker:
                 log.close()
         try:
             wait_for_port(self.host, self.port)
-        except TimeoutError:
+            time.sleep(0.05)  # a broker that could not bind exits at once: give it the chance
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"tansu exited ({self.process.returncode}): port {self.port} is taken"
+                )
+        except (TimeoutError, RuntimeError):
             self.stop()
             raise
         return self
