@@ -118,6 +118,18 @@ class BrokerWatch:
         await self._changed.wait()
 
 
+def consumer_group_id(settings: BusSettings, service: str, cluster_id: str) -> str:
+    """The consumer group of ``service`` on broker incarnation ``cluster_id``.
+
+    The cluster id is part of the name so that offsets committed on one broker never steer a
+    consumer on another: after a wipe, a consumer that has not yet noticed the new broker may
+    fetch and commit there at its old positions, skipping records the relay re-publishes below
+    them. A group per incarnation starts at the earliest record instead; the inbox drops what
+    was already applied. Against Apache Kafka the id never changes, so neither does the group.
+    """
+    return f"{settings.kafka_topic_prefix}.{service}.{cluster_id}"
+
+
 async def fetch_cluster_id(admin: AIOKafkaAdminClient, *, timeout: float = 3.0) -> str:
     """The cluster id the broker reports; raises on timeout or connection failure."""
     info = await asyncio.wait_for(admin.describe_cluster(), timeout)

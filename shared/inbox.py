@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.bus import BrokerWatch, make_consumer, topic_name
+from shared.bus import BrokerWatch, consumer_group_id, make_consumer, topic_name
 from shared.events import DEAD_LETTER_TOPIC
 from shared.events.base import (
     Event,
@@ -91,7 +91,9 @@ class InboxConsumer:
             consumer = make_consumer(
                 self._settings,
                 *self._topics,
-                group_id=f"{self._settings.kafka_topic_prefix}.{self.name}",
+                group_id=consumer_group_id(
+                    self._settings, self.name, self._watch.cluster_id or "unknown"
+                ),
                 client_id=f"{self.name}-consumer",
             )
             try:

@@ -66,7 +66,7 @@ async def test_every_ticket_reaches_evaluation_exactly_once_across_a_broker_wipe
             try:
                 # Generous: on a loaded 2-core machine consumer groups may rebalance repeatedly.
                 await wait_until(
-                    all_arrived, timeout=120, interval=0.2, what="all 30 tickets in evaluation"
+                    all_arrived, timeout=90, interval=0.2, what="all 30 tickets in evaluation"
                 )
             except AssertionError as exc:
                 async with evaluation.client() as ev:

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import Column, MetaData, String, Table, func, select, update
 
-from shared.bus import BrokerWatch, create_topics, topic_name
+from shared.bus import BrokerWatch, consumer_group_id, create_topics, topic_name
 from shared.db import create_engine, ensure_schema, session_factory
 from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
 from shared.events.base import header, utcnow
@@ -253,7 +253,8 @@ async def test_offsets_are_committed_after_the_database_commit(harness: Harness)
     await harness.emit(*(ticket(n) for n in range(10)))
     harness.consume(harness.record)
     await wait_until(lambda: _count_is(harness, harness.applied, 10), what="ten applied")
-    group = f"{harness.settings.kafka_topic_prefix}.harness"
+    assert harness.watch.cluster_id is not None
+    group = consumer_group_id(harness.settings, "harness", harness.watch.cluster_id)
     probe = AIOKafkaConsumer(
         bootstrap_servers=harness.settings.kafka_bootstrap_servers,
         group_id=group,
