@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.broker import EmbeddedBroker
-from tests.support import DEFAULT_PG, Database, postgres_url
-
-PG_URL = os.environ.get("FENGQIAO_TEST_POSTGRES_URL", DEFAULT_PG)
+from tests.support import Database, open_database
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +32,7 @@ def prefix() -> str:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """Each database test runs on SQLite and, where a server answers, on PostgreSQL."""
-    if request.param == "sqlite":
-        yield Database("sqlite", str(tmp_path))
-        return
-    url, reason = await postgres_url(PG_URL)
-    if url is None:
-        pytest.skip(reason)
-    db = Database("postgres", url)
+    db = await open_database(request.param, lambda: tmp_path)
     try:
         yield db
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -23,6 +25,7 @@ from shared.settings import ServiceSettings
 S = TypeVar("S", bound=ServiceSettings)
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("FENGQIAO_TEST_POSTGRES_URL", DEFAULT_PG)
 
 
 _PG_PROBES: dict[str, tuple[str | None, str]] = {}
@@ -38,6 +41,17 @@ async def postgres_url(url: str) -> tuple[str | None, str]:
         except Exception as exc:
             _PG_PROBES[url] = (None, f"no PostgreSQL at {url}: {type(exc).__name__}: {exc}")
     return _PG_PROBES[url]
+
+
+async def open_database(kind: str, sqlite_dir: Callable[[], Path]) -> Database:
+    """A database for a ``sqlite`` / ``postgres`` parametrised fixture; skips the test, naming the
+    reason, when no PostgreSQL server answers."""
+    if kind == "sqlite":
+        return Database("sqlite", str(sqlite_dir()))
+    url, reason = await postgres_url(PG_URL)
+    if url is None:
+        pytest.skip(reason)
+    return Database("postgres", url)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Numbers are reserved from the database in blocks so a request almost never waits on it; several
 processes can share one database because each reserves its own blocks. A restart leaves a gap
-in the sequence, never a repeat.
+in the sequence, never a repeat. Blocks are kept per day (the last few days in use), so a batch
+file of last month's appeals does not throw away today's block.
 """
 
 from __future__ import annotations
@@ -24,24 +25,28 @@ CITY_TZ = ZoneInfo("Asia/Shanghai")
 class TicketIdAllocator:
     """Hands out ticket ids from blocks reserved in ``id_blocks``."""
 
-    def __init__(self, engine: AsyncEngine, *, block_size: int = 1000) -> None:
+    def __init__(self, engine: AsyncEngine, *, block_size: int = 1000, days_kept: int = 32) -> None:
         self._engine = engine
         self._block_size = block_size
-        self._day = ""
-        self._next = 0
-        self._end = 0
+        self._days_kept = days_kept
+        self._blocks: dict[str, list[int]] = {}  # day -> [next, end), most recently used last
         self._lock = asyncio.Lock()
 
     async def next_id(self, at: datetime) -> str:
         """The next ticket id for the city-local day of ``at``."""
         day = at.astimezone(CITY_TZ).strftime("%Y%m%d")
-        if day != self._day or self._next >= self._end:
+        block = self._blocks.get(day)
+        if block is None or block[0] >= block[1]:
             async with self._lock:
-                if day != self._day or self._next >= self._end:
-                    self._next, self._end = await self._reserve(day)
-                    self._day = day
-        value = self._next
-        self._next += 1
+                block = self._blocks.get(day)
+                if block is None or block[0] >= block[1]:
+                    block = list(await self._reserve(day))
+                    self._blocks[day] = block
+        self._blocks[day] = self._blocks.pop(day)  # keep the most recently used day last
+        while len(self._blocks) > self._days_kept:
+            del self._blocks[next(iter(self._blocks))]
+        value = block[0]
+        block[0] += 1
         return f"{day}-{value:07d}"
 
     async def _reserve(self, day: str) -> tuple[int, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
+
 from shared.settings import ServiceSettings, service_settings_config
 
 
@@ -12,7 +14,27 @@ class IntakeSettings(ServiceSettings):
     model_config = service_settings_config("INTAKE_")
 
     database_url: str = "sqlite+aiosqlite:///./var/intake.db"
-    citizen_hash_salt: str = "fengqiao-dev-salt"
-    repeat_window_days: int = 30
-    max_body_bytes: int = 16 << 20  # batch files (CSV / XLSX) and e-mails with attachments
+    citizen_hash_salt: str = Field("fengqiao-dev-salt", min_length=8)
+
+    # Repeat appeals: same citizen, or same place and near-identical text, within the window.
+    # Off, nothing is linked (a bulk import of history, or to measure what detection costs).
+    repeat_detection: bool = True
+    repeat_window_days: int = Field(30, ge=1)
+    repeat_text_similarity: float = Field(0.6, gt=0, le=1)
+    repeat_place_radius_m: float = Field(100.0, gt=0)
+    # How many of the latest tickets per citizen / grid / address are compared with a new one.
+    repeat_candidates_per_key: int = Field(5, ge=1, le=100)
+
+    # The global body limit (the middleware's 413) is the largest route's; routes set their own.
+    max_body_bytes: int = 16 << 20
+    ticket_max_bytes: int = 256 << 10  # one appeal: JSON, form, SMS or Open311
+    mail_max_bytes: int = 16 << 20  # one e-mail with its attachments
+    attachment_max_bytes: int = 10 << 20  # each attachment of an e-mail
+    batch_max_bytes: int = 16 << 20  # one CSV / XLSX file
+    batch_max_rows: int = Field(5000, ge=1)
+
+    # Open311's public GET lists the tickets of the Open311-format channels only, unless this
+    # is set: other channels' appeals (petitions, mailboxes) are not for the public.
+    open311_all_channels: bool = False
+    open311_max_results: int = 1000
     group_commit: bool = True

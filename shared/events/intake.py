@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from shared.events.base import Event, register
 
 Urgency = Literal["normal", "urgent", "critical"]
+CategorySource = Literal["channel", "classifier"]
 Satisfaction = Literal["satisfied", "basically_satisfied", "dissatisfied"]
 
 
@@ -65,6 +66,9 @@ class TicketReceived(_IntakeEvent):
     external_id: str | None = None
     attachments: tuple[Attachment, ...] = ()
     time_limit_profile: str = "standard"
+    # Added after v1 shipped (defaults keep older payloads decodable): whether the category
+    # came from the channel or from intake's classifier.
+    category_source: CategorySource | None = None
 
 
 @register
@@ -79,3 +83,8 @@ class FeedbackReceived(_IntakeEvent):
     satisfaction: Satisfaction
     comment: str | None = None
     revision: int = 1
+    # Added after v1 shipped: where the callback came from, when the citizen was reached, and
+    # the earlier callback of the same ticket this revision replaces in effect.
+    channel: str | None = None
+    received_at: AwareDatetime | None = None
+    replaces: str | None = None

@@ -29,7 +29,8 @@ async def test_readyz_is_503_naming_the_broker_when_it_is_unreachable(sqlite_db,
         assert (await client.get("/healthz")).status_code == 200
         ready = await client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+        checks = ready.json()["checks"]
+        assert (checks["database"], checks["broker"]) == ("ok", "unreachable")
         # Tickets are still accepted durably: the outbox holds them until the broker returns.
         posted = await client.post("/tickets", json={"title": "停水", "content": "整栋楼停水一天"})
         assert posted.status_code == 201
@@ -56,7 +57,7 @@ async def test_readyz_is_200_with_broker_and_database(broker, sqlite_db, prefix)
 
         await wait_until(ready, what="intake ready")
         body = (await client.get("/readyz")).json()
-        assert body["checks"] == {"database": "ok", "broker": "ok"}
+        assert (body["checks"]["database"], body["checks"]["broker"]) == ("ok", "ok")
 
 
 def test_settings_refuse_an_unknown_database_driver() -> None:

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PG_URL
 from tests.integration.dispatch.support import DispatchEnv, running
-from tests.support import Database, postgres_url
+from tests.support import open_database
 
 
 @pytest.fixture(
@@ -19,13 +18,7 @@ async def env(
     request: pytest.FixtureRequest, broker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[DispatchEnv]:
     """One dispatch app per test module and database."""
-    if request.param == "sqlite":
-        database = Database("sqlite", str(tmp_path_factory.mktemp("dispatch")))
-    else:
-        url, reason = await postgres_url(PG_URL)
-        if url is None:
-            pytest.skip(reason)
-        database = Database("postgres", url)
+    database = await open_database(request.param, lambda: tmp_path_factory.mktemp("dispatch"))
     try:
         async with running(database, broker.bootstrap) as running_env:
             yield running_env

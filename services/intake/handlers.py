@@ -1,0 +1,18 @@
+"""Intake's event handlers: follow each ticket through dispatch and mediation, so the hotline and
+Open311 can tell a citizen where their appeal stands."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.intake import lifecycle, service
+from shared.events.base import Event
+from shared.inbox import HandlerMap
+
+
+async def on_ticket_event(event: Event, *, session: AsyncSession) -> None:
+    """A dispatch or mediation event about a ticket: its state, history step and status."""
+    await service.apply_lifecycle(session=session, event=event)
+
+
+EVENT_HANDLERS: HandlerMap = dict.fromkeys(lifecycle.TRACKED, on_ticket_event)

@@ -1,0 +1,355 @@
+"""Open311 GeoReport v2 as a public API: discovery, services, and service requests.
+
+Service codes are the taxonomy's leaf codes. Requests are posted on the ``open311-public-api``
+channel (form-encoded as the spec shows, or JSON); the public GET answers for the tickets of the
+Open311-format channels (``open311_all_channels`` widens it), with the description and address
+scrubbed of phone and ID numbers and the status mapped from the internal lifecycle onto
+``open`` / ``closed``. Every resource answers as ``.json`` and ``.xml``; errors take the spec's
+shape, ``[{"code": 400, "description": "<field>: …"}]``, with the field named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from xml.etree import ElementTree as ET
+from zoneinfo import ZoneInfo
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from services.intake import lifecycle, pii, service
+from services.intake.adapters import adapt
+from services.intake.api import intake_of
+from services.intake.bodies import BodyTooLarge, read_body
+from services.intake.channels import channels, get_channel
+from services.intake.errors import PayloadError
+from shared import taxonomy
+from shared.events.base import utcnow
+
+router = APIRouter(prefix="/open311", tags=["open311"])
+
+CHANNEL = "open311-public-api"
+SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET = "2026-12-01T00:00:00+08:00"
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+FORMATS = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
+_PLURAL_TO_ITEM = {
+    "services": "service",
+    "service_requests": "request",
+    "errors": "error",
+    "endpoints": "endpoint",
+    "formats": "format",
+    "attributes": "attribute",
+    "values": "value",
+}
+
+
+class Open311Error(Exception):
+    """An error answered in the spec's shape."""
+
+    def __init__(self, code: int, description: str, field: str | None = None) -> None:
+        self.code = code
+        self.description = description
+        self.field = field
+        super().__init__(description)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _xml_value(parent: ET.Element, tag: str, value: Any) -> None:
+    element = ET.SubElement(parent, tag)
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _xml_value(element, str(key), inner)
+    elif isinstance(value, list | tuple):
+        item = _PLURAL_TO_ITEM.get(tag, "item")
+        for inner in value:
+            _xml_value(element, item, inner)
+    elif isinstance(value, bool):
+        element.text = "true" if value else "false"
+    else:
+        element.text = str(value)
+
+
+def to_xml(root: str, value: Any) -> bytes:
+    """GeoReport's XML: a root named for the collection, one element per item and field."""
+    holder = ET.Element("holder")
+    _xml_value(holder, root, value)
+    return b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(holder[0], encoding="utf-8")
+
+
+def render(fmt: str, root: str, value: Any, status_code: int = 200) -> Response:
+    """The value as JSON or XML, per the resource's suffix."""
+    if fmt == "xml":
+        return Response(to_xml(root, value), status_code, media_type=FORMATS["xml"])
+    return Response(orjson.dumps(value), status_code, media_type=FORMATS["json"])
+
+
+def error_response(fmt: str, error: Open311Error) -> Response:
+    entry: dict[str, Any] = {"code": error.code, "description": error.description}
+    if error.field is not None:
+        entry["field"] = error.field
+    return render(fmt if fmt in FORMATS else "json", "errors", [entry], error.code)
+
+
+def _format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise Open311Error(404, f"format: unknown format {fmt!r}; use .json or .xml", "format")
+    return fmt
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.astimezone(CITY_TZ).isoformat(timespec="seconds") if value else None
+
+
+# --------------------------------------------------------------------------------------------
+# Resources
+
+
+def service_entry(code: str) -> dict[str, Any]:
+    """One taxonomy leaf as a GeoReport service."""
+    category = taxonomy.get(code)
+    group = taxonomy.get(category.top_level)
+    return {
+        "service_code": category.code,
+        "service_name": category.name_zh,
+        "description": category.name_en,
+        "metadata": False,
+        "type": "realtime",
+        "keywords": f"{group.name_zh}, {group.name_en}",
+        "group": group.name_zh,
+    }
+
+
+def request_entry(row: Any, *, notes: str | None = None) -> dict[str, Any]:
+    """A ticket as a GeoReport service request (no personal data, numbers scrubbed)."""
+    media = (row.extra or {}).get("media_url")
+    notice = f"重复件，首件 {row.repeat_of}" if row.repeat_of else None
+    try:
+        service_name: str | None = taxonomy.get(row.category_code).name_zh
+    except KeyError:
+        service_name = None
+    return {
+        "service_request_id": row.ticket_id,
+        "status": lifecycle.open311_status(row.status),
+        "status_notes": notes,
+        "service_name": service_name,
+        "service_code": row.category_code,
+        "description": pii.scrub_text(row.content),
+        "agency_responsible": row.department_code,
+        "service_notice": notice,
+        "requested_datetime": _time(row.received_at),
+        "updated_datetime": _time(row.status_at or row.accepted_at),
+        "expected_datetime": _time(row.due_at),
+        "address": pii.scrub_text(row.address) if row.address else None,
+        "address_id": None,
+        "zipcode": None,
+        "lat": row.latitude,
+        "long": row.longitude,
+        "media_url": media if isinstance(media, str) else None,
+    }
+
+
+def _public_channels(all_channels: bool) -> tuple[str, ...]:
+    if all_channels:
+        return ()
+    return tuple(c.code for c in channels() if c.payload_format == "open311")
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _parse_time(value: str | None, field: str) -> datetime | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Open311Error(400, f"{field}: expected a W3C / ISO 8601 time", field) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=CITY_TZ)
+    return parsed
+
+
+def _check_statuses(statuses: Sequence[str]) -> None:
+    for s in statuses:
+        if s not in ("open", "closed"):
+            raise Open311Error(400, f"status: {s!r} is not open or closed", "status")
+
+
+# --------------------------------------------------------------------------------------------
+# Routes
+
+
+@router.get("/discovery.{fmt}")
+async def discovery(fmt: str, request: Request) -> Response:
+    """Where the GeoReport v2 endpoint is and what it speaks."""
+    try:
+        fmt = _format(fmt)
+    except Open311Error as exc:
+        return error_response("json", exc)
+    base = str(request.base_url).rstrip("/") + "/open311/v2/"
+    return render(
+        fmt,
+        "discovery",
+        {
+            "changeset": CHANGESET,
+            "contact": "12345 政务服务便民热线",
+            "key_service": "Keys are not required in this deployment.",
+            "endpoints": [
+                {
+                    "specification": SPECIFICATION,
+                    "url": base,
+                    "changeset": CHANGESET,
+                    "type": "production",
+                    "formats": ["application/json", "text/xml"],
+                }
+            ],
+        },
+    )
+
+
+@router.get("/v2/services.{fmt}")
+async def services(fmt: str) -> Response:
+    """Every service (taxonomy leaf) a request may be filed under, grouped by top level."""
+    try:
+        fmt = _format(fmt)
+    except Open311Error as exc:
+        return error_response("json", exc)
+    return render(fmt, "services", [service_entry(c.code) for c in taxonomy.leaves()])
+
+
+@router.get("/v2/services/{service_code}.{fmt}")
+async def service_definition(service_code: str, fmt: str) -> Response:
+    """A service's definition: its code and (none needed here) extra attributes."""
+    try:
+        fmt = _format(fmt)
+        if not taxonomy.is_known(service_code):
+            raise Open311Error(
+                404, f"service_code: unknown service code {service_code!r}", "service_code"
+            )
+    except Open311Error as exc:
+        return error_response(fmt, exc)
+    return render(fmt, "service_definition", {"service_code": service_code, "attributes": []})
+
+
+@router.post("/v2/requests.{fmt}", status_code=201)
+async def post_request(fmt: str, request: Request) -> Response:
+    """File a service request (form-encoded per the spec, or JSON); answered once stored."""
+    ctx = intake_of(request)
+    try:
+        fmt = _format(fmt)
+        channel = get_channel(CHANNEL)
+        try:
+            body = await read_body(request, ctx.settings.ticket_max_bytes)
+        except BodyTooLarge as exc:
+            raise Open311Error(413, str(exc), exc.field) from None
+        try:
+            output = adapt(channel, body, content_type=request.headers.get("content-type"))
+        except PayloadError as exc:
+            raise Open311Error(400, f"{exc.field}: {exc.message}", exc.field) from None
+        (draft,) = output.drafts
+        accepted = await service.accept_ticket(ctx=ctx, channel=channel, draft=draft)
+    except Open311Error as exc:
+        return error_response(fmt, exc)
+    notice = f"重复件，首件 {accepted.repeat_of}" if accepted.repeat_of else None
+    return render(
+        fmt,
+        "service_requests",
+        [{"service_request_id": accepted.ticket_id, "service_notice": notice, "account_id": None}],
+        201 if accepted.created else 200,
+    )
+
+
+@router.get("/v2/requests.{fmt}")
+async def get_requests(
+    fmt: str,
+    request: Request,
+    service_request_id: str | None = None,
+    service_code: str | None = None,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    status: str | None = None,
+) -> Response:
+    """Service requests, newest first: by id (comma-separated; other filters ignored), or by
+    service, time range (default the last 90 days) and status; at most 1000."""
+    ctx = intake_of(request)
+    try:
+        fmt = _format(fmt)
+        ids = _split(service_request_id)
+        codes = _split(service_code)
+        statuses = _split(status)
+        _check_statuses(statuses)
+        start = _parse_time(start_date, "start_date")
+        end = _parse_time(end_date, "end_date")
+        for code in codes:
+            if not taxonomy.is_known(code):
+                raise Open311Error(
+                    400, f"service_code: unknown service code {code!r}", "service_code"
+                )
+    except Open311Error as exc:
+        return error_response(fmt, exc)
+    limit = ctx.settings.open311_max_results
+    scope = _public_channels(ctx.settings.open311_all_channels)
+    if ids:
+        query = service.TicketQuery(ticket_ids=ids, channels=scope, limit=limit)
+        rows = await service.find_tickets(ctx=ctx, query=query)
+    else:
+        if start is None and end is None:
+            start = utcnow() - timedelta(days=90)
+        internal = _internal_statuses(statuses)
+        rows = []
+        wanted: tuple[str | None, ...] = codes or (None,)
+        for wanted_code in wanted:
+            query = service.TicketQuery(
+                category=wanted_code,
+                statuses=internal,
+                received_from=start,
+                received_to=end,
+                channels=scope,
+                limit=limit,
+            )
+            rows.extend(await service.find_tickets(ctx=ctx, query=query))
+        rows.sort(key=lambda r: (r.received_at, r.ticket_id), reverse=True)
+    rows = rows[:limit]
+    notes = await service.latest_notes(ctx=ctx, ticket_ids=[r.ticket_id for r in rows])
+    return render(
+        fmt, "service_requests", [request_entry(r, notes=notes.get(r.ticket_id)) for r in rows]
+    )
+
+
+def _internal_statuses(statuses: Iterable[str]) -> tuple[str, ...]:
+    wanted = set(statuses)
+    if not wanted or wanted == {"open", "closed"}:
+        return ()
+    return tuple(s for s in lifecycle.STATUSES if lifecycle.open311_status(s) in wanted)
+
+
+@router.get("/v2/requests/{service_request_id}.{fmt}")
+async def get_request(service_request_id: str, fmt: str, request: Request) -> Response:
+    """One service request (a list of one, as the spec has it)."""
+    ctx = intake_of(request)
+    try:
+        fmt = _format(fmt)
+        scope = _public_channels(ctx.settings.open311_all_channels)
+        query = service.TicketQuery(ticket_ids=(service_request_id,), channels=scope, limit=1)
+        rows = await service.find_tickets(ctx=ctx, query=query)
+        if not rows:
+            raise Open311Error(
+                404,
+                f"service_request_id: no service request {service_request_id!r}",
+                "service_request_id",
+            )
+    except Open311Error as exc:
+        return error_response(fmt, exc)
+    notes = await service.latest_notes(ctx=ctx, ticket_ids=[rows[0].ticket_id])
+    return render(
+        fmt, "service_requests", [request_entry(rows[0], notes=notes.get(rows[0].ticket_id))]
+    )

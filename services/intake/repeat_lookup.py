@@ -1,0 +1,380 @@
+"""Repeat detection against the store: load the earlier appeals a new one may repeat, decide.
+
+The decision itself is ``repeats.find_repeats`` (pure). This module feeds it: for every key of
+the new appeals (citizen hash, grid, address key) it loads the latest ``per_key`` tickets inside
+the window — one indexed statement per key column for a whole group of appeals: a batch file,
+or every single POST that arrived while the previous look-up ran.
+
+Counting: ``repeat_of`` is the first ticket of the chain (as ``find_repeats`` says) and
+``repeat_count`` is how many earlier appeals the chain holds — the most of the matched tickets'
+own counts plus one, or the matches found, whichever is more — so a citizen's tenth call counts
+nine earlier ones even though only the latest few are compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from array import array
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import String, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.intake import repeats
+from shared.db import AwareDateTime
+
+_KEY_COLUMNS = ("citizen_hash", "grid_code", "address_key")
+_COLUMNS = (
+    "ticket_id, received_at, citizen_hash, grid_code, address_key, longitude, latitude, "
+    "repeat_of, repeat_count"
+)
+
+
+def pack_shingles(shingles: frozenset[int]) -> bytes:
+    """Shingles as little-endian uint32s, sorted (stable bytes for the same text)."""
+    packed = array("I", sorted(shingles))
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_shingles(data: bytes | None) -> frozenset[int]:
+    """The inverse of ``pack_shingles``."""
+    if not data:
+        return frozenset()
+    packed = array("I")
+    packed.frombytes(data)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return frozenset(packed)
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """An earlier ticket as repeat detection sees it, with the repeat count it got."""
+
+    appeal: repeats.Appeal
+    repeat_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What repeat detection decided for one new appeal."""
+
+    repeat_of: str | None = None
+    repeat_count: int = 0
+    reason: str | None = None
+
+    @property
+    def is_repeat(self) -> bool:
+        return self.repeat_of is not None
+
+
+NOT_A_REPEAT = Verdict()
+
+
+def keys_of(appeal: repeats.Appeal) -> tuple[tuple[str, str], ...]:
+    """The (column, value) pairs an appeal's candidates are found by."""
+    values = (appeal.citizen_hash, appeal.grid_code, appeal.address_key)
+    return tuple((col, v) for col, v in zip(_KEY_COLUMNS, values, strict=True) if v)
+
+
+def lookup_keys(appeal: repeats.Appeal) -> tuple[tuple[str, str], ...]:
+    """The keys to load stored candidates by: an appeal located in a grid finds the tickets at
+    its address through the grid, so the address is looked up only without one."""
+    keys = keys_of(appeal)
+    if appeal.grid_code:
+        return tuple(k for k in keys if k[0] != "address_key")
+    return keys
+
+
+def _may_repeat(new: repeats.Appeal, old: repeats.Appeal, policy: repeats.RepeatPolicy) -> bool:
+    """Whether ``old`` can match at all: the same citizen, or texts whose sizes allow the
+    similarity threshold (Jaccard is at most the smaller set over the larger) — an exact bound
+    that spares most comparisons."""
+    if new.citizen_hash and new.citizen_hash == old.citizen_hash:
+        return True
+    small, big = sorted((len(new.shingles), len(old.shingles)))
+    return big > 0 and small >= policy.text_similarity * big
+
+
+def decide(
+    new: repeats.Appeal, earlier: Sequence[Earlier], policy: repeats.RepeatPolicy
+) -> Verdict:
+    """``find_repeats`` over the candidates, with the chain-aware count."""
+    earlier = [e for e in earlier if _may_repeat(new, e.appeal, policy)]
+    if not earlier:
+        return NOT_A_REPEAT
+    decision = repeats.find_repeats(new, [e.appeal for e in earlier], policy)
+    if not decision.is_repeat:
+        return NOT_A_REPEAT
+    counts = {e.appeal.ticket_id: e.repeat_count for e in earlier}
+    chain = max(counts.get(m.ticket_id, 0) + 1 for m in decision.matches)
+    return Verdict(
+        repeat_of=decision.repeat_of,
+        repeat_count=max(decision.repeat_count, chain),
+        reason=decision.matches[0].reason,
+    )
+
+
+@cache
+def _statement(dialect: str, column: str, per_key: int) -> Any:
+    """The latest ``per_key`` tickets for each of many keys, in one indexed statement.
+
+    PostgreSQL: a LATERAL join over the array of keys. SQLite has no LATERAL, but a
+    ``rowid IN (correlated subquery)`` join over ``json_each`` is planned the same way: one
+    index range scan per key, stopped after ``per_key`` rows.
+    """
+    if column not in _KEY_COLUMNS:
+        raise ValueError(column)
+    window = "received_at >= :since AND received_at <= :until"
+    limit = int(per_key)
+    if dialect == "postgresql":
+        sql = (
+            f"SELECT c.* FROM unnest(CAST(:keys AS varchar[])) AS k(v) CROSS JOIN LATERAL "
+            f"(SELECT {_COLUMNS} FROM tickets WHERE {column} = k.v AND {window} "
+            f"ORDER BY received_at DESC LIMIT {limit}) AS c"
+        )
+        keys = bindparam("keys", type_=ARRAY(String()))
+    else:
+        columns = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+        sql = (
+            f"SELECT {columns} FROM json_each(:keys) AS k JOIN tickets AS t ON t.rowid IN "
+            f"(SELECT rowid FROM tickets WHERE {column} = k.value AND {window} "
+            f"ORDER BY received_at DESC LIMIT {limit})"
+        )
+        keys = bindparam("keys", type_=String())
+    return (
+        text(sql)
+        .bindparams(
+            keys,
+            bindparam("since", type_=AwareDateTime()),
+            bindparam("until", type_=AwareDateTime()),
+        )
+        .columns(received_at=AwareDateTime())
+    )
+
+
+class ShingleCache:
+    """What repeat detection keeps of recent tickets, by id: their packed shingles (this
+    process's own and those it loaded; many, small) and their ready ``Earlier`` (few, as an
+    unpacked shingle set weighs some kilobytes). Both bounded, least recently used out first.
+    A stored ticket's keys, time, shingles and repeat links never change, so neither goes stale.
+    """
+
+    def __init__(self, max_packed: int = 50_000, max_ready: int = 2048) -> None:
+        self._max_packed = max_packed
+        self._max_ready = max_ready
+        self._packed: OrderedDict[str, bytes] = OrderedDict()
+        self._ready: OrderedDict[str, Earlier] = OrderedDict()
+
+    def put(self, ticket_id: str, packed: bytes) -> None:
+        self._packed[ticket_id] = packed
+        self._packed.move_to_end(ticket_id)
+        while len(self._packed) > self._max_packed:
+            self._packed.popitem(last=False)
+
+    def get(self, ticket_id: str) -> bytes | None:
+        return self._packed.get(ticket_id)
+
+    def ready(self, ticket_id: str) -> Earlier | None:
+        found = self._ready.get(ticket_id)
+        if found is not None:
+            self._ready.move_to_end(ticket_id)
+        return found
+
+    def keep(self, earlier: Earlier) -> None:
+        if self._max_ready <= 0 or earlier.appeal.ticket_id is None:
+            return
+        self._ready[earlier.appeal.ticket_id] = earlier
+        while len(self._ready) > self._max_ready:
+            self._ready.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+
+@cache
+def _shingles_statement(dialect: str) -> Any:
+    if dialect == "postgresql":
+        sql = (
+            "SELECT ticket_id, shingles FROM tickets WHERE ticket_id = ANY(CAST(:ids AS varchar[]))"
+        )
+        ids = bindparam("ids", type_=ARRAY(String()))
+    else:
+        sql = (
+            "SELECT ticket_id, shingles FROM tickets"
+            " WHERE ticket_id IN (SELECT value FROM json_each(:ids))"
+        )
+        ids = bindparam("ids", type_=String())
+    return text(sql).bindparams(ids)
+
+
+async def load_earlier(
+    engine: AsyncEngine,
+    appeals: Sequence[repeats.Appeal],
+    *,
+    policy: repeats.RepeatPolicy,
+    per_key: int,
+    cache: ShingleCache | None = None,
+) -> list[list[Earlier]]:
+    """For each appeal, the latest earlier tickets sharing one of its keys within the window.
+
+    Two steps: the candidates per key column (small rows), then the shingles of the distinct
+    candidates the cache does not hold.
+    """
+    by_column: dict[str, set[str]] = {}
+    for appeal in appeals:
+        for column, value in lookup_keys(appeal):
+            by_column.setdefault(column, set()).add(value)
+    if not by_column:
+        return [[] for _ in appeals]
+    cache = cache if cache is not None else ShingleCache(0, 0)
+    since = min(a.received_at for a in appeals) - policy.window
+    until = max(a.received_at for a in appeals)
+    dialect = engine.dialect.name
+    earlier: dict[str, Earlier] = {}
+    rows: dict[str, Any] = {}
+    found: dict[tuple[str, str], list[str]] = {}
+    async with engine.connect() as conn:
+        for column, values in sorted(by_column.items()):
+            keys: Any = sorted(values)
+            if dialect != "postgresql":
+                keys = json.dumps(keys)
+            result = await conn.execute(
+                _statement(dialect, column, per_key), {"keys": keys, "since": since, "until": until}
+            )
+            for row in result:
+                ticket_id = row.ticket_id
+                found.setdefault((column, getattr(row, column)), []).append(ticket_id)
+                if ticket_id in earlier or ticket_id in rows:
+                    continue
+                ready = cache.ready(ticket_id)
+                if ready is not None:
+                    earlier[ticket_id] = ready
+                else:
+                    rows[ticket_id] = row
+        packed = {t: p for t in rows if (p := cache.get(t)) is not None}
+        missing = [t for t in rows if t not in packed]
+        for start in range(0, len(missing), 2000):
+            chunk: Any = missing[start : start + 2000]
+            if dialect != "postgresql":
+                chunk = json.dumps(chunk)
+            for row in await conn.execute(_shingles_statement(dialect), {"ids": chunk}):
+                data = row.shingles or b""
+                packed[row.ticket_id] = data
+                cache.put(row.ticket_id, data)
+        await conn.rollback()
+    for ticket_id, row in rows.items():
+        made = Earlier(
+            repeats.Appeal(
+                received_at=row.received_at,
+                text="",
+                shingles=unpack_shingles(packed.get(ticket_id)),
+                ticket_id=ticket_id,
+                citizen_hash=row.citizen_hash,
+                grid_code=row.grid_code,
+                address_key=row.address_key,
+                longitude=row.longitude,
+                latitude=row.latitude,
+                repeat_of=row.repeat_of,
+            ),
+            row.repeat_count,
+        )
+        earlier[ticket_id] = made
+        cache.keep(made)
+    out: list[list[Earlier]] = []
+    for appeal in appeals:
+        seen: dict[str, Earlier] = {}
+        for key in lookup_keys(appeal):
+            for ticket_id in found.get(key, ()):
+                seen.setdefault(ticket_id, earlier[ticket_id])
+        out.append(list(seen.values()))
+    return out
+
+
+class CandidateLoader:
+    """Loads earlier appeals for concurrent requests together: one statement per key column
+    per round trip.
+
+    A request that finds fewer than ``max_inflight`` look-ups running starts one at once (no
+    added latency when idle); requests arriving meanwhile wait for the next free look-up, which
+    serves them all together.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        policy: repeats.RepeatPolicy,
+        per_key: int,
+        max_group: int = 256,
+        max_inflight: int = 2,
+    ) -> None:
+        self._engine = engine
+        self.policy = policy
+        self._per_key = per_key
+        self._max_group = max_group
+        self._max_inflight = max_inflight
+        self._pending: list[tuple[Sequence[repeats.Appeal], asyncio.Future[list[list[Earlier]]]]]
+        self._pending = []
+        self._drains: set[asyncio.Task[None]] = set()
+        self.lookups = 0
+        self.shingles = ShingleCache()
+
+    async def earlier(self, appeals: Sequence[repeats.Appeal]) -> list[list[Earlier]]:
+        """For each appeal, its candidate earlier tickets."""
+        if not any(lookup_keys(a) for a in appeals):
+            return [[] for _ in appeals]
+        if len(appeals) > 16:  # a batch file is a group by itself
+            return await self._load(appeals)
+        future: asyncio.Future[list[list[Earlier]]] = asyncio.get_running_loop().create_future()
+        self._pending.append((appeals, future))
+        if len(self._drains) < self._max_inflight:
+            task = asyncio.create_task(self._drain(), name="repeat-lookup")
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        return await future
+
+    async def _load(self, appeals: Sequence[repeats.Appeal]) -> list[list[Earlier]]:
+        self.lookups += 1
+        return await load_earlier(
+            self._engine, appeals, policy=self.policy, per_key=self._per_key, cache=self.shingles
+        )
+
+    async def _drain(self) -> None:
+        while self._pending:
+            group = self._pending[: self._max_group]
+            del self._pending[: self._max_group]
+            flat = [a for appeals, _ in group for a in appeals]
+            try:
+                loaded = await self._load(flat)
+            except Exception as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for appeals, future in group:
+                if not future.done():
+                    future.set_result(loaded[start : start + len(appeals)])
+                start += len(appeals)
+
+
+def policy_from(
+    *, window_days: int, text_similarity: float, place_radius_m: float
+) -> repeats.RepeatPolicy:
+    """The repeat policy the settings describe."""
+    return repeats.RepeatPolicy(
+        window=timedelta(days=window_days),
+        text_similarity=text_similarity,
+        place_radius_m=place_radius_m,
+    )

@@ -1,0 +1,146 @@
+"""Batch files: good rows are stored, each with its event; bad rows are reported by row number and
+field and store nothing; a file sent again is answered with the first tickets."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from openpyxl import Workbook
+
+from services.intake.models import TICKETS, outbox_table
+from tests.integration.intake.support import IntakeEnv
+
+CSV_CHANNEL = "grid-patrol-batch"
+XLSX_CHANNEL = "enterprise-visit"
+HEADER = ["外部编号", "诉求人", "联系电话", "标题", "内容", "地址", "分类编码", "紧急程度"]
+
+
+def rows(env: IntakeEnv, n: int) -> list[list[str]]:
+    return [
+        [
+            env.unique("row"),
+            "张先生",
+            env.phone(),
+            f"巡查发现问题{i}",
+            f"巡查发现第{i}处井盖缺失，位置在{env.address()}，已设置临时围挡。{env.unique()}",
+            env.address(),
+            "0101",
+            "一般",
+        ]
+        for i in range(n)
+    ]
+
+
+def as_csv(header: list[str], body: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(body)
+    return buffer.getvalue().encode()
+
+
+async def post_csv(env: IntakeEnv, data: bytes) -> Any:
+    return await env.client.post(
+        f"/channels/{CSV_CHANNEL}/tickets", content=data, headers={"content-type": "text/csv"}
+    )
+
+
+async def test_good_rows_are_stored_bad_rows_reported(env: IntakeEnv) -> None:
+    body = rows(env, 6)
+    body[1][3] = body[1][4] = ""  # neither title nor content: row 3
+    body[3][2] = "not a phone"  # row 5
+    body[4][6] = "9999"  # unknown category: row 6
+    body[5][7] = "立刻"  # not an urgency: row 7
+    before = await env.count(outbox_table)
+
+    response = await post_csv(env, as_csv(HEADER, body))
+
+    assert response.status_code == 207, response.text
+    result = response.json()
+    assert (result["rows"], result["created"], result["rejected"]) == (6, 2, 4)
+    by_row = {r["row"]: r for r in result["results"]}
+    assert [by_row[n]["status"] for n in (2, 3, 4, 5, 6, 7)] == [
+        "created",
+        "rejected",
+        "created",
+        "rejected",
+        "rejected",
+        "rejected",
+    ]
+    assert by_row[3]["errors"][0] == {
+        "field": "内容",
+        "message": by_row[3]["errors"][0]["message"],
+        "row": 3,
+    }
+    assert by_row[5]["errors"][0]["field"] == "联系电话"
+    assert by_row[6]["errors"][0]["field"] == "分类编码"
+    assert by_row[7]["errors"][0]["field"] == "紧急程度"
+    created = [by_row[2]["ticket_id"], by_row[4]["ticket_id"]]
+    assert await env.count(TICKETS, TICKETS.c.external_id.in_([r[0] for r in body])) == 2
+    assert await env.count(outbox_table) == before + 2
+    for ticket_id in created:
+        assert len(await env.events(ticket_id)) == 1
+
+
+async def test_a_file_sent_again_is_answered_with_the_first_tickets(env: IntakeEnv) -> None:
+    data = as_csv(HEADER, rows(env, 4))
+    first = await post_csv(env, data)
+    second = await post_csv(env, data)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.json()["existing"] == 4 and second.json()["created"] == 0
+    assert [r["ticket_id"] for r in first.json()["results"]] == [
+        r["ticket_id"] for r in second.json()["results"]
+    ]
+
+
+async def test_rows_repeating_each_other_in_one_file_are_linked(env: IntakeEnv) -> None:
+    body = rows(env, 3)
+    body[1][2] = body[0][2]  # the same citizen twice
+    response = await post_csv(env, as_csv(HEADER, body))
+    first, second, _ = response.json()["results"]
+    stored = await env.ticket(second["ticket_id"])
+    assert stored.repeat_of == first["ticket_id"] and stored.repeat_count == 1
+
+
+async def test_file_level_problems_name_the_file_or_header(env: IntakeEnv) -> None:
+    no_content = await post_csv(env, as_csv(["外部编号", "标题"], [["a", "b"]]))
+    empty = await post_csv(env, b"")
+    all_bad = await post_csv(env, as_csv(HEADER, [["x", "", "", "", "", "", "", ""]]))
+    assert no_content.status_code == 422 and no_content.json()["errors"][0]["field"] == "header"
+    assert empty.status_code == 422 and empty.json()["errors"][0]["field"] == "file"
+    assert all_bad.status_code == 422 and all_bad.json()["rejected"] == 1
+
+
+async def test_too_many_rows_or_bytes_is_413(env: IntakeEnv) -> None:
+    many = await post_csv(env, as_csv(HEADER, rows(env, 201)))  # the test app allows 200
+    assert many.status_code == 413 and many.json()["field"] == "file"
+    assert "rows" in many.json()["detail"]
+    big = await post_csv(env, b"a" * (300 << 10))  # over the 256 KiB batch limit
+    assert big.status_code == 413 and big.json()["field"] == "file"
+
+
+async def test_an_xlsx_workbook_uploads_as_multipart(env: IntakeEnv) -> None:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append([*HEADER, "企业名称"])
+    for row in rows(env, 3):
+        sheet.append([*row, "枫桥机械厂"])
+    buffer = io.BytesIO()
+    book.save(buffer)
+
+    response = await env.client.post(
+        f"/channels/{XLSX_CHANNEL}/tickets",
+        files={"file": ("visits.xlsx", buffer.getvalue(), "application/octet-stream")},
+    )
+
+    assert response.status_code == 201, response.text
+    ticket_id = response.json()["results"][0]["ticket_id"]
+    stored = await env.ticket(ticket_id)
+    assert stored.is_enterprise and stored.time_limit_profile == "enterprise_2115"
+    missing = await env.client.post(
+        f"/channels/{XLSX_CHANNEL}/tickets", files={"other": ("x.xlsx", b"x", "text/plain")}
+    )
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "file"

@@ -1,0 +1,201 @@
+"""Intake follows each ticket through dispatch's and mediation's events (consumed from the real
+broker): ``GET /tickets/{id}`` shows the status and history, Open311 says open or closed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.intake import lifecycle
+from shared.events import dispatch as d
+from shared.events import mediation as m
+from tests.integration.intake.support import IntakeEnv
+from tests.support import wait_until
+
+DUE = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+async def open311_ticket(env: IntakeEnv) -> str:
+    response = await env.client.post(
+        "/open311/v2/requests.json",
+        data={
+            "service_code": "0102",
+            "address_string": env.address(),
+            "description": f"路灯坏了，夜里很黑 {env.unique()}",
+            "phone": env.phone(),
+        },
+    )
+    assert response.status_code == 201, response.text
+    return response.json()[0]["service_request_id"]  # type: ignore[no-any-return]
+
+
+async def status_of(env: IntakeEnv, ticket_id: str) -> dict[str, Any]:
+    return (await env.client.get(f"/tickets/{ticket_id}")).json()  # type: ignore[no-any-return]
+
+
+async def wait_status(env: IntakeEnv, ticket_id: str, status: str, **fields: Any) -> dict[str, Any]:
+    """Wait until the ticket has the status (and fields): topics are consumed independently, so
+    mediation's events may be applied before or after dispatch's."""
+
+    async def reached() -> bool:
+        view = await status_of(env, ticket_id)
+        return view["status"] == status and all(view[k] == v for k, v in fields.items())
+
+    await wait_until(reached, timeout=20, what=f"{ticket_id} to be {status} {fields}")
+    return await status_of(env, ticket_id)
+
+
+async def open311_status(env: IntakeEnv, ticket_id: str) -> Any:
+    return (await env.client.get(f"/open311/v2/requests/{ticket_id}.json")).json()[0]
+
+
+async def test_assigned_signed_completed(env: IntakeEnv) -> None:
+    ticket_id = await open311_ticket(env)
+    dispatch_id = f"D-{ticket_id}-1"
+    await env.publish(
+        d.TicketAssigned(
+            ticket_id=ticket_id,
+            dispatch_id=dispatch_id,
+            department_code="city-lighting",
+            department_tier="district",
+            category_code="0102",
+            channel="open311-public-api",
+            deadlines={"resolution": DUE},
+        )
+    )
+    view = await wait_status(env, ticket_id, "dispatched")
+    assert view["department_code"] == "city-lighting" and view["due_at"].startswith("2026-12-01")
+    assert (await open311_status(env, ticket_id))["status"] == "open"
+
+    await env.publish(
+        d.DispatchSigned(
+            ticket_id=ticket_id, dispatch_id=dispatch_id, department_code="city-lighting"
+        ),
+        d.ProgressNoted(
+            ticket_id=ticket_id,
+            dispatch_id=dispatch_id,
+            department_code="city-lighting",
+            note="已联系市民13912345678，明天更换灯泡",
+        ),
+    )
+    view = await wait_status(env, ticket_id, "in_progress")
+    await env.publish(
+        d.DispatchCompleted(
+            ticket_id=ticket_id,
+            dispatch_id=dispatch_id,
+            department_code="city-lighting",
+            result="灯泡已更换",
+        )
+    )
+    view = await wait_status(env, ticket_id, "completed")
+    types = [h["type"] for h in view["history"]]
+    assert types == [
+        "intake.ticket.received",
+        "dispatch.ticket.assigned",
+        "dispatch.dispatch.signed",
+        "dispatch.progress.noted",
+        "dispatch.dispatch.completed",
+    ]
+    assert "13912345678" not in str(view) and "139****5678" in str(view)
+    request = await open311_status(env, ticket_id)
+    assert request["status"] == "closed" and request["agency_responsible"] == "city-lighting"
+    assert request["status_notes"].startswith("completed")
+
+
+async def test_transfer_mediation_and_agreement(env: IntakeEnv) -> None:
+    ticket_id = await open311_ticket(env)
+    await env.publish(
+        d.TicketAssigned(
+            ticket_id=ticket_id,
+            dispatch_id=f"{ticket_id}-a",
+            department_code="town-a",
+            department_tier="town",
+            category_code="0102",
+            channel="open311-public-api",
+        ),
+        d.DispatchTransferred(
+            ticket_id=ticket_id,
+            dispatch_id=f"{ticket_id}-a",
+            from_department="town-a",
+            to_department="town-b",
+            new_dispatch_id=f"{ticket_id}-b",
+            reason="属地调整",
+        ),
+        m.CaseOpened(case_id=f"M-{ticket_id}", ticket_id=ticket_id),
+    )
+    view = await wait_status(env, ticket_id, "mediating", department_code="town-b")
+    assert [h["status"] for h in view["history"]][-1] == "mediating"
+    await env.publish(
+        m.AgreementReached(case_id=f"M-{ticket_id}", ticket_id=ticket_id, kind="verbal"),
+        d.DispatchCompleted(
+            ticket_id=ticket_id,
+            dispatch_id=f"{ticket_id}-b",
+            department_code="town-b",
+            result="调解达成协议",
+            via="mediation",
+        ),
+    )
+    await wait_status(env, ticket_id, "completed")
+
+
+async def test_events_for_unknown_tickets_are_harmless(env: IntakeEnv) -> None:
+    await env.publish(
+        d.DispatchWithdrawn(ticket_id="19990101-0000001", dispatch_id="x", reason="重复件"),
+        m.CaseOpened(case_id="walk-in-1"),
+    )
+    ticket_id = await open311_ticket(env)
+    await env.publish(
+        d.TicketAssigned(
+            ticket_id=ticket_id,
+            dispatch_id=f"{ticket_id}-w",
+            department_code="town-a",
+            department_tier="town",
+            category_code="0102",
+            channel="open311-public-api",
+        ),
+        d.DispatchWithdrawn(ticket_id=ticket_id, dispatch_id=f"{ticket_id}-w", reason="市民撤回"),
+    )
+    await wait_status(env, ticket_id, "closed")
+    assert (await open311_status(env, ticket_id))["status"] == "closed"
+
+
+@pytest.mark.parametrize(
+    ("states", "status"),
+    [
+        ([], "received"),
+        ([("a", "offered")], "dispatched"),
+        ([("a", "assigned"), ("b", "signed")], "in_progress"),
+        ([("a", "return_requested")], "in_progress"),
+        ([("a", "returned")], "dispatched"),
+        ([("a", "signed"), ("b", "mediation_requested")], "mediating"),
+        ([("a", "signed"), ("case:1", "mediating")], "mediating"),
+        ([("a", "completed"), ("case:1", "mediating")], "completed"),
+        ([("a", "completed"), ("b", "withdrawn")], "completed"),
+        ([("a", "withdrawn"), ("b", "transferred")], "closed"),
+        ([("case:1", "agreed")], "completed"),
+    ],
+)
+def test_ticket_status_folds_its_dispatches(states: list[tuple[str, str]], status: str) -> None:
+    assert lifecycle.ticket_status(states) == status
+    assert lifecycle.open311_status(status) == (
+        "closed" if status in ("completed", "closed") else "open"
+    )
+
+
+def test_an_approved_extension_moves_the_due_time_and_a_walk_in_is_no_step() -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    assert lifecycle.step_for(m.CaseOpened(case_id="walk-in")) is None
+    extension = d.ExtensionDecided(
+        ticket_id="t",
+        dispatch_id="x",
+        department_code="dep",
+        request_id=1,
+        clock="resolution",
+        approved=True,
+        old_due_at=now,
+        new_due_at=now + timedelta(days=2),
+    )
+    step = lifecycle.step_for(extension)
+    assert step is not None and step.changes[0].due_at == now + timedelta(days=2)
