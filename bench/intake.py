@@ -1,26 +1,44 @@
-"""Intake benchmark: the bare-FastAPI ceiling and intake's durable POST, measured in one run.
+"""Intake benchmark: the bare-FastAPI ceilings and intake's durable paths, measured in one run.
 
-    python -m bench.intake [--seconds 15] [--warmup 5] [--connections 64] [--postgres URL]
+    python -m bench.intake [--seconds 20] [--batch-seconds 40] [--warmup 5] [--connections 64]
+                           [--batch-connections 32] [--batch-rows 1000]
+                           [--only ceiling,single-sqlite,...] [--profile DIR]
+                           [--postgres URL]
+
+Cases (``--only`` picks some): ``ceiling`` (bare FastAPI validating one ticket), ``single-sqlite``
+and ``single-postgres`` (intake's durable ``POST /tickets``: stored with its event before the
+answer), ``batch-ceiling`` (bare FastAPI parsing a CSV file and validating each row),
+``batch-sqlite`` and ``batch-postgres`` (intake's ``POST /channels/grid-patrol-batch/tickets``
+with a 1,000-row CSV file: every row normalized, stored and its event written before the
+answer).
 
 Every server runs with 2 uvicorn workers (uvloop + httptools) on 127.0.0.1; the load comes from
-wrk with a Lua script. wrk's own CPU time is reported, because on a 2-core machine the load
-generator competes with the server. Results are printed as a Markdown table and saved as JSON.
+wrk with a Lua script; wrk's own CPU time is reported, because on a 2-core machine the load
+generator competes with the server. After each intake case the rows in the database are counted
+against the 2xx answers (a durability check). ``--profile DIR`` samples the server processes
+with py-spy during the measured run and writes where the time goes to ``DIR/<case>.txt``.
+Results are printed as a Markdown table and saved as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import csv
+import io
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -32,6 +50,15 @@ from shared.settings import BusSettings
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+BATCH_CHANNEL = "grid-patrol-batch"
+ALL_CASES = (
+    "ceiling",
+    "single-sqlite",
+    "single-postgres",
+    "batch-ceiling",
+    "batch-sqlite",
+    "batch-postgres",
+)
 
 
 @dataclass
@@ -42,12 +69,32 @@ class Result:
     p99_ms: float
     errors: int
     wrk_cpu_share: float  # of one core, over the measured run
+    items_per_request: int = 1
+    connections: int = 0
     stored: int | None = None  # rows found in the database afterwards (durability check)
-    accepted: int = 0  # 2xx answers over warm-up and measured run together
+    accepted: int = 0  # items answered 2xx over warm-up and measured run together
+    server_cpu_share: float | None = None  # server processes, of one core, measured run
+    worker_cpu_shares: list[float] = field(default_factory=list)  # the two busiest processes
+    machine_cpu_busy: float | None = None  # cores busy on the whole machine (server + DB + wrk)
+    profile: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def items_per_s(self) -> float:
+        return self.requests_per_s * self.items_per_request
+
+
+# --- load generation ---------------------------------------------------------------------------
 
 
 def run_wrk(
-    url: str, *, seconds: int, connections: int, threads: int = 2
+    url: str,
+    *,
+    seconds: int,
+    connections: int,
+    script: str,
+    script_args: tuple[str, ...] = (),
+    threads: int = 2,
+    timeout_s: int = 10,
 ) -> tuple[dict[str, int], float]:
     """Run wrk; return its JSON summary and its CPU share of one core."""
     cmd = [
@@ -55,11 +102,14 @@ def run_wrk(
         f"-t{threads}",
         f"-c{connections}",
         f"-d{seconds}s",
+        f"--timeout={timeout_s}s",
         "--latency",
         "-s",
-        str(HERE / "post_ticket.lua"),
+        str(HERE / script),
         url,
     ]
+    if script_args:
+        cmd += ["--", *script_args]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -70,6 +120,64 @@ def run_wrk(
     if proc.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{output}")
     return json.loads(match.group(1)), (usage.ru_utime + usage.ru_stime) / wall
+
+
+def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
+    """A CSV batch file in the grid patrol log's columns: real addresses of the demo city (so
+    grids resolve), varied texts, categories given, a distinct citizen per row. Each data line
+    starts with the row's part of the external id; wrk prepends a per-request prefix."""
+    from shared import geo
+
+    rng = random.Random(seed)
+    places = []
+    for area in geo.areas().values():
+        if area.tier is geo.Tier.GRID and area.roads and area.parent:
+            seg = area.roads[0]
+            village = geo.area(area.parent)
+            places.append(f"{village.address_prefix}{seg.road_zh}{seg.first_number}号")
+    problems = [
+        (
+            "0102",
+            "路灯不亮",
+            "{place}附近的路灯已经坏了{n}天，晚上老人孩子出行很不方便，希望尽快修复。",
+        ),
+        (
+            "0101",
+            "人行道破损",
+            "{place}门口人行道地砖松动翘起{n}块，下雨天踩上去溅水，有老人差点摔倒。",
+        ),
+        ("0104", "雨后积水", "{place}旁边道路每次下雨都积水，最深处没过脚踝，已经持续{n}天。"),
+        ("0203", "夜间噪音扰民", "{place}楼下烧烤店每晚营业到凌晨{n}点，噪音很大，影响休息。"),
+        ("0204", "垃圾未及时清运", "{place}的垃圾桶已经{n}天没人清运，气味很大，招来很多苍蝇。"),
+        ("0304", "车辆乱停放", "{place}路口长期停着{n}辆私家车，占用消防通道，行人只能绕行。"),
+        ("0107", "物业不作为", "{place}小区电梯坏了{n}天物业一直没有修，老人上下楼很困难。"),
+        ("0103", "小区停水", "{place}从早上开始停水已经{n}个小时，没有任何通知，请尽快恢复供水。"),
+    ]
+    names = ["张", "王", "李", "赵", "陈", "刘", "杨", "黄", "周", "吴"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["外部编号", "诉求人", "联系电话", "标题", "内容", "地址", "分类编码", "巡查员"]
+    )
+    for i in range(rows):
+        code, title, text = rng.choice(problems)
+        place = rng.choice(places)
+        writer.writerow(
+            [
+                f"{i:05d}",
+                rng.choice(names) + rng.choice(["先生", "女士", "阿姨", "师傅"]),
+                f"1{rng.choice('3589')}{rng.randrange(10**9):09d}",
+                title,
+                text.format(place=place[-8:], n=rng.randrange(2, 9)),
+                place,
+                code,
+                f"网格员{rng.randrange(1, 60):02d}",
+            ]
+        )
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+# --- servers -------------------------------------------------------------------------------------
 
 
 def start_server(
@@ -118,19 +226,199 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def measure(name: str, url: str, args: argparse.Namespace) -> Result:
-    warmup, _ = run_wrk(url, seconds=args.warmup, connections=args.connections)
-    summary, cpu = run_wrk(url, seconds=args.seconds, connections=args.connections)
-    accepted = sum(s["requests"] - s["non_2xx"] - s["errors"] for s in (warmup, summary))
-    seconds = summary["duration_us"] / 1e6
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (uvicorn's workers)."""
+    pids, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            pids += [int(c) for c in children]
+            frontier += [int(c) for c in children]
+    return pids
+
+
+def _machine_busy() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU seconds used so far, by process."""
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return used
+
+
+@contextlib.contextmanager
+def sampled(
+    server: subprocess.Popen[bytes], name: str, seconds: int, profile_dir: Path | None
+) -> Iterator[dict[str, float]]:
+    """Measure the server's CPU over the block; with a directory, py-spy it too."""
+    out: dict[str, float] = {}
+    pids = _tree(server.pid)
+    spy = None
+    raw = None
+    if profile_dir is not None and shutil.which(str(Path(sys.executable).parent / "py-spy")):
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        raw = profile_dir / f"{name}.raw"
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(server.pid),
+                "--subprocesses",
+                "--nonblocking",
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--duration",
+                str(seconds),
+                "-o",
+                str(raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    cpu_before, wall_before = _cpu_seconds(pids), time.monotonic()
+    machine_before = _machine_busy()
+    try:
+        yield out
+    finally:
+        wall = time.monotonic() - wall_before
+        cpu_after = _cpu_seconds(pids)
+        shares = {pid: (cpu_after[pid] - cpu_before.get(pid, 0.0)) / wall for pid in cpu_after}
+        out["cpu"] = round(sum(shares.values()), 2)
+        out["machine"] = round(
+            (_machine_busy() - machine_before) / wall, 2
+        )  # cores busy: server, database, wrk and all
+        # The busiest processes (uvicorn's workers; the master idles): shows an uneven split.
+        for n, share in enumerate(sorted(shares.values(), reverse=True)[:2]):
+            out[f"cpu:worker{n + 1}"] = round(share, 2)
+        if spy is not None:
+            spy.wait(60)
+            assert raw is not None and profile_dir is not None
+            if raw.exists():
+                summary = summarize_profile(raw.read_text())
+                (profile_dir / f"{name}.txt").write_text(render_profile(name, summary))
+                out.update({f"profile:{k}": v for k, v in summary["areas"].items()})
+                raw.unlink()  # megabytes of stacks; the summary is what is kept
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+# Where intake's time goes: each sample goes to the first area whose marker appears anywhere in
+# its stack, so specific areas come first and "HTTP" is what is left of request handling.
+AREAS: tuple[tuple[str, str], ...] = (
+    ("event encode (CloudEvents) + outbox rows", "shared/events/base.py"),
+    ("outbox relay (select, send, mark)", "OutboxRelay."),
+    ("inbox consumer", "InboxConsumer."),
+    ("group commit: executemany + commit", "GroupCommitter."),
+    ("repeat detection (shingles, match)", "services/intake/repeats.py"),
+    ("repeat look-up (SQL, candidates)", "services/intake/repeat_lookup.py"),
+    ("batch adapter (CSV → drafts)", "services/intake/adapters/"),
+    ("normalize: PII, grid, category", "services/intake/normalize.py"),
+    ("pipeline: numbering, rows, event", "services/intake/pipeline.py"),
+    ("canonical JSON parse + validate", "shared/fastjson.py"),
+    ("database driver, elsewhere", "sqlalchemy/"),
+    ("database driver, elsewhere", "asyncpg/"),
+    ("database driver, elsewhere", "aiosqlite/"),
+    ("intake routes and service (pydantic, responses)", "services/intake/"),
+    ("Kafka client", "aiokafka/"),
+    ("HTTP: uvicorn / starlette / fastapi", "uvicorn/"),
+    ("HTTP: uvicorn / starlette / fastapi", "starlette/"),
+    ("HTTP: uvicorn / starlette / fastapi", "fastapi/"),
+)
+
+
+def summarize_profile(raw: str) -> dict[str, dict[str, float]]:
+    """Shares of samples by area (inclusive, first match) and the top self-time frames."""
+    areas: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        if any(f.startswith("process ") and "idle" in f for f in frames[:1]):
+            continue
+        total += count
+        leaves[frames[-1]] += count
+        for label, marker in AREAS:
+            if any(marker in f for f in frames):
+                areas[label] += count
+                break
+        else:
+            areas["other (event loop, idle polling, runtime)"] += count
+    share = {k: round(v / total, 3) for k, v in areas.most_common()} if total else {}
+    top = {k: round(v / total, 3) for k, v in leaves.most_common(25)} if total else {}
+    return {"areas": share, "top": top}
+
+
+def render_profile(name: str, summary: dict[str, dict[str, float]]) -> str:
+    lines = [f"py-spy profile of {name} (share of samples, all server processes)", ""]
+    lines += [f"{v:6.1%}  {k}" for k, v in summary["areas"].items()]
+    lines += ["", "top frames by self time:"]
+    lines += [f"{v:6.1%}  {k}" for k, v in summary["top"].items()]
+    return "\n".join(lines) + "\n"
+
+
+# --- cases ---------------------------------------------------------------------------------------
+
+
+def measure(
+    name: str,
+    url: str,
+    args: argparse.Namespace,
+    server: subprocess.Popen[bytes],
+    *,
+    batch_template_path: Path | None = None,
+) -> Result:
+    batch = batch_template_path is not None
+    script = "post_batch.lua" if batch else "post_ticket.lua"
+    script_args = (str(batch_template_path),) if batch else ()
+    connections = args.batch_connections if batch else args.connections
+    items = args.batch_rows if batch else 1
+    run = dict(
+        connections=connections,
+        script=script,
+        script_args=script_args,
+        timeout_s=60 if batch else 10,
+    )
+    seconds = args.batch_seconds if batch else args.seconds
+    warmup, _ = run_wrk(url, seconds=args.warmup, **run)  # type: ignore[arg-type]
+    key = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    with sampled(server, key, seconds, args.profile) as usage:
+        summary, cpu = run_wrk(url, seconds=seconds, **run)  # type: ignore[arg-type]
+    # wrk's "requests" are the answered ones; "non_2xx" the answered with another status.
+    accepted = sum(s["requests"] - s["non_2xx"] for s in (warmup, summary)) * items
+    measured = summary["duration_us"] / 1e6
     return Result(
         name=name,
-        requests_per_s=round((summary["requests"] - summary["non_2xx"]) / seconds, 1),
+        requests_per_s=round((summary["requests"] - summary["non_2xx"]) / measured, 2),
         p50_ms=round(summary["p50_us"] / 1000, 2),
         p99_ms=round(summary["p99_us"] / 1000, 2),
         errors=summary["errors"],
         wrk_cpu_share=round(cpu, 2),
+        items_per_request=items,
+        connections=connections,
         accepted=accepted,
+        server_cpu_share=usage.get("cpu"),
+        machine_cpu_busy=usage.get("machine"),
+        worker_cpu_shares=[v for k, v in usage.items() if k.startswith("cpu:worker")],
+        profile={
+            k.removeprefix("profile:"): v for k, v in usage.items() if k.startswith("profile:")
+        },
     )
 
 
@@ -158,7 +446,12 @@ async def drop_schema(url: str, schema: str) -> None:
 
 
 def bench_intake(
-    name: str, db_env: dict[str, str], broker: EmbeddedBroker, args: argparse.Namespace
+    name: str,
+    db_env: dict[str, str],
+    broker: EmbeddedBroker,
+    args: argparse.Namespace,
+    *,
+    batch_template_path: Path | None = None,
 ) -> Result:
     env = {
         **os.environ,
@@ -176,28 +469,95 @@ def bench_intake(
     )
     port = free_port()
     proc = start_server(["--factory", "services.intake.app:create_app"], env, port, "/readyz")
+    path = f"/channels/{BATCH_CHANNEL}/tickets" if batch_template_path else "/tickets"
     try:
-        return measure(name, f"http://127.0.0.1:{port}/tickets", args)
+        return measure(
+            name,
+            f"http://127.0.0.1:{port}{path}",
+            args,
+            proc,
+            batch_template_path=batch_template_path,
+        )
     finally:
         stop_server(proc)
 
 
+def bench_ceiling(name: str, path: str, args: argparse.Namespace, template: Path | None) -> Result:
+    port = free_port()
+    server = start_server(["bench.ceiling_app:app"], dict(os.environ), port, "/openapi.json")
+    try:
+        return measure(
+            name, f"http://127.0.0.1:{port}{path}", args, server, batch_template_path=template
+        )
+    finally:
+        stop_server(server)
+
+
+def bench_database_cases(
+    kind: str,
+    label: str,
+    args: argparse.Namespace,
+    broker: EmbeddedBroker,
+    template: Path | None,
+    results: list[Result],
+) -> None:
+    """One intake case (single or batch) on SQLite or PostgreSQL, with its durability check."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "intake.db"
+            result = bench_intake(
+                f"{label}, SQLite",
+                {"INTAKE_DATABASE_URL": f"sqlite+aiosqlite:///{db}"},
+                broker,
+                args,
+                batch_template_path=template,
+            )
+            result.stored = count_sqlite(db)
+            results.append(result)
+        return
+    schema = f"bench_{int(time.time())}"
+    try:
+        result = bench_intake(
+            f"{label}, PostgreSQL",
+            {"INTAKE_DATABASE_URL": args.postgres, "INTAKE_DATABASE_SCHEMA": schema},
+            broker,
+            args,
+            batch_template_path=template,
+        )
+        result.stored = asyncio.run(count_postgres(args.postgres, schema))
+        results.append(result)
+    except (OSError, asyncpg.PostgresError, subprocess.CalledProcessError) as exc:
+        print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
+    finally:
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            asyncio.run(drop_schema(args.postgres, schema))
+
+
 def render(results: list[Result], args: argparse.Namespace) -> str:
-    """The results as a Markdown table, each case against the ceiling measured in the same run."""
-    base = results[0].requests_per_s
+    """The results as a Markdown table, each case against its ceiling measured in the same run."""
+    ceilings = {
+        False: next((r for r in results if r.name.startswith("ceiling")), None),
+        True: next((r for r in results if r.name.startswith("batch ceiling")), None),
+    }
     lines = [
-        f"{args.connections} connections, {args.seconds} s measured after {args.warmup} s "
-        "warm-up, 2 uvicorn workers each",
+        f"{args.seconds} s measured ({args.batch_seconds} s for batches) after {args.warmup} s "
+        f"warm-up, 2 uvicorn workers each; single posts at {args.connections} connections, "
+        f"{args.batch_rows}-row files at {args.batch_connections}",
         "",
-        "| case | req/s | vs ceiling | p50 ms | p99 ms | errors | wrk CPU (cores) "
-        "| rows stored / 2xx answered |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | conns | req/s | items/s | vs ceiling | p50 ms | p99 ms | errors "
+        "| server CPU (cores; busiest two) | wrk CPU | machine busy "
+        "| rows stored / items answered 2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        ceiling = ceilings[r.items_per_request > 1]
+        ratio = f"{r.items_per_s / ceiling.items_per_s:.0%}" if ceiling else "—"
         stored = "—" if r.stored is None else f"{r.stored} / {r.accepted}"
         lines.append(
-            f"| {r.name} | {r.requests_per_s:,.0f} | {r.requests_per_s / base:.0%} | {r.p50_ms} "
-            f"| {r.p99_ms} | {r.errors} | {r.wrk_cpu_share} | {stored} |"
+            f"| {r.name} | {r.connections} | {r.requests_per_s:,.1f} | {r.items_per_s:,.0f} "
+            f"| {ratio} | {r.p50_ms} | {r.p99_ms} | {r.errors} "
+            f"| {r.server_cpu_share} ({' + '.join(str(c) for c in r.worker_cpu_shares)}) "
+            f"| {r.wrk_cpu_share} | {r.machine_cpu_busy} | {stored} |"
         )
     return "\n".join(lines)
 
@@ -206,65 +566,76 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument(
+        "--batch-seconds", type=int, default=40, help="batch cases: a file takes seconds"
+    )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--batch-connections", type=int, default=32)
+    parser.add_argument("--batch-rows", type=int, default=1000)
+    parser.add_argument("--only", default=",".join(ALL_CASES))
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy into this directory")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "intake.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
+    cases = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = set(cases) - set(ALL_CASES)
+    if unknown:
+        sys.exit(f"unknown cases {sorted(unknown)}; choose from {', '.join(ALL_CASES)}")
 
     results: list[Result] = []
-    port = free_port()
-    ceiling = start_server(["bench.ceiling_app:app"], dict(os.environ), port, "/openapi.json")
-    try:
-        results.append(
-            measure(
-                "ceiling: bare FastAPI, validate only", f"http://127.0.0.1:{port}/tickets", args
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "batch.csv"
+        batch_template(template, args.batch_rows)
+        if "ceiling" in cases:
+            results.append(
+                bench_ceiling("ceiling: bare FastAPI, validate only", "/tickets", args, None)
+            )
+        broker = EmbeddedBroker().start()
+        asyncio.run(
+            create_topics(
+                BusSettings(kafka_bootstrap_servers=broker.bootstrap, kafka_topic_prefix="bench")
             )
         )
-    finally:
-        stop_server(ceiling)
-
-    broker = EmbeddedBroker().start()
-    asyncio.run(
-        create_topics(
-            BusSettings(kafka_bootstrap_servers=broker.bootstrap, kafka_topic_prefix="bench")
-        )
-    )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            db = Path(tmp) / "intake.db"
-            result = bench_intake(
-                "intake durable POST, SQLite",
-                {"INTAKE_DATABASE_URL": f"sqlite+aiosqlite:///{db}"},
-                broker,
-                args,
-            )
-            result.stored = count_sqlite(db)
-            results.append(result)
-        schema = f"bench_{int(time.time())}"
         try:
-            result = bench_intake(
-                "intake durable POST, PostgreSQL",
-                {"INTAKE_DATABASE_URL": args.postgres, "INTAKE_DATABASE_SCHEMA": schema},
-                broker,
-                args,
-            )
-            result.stored = asyncio.run(count_postgres(args.postgres, schema))
-            results.append(result)
-        except (OSError, asyncpg.PostgresError, subprocess.CalledProcessError) as exc:
-            print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
+            for kind in ("sqlite", "postgres"):
+                if f"single-{kind}" in cases:
+                    bench_database_cases(
+                        kind, "intake durable POST /tickets", args, broker, None, results
+                    )
+            if "batch-ceiling" in cases:
+                results.append(
+                    bench_ceiling(
+                        "batch ceiling: bare FastAPI, parse + validate rows",
+                        "/batch",
+                        args,
+                        template,
+                    )
+                )
+            for kind in ("sqlite", "postgres"):
+                if f"batch-{kind}" in cases:
+                    bench_database_cases(
+                        kind,
+                        f"intake batch CSV ({args.batch_rows} rows)",
+                        args,
+                        broker,
+                        template,
+                        results,
+                    )
         finally:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                asyncio.run(drop_schema(args.postgres, schema))
-    finally:
-        broker.stop()
+            broker.stop()
 
     print(render(results, args))
+    for r in results:
+        if r.profile:
+            print(f"\n{r.name}: " + ", ".join(f"{k} {v:.0%}" for k, v in r.profile.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    args.out.write_text(
+        json.dumps([{**asdict(r), "items_per_s": r.items_per_s} for r in results], indent=2)
+    )
 
 
 if __name__ == "__main__":
