@@ -45,6 +45,9 @@ from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.runtime import RuntimeDep
 
 router = APIRouter()
+
+# Offsets beyond any real listing; larger ones would overflow the databases' integer parameters.
+MAX_OFFSET = 1_000_000
 T = TypeVar("T")
 
 
@@ -91,7 +94,7 @@ async def list_areas(
     parent: Annotated[str | None, Query(description="children of this area")] = None,
     tier: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[AreaRow]:
     """Areas of the city (city → district → town → village → grid), filtered."""
     A: Any = AreaRow
@@ -117,7 +120,7 @@ async def list_departments(
     within: Annotated[str | None, Query(description="jurisdiction equal to this area")] = None,
     q: Annotated[str | None, Query(description="code or name contains")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Departments with their tier, jurisdiction and responsibility list, filtered and paged."""
     M: Any = Department
@@ -356,7 +359,7 @@ async def get_inbox(
     mode: Annotated[str | None, Query()] = None,
     ticket_id: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> InboxPage:
     """A department's dispatches, most urgent first; filter by status (repeatable), overdue,
     line, mode and ticket; paginate with limit/offset."""
@@ -426,7 +429,7 @@ async def list_escalations(
     principal: CurrentPrincipal,
     target: Annotated[str | None, Query(description="escalated to this centre")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Any]:
     """Escalations of missed clocks, newest first."""
     return await _read(

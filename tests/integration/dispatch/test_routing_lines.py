@@ -336,3 +336,15 @@ async def test_a_change_that_breaks_the_active_rules_is_refused_naming_the_rule(
         )
         assert restore.status_code == 201
     assert (await env.client.post("/departments/CITY-PARKS/deactivate")).status_code == 200
+
+
+async def test_listings_page_and_refuse_offsets_no_listing_reaches(env: DispatchEnv) -> None:
+    grids = await env.client.get("/areas", params={"tier": "grid", "limit": 5, "offset": 3})
+    assert grids.status_code == 200
+    assert len(grids.json()) == 5 and {a["tier"] for a in grids.json()} == {"grid"}
+    page = await env.client.get("/areas", params={"tier": "grid", "limit": 8})
+    assert [a["code"] for a in page.json()[3:]] == [a["code"] for a in grids.json()]
+    for path in ("/areas", "/departments"):
+        huge = await env.client.get(path, params={"offset": 28333479921357651181568})
+        assert huge.status_code == 422, huge.text
+        assert huge.json()["errors"][0]["field"] == "query.offset"
