@@ -32,7 +32,8 @@ router = APIRouter(prefix="/open311", tags=["open311"])
 
 CHANNEL = "open311-public-api"
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
-CHANGESET = "2026-12-01T00:00:00+08:00"
+# When the service list (the taxonomy leaves) last changed; clients re-fetch services after it.
+CHANGESET = "2026-11-22T00:00:00+08:00"
 CITY_TZ = ZoneInfo("Asia/Shanghai")
 FORMATS = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
 _PLURAL_TO_ITEM = {

@@ -3,6 +3,7 @@ in JSON and XML, with the spec's error shape naming the field."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
 import orjson
@@ -17,6 +18,9 @@ async def test_discovery_points_at_the_v2_endpoint(env: IntakeEnv) -> None:
     assert endpoint["specification"] == "http://wiki.open311.org/GeoReport_v2"
     assert endpoint["url"].endswith("/open311/v2/")
     assert set(endpoint["formats"]) == {"application/json", "text/xml"}
+    # A changeset is when the document last changed: never a time still to come.
+    for changeset in (found["changeset"], endpoint["changeset"]):
+        assert datetime.fromisoformat(changeset) <= datetime.now(UTC)
     xml = await env.client.get("/open311/discovery.xml")
     assert xml.headers["content-type"].startswith("text/xml")
     assert ET.fromstring(xml.content).find("endpoints/endpoint/specification") is not None
