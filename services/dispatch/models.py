@@ -8,15 +8,20 @@ read back).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
 from shared.db import AwareDateTime, service_base
 from shared.outbox import bus_tables
 
-DispatchBase = service_base("dispatch")
+# mypy cannot use a class built at run time as a base; to the type checker the base is
+# plain SQLModel (which is what ``service_base`` returns a subclass of, with its own metadata).
+if TYPE_CHECKING:
+    DispatchBase = SQLModel
+else:
+    DispatchBase = service_base("dispatch")
 
 _BIGINT_PK = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
@@ -36,7 +41,7 @@ def _json(default: Any) -> Any:
 # The organisation
 
 
-class AreaRow(DispatchBase, table=True):  # type: ignore[call-arg]
+class AreaRow(DispatchBase, table=True):
     """One node of the city's area tree (city → district → town → village → grid)."""
 
     __tablename__ = "areas"
@@ -53,7 +58,7 @@ class AreaRow(DispatchBase, table=True):  # type: ignore[call-arg]
     polygon: list[Any] = _json(list)
 
 
-class Department(DispatchBase, table=True):  # type: ignore[call-arg]
+class Department(DispatchBase, table=True):
     """A unit handling appeals in its jurisdiction (``area_code``, an area subtree), for the
     categories on its responsibility list (as declared: a top-level code means all its leaves)."""
 
@@ -72,7 +77,7 @@ class Department(DispatchBase, table=True):  # type: ignore[call-arg]
     updated_at: datetime | None = _aware(nullable=True)
 
 
-class DepartmentChange(DispatchBase, table=True):  # type: ignore[call-arg]
+class DepartmentChange(DispatchBase, table=True):
     """The audit trail of admin changes to the organisation."""
 
     __tablename__ = "department_changes"
@@ -86,7 +91,7 @@ class DepartmentChange(DispatchBase, table=True):  # type: ignore[call-arg]
     changed_at: datetime = _aware()
 
 
-class MetaEntry(DispatchBase, table=True):  # type: ignore[call-arg]
+class MetaEntry(DispatchBase, table=True):
     """Small named values: the org chart's version and revision."""
 
     __tablename__ = "dispatch_meta"
@@ -96,7 +101,7 @@ class MetaEntry(DispatchBase, table=True):  # type: ignore[call-arg]
     updated_at: datetime = _aware()
 
 
-class RuleSetRow(DispatchBase, table=True):  # type: ignore[call-arg]
+class RuleSetRow(DispatchBase, table=True):
     """A routing rules file as activated; the newest row is the active version."""
 
     __tablename__ = "rule_sets"
@@ -113,7 +118,7 @@ class RuleSetRow(DispatchBase, table=True):  # type: ignore[call-arg]
 # Tickets and dispatches
 
 
-class TicketRecord(DispatchBase, table=True):  # type: ignore[call-arg]
+class TicketRecord(DispatchBase, table=True):
     """What dispatch knows of a ticket: the facts it was routed on (re-routing needs them) and
     the departments that may not get it again (approved returns)."""
 
@@ -131,7 +136,7 @@ class TicketRecord(DispatchBase, table=True):  # type: ignore[call-arg]
     routed_at: datetime = _aware()
 
 
-class Dispatch(DispatchBase, table=True):  # type: ignore[call-arg]
+class Dispatch(DispatchBase, table=True):
     """A ticket handed to one department (or offered to several in the grab pool, or a summons
     to report to a whistle), with its state; its clocks are ``DispatchClock`` rows."""
 
@@ -175,7 +180,7 @@ class Dispatch(DispatchBase, table=True):  # type: ignore[call-arg]
     deadlines: dict[str, Any] = _json(dict)
 
 
-class DispatchClock(DispatchBase, table=True):  # type: ignore[call-arg]
+class DispatchClock(DispatchBase, table=True):
     """One running clock of a dispatch. The scheduler escalates it when ``next_escalation_at``
     passes while it is still running; ``escalation_level`` is how far up it has gone."""
 
@@ -192,7 +197,7 @@ class DispatchClock(DispatchBase, table=True):  # type: ignore[call-arg]
     next_escalation_at: datetime | None = _aware(nullable=True)
 
 
-class GrabOffer(DispatchBase, table=True):  # type: ignore[call-arg]
+class GrabOffer(DispatchBase, table=True):
     """A department eligible to grab a pooled dispatch; ``rank`` 0 is assigned if nobody does."""
 
     __tablename__ = "grab_offers"
@@ -202,7 +207,7 @@ class GrabOffer(DispatchBase, table=True):  # type: ignore[call-arg]
     rank: int = 0
 
 
-class DispatchAction(DispatchBase, table=True):  # type: ignore[call-arg]
+class DispatchAction(DispatchBase, table=True):
     """The audit trail: every action on a dispatch, who took it, and what it changed."""
 
     __tablename__ = "dispatch_actions"
@@ -221,7 +226,7 @@ class DispatchAction(DispatchBase, table=True):  # type: ignore[call-arg]
     at: datetime = _aware()
 
 
-class ExtensionRequest(DispatchBase, table=True):  # type: ignore[call-arg]
+class ExtensionRequest(DispatchBase, table=True):
     """An extension asked for and its decision: the audit record of a moved clock."""
 
     __tablename__ = "extension_requests"
@@ -242,7 +247,7 @@ class ExtensionRequest(DispatchBase, table=True):  # type: ignore[call-arg]
     new_due_at: datetime | None = _aware(nullable=True)
 
 
-class Escalation(DispatchBase, table=True):  # type: ignore[call-arg]
+class Escalation(DispatchBase, table=True):
     """One step up the tiers for one missed clock. The unique key makes it happen once, however
     many scheduler replicas or restarts race for it."""
 
@@ -262,7 +267,7 @@ class Escalation(DispatchBase, table=True):  # type: ignore[call-arg]
     escalated_at: datetime = _aware()
 
 
-class Whistle(DispatchBase, table=True):  # type: ignore[call-arg]
+class Whistle(DispatchBase, table=True):
     """A whistle (吹哨) blown on a ticket; the summoned departments' dispatches point at it."""
 
     __tablename__ = "whistles"

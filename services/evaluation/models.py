@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from sqlalchemy import Column
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
 from shared.db import AwareDateTime, service_base
 from shared.outbox import bus_tables
 
-EvaluationBase = service_base("evaluation")
+# mypy cannot use a class built at run time as a base; to the type checker the base is
+# plain SQLModel (which is what ``service_base`` returns a subclass of, with its own metadata).
+if TYPE_CHECKING:
+    EvaluationBase = SQLModel
+else:
+    EvaluationBase = service_base("evaluation")
 
 
-class TicketFact(EvaluationBase, table=True):  # type: ignore[call-arg]
+class TicketFact(EvaluationBase, table=True):
     """One row per ticket, filled in by whichever of its events arrives (in any order)."""
 
     __tablename__ = "ticket_facts"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.evaluation.models import Summary, TicketFact
 from shared.events.dispatch import TicketAssigned
@@ -47,9 +48,9 @@ async def summary(*, session: AsyncSession) -> Summary:
     row = (
         await session.execute(
             select(
-                func.count(TicketFact.received_at),
-                func.count(TicketFact.dispatched_at),
-                func.count(TicketFact.satisfaction),
+                func.count(col(TicketFact.received_at)),
+                func.count(col(TicketFact.dispatched_at)),
+                func.count(col(TicketFact.satisfaction)),
             )
         )
     ).one()

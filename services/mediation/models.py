@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import Column
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
 from shared.db import AwareDateTime, service_base
 from shared.outbox import bus_tables
 
-MediationBase = service_base("mediation")
+# mypy cannot use a class built at run time as a base; to the type checker the base is
+# plain SQLModel (which is what ``service_base`` returns a subclass of, with its own metadata).
+if TYPE_CHECKING:
+    MediationBase = SQLModel
+else:
+    MediationBase = service_base("mediation")
 
 
-class Case(MediationBase, table=True):  # type: ignore[call-arg]
+class Case(MediationBase, table=True):
     """A dispute case."""
 
     __tablename__ = "cases"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.mediation.models import Case
 from shared.events.base import utcnow
@@ -37,7 +38,9 @@ async def _open_case(
 ) -> Case:
     """The ticket's case, opened (with ``CaseOpened``) if it has none yet: one case per ticket."""
     existing = (
-        (await session.execute(select(Case).where(Case.ticket_id == ticket_id))).scalars().first()
+        (await session.execute(select(Case).where(col(Case.ticket_id) == ticket_id)))
+        .scalars()
+        .first()
     )
     if existing is not None:
         return existing

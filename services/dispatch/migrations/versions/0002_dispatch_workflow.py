@@ -12,7 +12,7 @@ Create Date: 2026-11-22 05:19:22.125887
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import shared.db

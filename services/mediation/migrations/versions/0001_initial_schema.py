@@ -8,7 +8,7 @@ Create Date: 2026-11-22 04:50:34.738626
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import shared.db
