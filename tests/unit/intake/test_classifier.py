@@ -1,54 +1,110 @@
-"""The appeal classifier: taxonomy leaves, confidence, fallback, determinism and speed."""
+"""The appeal classifier: data hygiene, accuracy floors, confidence, fallback, batches, speed."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from collections import Counter
+from importlib import resources
 
 import pytest
 
 from services.intake import classifier
 from services.intake.classifier import (
-    CentroidModel,
     Classification,
     ClassifierConfig,
+    Evaluation,
     LabelledAppeal,
+    LinearModel,
     classify,
+    classify_many,
     cross_validate,
+    cross_validation,
     cue_hits,
     evaluate,
+    features,
     load_labelled,
-    tokens,
 )
 from shared import taxonomy
+
+# What `python -m services.intake.classifier --evaluate` measured when the model was frozen
+# (docs/classification.md): 5-fold CV 86.6 % / 82.4 % on the train rows, held-out 228/254 top
+# level and 221/254 leaf. A change that drops below these is a regression.
+CV_TOP_LEVEL_FLOOR = 0.86
+CV_LEAF_FLOOR = 0.82
+CV_TOP_LEVEL_RECALL_FLOOR = 0.75  # the weakest family, 04, is at 62/77
+HELDOUT_TOP_LEVEL_FLOOR = 228 / 254
+HELDOUT_LEAF_FLOOR = 221 / 254
+
+
+def _file_rows(name: str) -> list[LabelledAppeal]:
+    return load_labelled(resources.files("services.intake.data").joinpath(name).read_text("utf-8"))
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[LabelledAppeal]:
-    """The labelled set."""
+    """The labelled set: train rows and the held-out rows."""
     return load_labelled()
 
 
-def test_labelled_set_is_big_varied_and_stratified(rows: list[LabelledAppeal]) -> None:
-    assert len(rows) >= 360
+@pytest.fixture(scope="module")
+def train(rows: list[LabelledAppeal]) -> list[LabelledAppeal]:
+    return [r for r in rows if r.split == "train"]
+
+
+@pytest.fixture(scope="module")
+def heldout(rows: list[LabelledAppeal]) -> list[LabelledAppeal]:
+    return [r for r in rows if r.split == "heldout"]
+
+
+@pytest.fixture(scope="module")
+def cv(train: list[LabelledAppeal]) -> Evaluation:
+    """Five-fold cross-validation of the default config on the train rows."""
+    return cross_validation(train, ClassifierConfig())
+
+
+def test_train_and_heldout_rows_live_in_separate_files_and_never_overlap(
+    rows: list[LabelledAppeal],
+) -> None:
+    train_file = _file_rows(classifier.LABELLED_FILE)
+    heldout_file = _file_rows(classifier.HELDOUT_FILE)
+    assert {r.split for r in train_file} == {"train"}
+    assert {r.split for r in heldout_file} == {"heldout"}
+    assert rows == train_file + heldout_file
     assert len({r.id for r in rows}) == len(rows)
     assert len({r.content for r in rows}) == len(rows)
-    tops = {c.code for c in taxonomy.top_levels()}
-    assert {r.top_level for r in rows} == tops
-    leaves = {r.category_code for r in rows}
-    assert len(leaves) >= 0.9 * len(taxonomy.leaves())
-    heldout = [r for r in rows if r.split == "heldout"]
-    assert 0.2 <= len(heldout) / len(rows) <= 0.3
-    by_top = Counter(r.top_level for r in rows)
-    held_by_top = Counter(r.top_level for r in heldout)
-    for top, total in by_top.items():
-        assert held_by_top[top] >= 1, top
-        assert abs(held_by_top[top] / total - 0.25) <= 0.15, top
+    assert len({(r.title, r.content) for r in rows}) == len(rows)
 
 
-def test_the_shipped_model_never_sees_heldout_rows(rows: list[LabelledAppeal]) -> None:
-    train_ids = {r.id for r in classifier.train_rows()}
-    assert train_ids == {r.id for r in rows if r.split == "train"}
+def test_train_rows_cover_every_leaf_well(train: list[LabelledAppeal]) -> None:
+    per_leaf = Counter(r.category_code for r in train)
+    assert set(per_leaf) == {c.code for c in taxonomy.leaves()}
+    assert min(per_leaf.values()) >= 10
+
+
+def test_heldout_set_is_big_and_covers_every_top_level_and_leaf(
+    heldout: list[LabelledAppeal],
+) -> None:
+    assert len(heldout) >= 200
+    assert {r.top_level for r in heldout} == {c.code for c in taxonomy.top_levels()}
+    per_leaf = Counter(r.category_code for r in heldout)
+    assert set(per_leaf) == {c.code for c in taxonomy.leaves()}
+    assert all(re.fullmatch(r"H\d{4}", r.id) for r in heldout)
+
+
+def test_the_shipped_model_never_sees_heldout_rows(
+    train: list[LabelledAppeal], heldout: list[LabelledAppeal]
+) -> None:
+    assert {r.id for r in classifier.train_rows()} == {r.id for r in train}
+    assert {r.id for r in classifier.heldout_rows()} == {r.id for r in heldout}
+    assert not {r.id for r in train} & {r.id for r in heldout}
+
+
+def test_the_docs_report_the_heldout_file_that_was_scored() -> None:
+    """Editing the held-out rows after their one scoring shows up here."""
+    docs = classifier._DOCS.read_text("utf-8")
+    assert f"SHA-256 `{classifier.heldout_digest()[:16]}`" in docs
 
 
 @pytest.mark.parametrize(
@@ -88,50 +144,71 @@ def test_text_without_meaning_falls_back_to_other(title: str, content: str) -> N
 
 def test_low_confidence_falls_back_to_1901_keeping_the_guess() -> None:
     model = classifier.default_model()
-    strict = CentroidModel(
-        config=ClassifierConfig(min_confidence=1.01),
-        labels=model.labels,
-        idf=model.idf,
-        default_idf=model.default_idf,
-        postings=model.postings,
+    strict = dataclasses.replace(
+        model, config=dataclasses.replace(model.config, min_confidence=1.01)
     )
     result = strict.classify("路灯不亮", "小区路灯坏了")
     assert (result.code, result.low_confidence) == ("1901", True)
     assert result.alternatives[0].code == "0102"
 
 
-def test_deterministic_across_retraining(rows: list[LabelledAppeal]) -> None:
-    train = [r for r in rows if r.split == "train"]
-    a = CentroidModel.train(train, ClassifierConfig())
-    b = CentroidModel.train(list(reversed(train)), ClassifierConfig())
-    for row in rows[:60]:
-        assert a.classify(row.title, row.content) == b.classify(row.title, row.content)
+def test_deterministic_across_retraining(train: list[LabelledAppeal]) -> None:
+    a = LinearModel.train(train, ClassifierConfig())
+    b = LinearModel.train(list(reversed(train)), ClassifierConfig())
+    sample = [(r.title, r.content) for r in train[::10]]
+    assert a.classify_many(sample) == b.classify_many(sample)
 
 
-def test_fast_after_warm_up(rows: list[LabelledAppeal]) -> None:
-    classifier.warm_up()
-    sample = rows[:100]
-    started = time.perf_counter()
-    for row in sample:
-        classify(row.title, row.content)
-    per_appeal = (time.perf_counter() - started) / len(sample)
-    assert per_appeal < 0.003  # the budget is 1 ms; room for a loaded CI machine
+def test_a_batch_gets_exactly_the_answers_of_one_by_one(rows: list[LabelledAppeal]) -> None:
+    appeals = [(r.title, r.content) for r in rows[::3]] + [("", ""), ("asdf", "qwer")]
+    assert classify_many(appeals) == [classify(title, content) for title, content in appeals]
+    assert classify_many(["小区门口路灯坏了"]) == [classify("", "小区门口路灯坏了")]
+    assert classify_many([]) == []
 
 
-def test_heldout_accuracy_is_what_the_docs_report(rows: list[LabelledAppeal]) -> None:
-    result = evaluate(classifier.default_model(), [r for r in rows if r.split == "heldout"])
-    assert result.top_level_accuracy >= 0.8
-    assert result.leaf_accuracy >= 0.7
-    docs = (classifier._DOCS).read_text("utf-8")
+def test_cross_validation_accuracy_floor(cv: Evaluation) -> None:
+    assert cv.top_level_accuracy >= CV_TOP_LEVEL_FLOOR
+    assert cv.leaf_accuracy >= CV_LEAF_FLOOR
+
+
+def test_every_top_level_is_predicted_right_most_of_the_time_in_cross_validation(
+    cv: Evaluation,
+) -> None:
+    assert set(cv.per_top_level) == {c.code for c in taxonomy.top_levels()}
+    for top, (correct, total) in cv.per_top_level.items():
+        assert correct / total >= CV_TOP_LEVEL_RECALL_FLOOR, top
+
+
+def test_heldout_accuracy_is_what_the_docs_report(heldout: list[LabelledAppeal]) -> None:
+    result = evaluate(classifier.default_model(), heldout)
+    assert result.top_level_accuracy >= HELDOUT_TOP_LEVEL_FLOOR
+    assert result.leaf_accuracy >= HELDOUT_LEAF_FLOOR
+    docs = classifier._DOCS.read_text("utf-8")
     assert f"**{result.top_level_accuracy:.1%}** ({result.top_level_correct}/{result.rows})" in docs
     assert f"**{result.leaf_accuracy:.1%}** ({result.leaf_correct}/{result.rows})" in docs
 
 
-def test_cross_validation_runs_on_the_rows_it_is_given(rows: list[LabelledAppeal]) -> None:
-    train = [r for r in rows if r.split == "train"][:200]
-    top, leaf = cross_validate(train, ClassifierConfig(), folds=4)
+def test_cross_validation_runs_on_the_rows_it_is_given(train: list[LabelledAppeal]) -> None:
+    top, leaf = cross_validate(train[:300], ClassifierConfig(), folds=4)
     assert 0.6 <= top <= 1.0
     assert 0.5 <= leaf <= top
+
+
+def test_training_and_prediction_are_fast(train: list[LabelledAppeal]) -> None:
+    started = time.perf_counter()
+    model = LinearModel.train(train, ClassifierConfig())
+    assert time.perf_counter() - started < 2.0  # start-up budget; measured well under 1 s
+    appeals = [(r.title, r.content) for r in train[:500]]
+    model.classify_many(appeals[:5])
+    started = time.perf_counter()
+    for title, content in appeals[:100]:
+        model.classify(title, content)
+    single = (time.perf_counter() - started) / 100
+    started = time.perf_counter()
+    model.classify_many(appeals)
+    batched = (time.perf_counter() - started) / len(appeals)
+    assert single < 0.003  # the budget is 1 ms; room for a loaded CI machine
+    assert batched < 0.002
 
 
 def test_intent_cues_count_only_up_front() -> None:
@@ -140,10 +217,14 @@ def test_intent_cues_count_only_up_front() -> None:
     assert cue_hits("公园开放时间", "来电人建议：延长开放时间").get("1801") == 1
 
 
-def test_tokens_drop_stopwords_and_numbers() -> None:
-    words = tokens("来电人反映：我们小区3号楼的电梯经常坏了")
-    assert {"小区", "电梯", "坏"} <= set(words)
-    assert not {"来电人", "我们", "的", "了", "3"} & set(words)
+def test_features_are_blocks_of_character_ngrams_cues_and_the_closing_clause() -> None:
+    bag = set(features("路灯不亮", "来电人反映：小区路灯坏了，请问什么时候修？"))
+    assert {"t:路", "t:路灯", "c:路灯", "c:小区"} <= bag
+    assert {"q:0102", "q:01"} <= bag
+    assert "q:1701" not in bag  # 请问 is not up front: intent cues count only there
+    assert {"e:修", "e:时候", "e:?"} <= bag
+    assert {"q:1701", "q:17"} <= set(features("请问路灯归谁管", ""))
+    assert set(features("APP 闪退", "")) == {"t:app", "t:闪", "t:退", "t:闪退"}
 
 
 def test_labelled_csv_rejects_unknown_codes_and_splits() -> None:
