@@ -34,13 +34,17 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     async def startup(runtime: Runtime) -> None:
         ctx.bind(runtime)
         runtime.extras["intake"] = ctx
-        # jieba's dictionary and the model load in a second or so; not on the first request.
+        # The classifier fits its model in about a second: at start-up, not on the first request.
         await asyncio.to_thread(classifier.warm_up)
         # Everything built so far lives as long as the process: keep the collector from
         # walking it again on every full collection (measured: a batch file's full
         # collections went from ~150 ms to ~50 ms).
         gc.collect()
         gc.freeze()
+        # A batch file allocates a few hundred thousand short-lived objects; at the default
+        # threshold (700) the young collections and the full ones they trigger cost ~70 µs of
+        # every row (measured, 1,000-row files on PostgreSQL); at 100,000 about 7 µs.
+        gc.set_threshold(100_000, 20, 20)
 
     spec = ServiceSpec(
         name="intake",

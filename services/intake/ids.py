@@ -31,10 +31,16 @@ class TicketIdAllocator:
         self._days_kept = days_kept
         self._blocks: dict[str, list[int]] = {}  # day -> [next, end), most recently used last
         self._lock = asyncio.Lock()
+        self._last_at: datetime | None = None
+        self._last_day = ""
 
     async def next_id(self, at: datetime) -> str:
         """The next ticket id for the city-local day of ``at``."""
-        day = at.astimezone(CITY_TZ).strftime("%Y%m%d")
+        if at is self._last_at:  # a file's rows mostly share one arrival time
+            day = self._last_day
+        else:
+            day = at.astimezone(CITY_TZ).strftime("%Y%m%d")
+            self._last_at, self._last_day = at, day
         block = self._blocks.get(day)
         if block is None or block[0] >= block[1]:
             async with self._lock:

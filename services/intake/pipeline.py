@@ -29,7 +29,7 @@ from services.intake.repeat_lookup import (
     keys_of,
     pack_shingles,
 )
-from shared.events.intake import Attachment, Citizen, Location, TicketReceived
+from shared.events.intake import TicketReceived
 
 
 @dataclass(slots=True)
@@ -52,6 +52,7 @@ class _Pending:
     located: Located
     ticket_id: str = ""
     appeal: repeats.Appeal | None = None
+    earlier: Earlier | None = None  # how later appeals will see this one
 
 
 class Pipeline:
@@ -123,34 +124,42 @@ class Pipeline:
         if not self._detect_repeats:
             return [self._build(p, NOT_A_REPEAT, now=now) for p in pending]
         stored = await self._loader.earlier(appeals)
-        # Earlier rows of the same group are candidates too: judge in order of receipt.
+        # Earlier rows of the same group are candidates too: judge in order of receipt. A row
+        # sharing several keys with an earlier one (citizen, grid, address) is one candidate.
         local: dict[tuple[str, str], list[Earlier]] = {}
         verdicts: dict[int, Verdict] = {}
         for p in sorted(pending, key=lambda q: (q.normalized.received_at, q.index)):
-            assert p.appeal is not None
-            candidates = list(stored[p.index])
-            keys = keys_of(p.appeal)
-            for key in keys:
-                candidates.extend(local.get(key, ()))
-            verdict = decide(p.appeal, candidates, self.policy)
+            appeal = p.appeal
+            assert appeal is not None
+            keys = keys_of(appeal)
+            candidates = stored[p.index]
+            nearby = [e for key in keys for e in local.get(key, ())]
+            if nearby:
+                known = {e.appeal.ticket_id for e in candidates}
+                candidates = list(candidates)
+                for e in nearby:
+                    if e.appeal.ticket_id not in known:
+                        known.add(e.appeal.ticket_id)
+                        candidates.append(e)
+            verdict = decide(appeal, candidates, self.policy)
             verdicts[p.index] = verdict
-            mine = Earlier(
+            p.earlier = Earlier(
                 repeats.Appeal(
-                    received_at=p.appeal.received_at,
+                    received_at=appeal.received_at,
                     text="",
-                    shingles=p.appeal.shingles,
+                    shingles=appeal.shingles,
                     ticket_id=p.ticket_id,
-                    citizen_hash=p.appeal.citizen_hash,
-                    grid_code=p.appeal.grid_code,
-                    address_key=p.appeal.address_key,
-                    longitude=p.appeal.longitude,
-                    latitude=p.appeal.latitude,
+                    citizen_hash=appeal.citizen_hash,
+                    grid_code=appeal.grid_code,
+                    address_key=appeal.address_key,
+                    longitude=appeal.longitude,
+                    latitude=appeal.latitude,
                     repeat_of=verdict.repeat_of,
                 ),
                 verdict.repeat_count,
             )
             for key in keys:
-                local.setdefault(key, []).append(mine)
+                local.setdefault(key, []).append(p.earlier)
         return [self._build(p, verdicts[p.index], now=now) for p in pending]
 
     def _build(self, p: _Pending, verdict: Verdict, *, now: datetime) -> Prepared:
@@ -159,6 +168,8 @@ class Pipeline:
         attachments = [a.model_dump() for a in n.attachments]
         packed = pack_shingles(p.appeal.shingles)
         self._loader.shingles.put(p.ticket_id, packed)
+        if p.earlier is not None:  # the next files' look-ups find it ready, not to unpack
+            self._loader.shingles.keep(p.earlier)
         row: dict[str, Any] = {
             "ticket_id": p.ticket_id,
             "channel": draft.channel_code,
@@ -194,24 +205,26 @@ class Pipeline:
             "attachments": attachments,
             "extra": draft.extra,
         }
+        # One validation for the event and its parts (plain dicts inside, not models: building
+        # each part as a model first costs a validator call and an __init__ each).
         event = TicketReceived(
             ticket_id=p.ticket_id,
             channel=draft.channel_code,
             received_at=n.received_at,
             title=n.public_title,
             content=n.public_content,
-            citizen=Citizen(
-                display_name=n.citizen_display_name,
-                phone_masked=n.citizen_phone_masked,
-                citizen_hash=n.citizen_hash,
-            ),
-            location=Location(
-                address=n.public_address,
-                longitude=draft.longitude,
-                latitude=draft.latitude,
-                grid_code=n.grid_code,
-                area_code=located.area_code,
-            ),
+            citizen={
+                "display_name": n.citizen_display_name,
+                "phone_masked": n.citizen_phone_masked,
+                "citizen_hash": n.citizen_hash,
+            },
+            location={
+                "address": n.public_address,
+                "longitude": draft.longitude,
+                "latitude": draft.latitude,
+                "grid_code": n.grid_code,
+                "area_code": located.area_code,
+            },
             category_code=n.category_code,
             urgency=n.urgency,
             is_enterprise=n.is_enterprise,
@@ -219,12 +232,12 @@ class Pipeline:
             repeat_count=verdict.repeat_count,
             external_id=pii.scrub_text(draft.external_id) if draft.external_id else None,
             attachments=tuple(
-                Attachment(
-                    filename=pii.scrub_text(a.filename),
-                    content_type=a.content_type,
-                    size=a.size,
-                    sha256=a.sha256,
-                )
+                {
+                    "filename": pii.scrub_text(a.filename),
+                    "content_type": a.content_type,
+                    "size": a.size,
+                    "sha256": a.sha256,
+                }
                 for a in n.attachments
             ),
             time_limit_profile=n.time_limit_profile,

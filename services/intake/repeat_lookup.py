@@ -2,8 +2,9 @@
 
 The decision itself is ``repeats.find_repeats`` (pure). This module feeds it: for every key of
 the new appeals (citizen hash, grid, address key) it loads the latest ``per_key`` tickets inside
-the window — one indexed statement per key column for a whole group of appeals: a batch file,
-or every single POST that arrived while the previous look-up ran.
+the window for a whole group of appeals (a batch file, or every single POST that arrived while
+the previous look-up ran): on PostgreSQL one statement for every key column, sent on the driver
+(asyncpg rows, no SQLAlchemy result processing); on SQLite one statement per key column.
 
 Counting: ``repeat_of`` is the first ticket of the chain (as ``find_repeats`` says) and
 ``repeat_count`` is how many earlier appeals the chain holds — the most of the matched tickets'
@@ -20,13 +21,12 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 from sqlalchemy import String, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.intake import repeats
 from shared.db import AwareDateTime
@@ -126,36 +126,25 @@ def decide(
 
 
 @cache
-def _statement(dialect: str, column: str, per_key: int) -> Any:
-    """The latest ``per_key`` tickets for each of many keys, in one indexed statement.
+def _sqlite_candidates(column: str, per_key: int) -> Any:
+    """The latest ``per_key`` tickets for each of many keys of one column, in one statement.
 
-    PostgreSQL: a LATERAL join over the array of keys. SQLite has no LATERAL, but a
-    ``rowid IN (correlated subquery)`` join over ``json_each`` is planned the same way: one
-    index range scan per key, stopped after ``per_key`` rows.
+    SQLite has no LATERAL, but a ``rowid IN (correlated subquery)`` join over ``json_each`` is
+    planned the same way: one index range scan per key, stopped after ``per_key`` rows.
     """
     if column not in _KEY_COLUMNS:
         raise ValueError(column)
     window = "received_at >= :since AND received_at <= :until"
-    limit = int(per_key)
-    if dialect == "postgresql":
-        sql = (
-            f"SELECT c.* FROM unnest(CAST(:keys AS varchar[])) AS k(v) CROSS JOIN LATERAL "
-            f"(SELECT {_COLUMNS} FROM tickets WHERE {column} = k.v AND {window} "
-            f"ORDER BY received_at DESC LIMIT {limit}) AS c"
-        )
-        keys = bindparam("keys", type_=ARRAY(String()))
-    else:
-        columns = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
-        sql = (
-            f"SELECT {columns} FROM json_each(:keys) AS k JOIN tickets AS t ON t.rowid IN "
-            f"(SELECT rowid FROM tickets WHERE {column} = k.value AND {window} "
-            f"ORDER BY received_at DESC LIMIT {limit})"
-        )
-        keys = bindparam("keys", type_=String())
+    columns = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+    sql = (
+        f"SELECT {columns} FROM json_each(:keys) AS k JOIN tickets AS t ON t.rowid IN "
+        f"(SELECT rowid FROM tickets WHERE {column} = k.value AND {window} "
+        f"ORDER BY received_at DESC LIMIT {int(per_key)})"
+    )
     return (
         text(sql)
         .bindparams(
-            keys,
+            bindparam("keys", type_=String()),
             bindparam("since", type_=AwareDateTime()),
             bindparam("until", type_=AwareDateTime()),
         )
@@ -202,20 +191,71 @@ class ShingleCache:
         return len(self._packed)
 
 
+_SQLITE_SHINGLES = text(
+    "SELECT ticket_id, shingles FROM tickets WHERE ticket_id IN (SELECT value FROM json_each(:ids))"
+).bindparams(bindparam("ids", type_=String()))
+
+
 @cache
-def _shingles_statement(dialect: str) -> Any:
-    if dialect == "postgresql":
-        sql = (
-            "SELECT ticket_id, shingles FROM tickets WHERE ticket_id = ANY(CAST(:ids AS varchar[]))"
-        )
-        ids = bindparam("ids", type_=ARRAY(String()))
-    else:
-        sql = (
-            "SELECT ticket_id, shingles FROM tickets"
-            " WHERE ticket_id IN (SELECT value FROM json_each(:ids))"
-        )
-        ids = bindparam("ids", type_=String())
-    return text(sql).bindparams(ids)
+def _postgres_candidates(per_key: int) -> str:
+    """Every key column's candidates in one statement (one round trip, one plan, cached by the
+    driver): a LATERAL join per column over its array of keys, one index range scan per key,
+    stopped after ``per_key`` rows. Each row says which column found it."""
+    limit = int(per_key)
+    window = "received_at >= $4 AND received_at <= $5"
+    return " UNION ALL ".join(
+        f"SELECT {n} AS found_by, c.* FROM unnest(${n + 1}::varchar[]) AS k(v) CROSS JOIN LATERAL "
+        f"(SELECT {_COLUMNS} FROM tickets WHERE {column} = k.v AND {window} "
+        f"ORDER BY received_at DESC LIMIT {limit}) AS c"
+        for n, column in enumerate(_KEY_COLUMNS)
+    )
+
+
+_POSTGRES_SHINGLES = "SELECT ticket_id, shingles FROM tickets WHERE ticket_id = ANY($1::varchar[])"
+
+# A candidate row: (index of the key column that found it, then _COLUMNS in order).
+_FOUND_BY, _TICKET_ID, _RECEIVED_AT = 0, 1, 2
+_KEY_AT = 3  # citizen_hash, grid_code, address_key follow in _KEY_COLUMNS order
+
+
+async def _candidate_rows(
+    conn: AsyncConnection,
+    by_column: dict[str, set[str]],
+    *,
+    since: datetime,
+    until: datetime,
+    per_key: int,
+) -> list[Sequence[Any]]:
+    """The candidate rows of every key, each led by the index of the column that found it."""
+    if conn.dialect.name == "postgresql":
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        keys = [sorted(by_column.get(column, ())) for column in _KEY_COLUMNS]
+        return list(await driver.fetch(_postgres_candidates(per_key), *keys, since, until))
+    rows: list[Sequence[Any]] = []
+    for n, column in enumerate(_KEY_COLUMNS):
+        if column not in by_column:
+            continue
+        params = {"keys": json.dumps(sorted(by_column[column])), "since": since, "until": until}
+        result = await conn.execute(_sqlite_candidates(column, per_key), params)
+        rows.extend((n, *row) for row in result)
+    return rows
+
+
+async def _packed_shingles(conn: AsyncConnection, ticket_ids: list[str]) -> dict[str, bytes]:
+    """Stored shingles of these tickets, by id."""
+    out: dict[str, bytes] = {}
+    postgres = conn.dialect.name == "postgresql"
+    driver = (await conn.get_raw_connection()).driver_connection if postgres else None
+    for start in range(0, len(ticket_ids), 2000):
+        chunk = ticket_ids[start : start + 2000]
+        if driver is not None:
+            rows: Any = await driver.fetch(_POSTGRES_SHINGLES, chunk)
+        else:
+            rows = await conn.execute(_SQLITE_SHINGLES, {"ids": json.dumps(chunk)})
+        for ticket_id, data in rows:
+            out[ticket_id] = data or b""
+    return out
 
 
 async def load_earlier(
@@ -228,75 +268,69 @@ async def load_earlier(
 ) -> list[list[Earlier]]:
     """For each appeal, the latest earlier tickets sharing one of its keys within the window.
 
-    Two steps: the candidates per key column (small rows), then the shingles of the distinct
-    candidates the cache does not hold.
+    Two steps: the candidates of every key (small rows; one statement on PostgreSQL, one per
+    key column on SQLite), then the shingles of the distinct candidates the cache does not hold.
     """
+    wanted = [lookup_keys(a) for a in appeals]
     by_column: dict[str, set[str]] = {}
-    for appeal in appeals:
-        for column, value in lookup_keys(appeal):
+    for keys in wanted:
+        for column, value in keys:
             by_column.setdefault(column, set()).add(value)
     if not by_column:
         return [[] for _ in appeals]
     cache = cache if cache is not None else ShingleCache(0, 0)
     since = min(a.received_at for a in appeals) - policy.window
     until = max(a.received_at for a in appeals)
-    dialect = engine.dialect.name
     earlier: dict[str, Earlier] = {}
-    rows: dict[str, Any] = {}
+    rows: dict[str, Sequence[Any]] = {}
     found: dict[tuple[str, str], list[str]] = {}
     async with engine.connect() as conn:
-        for column, values in sorted(by_column.items()):
-            keys: Any = sorted(values)
-            if dialect != "postgresql":
-                keys = json.dumps(keys)
-            result = await conn.execute(
-                _statement(dialect, column, per_key), {"keys": keys, "since": since, "until": until}
-            )
-            for row in result:
-                ticket_id = row.ticket_id
-                found.setdefault((column, getattr(row, column)), []).append(ticket_id)
-                if ticket_id in earlier or ticket_id in rows:
-                    continue
-                ready = cache.ready(ticket_id)
-                if ready is not None:
-                    earlier[ticket_id] = ready
-                else:
-                    rows[ticket_id] = row
+        for row in await _candidate_rows(
+            conn, by_column, since=since, until=until, per_key=per_key
+        ):
+            found_by, ticket_id = row[_FOUND_BY], row[_TICKET_ID]
+            key = (_KEY_COLUMNS[found_by], row[_KEY_AT + found_by])
+            found.setdefault(key, []).append(ticket_id)
+            if ticket_id in earlier or ticket_id in rows:
+                continue
+            ready = cache.ready(ticket_id)
+            if ready is not None:
+                earlier[ticket_id] = ready
+            else:
+                rows[ticket_id] = row
         packed = {t: p for t in rows if (p := cache.get(t)) is not None}
         missing = [t for t in rows if t not in packed]
-        for start in range(0, len(missing), 2000):
-            chunk: Any = missing[start : start + 2000]
-            if dialect != "postgresql":
-                chunk = json.dumps(chunk)
-            for row in await conn.execute(_shingles_statement(dialect), {"ids": chunk}):
-                data = row.shingles or b""
-                packed[row.ticket_id] = data
-                cache.put(row.ticket_id, data)
+        if missing:
+            loaded = await _packed_shingles(conn, missing)
+            for ticket_id, data in loaded.items():
+                cache.put(ticket_id, data)
+            packed.update(loaded)
         await conn.rollback()
     for ticket_id, row in rows.items():
         made = Earlier(
             repeats.Appeal(
-                received_at=row.received_at,
+                received_at=row[_RECEIVED_AT],
                 text="",
                 shingles=unpack_shingles(packed.get(ticket_id)),
                 ticket_id=ticket_id,
-                citizen_hash=row.citizen_hash,
-                grid_code=row.grid_code,
-                address_key=row.address_key,
-                longitude=row.longitude,
-                latitude=row.latitude,
-                repeat_of=row.repeat_of,
+                citizen_hash=row[3],
+                grid_code=row[4],
+                address_key=row[5],
+                longitude=row[6],
+                latitude=row[7],
+                repeat_of=row[8],
             ),
-            row.repeat_count,
+            row[9],
         )
         earlier[ticket_id] = made
         cache.keep(made)
     out: list[list[Earlier]] = []
-    for appeal in appeals:
+    for keys in wanted:
         seen: dict[str, Earlier] = {}
-        for key in lookup_keys(appeal):
+        for key in keys:
             for ticket_id in found.get(key, ()):
-                seen.setdefault(ticket_id, earlier[ticket_id])
+                if ticket_id not in seen:
+                    seen[ticket_id] = earlier[ticket_id]
         out.append(list(seen.values()))
     return out
 

@@ -104,6 +104,15 @@ async def test_rows_repeating_each_other_in_one_file_are_linked(env: IntakeEnv) 
     assert stored.repeat_of == first["ticket_id"] and stored.repeat_count == 1
 
 
+async def test_a_row_sharing_every_key_with_an_earlier_row_counts_it_once(env: IntakeEnv) -> None:
+    body = rows(env, 2)
+    body[1][2], body[1][4], body[1][5] = body[0][2], body[0][4], body[0][5]  # citizen, text, place
+    response = await post_csv(env, as_csv(HEADER, body))
+    first, second = response.json()["results"]
+    stored = await env.ticket(second["ticket_id"])
+    assert stored.repeat_of == first["ticket_id"] and stored.repeat_count == 1
+
+
 async def test_file_level_problems_name_the_file_or_header(env: IntakeEnv) -> None:
     no_content = await post_csv(env, as_csv(["外部编号", "标题"], [["a", "b"]]))
     empty = await post_csv(env, b"")

@@ -47,6 +47,16 @@ async def test_the_same_place_and_text_repeats_another_text_does_not(env: Intake
     assert other["repeat_of"] is None
 
 
+async def test_an_address_outside_every_grid_finds_earlier_appeals_there(env: IntakeEnv) -> None:
+    address = f"外省某县{env.unique('巷')}号院"  # no grid: candidates are found by the address
+    text = f"{address}的下水道堵了三天，污水漫到路上，气味很大。"
+    first = await post(env, address=address, content=text, citizen_phone=env.phone())
+    same = await post(env, address=address, content=text + "请尽快疏通", citizen_phone=env.phone())
+    stored = await env.ticket(same["ticket_id"])
+    assert stored.grid_code is None and stored.address_key
+    assert same["repeat_of"] == first["ticket_id"] and same["repeat_count"] == 1
+
+
 async def test_appeals_outside_the_window_are_not_repeats(env: IntakeEnv) -> None:
     phone = env.phone()
     now = datetime.now(UTC)

@@ -243,6 +243,10 @@ def test_scrub_handles_full_width_digits() -> None:
     assert scrub_text("电话：１３８１２３４５６７８。") == "电话：138****5678。"
 
 
+def test_scrub_handles_a_full_width_at_sign() -> None:
+    assert scrub_text("邮箱zhang＠qq.com，请回复") == "邮箱z***@qq.com，请回复"
+
+
 @given(NO_DIGITS)
 def test_text_without_numbers_or_addresses_is_unchanged(text: str) -> None:
     if "@" not in text:
