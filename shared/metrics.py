@@ -75,16 +75,28 @@ class ServiceMetrics:
 
 
 class HttpMetricsMiddleware:
-    """Pure ASGI middleware recording latency by route template (not raw path: bounded labels)."""
+    """Pure ASGI middleware recording latency by route template (not raw path: bounded labels).
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    Without ``metrics`` it finds them on the app's state once the lifespan has put them there.
+    The histogram child of each (method, route, status class) is looked up once: ``labels()``
+    takes a lock and builds keys on every call, a measurable share of a small request.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.metrics is None:
+            app = scope.get("app")
+            self.metrics = getattr(getattr(app, "state", None), "metrics", None)
+            if self.metrics is None:
+                await self.app(scope, receive, send)
+                return
         start = time.perf_counter()
         status = 500
 
@@ -99,6 +111,9 @@ class HttpMetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"
-            self.metrics.http_latency.labels(
-                scope["method"], template, f"{status // 100}xx"
-            ).observe(time.perf_counter() - start)
+            key = (scope["method"], template, status // 100)
+            child = self._children.get(key)
+            if child is None:
+                child = self.metrics.http_latency.labels(key[0], template, f"{key[2]}xx")
+                self._children[key] = child
+            child.observe(time.perf_counter() - start)

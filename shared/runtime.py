@@ -167,7 +167,6 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     app = FastAPI(
         title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan
     )
-    metrics_holder: dict[str, ServiceMetrics] = {}
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -237,26 +236,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(_LazyMetricsMiddleware, holder=metrics_holder)
+    # Finds the runtime's metrics on the app state once the lifespan has run.
+    app.add_middleware(HttpMetricsMiddleware)
     return app
-
-
-class _LazyMetricsMiddleware:
-    """HTTP metrics middleware that finds the runtime's metrics once the lifespan has run."""
-
-    def __init__(self, app: Any, holder: dict[str, ServiceMetrics]) -> None:
-        self.app = app
-        self._inner: HttpMetricsMiddleware | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self._inner is None:
-            state = scope.get("app").state if scope.get("app") is not None else None
-            metrics = getattr(state, "metrics", None) if state is not None else None
-            if metrics is None:
-                await self.app(scope, receive, send)
-                return
-            self._inner = HttpMetricsMiddleware(self.app, metrics)
-        await self._inner(scope, receive, send)
 
 
 def declare_bus_tables(metadata: MetaData) -> None:

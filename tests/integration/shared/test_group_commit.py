@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import GroupCommitter, create_engine
+from shared.db import AwareDateTime, GroupCommitter, create_engine, ensure_schema
 from shared.settings import ServiceSettings
 from tests.support import Database
 
@@ -24,15 +43,18 @@ notes = Table(
 )
 
 
-@pytest.fixture
-async def engine(database: Database):
-    settings = ServiceSettings(**database.settings_for("gc"))
-    from shared.db import ensure_schema
-
+async def _engine_with(database: Database, name: str, tables: MetaData):
+    settings = ServiceSettings(**database.settings_for(name))
     await ensure_schema(settings)
     engine = create_engine(settings)
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(tables.create_all)
+    return engine
+
+
+@pytest.fixture
+async def engine(database: Database):
+    engine = await _engine_with(database, "gc", metadata)
     yield engine
     await engine.dispose()
 
@@ -107,3 +129,201 @@ async def test_submit_refused_when_not_running(engine) -> None:
     committer = GroupCommitter(engine)
     with pytest.raises(RuntimeError, match="not running"):
         await committer.submit(inserts=[(items, {"id": 1, "name": "x"})])
+
+
+# --- the direct driver path: plain inserts bypass SQLAlchemy Core ---------------------------
+
+shapes = MetaData()
+rich = Table(
+    "gc_rich",
+    shapes,
+    Column("id", Integer, primary_key=True),
+    Column("code", String(8), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("at", AwareDateTime(), nullable=False),
+    Column("maybe_at", AwareDateTime(), nullable=True),
+    Column("doc", JSON, nullable=False),
+    Column("maybe_doc", JSON, nullable=True),
+    Column("blob", LargeBinary, nullable=True),
+    Column("flag", Boolean, nullable=False),
+    Column("ratio", Float, nullable=True),
+    Column("big", BigInteger, nullable=True),
+)
+rich_twin = rich.to_metadata(shapes, name="gc_rich_core")
+SHANGHAI = timezone(timedelta(hours=8))
+
+
+def _rich_row(i: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "code": f"c{i}",
+        "note": None if i % 2 else "路灯不亮 \u2028 'quoted' \"too\"",
+        "at": datetime(2026, 3, 1, 20, 30, 15, 123456, tzinfo=SHANGHAI),
+        "maybe_at": None if i % 3 else datetime(2026, 3, 2, tzinfo=UTC),
+        "doc": {"list": [1, "二", None], "nested": {"ok": True}} if i % 2 else [],
+        "maybe_doc": None,
+        "blob": None if i % 2 else bytes(range(256)),
+        "flag": bool(i % 2),
+        "ratio": None if i % 2 else 0.1 + i,
+        "big": 2**40 + i,
+    }
+
+
+@pytest.fixture
+async def rich_engine(database: Database):
+    engine = await _engine_with(database, "gcrich", shapes)
+    yield engine
+    await engine.dispose()
+
+
+async def _read(engine, table: Table) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(table).order_by(table.c.id))
+        return [dict(r._mapping) for r in rows]
+
+
+async def test_direct_inserts_store_exactly_what_core_stores(rich_engine) -> None:
+    core_statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            core_statements.append(statement)
+
+    event.listen(rich_engine.sync_engine, "before_cursor_execute", count)
+    committer = GroupCommitter(rich_engine)
+    await committer.start()
+    try:
+        await asyncio.gather(*(committer.submit(inserts=[(rich, _rich_row(i))]) for i in range(12)))
+    finally:
+        await committer.stop()
+        event.remove(rich_engine.sync_engine, "before_cursor_execute", count)
+    assert core_statements == [], "plain inserts should not have gone through Core"
+    async with rich_engine.begin() as conn:
+        await conn.execute(rich_twin.insert(), [_rich_row(i) for i in range(12)])
+
+    direct, core = await _read(rich_engine, rich), await _read(rich_engine, rich_twin)
+    assert direct == core
+    assert direct[0]["at"] == datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    assert all(r["at"].tzinfo is not None and r["at"].utcoffset() == timedelta(0) for r in direct)
+    assert direct[0]["maybe_at"] == datetime(2026, 3, 2, tzinfo=UTC)
+    assert direct[1]["maybe_at"] is None
+    assert direct[0]["doc"] == [] and direct[1]["doc"]["list"] == [1, "二", None]
+    assert direct[0]["blob"] == bytes(range(256)) and direct[1]["blob"] is None
+    assert direct[1]["flag"] is True and direct[0]["flag"] is False
+
+
+async def test_a_naive_datetime_fails_its_own_unit_only(rich_engine) -> None:
+    committer = GroupCommitter(rich_engine)
+    await committer.start()
+    naive = {**_rich_row(5), "at": datetime(2026, 3, 1, 12, 0)}
+    try:
+        results = await asyncio.gather(
+            *(
+                committer.submit(inserts=[(rich, naive if i == 5 else _rich_row(i))])
+                for i in range(10)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        await committer.stop()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1 and "naive datetime refused" in str(failures[0])
+    assert [r["id"] for r in await _read(rich_engine, rich)] == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+
+
+async def test_rows_of_different_shapes_in_one_group_are_all_stored(engine) -> None:
+    committer = GroupCommitter(engine)
+    await committer.start()
+    try:
+        await asyncio.gather(
+            committer.submit(inserts=[(notes, {"id": 1, "item": 7})]),
+            committer.submit(inserts=[(notes, {"id": 2})]),
+            committer.submit(inserts=[(items, {"id": 3, "name": "x"}), (notes, {"id": 3})]),
+        )
+    finally:
+        await committer.stop()
+    assert await _count(engine, notes) == 3
+    assert await _count(engine, items) == 1
+
+
+async def test_a_unique_clash_across_tables_rolls_back_the_whole_unit(engine) -> None:
+    """The direct path writes every table of a group in one statement (PostgreSQL) or one
+    transaction (SQLite): a clash in the second table must not leave the first table's row."""
+    committer = GroupCommitter(engine)
+    await committer.start()
+    try:
+        await committer.submit(inserts=[(notes, {"id": 100, "item": 0})])
+        results = await asyncio.gather(
+            committer.submit(inserts=[(items, {"id": 1, "name": "a"}), (notes, {"id": 1})]),
+            committer.submit(inserts=[(items, {"id": 2, "name": "b"}), (notes, {"id": 100})]),
+            return_exceptions=True,
+        )
+    finally:
+        await committer.stop()
+    assert results[0] is None and isinstance(results[1], IntegrityError)
+    assert await _count(engine, items) == 1
+    assert await _count(engine, notes) == 2
+
+
+@pytest.mark.postgres
+async def test_committer_survives_its_connection_being_killed(engine, database: Database) -> None:
+    if database.kind != "postgres":
+        pytest.skip("SQLite has no server that could close the connection")
+    committer = GroupCommitter(engine)
+    await committer.start()
+    try:
+        await committer.submit(inserts=[(items, {"id": 1, "name": "a"})])
+        killer = await asyncpg.connect(database.root)
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND application_name = $1",
+                ServiceSettings(**database.settings_for("gc")).database_application_name,
+            )
+        finally:
+            await killer.close()
+        await asyncio.sleep(0.1)
+        await committer.submit(inserts=[(items, {"id": 2, "name": "b"})])
+        await committer.submit(inserts=[(items, {"id": 3, "name": "c"})])
+    finally:
+        await committer.stop()
+    assert await _count(engine, items) == 3
+
+
+@pytest.mark.postgres
+async def test_pool_discards_connections_the_server_closed(engine, database: Database) -> None:
+    if database.kind != "postgres":
+        pytest.skip("SQLite has no server that could close the connection")
+    async with engine.connect() as conn:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    killer = await asyncpg.connect(database.root)
+    try:
+        await killer.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await killer.close()
+    await asyncio.sleep(0.1)
+    async with engine.connect() as conn:  # no pre-ping: the closed one must not be handed out
+        assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
+
+
+async def test_python_side_defaults_are_filled_as_core_fills_them(rich_engine) -> None:
+    defaults = MetaData()
+    stamped = Table(
+        "gc_stamped",
+        defaults,
+        Column("id", Integer, primary_key=True),
+        # nullable: a path that skipped the defaults would store NULLs without an error
+        Column("kind", String(8), nullable=True, default="plain"),
+        Column("doc", JSON, nullable=True, default=dict),
+    )
+    async with rich_engine.begin() as conn:
+        await conn.run_sync(defaults.create_all)
+    committer = GroupCommitter(rich_engine)
+    await committer.start()
+    try:
+        await asyncio.gather(*(committer.submit(inserts=[(stamped, {"id": i})]) for i in range(3)))
+    finally:
+        await committer.stop()
+    rows = await _read(rich_engine, stamped)
+    assert [(r["kind"], r["doc"]) for r in rows] == [("plain", {})] * 3
