@@ -171,7 +171,30 @@ async def serve(name: str, app: FastAPI) -> AsyncIterator[RunningService]:
         yield RunningService(name, app, f"http://127.0.0.1:{port}", server, task)
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 20)
+        done, _ = await asyncio.wait({task}, timeout=20)
+        if not done:  # say what is stuck before giving up on it
+            stuck = _task_stacks(exclude=asyncio.current_task())
+            task.cancel()
+            raise TimeoutError(f"{name} did not stop within 20 s; pending tasks:\n{stuck}")
+        task.result()
+
+
+def _task_stacks(*, exclude: asyncio.Task[Any] | None) -> str:
+    """Every pending task with the chain of coroutines it is awaiting, innermost last."""
+    lines = []
+    for t in asyncio.all_tasks():
+        if t is exclude:
+            continue
+        lines.append(f"{t.get_name()}:")
+        coro: Any = t.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None:
+                lines.append(
+                    f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}"
+                )
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return "\n".join(lines)
 
 
 @contextlib.asynccontextmanager
