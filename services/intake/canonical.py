@@ -9,6 +9,7 @@ be missing (the caller stamps the arrival time).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -67,6 +68,24 @@ def _check_category(value: str | None) -> str | None:
     return value
 
 
+# How far ahead of intake's clock a channel's own clock may run before its time is refused.
+CLOCK_SKEW = timedelta(minutes=10)
+
+
+def is_in_the_future(value: datetime, *, now: datetime | None = None) -> bool:
+    """Later than now by more than the clock skew a channel's clock may have."""
+    return value > (now or datetime.now(UTC)) + CLOCK_SKEW
+
+
+def _check_not_in_the_future(value: datetime | None) -> datetime | None:
+    if value is not None and is_in_the_future(value):
+        raise ValueError(
+            f"{value.isoformat()} is in the future: an appeal is received no later than now "
+            f"(clocks may differ by up to {int(CLOCK_SKEW.total_seconds() // 60)} minutes)"
+        )
+    return value
+
+
 def _empty_to_none(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
@@ -81,6 +100,7 @@ IdNumber = Annotated[
 CategoryCode = Annotated[
     str, StringConstraints(strip_whitespace=True), AfterValidator(_check_category)
 ]
+ReceivedAt = Annotated[AwareDatetime, AfterValidator(_check_not_in_the_future)]
 
 
 class AttachmentMeta(BaseModel):
@@ -101,7 +121,7 @@ class TicketDraft(BaseModel):
 
     channel_code: str = Field(..., pattern=_CHANNEL_CODE, max_length=64)
     external_id: str | None = Field(None, min_length=1, max_length=128)
-    received_at: AwareDatetime | None = None
+    received_at: ReceivedAt | None = None
     citizen_name: str | None = Field(None, max_length=64)
     citizen_phone: Phone | None = Field(None, max_length=32)
     citizen_id_number: IdNumber | None = None
@@ -154,7 +174,7 @@ class CallbackDraft(BaseModel):
     satisfaction: Satisfaction
     comment: str | None = Field(None, max_length=2000)
     external_id: str | None = Field(None, min_length=1, max_length=128)
-    received_at: AwareDatetime | None = None
+    received_at: ReceivedAt | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field as SQLField
 
+from services.intake.canonical import ReceivedAt
 from shared.db import AwareDateTime, service_base
 from shared.events.intake import Satisfaction, Urgency
 from shared.outbox import bus_tables
@@ -210,7 +211,7 @@ class TicketIn(BaseModel):
     urgency: Urgency = "normal"
     is_enterprise: bool = False
     enterprise_name: str | None = Field(None, max_length=200)
-    received_at: AwareDatetime | None = None
+    received_at: ReceivedAt | None = None
 
 
 class TicketAccepted(BaseModel):
@@ -234,7 +235,7 @@ class CallbackIn(BaseModel):
     resolved: bool
     satisfaction: Satisfaction
     comment: str | None = Field(None, max_length=2000)
-    received_at: AwareDatetime | None = None
+    received_at: ReceivedAt | None = None
 
 
 class CallbackAccepted(BaseModel):

@@ -26,7 +26,7 @@ from services.intake.adapters.common import (
     preset_for,
     require_format,
 )
-from services.intake.canonical import TITLE_MAX, AttachmentMeta, TicketDraft
+from services.intake.canonical import TITLE_MAX, AttachmentMeta, TicketDraft, is_in_the_future
 from services.intake.channels import Channel
 from services.intake.errors import PayloadError
 from services.intake.mapping import derive_title, validate_draft
@@ -156,6 +156,8 @@ def parse_email(raw: bytes | str, channel: Channel) -> MailResult:
             received_at = None  # a broken Date header is no reason to refuse a citizen's mail
         if received_at is not None and received_at.tzinfo is None:
             received_at = received_at.replace(tzinfo=channel.tz)
+        if received_at is not None and is_in_the_future(received_at):
+            received_at = None  # the sender's clock is wrong: the mail arrived now
     blobs = _attachments(message, body_part)
     recipients = [addr for _, addr in getaddresses([_header(message, "To") or ""]) if addr]
     extra: dict[str, Any] = {"mailbox": recipients} if recipients else {}

@@ -84,6 +84,17 @@ async def test_good_rows_are_stored_bad_rows_reported(env: IntakeEnv) -> None:
         assert len(await env.events(ticket_id)) == 1
 
 
+async def test_a_row_received_in_the_future_is_rejected_naming_its_column(env: IntakeEnv) -> None:
+    times = ["2026-11-02 09:00", "2100-01-01 09:00"]
+    body = [[*row, when] for row, when in zip(rows(env, 2), times, strict=True)]
+    response = await post_csv(env, as_csv([*HEADER, "受理时间"], body))
+    assert response.status_code == 207, response.text
+    good, bad = response.json()["results"]
+    assert good["status"] == "created" and bad["status"] == "rejected"
+    assert bad["errors"][0]["field"] == "受理时间" and "future" in bad["errors"][0]["message"]
+    assert await env.count(TICKETS, TICKETS.c.external_id == body[1][0]) == 0
+
+
 async def test_a_file_sent_again_is_answered_with_the_first_tickets(env: IntakeEnv) -> None:
     data = as_csv(HEADER, rows(env, 4))
     first = await post_csv(env, data)

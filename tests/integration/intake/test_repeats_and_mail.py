@@ -71,7 +71,7 @@ def mail(env: IntakeEnv, *attachments: tuple[str, bytes]) -> bytes:
     message["To"] = "mayor@fengqiao.gov.cn"
     message["Subject"] = "小区噪音问题"
     message["Message-ID"] = f"<{env.unique()}@example.cn>"
-    message["Date"] = "Mon, 07 Dec 2026 09:00:00 +0800"
+    message["Date"] = "Sun, 07 Dec 2025 09:00:00 +0800"
     message.set_content("市长您好：小区旁工地夜间施工，噪音很大。联系电话：13912345678")
     for name, data in attachments:
         message.add_attachment(data, maintype="image", subtype="jpeg", filename=name)

@@ -111,6 +111,7 @@ async def test_a_hazard_raises_urgency_and_an_enterprise_gets_2115(env: IntakeEn
         ({"title": "x", "content": "y", "channel": "callback-12345-revisit"}, "channel"),
         ({"title": "x", "content": "y", "urgency": "now"}, "urgency"),
         ({"title": "x", "content": "y", "surprise": 1}, "surprise"),
+        ({"title": "x", "content": "y", "received_at": "2100-01-01T08:00:00+08:00"}, "received_at"),
     ],
 )
 async def test_bad_input_is_a_422_naming_the_field_and_stores_nothing(

@@ -141,8 +141,8 @@ def test_xlsx_with_channel_columns_numbers_and_dates() -> None:
     ]
     rows: list[list[Any]] = [
         header,
-        ["X1", datetime(2026, 12, 4), "卢某", None, 13905711234, "房屋漏水", "屋顶漏水三年"],
-        ["X2", datetime(2026, 12, 4), "齐某", "3301061990", None, "排污", "河水发黑"],
+        ["X1", datetime(2025, 12, 4), "卢某", None, 13905711234, "房屋漏水", "屋顶漏水三年"],
+        ["X2", datetime(2025, 12, 4), "齐某", "3301061990", None, "排污", "河水发黑"],
     ]
     result = parse_xlsx(xlsx_bytes(rows), TRANSFERS)
     ((number, draft),) = result.drafts

@@ -28,7 +28,7 @@ def message(
     msg["To"] = "12345@gov.example.cn"
     if subject is not None:
         msg["Subject"] = subject
-    msg["Date"] = "Wed, 16 Dec 2026 08:30:00 +0800"
+    msg["Date"] = "Tue, 16 Dec 2025 08:30:00 +0800"
     msg["Message-ID"] = "<abc@qq.com>"
     if body is not None:
         msg.set_content(body, charset=charset)
@@ -45,10 +45,16 @@ def test_plain_message() -> None:
     assert draft.external_id == "abc@qq.com"
     assert (
         draft.received_at is not None
-        and draft.received_at.isoformat() == "2026-12-16T08:30:00+08:00"
+        and draft.received_at.isoformat() == "2025-12-16T08:30:00+08:00"
     )
     assert draft.extra == {"mailbox": ["12345@gov.example.cn"]}
     assert result.attachments == ()
+
+
+def test_a_date_header_in_the_future_gives_way_to_the_arrival_time() -> None:
+    msg = message()
+    msg.replace_header("Date", "Fri, 01 Jan 2100 08:00:00 +0800")  # the sender's clock is off
+    assert parse_email(msg.as_bytes(), MAILBOX).draft.received_at is None
 
 
 def test_reply_prefixes_are_dropped_and_gb18030_bodies_decode() -> None:

@@ -147,7 +147,7 @@ def test_sms_delivery_as_form_or_json() -> None:
     envelope = {
         "phone_number": "13812345678",
         "content": "路灯不亮",
-        "send_time": "2026-12-19 06:12:33",
+        "send_time": "2025-12-19 06:12:33",
     }
     from_form = parse_sms_delivery(urlencode(envelope).encode(), SMS)
     from_json = parse_sms_delivery(

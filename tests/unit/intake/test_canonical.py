@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from services.intake.canonical import AttachmentMeta, CallbackDraft, TicketDraft
+from services.intake.canonical import CLOCK_SKEW, AttachmentMeta, CallbackDraft, TicketDraft
 
 
 def draft(**fields: Any) -> TicketDraft:
@@ -57,6 +57,28 @@ def test_invalid_values_are_refused_naming_the_field(field: str, value: Any) -> 
     with pytest.raises(ValidationError) as caught:
         draft(**{field: value}, **extra)
     assert field in error_fields(caught.value)
+
+
+def test_an_appeal_received_in_the_future_is_refused() -> None:
+    later = datetime.now(UTC) + CLOCK_SKEW + timedelta(minutes=5)
+    with pytest.raises(ValidationError) as caught:
+        draft(received_at=later)
+    assert error_fields(caught.value) == {"received_at"}
+    assert "in the future" in str(caught.value)
+    with pytest.raises(ValidationError) as caught:
+        CallbackDraft(
+            channel_code="callback-12345-revisit",
+            ticket_id="20261103-0000871",
+            resolved=True,
+            satisfaction="satisfied",
+            received_at=later,
+        )
+    assert error_fields(caught.value) == {"received_at"}
+
+
+def test_a_channel_clock_slightly_ahead_is_tolerated() -> None:
+    ahead = datetime.now(UTC) + CLOCK_SKEW - timedelta(minutes=1)
+    assert draft(received_at=ahead).received_at == ahead
 
 
 def test_unknown_fields_are_refused() -> None:
@@ -126,7 +148,7 @@ def test_callback_draft() -> None:
         resolved=False,
         satisfaction="dissatisfied",
         comment="",
-        received_at=datetime(2026, 12, 1, tzinfo=UTC),
+        received_at=datetime(2025, 12, 1, tzinfo=UTC),
     )
     assert made.comment is None
     with pytest.raises(ValidationError) as caught:
