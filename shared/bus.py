@@ -132,5 +132,8 @@ def consumer_group_id(settings: BusSettings, service: str, cluster_id: str) -> s
 
 async def fetch_cluster_id(admin: AIOKafkaAdminClient, *, timeout: float = 3.0) -> str:
     """The cluster id the broker reports; raises on timeout or connection failure."""
-    info = await asyncio.wait_for(admin.describe_cluster(), timeout)
+    # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation that arrives as the
+    # call completes, and the relay that asked would keep running through a shutdown.
+    async with asyncio.timeout(timeout):
+        info = await admin.describe_cluster()
     return str(info["cluster_id"])

@@ -4,7 +4,6 @@ FastAPI app around them (health, readiness, metrics, errors)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -123,11 +122,7 @@ class Runtime:
     async def stop(self) -> None:
         if self.committer is not None:
             await self.committer.stop()
-        for task in reversed(self._tasks):
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks, name=self.spec.name)
         self._tasks.clear()
         await self.engine.dispose()
         if self.reader is not self.engine:
@@ -137,7 +132,8 @@ class Runtime:
         """What is reachable, by dependency."""
         status: dict[str, str] = {}
         try:
-            await asyncio.wait_for(db.ping(self.engine), 2.0)
+            async with asyncio.timeout(2.0):
+                await db.ping(self.engine)
             status["database"] = "ok"
         except Exception as exc:
             status["database"] = f"unreachable: {type(exc).__name__}"
@@ -145,6 +141,29 @@ class Runtime:
         if self.consumer is not None:
             status["consumer"] = "joined" if self.consumer.joined.is_set() else "joining"
         return status
+
+
+async def stop_tasks(
+    tasks: Sequence[asyncio.Task[Any]], *, name: str, patience: float = 5.0, tries: int = 3
+) -> None:
+    """Cancel background tasks and wait for them, cancelling again any that carry on.
+
+    A cancellation can be lost inside a library (``asyncio.wait_for`` on 3.11 drops one that
+    arrives as its call completes), and the task would then run on and hold the shutdown
+    forever. After ``tries`` rounds of ``patience`` seconds the stragglers are left, logged.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(tries):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=patience)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.debug("%s: task %s ended with %r", name, task.get_name(), task.exception())
+    for task in pending:
+        log.warning("%s: task %s did not stop; left behind", name, task.get_name())
 
 
 def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
