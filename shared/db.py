@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import ARRAY, DateTime, String, Table, event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -348,6 +349,19 @@ def _sqlite_transaction(conn: Any, batches: list[tuple[str, list[tuple[Any, ...]
         raise
 
 
+def _write_lock_timeout(exc: BaseException) -> bool:
+    """SQLite's write lock stayed with another connection past the busy timeout."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(orig, sqlite3.OperationalError) and "locked" in str(orig)
+
+
+def _as_operational_error(exc: Exception) -> Exception:
+    """The driver's error as SQLAlchemy's, as the Core path would have raised it."""
+    if isinstance(exc, DBAPIError):
+        return exc
+    return OperationalError("BEGIN IMMEDIATE", None, exc)
+
+
 class GroupCommitter:
     """Many concurrent requests, one transaction: each caller is answered only after it commits.
 
@@ -423,10 +437,17 @@ class GroupCommitter:
             self._in_flight = group
             try:
                 results = await self._commit(group)
-            except Exception as exc:  # the group failed: isolate the culprit(s)
-                log.debug("group of %d failed (%s); retrying units alone", len(group), exc)
+            except Exception as exc:
                 await self._release()  # it may be the connection that broke
-                await self._commit_alone(group)
+                if _write_lock_timeout(exc):
+                    # No unit is at fault, and one by one each would wait out the busy timeout
+                    # again: the whole group is answered with the error (a 503 to retry).
+                    for unit in group:
+                        if not unit.future.done():
+                            unit.future.set_exception(_as_operational_error(exc))
+                else:  # isolate the culprit(s)
+                    log.debug("group of %d failed (%s); retrying units alone", len(group), exc)
+                    await self._commit_alone(group)
             else:
                 for unit, result in zip(group, results, strict=True):
                     if not unit.future.done():

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime
 from sqlalchemy import MetaData, Table, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import db, logs
@@ -251,6 +252,19 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         ]
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse({"detail": summary, "errors": errors}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
+        """503 + Retry-After when the database is busy (SQLite's write lock held past the busy
+        timeout) or unreachable. A retry is safe where requests carry an external id: a request
+        that did get stored is answered with its first result."""
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        log.warning("%s: database unavailable: %s", spec.name, reason)
+        return JSONResponse(
+            {"detail": f"the database is busy or unavailable ({reason}); retry later"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     for router in spec.routers:
         app.include_router(router)

@@ -51,7 +51,9 @@ class ServiceSettings(BusSettings):
     database_schema: str | None = None
     database_application_name: str | None = None  # shown in pg_stat_activity
     database_pool_size: int = 10
-    sqlite_busy_timeout_ms: int = 5000
+    # How long a SQLite writer waits for the other process's write lock before giving up (and
+    # the request gets a 503). Batch files hold it for a while: seconds, not milliseconds.
+    sqlite_busy_timeout_ms: int = 20_000
 
     outbox_retention_days: float = 7.0
     outbox_batch_size: int = 500

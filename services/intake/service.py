@@ -182,7 +182,9 @@ async def _existing(
     found: dict[str, TicketAccepted] = {}
     if not wanted:
         return found
-    async with ctx.engine.connect() as conn:
+    # The readers' engine: on SQLite a deferred BEGIN, so the check never queues for the write
+    # lock behind another process's group commit.
+    async with ctx.reader.connect() as conn:
         dialect = conn.dialect.name
         for start in range(0, len(wanted), 2000):
             chunk: Any = wanted[start : start + 2000]

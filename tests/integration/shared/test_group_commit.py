@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared.db import AwareDateTime, GroupCommitter, create_engine, ensure_schema
 from shared.settings import ServiceSettings
@@ -327,3 +328,41 @@ async def test_python_side_defaults_are_filled_as_core_fills_them(rich_engine) -
         await committer.stop()
     rows = await _read(rich_engine, stamped)
     assert [(r["kind"], r["doc"]) for r in rows] == [("plain", {})] * 3
+
+
+async def test_a_write_lock_held_elsewhere_fails_the_group_at_once(
+    database: Database, tmp_path
+) -> None:
+    if database.kind != "sqlite":
+        pytest.skip("a SQLite write lock: PostgreSQL has row locks, not a database lock")
+    settings = ServiceSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}", sqlite_busy_timeout_ms=100
+    )
+    engine = create_engine(settings)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    committer = GroupCommitter(engine)
+    retried_alone: list[int] = []
+    alone = committer._commit_alone
+
+    async def spy(group: list[Any]) -> None:
+        retried_alone.append(len(group))
+        await alone(group)
+
+    committer._commit_alone = spy  # type: ignore[method-assign]
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    await committer.start()
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process is writing
+        results = await asyncio.gather(
+            *(committer.submit(inserts=[(items, {"id": i, "name": f"n{i}"})]) for i in range(5)),
+            return_exceptions=True,
+        )
+        other.execute("ROLLBACK")
+        await committer.submit(inserts=[(items, {"id": 9, "name": "after"})])
+    finally:
+        other.close()
+        await committer.stop()
+        await engine.dispose()
+    assert all(isinstance(r, OperationalError) and "locked" in str(r) for r in results), results
+    assert retried_alone == []  # no unit waited out the busy timeout a second time
