@@ -67,7 +67,7 @@ class Result:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    errors: int  # wrk's: socket errors, timeouts and non-2xx answers together
     wrk_cpu_share: float  # of one core, over the measured run
     items_per_request: int = 1
     connections: int = 0
@@ -77,6 +77,16 @@ class Result:
     worker_cpu_shares: list[float] = field(default_factory=list)  # the two busiest processes
     machine_cpu_busy: float | None = None  # cores busy on the whole machine (server + DB + wrk)
     profile: dict[str, float] = field(default_factory=dict)
+    non_2xx: int = 0
+    timeouts: int = 0  # no answer within wrk's --timeout (10 s; 60 s for batch files)
+
+    def errors_text(self) -> str:
+        if not self.errors:
+            return "0"
+        other = self.errors - self.non_2xx - self.timeouts
+        counts = ((self.non_2xx, "non-2xx"), (self.timeouts, "timeouts"), (other, "socket"))
+        kinds = [f"{n} {kind}" for n, kind in counts if n]
+        return f"{self.errors} ({', '.join(kinds)})"
 
     @property
     def items_per_s(self) -> float:
@@ -180,9 +190,15 @@ def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
 # --- servers -------------------------------------------------------------------------------------
 
 
+LOGS = ROOT / "bench" / "results" / "logs"
+
+
 def start_server(
-    args: list[str], env: dict[str, str], port: int, ready_path: str
+    args: list[str], env: dict[str, str], port: int, ready_path: str, log_name: str
 ) -> subprocess.Popen[bytes]:
+    """uvicorn with 2 workers; its warnings and errors go to ``bench/results/logs/<name>.log``."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = (LOGS / f"{log_name}.log").open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -201,10 +217,11 @@ def start_server(
         ],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    log.close()  # the server holds its own descriptor
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -316,12 +333,13 @@ def sampled(
 # --- profiles ------------------------------------------------------------------------------------
 
 # Where intake's time goes: each sample goes to the first area whose marker appears anywhere in
-# its stack, so specific areas come first and "HTTP" is what is left of request handling.
+# its stack, so specific areas come first and "HTTP" is what is left of request handling. py-spy
+# names a frame "function (path:line)", without the class: markers are file paths.
 AREAS: tuple[tuple[str, str], ...] = (
     ("event encode (CloudEvents) + outbox rows", "shared/events/base.py"),
-    ("outbox relay (select, send, mark)", "OutboxRelay."),
-    ("inbox consumer", "InboxConsumer."),
-    ("group commit: executemany + commit", "GroupCommitter."),
+    ("outbox relay (select, send, mark)", "shared/outbox.py"),
+    ("inbox consumer", "shared/inbox.py"),
+    ("group commit: inserts + commit", "shared/db.py"),
     ("repeat detection (shingles, match)", "services/intake/repeats.py"),
     ("repeat look-up (SQL, candidates)", "services/intake/repeat_lookup.py"),
     ("batch adapter (CSV → drafts)", "services/intake/adapters/"),
@@ -397,7 +415,7 @@ def measure(
     )
     seconds = args.batch_seconds if batch else args.seconds
     warmup, _ = run_wrk(url, seconds=args.warmup, **run)  # type: ignore[arg-type]
-    key = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    key = _slug(name)
     with sampled(server, key, seconds, args.profile) as usage:
         summary, cpu = run_wrk(url, seconds=seconds, **run)  # type: ignore[arg-type]
     # wrk's "requests" are the answered ones; "non_2xx" the answered with another status.
@@ -409,6 +427,8 @@ def measure(
         p50_ms=round(summary["p50_us"] / 1000, 2),
         p99_ms=round(summary["p99_us"] / 1000, 2),
         errors=summary["errors"],
+        non_2xx=summary["non_2xx"],
+        timeouts=summary.get("timeouts", 0),
         wrk_cpu_share=round(cpu, 2),
         items_per_request=items,
         connections=connections,
@@ -445,6 +465,10 @@ async def drop_schema(url: str, schema: str) -> None:
         await conn.close()
 
 
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 def bench_intake(
     name: str,
     db_env: dict[str, str],
@@ -468,7 +492,9 @@ def bench_intake(
         capture_output=True,
     )
     port = free_port()
-    proc = start_server(["--factory", "services.intake.app:create_app"], env, port, "/readyz")
+    proc = start_server(
+        ["--factory", "services.intake.app:create_app"], env, port, "/readyz", _slug(name)
+    )
     path = f"/channels/{BATCH_CHANNEL}/tickets" if batch_template_path else "/tickets"
     try:
         return measure(
@@ -484,7 +510,9 @@ def bench_intake(
 
 def bench_ceiling(name: str, path: str, args: argparse.Namespace, template: Path | None) -> Result:
     port = free_port()
-    server = start_server(["bench.ceiling_app:app"], dict(os.environ), port, "/openapi.json")
+    server = start_server(
+        ["bench.ceiling_app:app"], dict(os.environ), port, "/openapi.json", _slug(name)
+    )
     try:
         return measure(
             name, f"http://127.0.0.1:{port}{path}", args, server, batch_template_path=template
@@ -555,7 +583,7 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         stored = "—" if r.stored is None else f"{r.stored} / {r.accepted}"
         lines.append(
             f"| {r.name} | {r.connections} | {r.requests_per_s:,.1f} | {r.items_per_s:,.0f} "
-            f"| {ratio} | {r.p50_ms} | {r.p99_ms} | {r.errors} "
+            f"| {ratio} | {r.p50_ms} | {r.p99_ms} | {r.errors_text()} "
             f"| {r.server_cpu_share} ({' + '.join(str(c) for c in r.worker_cpu_shares)}) "
             f"| {r.wrk_cpu_share} | {r.machine_cpu_busy} | {stored} |"
         )

@@ -39,7 +39,8 @@ function done(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
     + summary.errors.status + summary.errors.timeout
   io.write(string.format(
-    'WRK_RESULT {"requests":%d,"duration_us":%d,"errors":%d,"non_2xx":%d,"p50_us":%d,"p99_us":%d}\n',
-    summary.requests, summary.duration, errors, summary.errors.status,
+    'WRK_RESULT {"requests":%d,"duration_us":%d,"errors":%d,"non_2xx":%d,"timeouts":%d,'
+      .. '"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, errors, summary.errors.status, summary.errors.timeout,
     latency:percentile(50), latency:percentile(99)))
 end
