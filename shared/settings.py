@@ -67,7 +67,6 @@ class ServiceSettings(BusSettings):
     consumer_batch_max_records: int = 500
 
     group_commit_max_batch: int = 256
-    group_commit_max_wait_ms: float = 2.0
 
     auth_mode: str = "open"
     max_body_bytes: int = 1 << 20
