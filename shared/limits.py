@@ -52,8 +52,9 @@ class BodySizeLimitMiddleware:
     async def _refuse(self, send: Send, size: int) -> None:
         body = orjson.dumps(
             {
-                "detail": f"request body of {size} bytes exceeds the limit"
+                "detail": f"body: request body of {size} bytes exceeds the limit"
                 f" of {self.max_bytes} bytes",
+                "field": "body",
                 "limit_bytes": self.max_bytes,
             }
         )

@@ -16,6 +16,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -34,6 +35,8 @@ SATISFACTIONS: tuple[Satisfaction, ...] = ("satisfied", "basically_satisfied", "
 
 TITLE_MAX = 200
 CONTENT_MAX = 20_000
+CITIZEN_NAME_MAX = 64
+TICKET_ID_MAX = 32
 
 _PHONE_CHARS = re.compile(r"^\+?[\d\s\-()（）]+(?:(?:转|ext\.?|x)\s*\d{1,6})?$", re.IGNORECASE)
 _ID_NUMBER = re.compile(r"^(\d{17}[\dX]|\d{15})$")
@@ -86,6 +89,24 @@ def _check_not_in_the_future(value: datetime | None) -> datetime | None:
     return value
 
 
+# C0 control characters other than tab, line feed and carriage return, and DEL. They carry no
+# meaning in an appeal, PostgreSQL refuses NUL in text and JSON, and XML 1.0 cannot hold them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def without_control_characters(value: Any) -> Any:
+    """``value`` with control characters removed from every string in it (dicts and lists too)."""
+    if isinstance(value, str):
+        return _CONTROL.sub("", value) if _CONTROL.search(value) else value
+    if isinstance(value, dict):
+        return {
+            without_control_characters(k): without_control_characters(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(without_control_characters(v) for v in value)
+    return value
+
+
 def _empty_to_none(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
@@ -108,7 +129,9 @@ class AttachmentMeta(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    filename: str = Field(..., min_length=1, max_length=255)
+    filename: Annotated[str, BeforeValidator(without_control_characters)] = Field(
+        ..., min_length=1, max_length=255
+    )
     content_type: str = Field(..., pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=127)
     size: int = Field(..., ge=0)
     sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$")
@@ -122,7 +145,7 @@ class TicketDraft(BaseModel):
     channel_code: str = Field(..., pattern=_CHANNEL_CODE, max_length=64)
     external_id: str | None = Field(None, min_length=1, max_length=128)
     received_at: ReceivedAt | None = None
-    citizen_name: str | None = Field(None, max_length=64)
+    citizen_name: str | None = Field(None, max_length=CITIZEN_NAME_MAX)
     citizen_phone: Phone | None = Field(None, max_length=32)
     citizen_id_number: IdNumber | None = None
     citizen_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
@@ -142,8 +165,10 @@ class TicketDraft(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _blank_optionals_are_missing(cls, data: Any) -> Any:
-        """Channels send ``""`` for "not given"; treat it as missing for the optional fields."""
+        """Channels send ``""`` for "not given"; treat it as missing for the optional fields.
+        Control characters are dropped first (a NUL in a title would fail the database)."""
         if isinstance(data, dict):
+            data = without_control_characters(data)
             required = {"channel_code", "title", "content"}
             data = {k: (v if k in required else _empty_to_none(v)) for k, v in data.items()}
             if data.get("enterprise_name") is not None:
@@ -169,7 +194,7 @@ class CallbackDraft(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     channel_code: str = Field(..., pattern=_CHANNEL_CODE, max_length=64)
-    ticket_id: str = Field(..., min_length=1, max_length=32)
+    ticket_id: str = Field(..., min_length=1, max_length=TICKET_ID_MAX)
     resolved: bool
     satisfaction: Satisfaction
     comment: str | None = Field(None, max_length=2000)
@@ -181,6 +206,7 @@ class CallbackDraft(BaseModel):
     @classmethod
     def _blank_optionals_are_missing(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            data = without_control_characters(data)
             optional = {"comment", "external_id", "received_at"}
             return {k: (_empty_to_none(v) if k in optional else v) for k, v in data.items()}
         return data

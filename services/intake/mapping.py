@@ -375,7 +375,9 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, bytes):
         return None
-    return value
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    return str(value)  # a duration, a formula error, anything else a sheet or decoder yields
 
 
 def leftovers(payload: Mapping[str, Any], consumed: Iterable[str]) -> dict[str, Any]:

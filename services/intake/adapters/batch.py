@@ -133,6 +133,18 @@ def _rows(
             continue
         if len(out) >= max_rows:
             raise PayloadError("file", f"more than {max_rows} rows; split the file")
+        unnamed = next(
+            (
+                i
+                for i in range(len(cells))
+                if (i >= len(header) or not header[i]) and _cell_text(cells[i])
+            ),
+            None,
+        )
+        if unnamed is not None:  # the value would be lost: say so instead
+            message = "a value in a column the header row does not name; name it or remove it"
+            out.append((number, PayloadError(f"column {unnamed + 1}", message, row=number)))
+            continue
         row = {name: cells[i] for i, name in enumerate(header) if name and i < len(cells)}
         try:
             draft = apply_mapping(
@@ -190,17 +202,31 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, Sequence[Any]]]:
             # Workbooks not written by Excel lack a default style; openpyxl says so, harmlessly.
             warnings.simplefilter("ignore", UserWarning)
             book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
+    except (InvalidFileException, *_BROKEN_SHEET) as exc:
         raise PayloadError("file", f"not an .xlsx workbook ({exc.__class__.__name__})") from None
     try:
         sheet = book.worksheets[0]
-        for row in sheet.iter_rows():
+        rows = sheet.iter_rows()
+        while True:
+            try:  # a sheet is parsed as it is read: a broken one fails here, not at load
+                row = next(rows)
+            except StopIteration:
+                return
+            except _BROKEN_SHEET as exc:
+                raise PayloadError(
+                    "file", f"the workbook's first sheet cannot be read ({exc.__class__.__name__})"
+                ) from None
             cells = [cell.value for cell in row]
             number = next((c.row for c in row if getattr(c, "row", None)), None)
             if number is not None:
                 yield number, cells
     finally:
         book.close()
+
+
+# What openpyxl raises on a damaged sheet; SyntaxError covers the XML parsers' ParseError
+# (ElementTree's and lxml's both derive from it).
+_BROKEN_SHEET = (SyntaxError, KeyError, OSError, ValueError, TypeError, zipfile.BadZipFile)
 
 
 def parse_xlsx(data: bytes, channel: Channel, *, max_rows: int = MAX_ROWS) -> BatchResult:

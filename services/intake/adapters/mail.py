@@ -26,7 +26,13 @@ from services.intake.adapters.common import (
     preset_for,
     require_format,
 )
-from services.intake.canonical import TITLE_MAX, AttachmentMeta, TicketDraft, is_in_the_future
+from services.intake.canonical import (
+    CITIZEN_NAME_MAX,
+    TITLE_MAX,
+    AttachmentMeta,
+    TicketDraft,
+    is_in_the_future,
+)
 from services.intake.channels import Channel
 from services.intake.errors import PayloadError
 from services.intake.mapping import derive_title, validate_draft
@@ -99,6 +105,9 @@ def _body(message: EmailMessage) -> tuple[str, EmailMessage | None]:
     return text.strip(), part  # type: ignore[return-value]
 
 
+_MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")  # what AttachmentMeta accepts
+
+
 def _attachments(message: EmailMessage, body: EmailMessage | None) -> tuple[AttachmentBlob, ...]:
     blobs: list[AttachmentBlob] = []
     for index, part in enumerate(message.walk(), start=1):
@@ -110,9 +119,12 @@ def _attachments(message: EmailMessage, body: EmailMessage | None) -> tuple[Atta
             continue
         data = part.get_payload(decode=True)
         data = data if isinstance(data, bytes) else b""
+        content_type = part.get_content_type()
+        if len(content_type) > 127 or not _MEDIA_TYPE.match(content_type):
+            content_type = "application/octet-stream"  # a sender's odd label: keep the bytes
         meta = AttachmentMeta(
             filename=(filename or f"attachment-{index}")[:255],
-            content_type=part.get_content_type(),
+            content_type=content_type,
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
         )
@@ -166,7 +178,7 @@ def parse_email(raw: bytes | str, channel: Channel) -> MailResult:
         "channel_code": channel.code,
         "external_id": _message_id(message),
         "received_at": received_at,
-        "citizen_name": name.strip() or labelled_name(content),
+        "citizen_name": name.strip()[:CITIZEN_NAME_MAX] or labelled_name(content),
         "citizen_email": address,
         "citizen_phone": labelled_phone(content),
         "address": labelled_address(content),

@@ -49,6 +49,30 @@ async def test_a_ticket_is_stored_with_its_event_and_the_retry_gets_the_same_id(
     assert stored.citizen_id_number == "330106198503120415"
 
 
+async def test_control_characters_are_dropped_not_a_server_error(env: IntakeEnv) -> None:
+    body = ticket(
+        env, title="路灯\u0000不亮", content="灯坏了\u0007三天", address="文一路\u0000100号"
+    )
+    response = await env.client.post("/tickets", json=body)
+    assert response.status_code == 201, response.text  # PostgreSQL refuses NUL in text
+    stored = await env.ticket(response.json()["ticket_id"])
+    assert (stored.title, stored.content, stored.address) == (
+        "路灯不亮",
+        "灯坏了三天",
+        "文一路100号",
+    )
+
+
+async def test_a_phone_number_used_as_external_id_is_masked_in_listings(env: IntakeEnv) -> None:
+    phone = env.phone()
+    created = await env.client.post("/tickets", json=ticket(env, external_id=phone))
+    ticket_id = created.json()["ticket_id"]
+    view = (await env.client.get(f"/tickets/{ticket_id}")).json()
+    assert view["external_id"] == f"{phone[:3]}****{phone[-4:]}"
+    stored = await env.ticket(ticket_id)
+    assert stored.external_id == phone  # the idempotency key itself stays as sent
+
+
 async def test_the_same_external_id_on_another_channel_is_another_ticket(env: IntakeEnv) -> None:
     external_id = env.unique("shared-id")
     a = await env.client.post("/tickets", json=ticket(env, external_id=external_id))

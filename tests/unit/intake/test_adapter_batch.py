@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+import zipfile
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -169,3 +170,38 @@ def test_not_a_workbook() -> None:
     with pytest.raises(PayloadError) as caught:
         parse_xlsx(b"PK\x03\x04 not really a zip", TRANSFERS)
     assert caught.value.field == "file"
+
+
+def test_a_damaged_sheet_is_a_file_error_not_a_crash() -> None:
+    data = xlsx_bytes([["内容", "标题"], ["河道垃圾多", "河道垃圾"]])
+    source, damaged = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(damaged, "w") as out:
+        for name in source.namelist():
+            broken = name == "xl/worksheets/sheet1.xml"
+            out.writestr(
+                name, b"<worksheet><sheetData><row r='1'><c" if broken else source.read(name)
+            )
+    with pytest.raises(PayloadError) as caught:
+        parse_xlsx(damaged.getvalue(), TRANSFERS)
+    assert caught.value.field == "file"
+
+
+def test_a_duration_cell_is_kept_as_text() -> None:
+    rows: list[list[Any]] = [
+        ["内容", "标题", "时长"],
+        ["河道垃圾多", "河道垃圾", timedelta(hours=26)],
+    ]
+    ((_, draft),) = parse_xlsx(xlsx_bytes(rows), get_channel("media-exposure")).drafts
+    assert draft.extra == {"时长": "1 day, 2:00:00"}
+
+
+def test_a_value_in_a_column_without_a_header_is_a_row_error() -> None:
+    rows = [
+        ["内容", "标题", ""],
+        ["河道垃圾多", "河道垃圾", "", "多出来的"],
+        ["井盖缺失", "井盖", ""],
+    ]
+    result = parse_csv(csv_bytes(rows), PATROL)
+    (error,) = result.errors
+    assert (error.row, error.field) == (2, "column 4")
+    assert [n for n, _ in result.drafts] == [3]

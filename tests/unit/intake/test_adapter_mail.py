@@ -77,6 +77,21 @@ def test_attachments_are_metadata_on_the_draft_and_bytes_alongside() -> None:
     assert result.attachments[0].data == photo
 
 
+def test_an_attachment_with_an_odd_content_type_is_kept_as_octet_stream() -> None:
+    msg = message()
+    msg.add_attachment(b"x", maintype="application", subtype="pdf", filename="说明.pdf")
+    raw = msg.as_bytes().replace(b"application/pdf", b"application/x%y(z)")
+    (meta,) = parse_email(raw, MAILBOX).draft.attachments
+    assert (meta.filename, meta.content_type) == ("说明.pdf", "application/octet-stream")
+
+
+def test_a_long_sender_name_is_cut_not_refused() -> None:
+    msg = message(sender=f"{'很长的名字' * 20} <fangzy@qq.com>")
+    draft = parse_email(msg.as_bytes(), MAILBOX).draft
+    assert draft.citizen_name is not None and draft.citizen_name.startswith("很长的名字")
+    assert len(draft.citizen_name) == 64  # (header folding may put spaces between the words)
+
+
 def test_html_only_message_becomes_text() -> None:
     msg = message(body=None)
     msg.set_content(

@@ -81,6 +81,16 @@ def test_a_channel_clock_slightly_ahead_is_tolerated() -> None:
     assert draft(received_at=ahead).received_at == ahead
 
 
+def test_control_characters_are_dropped_everywhere() -> None:
+    made = draft(title="路灯\x00不亮", content="灯坏了\x07\n三天", extra={"备注\x01": ["a\x00b"]})
+    assert (made.title, made.content, made.extra) == ("路灯不亮", "灯坏了\n三天", {"备注": ["ab"]})
+    with pytest.raises(ValidationError) as caught:
+        draft(title="\x00\x00")  # nothing left: as if no title was sent
+    assert error_fields(caught.value) == {"title"}
+    meta = AttachmentMeta(filename="a\x00.jpg", content_type="image/jpeg", size=1, sha256="0" * 64)
+    assert meta.filename == "a.jpg"
+
+
 def test_unknown_fields_are_refused() -> None:
     with pytest.raises(ValidationError) as caught:
         draft(colour="blue")
