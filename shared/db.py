@@ -76,6 +76,7 @@ def create_engine(settings: ServiceSettings, *, readonly: bool = False) -> Async
             settings.database_url,
             connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
             pool_size=max(2, min(settings.database_pool_size, 8)),
+            hide_parameters=True,  # a failed statement's error must not log citizens' data
         )
         _configure_sqlite(engine, settings, readonly=readonly)
         return engine
@@ -92,6 +93,7 @@ def create_engine(settings: ServiceSettings, *, readonly: bool = False) -> Async
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         connect_args=connect_args,
+        hide_parameters=True,  # a failed statement's error must not log citizens' data
     )
     _discard_closed_connections(engine)
     return engine

@@ -15,7 +15,7 @@ from pydantic import AwareDatetime
 from services.intake import service
 from services.intake.adapters import adapt, adapt_callback, parse_csv, parse_xlsx
 from services.intake.bodies import BodyTooLarge, batch_file, read_body
-from services.intake.canonical import CallbackDraft, TicketDraft
+from services.intake.canonical import TICKET_ID_MAX, CallbackDraft, TicketDraft
 from services.intake.channels import UnknownChannel, callback_channels, channels, get_channel
 from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
@@ -158,7 +158,17 @@ async def get_attachment(ticket_id: str, sha256: str, request: Request) -> Respo
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"ticket {ticket_id} has no attachment {sha256}"
         ) from None
-    return Response(data, media_type=meta.get("content_type") or "application/octet-stream")
+    # Always a download, never rendered: a citizen's HTML or SVG must not run in the
+    # operator's browser session.
+    return Response(
+        data,
+        media_type=meta.get("content_type") or "application/octet-stream",
+        headers={
+            "Content-Disposition": "attachment",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+        },
+    )
 
 
 @router.post(
@@ -177,6 +187,8 @@ async def post_callback(ticket_id: str, request: Request) -> Response:
     """Record a 回访 result; a later one for the same ticket replaces the earlier in effect."""
     ctx = intake_of(request)
     authorize(request, ctx, CALLERS_BACK)
+    if len(ticket_id) > TICKET_ID_MAX:  # longer than any id intake gives: no such ticket
+        raise service.TicketNotFound(ticket_id[:TICKET_ID_MAX] + "…")
     await read_body(request, ctx.settings.ticket_max_bytes)
     callback = await parse_body(request, CallbackIn)
     data = callback.model_dump()

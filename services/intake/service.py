@@ -431,7 +431,7 @@ def _summary(row: Any) -> TicketSummary:
     return TicketSummary(
         ticket_id=row.ticket_id,
         channel=row.channel,
-        external_id=row.external_id,
+        external_id=pii.scrub_text(row.external_id) if row.external_id else None,
         received_at=row.received_at,
         title=pii.scrub_text(row.title),
         category_code=row.category_code,

@@ -65,6 +65,9 @@ async def test_bad_callbacks_name_the_field(env: IntakeEnv) -> None:
     unknown = await env.client.post(
         "/tickets/20260101-9999999/callbacks", json={"resolved": True, "satisfaction": "satisfied"}
     )
+    overlong = await env.client.post(
+        f"/tickets/{'9' * 40}/callbacks", json={"resolved": True, "satisfaction": "satisfied"}
+    )
     bad = await env.client.post(
         f"/tickets/{ticket_id}/callbacks", json={"resolved": True, "satisfaction": "great"}
     )
@@ -74,6 +77,7 @@ async def test_bad_callbacks_name_the_field(env: IntakeEnv) -> None:
         json={"resolved": True, "satisfaction": "satisfied", "channel": "hotline-12345-phone"},
     )
     assert unknown.status_code == 404 and unknown.json()["field"] == "ticket_id"
+    assert overlong.status_code == 404 and overlong.json()["field"] == "ticket_id"
     assert bad.status_code == 422 and "satisfaction" in bad.json()["detail"]
     assert missing.status_code == 422 and "satisfaction" in missing.json()["detail"]
     assert (

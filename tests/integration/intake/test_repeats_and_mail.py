@@ -101,6 +101,9 @@ async def test_mail_attachments_are_stored_once_by_content(env: IntakeEnv) -> No
     download = await env.client.get(f"/tickets/{ticket_id}/attachments/{sha}")
     assert download.status_code == 200 and download.content == photo
     assert download.headers["content-type"] == "image/jpeg"
+    # a download, never rendered in the operator's browser
+    assert download.headers["content-disposition"] == "attachment"
+    assert download.headers["x-content-type-options"] == "nosniff"
     missing = await env.client.get(f"/tickets/{ticket_id}/attachments/{'0' * 64}")
     assert missing.status_code == 404
     stored = await env.ticket(ticket_id)
