@@ -1,11 +1,14 @@
 """Open311 GeoReport v2 as a public API: discovery, services, and service requests.
 
-Service codes are the taxonomy's leaf codes. Requests are posted on the ``open311-public-api``
-channel (form-encoded as the spec shows, or JSON); the public GET answers for the tickets of the
-Open311-format channels (``open311_all_channels`` widens it), with the description and address
-scrubbed of phone and ID numbers and the status mapped from the internal lifecycle onto
-``open`` / ``closed``. Every resource answers as ``.json`` and ``.xml``; errors take the spec's
-shape, ``[{"code": 400, "description": "<field>: …"}]``, with the field named.
+Service codes are the taxonomy's leaf codes (a two-digit group is no service: 400 on a post,
+404 for its definition). Requests are posted on the ``open311-public-api`` channel
+(form-encoded as the spec shows, or JSON); the public GET answers for the tickets of the
+Open311-format channels (``open311_all_channels`` widens it), with the description, address and
+media URL scrubbed of phone and ID numbers, the status mapped from the internal lifecycle onto
+``open`` / ``closed`` and ``status_notes`` a fixed public phrase per internal status (never the
+departments' own notes, which may name people; those stay in the internal ``GET /tickets``
+history). Every resource answers as ``.json`` and ``.xml``; errors take the spec's shape,
+``[{"code": 400, "description": "<field>: …"}]``, with the field named.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from fastapi import APIRouter, Request, Response
 
 from services.intake import lifecycle, pii, service
 from services.intake.adapters import adapt
+from services.intake.adapters.open311 import is_web_url, service_code_problem
 from services.intake.api import intake_of
 from services.intake.bodies import BodyTooLarge, read_body
 from services.intake.channels import channels, get_channel
@@ -36,6 +40,15 @@ SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-22T00:00:00+08:00"
 CITY_TZ = ZoneInfo("Asia/Shanghai")
 FORMATS = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
+# What the public reads in ``status_notes``: a fixed phrase per internal status.
+PUBLIC_STATUS_NOTES: dict[str, str] = {
+    "received": "已受理",
+    "dispatched": "已派发",
+    "in_progress": "处理中",
+    "mediating": "调解中",
+    "completed": "已办结",
+    "closed": "已关闭",
+}
 _PLURAL_TO_ITEM = {
     "services": "service",
     "service_requests": "request",
@@ -128,9 +141,11 @@ def service_entry(code: str) -> dict[str, Any]:
     }
 
 
-def request_entry(row: Any, *, notes: str | None = None) -> dict[str, Any]:
+def request_entry(row: Any) -> dict[str, Any]:
     """A ticket as a GeoReport service request (no personal data, numbers scrubbed)."""
-    media = (row.extra or {}).get("media_url")
+    extra = row.extra or {}
+    media = extra.get("media_url")
+    address_id = extra.get("address_id")
     notice = f"重复件，首件 {row.repeat_of}" if row.repeat_of else None
     try:
         service_name: str | None = taxonomy.get(row.category_code).name_zh
@@ -139,7 +154,7 @@ def request_entry(row: Any, *, notes: str | None = None) -> dict[str, Any]:
     return {
         "service_request_id": row.ticket_id,
         "status": lifecycle.open311_status(row.status),
-        "status_notes": notes,
+        "status_notes": PUBLIC_STATUS_NOTES.get(row.status),
         "service_name": service_name,
         "service_code": row.category_code,
         "description": pii.scrub_text(row.content),
@@ -149,11 +164,11 @@ def request_entry(row: Any, *, notes: str | None = None) -> dict[str, Any]:
         "updated_datetime": _time(row.status_at or row.accepted_at),
         "expected_datetime": _time(row.due_at),
         "address": pii.scrub_text(row.address) if row.address else None,
-        "address_id": None,
+        "address_id": address_id if isinstance(address_id, str) else None,
         "zipcode": None,
         "lat": row.latitude,
         "long": row.longitude,
-        "media_url": media if isinstance(media, str) else None,
+        "media_url": pii.scrub_text(media) if is_web_url(media) else None,
     }
 
 
@@ -232,10 +247,9 @@ async def service_definition(service_code: str, fmt: str) -> Response:
     """A service's definition: its code and (none needed here) extra attributes."""
     try:
         fmt = _format(fmt)
-        if not taxonomy.is_known(service_code):
-            raise Open311Error(
-                404, f"service_code: unknown service code {service_code!r}", "service_code"
-            )
+        problem = service_code_problem(service_code)
+        if problem is not None:
+            raise Open311Error(404, f"service_code: {problem}", "service_code")
     except Open311Error as exc:
         return error_response(fmt, exc)
     return render(fmt, "service_definition", {"service_code": service_code, "attributes": []})
@@ -320,10 +334,7 @@ async def get_requests(
             rows.extend(await service.find_tickets(ctx=ctx, query=query))
         rows.sort(key=lambda r: (r.received_at, r.ticket_id), reverse=True)
     rows = rows[:limit]
-    notes = await service.latest_notes(ctx=ctx, ticket_ids=[r.ticket_id for r in rows])
-    return render(
-        fmt, "service_requests", [request_entry(r, notes=notes.get(r.ticket_id)) for r in rows]
-    )
+    return render(fmt, "service_requests", [request_entry(r) for r in rows])
 
 
 def _internal_statuses(statuses: Iterable[str]) -> tuple[str, ...]:
@@ -350,7 +361,4 @@ async def get_request(service_request_id: str, fmt: str, request: Request) -> Re
             )
     except Open311Error as exc:
         return error_response(fmt, exc)
-    notes = await service.latest_notes(ctx=ctx, ticket_ids=[rows[0].ticket_id])
-    return render(
-        fmt, "service_requests", [request_entry(rows[0], notes=notes.get(rows[0].ticket_id))]
-    )
+    return render(fmt, "service_requests", [request_entry(rows[0])])

@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import String, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import String, and_, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -652,25 +652,6 @@ async def get_attachment(
     if data is None:
         raise AttachmentNotFound(sha256)
     return meta, data
-
-
-async def latest_notes(*, ctx: IntakeContext, ticket_ids: Sequence[str]) -> dict[str, str]:
-    """The latest history note of each ticket (Open311's ``status_notes``)."""
-    if not ticket_ids:
-        return {}
-    h = HISTORY
-    latest = (
-        select(h.c.ticket_id, func.max(h.c.id).label("id"))
-        .where(h.c.ticket_id.in_(ticket_ids), h.c.note.is_not(None))
-        .group_by(h.c.ticket_id)
-        .subquery()
-    )
-    async with ctx.reader.connect() as conn:
-        rows = (
-            await conn.execute(select(h.c.ticket_id, h.c.note).join(latest, h.c.id == latest.c.id))
-        ).all()
-        await conn.rollback()
-    return {r.ticket_id: r.note for r in rows}
 
 
 # --------------------------------------------------------------------------------------------

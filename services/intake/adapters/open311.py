@@ -1,18 +1,25 @@
 """Open311 GeoReport v2: ``POST /requests`` fields become one appeal.
 
-Fields (per the spec): ``service_code`` (required; our service codes are taxonomy codes),
-a location (``lat`` + ``long``, or ``address_string``, or ``address_id``), ``description``,
-``email``, ``phone``, ``first_name``, ``last_name``, ``media_url``, ``device_id``,
-``account_id``, ``jurisdiction_id`` and ``attribute[CODE]`` values (``attribute[CODE][]`` for
-multi-valued ones). The body is form-encoded as the spec shows, or JSON with an ``attributes``
-object. ``api_key`` is checked by the API layer and never stored.
+Fields (per the spec): ``service_code`` (required; our services are the taxonomy's leaf codes,
+a two-digit group is refused), a location (``lat`` + ``long`` or ``address_string``; an
+``address_id`` is kept in ``extra`` and echoed back, but we cannot resolve one, so it is refused
+on its own), ``description``, ``email``, ``phone``, ``first_name``, ``last_name``,
+``media_url`` (an http or https URL), ``device_id``, ``account_id``, ``jurisdiction_id`` and
+``attribute[CODE]`` values (``attribute[CODE][]`` for multi-valued ones). The body is
+form-encoded as the spec shows, or JSON with an ``attributes`` object.
+
+``api_key`` is accepted and dropped here, never stored; nothing checks it. The Open311 routes
+are public (discovery says keys are not required) and call no ``shared.auth`` role check in
+either auth mode, so a deployment that wants keys or any other authentication of Open311
+clients enforces it at its gateway.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 from services.intake.adapters.common import preset_for, require_format
 from services.intake.adapters.form import decode_form
@@ -25,6 +32,7 @@ from shared import taxonomy
 
 _ATTRIBUTE = re.compile(r"^attribute\[([^\]]+)\](\[\])?$")
 _NEVER_STORED = ("api_key",)
+_WEB_SCHEMES = ("http", "https")
 
 OPEN311_MAPPING: FieldMapping = parse_mapping(
     {
@@ -91,6 +99,58 @@ def _full_name(fields: dict[str, Any]) -> str | None:
     return " ".join(part for part in (first, last) if part)
 
 
+def service_code_problem(code: str) -> str | None:
+    """Why ``code`` is no GeoReport service, or None: the services are the taxonomy's leaves."""
+    if not taxonomy.is_known(code):
+        return f"unknown service code {code!r}"
+    if not taxonomy.get(code).is_leaf:
+        services = ", ".join(c.code for c in taxonomy.children(code))
+        return f"{code!r} is a group of services, not a service; use one of {services}"
+    return None
+
+
+def is_web_url(value: object) -> TypeGuard[str]:
+    """An absolute http or https URL with a host and no blanks: all a ``media_url`` may be."""
+    if not isinstance(value, str) or any(ch.isspace() or ch < " " for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # e.g. a malformed IPv6 host or port
+        return False
+    return parts.scheme.lower() in _WEB_SCHEMES and bool(host)
+
+
+def _stripped(fields: dict[str, Any], name: str) -> Any:
+    """The field with its surrounding blanks stripped; a blank one is dropped (None)."""
+    value = fields.get(name)
+    if isinstance(value, str):
+        value = value.strip()
+    if is_empty(value):
+        fields.pop(name, None)
+        return None
+    fields[name] = value
+    return value
+
+
+def _check_location(fields: dict[str, Any]) -> None:
+    """A point or an address; an ``address_id`` is kept but cannot stand for the place."""
+    lat, long = _stripped(fields, "lat"), _stripped(fields, "long")
+    has_point = lat is not None and long is not None
+    has_address = _stripped(fields, "address_string") is not None
+    address_id = _stripped(fields, "address_id")
+    if address_id is not None and not isinstance(address_id, str):
+        raise PayloadError("address_id", "expected one text value")
+    if has_point or has_address:
+        return
+    if address_id is not None:
+        raise PayloadError(
+            "address_id",
+            "address_id cannot be resolved here: give lat and long or address_string as well",
+        )
+    raise PayloadError("lat", "a location is required: lat and long, or address_string")
+
+
 def parse_open311(
     body: bytes | str | Mapping[str, Any], channel: Channel, *, content_type: str | None = None
 ) -> TicketDraft:
@@ -100,13 +160,13 @@ def parse_open311(
     service_code = str(fields.get("service_code") or "").strip()
     if not service_code:
         raise PayloadError("service_code", "required")
-    if not taxonomy.is_known(service_code):
-        raise PayloadError("service_code", f"unknown service code {service_code!r}")
-    has_point = not is_empty(fields.get("lat")) and not is_empty(fields.get("long"))
-    if not (has_point or fields.get("address_string") or fields.get("address_id")):
-        raise PayloadError(
-            "lat", "a location is required: lat and long, address_string or address_id"
-        )
+    problem = service_code_problem(service_code)
+    if problem is not None:
+        raise PayloadError("service_code", problem)
+    _check_location(fields)
+    media_url = _stripped(fields, "media_url")
+    if media_url is not None and not is_web_url(media_url):
+        raise PayloadError("media_url", "expected an http or https URL")
     name = _full_name(fields)
     if name:
         fields["name"] = name

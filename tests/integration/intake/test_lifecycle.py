@@ -101,7 +101,7 @@ async def test_assigned_signed_completed(env: IntakeEnv) -> None:
     assert "13912345678" not in str(view) and "139****5678" in str(view)
     request = await open311_status(env, ticket_id)
     assert request["status"] == "closed" and request["agency_responsible"] == "city-lighting"
-    assert request["status_notes"].startswith("completed")
+    assert request["status_notes"] == "已办结"  # a public phrase, never the department's note
 
 
 async def test_transfer_mediation_and_agreement(env: IntakeEnv) -> None:

@@ -9,7 +9,9 @@ from xml.etree import ElementTree as ET
 import orjson
 
 from shared import taxonomy
+from shared.events import dispatch as d
 from tests.integration.intake.support import IntakeEnv
+from tests.support import wait_until
 
 
 async def test_discovery_points_at_the_v2_endpoint(env: IntakeEnv) -> None:
@@ -148,3 +150,117 @@ async def test_other_channels_tickets_are_not_public(env: IntakeEnv) -> None:
     )
     assert one.status_code == 404 and one.json()[0]["field"] == "service_request_id"
     assert listed.json() == []
+
+
+async def test_a_service_group_is_no_service(env: IntakeEnv) -> None:
+    group = taxonomy.top_levels()[0].code
+    definition = await env.client.get(f"/open311/v2/services/{group}.json")
+    definition_xml = await env.client.get(f"/open311/v2/services/{group}.xml")
+    posted = await env.client.post(
+        "/open311/v2/requests.json",
+        data={"service_code": group, "address_string": env.address(), "description": "x"},
+    )
+    assert definition.status_code == 404
+    ((error,),) = [definition.json()]
+    assert error["field"] == "service_code" and "not a service" in error["description"]
+    assert definition_xml.status_code == 404
+    assert ET.fromstring(definition_xml.content).findtext("error/field") == "service_code"
+    assert posted.status_code == 400 and posted.json()[0]["field"] == "service_code"
+
+
+async def test_a_location_is_a_point_or_an_address_we_can_place(env: IntakeEnv) -> None:
+    blank = await env.client.post(
+        "/open311/v2/requests.json",
+        data={"service_code": "0102", "address_string": "   ", "description": "x"},
+    )
+    id_alone = await env.client.post(
+        "/open311/v2/requests.json",
+        data={"service_code": "0102", "address_id": "A-17", "description": "x"},
+    )
+    assert blank.status_code == 400 and blank.json()[0]["field"] == "lat"
+    assert id_alone.status_code == 400
+    ((error,),) = [id_alone.json()]
+    assert error["field"] == "address_id" and "cannot be resolved" in error["description"]
+
+    with_address = await env.client.post(
+        "/open311/v2/requests.json",
+        data={
+            "service_code": "0102",
+            "address_string": env.address(),
+            "address_id": "A-17",
+            "description": f"路灯不亮 {env.unique()}",
+        },
+    )
+    assert with_address.status_code == 201, with_address.text
+    request_id = with_address.json()[0]["service_request_id"]
+    (one,) = (await env.client.get(f"/open311/v2/requests/{request_id}.json")).json()
+    assert one["address_id"] == "A-17" and one["address"]
+    assert (await env.ticket(request_id)).extra["address_id"] == "A-17"
+
+
+async def test_media_url_is_a_web_address_published_scrubbed(env: IntakeEnv) -> None:
+    base = {"service_code": "0204", "address_string": env.address(), "description": "垃圾"}
+    for url in ("javascript:alert(1)", "ftp://files.example.cn/p.jpg"):
+        refused = await env.client.post(
+            "/open311/v2/requests.json", data={**base, "media_url": url}
+        )
+        assert refused.status_code == 400 and refused.json()[0]["field"] == "media_url"
+
+    phone = env.phone()
+    url = f"https://ssp.example.cn/p/1.jpg?tel={phone}"
+    posted = await env.client.post(
+        "/open311/v2/requests.json",
+        data={**base, "description": f"垃圾 {env.unique()}", "media_url": url},
+    )
+    assert posted.status_code == 201, posted.text
+    request_id = posted.json()[0]["service_request_id"]
+    (one,) = (await env.client.get(f"/open311/v2/requests/{request_id}.json")).json()
+    assert phone not in one["media_url"]
+    assert one["media_url"].startswith("https://ssp.example.cn/p/1.jpg?tel=139****")
+
+
+async def test_status_notes_are_a_public_phrase_not_the_departments_notes(env: IntakeEnv) -> None:
+    posted = await env.client.post(
+        "/open311/v2/requests.json",
+        data={
+            "service_code": "0102",
+            "address_string": env.address(),
+            "description": f"路灯坏了 {env.unique()}",
+        },
+    )
+    request_id = posted.json()[0]["service_request_id"]
+    (fresh,) = (await env.client.get(f"/open311/v2/requests/{request_id}.json")).json()
+    assert fresh["status_notes"] == "已受理"
+
+    dispatch_id = f"D-{request_id}"
+    note = "张卫国师傅明早带梯子上门更换灯泡"
+    await env.publish(
+        d.TicketAssigned(
+            ticket_id=request_id,
+            dispatch_id=dispatch_id,
+            department_code="city-lighting",
+            department_tier="district",
+            category_code="0102",
+            channel="open311-public-api",
+        ),
+        d.DispatchSigned(
+            ticket_id=request_id, dispatch_id=dispatch_id, department_code="city-lighting"
+        ),
+        d.ProgressNoted(
+            ticket_id=request_id,
+            dispatch_id=dispatch_id,
+            department_code="city-lighting",
+            note=note,
+        ),
+    )
+
+    async def noted() -> bool:
+        view = (await env.client.get(f"/tickets/{request_id}")).json()
+        return any(note in (h["note"] or "") for h in view["history"])
+
+    await wait_until(noted, timeout=20, what=f"{request_id}'s progress note")
+    one = await env.client.get(f"/open311/v2/requests/{request_id}.json")
+    assert one.json()[0]["status_notes"] == "处理中"
+    assert "张卫国" not in one.text
+    xml = await env.client.get(f"/open311/v2/requests/{request_id}.xml")
+    assert ET.fromstring(xml.content).findtext("request/status_notes") == "处理中"
