@@ -36,8 +36,8 @@ from typing import Any, Literal
 # Full-width digits and separators appear in Chinese text; map them one-to-one (same length)
 # so match positions in the translated copy are positions in the original.
 _HALF_WIDTH = str.maketrans(
-    "０１２３４５６７８９ＸｘＥ－—–＋（）　＠．",
-    "0123456789XxE---+() @.",
+    "０１２３４５６７８９ＸｘＥ－—–＋（）　＠．／",
+    "0123456789XxE---+() @./",
 )
 _EXTENSION = re.compile(r"(?:转|分机|ext\.?|x)\s*\d{1,6}\s*$", re.IGNORECASE)
 _NOT_DIGIT = re.compile(r"\D")
@@ -200,15 +200,30 @@ def citizen_hash(
 
 # Between any two digits of a number people may put one space or dash ("138 1234 5678").
 _SEP = r"[ \-]?"
+# Between the usual groups of a phone number (mobile 3-4-4, area code and local number, the
+# local number 3-4 or 4-4) they also use dots, slashes and runs of them: "138.1234.5678",
+# "138  1234  5678", "138 - 1234 - 5678", "0571 / 8765 4321". Only there: anywhere else a dot
+# or a slash belongs to a date, an amount or a version, not to a phone number.
+_GAP = r"[ .\-/]{0,3}"
 # Only digits delimit a number: "Tel13812345678" is still a phone. Masking a few digits of some
 # alphanumeric code by mistake is cheaper than letting one phone number through.
 _START = r"(?<![0-9])"
 _END = r"(?![0-9])"
 _ID18_RE = re.compile(rf"{_START}[1-9](?:{_SEP}[0-9]){{16}}{_SEP}[0-9Xx]{_END}")
 _ID15_RE = re.compile(rf"{_START}[1-9](?:{_SEP}[0-9]){{14}}{_END}")
-_MOBILE_RE = re.compile(rf"{_START}(?:(?:\+|00)?86{_SEP})?1[3-9](?:{_SEP}[0-9]){{9}}{_END}")
+# "+86", "0086", "86", bracketed or not: "(+86) 138…", "0086-138-…".
+_COUNTRY = r"(?:\((?:\+|00)?86\)|(?:\+|00)?86)"
+# A bracket is part of the number only when it closes around the prefix ("(138)1234-5678",
+# "(0571)8765-4321"): in "（13812345678）" the brackets are the sentence's and stay. An area
+# code may keep a lone closing one ("（区号0571）87654321").
+_MOBILE_RE = re.compile(
+    rf"{_START}(?:{_COUNTRY}{_GAP})?(?:\(1[3-9][0-9]\)|1[3-9]{_SEP}[0-9])"
+    rf"{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_END}"
+)
+_AREA = r"0(?:[12][0-9]|[3-9][0-9]{2})"
 _LANDLINE_RE = re.compile(
-    rf"{_START}\(?0(?:[12][0-9]|[3-9][0-9]{{2}})\)?{_SEP}[2-9](?:{_SEP}[0-9]){{6,7}}{_END}"
+    rf"{_START}(?:\({_AREA}\)|{_AREA}\)?){_GAP}"
+    rf"[2-9](?:{_SEP}[0-9]){{2,3}}{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_END}"
 )
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 
@@ -253,7 +268,10 @@ def scrub_text(text: str) -> str:
         return text
     probe = _half_width(text)
     taken: list[tuple[int, int, str]] = []
+    has_at = "@" in probe
     for pattern, masker in _SCRUBBERS:
+        if pattern is _EMAIL_RE and not has_at:
+            continue  # no address without an "@" (and the pattern is slow on long digit runs)
         for match in pattern.finditer(probe):
             start, end = match.span()
             if any(start < t_end and t_start < end for t_start, t_end, _ in taken):

@@ -22,12 +22,12 @@ from shared.settings import BusSettings
 from tests.integration.intake.support import fixture
 from tests.support import bus_settings, wait_until
 
-_SEPARATED = re.compile(r"(?<=\d)[\s\-()（）]+(?=\d)")
+_SEPARATED = re.compile(r"(?<=\d)[\s\-./()（）]+(?=\d)")
 # Ids and hashes are hex: a run of decimal digits inside one is not a phone number.
 _HEX_IDS = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-f]{32,}"
 )
-_CANDIDATES = re.compile(r"\+?\d[\d\s\-()（）]{5,24}\d[Xx]?")
+_CANDIDATES = re.compile(r"\+?\d[\d\s\-./()（）]{5,24}\d[Xx]?")
 
 
 def numbers_in(text: str) -> set[str]:

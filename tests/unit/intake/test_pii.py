@@ -34,6 +34,8 @@ mobiles = st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)
 separators = st.sampled_from(["", " ", "-"])
 area_codes = st.sampled_from(["010", "021", "022", "0571", "0574", "0755", "0931"])
 locals_ = st.from_regex(r"[2-9][0-9]{6,7}", fullmatch=True)
+# What people put between the groups of a phone number (3-4-4, area code and local number).
+gaps = st.sampled_from(["", " ", "-", ".", "/", "  ", "   ", " - ", "--", " / ", ". ", "．", "／"])
 
 
 @st.composite
@@ -85,6 +87,10 @@ def test_normalize_phone(raw: str, digits: str | None) -> None:
         ("0571-87654321", "0571****4321"),
         ("010-6234567", "010***4567"),
         ("87654321", "****4321"),
+        ("138.1234.5678", "138****5678"),
+        ("(138)1234-5678", "138****5678"),
+        ("0086-138-1234-5678", "138****5678"),
+        ("(0571)8765-4321", "0571****4321"),
         ("12345", "***45"),
         (None, None),
     ],
@@ -235,8 +241,93 @@ def test_scrub_masks_landlines_with_area_codes(
 ) -> None:
     written = f"({area}){local}" if brackets else f"{area}{sep}{local}"
     scrubbed = scrub_text(before + written + after)
-    assert local not in re.sub(r"\D", "", scrubbed)
-    assert f"{area}{'*' * (len(local) - 4)}{local[-4:]}" in scrubbed
+    # Not "local not in the digits left": 0755 + 7550000 leaves "0755***0000", digits 07550000.
+    assert scrubbed == f"{before}{area}{'*' * (len(local) - 4)}{local[-4:]}{after}"
+
+
+@settings(max_examples=300)
+@given(
+    NO_DIGITS,
+    mobiles,
+    gaps,
+    gaps,
+    st.booleans(),
+    st.sampled_from(["", "+86", "+86 ", "0086-", "86 ", "(+86)", "（+86） ", "(0086) "]),
+    NO_DIGITS,
+)
+def test_scrub_masks_mobiles_with_wider_gaps_and_brackets(
+    before: str,
+    mobile: str,
+    gap1: str,
+    gap2: str,
+    bracketed: bool,
+    prefix: str,
+    after: str,
+) -> None:
+    head = f"（{mobile[:3]}）" if bracketed else mobile[:3]
+    text = f"{before}{prefix}{head}{gap1}{mobile[3:7]}{gap2}{mobile[7:]}{after}"
+    scrubbed = scrub_text(text)
+    assert scrubbed == f"{before}{mobile[:3]}****{mobile[-4:]}{after}"
+
+
+@settings(max_examples=200)
+@given(NO_DIGITS, area_codes, locals_, gaps, gaps, st.booleans(), NO_DIGITS)
+def test_scrub_masks_landlines_with_wider_gaps(
+    before: str, area: str, local: str, gap1: str, gap2: str, brackets: bool, after: str
+) -> None:
+    head = f"({area})" if brackets else area
+    split = len(local) - 4
+    text = f"{before}{head}{gap1}{local[:split]}{gap2}{local[split:]}{after}"
+    scrubbed = scrub_text(text)
+    assert scrubbed == f"{before}{area}{'*' * split}{local[-4:]}{after}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("电话138.1234.5678，谢谢", "电话138****5678，谢谢"),
+        ("电话(138)1234-5678，谢谢", "电话138****5678，谢谢"),
+        ("电话（138）1234-5678，谢谢", "电话138****5678，谢谢"),
+        ("电话138  1234  5678，谢谢", "电话138****5678，谢谢"),
+        ("电话138 - 1234 - 5678，谢谢", "电话138****5678，谢谢"),
+        ("电话138/1234/5678，谢谢", "电话138****5678，谢谢"),
+        ("电话１３８．１２３４．５６７８，谢谢", "电话138****5678，谢谢"),
+        ("电话+86 138 1234 5678，谢谢", "电话138****5678，谢谢"),
+        ("电话+86 (138) 1234 5678，谢谢", "电话138****5678，谢谢"),
+        ("电话(+86)138.1234.5678，谢谢", "电话138****5678，谢谢"),
+        ("电话0086-138-1234-5678，谢谢", "电话138****5678，谢谢"),
+        ("电话(0571)8765-4321，谢谢", "电话0571****4321，谢谢"),
+        ("电话（0571）8765 4321，谢谢", "电话0571****4321，谢谢"),
+        ("电话（区号0571）87654321", "电话（区号0571****4321"),
+        ("电话0571.8765.4321，谢谢", "电话0571****4321，谢谢"),
+        ("电话010 - 6234 - 5678，谢谢", "电话010****5678，谢谢"),
+        ("电话0571-87654321 转 123", "电话0571****4321 转 123"),
+        ("电话0571-87654321转123", "电话0571****4321转123"),
+        # Brackets around the whole number are the sentence's: they stay.
+        ("联系方式（13812345678）", "联系方式（138****5678）"),
+        ("联系方式（057187654321）", "联系方式（0571****4321）"),
+        ("联系方式(0571 87654321", "联系方式(0571****4321"),
+    ],
+)
+def test_scrub_masks_the_ways_people_write_phone_numbers(text: str, expected: str) -> None:
+    assert scrub_text(text) == expected
+    assert scrub_text(expected) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("身份证330106199003072317", "身份证330106********2317"),
+        ("身份证 330106 19900307 2317", "身份证 330106********2317"),
+        (
+            "身份证330106-19900307-231X，电话138.1234.5678",
+            "身份证330106********231X，电话138****5678",
+        ),
+        ("身份证330106550430081", "身份证330106******081"),
+    ],
+)
+def test_scrub_masks_id_numbers_as_id_numbers(text: str, expected: str) -> None:
+    assert scrub_text(text) == expected
 
 
 def test_scrub_handles_full_width_digits() -> None:
@@ -269,6 +360,32 @@ def test_scrub_is_idempotent(text: str) -> None:
         "快递单号773012345678901还没到",  # 15 digits that are no ID (no real birth date)
         "订单号202405011234567890",  # 18 digits that are no ID
         "2026-11-03 09:14:52",
+        "2026-11-29",
+        "2026.11.29",
+        "2026/11/29 13:58",
+        "2026.11.29 13.58",
+        "2026-11-29T13:58:07.123+08:00",
+        "09:14:52",
+        "13:00-14:00, 15:00-16:00",
+        "13.00-14.00 15.00-16.00",
+        "金额12,345.67元",
+        "电费138.12元、水费1234.56元",
+        "共计138 1234.56元",
+        "1,380,000.00元",
+        "工单号20261129-0000123",
+        "工单号20261129-0000123-01",
+        "3号楼2单元501室",
+        "13幢2单元1501室",
+        "1301/1302/1303室",
+        "13-2-1501室",
+        "订单号1381234567890",  # 13 contiguous digits: no phone inside
+        "订单号 13812345678901234",
+        "运单号SF1381234567890",
+        "坐标120.1234567,30.1234567",
+        "IP 139.16.100.200",
+        "第13.14.15条",
+        "(2026)浙0106民初1234号",
+        "杭政办〔2026〕138号",
     ],
 )
 def test_scrub_leaves_ordinary_numbers_alone(text: str) -> None:
@@ -283,6 +400,7 @@ def test_scrub_leaves_ordinary_numbers_alone(text: str) -> None:
             "来电人王先生（电话139****3468，身份证330106********0415）反映楼道积水",
         ),
         ("请回电 0571-8765 4321 或 (010)62345678", "请回电 0571****4321 或 010****5678"),
+        ("请回电0755 7550000", "请回电0755***0000"),
         ("联系我 zhang.san@163.com 谢谢", "联系我 z***@163.com 谢谢"),
         ("电话13812345678 3幢", "电话138****5678 3幢"),
     ],
