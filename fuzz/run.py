@@ -72,10 +72,11 @@ def main() -> int:
             ports = {name: base + i for i, name in enumerate(SERVICES)}
             _wait_ready(list(ports.values()), timeout=60)
             for name in args.only.split(","):
+                # A service's own settings (e.g. path parameters that reach real resources).
+                config = ROOT / "fuzz" / f"{name}.toml"
                 command = [
                     str(BIN / "schemathesis"),
-                    "--config-file",
-                    str(ROOT / "fuzz" / "schemathesis.toml"),
+                    *(["--config-file", str(config)] if config.exists() else []),
                     "run",
                     f"http://127.0.0.1:{ports[name]}/openapi.json",
                     "--checks",
@@ -89,7 +90,7 @@ def main() -> int:
                 ]
                 if args.seed is not None:
                     command += ["--seed", str(args.seed)]
-                print(f"== {name}: {' '.join(command[3:])}", flush=True)
+                print(f"== {name}: {' '.join(command[command.index('run') :])}", flush=True)
                 if subprocess.run(command, cwd=ROOT, env=os.environ.copy()).returncode != 0:
                     failed.append(name)
         finally:
