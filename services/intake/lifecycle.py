@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.intake import pii
+from shared import pii
 from shared.events import dispatch as d
 from shared.events import mediation as m
 from shared.events.base import Event

@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from services.intake import classifier as text_classifier
-from services.intake import pii
 from services.intake.canonical import AttachmentMeta, TicketDraft, Urgency
 from services.intake.channels import Channel, TimeLimitProfile, time_limit_profile_for
 from services.intake.classifier import Classification
+from shared import pii
 
 GridLocator = Callable[[str | None, float | None, float | None], str | None]
 Classifier = Callable[[str, str], Classification]

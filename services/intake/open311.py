@@ -22,14 +22,14 @@ from zoneinfo import ZoneInfo
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from services.intake import lifecycle, pii, service
+from services.intake import lifecycle, service
 from services.intake.adapters import adapt
 from services.intake.adapters.open311 import is_web_url, service_code_problem
 from services.intake.api import intake_of
 from services.intake.bodies import BodyTooLarge, read_body
 from services.intake.channels import channels, get_channel
 from services.intake.errors import PayloadError
-from shared import taxonomy
+from shared import pii, taxonomy
 from shared.events.base import utcnow
 
 router = APIRouter(prefix="/open311", tags=["open311"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.intake import pii, repeats
+from services.intake import repeats
 from services.intake.canonical import TicketDraft
 from services.intake.channels import Channel
 from services.intake.ids import TicketIdAllocator
@@ -29,6 +29,7 @@ from services.intake.repeat_lookup import (
     keys_of,
     pack_shingles,
 )
+from shared import pii
 from shared.events.intake import TicketReceived
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from services.intake import lifecycle, pii
+from services.intake import lifecycle
 from services.intake.adapters import AttachmentBlob, BatchRow
 from services.intake.canonical import CallbackDraft, TicketDraft
 from services.intake.channels import Channel, UnknownChannel, get_channel
@@ -50,7 +50,7 @@ from services.intake.models import (
     TicketView,
 )
 from services.intake.pipeline import Prepared
-from shared import taxonomy
+from shared import pii, taxonomy
 from shared.events.base import Event, utcnow
 from shared.events.intake import FeedbackReceived
 from shared.outbox import event_row

@@ -13,9 +13,9 @@ import orjson
 from aiokafka import ConsumerRecord
 from sqlalchemy import select
 
-from services.intake import pii
 from services.intake.channels import channels
 from services.intake.models import TICKETS
+from shared import pii
 from shared.bus import make_consumer, topic_name
 from shared.events import ALL_TOPICS
 from shared.settings import BusSettings

@@ -11,7 +11,7 @@ from typing import Any
 from services.intake.canonical import AttachmentMeta
 from services.intake.channels import Channel, PayloadFormat
 from services.intake.errors import PayloadError
-from services.intake.pii import is_landline, is_mobile, normalize_phone
+from shared.pii import is_landline, is_mobile, normalize_phone
 
 _LABELLED_PHONE = re.compile(
     r"(?:联系电话|联系方式|手机号码|手机号|手机|电话|Tel|Phone)\s*[:：]?\s*(\+?[\d\-\s()（）]{7,20}\d)",

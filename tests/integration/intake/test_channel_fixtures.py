@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from services.intake import pii
 from services.intake.channels import Channel, callback_channels, channels
 from services.intake.models import TICKETS, outbox_table
+from shared import pii
 from shared.events.intake import TicketReceived
 from tests.integration.intake.support import EXPECTED, IntakeEnv, fixture
 

@@ -12,7 +12,7 @@ import yaml
 from services.intake.adapters import adapt, adapt_callback
 from services.intake.canonical import TicketDraft
 from services.intake.channels import callback_channels, channels, time_limit_profile_for
-from services.intake.pii import normalize_phone
+from shared.pii import normalize_phone
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "channels"
 PAYLOAD_SUFFIXES = {".json", ".form", ".eml", ".csv", ".xlsx"}

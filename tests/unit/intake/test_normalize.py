@@ -16,7 +16,7 @@ from services.intake.canonical import TicketDraft
 from services.intake.channels import channels, get_channel
 from services.intake.classifier import Classification
 from services.intake.normalize import normalize, raised_urgency
-from services.intake.pii import citizen_hash
+from shared.pii import citizen_hash
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 SALT = "s3cret"

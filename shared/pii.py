@@ -1,7 +1,9 @@
 """Personal data: masking for display, salted hashes for identity, scrubbing of free text.
 
 Clear-text phone and ID numbers stay in intake's own store; everything that leaves intake carries
-the masked forms below and the salted hash.
+the masked forms below and the salted hash. The other services scrub the free text their users
+type (a department's note may quote the citizen's number) with ``scrub_text`` before it is stored
+or published.
 
 Masking standard (display forms, in line with common Chinese government-site practice):
 

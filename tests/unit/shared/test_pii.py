@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.intake.pii import (
+from shared.pii import (
     citizen_hash,
     hash_identifier,
     id_check_digit,
