@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from services.evaluation import service
 from services.evaluation.models import Summary
+from shared.auth import Role, require_roles
 from shared.runtime import RuntimeDep
 
-router = APIRouter(tags=["metrics"])
+# The committee and its supervision office read the metrics (operators always may); the
+# hotline, departments and the other roles may not (docs/security.md).
+METRICS_READERS = (Role.COMMITTEE,)
+
+router = APIRouter(tags=["metrics"], dependencies=[Depends(require_roles(*METRICS_READERS))])
 
 
-@router.get("/summary", response_model=Summary)
+@router.get(
+    "/summary",
+    response_model=Summary,
+    responses={
+        400: {"description": "A malformed identity header"},
+        401: {"description": "No role (header mode), or a unit role without its unit"},
+        403: {"description": "The role may not read the metrics"},
+    },
+)
 async def get_summary(runtime: RuntimeDep) -> Summary:
-    """Tickets received, dispatched and called back, as projected from the event stream."""
+    """Tickets received, dispatched, awaiting dispatch and called back, from the event stream."""
     async with runtime.sessions() as session:
         return await service.summary(session=session)

@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlmodel import col
 
 from services.mediation.models import Case, CasePublic
+from shared.auth import Role, require_roles
 from shared.runtime import RuntimeDep
 
-router = APIRouter(tags=["cases"])
+# Mediators and the centres that run the one-stop mediation work read the cases (operators
+# always may); the hotline, departments, grid workers and the committee may not
+# (docs/security.md).
+CASE_READERS = (Role.MEDIATOR, Role.CENTRE)
+MAX_OFFSET = 1_000_000
+
+router = APIRouter(tags=["cases"], dependencies=[Depends(require_roles(*CASE_READERS))])
 
 
-@router.get("/cases", response_model=list[CasePublic])
-async def list_cases(runtime: RuntimeDep) -> list[Case]:
-    """Every mediation case, newest first."""
+@router.get(
+    "/cases",
+    response_model=list[CasePublic],
+    responses={
+        400: {"description": "A malformed identity header"},
+        401: {"description": "No role (header mode), or a unit role without its unit"},
+        403: {"description": "The role may not read mediation cases"},
+    },
+)
+async def list_cases(
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> list[Case]:
+    """Mediation cases, newest first; paginate with limit/offset."""
+    query = (
+        select(Case)
+        .order_by(col(Case.opened_at).desc(), col(Case.case_id).desc())
+        .limit(limit)
+        .offset(offset)
+    )
     async with runtime.sessions() as session:
-        return list(
-            (await session.execute(select(Case).order_by(col(Case.opened_at).desc()))).scalars()
-        )
+        return list((await session.execute(query)).scalars())

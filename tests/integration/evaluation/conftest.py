@@ -1,0 +1,26 @@
+"""Evaluation against the real broker and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.integration.evaluation.support import EvaluationEnv, running
+from tests.support import open_database
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def env(
+    request: pytest.FixtureRequest, broker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[EvaluationEnv]:
+    """One evaluation app per test module and database, behind a gateway (header mode)."""
+    database = await open_database(request.param, lambda: tmp_path_factory.mktemp("evaluation"))
+    try:
+        async with running(database, broker.bootstrap, auth_mode="header") as running_env:
+            yield running_env
+    finally:
+        await database.drop()
