@@ -4,9 +4,9 @@ transaction, wake the relay, map errors (``app.py`` registers the error handlers
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +15,14 @@ from services.dispatch import organisation, queries, service
 from services.dispatch.context import DispatchContext
 from services.dispatch.errors import Invalid, NotFound
 from services.dispatch.models import AreaRow, Department, DepartmentChange, Dispatch
-from services.dispatch.routing import RoutingDecision, TicketFacts, load_rules, route
+from services.dispatch.orgchart import DepartmentFlag
+from services.dispatch.routing import (
+    HandlingLine,
+    RoutingDecision,
+    TicketFacts,
+    load_rules,
+    route,
+)
 from services.dispatch.schemas import (
     AreaPublic,
     CompleteBody,
@@ -42,6 +49,7 @@ from services.dispatch.schemas import (
 )
 from services.dispatch.workflow import Status
 from shared.auth import CurrentPrincipal, Principal, require_roles
+from shared.geo import Tier
 from shared.runtime import RuntimeDep
 
 router = APIRouter()
@@ -58,6 +66,21 @@ async def get_context(request: Request) -> DispatchContext:
 
 ContextDep = Annotated[DispatchContext, Depends(get_context)]
 Operator = Annotated[Principal, Depends(require_roles())]
+
+# Identifiers and search words from the path or the query string reach SQL: bounded by the
+# columns they are compared with and free of control characters (PostgreSQL refuses a NUL in a
+# text parameter), so a value that cannot name anything is a 422 naming the parameter.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+DispatchId = Annotated[str, Path(max_length=64, pattern=_PRINTABLE)]
+TicketId = Annotated[str, Path(max_length=32, pattern=_PRINTABLE)]
+WhistleId = Annotated[str, Path(max_length=64, pattern=_PRINTABLE)]
+DepartmentCode = Annotated[str, Path(max_length=64, pattern=_PRINTABLE)]
+# How a dispatch came to its department (``dispatches.mode``).
+Mode = Literal["assign", "grab", "supervised", "reroute", "transfer", "whistle"]
+
+
+def _query_text(max_length: int, description: str | None = None) -> Any:
+    return Query(max_length=max_length, pattern=_PRINTABLE, description=description)
 
 
 async def _write(runtime: Any, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -91,8 +114,8 @@ async def get_organisation(runtime: RuntimeDep) -> dict[str, Any]:
 @router.get("/areas", response_model=list[AreaPublic], tags=["organisation"])
 async def list_areas(
     runtime: RuntimeDep,
-    parent: Annotated[str | None, Query(description="children of this area")] = None,
-    tier: Annotated[str | None, Query()] = None,
+    parent: Annotated[str | None, _query_text(32, "children of this area")] = None,
+    tier: Annotated[Tier | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[AreaRow]:
@@ -102,7 +125,7 @@ async def list_areas(
     if parent is not None:
         query = query.where(A.parent_code == parent)
     if tier is not None:
-        query = query.where(A.tier == tier)
+        query = query.where(A.tier == tier.value)
 
     async def work(session: AsyncSession) -> list[AreaRow]:
         rows = await session.execute(query.order_by(A.code).limit(limit).offset(offset))
@@ -114,11 +137,11 @@ async def list_areas(
 @router.get("/departments", response_model=DepartmentPage, tags=["organisation"])
 async def list_departments(
     runtime: RuntimeDep,
-    tier: Annotated[str | None, Query()] = None,
-    flag: Annotated[str | None, Query()] = None,
+    tier: Annotated[Tier | None, Query()] = None,
+    flag: Annotated[DepartmentFlag | None, Query()] = None,
     active: Annotated[bool | None, Query()] = None,
-    within: Annotated[str | None, Query(description="jurisdiction equal to this area")] = None,
-    q: Annotated[str | None, Query(description="code or name contains")] = None,
+    within: Annotated[str | None, _query_text(32, "jurisdiction equal to this area")] = None,
+    q: Annotated[str | None, _query_text(200, "code or name contains")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
@@ -126,19 +149,24 @@ async def list_departments(
     M: Any = Department
     query = select(Department)
     if tier is not None:
-        query = query.where(M.tier == tier)
+        query = query.where(M.tier == tier.value)
     if active is not None:
         query = query.where(M.active.is_(active))
     if within is not None:
         query = query.where(M.area_code == within)
-    if q:
-        like = f"%{q}%"
-        query = query.where(or_(M.code.like(like), M.name_zh.like(like), M.name_en.like(like)))
+    if q:  # a literal substring: "%" and "_" in the search are characters, not wildcards
+        query = query.where(
+            or_(
+                M.code.contains(q, autoescape=True),
+                M.name_zh.contains(q, autoescape=True),
+                M.name_en.contains(q, autoescape=True),
+            )
+        )
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         rows = list((await session.execute(query.order_by(M.code))).scalars())
         if flag is not None:  # JSON membership differs per dialect: filter here
-            rows = [r for r in rows if flag in r.flags]
+            rows = [r for r in rows if flag.value in r.flags]
         return {
             "items": rows[offset : offset + limit],
             "total": len(rows),
@@ -150,7 +178,7 @@ async def list_departments(
 
 
 @router.get("/departments/{code}", response_model=DepartmentPublic, tags=["organisation"])
-async def get_department(code: str, runtime: RuntimeDep) -> Department:
+async def get_department(code: DepartmentCode, runtime: RuntimeDep) -> Department:
     """One department."""
 
     async def work(session: AsyncSession) -> Department:
@@ -163,7 +191,7 @@ async def get_department(code: str, runtime: RuntimeDep) -> Department:
 
 
 @router.get("/departments/{code}/history", tags=["organisation"])
-async def department_history(code: str, runtime: RuntimeDep) -> list[dict[str, Any]]:
+async def department_history(code: DepartmentCode, runtime: RuntimeDep) -> list[dict[str, Any]]:
     """The admin changes to one department, oldest first."""
     M: Any = DepartmentChange
 
@@ -194,7 +222,11 @@ async def create_department(
 
 @router.patch("/departments/{code}", response_model=DepartmentPublic, tags=["organisation"])
 async def update_department(
-    code: str, body: DepartmentUpdate, runtime: RuntimeDep, ctx: ContextDep, principal: Operator
+    code: DepartmentCode,
+    body: DepartmentUpdate,
+    runtime: RuntimeDep,
+    ctx: ContextDep,
+    principal: Operator,
 ) -> Department:
     """Change a department's names, responsibility list or flags (re-validating the rules)."""
     return await _write(
@@ -209,7 +241,7 @@ async def update_department(
     "/departments/{code}/deactivate", response_model=DepartmentPublic, tags=["organisation"]
 )
 async def deactivate_department(
-    code: str, runtime: RuntimeDep, ctx: ContextDep, principal: Operator
+    code: DepartmentCode, runtime: RuntimeDep, ctx: ContextDep, principal: Operator
 ) -> Department:
     """Take a department out of routing; 409 while it holds open dispatches, 422 when the active
     rules name it."""
@@ -225,7 +257,7 @@ async def deactivate_department(
     "/departments/{code}/reactivate", response_model=DepartmentPublic, tags=["organisation"]
 )
 async def reactivate_department(
-    code: str, runtime: RuntimeDep, ctx: ContextDep, principal: Operator
+    code: DepartmentCode, runtime: RuntimeDep, ctx: ContextDep, principal: Operator
 ) -> Department:
     """Bring a deactivated department back into routing."""
     return await _write(
@@ -352,12 +384,12 @@ async def get_inbox(
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
-    department: Annotated[str | None, Query()] = None,
+    department: Annotated[str | None, _query_text(64)] = None,
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     overdue: Annotated[bool | None, Query(description="a running clock past its deadline")] = None,
-    line: Annotated[str | None, Query()] = None,
-    mode: Annotated[str | None, Query()] = None,
-    ticket_id: Annotated[str | None, Query()] = None,
+    line: Annotated[HandlingLine | None, Query()] = None,
+    mode: Annotated[Mode | None, Query()] = None,
+    ticket_id: Annotated[str | None, _query_text(32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> InboxPage:
@@ -372,7 +404,7 @@ async def get_inbox(
             department=department,
             statuses=[x.value for x in status_ or ()],
             overdue=overdue,
-            line=line,
+            line=line.value if line is not None else None,
             mode=mode,
             ticket_id=ticket_id,
             limit=limit,
@@ -386,7 +418,7 @@ async def get_grab_pool(
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
-    department: Annotated[str | None, Query()] = None,
+    department: Annotated[str | None, _query_text(64)] = None,
 ) -> list[Dispatch]:
     """Pooled tickets the department may grab (抢着办), soonest-expiring first."""
     return await _read(
@@ -397,7 +429,7 @@ async def get_grab_pool(
 
 @router.get("/dispatches/{dispatch_id}", response_model=DispatchDetail, tags=["dispatches"])
 async def get_dispatch(
-    dispatch_id: str, runtime: RuntimeDep, ctx: ContextDep, principal: CurrentPrincipal
+    dispatch_id: DispatchId, runtime: RuntimeDep, ctx: ContextDep, principal: CurrentPrincipal
 ) -> DispatchDetail:
     """One dispatch with its clocks, allowed actions and audit trail; 403 if it is another
     department's, 404 if there is no such dispatch."""
@@ -411,7 +443,7 @@ async def get_dispatch(
     "/tickets/{ticket_id}/dispatches", response_model=list[DispatchPublic], tags=["dispatches"]
 )
 async def ticket_dispatches(
-    ticket_id: str, runtime: RuntimeDep, ctx: ContextDep, principal: CurrentPrincipal
+    ticket_id: TicketId, runtime: RuntimeDep, ctx: ContextDep, principal: CurrentPrincipal
 ) -> list[Dispatch]:
     """The dispatches of one ticket the caller may read; 404 when dispatch has not seen it."""
     return await _read(
@@ -427,7 +459,7 @@ async def list_escalations(
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
-    target: Annotated[str | None, Query(description="escalated to this centre")] = None,
+    target: Annotated[str | None, _query_text(64, "escalated to this centre")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Any]:
@@ -467,7 +499,7 @@ _WORKFLOW: dict[str, Any] = {"response_model": ActionResult, "tags": ["workflow"
 
 @router.post("/dispatches/{dispatch_id}/sign-for", **_WORKFLOW)
 async def sign_for(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -489,7 +521,7 @@ async def sign_for(
 
 @router.post("/dispatches/{dispatch_id}/grab", **_WORKFLOW)
 async def grab(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -511,7 +543,7 @@ async def grab(
 
 @router.post("/dispatches/{dispatch_id}/return", **_WORKFLOW)
 async def request_return(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     body: ReasonBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -529,7 +561,7 @@ async def request_return(
 
 @router.post("/dispatches/{dispatch_id}/return/approve", **_WORKFLOW)
 async def approve_return(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -552,7 +584,7 @@ async def approve_return(
 
 @router.post("/dispatches/{dispatch_id}/return/deny", **_WORKFLOW)
 async def deny_return(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -575,7 +607,7 @@ async def deny_return(
 
 @router.post("/dispatches/{dispatch_id}/transfer", **_WORKFLOW)
 async def transfer(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     body: TransferBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -598,7 +630,7 @@ async def transfer(
 
 @router.post("/dispatches/{dispatch_id}/extension", **_WORKFLOW)
 async def request_extension(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     body: ExtensionBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -616,7 +648,7 @@ async def request_extension(
 
 @router.post("/dispatches/{dispatch_id}/extension/approve", **_WORKFLOW)
 async def approve_extension(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -639,7 +671,7 @@ async def approve_extension(
 
 @router.post("/dispatches/{dispatch_id}/extension/deny", **_WORKFLOW)
 async def deny_extension(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -662,7 +694,7 @@ async def deny_extension(
 
 @router.post("/dispatches/{dispatch_id}/progress", **_WORKFLOW)
 async def note_progress(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     body: RequiredNoteBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -680,7 +712,7 @@ async def note_progress(
 
 @router.post("/dispatches/{dispatch_id}/contact", **_WORKFLOW)
 async def contact(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -704,7 +736,7 @@ async def contact(
 
 @router.post("/dispatches/{dispatch_id}/complete", **_WORKFLOW)
 async def complete(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     body: CompleteBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -727,7 +759,7 @@ async def complete(
 
 @router.post("/dispatches/{dispatch_id}/supervise", **_WORKFLOW)
 async def supervise(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     body: RequiredNoteBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -745,7 +777,7 @@ async def supervise(
 
 @router.post("/dispatches/{dispatch_id}/focus", **_WORKFLOW)
 async def focus(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -767,7 +799,7 @@ async def focus(
 
 @router.post("/dispatches/{dispatch_id}/withdraw", **_WORKFLOW)
 async def withdraw(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     body: ReasonBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -785,7 +817,7 @@ async def withdraw(
 
 @router.post("/dispatches/{dispatch_id}/mediation", **_WORKFLOW)
 async def request_mediation(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     body: ReasonBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -803,7 +835,7 @@ async def request_mediation(
 
 @router.post("/dispatches/{dispatch_id}/report", **_WORKFLOW)
 async def report(
-    dispatch_id: str,
+    dispatch_id: DispatchId,
     runtime: RuntimeDep,
     ctx: ContextDep,
     principal: CurrentPrincipal,
@@ -834,7 +866,7 @@ async def report(
     tags=["whistle"],
 )
 async def blow_whistle(
-    ticket_id: str,
+    ticket_id: TicketId,
     body: WhistleBody,
     runtime: RuntimeDep,
     ctx: ContextDep,
@@ -864,7 +896,7 @@ async def blow_whistle(
 
 @router.get("/whistles/{whistle_id}", response_model=WhistleBoard, tags=["whistle"])
 async def whistle_board(
-    whistle_id: str, runtime: RuntimeDep, ctx: ContextDep, principal: CurrentPrincipal
+    whistle_id: WhistleId, runtime: RuntimeDep, ctx: ContextDep, principal: CurrentPrincipal
 ) -> WhistleBoard:
     """The board: who was summoned, who reported on time, who reported late, who is late."""
     return await _read(
@@ -877,7 +909,7 @@ async def whistle_board(
 
 @router.get("/tickets/{ticket_id}/whistles", response_model=list[WhistleBoard], tags=["whistle"])
 async def ticket_whistles(
-    ticket_id: str, runtime: RuntimeDep, ctx: ContextDep, principal: CurrentPrincipal
+    ticket_id: TicketId, runtime: RuntimeDep, ctx: ContextDep, principal: CurrentPrincipal
 ) -> list[WhistleBoard]:
     """Every whistle blown on a ticket, with its board."""
 

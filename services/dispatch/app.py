@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from services.dispatch import organisation, scheduler
 from services.dispatch.api import router
+from services.dispatch.clocks import CalendarRangeError
 from services.dispatch.context import Clock, DispatchContext
 from services.dispatch.datafiles import DataFileError
 from services.dispatch.errors import DispatchError, Invalid
@@ -75,6 +76,14 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StateConflict)
     async def state_conflict(_request: Request, exc: StateConflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "current_status": exc.current}, status_code=409)
+
+    @app.exception_handler(CalendarRangeError)
+    async def calendar_gap(_request: Request, exc: CalendarRangeError) -> JSONResponse:
+        # ``beyond_data: raise``: a deadline this action needs lies past the calendar's data.
+        return JSONResponse(
+            {"detail": f"the working calendar cannot compute a deadline this needs: {exc}"},
+            status_code=409,
+        )
 
     @app.exception_handler(DataFileError)
     async def refused_file(_request: Request, exc: DataFileError) -> JSONResponse:

@@ -100,6 +100,14 @@ class DispatchMetrics:
             "Scheduler passes that failed (retried on the next pass).",
             registry=registry,
         )
+        self.scheduler_skipped = Counter(
+            "fengqiao_dispatch_scheduler_skipped_total",
+            "Scheduler steps skipped because the calendar refused a deadline they need "
+            "(beyond_data: raise past the calendar's data); retried every pass. By step: "
+            "escalate (a missed clock), assign (an expired grab window).",
+            ["step"],
+            registry=registry,
+        )
         self.deadlines_on_fallback = Counter(
             "fengqiao_dispatch_deadlines_on_fallback_total",
             "Deadlines computed with the weekday fallback: beyond the official calendar data and "
@@ -145,6 +153,7 @@ class DispatchContext:
         self._org: tuple[int, OrgChart] | None = None
         self._rules: ActiveRules | None = None
         self._warned_years: set[int] = set()
+        self._warned_skips: set[str] = set()
 
     def bind_metrics(self, registry: CollectorRegistry) -> None:
         """Register dispatch's metrics on the running service's registry."""
@@ -227,6 +236,23 @@ class DispatchContext:
                     self.calendar.version,
                     year,
                 )
+
+    def note_scheduler_skip(self, step: str, what: str, exc: Exception) -> None:
+        """A scheduler step skipped on a calendar gap: counted every time, logged once per step
+        and dispatch per process (it is retried every pass until the calendar is completed)."""
+        if self.metrics is not None:
+            self.metrics.scheduler_skipped.labels(step).inc()
+        key = f"{step}:{what}"
+        if key not in self._warned_skips:
+            self._warned_skips.add(key)
+            log.warning(
+                "scheduler: %s of %s skipped, retried every pass until the calendar covers it: "
+                "%s (calendar overrides version %s; see docs/dispatch.md, 'The calendar')",
+                step,
+                what,
+                exc,
+                self.calendar.version,
+            )
 
     def update_calendar_gauge(self) -> None:
         """Days left before deadlines start needing the fallback."""

@@ -57,6 +57,12 @@ def parse_yaml(text: str, error: type[DataFileError]) -> dict[str, Any]:
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark is not None else "?"
         problem = getattr(exc, "problem", None) or str(exc)
         raise error([Problem(None, "", f"does not parse at {where}: {problem}")]) from None
+    except RecursionError:
+        # PyYAML composes nested collections recursively: a few kilobytes of "[[[[" or "{a: {a:"
+        # exhaust the interpreter's stack. No data file of ours nests more than a few levels.
+        raise error(
+            [Problem(None, "", "does not parse: its collections are nested too deeply")]
+        ) from None
     if not isinstance(document, dict):
         raise error([Problem(None, "", "must hold a mapping at the top level")])
     return document

@@ -237,7 +237,7 @@ class ExtensionRequest(DispatchBase, table=True):
     amount: float
     unit: str = Field(max_length=16)
     reason: str
-    status: str = Field(default="pending", max_length=16)  # pending | approved | denied
+    status: str = Field(default="pending", max_length=16)  # pending|approved|denied|moot
     requested_by: str = Field(max_length=128)
     requested_at: datetime = _aware()
     decided_by: str | None = Field(default=None, max_length=128)

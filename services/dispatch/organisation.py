@@ -368,6 +368,14 @@ async def create_department(
         revision=0,
     )
     await _validate(session, ctx, [*org.departments.values(), unit_from_row(row)], org.tree)
+    try:
+        # The check above cannot see a concurrent create that has not committed yet: the
+        # primary key decides, and the loser gets the same answer as the check gives.
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(f"department {data.code!r} already exists") from None
     return await _commit_change(session, ctx, row=row, change="created", before=None, actor=actor)
 
 

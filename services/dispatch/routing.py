@@ -18,7 +18,14 @@ from collections.abc import Collection
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from services.dispatch.clocks import ProfileSet, UnknownProfile
 from services.dispatch.datafiles import (
@@ -174,8 +181,15 @@ class Defaults(_Strict):
     profile: str = "standard"
 
 
+def _printable(v: str) -> str:
+    if any(unicodedata.category(c) == "Cc" for c in v):
+        raise ValueError("must not hold control characters")
+    return v
+
+
 class _RulesDocument(_Strict):
-    version: str
+    # Stored in rule_sets.version (VARCHAR(64)), shown in the API and logs.
+    version: Annotated[str, AfterValidator(_printable)] = Field(min_length=1, max_length=64)
     defaults: Defaults = Defaults()
     rules: list[Rule]
 

@@ -11,6 +11,11 @@ A missed clock escalates to level 1 (the nearest centre over the department) whe
 then one level further each time its own duration passes again (village → town → district →
 city); past the city centre it escalates once more with no target — the city leadership — and
 stops.
+
+A step whose deadline the calendar refuses to compute (``beyond_data: raise`` and a date past
+the calendar's data) is skipped, logged and counted (``fengqiao_dispatch_scheduler_skipped_total``)
+and tried again on every pass until the operators complete the calendar; the steps behind it in
+the batch go on.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.dispatch.clocks import ClockName
+from services.dispatch.clocks import CalendarRangeError, ClockName
 from services.dispatch.context import DispatchContext
 from services.dispatch.models import (
     Dispatch,
@@ -33,7 +38,7 @@ from services.dispatch.models import (
     Escalation,
     GrabOffer,
 )
-from services.dispatch.orgchart import UnknownDepartment
+from services.dispatch.orgchart import OrgChart, UnknownDepartment
 from services.dispatch.service import _assigned, _start_clocks, state_of
 from services.dispatch.workflow import OPEN, Action, Status, apply, escalation_target
 from shared.events.dispatch import DispatchEscalated
@@ -45,6 +50,10 @@ C: Any = DispatchClock
 G: Any = GrabOffer
 
 _OPEN = [s.value for s in OPEN]
+# Pages of steps one pass looks at, at most: a further page is read only when steps of the one
+# before were skipped (their deadlines beyond the calendar), so skipped steps at the head of the
+# queue cannot hold up every other one.
+_MAX_PAGES = 10
 
 
 @dataclass
@@ -69,82 +78,105 @@ async def run_pass(ctx: DispatchContext, sessions: async_sessionmaker[AsyncSessi
 async def expire_grabs(session: AsyncSession, ctx: DispatchContext, now: datetime) -> int:
     """督着办: pooled dispatches nobody grabbed in time go to the first-ranked eligible
     department, marked supervised, with their clocks starting now."""
-    due = (
+    batch = ctx.settings.scheduler_batch_size
+    seen: list[str] = []
+    assigned = 0
+    for _ in range(_MAX_PAGES):
+        query = (
+            select(D.dispatch_id)
+            .where(D.status == Status.PENDING_GRAB.value, D.grab_until <= now)
+            .order_by(D.grab_until)
+            .limit(batch - assigned)
+        )
+        if seen:
+            query = query.where(D.dispatch_id.not_in(seen))
+        due = (await session.execute(query)).scalars().all()
+        if not due:
+            break
+        seen.extend(due)
+        org = await ctx.organisation(session)
+        skipped = 0
+        for dispatch_id in due:
+            outcome = await _assign_expired(session, ctx, org, dispatch_id, now)
+            assigned += outcome is True
+            skipped += outcome is None
+        # Only a page with steps skipped on the calendar makes room for a further page.
+        if not skipped or assigned >= batch:
+            break
+    return assigned
+
+
+async def _assign_expired(
+    session: AsyncSession, ctx: DispatchContext, org: OrgChart, dispatch_id: str, now: datetime
+) -> bool | None:
+    """Assign one expired pooled dispatch: True when done, False when it was no longer in the
+    pool, None when its deadlines cannot be computed (skipped)."""
+    offers = (
         (
             await session.execute(
-                select(D.dispatch_id)
-                .where(D.status == Status.PENDING_GRAB.value, D.grab_until <= now)
-                .order_by(D.grab_until)
-                .limit(ctx.settings.scheduler_batch_size)
+                select(G.department_code).where(G.dispatch_id == dispatch_id).order_by(G.rank)
             )
         )
         .scalars()
         .all()
     )
-    if not due:
-        return 0
-    org = await ctx.organisation(session)
-    assigned = 0
-    for dispatch_id in due:
-        offers = (
-            (
-                await session.execute(
-                    select(G.department_code).where(G.dispatch_id == dispatch_id).order_by(G.rank)
-                )
-            )
-            .scalars()
-            .all()
+    unit = next((org.departments[c] for c in offers if c in org.departments), None)
+    if unit is None:
+        unit = org.supervised_pool  # every offered unit was deactivated meanwhile
+    d = await session.get(Dispatch, dispatch_id)
+    if d is None or d.status != Status.PENDING_GRAB.value:
+        return False
+    try:  # before anything is written: a refused deadline leaves the dispatch as it was
+        due = ctx.deadlines(ctx.profiles.get(d.time_limit_profile), now)
+    except CalendarRangeError as exc:
+        ctx.note_scheduler_skip("assign", dispatch_id, exc)
+        return None
+    state = apply(state_of(d), Action.ASSIGN)  # → assigned, supervised (督着办)
+    claimed = await session.execute(
+        update(Dispatch)
+        .where(D.dispatch_id == dispatch_id, D.status == Status.PENDING_GRAB.value)
+        .values(
+            status=state.status.value,
+            supervised=state.supervised,
+            department_code=unit.code,
+            mode="supervised",
+            version=D.version + 1,
+            updated_at=now,
         )
-        unit = next((org.departments[c] for c in offers if c in org.departments), None)
-        if unit is None:
-            unit = org.supervised_pool  # every offered unit was deactivated meanwhile
-        d = await session.get(Dispatch, dispatch_id)
-        if d is None or d.status != Status.PENDING_GRAB.value:
-            continue
-        state = apply(state_of(d), Action.ASSIGN)  # → assigned, supervised (督着办)
-        claimed = await session.execute(
-            update(Dispatch)
-            .where(D.dispatch_id == dispatch_id, D.status == Status.PENDING_GRAB.value)
-            .values(
-                status=state.status.value,
-                supervised=state.supervised,
-                department_code=unit.code,
-                mode="supervised",
-                version=D.version + 1,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False)
+    )
+    if _rows(claimed) != 1:
+        return False  # grabbed, or assigned by another replica, since we looked
+    await session.refresh(d)
+    clocks = _start_clocks(session, ctx, d, now, due=due)
+    session.add(
+        DispatchAction(
+            dispatch_id=d.dispatch_id,
+            ticket_id=d.ticket_id,
+            action=Action.ASSIGN.value,
+            actor_role="system",
+            actor_subject="scheduler",
+            from_status=Status.PENDING_GRAB.value,
+            to_status=d.status,
+            note="nobody grabbed it in time: assigned and supervised (督着办)",
+            data={"department": unit.code},
+            at=now,
         )
-        if _rows(claimed) != 1:
-            continue  # grabbed, or assigned by another replica, since we looked
-        await session.refresh(d)
-        clocks = _start_clocks(session, ctx, d, now)
-        session.add(
-            DispatchAction(
-                dispatch_id=d.dispatch_id,
-                ticket_id=d.ticket_id,
-                action=Action.ASSIGN.value,
-                actor_role="system",
-                actor_subject="scheduler",
-                from_status=Status.PENDING_GRAB.value,
-                to_status=d.status,
-                note="nobody grabbed it in time: assigned and supervised (督着办)",
-                data={"department": unit.code},
-                at=now,
-            )
-        )
-        await ctx.outbox.add(session, _assigned(d, unit, clocks, mode="supervised"))
-        assigned += 1
-        if ctx.metrics is not None:
-            ctx.metrics.grabs_expired.inc()
-    return assigned
+    )
+    await ctx.outbox.add(session, _assigned(d, unit, clocks, mode="supervised"))
+    if ctx.metrics is not None:
+        ctx.metrics.grabs_expired.inc()
+    return True
 
 
 async def escalate_missed(session: AsyncSession, ctx: DispatchContext, now: datetime) -> int:
     """Escalate every running clock of an open dispatch whose next escalation time has passed,
     one level per clock per pass, each step claimed exactly once."""
-    rows = (
-        await session.execute(
+    batch = ctx.settings.scheduler_batch_size
+    seen: list[tuple[str, str]] = []
+    done = 0
+    for _ in range(_MAX_PAGES):
+        query = (
             select(
                 C.dispatch_id,
                 C.clock,
@@ -164,86 +196,105 @@ async def escalate_missed(session: AsyncSession, ctx: DispatchContext, now: date
                 D.department_code.is_not(None),
             )
             .order_by(C.next_escalation_at)
-            .limit(ctx.settings.scheduler_batch_size)
+            .limit(batch - done)
         )
-    ).all()
-    if not rows:
-        return 0
-    org = await ctx.organisation(session)
-    done = 0
-    for row in rows:
-        level = row.escalation_level + 1
-        clock = ClockName(row.clock)
-        try:
-            target = escalation_target(row.department_code, level, org)
-        except UnknownDepartment:
-            target = None  # deactivated since: straight to the top
-        # Past the top, stop; otherwise escalate again after the clock's own duration.
-        has_next = target is not None
-        following = (
-            ctx.next_step(ctx.profiles.get(row.time_limit_profile), clock, row.next_escalation_at)
-            if has_next and clock in ctx.profiles.get(row.time_limit_profile).clocks
-            else None
-        )
-        claimed = await session.execute(
-            update(DispatchClock)
-            .where(
-                C.dispatch_id == row.dispatch_id,
-                C.clock == row.clock,
-                C.escalation_level == row.escalation_level,
-                C.stopped_at.is_(None),
-            )
-            .values(escalation_level=level, next_escalation_at=following)
-        )
-        if _rows(claimed) != 1:
-            continue  # another replica took this step, or the clock just stopped
-        session.add(
-            Escalation(
-                dispatch_id=row.dispatch_id,
-                ticket_id=row.ticket_id,
-                clock=row.clock,
-                level=level,
-                department_code=row.department_code,
-                target_department_code=target.code if target else None,
-                due_at=row.due_at,
-                escalated_at=now,
-            )
-        )
-        await session.execute(
-            update(Dispatch)
-            .where(D.dispatch_id == row.dispatch_id, D.escalation_level < level)
-            .values(escalation_level=level)
-        )
-        session.add(
-            DispatchAction(
-                dispatch_id=row.dispatch_id,
-                ticket_id=row.ticket_id,
-                action=Action.ESCALATE.value,
-                actor_role="system",
-                actor_subject="scheduler",
-                note=f"{row.clock} missed (due {row.due_at.isoformat()}): escalated to "
-                + (target.code if target else "the city leadership"),
-                data={"clock": row.clock, "level": level},
-                at=now,
-            )
-        )
-        await ctx.outbox.add(
-            session,
-            DispatchEscalated(
-                ticket_id=row.ticket_id,
-                dispatch_id=row.dispatch_id,
-                department_code=row.department_code,
-                clock=row.clock,
-                level=level,
-                target_department_code=target.code if target else None,
-                due_at=row.due_at,
-            ),
-        )
-        done += 1
-        if ctx.metrics is not None:
-            ctx.metrics.escalations.labels(row.clock).inc()
+        if seen:  # one step per clock per pass, and past the clocks skipped on this pass
+            query = query.where(tuple_(C.dispatch_id, C.clock).not_in(seen))
+        rows = (await session.execute(query)).all()
+        if not rows:
+            break
+        seen.extend((row.dispatch_id, row.clock) for row in rows)
+        org = await ctx.organisation(session)
+        skipped = 0
+        for row in rows:
+            outcome = await _escalate(session, ctx, org, row, now)
+            done += outcome is True
+            skipped += outcome is None
+        # Only a page with steps skipped on the calendar makes room for a further page.
+        if not skipped or done >= batch:
+            break
     await session.flush()
     return done
+
+
+async def _escalate(
+    session: AsyncSession, ctx: DispatchContext, org: OrgChart, row: Any, now: datetime
+) -> bool | None:
+    """Take one escalation step: True when taken, False when another replica took it or the
+    clock stopped meanwhile, None when its next step cannot be computed (skipped)."""
+    level = row.escalation_level + 1
+    clock = ClockName(row.clock)
+    try:
+        target = escalation_target(row.department_code, level, org)
+    except UnknownDepartment:
+        target = None  # deactivated since: straight to the top
+    # Past the top, stop; otherwise escalate again after the clock's own duration.
+    following = None
+    if target is not None:
+        profile = ctx.profiles.get(row.time_limit_profile)
+        if clock in profile.clocks:
+            try:  # before anything is written: a refused step leaves the clock as it was
+                following = ctx.next_step(profile, clock, row.next_escalation_at)
+            except CalendarRangeError as exc:
+                ctx.note_scheduler_skip("escalate", f"{row.dispatch_id}/{row.clock}", exc)
+                return None
+    claimed = await session.execute(
+        update(DispatchClock)
+        .where(
+            C.dispatch_id == row.dispatch_id,
+            C.clock == row.clock,
+            C.escalation_level == row.escalation_level,
+            C.stopped_at.is_(None),
+        )
+        .values(escalation_level=level, next_escalation_at=following)
+    )
+    if _rows(claimed) != 1:
+        return False  # another replica took this step, or the clock just stopped
+    session.add(
+        Escalation(
+            dispatch_id=row.dispatch_id,
+            ticket_id=row.ticket_id,
+            clock=row.clock,
+            level=level,
+            department_code=row.department_code,
+            target_department_code=target.code if target else None,
+            due_at=row.due_at,
+            escalated_at=now,
+        )
+    )
+    await session.execute(
+        update(Dispatch)
+        .where(D.dispatch_id == row.dispatch_id, D.escalation_level < level)
+        .values(escalation_level=level)
+    )
+    session.add(
+        DispatchAction(
+            dispatch_id=row.dispatch_id,
+            ticket_id=row.ticket_id,
+            action=Action.ESCALATE.value,
+            actor_role="system",
+            actor_subject="scheduler",
+            note=f"{row.clock} missed (due {row.due_at.isoformat()}): escalated to "
+            + (target.code if target else "the city leadership"),
+            data={"clock": row.clock, "level": level},
+            at=now,
+        )
+    )
+    await ctx.outbox.add(
+        session,
+        DispatchEscalated(
+            ticket_id=row.ticket_id,
+            dispatch_id=row.dispatch_id,
+            department_code=row.department_code,
+            clock=row.clock,
+            level=level,
+            target_department_code=target.code if target else None,
+            due_at=row.due_at,
+        ),
+    )
+    if ctx.metrics is not None:
+        ctx.metrics.escalations.labels(row.clock).inc()
+    return True
 
 
 def _rows(result: Any) -> int:

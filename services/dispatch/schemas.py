@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -18,13 +20,40 @@ from pydantic import (
 from services.dispatch.clocks import ClockName, Unit
 from services.dispatch.orgchart import DepartmentFlag
 from services.dispatch.routing import TicketFacts
-from shared import taxonomy
+from shared import pii, taxonomy
 from shared.geo import Tier
 
 _DEPT_CODE = r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$"
 
 # Every time the API answers with is aware and in UTC, whatever zone it was computed in.
 Utc = Annotated[AwareDatetime, AfterValidator(lambda v: v.astimezone(UTC))]
+
+# C0 control characters other than tab, line feed and carriage return, and DEL, as intake drops
+# them: they mean nothing in a note, and PostgreSQL refuses NUL in text and JSON.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def without_control_characters(value: Any) -> Any:
+    """A string with its control characters dropped (anything else is left to validation)."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        return _CONTROL.sub("", value)
+    return value
+
+
+def clean_free_text(text: str) -> str:
+    """What dispatch stores and publishes of text someone typed: control characters dropped,
+    phone numbers, ID numbers and e-mail addresses masked (a department's note may quote the
+    citizen's number; it must not reach the bus in clear)."""
+    return pii.scrub_text(without_control_characters(text))
+
+
+# A name: control characters dropped before the length limits are checked.
+Name = Annotated[str, BeforeValidator(without_control_characters)]
+# Free text departments and centres type: control characters dropped before the length limits
+# are checked, personal data masked after. Every such field of a request body is one of these.
+FreeText = Annotated[
+    str, BeforeValidator(without_control_characters), AfterValidator(pii.scrub_text)
+]
 
 
 class _Body(BaseModel):
@@ -52,10 +81,10 @@ class DepartmentCreate(_Body):
     """A new department (one unit): its tier, jurisdiction and responsibility list."""
 
     code: str = Field(pattern=_DEPT_CODE, max_length=64)
-    name_zh: str = Field(min_length=1, max_length=200)
-    name_en: str = Field(min_length=1, max_length=200)
+    name_zh: Name = Field(min_length=1, max_length=200)
+    name_en: Name = Field(min_length=1, max_length=200)
     tier: Tier
-    jurisdiction: str = Field(description="the area code whose subtree it covers")
+    jurisdiction: str = Field(max_length=32, description="the area code whose subtree it covers")
     responsibilities: list[str] = Field(
         default_factory=list, description="taxonomy codes; a two-digit code means all its leaves"
     )
@@ -68,8 +97,8 @@ class DepartmentUpdate(_Body):
     """Fields to change; the code, tier and jurisdiction of a unit do not change (create a new
     unit and deactivate the old one instead)."""
 
-    name_zh: str | None = Field(None, min_length=1, max_length=200)
-    name_en: str | None = Field(None, min_length=1, max_length=200)
+    name_zh: Name | None = Field(None, min_length=1, max_length=200)
+    name_en: Name | None = Field(None, min_length=1, max_length=200)
     responsibilities: list[str] | None = None
     flags: list[DepartmentFlag] | None = None
 
@@ -251,20 +280,20 @@ class DispatchDetail(DispatchPublic):
 
 
 class NoteBody(_Body):
-    note: str | None = Field(None, max_length=4000)
+    note: FreeText | None = Field(None, max_length=4000)
 
 
 class RequiredNoteBody(_Body):
-    note: str = Field(min_length=1, max_length=4000)
+    note: FreeText = Field(min_length=1, max_length=4000)
 
 
 class ReasonBody(_Body):
-    reason: str = Field(min_length=2, max_length=4000)
+    reason: FreeText = Field(min_length=2, max_length=4000)
 
 
 class TransferBody(_Body):
     to_department: str = Field(min_length=1, max_length=64)
-    reason: str = Field(min_length=2, max_length=4000)
+    reason: FreeText = Field(min_length=2, max_length=4000)
 
 
 class ExtensionBody(_Body):
@@ -275,7 +304,7 @@ class ExtensionBody(_Body):
     working_hours: float | None = Field(None, gt=0, le=480)
     hours: float | None = Field(None, gt=0, le=24 * 60)
     minutes: float | None = Field(None, gt=0, le=24 * 60 * 7)
-    reason: str = Field(min_length=2, max_length=4000)
+    reason: FreeText = Field(min_length=2, max_length=4000)
 
     @model_validator(mode="after")
     def _one_amount(self) -> ExtensionBody:
@@ -292,11 +321,11 @@ class ExtensionBody(_Body):
 
 class ContactBody(_Body):
     method: Literal["phone", "visit", "sms", "online", "other"] = "phone"
-    note: str | None = Field(None, max_length=4000)
+    note: FreeText | None = Field(None, max_length=4000)
 
 
 class CompleteBody(_Body):
-    result: str = Field(min_length=2, max_length=8000)
+    result: FreeText = Field(min_length=2, max_length=8000)
     resolved: bool = True
 
 
@@ -312,10 +341,10 @@ class SummonSpec(_Body):
 class WhistleBody(_Body):
     """Summon several departments to report (报到) on a ticket, each within its deadline."""
 
-    reason: str = Field(min_length=2, max_length=4000)
+    reason: FreeText = Field(min_length=2, max_length=4000)
     summons: list[SummonSpec] = Field(min_length=1)
     source_dispatch_id: str | None = Field(
-        None, description="the blowing department's own dispatch on the ticket"
+        None, max_length=64, description="the blowing department's own dispatch on the ticket"
     )
 
 

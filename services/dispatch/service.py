@@ -35,7 +35,7 @@ from services.dispatch.models import (
 from services.dispatch.orgchart import Department as OrgUnit
 from services.dispatch.orgchart import OrgChart, UnknownDepartment
 from services.dispatch.routing import HandlingMode, RoutingDecision, TicketFacts, route
-from services.dispatch.schemas import ExtensionBody, SummonSpec
+from services.dispatch.schemas import ExtensionBody, SummonSpec, clean_free_text
 from services.dispatch.workflow import (
     ACTOR,
     CLOCK_STOPPED_BY,
@@ -1304,8 +1304,11 @@ async def complete_by_agreement(
     case_id: str,
     summary: str,
 ) -> list[Dispatch]:
-    """A mediated agreement completes the ticket's open handling dispatches (summons to a
-    whistle stay: reporting is their own business). Pending centre decisions become moot."""
+    """A mediated agreement completes the ticket's open handling dispatches, whatever their
+    status: a pending return or extension request is decided as moot, an unsigned dispatch is
+    signed for on the way (each with the event that step always has), and the completion is late
+    when a clock it stops had run out. A dispatch still in the grab pool has no department to
+    complete it and is withdrawn. Summons to a whistle stay: reporting is their own business."""
     rows = (
         (await session.execute(select(Dispatch).where(D.ticket_id == ticket_id).with_for_update()))
         .scalars()
@@ -1315,55 +1318,152 @@ async def complete_by_agreement(
         raise LookupError(f"agreement for ticket {ticket_id} that dispatch has never routed")
     now = ctx.now()
     principal = Principal(Role.OPERATOR, f"mediation:{case_id}")
+    summary = clean_free_text(summary)
     result = f"调解达成协议（{case_id}）" + (f"：{summary}" if summary else "")
+    moot = f"moot: mediated agreement ({case_id})"
     done: list[Dispatch] = []
     for d in rows:
         status = Status(d.status)
-        if status not in OPEN or status in (Status.SUMMONED, Status.PENDING_GRAB):
+        if status not in OPEN or status is Status.SUMMONED:
             continue
-        state = state_of(d)
-        path: list[Action] = []
-        if status is Status.RETURN_REQUESTED:
-            path.append(Action.RETURN_DENY)
-        elif status is Status.EXTENSION_REQUESTED:
-            path.append(Action.EXTENSION_DENY)
-        elif status is Status.ASSIGNED:
-            path.append(Action.SIGN_FOR)
-        path.append(Action.COMPLETE)
-        for action in path:
-            before = state
-            state = apply(state, action)
-            await _stop_clocks(session, d, action, now)
-            _record(
+        closing = _Closing(session, d, principal, now, data={"case_id": case_id})
+        if status is Status.PENDING_GRAB:
+            await closing.step(Action.WITHDRAW, note=moot)
+            closing.store()
+            await ctx.outbox.add(
                 session,
-                d,
-                action.value,
-                principal,
-                before=before.status.value,
-                after=state.status.value,
-                now=now,
-                note=result if action is Action.COMPLETE else "moot: mediated agreement",
-                data={"case_id": case_id},
+                DispatchWithdrawn(
+                    ticket_id=ticket_id,
+                    dispatch_id=d.dispatch_id,
+                    department_code=None,
+                    reason=moot,
+                ),
             )
-        _store(d, state, now)
+            continue
+        dept = _dept(d)
+        events: list[Event] = []
+        if status is Status.RETURN_REQUESTED:
+            await closing.step(Action.RETURN_DENY, note=moot)
+            events.append(
+                ReturnDecided(
+                    ticket_id=ticket_id,
+                    dispatch_id=d.dispatch_id,
+                    department_code=dept,
+                    approved=False,
+                    note=moot,
+                )
+            )
+        elif status is Status.EXTENSION_REQUESTED:
+            await closing.step(Action.EXTENSION_DENY, note=moot)
+        events.extend(await _moot_extensions(session, d, principal, now, note=moot))
+        if closing.state.status is Status.ASSIGNED:
+            late = await closing.step(Action.SIGN_FOR, note=moot)
+            events.append(
+                DispatchSigned(
+                    ticket_id=ticket_id, dispatch_id=d.dispatch_id, department_code=dept, late=late
+                )
+            )
+        late = await closing.step(Action.COMPLETE, note=result)
+        closing.store()
         d.result = result
         d.resolved = True
-        assert d.department_code is not None
-        await ctx.outbox.add(
-            session,
+        events.append(
             DispatchCompleted(
                 ticket_id=ticket_id,
                 dispatch_id=d.dispatch_id,
-                department_code=d.department_code,
+                department_code=dept,
                 result=result,
                 resolved=True,
                 via="mediation",
-            ),
+                late=late,
+            )
         )
+        await ctx.outbox.add(session, *events)
         done.append(d)
     if not done:
         log.info("agreement %s for ticket %s: no open dispatch to complete", case_id, ticket_id)
     return done
+
+
+class _Closing:
+    """The steps a mediated agreement takes on one dispatch, each applied by the state machine,
+    stopping its clocks and written to the audit trail; ``store`` saves the final state."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        d: Dispatch,
+        principal: Principal,
+        now: datetime,
+        *,
+        data: dict[str, Any],
+    ) -> None:
+        self.session, self.d, self.principal, self.now, self.data = session, d, principal, now, data
+        self.state = state_of(d)
+
+    async def step(self, action: Action, *, note: str) -> bool:
+        """Apply one action; True when a clock it stopped had already run out."""
+        before = self.state
+        self.state = apply(before, action)
+        late = await _stop_clocks(self.session, self.d, action, self.now)
+        _record(
+            self.session,
+            self.d,
+            action.value,
+            self.principal,
+            before=before.status.value,
+            after=self.state.status.value,
+            now=self.now,
+            note=note,
+            data=self.data,
+        )
+        return late
+
+    def store(self) -> None:
+        _store(self.d, self.state, self.now)
+
+
+async def _moot_extensions(
+    session: AsyncSession, d: Dispatch, principal: Principal, now: datetime, *, note: str
+) -> list[Event]:
+    """Decide a dispatch's pending extension requests as moot (the clock stays), with the
+    ``ExtensionDecided`` every decided request has."""
+    pending = (
+        (
+            await session.execute(
+                select(ExtensionRequest)
+                .where(X.dispatch_id == d.dispatch_id, X.status == "pending")
+                .order_by(X.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not pending:
+        return []
+    clocks = await clocks_of(session, d.dispatch_id)
+    events: list[Event] = []
+    for request in pending:
+        old_due = clocks[request.clock].due_at
+        request.status = "moot"
+        request.decided_by = principal.subject
+        request.decided_at = now
+        request.decision_note = note
+        request.old_due_at = old_due
+        assert request.id is not None
+        events.append(
+            ExtensionDecided(
+                ticket_id=d.ticket_id,
+                dispatch_id=d.dispatch_id,
+                department_code=_dept(d),
+                request_id=request.id,
+                clock=request.clock,
+                approved=False,
+                old_due_at=old_due,
+                note=note,
+            )
+        )
+    return events
 
 
 __all__ = [

@@ -348,3 +348,13 @@ async def test_listings_page_and_refuse_offsets_no_listing_reaches(env: Dispatch
         huge = await env.client.get(path, params={"offset": 28333479921357651181568})
         assert huge.status_code == 422, huge.text
         assert huge.json()["errors"][0]["field"] == "query.offset"
+
+
+async def test_department_search_takes_percent_and_underscore_literally(env: DispatchEnv) -> None:
+    async def codes(q: str) -> list[str]:
+        response = await env.client.get("/departments", params={"q": q})
+        assert response.status_code == 200, response.text
+        return [d["code"] for d in response.json()["items"]]
+
+    assert "CITY-ZF" in await codes("CITY-Z")
+    assert await codes("%") == [] and await codes("_") == []  # no code or name holds them

@@ -1,0 +1,51 @@
+"""Two operators creating the same department at the same moment: one is created, the other is
+told it exists (409) — the same answer as when it had already been there, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.dispatch import organisation
+from services.dispatch.errors import Conflict
+from services.dispatch.schemas import DepartmentCreate
+from tests.integration.dispatch.support import DispatchEnv
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_two_creates_of_one_code_at_once_give_one_department_and_one_conflict(
+    env: DispatchEnv,
+) -> None:
+    data = DepartmentCreate.model_validate(
+        {
+            "code": "CITY-RACE",
+            "name_zh": "枫桥市竞态办",
+            "name_en": "Fengqiao Race Office",
+            "tier": "city",
+            "jurisdiction": "339900",
+            "responsibilities": ["0101"],
+        }
+    )
+
+    async def create(actor: str) -> None:
+        async with env.runtime.sessions() as session, session.begin():
+            await organisation.create_department(
+                session=session, ctx=env.ctx, data=data, actor=actor
+            )
+
+    async with env.runtime.sessions() as first:
+        await first.begin()
+        await organisation.create_department(
+            session=first, ctx=env.ctx, data=data, actor="operator:first"
+        )
+        # The second starts before the first commits: its existence check cannot see the row.
+        second = asyncio.create_task(create("operator:second"))
+        await asyncio.sleep(0.5)
+        assert not second.done()
+        await first.commit()
+    with pytest.raises(Conflict, match="'CITY-RACE' already exists"):
+        await second
+    response = await env.client.get("/departments/CITY-RACE/history")
+    assert [h["actor"] for h in response.json()] == ["operator:first"]
