@@ -16,11 +16,14 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from shared.broker import free_port
+from shared.bus import create_topics, topic_name
+from shared.events import Event, encode
 from shared.migrate import upgrade_async
-from shared.settings import ServiceSettings
+from shared.settings import BusSettings, ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -119,6 +122,28 @@ async def make_settings(
     return settings
 
 
+async def isolated_settings(
+    cls: type[S], *, service: str, database: Database, bootstrap: str, **extra: Any
+) -> S:
+    """Settings for one service on a topic prefix of its own (topics created, database migrated),
+    so tests sharing the broker never read each other's events."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    await create_topics(BusSettings(**bus_settings(bootstrap, prefix)))
+    return await make_settings(
+        cls, service=service, database=database, bootstrap=bootstrap, prefix=prefix, **extra
+    )
+
+
+async def publish_event(
+    producer: AIOKafkaProducer, settings: ServiceSettings, topic: str, event: Event
+) -> None:
+    """Send one event to a service's topic as its producer would (CloudEvents binary mode)."""
+    record = encode(event)
+    await producer.send_and_wait(
+        topic_name(settings, topic), value=record.value, key=record.key, headers=record.headers
+    )
+
+
 async def wait_until(
     predicate: Callable[[], Awaitable[bool]],
     *,
@@ -158,7 +183,7 @@ async def serve(name: str, app: FastAPI) -> AsyncIterator[RunningService]:
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 20
     while not server.started:

@@ -28,11 +28,16 @@ from services.dispatch.context import DispatchContext, ManualClock
 from services.dispatch.models import TicketRecord, outbox_table
 from services.dispatch.settings import DispatchSettings
 from shared import geo
-from shared.bus import create_topics, make_producer, topic_name
-from shared.events import INTAKE_TOPIC, MEDIATION_TOPIC, Event, decode, encode
+from shared.bus import make_producer
+from shared.events import INTAKE_TOPIC, MEDIATION_TOPIC, Event, decode
 from shared.events.intake import Location, TicketReceived
-from shared.settings import BusSettings
-from tests.support import Database, bus_settings, lifespan, make_settings, wait_until
+from tests.support import (
+    Database,
+    isolated_settings,
+    lifespan,
+    publish_event,
+    wait_until,
+)
 
 # Monday 23 November 2026, 09:30 in Shanghai: a plain working week ahead.
 MONDAY = datetime(2026, 11, 23, 9, 30, tzinfo=SHANGHAI)
@@ -87,13 +92,7 @@ class DispatchEnv:
         return next(_PLACES)
 
     async def publish(self, topic: str, event: Event) -> None:
-        record = encode(event)
-        await self.producer.send_and_wait(
-            topic_name(self.settings, topic),
-            value=record.value,
-            key=record.key,
-            headers=record.headers,
-        )
+        await publish_event(self.producer, self.settings, topic, event)
 
     async def ticket(
         self,
@@ -207,14 +206,11 @@ async def running(
     database: Database, bootstrap: str, *, clock: ManualClock | None = None, **extra: Any
 ) -> AsyncIterator[DispatchEnv]:
     """Migrate, start dispatch with a manual clock, and a producer to feed it."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    await create_topics(BusSettings(**bus_settings(bootstrap, prefix)))
-    settings = await make_settings(
+    settings = await isolated_settings(
         DispatchSettings,
         service="dispatch",
         database=database,
         bootstrap=bootstrap,
-        prefix=prefix,
         **{"scheduler_interval_ms": 50, **extra},
     )
     async with start(settings, clock or ManualClock(MONDAY)) as env:

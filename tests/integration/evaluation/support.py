@@ -23,12 +23,17 @@ from services.evaluation.app import create_app
 from services.evaluation.handlers import EVENT_HANDLERS
 from services.evaluation.models import TicketFact
 from services.evaluation.settings import EvaluationSettings
-from shared.bus import create_topics, make_producer, topic_name
-from shared.events import Event, encode
+from shared.bus import make_producer
+from shared.events import Event
 from shared.events.dispatch import TicketAssigned
 from shared.events.intake import FeedbackReceived, TicketReceived
-from shared.settings import BusSettings
-from tests.support import Database, bus_settings, lifespan, make_settings, wait_until
+from tests.support import (
+    Database,
+    isolated_settings,
+    lifespan,
+    publish_event,
+    wait_until,
+)
 
 COMMITTEE = {"x-fengqiao-role": "committee", "x-fengqiao-subject": "supervision-office"}
 T0 = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)
@@ -94,13 +99,7 @@ class EvaluationEnv:
                 await EVENT_HANDLERS[type(event)](event, session=session)
 
     async def publish(self, topic: str, event: Event) -> None:
-        record = encode(event)
-        await self.producer.send_and_wait(
-            topic_name(self.settings, topic),
-            value=record.value,
-            key=record.key,
-            headers=record.headers,
-        )
+        await publish_event(self.producer, self.settings, topic, event)
 
     async def consumed(self, event: Event) -> bool:
         """True once the consumer has processed the event (its inbox row is written)."""
@@ -127,15 +126,8 @@ class EvaluationEnv:
 @contextlib.asynccontextmanager
 async def running(database: Database, bootstrap: str, **extra: Any) -> AsyncIterator[EvaluationEnv]:
     """Migrate and start evaluation, with a producer to feed it."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    await create_topics(BusSettings(**bus_settings(bootstrap, prefix)))
-    settings = await make_settings(
-        EvaluationSettings,
-        service="evaluation",
-        database=database,
-        bootstrap=bootstrap,
-        prefix=prefix,
-        **extra,
+    settings = await isolated_settings(
+        EvaluationSettings, service="evaluation", database=database, bootstrap=bootstrap, **extra
     )
     app = create_app(settings)
     producer = make_producer(settings, client_id="test-feeder")

@@ -26,10 +26,17 @@ from services.intake.context import IntakeContext
 from services.intake.models import TICKETS, outbox_table
 from services.intake.settings import IntakeSettings
 from shared import geo
-from shared.bus import create_topics, make_producer, topic_name
-from shared.events import Event, decode, encode
+from shared.bus import make_producer
+from shared.events import Event, decode
 from shared.settings import BusSettings
-from tests.support import Database, bus_settings, lifespan, make_settings, wait_until
+from tests.support import (
+    Database,
+    bus_settings,
+    isolated_settings,
+    lifespan,
+    publish_event,
+    wait_until,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "channels"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load(
@@ -131,13 +138,7 @@ class IntakeEnv:
         await producer.start()
         try:
             for event in events:
-                record = encode(event)
-                await producer.send_and_wait(
-                    topic_name(self.settings, event.topic),
-                    value=record.value,
-                    key=record.key,
-                    headers=record.headers,
-                )
+                await publish_event(producer, self.settings, event.topic, event)
         finally:
             await producer.stop()
 
@@ -153,14 +154,11 @@ class IntakeEnv:
 @contextlib.asynccontextmanager
 async def running(database: Database, bootstrap: str, **overrides: Any) -> AsyncIterator[IntakeEnv]:
     """Migrate and start intake (lifespan and all) and yield its environment."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    await create_topics(BusSettings(**bus_settings(bootstrap, prefix)))
-    settings = await make_settings(
+    settings = await isolated_settings(
         IntakeSettings,
         service="intake",
         database=database,
         bootstrap=bootstrap,
-        prefix=prefix,
         **{**LIMITS, **overrides},
     )
     app = create_app(settings)
@@ -170,4 +168,4 @@ async def running(database: Database, bootstrap: str, **overrides: Any) -> Async
             transport=httpx.ASGITransport(app=app), base_url="http://intake", timeout=30
         ) as client,
     ):
-        yield IntakeEnv(app, client, settings, bootstrap, prefix)
+        yield IntakeEnv(app, client, settings, bootstrap, settings.kafka_topic_prefix)
