@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,32 +79,55 @@ async def run_pass(ctx: DispatchContext, sessions: async_sessionmaker[AsyncSessi
 async def expire_grabs(session: AsyncSession, ctx: DispatchContext, now: datetime) -> int:
     """督着办: pooled dispatches nobody grabbed in time go to the first-ranked eligible
     department, marked supervised, with their clocks starting now."""
-    batch = ctx.settings.scheduler_batch_size
-    seen: list[str] = []
-    assigned = 0
-    for _ in range(_MAX_PAGES):
+
+    async def fetch(limit: int, seen: list[Any]) -> Sequence[Any]:
         query = (
             select(D.dispatch_id)
             .where(D.status == Status.PENDING_GRAB.value, D.grab_until <= now)
             .order_by(D.grab_until)
-            .limit(batch - assigned)
+            .limit(limit)
         )
         if seen:
             query = query.where(D.dispatch_id.not_in(seen))
-        due = (await session.execute(query)).scalars().all()
-        if not due:
+        return (await session.execute(query)).scalars().all()
+
+    async def act(org: OrgChart, dispatch_id: str) -> bool | None:
+        return await _assign_expired(session, ctx, org, dispatch_id, now)
+
+    return await _in_pages(session, ctx, fetch, key=lambda dispatch_id: dispatch_id, act=act)
+
+
+async def _in_pages(
+    session: AsyncSession,
+    ctx: DispatchContext,
+    fetch: Callable[[int, list[Any]], Awaitable[Sequence[Any]]],
+    *,
+    key: Callable[[Any], Any],
+    act: Callable[[OrgChart, Any], Awaitable[bool | None]],
+) -> int:
+    """Act on due items a page at a time, up to the batch size; return how many were done.
+
+    ``act`` answers True (done), False (nothing to do) or None (its step cannot be timed on the
+    calendar: skipped, retried next pass). Only a page with skips makes room for a further page,
+    fetched past every item already seen, so stuck items at the head never block the rest.
+    """
+    batch = ctx.settings.scheduler_batch_size
+    seen: list[Any] = []
+    done = 0
+    for _ in range(_MAX_PAGES):
+        items = await fetch(batch - done, seen)
+        if not items:
             break
-        seen.extend(due)
+        seen.extend(key(item) for item in items)
         org = await ctx.organisation(session)
         skipped = 0
-        for dispatch_id in due:
-            outcome = await _assign_expired(session, ctx, org, dispatch_id, now)
-            assigned += outcome is True
+        for item in items:
+            outcome = await act(org, item)
+            done += outcome is True
             skipped += outcome is None
-        # Only a page with steps skipped on the calendar makes room for a further page.
-        if not skipped or assigned >= batch:
+        if not skipped or done >= batch:
             break
-    return assigned
+    return done
 
 
 async def _assign_expired(
@@ -172,10 +196,8 @@ async def _assign_expired(
 async def escalate_missed(session: AsyncSession, ctx: DispatchContext, now: datetime) -> int:
     """Escalate every running clock of an open dispatch whose next escalation time has passed,
     one level per clock per pass, each step claimed exactly once."""
-    batch = ctx.settings.scheduler_batch_size
-    seen: list[tuple[str, str]] = []
-    done = 0
-    for _ in range(_MAX_PAGES):
+
+    async def fetch(limit: int, seen: list[Any]) -> Sequence[Any]:
         query = (
             select(
                 C.dispatch_id,
@@ -196,23 +218,18 @@ async def escalate_missed(session: AsyncSession, ctx: DispatchContext, now: date
                 D.department_code.is_not(None),
             )
             .order_by(C.next_escalation_at)
-            .limit(batch - done)
+            .limit(limit)
         )
         if seen:  # one step per clock per pass, and past the clocks skipped on this pass
             query = query.where(tuple_(C.dispatch_id, C.clock).not_in(seen))
-        rows = (await session.execute(query)).all()
-        if not rows:
-            break
-        seen.extend((row.dispatch_id, row.clock) for row in rows)
-        org = await ctx.organisation(session)
-        skipped = 0
-        for row in rows:
-            outcome = await _escalate(session, ctx, org, row, now)
-            done += outcome is True
-            skipped += outcome is None
-        # Only a page with steps skipped on the calendar makes room for a further page.
-        if not skipped or done >= batch:
-            break
+        return (await session.execute(query)).all()
+
+    async def act(org: OrgChart, row: Any) -> bool | None:
+        return await _escalate(session, ctx, org, row, now)
+
+    done = await _in_pages(
+        session, ctx, fetch, key=lambda row: (row.dispatch_id, row.clock), act=act
+    )
     await session.flush()
     return done
 
