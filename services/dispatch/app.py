@@ -14,17 +14,17 @@ from fastapi.responses import JSONResponse
 
 from services.dispatch import organisation, scheduler
 from services.dispatch.api import router
-from services.dispatch.clocks import CalendarRangeError
 from services.dispatch.context import Clock, DispatchContext
-from services.dispatch.datafiles import DataFileError
 from services.dispatch.errors import DispatchError, Invalid
 from services.dispatch.handlers import event_handlers
 from services.dispatch.models import metadata
 from services.dispatch.service import StateConflict
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.workflow import IllegalTransition
+from shared.datafiles import DataFileError
 from shared.events import INTAKE_TOPIC, MEDIATION_TOPIC
 from shared.runtime import Runtime, ServiceSpec, create_service_app
+from shared.workcalendar import CalendarRangeError
 
 log = logging.getLogger(__name__)
 

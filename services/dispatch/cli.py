@@ -17,14 +17,14 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch import organisation
-from services.dispatch.calendar import CalendarError, build_calendar, load_overrides_file
 from services.dispatch.context import DispatchContext
-from services.dispatch.datafiles import DataFileError
 from services.dispatch.errors import DispatchError
 from services.dispatch.routing import TicketFacts, load_rules, route
 from services.dispatch.settings import DispatchSettings
 from shared import db
+from shared.datafiles import DataFileError
 from shared.events.base import utcnow
+from shared.workcalendar import CalendarError, build_calendar, load_overrides_file
 
 app = typer.Typer(help="Dispatch: organisation, routing rules, working calendar.")
 console = Console(stderr=True)

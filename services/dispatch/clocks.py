@@ -16,21 +16,26 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache
-from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Any
 
-import chinese_calendar
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from services.dispatch.datafiles import (
+from services.dispatch.data import DATA_PACKAGE
+from shared.datafiles import (
     DataFileError,
     Problem,
     packaged_text,
     parse_yaml,
     problems_from_validation,
 )
+from shared.workcalendar import (
+    OFFICIAL,
+    SHANGHAI,
+    WorkCalendar,
+    add_working_days,
+    to_shanghai,
+)
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 _PERIOD = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 # A clock crosses at most a Spring Festival week per few days of work; a year of empty
 # calendar means the office hours or the calendar are broken, not that the clock is long.
@@ -64,10 +69,6 @@ class DueAt(StrEnum):
     SAME_TIME = "same_time"
 
 
-class CalendarRangeError(ValueError):
-    """A date outside the official calendar data, with no fallback allowed."""
-
-
 class ProfilesError(DataFileError):
     """The profiles file was refused; nothing of it was loaded."""
 
@@ -83,45 +84,6 @@ class UnknownProfile(KeyError):
 
     def __str__(self) -> str:
         return f"unknown time-limit profile {self.code!r}"
-
-
-# --------------------------------------------------------------------------------------------
-# Calendar
-
-
-@dataclass(frozen=True)
-class WorkCalendar:
-    """Official working days, with operator overrides and an explicit policy beyond the data."""
-
-    beyond_data: Literal["raise", "weekdays"] = "raise"
-    extra_holidays: frozenset[date] = frozenset()
-    extra_workdays: frozenset[date] = frozenset()
-
-    @property
-    def data_years(self) -> tuple[int, int]:
-        """The first and last year the official data covers."""
-        years = [d.year for d in chinese_calendar.holidays]
-        return min(years), max(years)
-
-    def is_workday(self, day: date) -> bool:
-        """True when ``day`` is an official working day (weekend swaps and holidays applied)."""
-        if day in self.extra_workdays:
-            return True
-        if day in self.extra_holidays:
-            return False
-        first, last = self.data_years
-        if first <= day.year <= last:
-            return bool(chinese_calendar.is_workday(day))
-        if self.beyond_data == "weekdays":
-            return day.weekday() < 5
-        raise CalendarRangeError(
-            f"no official calendar data for {day.isoformat()}: chinesecalendar covers "
-            f"{first}–{last}; upgrade it once the State Council publishes the schedule, add the "
-            f"days as extra_holidays/extra_workdays, or use WorkCalendar(beyond_data='weekdays')"
-        )
-
-
-OFFICIAL = WorkCalendar()
 
 
 @dataclass(frozen=True)
@@ -165,35 +127,8 @@ class OfficeHours:
 STANDARD_OFFICE_HOURS = OfficeHours.parse(["09:00-12:00", "13:30-17:30"])
 
 
-def _local(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment.isoformat()}: pass a timezone-aware datetime")
-    return moment.astimezone(SHANGHAI)
-
-
 def _at(day: date, clock_time: time) -> datetime:
     return datetime.combine(day, clock_time, SHANGHAI)
-
-
-def nth_working_day_after(day: date, n: int, *, calendar: WorkCalendar = OFFICIAL) -> date:
-    """The n-th working day after ``day`` (``day`` itself is not counted; n=0 gives ``day``)."""
-    if n < 0:
-        raise ValueError(f"working days must not be negative, got {n}")
-    current = day
-    for _ in range(_MAX_SCAN_DAYS):
-        if n == 0:
-            return current
-        current += timedelta(days=1)
-        if calendar.is_workday(current):
-            n -= 1
-    raise ValueError(f"no working day found within {_MAX_SCAN_DAYS} days of {day}")
-
-
-def add_working_days(start: datetime, n: int, *, calendar: WorkCalendar = OFFICIAL) -> datetime:
-    """The same Shanghai wall-clock time on the n-th working day after the start's date."""
-    local = _local(start)
-    day = nth_working_day_after(local.date(), n, calendar=calendar)
-    return datetime.combine(day, local.timetz())
 
 
 def add_working_hours(
@@ -210,7 +145,7 @@ def add_working_hours(
     """
     if hours < 0:
         raise ValueError(f"working hours must not be negative, got {hours}")
-    local = _local(start)
+    local = to_shanghai(start)
     remaining = timedelta(hours=hours)
     if not remaining:
         return local
@@ -237,7 +172,7 @@ def working_time_between(
     calendar: WorkCalendar = OFFICIAL,
 ) -> timedelta:
     """Office time elapsed on working days between two moments (zero if ``end`` precedes)."""
-    a, b = _local(start), _local(end)
+    a, b = to_shanghai(start), to_shanghai(end)
     total = timedelta()
     day = a.date()
     while day <= b.date():
@@ -304,9 +239,9 @@ def advance(
     """``start`` moved forward by ``duration`` in its own unit."""
     match duration.unit:
         case Unit.MINUTES:
-            return _local(start) + timedelta(minutes=duration.amount)
+            return to_shanghai(start) + timedelta(minutes=duration.amount)
         case Unit.HOURS:
-            return _local(start) + timedelta(hours=duration.amount)
+            return to_shanghai(start) + timedelta(hours=duration.amount)
         case Unit.WORKING_HOURS:
             return add_working_hours(start, duration.amount, office_hours, calendar=calendar)
         case Unit.WORKING_DAYS:
@@ -351,7 +286,7 @@ def missed_clocks(
     now: datetime,
 ) -> list[ClockName]:
     """Clocks that ran past their deadline: stopped late, or still running after it."""
-    _local(now)
+    to_shanghai(now)
     missed = []
     for name, at in due.items():
         stop = stopped_at.get(name)
@@ -473,7 +408,9 @@ def profiles_from_document(raw: dict[str, Any]) -> ProfileSet:
 
 def load_profiles(text: str | None = None) -> ProfileSet:
     """Load profiles from YAML text (default: the packaged profiles.yaml)."""
-    raw = parse_yaml(packaged_text("profiles.yaml") if text is None else text, ProfilesError)
+    raw = parse_yaml(
+        packaged_text(DATA_PACKAGE, "profiles.yaml") if text is None else text, ProfilesError
+    )
     return profiles_from_document(raw)
 
 

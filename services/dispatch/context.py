@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch import organisation
-from services.dispatch.calendar import OperationalCalendar, build_calendar, load_overrides_file
 from services.dispatch.clocks import (
     ClockName,
     Duration,
@@ -34,6 +33,7 @@ from services.dispatch.routing import RuleSet, load_rules
 from services.dispatch.settings import DispatchSettings
 from shared.events.base import utcnow
 from shared.outbox import Outbox
+from shared.workcalendar import OperationalCalendar, build_calendar, load_overrides_file
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.dispatch.datafiles import Problem
+from shared.datafiles import Problem
 
 
 class DispatchError(Exception):

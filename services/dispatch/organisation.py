@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.clocks import ProfileSet
-from services.dispatch.datafiles import packaged_text
+from services.dispatch.data import DATA_PACKAGE
 from services.dispatch.errors import Conflict, Invalid, NotFound
 from services.dispatch.models import (
     AreaRow,
@@ -40,6 +40,7 @@ from services.dispatch.orgchart import (
 from services.dispatch.routing import RulesError, RuleSet, load_rules
 from services.dispatch.schemas import DepartmentCreate, DepartmentUpdate
 from services.dispatch.workflow import OPEN
+from shared.datafiles import packaged_text
 from shared.events.dispatch import DepartmentChanged, OrganisationLoaded, RoutingRulesActivated
 from shared.geo import Area, AreaTree, Tier
 from shared.outbox import Outbox
@@ -171,7 +172,7 @@ async def load(
 
 
 def _packaged_rules_text() -> str:
-    return packaged_text("rules.yaml")
+    return packaged_text(DATA_PACKAGE, "rules.yaml")
 
 
 # --------------------------------------------------------------------------------------------

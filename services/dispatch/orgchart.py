@@ -16,7 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from services.dispatch.datafiles import (
+from services.dispatch.data import DATA_PACKAGE
+from shared import geo, taxonomy
+from shared.datafiles import (
     DataFileError,
     Problem,
     entry_label,
@@ -24,7 +26,6 @@ from services.dispatch.datafiles import (
     parse_yaml,
     problems_from_validation,
 )
-from shared import geo, taxonomy
 from shared.geo import AreaTree, Tier
 
 _CODE = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$")
@@ -329,7 +330,9 @@ def org_from_document(raw: dict[str, Any], tree: AreaTree) -> OrgChart:
 
 def load_org(text: str | None = None, *, tree: AreaTree | None = None) -> OrgChart:
     """Load an org chart from YAML text (default: the packaged demo city's departments)."""
-    raw = parse_yaml(packaged_text("departments.yaml") if text is None else text, OrgChartError)
+    raw = parse_yaml(
+        packaged_text(DATA_PACKAGE, "departments.yaml") if text is None else text, OrgChartError
+    )
     return org_from_document(raw, tree or geo.city())
 
 

@@ -28,7 +28,10 @@ from pydantic import (
 )
 
 from services.dispatch.clocks import ProfileSet, UnknownProfile
-from services.dispatch.datafiles import (
+from services.dispatch.data import DATA_PACKAGE
+from services.dispatch.orgchart import Department, DepartmentFlag, OrgChart
+from shared import taxonomy
+from shared.datafiles import (
     DataFileError,
     Problem,
     entry_label,
@@ -36,8 +39,6 @@ from services.dispatch.datafiles import (
     parse_yaml,
     problems_from_validation,
 )
-from services.dispatch.orgchart import Department, DepartmentFlag, OrgChart
-from shared import taxonomy
 from shared.geo import Tier
 
 
@@ -301,7 +302,9 @@ def load_rules(
     known_channels: Collection[str] | None = None,
 ) -> RuleSet:
     """Load rules from YAML text (default: the packaged rules.yaml)."""
-    raw = parse_yaml(packaged_text("rules.yaml") if text is None else text, RulesError)
+    raw = parse_yaml(
+        packaged_text(DATA_PACKAGE, "rules.yaml") if text is None else text, RulesError
+    )
     return rules_from_document(raw, org=org, profiles=profiles, known_channels=known_channels)
 
 

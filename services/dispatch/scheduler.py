@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.dispatch.clocks import CalendarRangeError, ClockName
+from services.dispatch.clocks import ClockName
 from services.dispatch.context import DispatchContext
 from services.dispatch.models import (
     Dispatch,
@@ -43,6 +43,7 @@ from services.dispatch.orgchart import OrgChart, UnknownDepartment
 from services.dispatch.service import _assigned, _start_clocks, state_of
 from services.dispatch.workflow import OPEN, Action, Status, apply, escalation_target
 from shared.events.dispatch import DispatchEscalated
+from shared.workcalendar import CalendarRangeError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from sqlalchemy import func, select
 
 from services.dispatch import service
 from services.dispatch.app import create_app
-from services.dispatch.clocks import SHANGHAI
 from services.dispatch.context import DispatchContext, ManualClock
 from services.dispatch.models import TicketRecord, outbox_table
 from services.dispatch.settings import DispatchSettings
@@ -31,6 +30,7 @@ from shared import geo
 from shared.bus import make_producer
 from shared.events import INTAKE_TOPIC, MEDIATION_TOPIC, Event, decode
 from shared.events.intake import Location, TicketReceived
+from shared.workcalendar import SHANGHAI
 from tests.support import (
     Database,
     isolated_settings,

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from services.dispatch.clocks import SHANGHAI
 from services.dispatch.context import ManualClock
 from services.dispatch.models import DispatchClock
+from shared.workcalendar import SHANGHAI
 from tests.integration.dispatch.support import CENTRE, MONDAY, DispatchEnv, dept, running
 from tests.support import open_database, wait_until
 

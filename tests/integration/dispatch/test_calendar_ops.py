@@ -16,14 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from services.dispatch.calendar import (
+from services.dispatch.clocks import ClockName, default_profiles
+from services.dispatch.context import DispatchContext, ManualClock
+from services.dispatch.settings import DispatchSettings
+from shared.workcalendar import (
+    SHANGHAI,
     CalendarError,
+    CalendarRangeError,
     build_calendar,
     load_overrides,
 )
-from services.dispatch.clocks import SHANGHAI, CalendarRangeError, ClockName, default_profiles
-from services.dispatch.context import DispatchContext, ManualClock
-from services.dispatch.settings import DispatchSettings
 from tests.integration.dispatch.support import running
 from tests.support import Database
 

@@ -293,7 +293,8 @@ async def test_a_department_holding_open_dispatches_cannot_be_deactivated(
 async def test_a_change_that_breaks_the_active_rules_is_refused_naming_the_rule(
     env: DispatchEnv,
 ) -> None:
-    from services.dispatch.datafiles import packaged_text
+    from services.dispatch.data import DATA_PACKAGE
+    from shared.datafiles import packaged_text
 
     parks = {
         "code": "CITY-PARKS",
@@ -304,7 +305,9 @@ async def test_a_change_that_breaks_the_active_rules_is_refused_naming_the_rule(
         "responsibilities": ["1602"],
     }
     assert (await env.client.post("/departments", json=parks)).status_code == 201
-    rules = packaged_text("rules.yaml").replace('version: "2025.11-r1"', 'version: "parks-1"')
+    rules = packaged_text(DATA_PACKAGE, "rules.yaml").replace(
+        'version: "2025.11-r1"', 'version: "parks-1"'
+    )
     rules += """
   - id: parks
     priority: 90
@@ -332,7 +335,9 @@ async def test_a_change_that_breaks_the_active_rules_is_refused_naming_the_rule(
         assert (await env.client.get("/departments/CITY-PARKS")).json()["active"] is True
     finally:
         restore = await env.client.put(
-            "/routing/rules", content=packaged_text("rules.yaml"), headers=yaml
+            "/routing/rules",
+            content=packaged_text(DATA_PACKAGE, "rules.yaml"),
+            headers=yaml,
         )
         assert restore.status_code == 201
     assert (await env.client.post("/departments/CITY-PARKS/deactivate")).status_code == 200

@@ -10,25 +10,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.dispatch.clocks import (
-    SHANGHAI,
     STANDARD_OFFICE_HOURS,
-    CalendarRangeError,
     ClockName,
     Duration,
     OfficeHours,
     ProfilesError,
     Unit,
     UnknownProfile,
-    WorkCalendar,
-    add_working_days,
     add_working_hours,
     deadlines,
     default_profiles,
     extend,
     load_profiles,
     missed_clocks,
-    nth_working_day_after,
     working_time_between,
+)
+from shared.workcalendar import (
+    SHANGHAI,
+    CalendarRangeError,
+    WorkCalendar,
+    add_working_days,
+    nth_working_day_after,
 )
 
 PROFILES = default_profiles()

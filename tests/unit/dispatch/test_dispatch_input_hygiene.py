@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from services.dispatch.calendar import CalendarError, load_overrides
 from services.dispatch.clocks import default_profiles
-from services.dispatch.datafiles import packaged_text
+from services.dispatch.data import DATA_PACKAGE
 from services.dispatch.orgchart import default_org
 from services.dispatch.routing import RulesError, load_rules
 from services.dispatch.schemas import (
@@ -27,6 +26,8 @@ from services.dispatch.schemas import (
     WhistleBody,
     clean_free_text,
 )
+from shared.datafiles import packaged_text
+from shared.workcalendar import CalendarError, load_overrides
 
 ORG = default_org()
 PROFILES = default_profiles()
@@ -109,11 +110,13 @@ def test_a_file_nested_too_deeply_is_refused_naming_it(text: str) -> None:
 def test_a_rules_version_the_rule_sets_table_cannot_hold_is_refused(
     version: str, message: str
 ) -> None:
-    text = packaged_text("rules.yaml").replace('version: "2025.11-r1"', f"version: {version}")
+    text = packaged_text(DATA_PACKAGE, "rules.yaml").replace(
+        'version: "2025.11-r1"', f"version: {version}"
+    )
     with pytest.raises(RulesError) as refused:
         load_rules(text, org=ORG, profiles=PROFILES)
     (problem,) = refused.value.problems
     assert (problem.entry, problem.field) == (None, "version")
     assert message in problem.message
-    longest = packaged_text("rules.yaml").replace("2025.11-r1", "v" * 64)
+    longest = packaged_text(DATA_PACKAGE, "rules.yaml").replace("2025.11-r1", "v" * 64)
     assert load_rules(longest, org=ORG, profiles=PROFILES).version == "v" * 64

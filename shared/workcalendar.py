@@ -1,16 +1,19 @@
-"""The working calendar as operated: the official data, operators' overrides, and an explicit,
-observable fallback for dates beyond both.
+"""The official Chinese working calendar as operated — one calendar for every service.
 
-``chinesecalendar`` carries the State Council's schedule only up to the year of its release
-(1.11.0 ends with 2026). Deadlines of 15 working days reach into the next year weeks before
-it starts, so the gap is an operational concern, not an edge case:
+Dispatch computes deadlines on it and evaluation counts handling time in working days on it, so
+the two always agree. Working days come from the ``chinesecalendar`` package (the State
+Council's holiday schedule, swapped weekend workdays included). Its data stops at a year (1.11.0
+ends with 2026), and deadlines of 15 working days reach into the next year weeks before it
+starts, so the gap is an operational concern, not an edge case:
 
-- ``data/calendar.yaml`` (or the file named by ``DISPATCH_CALENDAR_FILE``) lists extra holidays
-  and swapped workdays, and the years whose arrangement is now complete;
+- ``shared/data/calendar.yaml`` (or the file a service's settings name) lists extra holidays and
+  swapped workdays, and the years whose arrangement is now complete;
 - a date beyond the data and not in a complete year is a *fallback* day: with
-  ``beyond_data: weekdays`` it counts Monday–Friday, the deadline is computed anyway, a warning
-  is logged (once per year per process) and ``fengqiao_dispatch_deadlines_on_fallback_total``
-  counts it; with ``beyond_data: raise`` the computation fails.
+  ``beyond_data: weekdays`` it is decided by the fallback, the computation goes on, and callers
+  can observe which days were fallback days (``OperationalCalendar.observe``) to warn and count;
+  with ``beyond_data: raise`` the computation fails with ``CalendarRangeError``.
+
+Calendar logic runs in Asia/Shanghai; every datetime in and out is timezone-aware.
 """
 
 from __future__ import annotations
@@ -20,16 +23,16 @@ import logging
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import chinese_calendar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from services.dispatch.clocks import WorkCalendar
-from services.dispatch.datafiles import (
+from shared.datafiles import (
     DataFileError,
     Problem,
     packaged_text,
@@ -39,6 +42,11 @@ from services.dispatch.datafiles import (
 
 log = logging.getLogger(__name__)
 
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+# A working-day count crosses at most a Spring Festival week per few days of work; a year of
+# empty calendar means the calendar is broken, not that the span is long.
+_MAX_SCAN_DAYS = 366 * 3
+
 # Fallback days met while computing something, collected by ``OperationalCalendar.observe``.
 _FALLBACK_DAYS: ContextVar[set[date] | None] = ContextVar("fallback_days", default=None)
 
@@ -47,6 +55,73 @@ class CalendarError(DataFileError):
     """The calendar overrides file was refused; nothing of it was used."""
 
     kind = "calendar overrides"
+
+
+class CalendarRangeError(ValueError):
+    """A date outside the official calendar data, with no fallback allowed."""
+
+
+@dataclass(frozen=True)
+class WorkCalendar:
+    """Official working days, with operator overrides and an explicit policy beyond the data."""
+
+    beyond_data: Literal["raise", "weekdays"] = "raise"
+    extra_holidays: frozenset[date] = frozenset()
+    extra_workdays: frozenset[date] = frozenset()
+
+    @property
+    def data_years(self) -> tuple[int, int]:
+        """The first and last year the official data covers."""
+        years = [d.year for d in chinese_calendar.holidays]
+        return min(years), max(years)
+
+    def is_workday(self, day: date) -> bool:
+        """True when ``day`` is an official working day (weekend swaps and holidays applied)."""
+        if day in self.extra_workdays:
+            return True
+        if day in self.extra_holidays:
+            return False
+        first, last = self.data_years
+        if first <= day.year <= last:
+            return bool(chinese_calendar.is_workday(day))
+        if self.beyond_data == "weekdays":
+            return day.weekday() < 5
+        raise CalendarRangeError(
+            f"no official calendar data for {day.isoformat()}: chinesecalendar covers "
+            f"{first}–{last}; upgrade it once the State Council publishes the schedule, add the "
+            f"days as extra_holidays/extra_workdays, or use WorkCalendar(beyond_data='weekdays')"
+        )
+
+
+OFFICIAL = WorkCalendar()
+
+
+def to_shanghai(moment: datetime) -> datetime:
+    """An aware datetime in Asia/Shanghai; a naive one is refused."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: pass a timezone-aware datetime")
+    return moment.astimezone(SHANGHAI)
+
+
+def nth_working_day_after(day: date, n: int, *, calendar: WorkCalendar = OFFICIAL) -> date:
+    """The n-th working day after ``day`` (``day`` itself is not counted; n=0 gives ``day``)."""
+    if n < 0:
+        raise ValueError(f"working days must not be negative, got {n}")
+    current = day
+    for _ in range(_MAX_SCAN_DAYS):
+        if n == 0:
+            return current
+        current += timedelta(days=1)
+        if calendar.is_workday(current):
+            n -= 1
+    raise ValueError(f"no working day found within {_MAX_SCAN_DAYS} days of {day}")
+
+
+def add_working_days(start: datetime, n: int, *, calendar: WorkCalendar = OFFICIAL) -> datetime:
+    """The same Shanghai wall-clock time on the n-th working day after the start's date."""
+    local = to_shanghai(start)
+    day = nth_working_day_after(local.date(), n, calendar=calendar)
+    return datetime.combine(day, local.timetz())
 
 
 @cache
@@ -80,8 +155,10 @@ class CalendarOverrides(BaseModel):
 
 
 def load_overrides(text: str | None = None) -> CalendarOverrides:
-    """Load overrides from YAML text (default: the packaged data/calendar.yaml)."""
-    raw = parse_yaml(packaged_text("calendar.yaml") if text is None else text, CalendarError)
+    """Load overrides from YAML text (default: the packaged shared/data/calendar.yaml)."""
+    raw = parse_yaml(
+        packaged_text("shared.data", "calendar.yaml") if text is None else text, CalendarError
+    )
     try:
         return CalendarOverrides.model_validate(raw)
     except ValidationError as exc:

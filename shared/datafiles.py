@@ -1,4 +1,5 @@
-"""Loading dispatch's YAML data files with errors that name the entry and the field at fault."""
+"""Loading YAML data files (routing rules, org charts, profiles, calendars) with errors that name
+the entry and the field at fault."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-
-DATA_PACKAGE = "services.dispatch.data"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +42,9 @@ class DataFileError(ValueError):
         super().__init__(f"{self.kind} refused: {first}{more}")
 
 
-def packaged_text(name: str) -> str:
-    """The text of a data file shipped in services/dispatch/data."""
-    return resources.files(DATA_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+def packaged_text(package: str, name: str) -> str:
+    """The text of a data file shipped inside ``package`` (e.g. ``shared.data``)."""
+    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
 def parse_yaml(text: str, error: type[DataFileError]) -> dict[str, Any]:
