@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from shared.errors import DomainError, describe_problem
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -30,7 +32,7 @@ class Problem:
         return f"the file {self.message}"
 
 
-class DataFileError(ValueError):
+class DataFileError(DomainError, ValueError):
     """A data file refused as a whole; ``problems`` lists every reason, the message the first."""
 
     kind = "data file"
@@ -40,6 +42,9 @@ class DataFileError(ValueError):
         first = str(self.problems[0]) if self.problems else "refused"
         more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         super().__init__(f"{self.kind} refused: {first}{more}")
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "problems": [describe_problem(p) for p in self.problems]}
 
 
 def packaged_text(package: str, name: str) -> str:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
 from pydantic import AwareDatetime
 from sqlalchemy import MetaData, Table, select
 from sqlalchemy.exc import OperationalError
@@ -21,37 +23,99 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared import db, logs
 from shared.auth import Role, require_roles
 from shared.bus import BrokerWatch
+from shared.clock import Clock, SystemClock
+from shared.errors import DEFAULT_STATUS, DomainError, status_for
 from shared.inbox import HandlerMap, InboxConsumer
 from shared.limits import BodySizeLimitMiddleware
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetricsMiddleware, ServiceMetrics
-from shared.outbox import Outbox, OutboxRelay, bus_tables
+from shared.outbox import Outbox, OutboxRelay
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 
+class ServiceContext:
+    """What a service's handlers and routes work with besides a session: settings, the clock,
+    the outbox and the database, plus whatever the service caches (subclass it in the service's
+    ``context.py``). Built once per app in ``create_app``; bound to the runtime at start."""
+
+    def __init__(
+        self, settings: ServiceSettings, *, outbox: Outbox, clock: Clock | None = None
+    ) -> None:
+        self.settings = settings
+        # The one outbox object of the service: on its own ``outbox`` table, usable before the
+        # runtime exists (command-line tools write events through it too).
+        self.outbox = outbox
+        self.clock: Clock = clock or SystemClock()
+        self._runtime: Runtime | None = None
+
+    def bind(self, runtime: Runtime) -> None:
+        """Called once the runtime exists; subclasses register their metrics here."""
+        self._runtime = runtime
+
+    async def start(self) -> None:
+        """Called after ``bind`` and before the bus starts: load reference data, warm caches."""
+
+    def now(self) -> datetime:
+        """The current time, per the injected clock."""
+        return self.clock.now()
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError(f"{type(self).__name__} is not bound to a running service yet")
+        return self._runtime
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions on the writers' engine."""
+        return self.runtime.sessions
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The writers' engine."""
+        return self.runtime.engine
+
+    @property
+    def reader(self) -> AsyncEngine:
+        """The readers' engine (a deferred-BEGIN one on SQLite, the same engine on PostgreSQL)."""
+        return self.runtime.reader
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The service's Prometheus registry."""
+        return self.runtime.metrics.registry
+
+
+C = TypeVar("C", bound=ServiceContext)
+
+
 @dataclass
-class ServiceSpec:
+class ServiceSpec(Generic[C]):
     """What makes one service different from another, declared in its ``app.py``."""
 
     name: str
     title: str
     metadata: MetaData
+    context: C
     consumes: tuple[str, ...] = ()
-    handlers: HandlerMap = field(default_factory=dict)
+    # ``handlers.event_handlers``: the event-type → handler map, built on the bound context.
+    handlers: Callable[[C], HandlerMap] | None = None
+    # Domain error kind → HTTP status, on top of ``shared.errors.DEFAULT_STATUS``.
+    errors: Mapping[type[Exception], int] = field(default_factory=dict)
     group_commit: bool = False
     routers: Sequence[Any] = ()
-    on_startup: Callable[[Runtime], Awaitable[None]] | None = None
     description: str = ""
     # Loops run for the life of the service (schedulers): started after the bus, cancelled on stop.
-    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
+    background: Sequence[Callable[[C], Coroutine[Any, Any, None]]] = ()
 
 
 class Runtime:
     """Everything a running service holds; lives on ``app.state.runtime``."""
 
-    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+    def __init__(self, spec: ServiceSpec[Any], settings: ServiceSettings) -> None:
         self.spec = spec
+        self.context: ServiceContext = spec.context
         self.settings = settings
         self.metrics = ServiceMetrics(spec.name)
         self.watch = BrokerWatch()
@@ -65,12 +129,11 @@ class Runtime:
         self.outbox_table: Table = tables["outbox"]
         self.inbox_table: Table = tables["inbox"]
         self.bus_state_table: Table = tables["bus_state"]
-        self.outbox = Outbox(self.outbox_table)
+        self.outbox: Outbox = spec.context.outbox
         self.committer: db.GroupCommitter | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: InboxConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.extras: dict[str, Any] = {}
 
     def notify(self) -> None:
         """Wake the relay: rows were just committed to the outbox."""
@@ -96,7 +159,7 @@ class Runtime:
             self.consumer = InboxConsumer(
                 name=self.spec.name,
                 topics=self.spec.consumes,
-                handlers=self.spec.handlers,
+                handlers=self.spec.handlers(self.context) if self.spec.handlers else {},
                 engine=self.engine,
                 sessions=self.sessions,
                 inbox=self.inbox_table,
@@ -114,7 +177,7 @@ class Runtime:
             await self.committer.start()
         for loop in self.spec.background:
             name = getattr(loop, "__name__", "background")
-            self._tasks.append(asyncio.create_task(loop(self), name=name))
+            self._tasks.append(asyncio.create_task(loop(self.context), name=name))
 
     def _group_committed(self, units: int) -> None:
         self.metrics.group_commit_size.observe(units)
@@ -167,8 +230,10 @@ async def stop_tasks(
         log.warning("%s: task %s did not stop; left behind", name, task.get_name())
 
 
-def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
-    """A FastAPI app with the service's routers, lifespan, health, readiness and metrics."""
+def create_service_app(spec: ServiceSpec[Any]) -> FastAPI:
+    """A FastAPI app with the service's routers, lifespan, health, readiness, metrics and
+    its domain errors answered through one status table."""
+    settings = spec.context.settings
     logs.configure(service=spec.name, level=settings.log_level, json=settings.log_json)
 
     @asynccontextmanager
@@ -176,8 +241,8 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         runtime = Runtime(spec, settings)
         app.state.runtime = runtime
         app.state.metrics = runtime.metrics
-        if spec.on_startup is not None:
-            await spec.on_startup(runtime)
+        spec.context.bind(runtime)
+        await spec.context.start()
         await runtime.start()
         try:
             yield
@@ -266,6 +331,16 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
             headers={"Retry-After": "1"},
         )
 
+    status_table = {**DEFAULT_STATUS, **spec.errors}
+
+    async def domain_error(_request: Request, exc: Exception) -> JSONResponse:
+        """Every domain error: the status from the app's table, the body from the error."""
+        body = exc.body() if isinstance(exc, DomainError) else {"detail": str(exc)}
+        return JSONResponse(body, status_code=status_for(exc, status_table))
+
+    for kind in status_table:
+        app.add_exception_handler(kind, domain_error)
+
     for router in spec.routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -274,9 +349,17 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     return app
 
 
-def declare_bus_tables(metadata: MetaData) -> None:
-    """Every service database carries the outbox, inbox and bus-state tables."""
-    bus_tables(metadata)
+def context_of(cls: type[C]) -> Callable[[Request], Awaitable[C]]:
+    """A FastAPI dependency giving the running service's context, typed as ``cls``:
+    ``IntakeDep = Annotated[IntakeContext, Depends(context_of(IntakeContext))]``."""
+
+    async def get_context(request: Request) -> C:
+        context = request.app.state.runtime.context
+        if not isinstance(context, cls):
+            raise TypeError(f"this app's context is {type(context).__name__}, not {cls.__name__}")
+        return context
+
+    return get_context
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -39,6 +39,7 @@ from shared.datafiles import (
     parse_yaml,
     problems_from_validation,
 )
+from shared.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,12 @@ class CalendarError(DataFileError):
     kind = "calendar overrides"
 
 
-class CalendarRangeError(ValueError):
+class CalendarRangeError(DomainError, ValueError):
     """A date outside the official calendar data, with no fallback allowed."""
+
+    def body(self) -> dict[str, Any]:
+        # Raised where a deadline is needed (``beyond_data: raise`` past the calendar's data).
+        return {"detail": f"the working calendar cannot compute a deadline this needs: {self}"}
 
 
 @dataclass(frozen=True)

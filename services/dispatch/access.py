@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from services.dispatch.errors import Forbidden
 from services.dispatch.models import Dispatch
 from services.dispatch.orgchart import Department as Unit
 from services.dispatch.orgchart import OrgChart
 from services.dispatch.workflow import Action, Actor
 from shared.auth import Principal, Role
+from shared.errors import Forbidden
 from shared.geo import Tier
 
 DEPARTMENT_ROLES = frozenset({Role.DEPARTMENT, Role.GRID_WORKER})

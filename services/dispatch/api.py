@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch import organisation, queries, service
 from services.dispatch.context import DispatchContext
-from services.dispatch.errors import Invalid, NotFound
 from services.dispatch.models import AreaRow, Department, DepartmentChange, Dispatch
 from services.dispatch.orgchart import DepartmentFlag
 from services.dispatch.routing import (
@@ -49,8 +48,9 @@ from services.dispatch.schemas import (
 )
 from services.dispatch.workflow import Status
 from shared.auth import CurrentPrincipal, Principal, require_roles
+from shared.errors import Invalid, NotFound
 from shared.geo import Tier
-from shared.runtime import RuntimeDep
+from shared.runtime import RuntimeDep, context_of
 
 router = APIRouter()
 
@@ -59,12 +59,7 @@ MAX_OFFSET = 1_000_000
 T = TypeVar("T")
 
 
-async def get_context(request: Request) -> DispatchContext:
-    """The dispatch app's context (clock, calendar, org chart and rules caches)."""
-    return request.app.state.dispatch  # type: ignore[no-any-return]
-
-
-ContextDep = Annotated[DispatchContext, Depends(get_context)]
+ContextDep = Annotated[DispatchContext, Depends(context_of(DispatchContext))]
 Operator = Annotated[Principal, Depends(require_roles())]
 
 # Identifiers and search words from the path or the query string reach SQL: bounded by the

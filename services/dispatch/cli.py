@@ -18,11 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch import organisation
 from services.dispatch.context import DispatchContext
-from services.dispatch.errors import DispatchError
 from services.dispatch.routing import TicketFacts, load_rules, route
 from services.dispatch.settings import DispatchSettings
 from shared import db
 from shared.datafiles import DataFileError
+from shared.errors import DomainError
 from shared.events.base import utcnow
 from shared.workcalendar import CalendarError, build_calendar, load_overrides_file
 
@@ -129,7 +129,7 @@ def activate_rules(
 
     try:
         row, created = _run(work, write=True)
-    except (DataFileError, DispatchError) as exc:
+    except (DataFileError, DomainError) as exc:
         raise _refused(exc) from None
     verb = "activated" if created else "already active:"
     console.print(f"{verb} rules {row.version} (rule set {row.id}, digest {row.digest})")

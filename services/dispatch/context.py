@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import Protocol
+from datetime import date, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
@@ -31,47 +30,12 @@ from services.dispatch.models import RuleSetRow, outbox_table
 from services.dispatch.orgchart import OrgChart
 from services.dispatch.routing import RuleSet, load_rules
 from services.dispatch.settings import DispatchSettings
-from shared.events.base import utcnow
+from shared.clock import Clock
 from shared.outbox import Outbox
+from shared.runtime import Runtime, ServiceContext
 from shared.workcalendar import OperationalCalendar, build_calendar, load_overrides_file
 
 log = logging.getLogger(__name__)
-
-
-class Clock(Protocol):
-    """Where "now" comes from."""
-
-    def now(self) -> datetime: ...
-
-
-class SystemClock:
-    """The real time."""
-
-    def now(self) -> datetime:
-        return utcnow()
-
-
-class ManualClock:
-    """A clock that moves only when told: for tests and demos of deadlines."""
-
-    def __init__(self, start: datetime) -> None:
-        if start.tzinfo is None:
-            raise ValueError("a clock needs a timezone-aware start")
-        self._now = start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def advance(self, delta: timedelta | None = None, **parts: float) -> datetime:
-        """Move forward by ``delta`` or by ``timedelta(**parts)``; returns the new now."""
-        self._now += delta if delta is not None else timedelta(**parts)
-        return self._now
-
-    def set(self, moment: datetime) -> None:
-        """Jump to a moment (forward or back)."""
-        if moment.tzinfo is None:
-            raise ValueError("naive datetime refused")
-        self._now = moment
 
 
 class DispatchMetrics:
@@ -133,8 +97,10 @@ class ActiveRules:
     activated_by: str
 
 
-class DispatchContext:
+class DispatchContext(ServiceContext):
     """The clock, calendar, profiles, org chart and rules one dispatch app works with."""
+
+    settings: DispatchSettings
 
     def __init__(
         self,
@@ -144,25 +110,32 @@ class DispatchContext:
         calendar: OperationalCalendar | None = None,
         profiles: ProfileSet | None = None,
     ) -> None:
-        self.settings = settings
-        self.clock: Clock = clock or SystemClock()
+        super().__init__(settings, outbox=Outbox(outbox_table), clock=clock)
         self.calendar = calendar or build_calendar(load_overrides_file(settings.calendar_file))
         self.profiles = profiles or default_profiles()
-        self.outbox = Outbox(outbox_table)
         self.metrics: DispatchMetrics | None = None
         self._org: tuple[int, OrgChart] | None = None
         self._rules: ActiveRules | None = None
         self._warned_years: set[int] = set()
         self._warned_skips: set[str] = set()
 
-    def bind_metrics(self, registry: CollectorRegistry) -> None:
+    def bind(self, runtime: Runtime) -> None:
         """Register dispatch's metrics on the running service's registry."""
+        super().bind(runtime)
+        self.bind_metrics(runtime.metrics.registry)
+
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        """Register dispatch's metrics on ``registry`` (a runtime's, or a test's own)."""
         self.metrics = DispatchMetrics(registry)
         self.update_calendar_gauge()
 
-    def now(self) -> datetime:
-        """The current time, per the injected clock."""
-        return self.clock.now()
+    async def start(self) -> None:
+        """Load the packaged organisation and rules into an empty database."""
+        if self.settings.load_organisation_on_startup:
+            async with self.sessions() as session, session.begin():
+                await organisation.load(
+                    session, outbox=self.outbox, profiles=self.profiles, now=self.now()
+                )
 
     # ---- organisation and rules, cached by their revision in the database -------------------
 

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.clocks import ProfileSet
 from services.dispatch.data import DATA_PACKAGE
-from services.dispatch.errors import Conflict, Invalid, NotFound
 from services.dispatch.models import (
     AreaRow,
     Department,
@@ -41,6 +40,7 @@ from services.dispatch.routing import RulesError, RuleSet, load_rules
 from services.dispatch.schemas import DepartmentCreate, DepartmentUpdate
 from services.dispatch.workflow import OPEN
 from shared.datafiles import packaged_text
+from shared.errors import Conflict, Invalid, NotFound
 from shared.events.dispatch import DepartmentChanged, OrganisationLoaded, RoutingRulesActivated
 from shared.geo import Area, AreaTree, Tier
 from shared.outbox import Outbox
@@ -281,7 +281,7 @@ async def _validate(
     try:
         candidate = OrgChart(units, tree)
     except OrgChartError as exc:
-        raise Invalid(f"the organisation would be invalid: {exc}", exc.problems) from None
+        raise Invalid(f"the organisation would be invalid: {exc}", problems=exc.problems) from None
     active = await ctx.active_rules(session)
     try:
         recheck: RuleSet = load_rules(active.text, org=candidate, profiles=ctx.profiles)
@@ -289,7 +289,7 @@ async def _validate(
         raise Invalid(
             f"the change would break the active routing rules (version "
             f"{active.rules.version}): {exc}",
-            exc.problems,
+            problems=exc.problems,
         ) from None
     assert recheck.digest == active.rules.digest
     return candidate

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.access import DEPARTMENT_ROLES, authorize_read, centre_scope
 from services.dispatch.context import DispatchContext
-from services.dispatch.errors import Forbidden, NotFound
 from services.dispatch.models import (
     Department,
     Dispatch,
@@ -41,6 +40,7 @@ from services.dispatch.schemas import (
 from services.dispatch.service import clocks_of, offers_of
 from services.dispatch.workflow import Status, allowed_actions
 from shared.auth import Principal, Role
+from shared.errors import Forbidden, NotFound
 
 # SQLModel columns typed as plain attributes: mypy cannot see their SQL operators.
 D: Any = Dispatch

@@ -320,15 +320,15 @@ def _rows(result: Any) -> int:
     return int(result.rowcount)
 
 
-async def run(ctx: DispatchContext, runtime: Any) -> None:
+async def run(ctx: DispatchContext) -> None:
     """The background loop: a pass every ``scheduler_interval_ms``, until cancelled; a failed
     pass is logged, counted and retried on the next one."""
     interval = ctx.settings.scheduler_interval_ms / 1000
     while True:
         try:
-            result = await run_pass(ctx, runtime.sessions)
+            result = await run_pass(ctx, ctx.sessions)
             if result.escalated or result.assigned:
-                runtime.notify()
+                ctx.runtime.notify()
             ctx.update_calendar_gauge()
         except asyncio.CancelledError:
             raise

@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatch.access import authorize, centre_scope, within
 from services.dispatch.clocks import ClockName, Duration, ProfileSet, Unit
 from services.dispatch.context import DispatchContext
-from services.dispatch.errors import Conflict, Forbidden, Invalid, NotFound
 from services.dispatch.models import (
     Dispatch,
     DispatchAction,
@@ -50,6 +49,7 @@ from services.dispatch.workflow import (
     apply,
 )
 from shared.auth import Principal, Role
+from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.events.base import Event
 from shared.events.dispatch import (
     CitizenContacted,
@@ -82,14 +82,6 @@ C: Any = DispatchClock
 X: Any = ExtensionRequest
 
 SYSTEM = Principal(Role.OPERATOR, "system")
-
-
-class StateConflict(Conflict):
-    """An operation the current status does not allow, outside the state machine's actions."""
-
-    def __init__(self, message: str, current: str) -> None:
-        super().__init__(message)
-        self.current = current
 
 
 # --------------------------------------------------------------------------------------------
@@ -1039,10 +1031,10 @@ async def request_mediation(
     org = await ctx.organisation(session)
     authorize(principal, d, Action.PROGRESS, Actor.DEPARTMENT, org)
     if Status(d.status) not in WORKING:
-        raise StateConflict(
+        raise Conflict(
             f"cannot request mediation for a dispatch that is {d.status}; sign for it first "
             f"(allowed from: {', '.join(sorted(s.value for s in WORKING))})",
-            d.status,
+            current=d.status,
         )
     now = ctx.now()
     d.version += 1
@@ -1468,7 +1460,6 @@ async def _moot_extensions(
 
 __all__ = [
     "IllegalTransition",
-    "StateConflict",
     "blow_whistle",
     "complete",
     "complete_by_agreement",

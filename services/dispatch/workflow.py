@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from services.dispatch.clocks import ClockName
 from services.dispatch.orgchart import Department, OrgChart
+from shared.errors import DomainError
 
 
 class Status(StrEnum):
@@ -94,8 +96,8 @@ class DispatchState:
     extensions_granted: int = 0
 
 
-class IllegalTransition(Exception):
-    """An action the dispatch's current status does not allow."""
+class IllegalTransition(DomainError):
+    """An action the dispatch's current status does not allow (409, naming the status)."""
 
     def __init__(self, current: Status, action: Action) -> None:
         self.current = current
@@ -105,6 +107,9 @@ class IllegalTransition(Exception):
             f"cannot {action.value} a dispatch that is {current.value}; "
             f"{action.value} is allowed from: {', '.join(allowed)}"
         )
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "current_status": self.current.value, "action": self.action.value}
 
 
 @dataclass(frozen=True, slots=True)

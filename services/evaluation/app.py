@@ -1,27 +1,36 @@
-"""Evaluation: satisfaction, resolution and the other rates the city committee reviews."""
+"""Evaluation: satisfaction, resolution and the other rates the city committee reviews.
+
+``create_app`` is the one wiring point (the same shape in every service): the context, the spec
+that declares topics, handlers, routes and the error table, and ``create_service_app``.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 from services.evaluation.api import router
-from services.evaluation.handlers import EVENT_HANDLERS
+from services.evaluation.context import EvaluationContext
+from services.evaluation.handlers import event_handlers
 from services.evaluation.models import metadata
 from services.evaluation.settings import EvaluationSettings
+from shared.clock import Clock
 from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC
 from shared.runtime import ServiceSpec, create_service_app
 
-SPEC = ServiceSpec(
-    name="evaluation",
-    title="Fengqiao evaluation",
-    description="Projections of the event stream: rates, rankings and trends for the committee.",
-    metadata=metadata,
-    consumes=(INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC),
-    handlers=EVENT_HANDLERS,
-    routers=[router],
-)
 
-
-def create_app(settings: EvaluationSettings | None = None) -> FastAPI:
-    """The evaluation ASGI app."""
-    return create_service_app(SPEC, settings or EvaluationSettings())
+def create_app(
+    settings: EvaluationSettings | None = None, *, clock: Clock | None = None
+) -> FastAPI:
+    """The evaluation ASGI app; ``clock`` makes "now" injectable (tests, demos)."""
+    ctx = EvaluationContext(settings or EvaluationSettings(), clock=clock)
+    spec = ServiceSpec(
+        name="evaluation",
+        title="Fengqiao evaluation",
+        description="Rates, rankings and trends for the city committee, from the event stream.",
+        metadata=metadata,
+        context=ctx,
+        consumes=(INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC),
+        handlers=event_handlers,
+        routers=[router],
+    )
+    return create_service_app(spec)

@@ -41,7 +41,7 @@ READERS = frozenset({Role.HOTLINE, Role.CENTRE, Role.COMMITTEE, Role.OPERATOR})
 
 def intake_of(request: Request) -> IntakeContext:
     """The app's intake context."""
-    return request.app.state.intake  # type: ignore[no-any-return]
+    return request.app.state.runtime.context  # type: ignore[no-any-return]
 
 
 def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> None:

@@ -6,13 +6,16 @@ route then holds its body to its own, smaller limit with a 413 that names the fi
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from services.intake.errors import PayloadError
+from shared.errors import DomainError
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(DomainError):
     """A body, file or attachment is over its limit (413)."""
 
     def __init__(self, field: str, *, limit: int, size: int | None, unit: str = "bytes") -> None:
@@ -22,6 +25,9 @@ class BodyTooLarge(Exception):
         self.unit = unit
         over = f"{size} {unit} exceed" if size is not None else "more " + unit + " than"
         super().__init__(f"{field}: {over} the limit of {limit} {unit}")
+
+    def body(self) -> dict[str, Any]:
+        return self.as_dict()
 
     def as_dict(self) -> dict[str, str | int | None]:
         return {

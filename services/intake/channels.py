@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from services.intake.canonical import CallbackDraft, TicketDraft
 from services.intake.mapping import FieldMapping, parse_mapping
+from shared.errors import DomainError
 
 Family = Literal[
     "phone",
@@ -64,7 +65,7 @@ _FIELDS = {
 }
 
 
-class UnknownChannel(KeyError):
+class UnknownChannel(DomainError, KeyError):
     """No channel has this code."""
 
     def __init__(self, code: str) -> None:
@@ -73,6 +74,9 @@ class UnknownChannel(KeyError):
 
     def __str__(self) -> str:
         return f"unknown channel code {self.code!r}"
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": str(self), "field": "code"}
 
 
 class RegistryError(ValueError):

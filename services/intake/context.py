@@ -6,18 +6,22 @@ One ``IntakeContext`` is built per app in ``app.create_app`` and bound to the ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
+import gc
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.intake import classifier
 from services.intake.ids import TicketIdAllocator
+from services.intake.models import outbox_table
 from services.intake.pipeline import Pipeline
 from services.intake.repeat_lookup import CandidateLoader, policy_from
 from services.intake.settings import IntakeSettings
+from shared.clock import Clock
 from shared.db import GroupCommitter
 from shared.outbox import Outbox
-from shared.runtime import Runtime
+from shared.runtime import Runtime, ServiceContext
 
 
 @dataclass
@@ -45,19 +49,20 @@ class IntakeMetrics:
         )
 
 
-@dataclass
-class IntakeContext:
-    """The running intake: bound to its runtime in the start-up hook."""
+class IntakeContext(ServiceContext):
+    """The running intake: the pipeline and metrics are built when it is bound to its runtime."""
 
     settings: IntakeSettings
-    runtime: Runtime | None = None
-    pipeline: Pipeline | None = None
-    metrics: IntakeMetrics | None = field(default=None)
+
+    def __init__(self, settings: IntakeSettings, *, clock: Clock | None = None) -> None:
+        super().__init__(settings, outbox=Outbox(outbox_table), clock=clock)
+        self.pipeline: Pipeline | None = None
+        self.metrics: IntakeMetrics | None = None
 
     def bind(self, runtime: Runtime) -> None:
         """Build the pipeline on the runtime's engines and register the metrics."""
+        super().bind(runtime)
         s = self.settings
-        self.runtime = runtime
         loader = CandidateLoader(
             runtime.reader,
             policy=policy_from(
@@ -75,28 +80,26 @@ class IntakeContext:
         )
         self.metrics = IntakeMetrics.on(runtime.metrics.registry)
 
-    @property
-    def engine(self) -> AsyncEngine:
-        """The writers' engine."""
-        assert self.runtime is not None
-        return self.runtime.engine
-
-    @property
-    def reader(self) -> AsyncEngine:
-        """The readers' engine (a deferred-BEGIN one on SQLite)."""
-        assert self.runtime is not None
-        return self.runtime.reader
+    async def start(self) -> None:
+        """Fit the classifier and settle the collector before the first request."""
+        # The classifier fits its model in about a second: at start-up, not on the first request.
+        await asyncio.to_thread(classifier.warm_up)
+        # Everything built so far lives as long as the process: keep the collector from
+        # walking it again on every full collection (measured: a batch file's full
+        # collections went from ~150 ms to ~50 ms).
+        gc.collect()
+        gc.freeze()
+        # A batch file allocates a few hundred thousand short-lived objects; at the default
+        # threshold (700) the young collections and the full ones they trigger cost ~70 µs of
+        # every row (measured, 1,000-row files on PostgreSQL); at 100,000 about 7 µs.
+        gc.set_threshold(100_000, 20, 20)
 
     @property
     def committer(self) -> GroupCommitter:
         """The group committer (running once the runtime has started)."""
-        assert self.runtime is not None and self.runtime.committer is not None
-        return self.runtime.committer
-
-    @property
-    def outbox(self) -> Outbox:
-        assert self.runtime is not None
-        return self.runtime.outbox
+        committer = self.runtime.committer
+        assert committer is not None, "intake runs with group commit"
+        return committer
 
     @property
     def ready_pipeline(self) -> Pipeline:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
 
-class PayloadError(ValueError):
+from shared.errors import DomainError
+
+
+class PayloadError(DomainError, ValueError):
     """A payload could not become a draft; ``field`` is the channel's own name for the culprit."""
 
     def __init__(self, field: str, message: str, *, row: int | None = None) -> None:
@@ -20,6 +24,9 @@ class PayloadError(ValueError):
     def at_row(self, row: int) -> PayloadError:
         """The same error, located on a row of a batch file."""
         return PayloadError(self.field, self.message, row=row)
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": str(self), "errors": [self.as_dict()]}
 
     def as_dict(self) -> dict[str, str | int]:
         """A JSON-ready description for a 4xx body."""

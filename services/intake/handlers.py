@@ -6,13 +6,17 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import lifecycle, service
+from services.intake.context import IntakeContext
 from shared.events.base import Event
 from shared.inbox import HandlerMap
 
 
-async def on_ticket_event(event: Event, *, session: AsyncSession) -> None:
-    """A dispatch or mediation event about a ticket: its state, history step and status."""
-    await service.apply_lifecycle(session=session, event=event)
+def event_handlers(ctx: IntakeContext) -> HandlerMap:
+    """The handlers of one intake app: every tracked dispatch and mediation event moves its
+    ticket's state, history and status the same way."""
 
+    async def on_ticket_event(event: Event, *, session: AsyncSession) -> None:
+        """A dispatch or mediation event about a ticket: its state, history step and status."""
+        await service.apply_lifecycle(session=session, event=event)
 
-EVENT_HANDLERS: HandlerMap = dict.fromkeys(lifecycle.TRACKED, on_ticket_event)
+    return dict.fromkeys(lifecycle.TRACKED, on_ticket_event)

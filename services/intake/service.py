@@ -51,6 +51,7 @@ from services.intake.models import (
 )
 from services.intake.pipeline import Prepared
 from shared import pii, taxonomy
+from shared.errors import DomainError
 from shared.events.base import Event, utcnow
 from shared.events.intake import FeedbackReceived
 from shared.outbox import event_row
@@ -58,24 +59,30 @@ from shared.outbox import event_row
 log = logging.getLogger(__name__)
 
 
-class TicketNotFound(LookupError):
+class TicketNotFound(DomainError, LookupError):
     """No ticket has this id."""
 
     def __init__(self, ticket_id: str) -> None:
         self.ticket_id = ticket_id
         super().__init__(f"no ticket {ticket_id!r}")
 
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "field": "ticket_id"}
+
 
 class AttachmentNotFound(LookupError):
     """The ticket has no attachment with this SHA-256."""
 
 
-class ChannelClosed(Exception):
+class ChannelClosed(DomainError):
     """The channel exists but takes no new appeals (merged away, kept for its history)."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         super().__init__(f"channel {channel.code!r} is inactive and takes no new appeals")
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "field": "code"}
 
 
 def appeal_channel(code: str) -> Channel:
@@ -565,8 +572,11 @@ class TicketQuery:
     cursor: str | None = None
 
 
-class BadCursor(ValueError):
+class BadCursor(DomainError, ValueError):
     """The cursor was not one this service handed out."""
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": "cursor: not a cursor this service handed out", "field": "cursor"}
 
 
 def encode_cursor(received_at: datetime, ticket_id: str) -> str:

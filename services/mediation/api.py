@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import select
-from sqlmodel import col
 
+from services.mediation import queries
+from services.mediation.context import MediationContext
 from services.mediation.models import Case, CasePublic
 from shared.auth import Role, require_roles
-from shared.runtime import RuntimeDep
+from shared.runtime import context_of
 
 # Mediators and the centres that run the one-stop mediation work read the cases (operators
 # always may); the hotline, departments, grid workers and the committee may not
 # (docs/security.md).
 CASE_READERS = (Role.MEDIATOR, Role.CENTRE)
 MAX_OFFSET = 1_000_000
+
+MediationDep = Annotated[MediationContext, Depends(context_of(MediationContext))]
 
 router = APIRouter(tags=["cases"], dependencies=[Depends(require_roles(*CASE_READERS))])
 
@@ -31,16 +33,10 @@ router = APIRouter(tags=["cases"], dependencies=[Depends(require_roles(*CASE_REA
     },
 )
 async def list_cases(
-    runtime: RuntimeDep,
+    ctx: MediationDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Case]:
     """Mediation cases, newest first; paginate with limit/offset."""
-    query = (
-        select(Case)
-        .order_by(col(Case.opened_at).desc(), col(Case.case_id).desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    async with runtime.sessions() as session:
-        return list((await session.execute(query)).scalars())
+    async with ctx.sessions() as session:
+        return await queries.list_cases(session=session, limit=limit, offset=offset)

@@ -23,11 +23,12 @@ from sqlalchemy import func, select
 
 from services.dispatch import service
 from services.dispatch.app import create_app
-from services.dispatch.context import DispatchContext, ManualClock
+from services.dispatch.context import DispatchContext
 from services.dispatch.models import TicketRecord, outbox_table
 from services.dispatch.settings import DispatchSettings
 from shared import geo
 from shared.bus import make_producer
+from shared.clock import ManualClock
 from shared.events import INTAKE_TOPIC, MEDIATION_TOPIC, Event, decode
 from shared.events.intake import Location, TicketReceived
 from shared.workcalendar import SHANGHAI
@@ -85,7 +86,7 @@ class DispatchEnv:
 
     @property
     def ctx(self) -> DispatchContext:
-        return self.app.state.dispatch  # type: ignore[no-any-return]
+        return self.app.state.runtime.context  # type: ignore[no-any-return]
 
     def place(self) -> str:
         """A grid in a village no other test has used."""

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from services.dispatch.context import ManualClock
 from services.dispatch.models import DispatchClock
+from shared.clock import ManualClock
 from shared.workcalendar import SHANGHAI
 from tests.integration.dispatch.support import CENTRE, MONDAY, DispatchEnv, dept, running
 from tests.support import open_database, wait_until

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from services.dispatch.clocks import ClockName, default_profiles
-from services.dispatch.context import DispatchContext, ManualClock
+from services.dispatch.context import DispatchContext
 from services.dispatch.settings import DispatchSettings
+from shared.clock import ManualClock
 from shared.workcalendar import (
     SHANGHAI,
     CalendarError,

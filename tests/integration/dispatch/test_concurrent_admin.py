@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from services.dispatch import organisation
-from services.dispatch.errors import Conflict
 from services.dispatch.schemas import DepartmentCreate
+from shared.errors import Conflict
 from tests.integration.dispatch.support import DispatchEnv
 
 pytestmark = pytest.mark.timeout(60)

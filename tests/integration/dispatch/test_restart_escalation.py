@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from services.dispatch import scheduler
-from services.dispatch.context import DispatchContext, ManualClock
+from services.dispatch.context import DispatchContext
 from services.dispatch.models import Escalation
 from shared import db
 from shared.bus import create_topics
+from shared.clock import ManualClock
 from shared.events.dispatch import DispatchEscalated
 from tests.integration.dispatch.support import MONDAY, running, start
 from tests.support import Database, wait_until

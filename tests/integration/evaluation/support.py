@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
 from services.evaluation.app import create_app
-from services.evaluation.handlers import EVENT_HANDLERS
+from services.evaluation.handlers import event_handlers
 from services.evaluation.models import TicketFact
 from services.evaluation.settings import EvaluationSettings
 from shared.bus import make_producer
@@ -94,9 +94,10 @@ class EvaluationEnv:
 
     async def fold(self, *events: Event) -> None:
         """Apply events through evaluation's handlers, one transaction each, in this order."""
+        handlers = event_handlers(self.runtime.context)
         for event in events:
             async with self.runtime.sessions() as session, session.begin():
-                await EVENT_HANDLERS[type(event)](event, session=session)
+                await handlers[type(event)](event, session=session)
 
     async def publish(self, topic: str, event: Event) -> None:
         await publish_event(self.producer, self.settings, topic, event)

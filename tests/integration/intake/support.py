@@ -84,7 +84,7 @@ class IntakeEnv:
 
     @property
     def ctx(self) -> IntakeContext:
-        return self.app.state.intake  # type: ignore[no-any-return]
+        return self.app.state.runtime.context  # type: ignore[no-any-return]
 
     @property
     def runtime(self) -> Any:
