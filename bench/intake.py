@@ -485,7 +485,7 @@ def bench_intake(
         "LOG_LEVEL": "WARNING",
     }
     subprocess.run(
-        [sys.executable, "-m", "shared.cli", "migrate", "intake"],
+        [sys.executable, "-m", "fengqiao.cli", "migrate", "intake"],
         env=env,
         cwd=ROOT,
         check=True,

@@ -1,4 +1,5 @@
-"""Alembic, driven from code: each service keeps its history in ``services/<name>/migrations``."""
+"""Alembic, driven from code: each service keeps its history in a package of its own (the
+composition root names it: ``fengqiao.registry``)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ if TYPE_CHECKING:
     from shared.settings import ServiceSettings
 
 
-def alembic_config(service: str, settings: ServiceSettings) -> Config:
-    """An Alembic config for one service's history and database."""
-    location = resources.files(f"services.{service}").joinpath("migrations")
+def alembic_config(migrations: str, settings: ServiceSettings) -> Config:
+    """An Alembic config for the history in package ``migrations`` and a service's database."""
+    location = resources.files(migrations)
     cfg = Config()
     cfg.set_main_option("script_location", str(location))
     cfg.set_main_option("path_separator", "os")
@@ -28,16 +29,16 @@ def alembic_config(service: str, settings: ServiceSettings) -> Config:
     return cfg
 
 
-def upgrade(service: str, settings: ServiceSettings, revision: str = "head") -> None:
+def upgrade(migrations: str, settings: ServiceSettings, revision: str = "head") -> None:
     """Bring a service's database to ``revision`` (creating its PostgreSQL schema first)."""
     asyncio.run(ensure_schema(settings))
-    command.upgrade(alembic_config(service, settings), revision)
+    command.upgrade(alembic_config(migrations, settings), revision)
 
 
-async def upgrade_async(service: str, settings: ServiceSettings, revision: str = "head") -> None:
+async def upgrade_async(migrations: str, settings: ServiceSettings, revision: str = "head") -> None:
     """``upgrade`` for callers already inside an event loop (tests, the CLI supervisor)."""
     await ensure_schema(settings)
-    await asyncio.to_thread(command.upgrade, alembic_config(service, settings), revision)
+    await asyncio.to_thread(command.upgrade, alembic_config(migrations, settings), revision)
 
 
 def run_env(metadata: MetaData) -> None:

@@ -19,10 +19,10 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from fengqiao.registry import upgrade_async
 from shared.broker import free_port
 from shared.bus import create_topics, topic_name
 from shared.events import Event, encode
-from shared.migrate import upgrade_async
 from shared.settings import BusSettings, ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)

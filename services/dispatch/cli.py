@@ -1,6 +1,6 @@
 """``fengqiao dispatch …``: load the organisation, check and activate routing rules, inspect the
 working calendar, and route a ticket by hand — against the database ``DISPATCH_DATABASE_URL``
-names. Mounted in ``shared/cli.py`` with ``app.add_typer(dispatch_cli.app, name="dispatch")``.
+names. Mounted as ``fengqiao dispatch`` through ``fengqiao/registry.py``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def load_org(
     if migrate:
         from shared.migrate import upgrade
 
-        upgrade("dispatch", settings)
+        upgrade("services.dispatch.migrations", settings)
 
     async def work(session: AsyncSession, ctx: DispatchContext) -> Any:
         loaded = await organisation.load(

@@ -44,7 +44,7 @@ def test_up_serves_a_ticket_end_to_end_and_stops_cleanly_on_sigterm(tmp_path: Pa
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "fengqiao.cli",
             "up",
             "--base-port",
             str(base),

@@ -5,131 +5,27 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.dispatch.cli import app as dispatch_cli
+from fengqiao import registry, supervisor
+from fengqiao.registry import SERVICES
 from shared.broker import EmbeddedBroker
 from shared.bus import create_topics
-from shared.settings import BusSettings, ServiceSettings
+from shared.settings import BusSettings
 
 app = typer.Typer(help="Fengqiao: citizen-appeal hotline and one-stop mediation platform.")
-app.add_typer(dispatch_cli, name="dispatch")
 console = Console(stderr=True)
 
-SERVICES = ("intake", "dispatch", "mediation", "evaluation")
-
-
-def service_settings(name: str) -> ServiceSettings:
-    """The settings class of a service, read from the environment."""
-    module = __import__(f"services.{name}.settings", fromlist=["x"])
-    cls = next(
-        v
-        for k, v in vars(module).items()
-        if k.endswith("Settings")
-        and isinstance(v, type)
-        and issubclass(v, ServiceSettings)
-        and v is not ServiceSettings
-    )
-    return cls()  # type: ignore[no-any-return]
-
-
-@dataclass
-class _Child:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-
-
-def _plan_environment(var_dir: Path, bootstrap: str) -> dict[str, str]:
-    """Variables the children get: the broker, and a SQLite file each unless one was configured."""
-    env = dict(os.environ)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-    for name in SERVICES:
-        settings = service_settings(name)
-        if "database_url" not in settings.model_fields_set:
-            env[f"{name.upper()}_DATABASE_URL"] = f"sqlite+aiosqlite:///{var_dir / name}.db"
-    return env
-
-
-def _migrate_all(env: dict[str, str]) -> None:
-    from shared.migrate import upgrade
-
-    saved = dict(os.environ)
-    os.environ.update(env)  # the settings classes read the children's environment
-    try:
-        for name in SERVICES:
-            upgrade(name, service_settings(name))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _spawn(name: str, host: str, port: int, env: dict[str, str], log_dir: Path) -> _Child:
-    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            f"services.{name}.app:create_app",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--timeout-graceful-shutdown",
-            "5",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    return _Child(name, port, process)
-
-
-def _wait_healthy(children: list[_Child], host: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    for child in children:
-        while True:
-            if child.process.poll() is not None:
-                raise RuntimeError(
-                    f"{child.name} exited with {child.process.returncode}; see its log"
-                )
-            try:
-                if httpx.get(f"http://{host}:{child.port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{child.name} not healthy after {timeout}s")
-            time.sleep(0.1)
-
-
-def _stop_children(children: list[_Child]) -> None:
-    for child in reversed(children):
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-    for child in reversed(children):
-        try:
-            child.process.wait(10)
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
+for _entry in SERVICES.values():
+    _commands = _entry.load_commands()
+    if _commands is not None:
+        app.add_typer(_commands, name=_entry.name)
 
 
 @app.command()
@@ -153,7 +49,7 @@ def up(
     log_dir.mkdir(exist_ok=True)
     bus = BusSettings()
     broker: EmbeddedBroker | None = None
-    children: list[_Child] = []
+    children: list[supervisor.Child] = []
     stopping = False
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -173,14 +69,14 @@ def up(
             broker.start()
             bootstrap = broker.bootstrap
             console.print(f"embedded broker (tansu, memory) on [bold]{bootstrap}[/]")
-        env = _plan_environment(var_dir.resolve(), bootstrap)
+        env = supervisor.plan_environment(var_dir.resolve(), bootstrap)
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         asyncio.run(create_topics(BusSettings()))
-        _migrate_all(env)
+        supervisor.migrate_all(env)
         for index, name in enumerate(SERVICES):
-            children.append(_spawn(name, host, base_port + index, env, log_dir))
-        _wait_healthy(children, host)
+            children.append(supervisor.spawn(name, host, base_port + index, env, log_dir))
+        supervisor.wait_healthy(children, host)
         table = Table(title="Fengqiao is up")
         for column in ("service", "url", "docs", "log"):
             table.add_column(column)
@@ -206,7 +102,7 @@ def up(
             time.sleep(0.2)
     finally:
         console.print("stopping…")
-        _stop_children(children)
+        supervisor.stop_children(children)
         if broker is not None:
             broker.stop()
         console.print("stopped.")
@@ -233,12 +129,10 @@ def migrate(
     service: Annotated[str | None, typer.Argument(help="One service; all when omitted.")] = None,
 ) -> None:
     """Run Alembic migrations to head for one or all services."""
-    from shared.migrate import upgrade
-
     for name in [service] if service else SERVICES:
         if name not in SERVICES:
             raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
-        upgrade(name, service_settings(name))
+        registry.upgrade(name)
         console.print(f"{name}: at head")
 
 

@@ -1,0 +1,1 @@
+"""The dispatch service's Alembic history (env.py, versions/)."""

@@ -1,0 +1,1 @@
+"""The evaluation service's Alembic history (env.py, versions/)."""

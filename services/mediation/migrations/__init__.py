@@ -1,0 +1,1 @@
+"""The mediation service's Alembic history (env.py, versions/)."""
