@@ -44,7 +44,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy fengqiao shared services
+	$(BIN)/mypy fengqiao shared services tools
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

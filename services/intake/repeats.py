@@ -11,6 +11,10 @@ The decision links the new appeal to the *first* ticket of the chain (``repeat_o
 the earlier appeals it repeats (``repeat_count``). The service fetches candidates with
 ``candidate_query`` (one indexed query on citizen hash, grid and address key within the window)
 and passes them here; ``simhash64`` is offered for a cheap index on text when candidates are many.
+
+Shingles stay hand-written: rapidfuzz scores edit distance, not this Jaccard (other repeats, and it
+needs the earlier text rather than the stored shingles); datasketch's MinHash only estimates the
+Jaccard, at ~15 times the cost per appeal (~170 µs against ~11 µs).
 """
 
 from __future__ import annotations

@@ -14,21 +14,20 @@ from services.intake import classifier
 from services.intake.classifier import (
     Classification,
     ClassifierConfig,
-    Evaluation,
     LabelledAppeal,
     LinearModel,
     classify,
     classify_many,
-    cross_validate,
-    cross_validation,
     cue_hits,
-    evaluate,
+    cues,
     features,
     load_labelled,
 )
 from shared import taxonomy
+from tools import classifier_report
+from tools.classifier_report import Evaluation, cross_validate, cross_validation, evaluate
 
-# What `python -m services.intake.classifier --evaluate` measured when the model was frozen
+# What `python -m tools.classifier_report --evaluate` measured when the model was frozen
 # (docs/classification.md): 5-fold CV 86.6 % / 82.4 % on the train rows, held-out 228/254 top
 # level and 221/254 leaf. A change that drops below these is a regression.
 CV_TOP_LEVEL_FLOOR = 0.86
@@ -103,8 +102,8 @@ def test_the_shipped_model_never_sees_heldout_rows(
 
 def test_the_docs_report_the_heldout_file_that_was_scored() -> None:
     """Editing the held-out rows after their one scoring shows up here."""
-    docs = classifier._DOCS.read_text("utf-8")
-    assert f"SHA-256 `{classifier.heldout_digest()[:16]}`" in docs
+    docs = classifier_report.DOCS.read_text("utf-8")
+    assert f"SHA-256 `{classifier_report.heldout_digest()[:16]}`" in docs
 
 
 @pytest.mark.parametrize(
@@ -183,7 +182,7 @@ def test_heldout_accuracy_is_what_the_docs_report(heldout: list[LabelledAppeal])
     result = evaluate(classifier.default_model(), heldout)
     assert result.top_level_accuracy >= HELDOUT_TOP_LEVEL_FLOOR
     assert result.leaf_accuracy >= HELDOUT_LEAF_FLOOR
-    docs = classifier._DOCS.read_text("utf-8")
+    docs = classifier_report.DOCS.read_text("utf-8")
     assert f"**{result.top_level_accuracy:.1%}** ({result.top_level_correct}/{result.rows})" in docs
     assert f"**{result.leaf_accuracy:.1%}** ({result.leaf_correct}/{result.rows})" in docs
 
@@ -225,6 +224,16 @@ def test_features_are_blocks_of_character_ngrams_cues_and_the_closing_clause() -
     assert {"e:修", "e:时候", "e:?"} <= bag
     assert {"q:1701", "q:17"} <= set(features("请问路灯归谁管", ""))
     assert set(features("APP 闪退", "")) == {"t:app", "t:闪", "t:退", "t:闪退"}
+
+
+def test_cue_words_are_data_keyed_by_taxonomy_codes() -> None:
+    lexicon = cues()
+    assert len(lexicon) >= 80
+    assert {code for code in lexicon if len(code) == 2} == {"13", "14"}
+    for code, words in lexicon.items():
+        assert taxonomy.is_known(code), code
+        assert words, code
+    assert "路灯" in lexicon["0102"]
 
 
 def test_labelled_csv_rejects_unknown_codes_and_splits() -> None:

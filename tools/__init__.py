@@ -1,0 +1,1 @@
+"""Offline tooling: generators, evaluation and reports. The services never import it."""
