@@ -19,10 +19,11 @@ from shared.events.base import (
 INTAKE_TOPIC = "intake.tickets"
 DISPATCH_TOPIC = "dispatch.events"
 MEDIATION_TOPIC = "mediation.events"
+EVALUATION_TOPIC = "evaluation.events"
 DEAD_LETTER_TOPIC = "deadletter"
-ALL_TOPICS = (INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC, DEAD_LETTER_TOPIC)
+ALL_TOPICS = (INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC, EVALUATION_TOPIC, DEAD_LETTER_TOPIC)
 
-_EVENT_MODULES = ("intake", "dispatch", "mediation")
+_EVENT_MODULES = ("intake", "dispatch", "mediation", "evaluation")
 
 
 def load_all() -> None:
@@ -35,6 +36,7 @@ __all__ = [
     "ALL_TOPICS",
     "DEAD_LETTER_TOPIC",
     "DISPATCH_TOPIC",
+    "EVALUATION_TOPIC",
     "INTAKE_TOPIC",
     "MEDIATION_TOPIC",
     "Event",

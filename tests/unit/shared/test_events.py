@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, get_args, get_origin
 
 import pytest
@@ -41,6 +41,8 @@ def _sample(annotation: Any) -> Any:
         return 1.5
     if annotation is str:
         return "0101"
+    if annotation is date:
+        return date(2026, 1, 2)
     if annotation is datetime or "Datetime" in str(annotation) or "datetime" in str(annotation):
         return datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     raise AssertionError(f"no sample for {annotation}")
@@ -70,7 +72,12 @@ def test_every_registered_event_round_trips(ce_type: str) -> None:
 
 def test_registry_covers_every_service_that_emits() -> None:
     sources = {cls.source for cls in registry().values()}
-    assert sources == {"/fengqiao/intake", "/fengqiao/dispatch", "/fengqiao/mediation"}
+    assert sources == {
+        "/fengqiao/intake",
+        "/fengqiao/dispatch",
+        "/fengqiao/mediation",
+        "/fengqiao/evaluation",
+    }
 
 
 def test_ticket_events_are_keyed_by_ticket_id() -> None:
