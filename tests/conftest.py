@@ -39,6 +39,21 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         await db.drop()
 
 
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def module_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Database]:
+    """One database per test module, on SQLite and (where a server answers) PostgreSQL: the
+    home of a service app that a whole module of tests shares."""
+    db = await open_database(request.param, lambda: tmp_path_factory.mktemp("db"))
+    try:
+        yield db
+    finally:
+        await db.drop()
+
+
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Database:
     """SQLite only, for tests whose subject is not the database."""

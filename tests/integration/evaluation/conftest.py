@@ -8,19 +8,11 @@ from typing import Any
 import pytest
 
 from tests.integration.evaluation.support import EvaluationEnv, running
-from tests.support import open_database
+from tests.support import Database
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-async def env(
-    request: pytest.FixtureRequest, broker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[EvaluationEnv]:
+@pytest.fixture(scope="module")
+async def env(module_database: Database, broker: Any) -> AsyncIterator[EvaluationEnv]:
     """One evaluation app per test module and database, behind a gateway (header mode)."""
-    database = await open_database(request.param, lambda: tmp_path_factory.mktemp("evaluation"))
-    try:
-        async with running(database, broker.bootstrap, auth_mode="header") as running_env:
-            yield running_env
-    finally:
-        await database.drop()
+    async with running(module_database, broker.bootstrap, auth_mode="header") as running_env:
+        yield running_env

@@ -8,19 +8,11 @@ from typing import Any
 import pytest
 
 from tests.integration.intake.support import IntakeEnv, running
-from tests.support import open_database
+from tests.support import Database
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-async def env(
-    request: pytest.FixtureRequest, broker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[IntakeEnv]:
+@pytest.fixture(scope="module")
+async def env(module_database: Database, broker: Any) -> AsyncIterator[IntakeEnv]:
     """One intake app per test module and database."""
-    database = await open_database(request.param, lambda: tmp_path_factory.mktemp("intake"))
-    try:
-        async with running(database, broker.bootstrap) as running_env:
-            yield running_env
-    finally:
-        await database.drop()
+    async with running(module_database, broker.bootstrap) as running_env:
+        yield running_env

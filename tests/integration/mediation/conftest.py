@@ -9,19 +9,13 @@ import httpx
 import pytest
 
 from tests.integration.mediation.support import running
-from tests.support import open_database
+from tests.support import Database
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module")
 async def env(
-    request: pytest.FixtureRequest, broker: Any, tmp_path_factory: pytest.TempPathFactory
+    module_database: Database, broker: Any
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """One mediation app per test module and database, behind a gateway (header mode)."""
-    database = await open_database(request.param, lambda: tmp_path_factory.mktemp("mediation"))
-    try:
-        async with running(database, broker.bootstrap, auth_mode="header") as app_and_client:
-            yield app_and_client
-    finally:
-        await database.drop()
+    async with running(module_database, broker.bootstrap, auth_mode="header") as app_and_client:
+        yield app_and_client
