@@ -92,6 +92,7 @@ def test_english_column_names_work_too() -> None:
 
 
 def test_every_documented_column_has_a_chinese_and_an_english_name() -> None:
+    assert STANDARD_COLUMNS
     for target, names in STANDARD_COLUMNS.items():
         assert target in names
         assert any("\u4e00" <= ch <= "\u9fff" for name in names for ch in name)

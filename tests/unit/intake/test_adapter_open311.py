@@ -42,6 +42,7 @@ def test_a_service_group_is_not_a_service() -> None:
 
 
 def test_every_leaf_is_a_service() -> None:
+    assert taxonomy.leaves()
     for leaf in taxonomy.leaves():
         assert post(service_code=leaf.code).category_code == leaf.code
 

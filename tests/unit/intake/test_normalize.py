@@ -140,6 +140,7 @@ def test_a_draft_from_another_channel_is_refused() -> None:
 def test_no_clear_text_number_leaves_intake_for_any_channel_fixture(channel: Any) -> None:
     body = next(p for p in FIXTURES.iterdir() if p.stem == channel.code).read_bytes()
     output = adapt(channel, body, content_type=EXPECTED[channel.code]["content_type"])
+    assert output.drafts, f"the {channel.code} fixture gave no appeal"
     for item in output.drafts:
         normalized = normalize(item, channel=channel, salt=SALT, now=NOW)
         fields = {**normalized.public_fields(), "extra": normalized.public_extra}
