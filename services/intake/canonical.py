@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -73,6 +74,11 @@ def _check_category(value: str | None) -> str | None:
 
 # How far ahead of intake's clock a channel's own clock may run before its time is refused.
 CLOCK_SKEW = timedelta(minutes=10)
+# The city's clock: ticket numbers are by its day, and the earliest acceptable time is its 1900.
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+# No appeal predates the hotline by a century; earlier times are typos or probes, and near
+# ``datetime.min`` the repeat window's arithmetic overflows.
+EARLIEST_RECEIVED_AT = datetime(1900, 1, 1, tzinfo=CITY_TZ)
 
 
 def is_in_the_future(value: datetime, *, now: datetime | None = None) -> bool:
@@ -80,7 +86,12 @@ def is_in_the_future(value: datetime, *, now: datetime | None = None) -> bool:
     return value > (now or datetime.now(UTC)) + CLOCK_SKEW
 
 
-def _check_not_in_the_future(value: datetime | None) -> datetime | None:
+def _check_received_at(value: datetime | None) -> datetime | None:
+    if value is not None and value < EARLIEST_RECEIVED_AT:
+        raise ValueError(
+            f"{value.isoformat()} is before 1900-01-01 (city time): not a time an appeal was "
+            "received"
+        )
     if value is not None and is_in_the_future(value):
         raise ValueError(
             f"{value.isoformat()} is in the future: an appeal is received no later than now "
@@ -121,7 +132,7 @@ IdNumber = Annotated[
 CategoryCode = Annotated[
     str, StringConstraints(strip_whitespace=True), AfterValidator(_check_category)
 ]
-ReceivedAt = Annotated[AwareDatetime, AfterValidator(_check_not_in_the_future)]
+ReceivedAt = Annotated[AwareDatetime, AfterValidator(_check_received_at)]
 
 
 class AttachmentMeta(BaseModel):

@@ -151,6 +151,19 @@ class IntakeEnv:
         await wait_until(drained, timeout=20, what="the outbox to drain")
 
 
+def ticket_body(env: IntakeEnv, **changes: Any) -> dict[str, Any]:
+    """A canonical ``POST /tickets`` body of this test's own (external id, phone), with changes."""
+    body: dict[str, Any] = {
+        "external_id": env.unique("hl"),
+        "title": "小区路灯不亮",
+        "content": "塔山社区3号楼门口路灯坏了三天，晚上很黑。",
+        "citizen_phone": env.phone(),
+        "category_code": "0102",
+    }
+    body.update(changes)
+    return body
+
+
 @contextlib.asynccontextmanager
 async def running(database: Database, bootstrap: str, **overrides: Any) -> AsyncIterator[IntakeEnv]:
     """Migrate and start intake (lifespan and all) and yield its environment."""
