@@ -14,7 +14,14 @@ from pydantic import AwareDatetime
 
 from services.intake import service
 from services.intake.adapters import adapt, adapt_callback, parse_csv, parse_xlsx
-from services.intake.bodies import BodyTooLarge, batch_file, read_body
+from services.intake.bodies import (
+    FORM,
+    JSON,
+    BodyTooLarge,
+    batch_file,
+    read_body,
+    require_media_type,
+)
 from services.intake.canonical import TICKET_ID_MAX, CallbackDraft, TicketDraft
 from services.intake.channels import UnknownChannel, callback_channels, channels, get_channel
 from services.intake.context import IntakeContext
@@ -76,6 +83,7 @@ _ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown channel"},
     410: {"description": "The channel is inactive and takes no new appeals"},
     413: {"description": "The body (or a file or attachment) is over its limit"},
+    415: {"description": "The body's content type is not one this route reads"},
     422: {"description": "A field is missing or invalid; the detail names it"},
 }
 
@@ -92,6 +100,7 @@ async def post_ticket(request: Request) -> Response:
     """Accept one ticket in the canonical 12345 JSON; answered once stored with its event."""
     ctx = intake_of(request)
     authorize(request, ctx, POSTERS)
+    require_media_type(request, (JSON,))
     await read_body(request, ctx.settings.ticket_max_bytes)
     ticket = await parse_body(request, TicketIn)
     channel, draft = _draft_from(ticket)
@@ -179,6 +188,7 @@ async def get_attachment(ticket_id: str, sha256: str, request: Request) -> Respo
     responses={
         200: {"description": "Already recorded: same channel and external id"},
         404: {"description": "No such ticket"},
+        415: {"description": "The body is not declared as JSON"},
         422: {"description": "A field is missing or invalid; the detail names it"},
     },
     openapi_extra=body_openapi(CallbackIn),
@@ -189,6 +199,7 @@ async def post_callback(ticket_id: str, request: Request) -> Response:
     authorize(request, ctx, CALLERS_BACK)
     if len(ticket_id) > TICKET_ID_MAX:  # longer than any id intake gives: no such ticket
         raise service.TicketNotFound(ticket_id[:TICKET_ID_MAX] + "…")
+    require_media_type(request, (JSON,))
     await read_body(request, ctx.settings.ticket_max_bytes)
     callback = await parse_body(request, CallbackIn)
     data = callback.model_dump()
@@ -225,25 +236,32 @@ async def get_channel_entry(code: str) -> dict[str, Any]:
     return _channel_entry(get_channel(code))
 
 
-_CONTENT_TYPES = {
-    "json": ["application/json"],
-    "form": ["application/x-www-form-urlencoded"],
-    "email": ["message/rfc822"],
-    "sms": ["application/json", "application/x-www-form-urlencoded"],
-    "csv": ["text/csv", "multipart/form-data"],
-    "xlsx": [
+_CONTENT_TYPES: dict[str, tuple[str, ...]] = {
+    "json": (JSON,),
+    "form": (FORM,),
+    "email": ("message/rfc822",),
+    "sms": (JSON, FORM),
+    "csv": ("text/csv", "multipart/form-data"),
+    "xlsx": (
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         "multipart/form-data",
-    ],
-    "open311": ["application/x-www-form-urlencoded", "application/json"],
+    ),
+    "open311": (FORM, JSON),
 }
+# The formats whose bodies are read as JSON: their content type is required, not guessed.
+_JSON_FORMATS = frozenset({"json", "sms", "open311"})
+
+
+def _require_channel_media_type(request: Request, payload_format: str) -> None:
+    if payload_format in _JSON_FORMATS:
+        require_media_type(request, _CONTENT_TYPES[payload_format])
 
 
 def _channel_entry(channel: Any) -> dict[str, Any]:
     entry: dict[str, Any] = channel.public()
     path = "callbacks" if channel.kind == "callback" else "tickets"
     entry["post_url"] = f"/channels/{channel.code}/{path}"
-    entry["content_types"] = _CONTENT_TYPES[channel.payload_format]
+    entry["content_types"] = list(_CONTENT_TYPES[channel.payload_format])
     entry["batch"] = channel.payload_format in ("csv", "xlsx")
     if channel.mapping is not None:
         entry["fields"] = {rule.target: list(rule.paths) for rule in channel.mapping.rules}
@@ -309,6 +327,7 @@ async def post_channel_ticket(code: str, request: Request) -> Response:
             raise
         result = await service.accept_batch(ctx=ctx, channel=channel, rows=parsed.rows)
         return json_response(result, _batch_status(result))
+    _require_channel_media_type(request, channel.payload_format)
     limit = (
         settings.mail_max_bytes if channel.payload_format == "email" else settings.ticket_max_bytes
     )
@@ -344,6 +363,7 @@ def _batch_status(result: BatchAccepted) -> int:
     responses={
         200: {"description": "Already recorded: same channel and external id"},
         404: {"description": "Unknown channel or ticket"},
+        415: {"description": "The body's content type is not one this channel sends"},
         422: {"description": "A field is missing or invalid; the detail names it"},
     },
     openapi_extra=_NATIVE_BODY,
@@ -354,6 +374,7 @@ async def post_channel_callback(code: str, request: Request) -> Response:
     authorize(request, ctx, CALLERS_BACK)
     channel = get_channel(code)
     channel = service.callback_channel(channel.code)
+    _require_channel_media_type(request, channel.payload_format)
     body = await read_body(request, ctx.settings.ticket_max_bytes)
     draft = adapt_callback(channel, body, content_type=request.headers.get("content-type"))
     return _created(await service.record_callback(ctx=ctx, channel=channel, draft=draft))

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from services.intake import classifier, open311, service
 from services.intake.api import router
-from services.intake.bodies import BodyTooLarge
+from services.intake.bodies import BodyTooLarge, UnsupportedMediaType
 from services.intake.channels import UnknownChannel
 from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
@@ -87,6 +87,12 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": "cursor: not a cursor this service handed out", "field": "cursor"},
             status_code=422,
+        )
+
+    @app.exception_handler(UnsupportedMediaType)
+    async def unsupported_media_type(_request: Request, exc: UnsupportedMediaType) -> JSONResponse:
+        return JSONResponse(
+            exc.as_dict(), status_code=415, headers={"Accept-Post": ", ".join(exc.expected)}
         )
 
     @app.exception_handler(BodyTooLarge)

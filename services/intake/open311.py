@@ -26,7 +26,14 @@ from services.intake import lifecycle, service
 from services.intake.adapters import adapt
 from services.intake.adapters.open311 import is_web_url, service_code_problem
 from services.intake.api import intake_of
-from services.intake.bodies import BodyTooLarge, read_body
+from services.intake.bodies import (
+    FORM,
+    JSON,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    read_body,
+    require_media_type,
+)
 from services.intake.channels import channels, get_channel
 from services.intake.errors import PayloadError
 from shared import pii, taxonomy
@@ -262,6 +269,10 @@ async def post_request(fmt: str, request: Request) -> Response:
     try:
         fmt = _format(fmt)
         channel = get_channel(CHANNEL)
+        try:
+            require_media_type(request, (FORM, JSON))
+        except UnsupportedMediaType as exc:
+            raise Open311Error(415, str(exc), "content-type") from None
         try:
             body = await read_body(request, ctx.settings.ticket_max_bytes)
         except BodyTooLarge as exc:

@@ -5,6 +5,7 @@ goes down with it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 from services.intake import repeats
@@ -69,3 +70,39 @@ async def test_a_failing_appeal_fails_only_its_own_share_of_a_repeat_lookup(
     assert len(failures) == 1 and isinstance(results[5], OverflowError), results
     assert all(r == [[]] for i, r in enumerate(results) if i != 5), results
     assert loader.lookups >= 2  # the group was tried together, then the culprit alone
+
+
+# --- content types -----------------------------------------------------------------------------
+
+
+async def test_json_routes_refuse_a_cross_site_form_body_with_415(env: IntakeEnv) -> None:
+    created = await env.client.post("/tickets", json=ticket(env))
+    assert created.status_code == 201, created.text
+    ticket_id = created.json()["ticket_id"]
+    body = b'{"title": "t", "content": "c", "resolved": true, "satisfaction": "satisfied"}'
+    # What a cross-site <form enctype="text/plain"> or fetch() may send without a preflight.
+    routes = [
+        ("/tickets", "application/json"),
+        (f"/tickets/{ticket_id}/callbacks", "application/json"),
+        ("/channels/grid-worker-app/tickets", "application/json"),
+        ("/channels/callback-12345-revisit/callbacks", "application/json"),
+        ("/open311/v2/requests.json", "application/x-www-form-urlencoded"),
+    ]
+    for path, expected in routes:
+        for sent in ("text/plain", "text/plain; charset=utf-8", None):
+            headers = {"content-type": sent} if sent else {}
+            answer = await env.client.post(path, content=body, headers=headers)
+            assert answer.status_code == 415, (path, sent, answer.text)
+            assert expected in answer.text and "content-type" in answer.text.lower(), answer.text
+    assert await env.count(TICKETS, TICKETS.c.title == "t") == 0
+
+
+async def test_json_with_a_charset_or_a_json_suffix_is_still_json(env: IntakeEnv) -> None:
+    for content_type in ("application/json; charset=utf-8", "Application/JSON"):
+        body = ticket(env)
+        answer = await env.client.post(
+            "/tickets",
+            content=json.dumps(body).encode(),
+            headers={"content-type": content_type},
+        )
+        assert answer.status_code == 201, (content_type, answer.text)
