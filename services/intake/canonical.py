@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.intake.locate import is_grid_code
 from shared import taxonomy
 
 Urgency = Literal["normal", "urgent", "critical"]
@@ -118,6 +119,15 @@ def without_control_characters(value: Any) -> Any:
     return value
 
 
+def _check_grid_code(value: str | None) -> str | None:
+    # The value is not echoed: what arrives here instead of a code is often a phone number.
+    if value is not None and not is_grid_code(value):
+        raise ValueError(
+            "not a grid of the city's registry (a 15-digit grid code, e.g. 339902001001001)"
+        )
+    return value
+
+
 def _empty_to_none(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
@@ -133,6 +143,9 @@ CategoryCode = Annotated[
     str, StringConstraints(strip_whitespace=True), AfterValidator(_check_category)
 ]
 ReceivedAt = Annotated[AwareDatetime, AfterValidator(_check_received_at)]
+GridCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=32), AfterValidator(_check_grid_code)
+]
 
 
 class AttachmentMeta(BaseModel):
@@ -165,7 +178,7 @@ class TicketDraft(BaseModel):
     address: str | None = Field(None, max_length=500)
     longitude: float | None = Field(None, ge=-180, le=180)
     latitude: float | None = Field(None, ge=-90, le=90, validate_default=True)
-    grid_code: str | None = Field(None, max_length=32)
+    grid_code: GridCode | None = None
     category_code: CategoryCode | None = None
     urgency: Urgency = "normal"
     is_enterprise: bool = False

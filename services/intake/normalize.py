@@ -23,6 +23,7 @@ from services.intake import classifier as text_classifier
 from services.intake.canonical import AttachmentMeta, TicketDraft, Urgency
 from services.intake.channels import Channel, TimeLimitProfile, time_limit_profile_for
 from services.intake.classifier import Classification
+from services.intake.locate import is_grid_code, registered
 from shared import pii
 
 GridLocator = Callable[[str | None, float | None, float | None], str | None]
@@ -111,6 +112,36 @@ class NormalizedTicket:
             "attachments": [a.model_dump() for a in self.attachments],
             "time_limit_profile": self.time_limit_profile,
         }
+
+
+_TICKET_ID = re.compile(r"^\d{8}-\d{7}$")
+_HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+# The only strings of a published ticket (and of its views) that are not scrubbed: identifiers
+# intake issues, digests, and codes of the city's registry, each passed only in its own shape
+# (a ticket number or a grid code can look like an ID number; a hex digest can hold a run of
+# digits like a phone's). Everything else is scrubbed, so a field added later is covered too.
+_STRUCTURED: dict[str, Callable[[str], bool]] = {
+    "ticket_id": lambda v: _TICKET_ID.match(v) is not None,
+    "repeat_of": lambda v: _TICKET_ID.match(v) is not None,
+    "citizen_hash": lambda v: _HEX_DIGEST.match(v) is not None,
+    "sha256": lambda v: _HEX_DIGEST.match(v) is not None,
+    "grid_code": is_grid_code,
+    "area_code": lambda v: registered(v) is not None,
+}
+
+
+def scrub_public(value: Any, *, key: str | None = None) -> Any:
+    """``value`` with every string scrubbed of phone, ID numbers and e-mail addresses, except
+    the structured fields (by key) whose value has its expected shape."""
+    if isinstance(value, str):
+        check = _STRUCTURED.get(key) if key is not None else None
+        return value if check is not None and check(value) else pii.scrub_text(value)
+    if isinstance(value, dict):
+        return {k: scrub_public(v, key=k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(scrub_public(v, key=key) for v in value)
+    return value
 
 
 def raised_urgency(urgency: Urgency, text: str) -> Urgency:

@@ -8,9 +8,12 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
+from sqlalchemy import update
+
 from services.intake import repeats
 from services.intake.models import TICKETS
 from services.intake.repeat_lookup import CandidateLoader
+from shared.events.intake import TicketReceived
 from tests.integration.intake.support import IntakeEnv
 from tests.integration.intake.support import ticket_body as ticket
 
@@ -106,3 +109,59 @@ async def test_json_with_a_charset_or_a_json_suffix_is_still_json(env: IntakeEnv
             headers={"content-type": content_type},
         )
         assert answer.status_code == 201, (content_type, answer.text)
+
+
+# --- grid codes and free text ----------------------------------------------------------------
+
+GRID = "339902001001002"  # a grid of the city's registry
+
+
+async def test_a_grid_code_outside_the_registry_is_a_422_and_never_echoed(env: IntakeEnv) -> None:
+    for code in ("13811110001", "330106198503120415", "339902003007", "G-1"):
+        body = ticket(env, grid_code=code)
+        answer = await env.client.post("/tickets", json=body)
+        assert answer.status_code == 422, (code, answer.text)
+        (error,) = answer.json()["errors"]
+        assert error["field"] == "grid_code" and code not in answer.text, answer.text
+        assert await env.count(TICKETS, TICKETS.c.external_id == body["external_id"]) == 0
+    native = {
+        "eventCode": env.unique("wg"),
+        "gridCode": "13811110001",
+        "eventTitle": "井盖缺失",
+        "eventDesc": "路口井盖缺失",
+    }
+    answer = await env.client.post("/channels/grid-worker-app/tickets", json=native)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"][0]["field"] == "gridCode"
+
+
+async def test_a_registry_grid_code_travels_as_given(env: IntakeEnv) -> None:
+    answer = await env.client.post("/tickets", json=ticket(env, grid_code=GRID))
+    assert answer.status_code == 201, answer.text
+    ticket_id = answer.json()["ticket_id"]
+    ((event, _row),) = await env.events(ticket_id)
+    assert isinstance(event, TicketReceived)
+    assert (event.location.grid_code, event.location.area_code) == (GRID, GRID)
+    view = (await env.client.get(f"/tickets/{ticket_id}")).json()
+    assert view["grid_code"] == view["location"]["grid_code"] == GRID
+
+
+async def test_a_ticket_view_masks_numbers_in_any_field_not_only_known_ones(
+    env: IntakeEnv,
+) -> None:
+    answer = await env.client.post("/tickets", json=ticket(env, address=env.address()))
+    ticket_id = answer.json()["ticket_id"]
+    # A row stored before grid codes were checked, with a phone number where a code should be.
+    async with env.runtime.engine.begin() as conn:
+        await conn.execute(
+            update(TICKETS)
+            .where(TICKETS.c.ticket_id == ticket_id)
+            .values(grid_code="13811110001", area_code="0013811110012")
+        )
+    view = await env.client.get(f"/tickets/{ticket_id}")
+    assert view.status_code == 200, view.text
+    assert "13811110001" not in view.text and "13811110012" not in view.text
+    assert view.json()["location"]["grid_code"] == "138****0001"
+    assert view.json()["ticket_id"] == ticket_id
+    listed = await env.client.get("/tickets", params={"received_from": view.json()["received_at"]})
+    assert "13811110001" not in listed.text
