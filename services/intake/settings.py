@@ -32,6 +32,10 @@ class IntakeSettings(ServiceSettings):
     attachment_max_bytes: int = 10 << 20  # each attachment of an e-mail
     batch_max_bytes: int = 16 << 20  # one CSV / XLSX file
     batch_max_rows: int = Field(5000, ge=1)
+    # A workbook is a zip: a few kilobytes can unzip into gigabytes of sheet. Both are checked
+    # before the workbook is parsed (a real 5,000-row file unzips to a few megabytes).
+    batch_max_unzipped_bytes: int = Field(128 << 20, ge=1)
+    batch_max_cells: int = Field(1_000_000, ge=1)  # 5,000 rows of 200 columns
 
     # Open311's public GET lists the tickets of the Open311-format channels only, unless this
     # is set: other channels' appeals (petitions, mailboxes) are not for the public.

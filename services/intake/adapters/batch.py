@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import re
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.intake.adapters.common import preset_for, require_format
+from services.intake.bodies import BodyTooLarge
 from services.intake.canonical import TicketDraft
 from services.intake.channels import Channel
 from services.intake.errors import PayloadError
@@ -168,6 +170,8 @@ def _rows(
         out.append((number, draft))
     if header is None:
         raise PayloadError("file", "the file has no header row")
+    if not out:
+        raise PayloadError("file", "the file has no data rows, only its header row")
     return BatchResult(rows=tuple(out))
 
 
@@ -229,7 +233,74 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, Sequence[Any]]]:
 _BROKEN_SHEET = (SyntaxError, KeyError, OSError, ValueError, TypeError, zipfile.BadZipFile)
 
 
-def parse_xlsx(data: bytes, channel: Channel, *, max_rows: int = MAX_ROWS) -> BatchResult:
+MAX_UNZIPPED_BYTES = 128 << 20
+MAX_CELLS = 1_000_000
+_CHUNK = 1 << 20
+
+
+def _check_workbook_size(data: bytes, *, max_unzipped_bytes: int, max_cells: int) -> None:
+    """BodyTooLarge before parsing when the workbook unzips past ``max_unzipped_bytes`` or its
+    sheets hold more than ``max_cells`` cells (openpyxl would build every one of them).
+
+    The sizes a zip declares bound what it yields (zipfile stops at the declared size and
+    fails the CRC check beyond), so they are summed first; cells are counted by their start
+    tags while streaming the sheets, without building anything.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise PayloadError("file", f"not an .xlsx workbook ({exc.__class__.__name__})") from None
+    with archive:
+        entries = archive.infolist()
+        unzipped = sum(e.file_size for e in entries)
+        if unzipped > max_unzipped_bytes:
+            raise BodyTooLarge("file (unzipped)", limit=max_unzipped_bytes, size=unzipped)
+        cells = 0
+        for entry in entries:
+            if entry.filename.startswith("xl/worksheets/") and entry.filename.endswith(".xml"):
+                try:
+                    cells = _count_cells(archive, entry, cells, max_cells=max_cells)
+                except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                    raise PayloadError(
+                        "file", f"a sheet of the workbook cannot be read ({type(exc).__name__})"
+                    ) from None
+
+
+def _count_cells(
+    archive: zipfile.ZipFile, entry: zipfile.ZipInfo, counted: int, *, max_cells: int
+) -> int:
+    """``counted`` plus the ``<c>`` elements of one sheet (under the sheet's namespace prefix,
+    if it has one); BodyTooLarge as soon as the total passes ``max_cells``."""
+    carry = b""
+    tags: tuple[bytes, ...] = ()
+    with archive.open(entry) as sheet:
+        while chunk := sheet.read(_CHUNK):
+            buffer = carry + chunk
+            if not tags:
+                root = _SHEET_ROOT.search(buffer)
+                prefix = (root.group(1) if root else None) or b""
+                tags = tuple(b"<" + prefix + b"c" + bytes([end]) for end in b" \t\r\n/>")
+            counted += sum(buffer.count(tag) for tag in tags)
+            if counted > max_cells:
+                raise BodyTooLarge("file", limit=max_cells, size=None, unit="cells")
+            # A tag cut by the chunk's end is counted with the next chunk; none lies wholly in
+            # the carried bytes, which are shorter than a tag.
+            carry = buffer[-(len(tags[0]) - 1) :]
+    return counted
+
+
+_SHEET_ROOT = re.compile(rb"<([A-Za-z_][\w.-]*:)?worksheet\b")
+
+
+def parse_xlsx(
+    data: bytes,
+    channel: Channel,
+    *,
+    max_rows: int = MAX_ROWS,
+    max_unzipped_bytes: int = MAX_UNZIPPED_BYTES,
+    max_cells: int = MAX_CELLS,
+) -> BatchResult:
     """Appeals from an XLSX batch file (first sheet, header row first)."""
     require_format(channel, "xlsx")
+    _check_workbook_size(data, max_unzipped_bytes=max_unzipped_bytes, max_cells=max_cells)
     return _rows(_xlsx_records(data), channel, max_rows=max_rows)

@@ -50,6 +50,8 @@ LIMITS = {
     "attachment_max_bytes": 32 << 10,
     "batch_max_bytes": 256 << 10,
     "batch_max_rows": 200,
+    "batch_max_unzipped_bytes": 4 << 20,
+    "batch_max_cells": 20_000,
 }
 
 
