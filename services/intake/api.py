@@ -37,7 +37,8 @@ from services.intake.models import (
     TicketPage,
     TicketView,
 )
-from shared.auth import Role, principal_from_request
+from services.intake.ratelimit import client_key
+from shared.auth import Principal, Role, principal_from_request
 from shared.fastjson import body_openapi, json_response, parse_body
 
 router = APIRouter()
@@ -52,7 +53,7 @@ def intake_of(request: Request) -> IntakeContext:
     return request.app.state.intake  # type: ignore[no-any-return]
 
 
-def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> None:
+def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> Principal:
     """403 unless the caller's role is allowed (401 without one in ``header`` mode)."""
     principal = principal_from_request(request, mode=ctx.settings.auth_mode)
     if principal.role not in allowed:
@@ -60,6 +61,13 @@ def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) ->
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"role {principal.role.value} may not do this; needs {names}"
         )
+    return principal
+
+
+def admit(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> None:
+    """``authorize``, then count the request against its client's rate limits (429 over)."""
+    principal = authorize(request, ctx, allowed)
+    ctx.limiter.check(client_key(request, principal.subject))
 
 
 def _created(accepted: TicketAccepted | CallbackAccepted) -> Response:
@@ -86,6 +94,7 @@ _ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "The body (or a file or attachment) is over its limit"},
     415: {"description": "The body's content type is not one this route reads"},
     422: {"description": "A field is missing or invalid; the detail names it"},
+    429: {"description": "The client is over its rate limit; see Retry-After"},
 }
 
 
@@ -100,7 +109,7 @@ _ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def post_ticket(request: Request) -> Response:
     """Accept one ticket in the canonical 12345 JSON; answered once stored with its event."""
     ctx = intake_of(request)
-    authorize(request, ctx, POSTERS)
+    admit(request, ctx, POSTERS)
     require_media_type(request, (JSON,))
     await read_body(request, ctx.settings.ticket_max_bytes)
     ticket = await parse_body(request, TicketIn)
@@ -197,7 +206,7 @@ async def get_attachment(ticket_id: str, sha256: str, request: Request) -> Respo
 async def post_callback(ticket_id: str, request: Request) -> Response:
     """Record a 回访 result; a later one for the same ticket replaces the earlier in effect."""
     ctx = intake_of(request)
-    authorize(request, ctx, CALLERS_BACK)
+    admit(request, ctx, CALLERS_BACK)
     if len(ticket_id) > TICKET_ID_MAX:  # longer than any id intake gives: no such ticket
         raise service.TicketNotFound(ticket_id[:TICKET_ID_MAX] + "…")
     require_media_type(request, (JSON,))
@@ -311,7 +320,7 @@ async def post_channel_ticket(code: str, request: Request) -> Response:
     were bad (each reported with its row number and field), 422 when none was good.
     """
     ctx = intake_of(request)
-    authorize(request, ctx, POSTERS)
+    admit(request, ctx, POSTERS)
     channel = service.appeal_channel(code)
     settings = ctx.settings
     content_type = request.headers.get("content-type")
@@ -385,7 +394,7 @@ def _batch_status(result: BatchAccepted) -> int:
 async def post_channel_callback(code: str, request: Request) -> Response:
     """Accept a callback channel's 回访 result in its native payload (it names the ticket)."""
     ctx = intake_of(request)
-    authorize(request, ctx, CALLERS_BACK)
+    admit(request, ctx, CALLERS_BACK)
     channel = get_channel(code)
     channel = service.callback_channel(channel.code)
     _require_channel_media_type(request, channel.payload_format)

@@ -21,6 +21,7 @@ from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
 from services.intake.handlers import EVENT_HANDLERS
 from services.intake.models import metadata
+from services.intake.ratelimit import RateLimited
 from services.intake.settings import IntakeSettings
 from shared.events import DISPATCH_TOPIC, MEDIATION_TOPIC
 from shared.runtime import Runtime, ServiceSpec, create_service_app
@@ -87,6 +88,14 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": "cursor: not a cursor this service handed out", "field": "cursor"},
             status_code=422,
+        )
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "retry_after": exc.retry_after},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
         )
 
     @app.exception_handler(UnsupportedMediaType)

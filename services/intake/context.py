@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.intake.ids import TicketIdAllocator
 from services.intake.pipeline import Pipeline
+from services.intake.ratelimit import ClientLimiter
 from services.intake.repeat_lookup import CandidateLoader, policy_from
 from services.intake.settings import IntakeSettings
 from shared.db import GroupCommitter
@@ -53,6 +54,10 @@ class IntakeContext:
     runtime: Runtime | None = None
     pipeline: Pipeline | None = None
     metrics: IntakeMetrics | None = field(default=None)
+    limiter: ClientLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = ClientLimiter(self.settings.public_rate_limit)
 
     def bind(self, runtime: Runtime) -> None:
         """Build the pipeline on the runtime's engines and register the metrics."""

@@ -20,7 +20,7 @@ from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from services.intake import lifecycle, service
 from services.intake.adapters import adapt
@@ -36,10 +36,22 @@ from services.intake.bodies import (
 )
 from services.intake.channels import channels, get_channel
 from services.intake.errors import PayloadError
+from services.intake.ratelimit import client_key
 from shared import pii, taxonomy
 from shared.events.base import utcnow
 
-router = APIRouter(prefix="/open311", tags=["open311"])
+
+async def _count_client(request: Request) -> None:
+    """Open311 is public: every route counts against the caller's address's rate limits."""
+    intake_of(request).limiter.check(client_key(request))
+
+
+router = APIRouter(
+    prefix="/open311",
+    tags=["open311"],
+    dependencies=[Depends(_count_client)],
+    responses={429: {"description": "The client is over its rate limit; see Retry-After"}},
+)
 
 CHANNEL = "open311-public-api"
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"

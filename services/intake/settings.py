@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from services.intake.ratelimit import parse_limits
 from shared.settings import ServiceSettings, service_settings_config
 
 
@@ -42,3 +43,15 @@ class IntakeSettings(ServiceSettings):
     open311_all_channels: bool = False
     open311_max_results: int = 1000
     group_commit: bool = True
+
+    # Per-client limits on the public routes (posting appeals and callbacks, Open311), in the
+    # ``limits`` notation ("100/second;3000/minute"), counted per process; empty: no limit. A
+    # client is its authenticated subject, else its address (behind a proxy, run uvicorn with
+    # --proxy-headers and --forwarded-allow-ips so the address is the caller's).
+    public_rate_limit: str = "100/second;3000/minute"
+
+    @field_validator("public_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        parse_limits(value)
+        return value
