@@ -16,7 +16,7 @@ import io
 import re
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,13 +238,19 @@ MAX_CELLS = 1_000_000
 _CHUNK = 1 << 20
 
 
+# A workbook's other parts (styles, workbook, relationships, themes) hold hundreds to tens of
+# thousands of elements (Excel allows 64,000 cell formats); openpyxl builds an object for each.
+MAX_OTHER_PART_TAGS = 200_000
+
+
 def _check_workbook_size(data: bytes, *, max_unzipped_bytes: int, max_cells: int) -> None:
-    """BodyTooLarge before parsing when the workbook unzips past ``max_unzipped_bytes`` or its
-    sheets hold more than ``max_cells`` cells (openpyxl would build every one of them).
+    """BodyTooLarge before parsing when the workbook unzips past ``max_unzipped_bytes``, its
+    sheets hold more than ``max_cells`` cells, or another part more markup than a real workbook
+    has (openpyxl would build an object for every one of them).
 
     The sizes a zip declares bound what it yields (zipfile stops at the declared size and
-    fails the CRC check beyond), so they are summed first; cells are counted by their start
-    tags while streaming the sheets, without building anything.
+    fails the CRC check beyond), so they are summed first; tags are counted while streaming
+    each part, without building anything.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -257,35 +263,59 @@ def _check_workbook_size(data: bytes, *, max_unzipped_bytes: int, max_cells: int
             raise BodyTooLarge("file (unzipped)", limit=max_unzipped_bytes, size=unzipped)
         cells = 0
         for entry in entries:
-            if entry.filename.startswith("xl/worksheets/") and entry.filename.endswith(".xml"):
-                try:
-                    cells = _count_cells(archive, entry, cells, max_cells=max_cells)
-                except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-                    raise PayloadError(
-                        "file", f"a sheet of the workbook cannot be read ({type(exc).__name__})"
-                    ) from None
+            name = entry.filename
+            if not name.endswith((".xml", ".rels")):
+                continue  # images and other binaries are not parsed
+            try:
+                if name.startswith("xl/worksheets/"):
+                    cells = _count_tags(archive, entry, cells, _cell_tags, max_cells, "cells")
+                else:  # shared strings: a string has a few tags, and needs a cell to be used
+                    shared = name == "xl/sharedStrings.xml"
+                    limit = 4 * max_cells if shared else MAX_OTHER_PART_TAGS
+                    _count_tags(archive, entry, 0, _any_tag, limit, "tags", part=name)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                raise PayloadError(
+                    "file", f"a part of the workbook cannot be read ({type(exc).__name__})"
+                ) from None
 
 
-def _count_cells(
-    archive: zipfile.ZipFile, entry: zipfile.ZipInfo, counted: int, *, max_cells: int
+def _cell_tags(head: bytes) -> tuple[bytes, ...]:
+    """A sheet's ``<c>`` start tags, under the sheet's namespace prefix if it has one."""
+    root = _SHEET_ROOT.search(head)
+    prefix = (root.group(1) if root else None) or b""
+    return tuple(b"<" + prefix + b"c" + bytes([end]) for end in b" \t\r\n/>")
+
+
+def _any_tag(_head: bytes) -> tuple[bytes, ...]:
+    """Every tag, opening or closing: at least as many as the elements."""
+    return (b"<",)
+
+
+def _count_tags(
+    archive: zipfile.ZipFile,
+    entry: zipfile.ZipInfo,
+    counted: int,
+    tags_of: Callable[[bytes], tuple[bytes, ...]],
+    limit: int,
+    unit: str,
+    *,
+    part: str | None = None,
 ) -> int:
-    """``counted`` plus the ``<c>`` elements of one sheet (under the sheet's namespace prefix,
-    if it has one); BodyTooLarge as soon as the total passes ``max_cells``."""
+    """``counted`` plus the tags of one part; BodyTooLarge (naming the part, if given) as soon
+    as the total passes ``limit``."""
     carry = b""
     tags: tuple[bytes, ...] = ()
-    with archive.open(entry) as sheet:
-        while chunk := sheet.read(_CHUNK):
+    with archive.open(entry) as stream:
+        while chunk := stream.read(_CHUNK):
             buffer = carry + chunk
-            if not tags:
-                root = _SHEET_ROOT.search(buffer)
-                prefix = (root.group(1) if root else None) or b""
-                tags = tuple(b"<" + prefix + b"c" + bytes([end]) for end in b" \t\r\n/>")
+            tags = tags or tags_of(buffer)
             counted += sum(buffer.count(tag) for tag in tags)
-            if counted > max_cells:
-                raise BodyTooLarge("file", limit=max_cells, size=None, unit="cells")
+            if counted > limit:
+                field = f"file ({part})" if part else "file"
+                raise BodyTooLarge(field, limit=limit, size=None, unit=unit)
             # A tag cut by the chunk's end is counted with the next chunk; none lies wholly in
             # the carried bytes, which are shorter than a tag.
-            carry = buffer[-(len(tags[0]) - 1) :]
+            carry = buffer[len(buffer) - len(tags[0]) + 1 :]
     return counted
 
 

@@ -169,9 +169,12 @@ async def test_an_xlsx_workbook_uploads_as_multipart(env: IntakeEnv) -> None:
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "file"
 
 
-def workbook(header: list[str], body: list[list[str]], *, empty_cells: int = 0) -> bytes:
-    """An .xlsx file; ``empty_cells`` adds a row of that many empty ``<c/>`` cells (what a
-    hostile file uses to make a small upload expand into a huge sheet)."""
+def workbook(
+    header: list[str], body: list[list[str]], *, empty_cells: int = 0, styles: int = 0
+) -> bytes:
+    """An .xlsx file; ``empty_cells`` adds a row of that many empty ``<c/>`` cells and ``styles``
+    that many cell formats (what hostile files use to make a small upload expand into a huge
+    sheet or style table)."""
     book = Workbook()
     sheet = book.active
     assert sheet is not None
@@ -180,7 +183,7 @@ def workbook(header: list[str], body: list[list[str]], *, empty_cells: int = 0) 
         sheet.append(row)
     buffer = io.BytesIO()
     book.save(buffer)
-    if not empty_cells:
+    if not empty_cells and not styles:
         return buffer.getvalue()
     out = io.BytesIO()
     with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dest:
@@ -189,6 +192,9 @@ def workbook(header: list[str], body: list[list[str]], *, empty_cells: int = 0) 
             if item.filename == "xl/worksheets/sheet1.xml":
                 bomb = b'<row r="%d">' % (len(body) + 2) + b"<c/>" * empty_cells + b"</row>"
                 data = data.replace(b"</sheetData>", bomb + b"</sheetData>")
+            if item.filename == "xl/styles.xml":
+                assert b"</cellXfs>" in data
+                data = data.replace(b"</cellXfs>", b"<xf/>" * styles + b"</cellXfs>")
             dest.writestr(item, data)
     return out.getvalue()
 
@@ -231,6 +237,11 @@ async def test_a_small_workbook_that_expands_into_millions_of_cells_is_refused_q
     refused = await post_xlsx(env, many)
     assert refused.status_code == 413, refused.text
     assert refused.json()["field"] == "file" and "cells" in refused.json()["detail"]
+
+    styled = workbook(HEADER, rows(env, 1), styles=250_000)
+    refused = await post_xlsx(env, styled)
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["field"] == "file (xl/styles.xml)", refused.text
 
 
 async def test_a_file_without_data_rows_is_a_422_naming_the_file(env: IntakeEnv) -> None:
