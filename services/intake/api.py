@@ -11,7 +11,6 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from pydantic import AwareDatetime
 
 from services.intake import service
 from services.intake.adapters import adapt, adapt_callback, parse_csv, parse_xlsx
@@ -23,7 +22,7 @@ from services.intake.bodies import (
     read_body,
     require_media_type,
 )
-from services.intake.canonical import TICKET_ID_MAX, CallbackDraft, TicketDraft
+from services.intake.canonical import TICKET_ID_MAX, CallbackDraft, TicketDraft, TimeBound
 from services.intake.channels import UnknownChannel, callback_channels, channels, get_channel
 from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
@@ -125,8 +124,8 @@ async def list_tickets(
     status_: Annotated[
         list[str] | None, Query(alias="status", description="one or more, or comma-separated")
     ] = None,
-    received_from: AwareDatetime | None = None,
-    received_to: AwareDatetime | None = None,
+    received_from: TimeBound | None = None,
+    received_to: TimeBound | None = None,
     repeat: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,

@@ -87,12 +87,17 @@ def is_in_the_future(value: datetime, *, now: datetime | None = None) -> bool:
     return value > (now or datetime.now(UTC)) + CLOCK_SKEW
 
 
-def _check_received_at(value: datetime | None) -> datetime | None:
+BEFORE_1900 = "is before 1900-01-01 (city time): no appeal was received then"
+
+
+def _check_since_1900(value: datetime | None) -> datetime | None:
     if value is not None and value < EARLIEST_RECEIVED_AT:
-        raise ValueError(
-            f"{value.isoformat()} is before 1900-01-01 (city time): not a time an appeal was "
-            "received"
-        )
+        raise ValueError(f"{value.isoformat()} {BEFORE_1900}")
+    return value
+
+
+def _check_received_at(value: datetime | None) -> datetime | None:
+    _check_since_1900(value)
     if value is not None and is_in_the_future(value):
         raise ValueError(
             f"{value.isoformat()} is in the future: an appeal is received no later than now "
@@ -143,6 +148,8 @@ CategoryCode = Annotated[
     str, StringConstraints(strip_whitespace=True), AfterValidator(_check_category)
 ]
 ReceivedAt = Annotated[AwareDatetime, AfterValidator(_check_received_at)]
+# A bound of a time filter: from 1900 on, like the times it filters.
+TimeBound = Annotated[AwareDatetime, AfterValidator(_check_since_1900)]
 GridCode = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=32), AfterValidator(_check_grid_code)
 ]

@@ -34,6 +34,7 @@ from services.intake.bodies import (
     read_body,
     require_media_type,
 )
+from services.intake.canonical import BEFORE_1900, EARLIEST_RECEIVED_AT
 from services.intake.channels import channels, get_channel
 from services.intake.errors import PayloadError
 from services.intake.ratelimit import client_key
@@ -210,6 +211,8 @@ def _parse_time(value: str | None, field: str) -> datetime | None:
         raise Open311Error(400, f"{field}: expected a W3C / ISO 8601 time", field) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=CITY_TZ)
+    if parsed < EARLIEST_RECEIVED_AT:
+        raise Open311Error(400, f"{field}: {BEFORE_1900}", field)
     return parsed
 
 

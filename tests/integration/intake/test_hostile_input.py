@@ -165,3 +165,15 @@ async def test_a_ticket_view_masks_numbers_in_any_field_not_only_known_ones(
     assert view.json()["ticket_id"] == ticket_id
     listed = await env.client.get("/tickets", params={"received_from": view.json()["received_at"]})
     assert "13811110001" not in listed.text
+
+
+async def test_a_year_one_filter_is_a_422_not_a_server_error(env: IntakeEnv) -> None:
+    for name in ("received_from", "received_to"):
+        answer = await env.client.get("/tickets", params={name: "0001-01-01T00:00:00+08:00"})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["field"] == f"query.{name}", answer.text
+    answer = await env.client.get(
+        "/open311/v2/requests.json", params={"start_date": "0001-01-01T00:00:00+08:00"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()[0]["field"] == "start_date"
