@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.intake import lifecycle
 from services.intake.adapters import AttachmentBlob, BatchRow
-from services.intake.canonical import CallbackDraft, TicketDraft
+from services.intake.canonical import EARLIEST_RECEIVED_AT, CallbackDraft, TicketDraft
 from services.intake.channels import Channel, UnknownChannel, get_channel
 from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
@@ -589,7 +589,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         parsed = datetime.fromisoformat(at)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadCursor(cursor) from None
-    if parsed.tzinfo is None or not ticket_id:
+    if parsed.tzinfo is None or not ticket_id or parsed < EARLIEST_RECEIVED_AT:
         raise BadCursor(cursor)
     return parsed, ticket_id
 

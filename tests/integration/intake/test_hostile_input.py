@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import update
 
 from services.intake import repeats
 from services.intake.models import TICKETS
 from services.intake.repeat_lookup import CandidateLoader
+from services.intake.service import encode_cursor
 from shared.events.intake import TicketReceived
 from tests.integration.intake.support import IntakeEnv
 from tests.integration.intake.support import ticket_body as ticket
@@ -177,3 +178,10 @@ async def test_a_year_one_filter_is_a_422_not_a_server_error(env: IntakeEnv) -> 
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()[0]["field"] == "start_date"
+
+
+async def test_a_forged_cursor_from_year_one_is_a_422(env: IntakeEnv) -> None:
+    forged = encode_cursor(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=8))), "x")
+    answer = await env.client.get("/tickets", params={"cursor": forged})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "cursor"
