@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import threading
 import zipfile
 from typing import Any
 
+import pytest
 from openpyxl import Workbook
 
+from services.intake import api
 from services.intake.models import TICKETS, outbox_table
 from tests.integration.intake.support import IntakeEnv
 
@@ -215,19 +218,24 @@ async def test_a_small_workbook_that_expands_into_millions_of_cells_is_refused_q
     loop = asyncio.get_running_loop()
     started = loop.time()
     health_latencies: list[float] = []
+    probing = asyncio.Event()
+    posted = asyncio.Event()
 
     async def probe_health() -> None:
-        while True:
+        while not posted.is_set():
             asked = loop.time()
+            probing.set()
             assert (await env.client.get("/healthz")).status_code == 200
             health_latencies.append(loop.time() - asked)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # an in-process request may never suspend: let others run
 
     prober = asyncio.create_task(probe_health())
+    await probing.wait()  # a health check is under way while the file is posted
     try:
         refused = await post_xlsx(env, bomb)
     finally:
-        prober.cancel()
+        posted.set()
+        await prober
     assert refused.status_code == 413, refused.text
     assert refused.json()["field"] == "file (unzipped)", refused.text
     assert loop.time() - started < 10
@@ -252,3 +260,21 @@ async def test_a_file_without_data_rows_is_a_422_naming_the_file(env: IntakeEnv)
         assert answer.status_code == 422, answer.text
         (error,) = answer.json()["errors"]
         assert error["field"] == "file" and "no data rows" in error["message"]
+
+
+async def test_batch_files_are_parsed_off_the_event_loop(
+    env: IntakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed_on: list[threading.Thread] = []
+    for name in ("parse_csv", "parse_xlsx"):
+        real = getattr(api, name)
+
+        def spy(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            parsed_on.append(threading.current_thread())
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(api, name, spy)
+    assert (await post_csv(env, as_csv(HEADER, rows(env, 2)))).status_code == 201
+    assert (await post_xlsx(env, workbook([*HEADER, "企业名称"], rows(env, 2)))).status_code == 201
+    assert len(parsed_on) == 2
+    assert all(t is not threading.main_thread() for t in parsed_on), parsed_on
