@@ -364,6 +364,25 @@ def _as_operational_error(exc: Exception) -> Exception:
     return OperationalError("BEGIN IMMEDIATE", None, exc)
 
 
+def _a_unit_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is one unit's failure, not the committer's own task being cancelled.
+
+    A unit's work may raise ``CancelledError`` because something it awaited was cancelled under
+    it; let through, that would end the committer and leave every later caller waiting forever.
+    """
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+    return isinstance(exc, Exception)
+
+
+def _as_unit_error(exc: BaseException) -> Exception:
+    """A unit's failure as an exception its caller can be answered with."""
+    if isinstance(exc, Exception):
+        return exc
+    return RuntimeError(f"the unit of work was cancelled ({type(exc).__name__})")
+
+
 class GroupCommitter:
     """Many concurrent requests, one transaction: each caller is answered only after it commits.
 
@@ -439,9 +458,11 @@ class GroupCommitter:
             self._in_flight = group
             try:
                 results = await self._commit(group)
-            except Exception as exc:
+            except BaseException as exc:
+                if not _a_unit_failed(exc):
+                    raise  # the committer itself is stopping
                 await self._release()  # it may be the connection that broke
-                if _write_lock_timeout(exc):
+                if isinstance(exc, Exception) and _write_lock_timeout(exc):
                     # No unit is at fault, and one by one each would wait out the busy timeout
                     # again: the whole group is answered with the error (a 503 to retry).
                     for unit in group:
@@ -513,13 +534,15 @@ class GroupCommitter:
                 conn = await self._connection()
                 try:
                     (result,) = await self._commit_core(conn, [unit], by_table)
-                except Exception:
+                except BaseException:
                     if conn.invalidated or conn.closed:
                         await self._release()
                     raise
-            except Exception as exc:
+            except BaseException as exc:
+                if not _a_unit_failed(exc):
+                    raise
                 if not unit.future.done():
-                    unit.future.set_exception(exc)
+                    unit.future.set_exception(_as_unit_error(exc))
             else:
                 if not unit.future.done():
                     unit.future.set_result(result)

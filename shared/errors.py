@@ -19,6 +19,10 @@ class DomainError(Exception):
         """The JSON body of the answer: ``detail`` names the problem; subclasses add fields."""
         return {"detail": str(self)}
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries (``Retry-After``, ``Accept-Post``, …); none by default."""
+        return {}
+
 
 class NotFound(DomainError):
     """No such thing, or not one the caller may know of."""

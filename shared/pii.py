@@ -11,6 +11,7 @@ Masking standard (display forms, in line with common Chinese government-site pra
 what                example in                example out
 ==================  ========================  =======================================
 mobile              ``13812345678``           ``138****5678`` (first 3, last 4)
+zero-padded mobile  ``0013812345678``         ``00138****5678`` (the padding kept)
 landline            ``0571-87654321``         ``0571****4321`` (area code, last 4)
 other numbers       ``87654321``              ``****4321`` (last 4; ≤ 6 digits: last 2)
 ID, 18 digits       ``330106199003072317``    ``330106********2317`` (region + last 4;
@@ -227,6 +228,10 @@ _LANDLINE_RE = re.compile(
     rf"{_START}(?:\({_AREA}\)|{_AREA}\)?){_GAP}"
     rf"[2-9](?:{_SEP}[0-9]){{2,3}}{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_END}"
 )
+# A mobile glued to the zeros before it ("工单号0013811110012": a zero-padded form field). Zeros
+# carry nothing, so the run is a phone; any other digits before a phone-shaped tail make an
+# order, card, tracking or ticket number, which is left alone (as 13 contiguous digits are).
+_PADDED_MOBILE_RE = re.compile(rf"{_START}0+1[3-9][0-9]{{9}}{_END}")
 # Starts only where a run of local-part characters starts: otherwise every position of a long
 # run is tried again and a 20,000-character appeal costs ~300 ms.
 _EMAIL_RE = re.compile(
@@ -249,6 +254,10 @@ def _phone_mask(span: str) -> str | None:
     return _mask_digits(digits) if digits else None
 
 
+def _padded_mobile_mask(span: str) -> str | None:
+    return span[:-11] + _mask_digits(span[-11:])
+
+
 def _email_mask(span: str) -> str | None:
     return mask_email(span)
 
@@ -259,6 +268,7 @@ _SCRUBBERS = (
     (_ID15_RE, _id15_mask),
     (_MOBILE_RE, _phone_mask),
     (_LANDLINE_RE, _phone_mask),
+    (_PADDED_MOBILE_RE, _padded_mobile_mask),
     (_EMAIL_RE, _email_mask),
 )
 

@@ -7,15 +7,22 @@ an async dependency costs a measurable share of a small request's CPU.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from pydantic import AwareDatetime
 
 from services.intake import service
 from services.intake.adapters import adapt, adapt_callback, parse_csv, parse_xlsx
-from services.intake.bodies import BodyTooLarge, batch_file, read_body
-from services.intake.canonical import TICKET_ID_MAX, CallbackDraft, TicketDraft
+from services.intake.bodies import (
+    FORM,
+    JSON,
+    BodyTooLarge,
+    batch_file,
+    read_body,
+    require_media_type,
+)
+from services.intake.canonical import TICKET_ID_MAX, CallbackDraft, TicketDraft, TimeBound
 from services.intake.channels import UnknownChannel, callback_channels, channels, get_channel
 from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
@@ -29,7 +36,8 @@ from services.intake.models import (
     TicketPage,
     TicketView,
 )
-from shared.auth import Role, principal_from_request
+from services.intake.ratelimit import client_key
+from shared.auth import Principal, Role, principal_from_request
 from shared.fastjson import body_openapi, json_response, parse_body
 
 router = APIRouter()
@@ -44,7 +52,7 @@ def intake_of(request: Request) -> IntakeContext:
     return request.app.state.runtime.context  # type: ignore[no-any-return]
 
 
-def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> None:
+def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> Principal:
     """403 unless the caller's role is allowed (401 without one in ``header`` mode)."""
     principal = principal_from_request(request, mode=ctx.settings.auth_mode)
     if principal.role not in allowed:
@@ -52,6 +60,13 @@ def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) ->
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"role {principal.role.value} may not do this; needs {names}"
         )
+    return principal
+
+
+def admit(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> None:
+    """``authorize``, then count the request against its client's rate limits (429 over)."""
+    principal = authorize(request, ctx, allowed)
+    ctx.limiter.check(client_key(request, principal.subject))
 
 
 def _created(accepted: TicketAccepted | CallbackAccepted) -> Response:
@@ -76,7 +91,9 @@ _ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown channel"},
     410: {"description": "The channel is inactive and takes no new appeals"},
     413: {"description": "The body (or a file or attachment) is over its limit"},
+    415: {"description": "The body's content type is not one this route reads"},
     422: {"description": "A field is missing or invalid; the detail names it"},
+    429: {"description": "The client is over its rate limit; see Retry-After"},
 }
 
 
@@ -91,7 +108,8 @@ _ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def post_ticket(request: Request) -> Response:
     """Accept one ticket in the canonical 12345 JSON; answered once stored with its event."""
     ctx = intake_of(request)
-    authorize(request, ctx, POSTERS)
+    admit(request, ctx, POSTERS)
+    require_media_type(request, (JSON,))
     await read_body(request, ctx.settings.ticket_max_bytes)
     ticket = await parse_body(request, TicketIn)
     channel, draft = _draft_from(ticket)
@@ -106,8 +124,8 @@ async def list_tickets(
     status_: Annotated[
         list[str] | None, Query(alias="status", description="one or more, or comma-separated")
     ] = None,
-    received_from: AwareDatetime | None = None,
-    received_to: AwareDatetime | None = None,
+    received_from: TimeBound | None = None,
+    received_to: TimeBound | None = None,
     repeat: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
@@ -179,6 +197,7 @@ async def get_attachment(ticket_id: str, sha256: str, request: Request) -> Respo
     responses={
         200: {"description": "Already recorded: same channel and external id"},
         404: {"description": "No such ticket"},
+        415: {"description": "The body is not declared as JSON"},
         422: {"description": "A field is missing or invalid; the detail names it"},
     },
     openapi_extra=body_openapi(CallbackIn),
@@ -186,9 +205,10 @@ async def get_attachment(ticket_id: str, sha256: str, request: Request) -> Respo
 async def post_callback(ticket_id: str, request: Request) -> Response:
     """Record a 回访 result; a later one for the same ticket replaces the earlier in effect."""
     ctx = intake_of(request)
-    authorize(request, ctx, CALLERS_BACK)
+    admit(request, ctx, CALLERS_BACK)
     if len(ticket_id) > TICKET_ID_MAX:  # longer than any id intake gives: no such ticket
         raise service.TicketNotFound(ticket_id[:TICKET_ID_MAX] + "…")
+    require_media_type(request, (JSON,))
     await read_body(request, ctx.settings.ticket_max_bytes)
     callback = await parse_body(request, CallbackIn)
     data = callback.model_dump()
@@ -225,25 +245,32 @@ async def get_channel_entry(code: str) -> dict[str, Any]:
     return _channel_entry(get_channel(code))
 
 
-_CONTENT_TYPES = {
-    "json": ["application/json"],
-    "form": ["application/x-www-form-urlencoded"],
-    "email": ["message/rfc822"],
-    "sms": ["application/json", "application/x-www-form-urlencoded"],
-    "csv": ["text/csv", "multipart/form-data"],
-    "xlsx": [
+_CONTENT_TYPES: dict[str, tuple[str, ...]] = {
+    "json": (JSON,),
+    "form": (FORM,),
+    "email": ("message/rfc822",),
+    "sms": (JSON, FORM),
+    "csv": ("text/csv", "multipart/form-data"),
+    "xlsx": (
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         "multipart/form-data",
-    ],
-    "open311": ["application/x-www-form-urlencoded", "application/json"],
+    ),
+    "open311": (FORM, JSON),
 }
+# The formats whose bodies are read as JSON: their content type is required, not guessed.
+_JSON_FORMATS = frozenset({"json", "sms", "open311"})
+
+
+def _require_channel_media_type(request: Request, payload_format: str) -> None:
+    if payload_format in _JSON_FORMATS:
+        require_media_type(request, _CONTENT_TYPES[payload_format])
 
 
 def _channel_entry(channel: Any) -> dict[str, Any]:
     entry: dict[str, Any] = channel.public()
     path = "callbacks" if channel.kind == "callback" else "tickets"
     entry["post_url"] = f"/channels/{channel.code}/{path}"
-    entry["content_types"] = _CONTENT_TYPES[channel.payload_format]
+    entry["content_types"] = list(_CONTENT_TYPES[channel.payload_format])
     entry["batch"] = channel.payload_format in ("csv", "xlsx")
     if channel.mapping is not None:
         entry["fields"] = {rule.target: list(rule.paths) for rule in channel.mapping.rules}
@@ -292,15 +319,28 @@ async def post_channel_ticket(code: str, request: Request) -> Response:
     were bad (each reported with its row number and field), 422 when none was good.
     """
     ctx = intake_of(request)
-    authorize(request, ctx, POSTERS)
+    admit(request, ctx, POSTERS)
     channel = service.appeal_channel(code)
     settings = ctx.settings
     content_type = request.headers.get("content-type")
     if channel.payload_format in ("csv", "xlsx"):
         data = await batch_file(request, settings.batch_max_bytes)
         try:
-            parse = parse_csv if channel.payload_format == "csv" else parse_xlsx
-            parsed = parse(data, channel, max_rows=settings.batch_max_rows)
+            # Off the event loop: a large file parses for seconds, and health checks, other
+            # channels' posts and the consumer must not wait for it.
+            if channel.payload_format == "csv":
+                parsed = await asyncio.to_thread(
+                    parse_csv, data, channel, max_rows=settings.batch_max_rows
+                )
+            else:
+                parsed = await asyncio.to_thread(
+                    parse_xlsx,
+                    data,
+                    channel,
+                    max_rows=settings.batch_max_rows,
+                    max_unzipped_bytes=settings.batch_max_unzipped_bytes,
+                    max_cells=settings.batch_max_cells,
+                )
         except PayloadError as exc:
             if exc.field == "file" and exc.message.startswith("more than"):
                 raise BodyTooLarge(
@@ -309,6 +349,7 @@ async def post_channel_ticket(code: str, request: Request) -> Response:
             raise
         result = await service.accept_batch(ctx=ctx, channel=channel, rows=parsed.rows)
         return json_response(result, _batch_status(result))
+    _require_channel_media_type(request, channel.payload_format)
     limit = (
         settings.mail_max_bytes if channel.payload_format == "email" else settings.ticket_max_bytes
     )
@@ -344,6 +385,7 @@ def _batch_status(result: BatchAccepted) -> int:
     responses={
         200: {"description": "Already recorded: same channel and external id"},
         404: {"description": "Unknown channel or ticket"},
+        415: {"description": "The body's content type is not one this channel sends"},
         422: {"description": "A field is missing or invalid; the detail names it"},
     },
     openapi_extra=_NATIVE_BODY,
@@ -351,9 +393,10 @@ def _batch_status(result: BatchAccepted) -> int:
 async def post_channel_callback(code: str, request: Request) -> Response:
     """Accept a callback channel's 回访 result in its native payload (it names the ticket)."""
     ctx = intake_of(request)
-    authorize(request, ctx, CALLERS_BACK)
+    admit(request, ctx, CALLERS_BACK)
     channel = get_channel(code)
     channel = service.callback_channel(channel.code)
+    _require_channel_media_type(request, channel.payload_format)
     body = await read_body(request, ctx.settings.ticket_max_bytes)
     draft = adapt_callback(channel, body, content_type=request.headers.get("content-type"))
     return _created(await service.record_callback(ctx=ctx, channel=channel, draft=draft))

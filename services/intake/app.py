@@ -11,12 +11,13 @@ from fastapi import FastAPI
 
 from services.intake import open311
 from services.intake.api import router
-from services.intake.bodies import BodyTooLarge
+from services.intake.bodies import BodyTooLarge, UnsupportedMediaType
 from services.intake.channels import UnknownChannel
 from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
 from services.intake.handlers import event_handlers
 from services.intake.models import metadata
+from services.intake.ratelimit import RateLimited
 from services.intake.service import BadCursor, ChannelClosed, TicketNotFound
 from services.intake.settings import IntakeSettings
 from shared.clock import Clock
@@ -31,6 +32,8 @@ ERROR_STATUS = {
     TicketNotFound: 404,
     ChannelClosed: 410,
     BodyTooLarge: 413,
+    UnsupportedMediaType: 415,
+    RateLimited: 429,
 }
 
 

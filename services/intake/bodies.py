@@ -38,6 +38,54 @@ class BodyTooLarge(DomainError):
         }
 
 
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
+class UnsupportedMediaType(DomainError):
+    """A body declared (or not declared) as a type the route does not read (415)."""
+
+    def __init__(self, received: str | None, expected: tuple[str, ...]) -> None:
+        self.received = received
+        self.expected = expected
+        sent = f"{received!r}" if received else "no content type"
+        super().__init__(f"content-type: {sent} is not read here; send {' or '.join(expected)}")
+
+    def body(self) -> dict[str, Any]:
+        return self.as_dict()
+
+    def headers(self) -> dict[str, str]:
+        return {"Accept-Post": ", ".join(self.expected)}
+
+    def as_dict(self) -> dict[str, str | list[str] | None]:
+        return {
+            "detail": str(self),
+            "field": "content-type",
+            "received": self.received,
+            "expected": list(self.expected),
+        }
+
+
+def media_type(request: Request) -> str | None:
+    """The body's declared media type, lower-case, without parameters (``; charset=…``)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return None
+    return declared.split(";", 1)[0].strip().lower() or None
+
+
+def require_media_type(request: Request, expected: tuple[str, ...]) -> None:
+    """UnsupportedMediaType unless the body is declared as one of ``expected`` (``+json`` types
+    count as JSON). A cross-site page can post ``text/plain`` without a CORS preflight, never
+    ``application/json``: a JSON route that read any body would take forged posts."""
+    declared = media_type(request)
+    if declared in expected:
+        return
+    if JSON in expected and declared is not None and declared.endswith("+json"):
+        return
+    raise UnsupportedMediaType(declared, expected)
+
+
 async def read_body(request: Request, limit: int, *, field: str = "body") -> bytes:
     """The request body, or BodyTooLarge when it is (or says it is) over ``limit``."""
     declared = request.headers.get("content-length")

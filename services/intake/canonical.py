@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.intake.locate import is_grid_code
 from shared import taxonomy
 
 Urgency = Literal["normal", "urgent", "critical"]
@@ -73,6 +75,11 @@ def _check_category(value: str | None) -> str | None:
 
 # How far ahead of intake's clock a channel's own clock may run before its time is refused.
 CLOCK_SKEW = timedelta(minutes=10)
+# The city's clock: ticket numbers are by its day, and the earliest acceptable time is its 1900.
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+# No appeal predates the hotline by a century; earlier times are typos or probes, and near
+# ``datetime.min`` the repeat window's arithmetic overflows.
+EARLIEST_RECEIVED_AT = datetime(1900, 1, 1, tzinfo=CITY_TZ)
 
 
 def is_in_the_future(value: datetime, *, now: datetime | None = None) -> bool:
@@ -80,7 +87,17 @@ def is_in_the_future(value: datetime, *, now: datetime | None = None) -> bool:
     return value > (now or datetime.now(UTC)) + CLOCK_SKEW
 
 
-def _check_not_in_the_future(value: datetime | None) -> datetime | None:
+BEFORE_1900 = "is before 1900-01-01 (city time): no appeal was received then"
+
+
+def _check_since_1900(value: datetime | None) -> datetime | None:
+    if value is not None and value < EARLIEST_RECEIVED_AT:
+        raise ValueError(f"{value.isoformat()} {BEFORE_1900}")
+    return value
+
+
+def _check_received_at(value: datetime | None) -> datetime | None:
+    _check_since_1900(value)
     if value is not None and is_in_the_future(value):
         raise ValueError(
             f"{value.isoformat()} is in the future: an appeal is received no later than now "
@@ -107,6 +124,15 @@ def without_control_characters(value: Any) -> Any:
     return value
 
 
+def _check_grid_code(value: str | None) -> str | None:
+    # The value is not echoed: what arrives here instead of a code is often a phone number.
+    if value is not None and not is_grid_code(value):
+        raise ValueError(
+            "not a grid of the city's registry (a 15-digit grid code, e.g. 339902001001001)"
+        )
+    return value
+
+
 def _empty_to_none(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
@@ -121,7 +147,12 @@ IdNumber = Annotated[
 CategoryCode = Annotated[
     str, StringConstraints(strip_whitespace=True), AfterValidator(_check_category)
 ]
-ReceivedAt = Annotated[AwareDatetime, AfterValidator(_check_not_in_the_future)]
+ReceivedAt = Annotated[AwareDatetime, AfterValidator(_check_received_at)]
+# A bound of a time filter: from 1900 on, like the times it filters.
+TimeBound = Annotated[AwareDatetime, AfterValidator(_check_since_1900)]
+GridCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=32), AfterValidator(_check_grid_code)
+]
 
 
 class AttachmentMeta(BaseModel):
@@ -154,7 +185,7 @@ class TicketDraft(BaseModel):
     address: str | None = Field(None, max_length=500)
     longitude: float | None = Field(None, ge=-180, le=180)
     latitude: float | None = Field(None, ge=-90, le=90, validate_default=True)
-    grid_code: str | None = Field(None, max_length=32)
+    grid_code: GridCode | None = None
     category_code: CategoryCode | None = None
     urgency: Urgency = "normal"
     is_enterprise: bool = False

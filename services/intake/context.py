@@ -16,6 +16,7 @@ from services.intake import classifier
 from services.intake.ids import TicketIdAllocator
 from services.intake.models import outbox_table
 from services.intake.pipeline import Pipeline
+from services.intake.ratelimit import ClientLimiter
 from services.intake.repeat_lookup import CandidateLoader, policy_from
 from services.intake.settings import IntakeSettings
 from shared.clock import Clock
@@ -58,6 +59,7 @@ class IntakeContext(ServiceContext):
         super().__init__(settings, outbox=Outbox(outbox_table), clock=clock)
         self.pipeline: Pipeline | None = None
         self.metrics: IntakeMetrics | None = None
+        self.limiter = ClientLimiter(settings.public_rate_limit)
 
     def bind(self, runtime: Runtime) -> None:
         """Build the pipeline on the runtime's engines and register the metrics."""

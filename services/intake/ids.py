@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.intake.canonical import CITY_TZ
 from services.intake.models import IdBlock
-
-CITY_TZ = ZoneInfo("Asia/Shanghai")
 
 
 class TicketIdAllocator:

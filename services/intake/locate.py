@@ -39,12 +39,18 @@ def _by_point(lon: float, lat: float) -> Located:
     return Located(grid.code, grid.code) if grid is not None else NOWHERE
 
 
-def _known(code: str) -> bool:
+def registered(code: str) -> geo.Area | None:
+    """The registry's area with this code, or None (unknown or malformed)."""
     try:
-        geo.area(code)
+        return geo.area(code)
     except (KeyError, ValueError):
-        return False
-    return True
+        return None
+
+
+def is_grid_code(code: str) -> bool:
+    """Whether ``code`` names a grid of the city's registry."""
+    found = registered(code)
+    return found is not None and found.tier is geo.Tier.GRID
 
 
 def locate(
@@ -60,7 +66,7 @@ def locate(
     point is exact); then the address, which may pin only a village or a town.
     """
     if grid_code:
-        return Located(grid_code, grid_code if _known(grid_code) else None)
+        return Located(grid_code, grid_code if registered(grid_code) is not None else None)
     by_point = NOWHERE
     if longitude is not None and latitude is not None:
         by_point = _by_point(round(longitude, 6), round(latitude, 6))

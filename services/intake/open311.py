@@ -20,19 +20,39 @@ from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from services.intake import lifecycle, service
 from services.intake.adapters import adapt
 from services.intake.adapters.open311 import is_web_url, service_code_problem
 from services.intake.api import intake_of
-from services.intake.bodies import BodyTooLarge, read_body
+from services.intake.bodies import (
+    FORM,
+    JSON,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    read_body,
+    require_media_type,
+)
+from services.intake.canonical import BEFORE_1900, EARLIEST_RECEIVED_AT
 from services.intake.channels import channels, get_channel
 from services.intake.errors import PayloadError
+from services.intake.ratelimit import client_key
 from shared import pii, taxonomy
 from shared.events.base import utcnow
 
-router = APIRouter(prefix="/open311", tags=["open311"])
+
+async def _count_client(request: Request) -> None:
+    """Open311 is public: every route counts against the caller's address's rate limits."""
+    intake_of(request).limiter.check(client_key(request))
+
+
+router = APIRouter(
+    prefix="/open311",
+    tags=["open311"],
+    dependencies=[Depends(_count_client)],
+    responses={429: {"description": "The client is over its rate limit; see Retry-After"}},
+)
 
 CHANNEL = "open311-public-api"
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
@@ -191,6 +211,8 @@ def _parse_time(value: str | None, field: str) -> datetime | None:
         raise Open311Error(400, f"{field}: expected a W3C / ISO 8601 time", field) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=CITY_TZ)
+    if parsed < EARLIEST_RECEIVED_AT:
+        raise Open311Error(400, f"{field}: {BEFORE_1900}", field)
     return parsed
 
 
@@ -262,6 +284,10 @@ async def post_request(fmt: str, request: Request) -> Response:
     try:
         fmt = _format(fmt)
         channel = get_channel(CHANNEL)
+        try:
+            require_media_type(request, (FORM, JSON))
+        except UnsupportedMediaType as exc:
+            raise Open311Error(415, str(exc), "content-type") from None
         try:
             body = await read_body(request, ctx.settings.ticket_max_bytes)
         except BodyTooLarge as exc:

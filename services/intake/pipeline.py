@@ -19,7 +19,7 @@ from services.intake.canonical import TicketDraft
 from services.intake.channels import Channel
 from services.intake.ids import TicketIdAllocator
 from services.intake.locate import Located, locate
-from services.intake.normalize import Classifier, NormalizedTicket, normalize
+from services.intake.normalize import Classifier, NormalizedTicket, normalize, scrub_public
 from services.intake.repeat_lookup import (
     NOT_A_REPEAT,
     CandidateLoader,
@@ -29,7 +29,6 @@ from services.intake.repeat_lookup import (
     keys_of,
     pack_shingles,
 )
-from shared import pii
 from shared.events.intake import TicketReceived
 
 
@@ -207,41 +206,45 @@ class Pipeline:
             "extra": draft.extra,
         }
         # One validation for the event and its parts (plain dicts inside, not models: building
-        # each part as a model first costs a validator call and an __init__ each).
-        event = TicketReceived(
-            ticket_id=p.ticket_id,
-            channel=draft.channel_code,
-            received_at=n.received_at,
-            title=n.public_title,
-            content=n.public_content,
-            citizen={
-                "display_name": n.citizen_display_name,
-                "phone_masked": n.citizen_phone_masked,
-                "citizen_hash": n.citizen_hash,
-            },
-            location={
-                "address": n.public_address,
-                "longitude": draft.longitude,
-                "latitude": draft.latitude,
-                "grid_code": n.grid_code,
-                "area_code": located.area_code,
-            },
-            category_code=n.category_code,
-            urgency=n.urgency,
-            is_enterprise=n.is_enterprise,
-            repeat_of=verdict.repeat_of,
-            repeat_count=verdict.repeat_count,
-            external_id=pii.scrub_text(draft.external_id) if draft.external_id else None,
-            attachments=tuple(
-                {
-                    "filename": pii.scrub_text(a.filename),
-                    "content_type": a.content_type,
-                    "size": a.size,
-                    "sha256": a.sha256,
-                }
-                for a in n.attachments
-            ),
-            time_limit_profile=n.time_limit_profile,
-            category_source=n.category_source,
+        # each part as a model first costs a validator call and an __init__ each). Every string
+        # but the structured ones is scrubbed, whichever field it is in.
+        public = scrub_public(
+            {
+                "ticket_id": p.ticket_id,
+                "channel": draft.channel_code,
+                "received_at": n.received_at,
+                "title": n.public_title,
+                "content": n.public_content,
+                "citizen": {
+                    "display_name": n.citizen_display_name,
+                    "phone_masked": n.citizen_phone_masked,
+                    "citizen_hash": n.citizen_hash,
+                },
+                "location": {
+                    "address": n.public_address,
+                    "longitude": draft.longitude,
+                    "latitude": draft.latitude,
+                    "grid_code": n.grid_code,
+                    "area_code": located.area_code,
+                },
+                "category_code": n.category_code,
+                "urgency": n.urgency,
+                "is_enterprise": n.is_enterprise,
+                "repeat_of": verdict.repeat_of,
+                "repeat_count": verdict.repeat_count,
+                "external_id": draft.external_id,
+                "attachments": tuple(
+                    {
+                        "filename": a.filename,
+                        "content_type": a.content_type,
+                        "size": a.size,
+                        "sha256": a.sha256,
+                    }
+                    for a in n.attachments
+                ),
+                "time_limit_profile": n.time_limit_profile,
+                "category_source": n.category_source,
+            }
         )
+        event = TicketReceived(**public)
         return Prepared(p.ticket_id, row, event, n, located, verdict)

@@ -392,15 +392,37 @@ class CandidateLoader:
             try:
                 loaded = await self._load(flat)
             except Exception as exc:
-                for _, future in group:
+                if len(group) == 1:
+                    _, future = group[0]
                     if not future.done():
                         future.set_exception(exc)
+                else:
+                    # One request's appeal may be what failed: each is looked up again alone,
+                    # so only the culprit gets the error (as the group committer's units are).
+                    await self._answer_alone(group)
                 continue
             start = 0
             for appeals, future in group:
                 if not future.done():
                     future.set_result(loaded[start : start + len(appeals)])
                 start += len(appeals)
+
+    async def _answer_alone(
+        self,
+        group: Sequence[tuple[Sequence[repeats.Appeal], asyncio.Future[list[list[Earlier]]]]],
+    ) -> None:
+        """Each request's appeals looked up alone, its caller answered with its own outcome."""
+        for appeals, future in group:
+            if future.done():
+                continue
+            try:
+                result = await self._load(appeals)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(result)
 
 
 def policy_from(

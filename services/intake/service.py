@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.intake import lifecycle
 from services.intake.adapters import AttachmentBlob, BatchRow
-from services.intake.canonical import CallbackDraft, TicketDraft
+from services.intake.canonical import EARLIEST_RECEIVED_AT, CallbackDraft, TicketDraft
 from services.intake.channels import Channel, UnknownChannel, get_channel
 from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
@@ -36,19 +36,17 @@ from services.intake.models import (
     DISPATCHES,
     HISTORY,
     TICKETS,
-    AttachmentView,
     BatchAccepted,
     BatchRowResult,
     CallbackAccepted,
     CallbackView,
-    CitizenView,
     HistoryEntry,
-    LocationView,
     TicketAccepted,
     TicketPage,
     TicketSummary,
     TicketView,
 )
+from services.intake.normalize import scrub_public
 from services.intake.pipeline import Prepared
 from shared import pii, taxonomy
 from shared.errors import DomainError
@@ -435,21 +433,27 @@ def _channel_name(code: str) -> str | None:
 
 
 def _summary(row: Any) -> TicketSummary:
+    # Every string scrubbed but the structured ones: a row may hold a number anywhere (one
+    # stored before grid codes were checked has a phone number for a grid code).
     return TicketSummary(
-        ticket_id=row.ticket_id,
-        channel=row.channel,
-        external_id=pii.scrub_text(row.external_id) if row.external_id else None,
-        received_at=row.received_at,
-        title=pii.scrub_text(row.title),
-        category_code=row.category_code,
-        urgency=row.urgency,
-        is_enterprise=row.is_enterprise,
-        status=row.status,
-        repeat_of=row.repeat_of,
-        repeat_count=row.repeat_count,
-        grid_code=row.grid_code,
-        area_code=row.area_code,
-        department_code=row.department_code,
+        **scrub_public(
+            {
+                "ticket_id": row.ticket_id,
+                "channel": row.channel,
+                "external_id": row.external_id,
+                "received_at": row.received_at,
+                "title": row.title,
+                "category_code": row.category_code,
+                "urgency": row.urgency,
+                "is_enterprise": row.is_enterprise,
+                "status": row.status,
+                "repeat_of": row.repeat_of,
+                "repeat_count": row.repeat_count,
+                "grid_code": row.grid_code,
+                "area_code": row.area_code,
+                "department_code": row.department_code,
+            }
+        )
     )
 
 
@@ -511,34 +515,36 @@ async def get_ticket(*, ctx: IntakeContext, ticket_id: str) -> TicketView:
     ]
     history.sort(key=lambda h: h.at)
     last = len(callbacks) - 1
+    details = scrub_public(
+        {
+            "channel_name": _channel_name(row.channel),
+            "accepted_at": row.accepted_at,
+            "content": row.content,
+            "citizen": {
+                "display_name": pii.mask_name(row.citizen_name),
+                "phone_masked": pii.mask_phone(row.citizen_phone),
+                "id_number_masked": pii.mask_id_number(row.citizen_id_number),
+                "email_masked": pii.mask_email(row.citizen_email),
+                "citizen_hash": row.citizen_hash,
+            },
+            "location": {
+                "address": row.address,
+                "longitude": row.longitude,
+                "latitude": row.latitude,
+                "grid_code": row.grid_code,
+                "area_code": row.area_code,
+            },
+            "category_name": _category_name(row.category_code),
+            "category_source": row.category_source,
+            "time_limit_profile": row.time_limit_profile,
+            "status_at": row.status_at,
+            "due_at": row.due_at,
+            "attachments": list(row.attachments or ()),
+        }
+    )
     return TicketView(
         **_summary(row).model_dump(),
-        channel_name=_channel_name(row.channel),
-        accepted_at=row.accepted_at,
-        content=pii.scrub_text(row.content),
-        citizen=CitizenView(
-            display_name=pii.mask_name(row.citizen_name),
-            phone_masked=pii.mask_phone(row.citizen_phone),
-            id_number_masked=pii.mask_id_number(row.citizen_id_number),
-            email_masked=pii.mask_email(row.citizen_email),
-            citizen_hash=row.citizen_hash,
-        ),
-        location=LocationView(
-            address=pii.scrub_text(row.address) if row.address else None,
-            longitude=row.longitude,
-            latitude=row.latitude,
-            grid_code=row.grid_code,
-            area_code=row.area_code,
-        ),
-        category_name=_category_name(row.category_code),
-        category_source=row.category_source,
-        time_limit_profile=row.time_limit_profile,
-        status_at=row.status_at,
-        due_at=row.due_at,
-        attachments=[
-            AttachmentView(**{**a, "filename": pii.scrub_text(a["filename"])})
-            for a in row.attachments or ()
-        ],
+        **details,
         history=history,
         callbacks=[
             CallbackView(
@@ -593,7 +599,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         parsed = datetime.fromisoformat(at)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadCursor(cursor) from None
-    if parsed.tzinfo is None or not ticket_id:
+    if parsed.tzinfo is None or not ticket_id or parsed < EARLIEST_RECEIVED_AT:
         raise BadCursor(cursor)
     return parsed, ticket_id
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from services.intake.ratelimit import parse_limits
 from shared.settings import ServiceSettings, service_settings_config
 
 
@@ -32,9 +33,25 @@ class IntakeSettings(ServiceSettings):
     attachment_max_bytes: int = 10 << 20  # each attachment of an e-mail
     batch_max_bytes: int = 16 << 20  # one CSV / XLSX file
     batch_max_rows: int = Field(5000, ge=1)
+    # A workbook is a zip: a few kilobytes can unzip into gigabytes of sheet. Both are checked
+    # before the workbook is parsed (a real 5,000-row file unzips to a few megabytes).
+    batch_max_unzipped_bytes: int = Field(128 << 20, ge=1)
+    batch_max_cells: int = Field(1_000_000, ge=1)  # 5,000 rows of 200 columns
 
     # Open311's public GET lists the tickets of the Open311-format channels only, unless this
     # is set: other channels' appeals (petitions, mailboxes) are not for the public.
     open311_all_channels: bool = False
     open311_max_results: int = 1000
     group_commit: bool = True
+
+    # Per-client limits on the public routes (posting appeals and callbacks, Open311), in the
+    # ``limits`` notation ("100/second;3000/minute"), counted per process; empty: no limit. A
+    # client is its authenticated subject, else its address (behind a proxy, run uvicorn with
+    # --proxy-headers and --forwarded-allow-ips so the address is the caller's).
+    public_rate_limit: str = "100/second;3000/minute"
+
+    @field_validator("public_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        parse_limits(value)
+        return value

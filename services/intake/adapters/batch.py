@@ -13,13 +13,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import re
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from services.intake.adapters.common import preset_for, require_format
+from services.intake.bodies import BodyTooLarge
 from services.intake.canonical import TicketDraft
 from services.intake.channels import Channel
 from services.intake.errors import PayloadError
@@ -168,6 +170,8 @@ def _rows(
         out.append((number, draft))
     if header is None:
         raise PayloadError("file", "the file has no header row")
+    if not out:
+        raise PayloadError("file", "the file has no data rows, only its header row")
     return BatchResult(rows=tuple(out))
 
 
@@ -229,7 +233,104 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, Sequence[Any]]]:
 _BROKEN_SHEET = (SyntaxError, KeyError, OSError, ValueError, TypeError, zipfile.BadZipFile)
 
 
-def parse_xlsx(data: bytes, channel: Channel, *, max_rows: int = MAX_ROWS) -> BatchResult:
+MAX_UNZIPPED_BYTES = 128 << 20
+MAX_CELLS = 1_000_000
+_CHUNK = 1 << 20
+
+
+# A workbook's other parts (styles, workbook, relationships, themes) hold hundreds to tens of
+# thousands of elements (Excel allows 64,000 cell formats); openpyxl builds an object for each.
+MAX_OTHER_PART_TAGS = 200_000
+
+
+def _check_workbook_size(data: bytes, *, max_unzipped_bytes: int, max_cells: int) -> None:
+    """BodyTooLarge before parsing when the workbook unzips past ``max_unzipped_bytes``, its
+    sheets hold more than ``max_cells`` cells, or another part more markup than a real workbook
+    has (openpyxl would build an object for every one of them).
+
+    The sizes a zip declares bound what it yields (zipfile stops at the declared size and
+    fails the CRC check beyond), so they are summed first; tags are counted while streaming
+    each part, without building anything.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise PayloadError("file", f"not an .xlsx workbook ({exc.__class__.__name__})") from None
+    with archive:
+        entries = archive.infolist()
+        unzipped = sum(e.file_size for e in entries)
+        if unzipped > max_unzipped_bytes:
+            raise BodyTooLarge("file (unzipped)", limit=max_unzipped_bytes, size=unzipped)
+        cells = 0
+        for entry in entries:
+            name = entry.filename
+            if not name.endswith((".xml", ".rels")):
+                continue  # images and other binaries are not parsed
+            try:
+                if name.startswith("xl/worksheets/"):
+                    cells = _count_tags(archive, entry, cells, _cell_tags, max_cells, "cells")
+                else:  # shared strings: a string has a few tags, and needs a cell to be used
+                    shared = name == "xl/sharedStrings.xml"
+                    limit = 4 * max_cells if shared else MAX_OTHER_PART_TAGS
+                    _count_tags(archive, entry, 0, _any_tag, limit, "tags", part=name)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                raise PayloadError(
+                    "file", f"a part of the workbook cannot be read ({type(exc).__name__})"
+                ) from None
+
+
+def _cell_tags(head: bytes) -> tuple[bytes, ...]:
+    """A sheet's ``<c>`` start tags, under the sheet's namespace prefix if it has one."""
+    root = _SHEET_ROOT.search(head)
+    prefix = (root.group(1) if root else None) or b""
+    return tuple(b"<" + prefix + b"c" + bytes([end]) for end in b" \t\r\n/>")
+
+
+def _any_tag(_head: bytes) -> tuple[bytes, ...]:
+    """Every tag, opening or closing: at least as many as the elements."""
+    return (b"<",)
+
+
+def _count_tags(
+    archive: zipfile.ZipFile,
+    entry: zipfile.ZipInfo,
+    counted: int,
+    tags_of: Callable[[bytes], tuple[bytes, ...]],
+    limit: int,
+    unit: str,
+    *,
+    part: str | None = None,
+) -> int:
+    """``counted`` plus the tags of one part; BodyTooLarge (naming the part, if given) as soon
+    as the total passes ``limit``."""
+    carry = b""
+    tags: tuple[bytes, ...] = ()
+    with archive.open(entry) as stream:
+        while chunk := stream.read(_CHUNK):
+            buffer = carry + chunk
+            tags = tags or tags_of(buffer)
+            counted += sum(buffer.count(tag) for tag in tags)
+            if counted > limit:
+                field = f"file ({part})" if part else "file"
+                raise BodyTooLarge(field, limit=limit, size=None, unit=unit)
+            # A tag cut by the chunk's end is counted with the next chunk; none lies wholly in
+            # the carried bytes, which are shorter than a tag.
+            carry = buffer[len(buffer) - len(tags[0]) + 1 :]
+    return counted
+
+
+_SHEET_ROOT = re.compile(rb"<([A-Za-z_][\w.-]*:)?worksheet\b")
+
+
+def parse_xlsx(
+    data: bytes,
+    channel: Channel,
+    *,
+    max_rows: int = MAX_ROWS,
+    max_unzipped_bytes: int = MAX_UNZIPPED_BYTES,
+    max_cells: int = MAX_CELLS,
+) -> BatchResult:
     """Appeals from an XLSX batch file (first sheet, header row first)."""
     require_format(channel, "xlsx")
+    _check_workbook_size(data, max_unzipped_bytes=max_unzipped_bytes, max_cells=max_cells)
     return _rows(_xlsx_records(data), channel, max_rows=max_rows)

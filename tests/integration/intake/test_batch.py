@@ -3,17 +3,23 @@ field and store nothing; a file sent again is answered with the first tickets.""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import threading
+import zipfile
 from typing import Any
 
+import pytest
 from openpyxl import Workbook
 
+from services.intake import api
 from services.intake.models import TICKETS, outbox_table
 from tests.integration.intake.support import IntakeEnv
 
 CSV_CHANNEL = "grid-patrol-batch"
 XLSX_CHANNEL = "enterprise-visit"
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 HEADER = ["外部编号", "诉求人", "联系电话", "标题", "内容", "地址", "分类编码", "紧急程度"]
 
 
@@ -164,3 +170,111 @@ async def test_an_xlsx_workbook_uploads_as_multipart(env: IntakeEnv) -> None:
         f"/channels/{XLSX_CHANNEL}/tickets", files={"other": ("x.xlsx", b"x", "text/plain")}
     )
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "file"
+
+
+def workbook(
+    header: list[str], body: list[list[str]], *, empty_cells: int = 0, styles: int = 0
+) -> bytes:
+    """An .xlsx file; ``empty_cells`` adds a row of that many empty ``<c/>`` cells and ``styles``
+    that many cell formats (what hostile files use to make a small upload expand into a huge
+    sheet or style table)."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(header)
+    for row in body:
+        sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    if not empty_cells and not styles:
+        return buffer.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dest:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                bomb = b'<row r="%d">' % (len(body) + 2) + b"<c/>" * empty_cells + b"</row>"
+                data = data.replace(b"</sheetData>", bomb + b"</sheetData>")
+            if item.filename == "xl/styles.xml":
+                assert b"</cellXfs>" in data
+                data = data.replace(b"</cellXfs>", b"<xf/>" * styles + b"</cellXfs>")
+            dest.writestr(item, data)
+    return out.getvalue()
+
+
+async def post_xlsx(env: IntakeEnv, data: bytes) -> Any:
+    return await env.client.post(
+        f"/channels/{XLSX_CHANNEL}/tickets",
+        content=data,
+        headers={"content-type": XLSX_TYPE},
+    )
+
+
+async def test_a_small_workbook_that_expands_into_millions_of_cells_is_refused_quickly(
+    env: IntakeEnv,
+) -> None:
+    bomb = workbook(HEADER, rows(env, 1), empty_cells=5_000_000)
+    assert len(bomb) < 64 << 10  # about 24 KB on the wire, 20 MB of sheet unzipped
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    health_latencies: list[float] = []
+    probing = asyncio.Event()
+    posted = asyncio.Event()
+
+    async def probe_health() -> None:
+        while not posted.is_set():
+            asked = loop.time()
+            probing.set()
+            assert (await env.client.get("/healthz")).status_code == 200
+            health_latencies.append(loop.time() - asked)
+            await asyncio.sleep(0)  # an in-process request may never suspend: let others run
+
+    prober = asyncio.create_task(probe_health())
+    await probing.wait()  # a health check is under way while the file is posted
+    try:
+        refused = await post_xlsx(env, bomb)
+    finally:
+        posted.set()
+        await prober
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["field"] == "file (unzipped)", refused.text
+    assert loop.time() - started < 10
+    assert health_latencies and max(health_latencies) < 2  # the loop kept answering
+
+    many = workbook(HEADER, rows(env, 1), empty_cells=env.settings.batch_max_cells)
+    refused = await post_xlsx(env, many)
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["field"] == "file" and "cells" in refused.json()["detail"]
+
+    styled = workbook(HEADER, rows(env, 1), styles=250_000)
+    refused = await post_xlsx(env, styled)
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["field"] == "file (xl/styles.xml)", refused.text
+
+
+async def test_a_file_without_data_rows_is_a_422_naming_the_file(env: IntakeEnv) -> None:
+    for answer in (
+        await post_xlsx(env, workbook(HEADER, [])),
+        await post_csv(env, as_csv(HEADER, [])),
+    ):
+        assert answer.status_code == 422, answer.text
+        (error,) = answer.json()["errors"]
+        assert error["field"] == "file" and "no data rows" in error["message"]
+
+
+async def test_batch_files_are_parsed_off_the_event_loop(
+    env: IntakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed_on: list[threading.Thread] = []
+    for name in ("parse_csv", "parse_xlsx"):
+        real = getattr(api, name)
+
+        def spy(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            parsed_on.append(threading.current_thread())
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(api, name, spy)
+    assert (await post_csv(env, as_csv(HEADER, rows(env, 2)))).status_code == 201
+    assert (await post_xlsx(env, workbook([*HEADER, "企业名称"], rows(env, 2)))).status_code == 201
+    assert len(parsed_on) == 2
+    assert all(t is not threading.main_thread() for t in parsed_on), parsed_on

@@ -1,14 +1,18 @@
-"""A SQLite write lock held by another process past the busy timeout: a 503 to retry, not a 500."""
+"""A busy database: a SQLite write lock held by another process past the busy timeout is a 503
+to retry, not a 500; readiness stays green while the database is busy but answering."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from services.intake.models import TICKETS
-from tests.integration.intake.support import running
-from tests.support import Database
+from tests.integration.intake.support import IntakeEnv, running
+from tests.support import Database, wait_until
 
 
 async def test_a_held_write_lock_is_a_503_with_retry_after_and_the_retry_succeeds(
@@ -36,3 +40,66 @@ async def test_a_held_write_lock_is_a_503_with_retry_after_and_the_retry_succeed
 
         retried = await env.client.post("/tickets", json=body)
         assert retried.status_code == 201, retried.text
+
+
+async def test_readiness_holds_while_another_process_holds_the_write_lock(
+    broker: Any, tmp_path: Path
+) -> None:
+    database = Database("sqlite", str(tmp_path))
+    async with running(database, broker.bootstrap) as env:
+        await wait_until(_ready(env), what="intake to be ready")
+        other = sqlite3.connect(tmp_path / "intake.db", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process writing (a catch-up, a batch)
+            answer = await env.client.get("/readyz")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["checks"]["database"] == "ok"
+
+
+async def test_readiness_holds_while_every_pooled_connection_is_busy_and_writes_commit(
+    env: IntakeEnv,
+) -> None:
+    await wait_until(_ready(env), what="intake to be ready")
+    committer = env.ctx.committer
+
+    async def one_statement(conn: Any) -> None:
+        await conn.execute(text("SELECT 1"))
+
+    await committer.submit(work=one_statement)  # the committer holds its own connection
+    engines = {id(e): e for e in (env.runtime.engine, env.runtime.reader)}.values()
+    held = []
+    stop = asyncio.Event()
+
+    async def keep_writing() -> int:
+        done = 0
+        while not stop.is_set():
+            await committer.submit(work=one_statement)
+            done += 1
+        return done
+
+    try:
+        for engine in engines:  # requests, look-ups and the consumer have them all
+            pool: Any = engine.pool
+            while pool.checkedout() < pool.size() + pool._max_overflow:
+                held.append(await engine.connect())
+        writer = asyncio.create_task(keep_writing())
+        answer = await env.client.get("/readyz")
+        stop.set()
+        assert await writer > 0
+    finally:
+        stop.set()
+        for conn in held:
+            await conn.close()
+    assert held
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["checks"]["database"] == "ok"
+
+
+def _ready(env: IntakeEnv) -> Any:
+    async def ready() -> bool:
+        return (await env.client.get("/readyz")).status_code == 200
+
+    return ready

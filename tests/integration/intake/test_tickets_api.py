@@ -11,18 +11,7 @@ import pytest
 from services.intake.models import TICKETS, outbox_table
 from shared.events.intake import TicketReceived
 from tests.integration.intake.support import IntakeEnv
-
-
-def ticket(env: IntakeEnv, **changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "external_id": env.unique("hl"),
-        "title": "小区路灯不亮",
-        "content": "塔山社区3号楼门口路灯坏了三天，晚上很黑。",
-        "citizen_phone": env.phone(),
-        "category_code": "0102",
-    }
-    body.update(changes)
-    return body
+from tests.integration.intake.support import ticket_body as ticket
 
 
 async def test_a_ticket_is_stored_with_its_event_and_the_retry_gets_the_same_id(

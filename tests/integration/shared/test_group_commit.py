@@ -368,3 +368,31 @@ async def test_a_write_lock_held_elsewhere_fails_the_group_at_once(
         await engine.dispose()
     assert all(isinstance(r, OperationalError) and "locked" in str(r) for r in results), results
     assert retried_alone == []  # no unit waited out the busy timeout a second time
+
+
+async def test_a_unit_whose_work_is_cancelled_fails_alone_and_the_committer_carries_on(
+    engine,
+) -> None:
+    committer = GroupCommitter(engine)
+    await committer.start()
+
+    async def cancelled_work(conn) -> None:
+        # What a unit sees when something it awaits is cancelled under it (not the committer).
+        raise asyncio.CancelledError
+
+    try:
+        async with asyncio.timeout(10):  # before the fix, the group's callers waited forever
+            results = await asyncio.gather(
+                *(
+                    committer.submit(inserts=[(items, {"id": i, "name": f"n{i}"})])
+                    for i in range(8)
+                ),
+                committer.submit(work=cancelled_work),
+                return_exceptions=True,
+            )
+            await committer.submit(inserts=[(items, {"id": 99, "name": "after"})])
+    finally:
+        await committer.stop()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1 and "cancelled" in str(failures[0]), results
+    assert await _count(engine, items) == 9

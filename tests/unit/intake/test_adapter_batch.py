@@ -55,7 +55,7 @@ def test_good_and_bad_rows_are_reported_by_row_number() -> None:
             "13588345678",
             "物业不作为。电梯常坏",
             "一般",
-            "G1",
+            "339902001001001",
             "x",
         ],
         ["A2", "2026-11-02 09:30", "钟家明", "call me", "宅基地纠纷", "", "", ""],
@@ -68,7 +68,7 @@ def test_good_and_bad_rows_are_reported_by_row_number() -> None:
     result = parse_csv(csv_bytes(rows), PATROL)
     assert [n for n, _ in result.drafts] == [2, 7]
     good = result.drafts[0][1]
-    assert (good.title, good.urgency, good.grid_code) == ("物业不作为", "normal", "G1")
+    assert (good.title, good.urgency, good.grid_code) == ("物业不作为", "normal", "339902001001001")
     assert good.extra == {"备注": "x"}
     assert result.drafts[1][1].urgency == "critical"
     problems = {e.row: (e.field, e.message) for e in result.errors}

@@ -15,7 +15,7 @@ from services.intake.adapters import adapt
 from services.intake.canonical import TicketDraft
 from services.intake.channels import channels, get_channel
 from services.intake.classifier import Classification
-from services.intake.normalize import normalize, raised_urgency
+from services.intake.normalize import normalize, raised_urgency, scrub_public
 from shared.pii import citizen_hash
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -93,15 +93,17 @@ def test_grid_is_located_only_when_the_channel_did_not_give_one() -> None:
 
     def locate(address: str | None, lon: float | None, lat: float | None) -> str | None:
         calls.append((address, lon, lat))
-        return "330106-003-012"
+        return "339902003007002"
 
     located = normalize(
         draft(longitude=120.1, latitude=30.2), channel=PHONE, salt=SALT, now=NOW, locate=locate
     )
-    assert located.grid_code == "330106-003-012"
+    assert located.grid_code == "339902003007002"
     assert calls == [("翠苑三区（电话0571-87654321）", 120.1, 30.2)]
-    given = normalize(draft(grid_code="G-1"), channel=PHONE, salt=SALT, now=NOW, locate=locate)
-    assert given.grid_code == "G-1"
+    given = normalize(
+        draft(grid_code="339902001001001"), channel=PHONE, salt=SALT, now=NOW, locate=locate
+    )
+    assert given.grid_code == "339902001001001"
     assert len(calls) == 1
 
 
@@ -155,3 +157,27 @@ def test_no_clear_text_number_leaves_intake_for_any_channel_fixture(channel: Any
         for run in DIGIT_RUN.findall(public):
             compact = re.sub(r"\D", "", run)
             assert not re.fullmatch(r"(?:86)?1[3-9]\d{9}", compact), (channel.code, run)
+
+
+def test_public_fields_are_scrubbed_whatever_their_name() -> None:
+    digest = "ab013812345678" + "c" * 50  # a hex digest holding a phone-shaped run of digits
+    public = scrub_public(
+        {
+            "ticket_id": "20261101-0103123",  # an ID-number-shaped ticket number, kept
+            "location": {"grid_code": "339902001001001", "area_code": "339902001001"},
+            "citizen": {"citizen_hash": digest},
+            "attachments": ({"sha256": digest, "content_type": "text/13811110001"},),
+            "a_field_added_later": "回电13811110001",
+            "repeat_of": "13811110001",  # not in its own shape: scrubbed like free text
+            "grid_code": "13811110001",
+            "received_at": NOW,
+            "repeat_count": 3,
+        }
+    )
+    assert public["ticket_id"] == "20261101-0103123"
+    assert public["location"] == {"grid_code": "339902001001001", "area_code": "339902001001"}
+    assert public["citizen"]["citizen_hash"] == digest
+    assert public["attachments"][0] == {"sha256": digest, "content_type": "text/138****0001"}
+    assert public["a_field_added_later"] == "回电138****0001"
+    assert public["repeat_of"] == public["grid_code"] == "138****0001"
+    assert (public["received_at"], public["repeat_count"]) == (NOW, 3)

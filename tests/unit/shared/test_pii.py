@@ -409,6 +409,43 @@ def test_scrub_examples(text: str, expected: str) -> None:
     assert scrub_text(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("工单号0013811110012", "工单号00138****0012"),  # a zero-padded field: still a phone
+        ("编号0000000013811110012已受理", "编号00000000138****0012已受理"),
+        ("来电0１３８１１１１００１２", "来电0138****0012"),
+    ],
+)
+def test_scrub_masks_a_mobile_glued_to_zero_padding(text: str, expected: str) -> None:
+    assert scrub_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Digits that carry meaning before a phone-shaped tail make an id, not a padded phone:
+        # order and trade numbers, bank cards, tracking numbers, this city's ticket numbers.
+        "订单号2026120413811110012",
+        "卡号6222113811110012",
+        "订单号1213811110012",
+        "流水号00120261204138111100",
+        "工单号20261204-0013811",
+    ],
+)
+def test_scrub_leaves_long_ids_with_a_phone_shaped_tail_alone(text: str) -> None:
+    assert scrub_text(text) == text
+
+
+@given(NO_DIGITS, st.integers(min_value=1, max_value=8), mobiles, NO_DIGITS)
+def test_scrub_masks_any_zero_padded_mobile(
+    before: str, zeros: int, mobile: str, after: str
+) -> None:
+    scrubbed = scrub_text(f"{before}{'0' * zeros}{mobile}{after}")
+    assert mobile not in scrubbed
+    assert f"{'0' * zeros}{mobile[:3]}****{mobile[-4:]}" in scrubbed
+
+
 def test_scrub_value_walks_nested_structures() -> None:
     value = {
         "gridman": {"name": "小吴", "phone": "13957100001"},
