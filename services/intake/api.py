@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
-from services.intake import service
+from services.intake import callbacks, errors, queries, service
 from services.intake.adapters import adapt, adapt_callback, parse_csv, parse_xlsx
 from services.intake.bodies import (
     FORM,
@@ -134,7 +134,7 @@ async def list_tickets(
     ctx = intake_of(request)
     authorize(request, ctx, READERS)
     statuses = tuple(s.strip() for raw in status_ or () for s in raw.split(",") if s.strip())
-    query = service.TicketQuery(
+    query = queries.TicketQuery(
         channel=channel,
         category=category,
         statuses=statuses,
@@ -144,7 +144,7 @@ async def list_tickets(
         limit=limit,
         cursor=cursor,
     )
-    return json_response(await service.list_tickets(ctx=ctx, query=query))
+    return json_response(await queries.list_tickets(ctx=ctx, query=query))
 
 
 @router.get(
@@ -157,7 +157,7 @@ async def get_ticket(ticket_id: str, request: Request) -> Response:
     """One ticket as the hotline sees it: status and history, no clear-text numbers."""
     ctx = intake_of(request)
     authorize(request, ctx, READERS)
-    return json_response(await service.get_ticket(ctx=ctx, ticket_id=ticket_id))
+    return json_response(await queries.get_ticket(ctx=ctx, ticket_id=ticket_id))
 
 
 @router.get(
@@ -171,8 +171,8 @@ async def get_attachment(ticket_id: str, sha256: str, request: Request) -> Respo
     ctx = intake_of(request)
     authorize(request, ctx, READERS)
     try:
-        meta, data = await service.get_attachment(ctx=ctx, ticket_id=ticket_id, sha256=sha256)
-    except service.AttachmentNotFound:
+        meta, data = await queries.get_attachment(ctx=ctx, ticket_id=ticket_id, sha256=sha256)
+    except errors.AttachmentNotFound:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"ticket {ticket_id} has no attachment {sha256}"
         ) from None
@@ -207,7 +207,7 @@ async def post_callback(ticket_id: str, request: Request) -> Response:
     ctx = intake_of(request)
     admit(request, ctx, CALLERS_BACK)
     if len(ticket_id) > TICKET_ID_MAX:  # longer than any id intake gives: no such ticket
-        raise service.TicketNotFound(ticket_id[:TICKET_ID_MAX] + "…")
+        raise errors.TicketNotFound(ticket_id[:TICKET_ID_MAX] + "…")
     require_media_type(request, (JSON,))
     await read_body(request, ctx.settings.ticket_max_bytes)
     callback = await parse_body(request, CallbackIn)
@@ -215,7 +215,7 @@ async def post_callback(ticket_id: str, request: Request) -> Response:
     channel = service.callback_channel(data.pop("channel"))
     data.update(channel_code=channel.code, ticket_id=ticket_id)
     draft = validate_draft(CallbackDraft, data, {"channel_code": "channel"})
-    return _created(await service.record_callback(ctx=ctx, channel=channel, draft=draft))
+    return _created(await callbacks.record_callback(ctx=ctx, channel=channel, draft=draft))
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,4 +399,4 @@ async def post_channel_callback(code: str, request: Request) -> Response:
     _require_channel_media_type(request, channel.payload_format)
     body = await read_body(request, ctx.settings.ticket_max_bytes)
     draft = adapt_callback(channel, body, content_type=request.headers.get("content-type"))
-    return _created(await service.record_callback(ctx=ctx, channel=channel, draft=draft))
+    return _created(await callbacks.record_callback(ctx=ctx, channel=channel, draft=draft))

@@ -14,11 +14,10 @@ from services.intake.api import router
 from services.intake.bodies import BodyTooLarge, UnsupportedMediaType
 from services.intake.channels import UnknownChannel
 from services.intake.context import IntakeContext
-from services.intake.errors import PayloadError
+from services.intake.errors import BadCursor, ChannelClosed, PayloadError, TicketNotFound
 from services.intake.handlers import event_handlers
 from services.intake.models import metadata
 from services.intake.ratelimit import RateLimited
-from services.intake.service import BadCursor, ChannelClosed, TicketNotFound
 from services.intake.settings import IntakeSettings
 from shared.clock import Clock
 from shared.events import DISPATCH_TOPIC, MEDIATION_TOPIC

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import DomainError
+
+if TYPE_CHECKING:
+    from services.intake.channels import Channel
 
 
 class PayloadError(DomainError, ValueError):
@@ -34,3 +37,36 @@ class PayloadError(DomainError, ValueError):
         if self.row is not None:
             described["row"] = self.row
         return described
+
+
+class TicketNotFound(DomainError, LookupError):
+    """No ticket has this id."""
+
+    def __init__(self, ticket_id: str) -> None:
+        self.ticket_id = ticket_id
+        super().__init__(f"no ticket {ticket_id!r}")
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "field": "ticket_id"}
+
+
+class AttachmentNotFound(LookupError):
+    """The ticket has no attachment with this SHA-256."""
+
+
+class ChannelClosed(DomainError):
+    """The channel exists but takes no new appeals (merged away, kept for its history)."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        super().__init__(f"channel {channel.code!r} is inactive and takes no new appeals")
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "field": "code"}
+
+
+class BadCursor(DomainError, ValueError):
+    """The cursor was not one this service handed out."""
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": "cursor: not a cursor this service handed out", "field": "cursor"}

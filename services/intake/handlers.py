@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.intake import lifecycle, service
+from services.intake import lifecycle, tracking
 from services.intake.context import IntakeContext
 from shared.events.base import Event
 from shared.inbox import HandlerMap
@@ -17,6 +17,6 @@ def event_handlers(ctx: IntakeContext) -> HandlerMap:
 
     async def on_ticket_event(event: Event, *, session: AsyncSession) -> None:
         """A dispatch or mediation event about a ticket: its state, history step and status."""
-        await service.apply_lifecycle(session=session, event=event)
+        await tracking.apply_lifecycle(session=session, event=event)
 
     return dict.fromkeys(lifecycle.TRACKED, on_ticket_event)

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
-from services.intake import lifecycle, service
+from services.intake import lifecycle, queries, service
 from services.intake.adapters import adapt
 from services.intake.adapters.open311 import is_web_url, service_code_problem
 from services.intake.api import intake_of
@@ -340,8 +340,8 @@ async def get_requests(
     limit = ctx.settings.open311_max_results
     scope = _public_channels(ctx.settings.open311_all_channels)
     if ids:
-        query = service.TicketQuery(ticket_ids=ids, channels=scope, limit=limit)
-        rows = await service.find_tickets(ctx=ctx, query=query)
+        query = queries.TicketQuery(ticket_ids=ids, channels=scope, limit=limit)
+        rows = await queries.find_tickets(ctx=ctx, query=query)
     else:
         if start is None and end is None:
             start = utcnow() - timedelta(days=90)
@@ -349,7 +349,7 @@ async def get_requests(
         rows = []
         wanted: tuple[str | None, ...] = codes or (None,)
         for wanted_code in wanted:
-            query = service.TicketQuery(
+            query = queries.TicketQuery(
                 category=wanted_code,
                 statuses=internal,
                 received_from=start,
@@ -357,7 +357,7 @@ async def get_requests(
                 channels=scope,
                 limit=limit,
             )
-            rows.extend(await service.find_tickets(ctx=ctx, query=query))
+            rows.extend(await queries.find_tickets(ctx=ctx, query=query))
         rows.sort(key=lambda r: (r.received_at, r.ticket_id), reverse=True)
     rows = rows[:limit]
     return render(fmt, "service_requests", [request_entry(r) for r in rows])
@@ -377,8 +377,8 @@ async def get_request(service_request_id: str, fmt: str, request: Request) -> Re
     try:
         fmt = _format(fmt)
         scope = _public_channels(ctx.settings.open311_all_channels)
-        query = service.TicketQuery(ticket_ids=(service_request_id,), channels=scope, limit=1)
-        rows = await service.find_tickets(ctx=ctx, query=query)
+        query = queries.TicketQuery(ticket_ids=(service_request_id,), channels=scope, limit=1)
+        rows = await queries.find_tickets(ctx=ctx, query=query)
         if not rows:
             raise Open311Error(
                 404,
