@@ -25,6 +25,7 @@ from shared.auth import Role, require_roles
 from shared.bus import BrokerWatch
 from shared.clock import Clock, SystemClock
 from shared.errors import DEFAULT_STATUS, DomainError, status_for
+from shared.groupcommit import GroupCommitter
 from shared.inbox import HandlerMap, InboxConsumer
 from shared.limits import BodySizeLimitMiddleware
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetricsMiddleware, ServiceMetrics
@@ -130,7 +131,7 @@ class Runtime:
         self.inbox_table: Table = tables["inbox"]
         self.bus_state_table: Table = tables["bus_state"]
         self.outbox: Outbox = spec.context.outbox
-        self.committer: db.GroupCommitter | None = None
+        self.committer: GroupCommitter | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: InboxConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,7 +172,7 @@ class Runtime:
             )
             self._tasks.append(asyncio.create_task(self.consumer.run(), name="inbox-consumer"))
         if self.spec.group_commit:
-            self.committer = db.GroupCommitter(
+            self.committer = GroupCommitter(
                 self.engine, max_batch=s.group_commit_max_batch, on_commit=self._group_committed
             )
             await self.committer.start()

@@ -20,7 +20,7 @@ from services.intake.ratelimit import ClientLimiter
 from services.intake.repeat_lookup import CandidateLoader, policy_from
 from services.intake.settings import IntakeSettings
 from shared.clock import Clock
-from shared.db import GroupCommitter
+from shared.groupcommit import GroupCommitter
 from shared.outbox import Outbox
 from shared.runtime import Runtime, ServiceContext
 

@@ -12,8 +12,8 @@ from sqlalchemy import update
 
 from services.intake import repeats
 from services.intake.models import TICKETS
-from services.intake.repeat_lookup import CandidateLoader
 from services.intake.queries import encode_cursor
+from services.intake.repeat_lookup import CandidateLoader
 from shared.events.intake import TicketReceived
 from tests.integration.intake.support import IntakeEnv
 from tests.integration.intake.support import ticket_body as ticket

@@ -28,7 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from shared.db import AwareDateTime, GroupCommitter, create_engine, ensure_schema
+from shared.db import AwareDateTime, create_engine, ensure_schema
+from shared.groupcommit import GroupCommitter
 from shared.settings import ServiceSettings
 from tests.support import Database
 

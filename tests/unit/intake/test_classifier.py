@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from collections import Counter
 from importlib import resources
 
@@ -193,21 +192,13 @@ def test_cross_validation_runs_on_the_rows_it_is_given(train: list[LabelledAppea
     assert 0.5 <= leaf <= top
 
 
-def test_training_and_prediction_are_fast(train: list[LabelledAppeal]) -> None:
-    started = time.perf_counter()
+def test_batched_classification_agrees_with_one_by_one(train: list[LabelledAppeal]) -> None:
+    # Its cost is measured by `python -m tools.classifier_report --write-docs`, not in a test.
     model = LinearModel.train(train, ClassifierConfig())
-    assert time.perf_counter() - started < 2.0  # start-up budget; measured well under 1 s
-    appeals = [(r.title, r.content) for r in train[:500]]
-    model.classify_many(appeals[:5])
-    started = time.perf_counter()
-    for title, content in appeals[:100]:
-        model.classify(title, content)
-    single = (time.perf_counter() - started) / 100
-    started = time.perf_counter()
-    model.classify_many(appeals)
-    batched = (time.perf_counter() - started) / len(appeals)
-    assert single < 0.003  # the budget is 1 ms; room for a loaded CI machine
-    assert batched < 0.002
+    appeals = [(r.title, r.content) for r in train[:200]]
+    assert appeals
+    batched = model.classify_many(appeals)
+    assert batched == [model.classify(title, content) for title, content in appeals]
 
 
 def test_intent_cues_count_only_up_front() -> None:
