@@ -10,6 +10,9 @@ Counting: ``repeat_of`` is the first ticket of the chain (as ``find_repeats`` sa
 ``repeat_count`` is how many earlier appeals the chain holds — the most of the matched tickets'
 own counts plus one, or the matches found, whichever is more — so a citizen's tenth call counts
 nine earlier ones even though only the latest few are compared.
+
+Kept as one module a little over 400 lines: the two dialects' candidate queries, the shingle
+cache and the group loader change together whenever the repeat policy does.
 """
 
 from __future__ import annotations
