@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -436,8 +436,10 @@ def measure(
     batch_template_path: Path | None = None,
     script: str | None = None,
     script_args: tuple[str, ...] = (),
+    after_warmup: Callable[[], object] | None = None,
 ) -> Result:
-    """Warm up, then measure one case with wrk; another ``script`` posts other bodies."""
+    """Warm up, then measure one case with wrk; another ``script`` posts other bodies, and
+    ``after_warmup`` is called between the two runs."""
     batch = batch_template_path is not None
     if script is None:
         script = "post_batch.lua" if batch else "post_ticket.lua"
@@ -452,6 +454,8 @@ def measure(
     )
     seconds = args.batch_seconds if batch else args.seconds
     warmup, _ = run_wrk(url, seconds=args.warmup, **run)  # type: ignore[arg-type]
+    if after_warmup is not None:
+        after_warmup()
     key = _slug(name)
     with sampled(server, key, seconds, args.profile) as usage:
         summary, cpu = run_wrk(url, seconds=seconds, **run)  # type: ignore[arg-type]
@@ -597,6 +601,13 @@ def bench_database_cases(
     finally:
         with contextlib.suppress(OSError, asyncpg.PostgresError):
             asyncio.run(drop_schema(args.postgres, schema))
+
+
+def missed_by(measured: float, target: float) -> str:
+    """A rate against its target: "met", or by what factor it falls short."""
+    if measured >= target:
+        return "met"
+    return f"missed by {target / measured:.1f}×" if measured > 0 else "missed"
 
 
 def render(results: list[Result], args: argparse.Namespace) -> str:

@@ -12,11 +12,12 @@ ticket intake gets (``bench/post_peer_ticket.lua``) to ``POST /helpdesk/api/tick
 token, 64 connections, after a warm-up — the shape of intake's durable single POST case.
 
 Reported: tickets/s, p50 / p99, wrk's errors and CPU share, gunicorn's CPU (and per ticket),
-each gunicorn process's peak RSS, commits and rows inserted per ticket (``pg_stat_database`` of
-the peer's own database, read after the server has closed its connections), tickets stored
-against 2xx answers, and the ratio of intake's durable POST on PostgreSQL — measured in the same
-run (``make bench`` passes its own; alone, this script measures it unless ``--no-intake``) — to
-the peer. When the peer cannot be installed or started, the result says why instead.
+each gunicorn process's peak RSS, transactions and rows inserted per ticket
+(``pg_stat_database`` of the peer's own database, read after the server has closed its
+connections), tickets stored against 2xx answers, and the ratio of intake's durable POST on
+PostgreSQL — measured in the same run (``make bench`` passes its own; alone, this script
+measures it unless ``--no-intake``) — to the peer. When the peer cannot be installed or
+started, the result says why instead.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class PeerResult:
     server_rss_mb: list[float] = field(default_factory=list)
     stored: int | None = None  # helpdesk tickets in the database afterwards
     accepted: int | None = None  # 2xx answers over warm-up and measured run
-    commits_per_ticket: float | None = None
+    transactions_per_ticket: float | None = None
     rows_inserted_per_ticket: float | None = None
     intake_requests_per_s: float | None = None
     intake_to_peer: float | None = None  # intake's durable POST on PostgreSQL / the peer's
@@ -192,6 +193,21 @@ async def _database_stats(postgres: str, database: str) -> tuple[int, int, int]:
     return int(row["xact_commit"]), int(row["tup_inserted"]), tickets
 
 
+def settle(postgres: str, database: str, limit_s: float = 120.0) -> int:
+    """Wait until the server has stored the posts still queued from the warm-up (a sync worker
+    serves each accepted connection even after wrk hung up on it), so the measured run neither
+    pays for them nor counts them; return the tickets stored by then."""
+    deadline = time.monotonic() + limit_s
+    last = -1
+    while time.monotonic() < deadline:
+        now = asyncio.run(_database_stats(postgres, database))[2]
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.5)
+    return last
+
+
 def start_gunicorn(env: dict[str, str], port: int, token: str) -> subprocess.Popen[bytes]:
     """gunicorn, 2 sync workers, on 127.0.0.1; its log goes to ``LOGS/peer-helpdesk.log``."""
     log = LOGS / "peer-helpdesk.log"
@@ -249,6 +265,7 @@ def measure_peer(args: argparse.Namespace) -> PeerResult:
         commits0, inserted0, _ = asyncio.run(_database_stats(args.postgres, database))
         port = free_port()
         server = start_gunicorn(env, port, token)
+        before_measured: list[int] = []
         try:
             wrk_args = argparse.Namespace(
                 warmup=args.warmup,
@@ -266,6 +283,7 @@ def measure_peer(args: argparse.Namespace) -> PeerResult:
                 server,
                 script="post_peer_ticket.lua",
                 script_args=(token, queue),
+                after_warmup=lambda: before_measured.append(settle(args.postgres, database)),
             )
         finally:
             stop_server(server)
@@ -275,6 +293,7 @@ def measure_peer(args: argparse.Namespace) -> PeerResult:
         with contextlib.suppress(OSError, asyncpg.PostgresError):
             asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
     per = max(stored, 1)
+    in_measured = stored - before_measured[0] if before_measured else 0
     return PeerResult(
         status="measured",
         configuration=(
@@ -294,15 +313,15 @@ def measure_peer(args: argparse.Namespace) -> PeerResult:
         wrk_cpu_share=result.wrk_cpu_share,
         server_cpu_share=result.server_cpu_share,
         server_cpu_ms_per_ticket=(
-            round(1000 * result.server_cpu_share / result.requests_per_s, 2)
-            if result.server_cpu_share and result.requests_per_s
+            round(1000 * result.server_cpu_share * args.seconds / in_measured, 2)
+            if result.server_cpu_share and in_measured > 0
             else None
         ),
         machine_cpu_busy=result.machine_cpu_busy,
         server_rss_mb=result.server_rss_mb,
         stored=stored,
         accepted=result.accepted,
-        commits_per_ticket=round((commits1 - commits0) / per, 1),
+        transactions_per_ticket=round((commits1 - commits0) / per, 1),
         rows_inserted_per_ticket=round((inserted1 - inserted0) / per, 1),
     )
 
@@ -336,14 +355,14 @@ def render(peer: PeerResult) -> str:
             f"{peer.connections} connections, {peer.seconds} s measured after a warm-up.",
             "",
             "| case | tickets/s | p50 ms | p99 ms | errors | server CPU (cores) "
-            "| server CPU per ticket | commits / rows inserted per ticket | wrk CPU "
+            "| server CPU per ticket | transactions / rows inserted per ticket | wrk CPU "
             "| machine busy | tickets stored / answered 2xx | peak RSS MB (each process) "
             "| intake durable POST, PostgreSQL, same run | intake ÷ peer |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| django-helpdesk `POST /helpdesk/api/tickets/` | {num(peer.tickets_per_s)} "
             f"| {num(peer.p50_ms)} | {num(peer.p99_ms)} | {peer.errors} "
             f"| {num(peer.server_cpu_share)} | {num(peer.server_cpu_ms_per_ticket, ' ms')} "
-            f"| {num(peer.commits_per_ticket)} / {num(peer.rows_inserted_per_ticket)} "
+            f"| {num(peer.transactions_per_ticket)} / {num(peer.rows_inserted_per_ticket)} "
             f"| {num(peer.wrk_cpu_share)} | {num(peer.machine_cpu_busy)} "
             f"| {peer.stored} / {peer.accepted} "
             f"| {' + '.join(f'{m:.0f}' for m in peer.server_rss_mb)} | {intake} | {ratio} |",

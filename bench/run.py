@@ -53,6 +53,26 @@ def machine() -> dict[str, str]:
     }
 
 
+def intake_targets(results: list[intake.Result]) -> list[str]:
+    """Issue 13's intake targets beside this run's numbers."""
+    ceiling = next((r for r in results if r.name.startswith("ceiling")), None)
+    lines = []
+    for r in results:
+        if r.name.startswith("intake durable POST") and ceiling is not None:
+            need = 0.4 * ceiling.items_per_s
+            lines.append(
+                f"- {r.name}: {r.items_per_s:,.0f} req/s = "
+                f"{r.items_per_s / ceiling.items_per_s:.0%} of the ceiling, against ≥ 40 % "
+                f"(≥ {need:,.0f} req/s) — {intake.missed_by(r.items_per_s, need)}"
+            )
+        elif r.name.startswith("intake batch") and r.name.endswith("PostgreSQL"):
+            lines.append(
+                f"- {r.name}: {r.items_per_s:,.0f} tickets/s against ≥ 20,000 — "
+                f"{intake.missed_by(r.items_per_s, 20_000)}"
+            )
+    return ["", "Against the targets:", "", *lines] if lines else []
+
+
 def render(
     args: argparse.Namespace,
     about: dict[str, str],
@@ -67,6 +87,7 @@ def render(
         "### Intake against the ceilings",
         "",
         intake.render(intake_results, args) if intake_results else "(skipped)",
+        *intake_targets(intake_results),
         "",
         "### The peer: django-helpdesk",
         "",
@@ -117,7 +138,7 @@ def main() -> None:
     about = machine()
 
     intake_results = [] if "intake" in skip else intake.run_cases(args)
-    print(intake.render(intake_results, args), flush=True)
+    print(intake.render(intake_results, args), *intake_targets(intake_results), sep="\n")
     peer = None
     if "peer" not in skip:
         same_run = next(

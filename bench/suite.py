@@ -52,6 +52,7 @@ from bench.intake import (
     cpu_seconds,
     demo_places,
     machine_busy,
+    missed_by,
     peak_rss_mb,
     process_tree,
     require_wrk,
@@ -581,7 +582,7 @@ def verdict(r: SuiteResult) -> str:
     rate = r.dispatched_per_s
     parts.append(
         f"{rate:,.0f} dispatched/s against {TARGETS['dispatched_per_s']} — "
-        + ("met" if rate >= 1000 else f"missed by {1000 / rate:.1f}×" if rate else "missed")
+        + missed_by(rate, 1000)
         + ("" if r.seconds >= 300 else f" (a {r.seconds} s run, not 5 minutes)")
     )
     if r.p99_s is not None:
