@@ -254,7 +254,14 @@ def measure_peer(args: argparse.Namespace) -> PeerResult:
     database = f"bench_helpdesk_{int(time.time())}"
     env = peer_environment(args.postgres, database)
     python = str(VENV / "bin" / "python")
-    asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{database}"'))
+    try:
+        asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{database}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        where = urlsplit(args.postgres)
+        raise PeerUnavailable(
+            f"creating the peer's database {database} on {where.hostname}:{where.port or 5432} "
+            f"failed: {exc}"
+        ) from exc
     try:
         _run([python, "-m", "django", "migrate", "--noinput"], "django-helpdesk migrate", env=env)
         out = _run([python, "-m", "django", "shell", "-c", SETUP_CODE], "peer set-up", env=env)
@@ -343,7 +350,9 @@ def run(args: argparse.Namespace, intake: Result | None) -> PeerResult:
 def render(peer: PeerResult) -> str:
     """The peer beside intake, both configurations stated."""
     if peer.status != "measured":
-        return f"django-helpdesk peer: **not measured** — {peer.reason}"
+        first, _, rest = peer.reason.partition("\n")
+        details = f"\n\n```\n{rest}\n```" if rest else ""
+        return f"django-helpdesk peer: **not measured** — {first}{details}"
     intake = f"{peer.intake_requests_per_s:,.0f}" if peer.intake_requests_per_s is not None else "—"
     ratio = f"{peer.intake_to_peer}×" if peer.intake_to_peer is not None else "—"
 
