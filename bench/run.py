@@ -78,7 +78,7 @@ def render(
     about: dict[str, str],
     intake_results: list[intake.Result],
     peer: peer_helpdesk.PeerResult | None,
-    suite_results: list[suite.SuiteResult],
+    suite_results: list[suite.SuiteResult | suite.SuiteFailure],
 ) -> str:
     lines = [
         f"Run of {about['started']} ({args.label}); commit {about['commit']}, "
@@ -147,7 +147,7 @@ def main() -> None:
         )
         peer = peer_helpdesk.run(_sub(args, "peer", ("seconds", "warmup", "connections")), same_run)
         print(peer_helpdesk.render(peer), flush=True)
-    suite_results: list[suite.SuiteResult] = []
+    suite_results: list[suite.SuiteResult | suite.SuiteFailure] = []
     if "suite" not in skip:
         suite_args = _sub(args, "suite", ("seconds", "connections", "databases", "drain_timeout"))
         suite_results = suite.run(suite_args)

@@ -35,6 +35,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -219,7 +220,10 @@ def start_suite(env: dict[str, str], var_dir: Path, base: int) -> subprocess.Pop
     for port in range(base, base + len(SERVICES)):
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"fengqiao up exited ({proc.returncode}); see {log}")
+                tail = log.read_text(errors="replace").strip().splitlines()[-6:]
+                raise RuntimeError(
+                    f"fengqiao up exited ({proc.returncode}); the end of {log}:\n" + "\n".join(tail)
+                )
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
                 # Ready, and its consumer (where it has one) in its group.
@@ -436,7 +440,10 @@ def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> Suit
         lag_zero_s: float | None = None
         last: dict[str, int] = {}
         while time.monotonic() - wall1 < args.drain_timeout:
-            with contextlib.suppress(httpx.HTTPError):
+            # A read that fails (a busy SQLite file, a refused connection) is tried again.
+            with contextlib.suppress(
+                httpx.HTTPError, sqlite3.Error, OSError, asyncpg.PostgresError
+            ):
                 last = summary(evaluation_port)
                 stored_now = count_stored(database, var_dir, args.postgres, stamp)
                 if last.get("received") == last.get("dispatched") == stored_now:
@@ -522,10 +529,17 @@ def _num(value: float | None, fmt: str = "{:,.1f}") -> str:
     return "—" if value is None else fmt.format(value)
 
 
-def render(results: list[SuiteResult]) -> str:
+def render(outcomes: list[SuiteResult | SuiteFailure]) -> str:
     """Each database's run as Markdown, the issue's targets beside the numbers."""
+    failed = []
+    for f in outcomes:
+        if isinstance(f, SuiteFailure):
+            first_line, _, rest = f.reason.partition("\n")
+            details = f"\n\n  ```\n{textwrap.indent(rest, '  ')}\n  ```" if rest else ""
+            failed.append(f"- {f.database}: **not measured** — {first_line}{details}")
+    results = [r for r in outcomes if isinstance(r, SuiteResult)]
     if not results:
-        return ""
+        return "\n".join(failed)
     first = results[0]
     lines = [
         f"Whole suite (`fengqiao up`, one process per service, embedded broker): "
@@ -567,7 +581,7 @@ def render(results: list[SuiteResult]) -> str:
     lines += ["", "Against the targets:", ""]
     for r in results:
         lines.append(f"- {r.database}: {verdict(r)}")
-    return "\n".join(lines)
+    return "\n".join(lines + failed)
 
 
 def _by_service(counts: dict[str, int]) -> str:
@@ -613,19 +627,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> list[SuiteResult]:
-    results = []
+@dataclass
+class SuiteFailure:
+    """A database whose case could not run to the end, and why (the other cases still run)."""
+
+    database: str
+    reason: str
+
+
+# What can stop one database's case: the suite not starting or not routing the probe, wrk or a
+# database read failing.
+CASE_ERRORS = (
+    RuntimeError,
+    OSError,
+    httpx.HTTPError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    subprocess.SubprocessError,
+)
+
+
+def run(args: argparse.Namespace) -> list[SuiteResult | SuiteFailure]:
+    """Each database's case in turn; a failure is recorded and the next database still runs."""
+    results: list[SuiteResult | SuiteFailure] = []
     ingredients = RESULTS / "suite" / "ingredients.tsv"
     ingredients.parent.mkdir(parents=True, exist_ok=True)
     write_ingredients(ingredients)
     for database in [d.strip() for d in args.databases.split(",") if d.strip()]:
         if database not in ("sqlite", "postgres"):
             sys.exit(f"unknown database {database!r}: sqlite or postgres")
-        results.append(run_case(database, args, ingredients))
+        try:
+            results.append(run_case(database, args, ingredients))
+        except CASE_ERRORS as exc:  # TimeoutError is an OSError
+            print(f"whole suite on {database} not measured: {exc}", file=sys.stderr)
+            results.append(SuiteFailure(database, f"{type(exc).__name__}: {exc}"))
     return results
 
 
-def as_json(results: list[SuiteResult]) -> list[dict[str, Any]]:
+def as_json(results: list[SuiteResult | SuiteFailure]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
