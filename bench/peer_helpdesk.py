@@ -337,7 +337,14 @@ def run(args: argparse.Namespace, intake: Result | None) -> PeerResult:
     """The peer's case; the ratio against ``intake`` (intake's durable POST on PostgreSQL)."""
     try:
         peer = measure_peer(args)
-    except (PeerUnavailable, OSError, asyncpg.PostgresError, subprocess.SubprocessError) as exc:
+    # PeerUnavailable, and wrk failing, are RuntimeErrors; the rest of the run goes on.
+    except (
+        RuntimeError,
+        OSError,
+        httpx.HTTPError,
+        asyncpg.PostgresError,
+        subprocess.SubprocessError,
+    ) as exc:
         print(f"django-helpdesk not measured: {exc}", file=sys.stderr)
         peer = PeerResult(status="not measured", reason=str(exc))
     if intake is not None:
