@@ -409,6 +409,7 @@ def probe(intake: str, evaluation_port: int, timeout: float = 120.0) -> tuple[st
 
 
 def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> SuiteResult:
+    """One database's case; whatever happens, its schemas or SQLite files are removed after."""
     stamp = f"{int(time.time())}"
     var_dir = RESULTS / "suite" / database
     if var_dir.exists():
@@ -416,6 +417,20 @@ def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> Suit
             if old.is_file():
                 old.unlink()
     var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _measure_case(database, args, ingredients, var_dir, stamp)
+    finally:
+        if database == "postgres":
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                asyncio.run(drop_schemas(args.postgres, stamp))
+        else:
+            for db in var_dir.glob("*.db*"):  # the logs stay; the databases are large
+                db.unlink()
+
+
+def _measure_case(
+    database: str, args: argparse.Namespace, ingredients: Path, var_dir: Path, stamp: str
+) -> SuiteResult:
     base = free_base_port()
     evaluation_port = base + SERVICES.index("evaluation")
     intake = f"http://127.0.0.1:{base + SERVICES.index('intake')}"
@@ -456,15 +471,7 @@ def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> Suit
     finally:
         stop_suite(proc)
     locked, errors = log_counts(var_dir / "log")
-    try:
-        received, assigned = read_rows(database, var_dir, args.postgres, stamp)
-    finally:
-        if database == "postgres":
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                asyncio.run(drop_schemas(args.postgres, stamp))
-        else:
-            for db in var_dir.glob("*.db*"):  # the logs stay; the databases are large
-                db.unlink()
+    received, assigned = read_rows(database, var_dir, args.postgres, stamp)
     received.pop(probe_id, None)
     waits = sorted(
         (assigned[t] - at).total_seconds() for t, at in received.items() if t in assigned
