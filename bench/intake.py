@@ -17,7 +17,8 @@ wrk with a Lua script; wrk's own CPU time is reported, because on a 2-core machi
 generator competes with the server. After each intake case the rows in the database are counted
 against the 2xx answers (a durability check). ``--profile DIR`` samples the server processes
 with py-spy during the measured run and writes where the time goes to ``DIR/<case>.txt``.
-Results are printed as a Markdown table and saved as JSON.
+Each server process's peak RSS is read before it stops. Results are printed as a Markdown table
+and saved as JSON; ``make bench`` (``bench/run.py``) runs these cases with the others.
 """
 
 from __future__ import annotations
