@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck install clean bench-intake bench-intake-profile fuzz
+.PHONY: run test test-fast lint format typecheck install clean bench bench-intake bench-intake-profile bench-suite bench-peer fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -24,12 +24,26 @@ test: $(STAMP)  ## the whole test suite (SQLite, and PostgreSQL where reachable)
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/pytest tests/unit -q
 
+WRK_CHECK = @command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+
+bench: $(STAMP)  ## every case in one run: intake + ceilings, django-helpdesk, the whole suite; rewrites docs/benchmarks.md
+	$(WRK_CHECK)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 bench-intake: $(STAMP)  ## ceiling vs intake durable POST on SQLite and PostgreSQL (needs wrk)
-	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(WRK_CHECK)
 	$(BIN)/python -m bench.intake
 
+bench-suite: $(STAMP)  ## the whole suite as `make run` starts it, under load: SQLite and PostgreSQL
+	$(WRK_CHECK)
+	$(BIN)/python -m bench.suite $(BENCH_ARGS)
+
+bench-peer: $(STAMP)  ## django-helpdesk (own venv in bench/.peer) against intake's durable POST
+	$(WRK_CHECK)
+	$(BIN)/python -m bench.peer_helpdesk $(BENCH_ARGS)
+
 bench-intake-profile: $(STAMP)  ## the same cases under py-spy: where the time goes, per case
-	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(WRK_CHECK)
 	$(BIN)/python -m bench.intake --profile bench/results/profiles --seconds 10 --batch-seconds 20 --out bench/results/intake-profiled.json
 
 fuzz: $(STAMP)  ## schemathesis against every service's OpenAPI: no request may get a 5xx

@@ -17,7 +17,8 @@ wrk with a Lua script; wrk's own CPU time is reported, because on a 2-core machi
 generator competes with the server. After each intake case the rows in the database are counted
 against the 2xx answers (a durability check). ``--profile DIR`` samples the server processes
 with py-spy during the measured run and writes where the time goes to ``DIR/<case>.txt``.
-Results are printed as a Markdown table and saved as JSON.
+Each server process's peak RSS is read before it stops. Results are printed as a Markdown table
+and saved as JSON; ``make bench`` (``bench/run.py``) runs these cases with the others.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Result:
     profile: dict[str, float] = field(default_factory=dict)
     non_2xx: int = 0
     timeouts: int = 0  # no answer within wrk's --timeout (10 s; 60 s for batch files)
+    server_rss_mb: list[float] = field(default_factory=list)  # peak RSS of each server process
 
     def errors_text(self) -> str:
         if not self.errors:
@@ -106,25 +108,30 @@ def run_wrk(
     threads: int = 2,
     timeout_s: int = 10,
 ) -> tuple[dict[str, int], float]:
-    """Run wrk; return its JSON summary and its CPU share of one core."""
-    cmd = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        f"--timeout={timeout_s}s",
-        "--latency",
-        "-s",
-        str(HERE / script),
-        url,
-    ]
-    if script_args:
-        cmd += ["--", *script_args]
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    output = proc.stdout.read().decode() if proc.stdout else ""
+    """Run wrk with ``wrk_common.lua`` and then ``script``; return its JSON summary and its CPU
+    share of one core."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", encoding="utf-8") as combined:
+        combined.write((HERE / "wrk_common.lua").read_text(encoding="utf-8") + "\n")
+        combined.write((HERE / script).read_text(encoding="utf-8"))
+        combined.flush()
+        cmd = [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            f"--timeout={timeout_s}s",
+            "--latency",
+            "-s",
+            combined.name,
+            url,
+        ]
+        if script_args:
+            cmd += ["--", *script_args]
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        output = proc.stdout.read().decode() if proc.stdout else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
     match = re.search(r"WRK_RESULT (\{.*\})", output)
     if proc.returncode != 0 or match is None:
@@ -132,37 +139,46 @@ def run_wrk(
     return json.loads(match.group(1)), (usage.ru_utime + usage.ru_stime) / wall
 
 
-def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
-    """A CSV batch file in the grid patrol log's columns: real addresses of the demo city (so
-    grids resolve), varied texts, categories given, a distinct citizen per row. Each data line
-    starts with the row's part of the external id; wrk prepends a per-request prefix."""
+# Appeals of the demo city: (category code, title, text with {place} and {n}).
+PROBLEMS: tuple[tuple[str, str, str], ...] = (
+    (
+        "0102",
+        "路灯不亮",
+        "{place}附近的路灯已经坏了{n}天，晚上老人孩子出行很不方便，希望尽快修复。",
+    ),
+    (
+        "0101",
+        "人行道破损",
+        "{place}门口人行道地砖松动翘起{n}块，下雨天踩上去溅水，有老人差点摔倒。",
+    ),
+    ("0104", "雨后积水", "{place}旁边道路每次下雨都积水，最深处没过脚踝，已经持续{n}天。"),
+    ("0203", "夜间噪音扰民", "{place}楼下烧烤店每晚营业到凌晨{n}点，噪音很大，影响休息。"),
+    ("0204", "垃圾未及时清运", "{place}的垃圾桶已经{n}天没人清运，气味很大，招来很多苍蝇。"),
+    ("0304", "车辆乱停放", "{place}路口长期停着{n}辆私家车，占用消防通道，行人只能绕行。"),
+    ("0107", "物业不作为", "{place}小区电梯坏了{n}天物业一直没有修，老人上下楼很困难。"),
+    ("0103", "小区停水", "{place}从早上开始停水已经{n}个小时，没有任何通知，请尽快恢复供水。"),
+)
+
+
+def demo_places() -> list[str]:
+    """Real addresses of the demo city, one per grid with a road, so grids resolve."""
     from shared import geo
 
-    rng = random.Random(seed)
     places = []
     for area in geo.areas().values():
         if area.tier is geo.Tier.GRID and area.roads and area.parent:
             seg = area.roads[0]
             village = geo.area(area.parent)
             places.append(f"{village.address_prefix}{seg.road_zh}{seg.first_number}号")
-    problems = [
-        (
-            "0102",
-            "路灯不亮",
-            "{place}附近的路灯已经坏了{n}天，晚上老人孩子出行很不方便，希望尽快修复。",
-        ),
-        (
-            "0101",
-            "人行道破损",
-            "{place}门口人行道地砖松动翘起{n}块，下雨天踩上去溅水，有老人差点摔倒。",
-        ),
-        ("0104", "雨后积水", "{place}旁边道路每次下雨都积水，最深处没过脚踝，已经持续{n}天。"),
-        ("0203", "夜间噪音扰民", "{place}楼下烧烤店每晚营业到凌晨{n}点，噪音很大，影响休息。"),
-        ("0204", "垃圾未及时清运", "{place}的垃圾桶已经{n}天没人清运，气味很大，招来很多苍蝇。"),
-        ("0304", "车辆乱停放", "{place}路口长期停着{n}辆私家车，占用消防通道，行人只能绕行。"),
-        ("0107", "物业不作为", "{place}小区电梯坏了{n}天物业一直没有修，老人上下楼很困难。"),
-        ("0103", "小区停水", "{place}从早上开始停水已经{n}个小时，没有任何通知，请尽快恢复供水。"),
-    ]
+    return places
+
+
+def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
+    """A CSV batch file in the grid patrol log's columns: real addresses of the demo city (so
+    grids resolve), varied texts, categories given, a distinct citizen per row. Each data line
+    starts with the row's part of the external id; wrk prepends a per-request prefix."""
+    rng = random.Random(seed)
+    places = demo_places()
     names = ["张", "王", "李", "赵", "陈", "刘", "杨", "黄", "周", "吴"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -170,7 +186,7 @@ def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
         ["外部编号", "诉求人", "联系电话", "标题", "内容", "地址", "分类编码", "巡查员"]
     )
     for i in range(rows):
-        code, title, text = rng.choice(problems)
+        code, title, text = rng.choice(PROBLEMS)
         place = rng.choice(places)
         writer.writerow(
             [
@@ -190,16 +206,25 @@ def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
 # --- servers -------------------------------------------------------------------------------------
 
 
-LOGS = ROOT / "bench" / "results" / "logs"
+RESULTS = ROOT / "bench" / "results"
+LOGS = RESULTS / "logs"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def spawn_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a server in its own session (so it can be stopped as a group), output to a log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def start_server(
     args: list[str], env: dict[str, str], port: int, ready_path: str, log_name: str
 ) -> subprocess.Popen[bytes]:
     """uvicorn with 2 workers; its warnings and errors go to ``bench/results/logs/<name>.log``."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    log = (LOGS / f"{log_name}.log").open("wb")
-    proc = subprocess.Popen(
+    proc = spawn_logged(
         [
             sys.executable,
             "-m",
@@ -215,13 +240,9 @@ def start_server(
             "--log-level",
             "warning",
         ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        env,
+        LOGS / f"{log_name}.log",
     )
-    log.close()  # the server holds its own descriptor
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -243,7 +264,7 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """The process and its descendants (uvicorn's workers)."""
     pids, frontier = [pid], [pid]
     while frontier:
@@ -255,14 +276,25 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _machine_busy() -> float:
+def machine_busy() -> float:
     """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+def peak_rss_mb(pids: list[int]) -> dict[int, float]:
+    """Each live process's peak resident set size so far (VmHWM), in MB."""
+    peaks: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[pid] = round(int(line.split()[1]) / 1024, 1)  # kB
+    return peaks
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
     """CPU seconds used so far, by process."""
     used: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -279,7 +311,7 @@ def sampled(
 ) -> Iterator[dict[str, float]]:
     """Measure the server's CPU over the block; with a directory, py-spy it too."""
     out: dict[str, float] = {}
-    pids = _tree(server.pid)
+    pids = process_tree(server.pid)
     spy = None
     raw = None
     if profile_dir is not None and shutil.which(str(Path(sys.executable).parent / "py-spy")):
@@ -305,21 +337,23 @@ def sampled(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    cpu_before, wall_before = _cpu_seconds(pids), time.monotonic()
-    machine_before = _machine_busy()
+    cpu_before, wall_before = cpu_seconds(pids), time.monotonic()
+    machine_before = machine_busy()
     try:
         yield out
     finally:
         wall = time.monotonic() - wall_before
-        cpu_after = _cpu_seconds(pids)
+        cpu_after = cpu_seconds(pids)
         shares = {pid: (cpu_after[pid] - cpu_before.get(pid, 0.0)) / wall for pid in cpu_after}
         out["cpu"] = round(sum(shares.values()), 2)
         out["machine"] = round(
-            (_machine_busy() - machine_before) / wall, 2
+            (machine_busy() - machine_before) / wall, 2
         )  # cores busy: server, database, wrk and all
         # The busiest processes (uvicorn's workers; the master idles): shows an uneven split.
         for n, share in enumerate(sorted(shares.values(), reverse=True)[:2]):
             out[f"cpu:worker{n + 1}"] = round(share, 2)
+        for n, rss in enumerate(sorted(peak_rss_mb(pids).values(), reverse=True)):
+            out[f"rss:{n}"] = rss
         if spy is not None:
             spy.wait(60)
             assert raw is not None and profile_dir is not None
@@ -401,10 +435,16 @@ def measure(
     server: subprocess.Popen[bytes],
     *,
     batch_template_path: Path | None = None,
+    script: str | None = None,
+    script_args: tuple[str, ...] = (),
+    after_warmup: Callable[[], object] | None = None,
 ) -> Result:
+    """Warm up, then measure one case with wrk; another ``script`` posts other bodies, and
+    ``after_warmup`` is called between the two runs."""
     batch = batch_template_path is not None
-    script = "post_batch.lua" if batch else "post_ticket.lua"
-    script_args = (str(batch_template_path),) if batch else ()
+    if script is None:
+        script = "post_batch.lua" if batch else "post_ticket.lua"
+        script_args = (str(batch_template_path),) if batch else ()
     connections = args.batch_connections if batch else args.connections
     items = args.batch_rows if batch else 1
     run = dict(
@@ -415,6 +455,8 @@ def measure(
     )
     seconds = args.batch_seconds if batch else args.seconds
     warmup, _ = run_wrk(url, seconds=args.warmup, **run)  # type: ignore[arg-type]
+    if after_warmup is not None:
+        after_warmup()
     key = _slug(name)
     with sampled(server, key, seconds, args.profile) as usage:
         summary, cpu = run_wrk(url, seconds=seconds, **run)  # type: ignore[arg-type]
@@ -436,6 +478,7 @@ def measure(
         server_cpu_share=usage.get("cpu"),
         machine_cpu_busy=usage.get("machine"),
         worker_cpu_shares=[v for k, v in usage.items() if k.startswith("cpu:worker")],
+        server_rss_mb=[v for k, v in usage.items() if k.startswith("rss:")],
         profile={
             k.removeprefix("profile:"): v for k, v in usage.items() if k.startswith("profile:")
         },
@@ -563,6 +606,13 @@ def bench_database_cases(
             asyncio.run(drop_schema(args.postgres, schema))
 
 
+def missed_by(measured: float, target: float) -> str:
+    """A rate against its target: "met", or by what factor it falls short."""
+    if measured >= target:
+        return "met"
+    return f"missed by {target / measured:.1f}×" if measured > 0 else "missed"
+
+
 def render(results: list[Result], args: argparse.Namespace) -> str:
     """The results as a Markdown table, each case against its ceiling measured in the same run."""
     ceilings = {
@@ -576,8 +626,8 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         "",
         "| case | conns | req/s | items/s | vs ceiling | p50 ms | p99 ms | errors "
         "| server CPU (cores; busiest two) | wrk CPU | machine busy "
-        "| rows stored / items answered 2xx |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rows stored / items answered 2xx | peak RSS MB (each process) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ceiling = ceilings[r.items_per_request > 1]
@@ -587,15 +637,14 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
             f"| {r.name} | {r.connections} | {r.requests_per_s:,.1f} | {r.items_per_s:,.0f} "
             f"| {ratio} | {r.p50_ms} | {r.p99_ms} | {r.errors_text()} "
             f"| {r.server_cpu_share} ({' + '.join(str(c) for c in r.worker_cpu_shares)}) "
-            f"| {r.wrk_cpu_share} | {r.machine_cpu_busy} | {stored} |"
+            f"| {r.wrk_cpu_share} | {r.machine_cpu_busy} | {stored} "
+            f"| {' + '.join(f'{m:.0f}' for m in r.server_rss_mb)} |"
         )
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The intake cases' options (``make bench`` takes the same)."""
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument(
         "--batch-seconds", type=int, default=40, help="batch cases: a file takes seconds"
@@ -606,11 +655,16 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--only", default=",".join(ALL_CASES))
     parser.add_argument("--profile", type=Path, default=None, help="py-spy into this directory")
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "intake.json")
-    args = parser.parse_args()
+    parser.add_argument("--postgres", default=POSTGRES_URL)
+
+
+def require_wrk() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
+
+
+def run_cases(args: argparse.Namespace) -> list[Result]:
+    """Run the chosen intake cases (``args.only``), the ceilings among them, in one run."""
     cases = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
@@ -657,15 +711,28 @@ def main() -> None:
                     )
         finally:
             broker.stop()
+    return results
 
+
+def as_json(results: list[Result]) -> list[dict[str, object]]:
+    return [{**asdict(r), "items_per_s": r.items_per_s} for r in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    parser.add_argument("--out", type=Path, default=RESULTS / "intake.json")
+    args = parser.parse_args()
+    require_wrk()
+    results = run_cases(args)
     print(render(results, args))
     for r in results:
         if r.profile:
             print(f"\n{r.name}: " + ", ".join(f"{k} {v:.0%}" for k, v in r.profile.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps([{**asdict(r), "items_per_s": r.items_per_s} for r in results], indent=2)
-    )
+    args.out.write_text(json.dumps(as_json(results), indent=2))
 
 
 if __name__ == "__main__":

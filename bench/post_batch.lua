@@ -2,17 +2,11 @@
 --   wrk ... -s bench/post_batch.lua URL -- /path/to/template.csv
 -- The template's first line is the header; every other line starts with the row's own part of
 -- the external id, to which each request prepends its own prefix, so every file is new.
--- Prints a JSON line with p50 / p99 latency (microseconds) and counts when done.
+-- Runs after bench/wrk_common.lua (thread numbers, the JSON summary line).
 local counter = 0
-local threads = {}
 local header = nil
 local rows = {}
 local started = os.time()
-
-function setup(thread)
-  thread:set("tid", #threads + 1)
-  table.insert(threads, thread)
-end
 
 function init(args)
   local file = assert(io.open(args[1], "r"))
@@ -35,12 +29,3 @@ function request()
   return wrk.format(nil, nil, nil, table.concat(parts, "\n") .. "\n")
 end
 
-function done(summary, latency, requests)
-  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.status + summary.errors.timeout
-  io.write(string.format(
-    'WRK_RESULT {"requests":%d,"duration_us":%d,"errors":%d,"non_2xx":%d,"timeouts":%d,'
-      .. '"p50_us":%d,"p99_us":%d}\n',
-    summary.requests, summary.duration, errors, summary.errors.status, summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end

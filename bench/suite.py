@@ -1,0 +1,694 @@
+"""Whole-suite benchmark: the embedded suite as ``make run`` starts it, under a surge of tickets.
+
+    python -m bench.suite [--seconds 300] [--connections 16] [--databases sqlite,postgres]
+                          [--drain-timeout 300] [--postgres URL] [--out FILE]
+
+For each database: ``fengqiao up`` on free ports (the embedded broker and the four services, one
+process each, exactly as ``make run`` runs them) with SQLite files — the default — or with
+PostgreSQL URLs for all four services, each in its own schema. One probe ticket is followed
+through to evaluation first (the consumers have joined; it is not counted). Then wrk posts
+distinct ~1 KB Chinese tickets to intake (``bench/post_suite_ticket.lua``: real addresses of the
+demo city, a category, a distinct citizen and external id each) with N connections for S
+seconds, and the script polls evaluation's ``GET /summary`` until received == dispatched ==
+the tickets intake stored: the time that takes after the load stops is the consumer lag.
+
+Received → dispatched latency is read after the suite has stopped, from the services' own rows:
+intake's ``tickets.received_at`` (stamped when intake accepted the post) against the earliest
+``dispatches.assigned_at`` of the ticket in dispatch's database (stamped by dispatch's clock when
+its consumer routed the ticket). Nothing is sampled during the load, so the measurement adds no
+work to the suite. Also reported: tickets/s accepted (2xx answers) and dispatched (first
+assignments inside the load window), wrk's CPU share, each process's CPU share during the load
+and its peak RSS (VmHWM), and the lines with ``database is locked`` and with level error in each
+service's log (kept in ``bench/results/suite/<database>/log/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import quantiles
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.intake import (
+    POSTGRES_URL,
+    PROBLEMS,
+    RESULTS,
+    cpu_seconds,
+    demo_places,
+    machine_busy,
+    missed_by,
+    peak_rss_mb,
+    process_tree,
+    require_wrk,
+    run_wrk,
+    spawn_logged,
+)
+
+SERVICES = ("intake", "dispatch", "mediation", "evaluation")
+TARGETS = {
+    "dispatched_per_s": "≥ 1,000 tickets/s sustained for 5 minutes",
+    "p99_s": "p99 received → dispatched < 1 s",
+    "lag_s": "consumer lag back to zero within seconds",
+    "locked": "SQLite: no lock error under the same load",
+}
+
+# Roads and street lights (0101, 0102) in the urban district go to the grab pool, where a ticket
+# counts as dispatched only once a department grabs it, and nobody grabs in a benchmark: the load
+# uses the categories dispatch assigns itself.
+ASSIGNED_PROBLEMS = [p for p in PROBLEMS if p[0] not in ("0101", "0102")]
+
+# What citizens add to an appeal; each ticket draws six, so two tickets about the same place
+# share few shingles and are seldom repeats of one another.
+DETAILS = (
+    "这个问题已经向物业反映过好几次，每次都说会处理，但一直没有下文。",
+    "附近住的大多是老年人，行动不便，遇到这种情况特别危险。",
+    "上周有个小孩在这里摔了一跤，膝盖都磕破了，家长很着急。",
+    "晚上下班回家要经过这里，黑灯瞎火的，心里很害怕。",
+    "社区网格员来看过一次，拍了照片，说会上报，之后就没人管了。",
+    "我们几户邻居商量过，希望政府部门能出面协调解决。",
+    "早晚高峰的时候这里人流量很大，问题更加突出。",
+    "之前打过一次12345，工单显示已办结，但实际问题没有解决。",
+    "附近有一所小学，每天接送孩子的家长很多，存在安全隐患。",
+    "天气预报说这几天还要下雨，担心情况会进一步恶化。",
+    "物业费每年都按时交，但是服务质量越来越差，业主意见很大。",
+    "我家就住在一楼，受影响最严重，已经连续几个晚上没睡好觉。",
+    "希望相关部门能尽快派人来现场查看，给我们一个明确的答复。",
+    "如果需要我配合提供照片或者视频，可以随时联系我。",
+    "周边商户也受到影响，生意比以前冷清了不少。",
+    "听说隔壁小区也出现过类似问题，后来是街道出面解决的。",
+    "我们不是无理取闹，只是希望正常的生活不受影响。",
+    "这条路是附近居民去菜市场的必经之路，每天来往的人很多。",
+    "问题持续时间太长了，大家的耐心都快耗尽了。",
+    "前几天还有外卖电动车在这里出了事故，幸好人没有大碍。",
+    "居委会说这不归他们管，让我们找街道，街道又让我们找物业。",
+    "小区里住着不少残疾人和孕妇，出行尤其不方便。",
+    "夏天快到了，蚊虫滋生，卫生状况让人担忧。",
+    "我已经在业主群里征集了三十多户居民的签名，大家意见一致。",
+    "希望这次能够彻底解决，不要只是临时应付一下。",
+    "请处理完成后回访告知结果，谢谢工作人员的辛苦付出。",
+    "我白天要上班，方便的话请下午六点以后电话联系我。",
+    "现场情况我可以带工作人员去看，位置不太好找。",
+    "周末这里有很多人遛狗散步，问题影响面比较大。",
+    "附近的监控摄像头可能拍到了相关情况，可以调取查看。",
+    "之前媒体也报道过这个地方，但是到现在还没有改善。",
+    "我们愿意配合整改，只要能尽快把事情解决好。",
+    "老旧小区改造的时候没有把这个问题考虑进去，留下了隐患。",
+    "这段时间施工车辆进出频繁，情况比以前更严重了。",
+    "希望能给一个具体的处理时限，让居民心里有个底。",
+    "感谢热线平台，之前反映的其他问题都处理得很及时。",
+)
+
+
+@dataclass
+class ProcessUsage:
+    name: str
+    pid: int
+    cpu_load: float  # cores, over the load window
+    cpu_drain: float | None  # cores, from the end of the load until lag was zero (or timeout)
+    peak_rss_mb: float | None
+
+
+@dataclass
+class SuiteResult:
+    database: str
+    seconds: int
+    connections: int
+    accepted: int  # 2xx answers wrk counted
+    accepted_per_s: float
+    post_p50_ms: float
+    post_p99_ms: float
+    wrk_errors: int
+    wrk_non_2xx: int
+    wrk_cpu_share: float
+    machine_busy_load: float  # cores busy on the whole machine during the load (of 2)
+    suite_cpu_load: float  # cores used by the suite's own processes during the load
+    stored: int  # tickets intake stored (without the probe)
+    dispatched: int  # of those, assigned by dispatch when the suite stopped
+    dispatched_in_load: int  # first assignments inside the load window
+    dispatched_per_s: float  # dispatched_in_load / load seconds
+    end_to_end_per_s: float | None  # stored / (last first-assignment - load start)
+    p50_s: float | None  # received → dispatched
+    p99_s: float | None
+    max_s: float | None
+    lag_zero_s: float | None  # after the load stopped; None: not within the drain timeout
+    last_summary: dict[str, int]
+    probe_s: float  # the probe ticket, received → counted dispatched by evaluation, cold
+    database_locked: dict[str, int] = field(default_factory=dict)  # log lines, by service
+    error_lines: dict[str, int] = field(default_factory=dict)  # level error or worse
+    processes: list[ProcessUsage] = field(default_factory=list)
+    latency_source: str = (
+        "intake tickets.received_at vs min(dispatch dispatches.assigned_at), read after the run"
+    )
+
+
+# --- the suite ---------------------------------------------------------------------------------
+
+
+def free_base_port(count: int = 4) -> int:
+    """A port such that it and the next ``count - 1`` are all free (``fengqiao up`` needs four)."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no four consecutive free ports")
+
+
+def suite_environment(database: str, postgres: str, stamp: str) -> dict[str, str]:
+    """``make run``'s environment: the embedded broker and SQLite files unless PostgreSQL."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.endswith(("_DATABASE_URL", "_DATABASE_SCHEMA"))
+    }
+    if database == "postgres":
+        for name in SERVICES:
+            env[f"{name.upper()}_DATABASE_URL"] = postgres
+            env[f"{name.upper()}_DATABASE_SCHEMA"] = schema_name(name, stamp)
+    return env
+
+
+def schema_name(service: str, stamp: str) -> str:
+    return f"bench_suite_{service}_{stamp}"
+
+
+def start_suite(env: dict[str, str], var_dir: Path, base: int) -> subprocess.Popen[bytes]:
+    log = var_dir / "log" / "up.log"
+    proc = spawn_logged(
+        [
+            sys.executable,
+            "-m",
+            "fengqiao.cli",
+            "up",
+            "--base-port",
+            str(base),
+            "--broker-port",
+            str(free_base_port(1)),
+            "--var-dir",
+            str(var_dir),
+        ],
+        env,
+        log,
+    )
+    deadline = time.monotonic() + 180
+    for port in range(base, base + len(SERVICES)):
+        while True:
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-6:]
+                raise RuntimeError(
+                    f"fengqiao up exited ({proc.returncode}); the end of {log}:\n" + "\n".join(tail)
+                )
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                # Ready, and its consumer (where it has one) in its group.
+                if (
+                    ready.status_code == 200
+                    and ready.json()["checks"].get("consumer", "joined") == "joined"
+                ):
+                    break
+            if time.monotonic() > deadline:
+                stop_suite(proc)
+                raise TimeoutError(f"the suite was not ready after 180 s; see {var_dir}/log")
+            time.sleep(0.3)
+    return proc
+
+
+def stop_suite(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to ``fengqiao up`` (it stops its children and the broker); the group if stuck."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def label(pid: int) -> str:
+    """Which part of the suite a process is, from its command line."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    for name in SERVICES:
+        if f"services.{name}." in cmd:
+            return name
+    if "tansu" in cmd:
+        return "broker (tansu)"
+    if "fengqiao.cli" in cmd:
+        return "fengqiao up"
+    return cmd[:40]
+
+
+def summary(port: int) -> dict[str, int]:
+    answer = httpx.get(
+        f"http://127.0.0.1:{port}/summary", headers={"X-Fengqiao-Role": "committee"}, timeout=10
+    )
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+# --- the services' own rows ---------------------------------------------------------------------
+
+
+def _utc(value: Any) -> datetime:
+    """A stored timestamp as an aware UTC datetime (SQLite hands back text, naive UTC)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    else:
+        moment = datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+INTAKE_ROWS = "SELECT ticket_id, received_at FROM {p}tickets"
+DISPATCH_ROWS = "SELECT ticket_id, min(assigned_at) FROM {p}dispatches GROUP BY ticket_id"
+
+
+def read_rows(
+    database: str, var_dir: Path, postgres: str, stamp: str
+) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """(ticket → received_at) from intake, (ticket → first assigned_at) from dispatch."""
+    if database == "sqlite":
+        out = []
+        for service, query in (("intake", INTAKE_ROWS), ("dispatch", DISPATCH_ROWS)):
+            with contextlib.closing(sqlite3.connect(var_dir / f"{service}.db")) as conn:
+                rows = conn.execute(query.format(p="")).fetchall()
+            out.append({t: _utc(at) for t, at in rows if at is not None})
+        return out[0], out[1]
+
+    async def fetch() -> tuple[dict[str, datetime], dict[str, datetime]]:
+        conn = await asyncpg.connect(postgres)
+        try:
+            out = []
+            for service, query in (("intake", INTAKE_ROWS), ("dispatch", DISPATCH_ROWS)):
+                rows = await conn.fetch(query.format(p=f'"{schema_name(service, stamp)}".'))
+                out.append({r[0]: _utc(r[1]) for r in rows if r[1] is not None})
+            return out[0], out[1]
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def count_stored(database: str, var_dir: Path, postgres: str, stamp: str) -> int:
+    """Tickets intake has stored so far (a read that takes no lock on either database)."""
+    query = "SELECT count(*) FROM {p}tickets"
+    if database == "sqlite":
+        uri = f"file:{var_dir / 'intake.db'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            return int(conn.execute(query.format(p="")).fetchone()[0])
+
+    async def fetch() -> int:
+        conn = await asyncpg.connect(postgres)
+        try:
+            return int(await conn.fetchval(query.format(p=f'"{schema_name("intake", stamp)}".')))
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+async def drop_schemas(postgres: str, stamp: str) -> None:
+    conn = await asyncpg.connect(postgres)
+    try:
+        for name in SERVICES:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema_name(name, stamp)}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def log_counts(log_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Per service log: lines saying ``database is locked``, lines at level error or worse."""
+    locked: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for name in SERVICES:
+        path = log_dir / f"{name}.log"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        locked[name] = sum("database is locked" in line for line in lines)
+        errors[name] = sum(_is_error(line) for line in lines)
+    return locked, errors
+
+
+def _is_error(line: str) -> bool:
+    with contextlib.suppress(ValueError):
+        record = json.loads(line)
+        if isinstance(record, dict):
+            level = str(record.get("level") or record.get("levelname") or "").lower()
+            return level in ("error", "critical", "exception")
+    return line.startswith(("ERROR", "CRITICAL", "Traceback"))
+
+
+# --- the case ------------------------------------------------------------------------------------
+
+
+def write_ingredients(path: Path, *, seed: int = 13) -> None:
+    """Leads (a problem at a real address) and details for the Lua script to combine."""
+    rng = random.Random(seed)
+    lines = []
+    for place in demo_places():
+        for code, title, text in rng.sample(ASSIGNED_PROBLEMS, 3):
+            lead = text.format(place=place[-8:], n=rng.randrange(2, 9))
+            lines.append(f"L\t{code}\t{title}\t{place}\t{lead}")
+    lines += [f"D\t{d}" for d in DETAILS]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def probe(intake: str, evaluation_port: int, timeout: float = 120.0) -> tuple[str, float]:
+    """Post one ticket and wait until evaluation counts it dispatched: the pipeline is live."""
+    started = time.monotonic()
+    answer = httpx.post(
+        f"{intake}/tickets",
+        json={
+            "external_id": f"suite-probe-{time.time_ns()}",
+            "title": "垃圾未及时清运",
+            "content": "探测工单：" + DETAILS[0],
+            "citizen_phone": "13900000000",
+            "address": demo_places()[0],
+            "category_code": "0204",
+        },
+        headers={"X-Fengqiao-Role": "hotline"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    ticket_id = str(answer.json()["ticket_id"])
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(httpx.HTTPError):
+            if summary(evaluation_port).get("dispatched", 0) >= 1:
+                return ticket_id, round(time.monotonic() - started, 2)
+        time.sleep(0.2)
+    raise TimeoutError(f"the probe ticket {ticket_id} was not counted dispatched in {timeout} s")
+
+
+def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> SuiteResult:
+    """One database's case; whatever happens, its schemas or SQLite files are removed after."""
+    stamp = f"{int(time.time())}"
+    var_dir = RESULTS / "suite" / database
+    if var_dir.exists():
+        for old in var_dir.rglob("*"):
+            if old.is_file():
+                old.unlink()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _measure_case(database, args, ingredients, var_dir, stamp)
+    finally:
+        if database == "postgres":
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                asyncio.run(drop_schemas(args.postgres, stamp))
+        else:
+            for db in var_dir.glob("*.db*"):  # the logs stay; the databases are large
+                db.unlink()
+
+
+def _measure_case(
+    database: str, args: argparse.Namespace, ingredients: Path, var_dir: Path, stamp: str
+) -> SuiteResult:
+    base = free_base_port()
+    evaluation_port = base + SERVICES.index("evaluation")
+    intake = f"http://127.0.0.1:{base + SERVICES.index('intake')}"
+    proc = start_suite(suite_environment(database, args.postgres, stamp), var_dir, base)
+    try:
+        probe_id, probe_s = probe(intake, evaluation_port)
+        pids = process_tree(proc.pid)
+        names = {pid: label(pid) for pid in pids}
+        cpu0, machine0 = cpu_seconds(pids), machine_busy()
+        load_started = datetime.now(UTC)
+        wall0 = time.monotonic()
+        wrk, wrk_cpu = run_wrk(
+            f"{intake}/tickets",
+            seconds=args.seconds,
+            connections=args.connections,
+            script="post_suite_ticket.lua",
+            script_args=(str(ingredients),),
+        )
+        wall1 = time.monotonic()
+        load_ended = datetime.now(UTC)
+        cpu1, machine1 = cpu_seconds(pids), machine_busy()
+        lag_zero_s: float | None = None
+        last: dict[str, int] = {}
+        while time.monotonic() - wall1 < args.drain_timeout:
+            # A read that fails (a busy SQLite file, a refused connection) is tried again.
+            with contextlib.suppress(
+                httpx.HTTPError, sqlite3.Error, OSError, asyncpg.PostgresError
+            ):
+                last = summary(evaluation_port)
+                stored_now = count_stored(database, var_dir, args.postgres, stamp)
+                if last.get("received") == last.get("dispatched") == stored_now:
+                    lag_zero_s = round(time.monotonic() - wall1, 1)
+                    break
+            time.sleep(0.5)
+        wall2 = time.monotonic()
+        cpu2 = cpu_seconds(pids)
+        peaks = peak_rss_mb(pids)
+    finally:
+        stop_suite(proc)
+    locked, errors = log_counts(var_dir / "log")
+    received, assigned = read_rows(database, var_dir, args.postgres, stamp)
+    received.pop(probe_id, None)
+    waits = sorted(
+        (assigned[t] - at).total_seconds() for t, at in received.items() if t in assigned
+    )
+    firsts = [assigned[t] for t in received if t in assigned]
+    in_load = sum(load_started <= at <= load_ended for at in firsts)
+    load_s = wall1 - wall0
+    cuts = quantiles(waits, n=100, method="inclusive") if len(waits) >= 2 else None
+    last_first = max(firsts, default=None)
+    ok = wrk["requests"] - wrk["non_2xx"]
+    return SuiteResult(
+        database=database,
+        seconds=args.seconds,
+        connections=args.connections,
+        accepted=ok,
+        accepted_per_s=round(ok / (wrk["duration_us"] / 1e6), 1),
+        post_p50_ms=round(wrk["p50_us"] / 1000, 1),
+        post_p99_ms=round(wrk["p99_us"] / 1000, 1),
+        wrk_errors=wrk["errors"],
+        wrk_non_2xx=wrk["non_2xx"],
+        wrk_cpu_share=round(wrk_cpu, 2),
+        machine_busy_load=round((machine1 - machine0) / load_s, 2),
+        suite_cpu_load=round(sum(cpu1.get(p, 0.0) - cpu0.get(p, 0.0) for p in pids) / load_s, 2),
+        stored=len(received),
+        dispatched=len(waits),
+        dispatched_in_load=in_load,
+        dispatched_per_s=round(in_load / load_s, 1),
+        end_to_end_per_s=(
+            round(len(received) / (last_first - load_started).total_seconds(), 1)
+            if last_first is not None and len(waits) == len(received)
+            else None
+        ),
+        p50_s=round(cuts[49], 3) if cuts else None,
+        p99_s=round(cuts[98], 3) if cuts else None,
+        max_s=round(waits[-1], 3) if waits else None,
+        lag_zero_s=lag_zero_s,
+        last_summary=last,
+        probe_s=probe_s,
+        database_locked=locked,
+        error_lines=errors,
+        processes=[
+            ProcessUsage(
+                name=names[pid],
+                pid=pid,
+                cpu_load=round((cpu1.get(pid, 0.0) - cpu0.get(pid, 0.0)) / load_s, 2),
+                cpu_drain=(
+                    round((cpu2[pid] - cpu1.get(pid, 0.0)) / (wall2 - wall1), 2)
+                    if pid in cpu2 and wall2 > wall1
+                    else None
+                ),
+                peak_rss_mb=peaks.get(pid),
+            )
+            for pid in pids
+        ],
+    )
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _num(value: float | None, fmt: str = "{:,.1f}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def render(outcomes: list[SuiteResult | SuiteFailure]) -> str:
+    """Each database's run as Markdown, the issue's targets beside the numbers."""
+    failed = []
+    for f in outcomes:
+        if isinstance(f, SuiteFailure):
+            first_line, _, rest = f.reason.partition("\n")
+            details = f"\n\n  ```\n{textwrap.indent(rest, '  ')}\n  ```" if rest else ""
+            failed.append(f"- {f.database}: **not measured** — {first_line}{details}")
+    results = [r for r in outcomes if isinstance(r, SuiteResult)]
+    if not results:
+        return "\n".join(failed)
+    first = results[0]
+    lines = [
+        f"Whole suite (`fengqiao up`, one process per service, embedded broker): "
+        f"{first.connections} connections for {first.seconds} s posting distinct ~1 KB tickets "
+        f"(wrk); latency from {first.latency_source}.",
+        "",
+        "| database | accepted/s | dispatched/s in load (target ≥ 1,000) | end to end /s "
+        "| received → dispatched p50 / p99 / max s (target p99 < 1) "
+        "| lag zero after load (target: seconds) | POST p50 / p99 ms | wrk errors "
+        "| `database is locked` lines (target 0) | error lines | wrk CPU | suite CPU "
+        "| machine busy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lag = (
+            f"{r.lag_zero_s} s"
+            if r.lag_zero_s is not None
+            else (f"not within the timeout: {r.stored - r.dispatched} of {r.stored} undispatched")
+        )
+        lines.append(
+            f"| {r.database} | {_num(r.accepted_per_s)} | {_num(r.dispatched_per_s)} "
+            f"| {_num(r.end_to_end_per_s)} "
+            f"| {_num(r.p50_s, '{:.2f}')} / {_num(r.p99_s, '{:.2f}')} / {_num(r.max_s, '{:.2f}')} "
+            f"| {lag} | {r.post_p50_ms} / {r.post_p99_ms} | {r.wrk_errors} "
+            f"| {_by_service(r.database_locked)} | {_by_service(r.error_lines)} "
+            f"| {r.wrk_cpu_share} | {r.suite_cpu_load} | {r.machine_busy_load} |"
+        )
+    lines += [
+        "",
+        "| database | process | CPU during load (cores) | CPU while draining | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        for p in r.processes:
+            lines.append(
+                f"| {r.database} | {p.name} | {p.cpu_load} | {_num(p.cpu_drain, '{}')} "
+                f"| {_num(p.peak_rss_mb, '{:.0f}')} |"
+            )
+    lines += ["", "Against the targets:", ""]
+    for r in results:
+        lines.append(f"- {r.database}: {verdict(r)}")
+    return "\n".join(lines + failed)
+
+
+def _by_service(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    if not total:
+        return "0"
+    return f"{total} ({', '.join(f'{k} {v}' for k, v in counts.items() if v)})"
+
+
+def verdict(r: SuiteResult) -> str:
+    parts = []
+    rate = r.dispatched_per_s
+    parts.append(
+        f"{rate:,.0f} dispatched/s against {TARGETS['dispatched_per_s']} — "
+        + missed_by(rate, 1000)
+        + ("" if r.seconds >= 300 else f" (a {r.seconds} s run, not 5 minutes)")
+    )
+    if r.p99_s is not None:
+        parts.append(
+            f"p99 {r.p99_s:.2f} s against {TARGETS['p99_s']} — "
+            + ("met" if r.p99_s < 1 else f"missed by {r.p99_s:.1f}×")
+        )
+    parts.append(
+        f"lag zero {r.lag_zero_s} s after the load"
+        if r.lag_zero_s is not None
+        else "lag not back to zero within the drain timeout"
+    )
+    if r.database == "sqlite":
+        locked = sum(r.database_locked.values())
+        parts.append(
+            f"{locked} `database is locked` lines — " + ("met" if not locked else "missed")
+        )
+    return "; ".join(parts)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The whole-suite case's options."""
+    parser.add_argument("--seconds", type=int, default=300, help="the target: 5 minutes")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--databases", default="sqlite,postgres")
+    parser.add_argument(
+        "--drain-timeout", type=int, default=300, help="seconds to wait for zero lag"
+    )
+
+
+@dataclass
+class SuiteFailure:
+    """A database whose case could not run to the end, and why (the other cases still run)."""
+
+    database: str
+    reason: str
+
+
+# What can stop one database's case: the suite not starting or not routing the probe, wrk or a
+# database read failing.
+CASE_ERRORS = (
+    RuntimeError,
+    OSError,
+    httpx.HTTPError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    subprocess.SubprocessError,
+)
+
+
+def run(args: argparse.Namespace) -> list[SuiteResult | SuiteFailure]:
+    """Each database's case in turn; a failure is recorded and the next database still runs."""
+    results: list[SuiteResult | SuiteFailure] = []
+    ingredients = RESULTS / "suite" / "ingredients.tsv"
+    ingredients.parent.mkdir(parents=True, exist_ok=True)
+    write_ingredients(ingredients)
+    for database in [d.strip() for d in args.databases.split(",") if d.strip()]:
+        if database not in ("sqlite", "postgres"):
+            sys.exit(f"unknown database {database!r}: sqlite or postgres")
+        try:
+            results.append(run_case(database, args, ingredients))
+        except CASE_ERRORS as exc:  # TimeoutError is an OSError
+            print(f"whole suite on {database} not measured: {exc}", file=sys.stderr)
+            results.append(SuiteFailure(database, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def as_json(results: list[SuiteResult | SuiteFailure]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    parser.add_argument("--postgres", default=POSTGRES_URL)
+    parser.add_argument("--out", type=Path, default=RESULTS / "suite.json")
+    args = parser.parse_args()
+    require_wrk()
+    results = run(args)
+    print(render(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(as_json(results), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
