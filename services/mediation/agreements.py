@@ -38,7 +38,7 @@ from shared.events.mediation import (
     CourtConfirmation,
 )
 from shared.pii import scrub_text
-from shared.workcalendar import nth_working_day_after, to_shanghai
+from shared.workcalendar import to_shanghai
 
 
 def _today(ctx: MediationContext) -> Any:
@@ -135,7 +135,7 @@ async def record_agreement(
             follow_up_id=f"F-{uuid.uuid4().hex[:12].upper()}",
             case_id=case_id,
             agreement_id=agreement.agreement_id,
-            due_on=nth_working_day_after(
+            due_on=ctx.working_day_after(
                 max(body.agreed_on, _today(ctx)), ctx.settings.follow_up_working_days
             ),
         )

@@ -25,7 +25,7 @@ from services.mediation.schemas import BoardStats, ClaimBody, ClearBody, NoteBod
 from shared.auth import Principal
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.events.mediation import BoardClaimed, BoardCleared, BoardPosted
-from shared.workcalendar import nth_working_day_after, to_shanghai
+from shared.workcalendar import to_shanghai
 
 B: object = BoardPost
 
@@ -146,7 +146,7 @@ async def claim(
                 current=post.status,
             )
     else:
-        due = body.due_on or nth_working_day_after(today, ctx.settings.board_claim_working_days)
+        due = body.due_on or ctx.working_day_after(today, ctx.settings.board_claim_working_days)
         won = await session.execute(
             update(BoardPost)
             .where(col(BoardPost.board_id) == board_id, col(BoardPost.lead_claimant).is_(None))
@@ -255,15 +255,10 @@ async def clear(
 
 async def stats(*, session: AsyncSession) -> BoardStats:
     """Posted / claimed / cleared counts and the clearance rate (cleared of claimed)."""
-    by_status = dict(
-        (
-            await session.execute(
-                select(col(BoardPost.status), func.count()).group_by(col(BoardPost.status))
-            )
-        )
-        .tuples()
-        .all()
+    rows = await session.execute(
+        select(col(BoardPost.status), func.count()).group_by(col(BoardPost.status))
     )
+    by_status: dict[str, int] = {status: count for status, count in rows}
     claimants = (
         await session.execute(select(func.count(func.distinct(BoardClaim.claimant_id))))
     ).scalar_one()

@@ -161,7 +161,7 @@ async def open_loads(*, session: AsyncSession) -> dict[str, int]:
         .where(col(Case.status).in_(_OPEN))
         .group_by(col(CaseMediator.mediator_id))
     )
-    return {mediator_id: count for mediator_id, count in rows.tuples()}
+    return {mediator_id: count for mediator_id, count in rows}
 
 
 async def suggestions(*, session: AsyncSession, case: Case, limit: int) -> list[Suggestion]:

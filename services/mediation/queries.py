@@ -203,7 +203,9 @@ async def case_stats(*, session: AsyncSession, principal: Principal) -> CaseStat
     )
     if scope is not None:
         kinds_query = kinds_query.where(scope)
-    kinds = dict((await session.execute(kinds_query.group_by(col(Agreement.kind)))).tuples().all())
+    kinds: dict[str, int] = {
+        kind: n for kind, n in await session.execute(kinds_query.group_by(col(Agreement.kind)))
+    }
     agreed = sum(
         1
         for r in rows

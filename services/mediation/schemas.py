@@ -17,6 +17,13 @@ Code = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[\w.:-]+$"),
 ]
+# A court's case reference, e.g. (2026)浙0602民特123号: printable, bounded.
+Reference = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
 AreaCode = Annotated[str, StringConstraints(pattern=r"^\d{6}(\d{3}){0,3}$")]
 PartyRole = Literal["applicant", "respondent", "third_party"]
 PartyKind = Literal["person", "organisation"]
@@ -138,7 +145,7 @@ class AgreementIn(_Body):
 class CourtBody(_Body):
     status: Literal["requested", "granted", "refused"]
     court: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
-    court_reference: Code | None = None
+    court_reference: Reference | None = None
 
 
 class FollowUpIn(_Body):

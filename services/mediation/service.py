@@ -47,8 +47,8 @@ from shared.events.mediation import (
     MediationFailed,
     Referral,
 )
+from shared.geo import UnknownArea, area
 from shared.pii import mask_id_number, mask_name, mask_phone, normalize_phone
-from shared.workcalendar import add_working_days
 
 # The taxonomy's dispute leaves (13xx) and the dispute types they are.
 _DISPUTE_TYPES: dict[str, DisputeType] = {
@@ -94,7 +94,7 @@ def area_at_level(area_code: str | None, level: Level) -> str | None:
 
 
 def _level_deadline(ctx: MediationContext, level: Level, since: datetime) -> datetime:
-    return add_working_days(since, ctx.settings.level_time_limits[level])
+    return ctx.working_days_from(since, ctx.settings.level_time_limits[level])
 
 
 async def transition(
@@ -231,7 +231,7 @@ def _new_case(ctx: MediationContext, **fields: Any) -> Case:
         opened_by=fields.get("opened_by"),
         level_since=now,
         due_at=_level_deadline(ctx, level, now),
-        board_due_at=add_working_days(now, ctx.settings.board_open_working_days),
+        board_due_at=ctx.working_days_from(now, ctx.settings.board_open_working_days),
         updated_at=now,
     )
 
@@ -264,6 +264,17 @@ async def open_walk_in(
             raise Forbidden(f"centre {principal.department_code} opens cases at its own level only")
         if scope.area_code is not None and not body.area_code.startswith(scope.area_code):
             raise Forbidden(f"area {body.area_code} is outside centre {principal.department_code}")
+    try:
+        area(body.area_code)
+    except UnknownArea:
+        raise Invalid(f"unknown area code {body.area_code}", field="area_code") from None
+    digits = _LEVEL_DIGITS[body.level]
+    if digits is not None and len(body.area_code) < digits:
+        raise Invalid(
+            f"area {body.area_code} is above the {body.level} level; name the {body.level} "
+            "or an area inside it",
+            field="area_code",
+        )
     centre_area = area_at_level(body.area_code, body.level)
     case = _new_case(
         ctx,
@@ -280,8 +291,8 @@ async def open_walk_in(
     )
     session.add(case)
     await session.flush()
-    for party in body.parties:
-        session.add(_party(case.case_id, party))
+    for number, party in enumerate(body.parties, start=1):
+        session.add(_party(case.case_id, party, number))
     await session.flush()
     await ctx.outbox.add(session, _opened(ctx, case))
     if principal.role is Role.MEDIATOR:
@@ -326,11 +337,11 @@ async def load_case(
 # Parties
 
 
-def _party(case_id: str, body: PartyIn) -> Party:
+def _party(case_id: str, body: PartyIn, number: int) -> Party:
     if body.phone is not None and not normalize_phone(body.phone):
         raise Invalid(f"party {body.name[:1]}*: phone holds no digits", field="phone")
     return Party(
-        party_id=f"P-{uuid.uuid4().hex[:12].upper()}",
+        party_id=f"{case_id}-P{number:02d}",
         case_id=case_id,
         role=body.role,
         kind=body.kind,
@@ -364,7 +375,7 @@ async def add_party(
             Action.START,
             f"cannot add a party to a case that is {case.status}",
         )
-    party = _party(case_id, body)
+    party = _party(case_id, body, len(await case_parties(session=session, case_id=case_id)) + 1)
     for mediator_id in await mediator_ids(session, case_id):
         conflict = await pool.conflict_of_interest(
             session=session, mediator_id=mediator_id, case_id=case_id, parties=[party]

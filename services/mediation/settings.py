@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -17,6 +18,8 @@ class MediationSettings(ServiceSettings):
     model_config = service_settings_config("MEDIATION_")
 
     database_url: str = "sqlite+aiosqlite:///./var/mediation.db"
+    # The operators' working-calendar overrides (shared/workcalendar.py); None: the packaged one.
+    calendar_file: Path | None = None
     # Working days a level may hold a case before it goes up (小事不出村、大事不出镇): a village
     # room that cannot settle a dispute in time hands it on rather than sitting on it.
     level_time_limits: dict[Level, int] = Field(default_factory=lambda: dict(_LIMITS))
