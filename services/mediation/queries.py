@@ -30,6 +30,7 @@ from services.mediation.models import (
 from services.mediation.schemas import CaseStats, PartyPublic
 from services.mediation.service import load_case, mediator_ids
 from shared.auth import Principal, Role
+from shared.pii import scrub_text
 
 
 def scope_filter(principal: Principal) -> ColumnElement[bool] | None:
@@ -134,12 +135,16 @@ async def case_detail(
     )
     return {
         **case.model_dump(),
+        # Free text may quote a phone or an ID number: clear to the case's mediators only.
+        "summary": case.summary if clear else scrub_text(case.summary),
         "parties": [_party_view(p, clear) for p in parties],
         "mediators": [
             {"mediator_id": m.mediator_id, "lead": m.lead, "assigned_at": m.assigned_at}
             for m in assigned
         ],
-        "sessions": [s.model_dump() for s in sessions],
+        "sessions": [
+            {**s.model_dump(), "notes": s.notes if clear else scrub_text(s.notes)} for s in sessions
+        ],
         "agreements": [await agreement_view(session=session, agreement=a) for a in agreements],
         "follow_ups": [f.model_dump() for f in follow_ups],
         "history": [

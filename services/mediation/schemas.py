@@ -10,20 +10,34 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from shared.events.mediation import AgreementKind, DisputeType, Level, Referral, Venue
 
-# Free text a person types: bounded, and never empty once stripped.
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# Text reaches SQL and audit rows: no control characters on one line (PostgreSQL refuses a NUL
+# in a text parameter; a newline has no place in a name), no NUL in notes that span lines.
+_LINE = r"^[^\x00-\x1f\x7f]*$"
+_PARAGRAPHS = r"^[^\x00]*$"
+
+
+def line(max_length: int, *, min_length: int = 1) -> StringConstraints:
+    """One line of text: stripped, bounded, printable."""
+    return StringConstraints(
+        strip_whitespace=True, min_length=min_length, max_length=max_length, pattern=_LINE
+    )
+
+
+def paragraphs(max_length: int, *, min_length: int = 0) -> StringConstraints:
+    """Free text that may span lines."""
+    return StringConstraints(
+        strip_whitespace=True, min_length=min_length, max_length=max_length, pattern=_PARAGRAPHS
+    )
+
+
+Text = Annotated[str, paragraphs(2000, min_length=1)]
+Name = Annotated[str, line(100)]
 Code = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[\w.:-]+$"),
 ]
-# A court's case reference, e.g. (2026)浙0602民特123号: printable, bounded.
-Reference = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
-    ),
-]
+# A court's case reference, e.g. (2026)浙0602民特123号.
+Reference = Annotated[str, line(100)]
 AreaCode = Annotated[str, StringConstraints(pattern=r"^\d{6}(\d{3}){0,3}$")]
 PartyRole = Literal["applicant", "respondent", "third_party"]
 PartyKind = Literal["person", "organisation"]
@@ -45,10 +59,10 @@ class _Body(BaseModel):
 class PartyIn(_Body):
     role: PartyRole
     kind: PartyKind = "person"
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
-    id_number: Annotated[str, StringConstraints(max_length=18)] | None = None
-    address: Annotated[str, StringConstraints(max_length=300)] | None = None
+    name: Annotated[str, line(200)]
+    phone: Annotated[str, line(40)] | None = None
+    id_number: Annotated[str, line(18)] | None = None
+    address: Annotated[str, line(300)] | None = None
 
 
 class WalkInCase(_Body):
@@ -103,9 +117,9 @@ class RelationIn(_Body):
 
     relation: Name
     kind: PartyKind = "person"
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
-    id_number: Annotated[str, StringConstraints(max_length=18)] | None = None
+    name: Annotated[str, line(200)]
+    phone: Annotated[str, line(40)] | None = None
+    id_number: Annotated[str, line(18)] | None = None
 
 
 class SessionIn(_Body):
@@ -122,13 +136,13 @@ class SessionIn(_Body):
 
 class SessionRecord(_Body):
     attended: list[Code] = Field(default_factory=list, max_length=50)
-    notes: Annotated[str, StringConstraints(max_length=20000)] = ""
+    notes: Annotated[str, paragraphs(20000)] = ""
     outcome: Literal["continue", "agreement", "failed"]
 
 
 class TermIn(_Body):
     obligor_party_id: Code
-    action: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
+    action: Annotated[str, line(500, min_length=0)] = ""
     amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
     due_on: date
 
@@ -144,7 +158,7 @@ class AgreementIn(_Body):
 
 class CourtBody(_Body):
     status: Literal["requested", "granted", "refused"]
-    court: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    court: Annotated[str, line(200)] | None = None
     court_reference: Reference | None = None
 
 
@@ -158,14 +172,14 @@ class TermCheck(_Body):
 
 
 class FollowUpRecord(_Body):
-    note: Annotated[str, StringConstraints(max_length=20000)] = ""
+    note: Annotated[str, paragraphs(20000)] = ""
     terms: list[TermCheck] = Field(max_length=100)
     on_breach: Literal["reopened", "referred"] = "reopened"
     referral: Referral = "litigation"  # where a breach referred goes
 
 
 class ClaimBody(_Body):
-    rank: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    rank: Annotated[str, line(64)] | None = None
     co_claimant: bool = False
     due_on: date | None = None
 

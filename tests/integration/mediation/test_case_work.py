@@ -548,3 +548,38 @@ async def test_roles_committee_counts_only_and_centres_their_level(env: Env) -> 
         headers=CENTRE,
     )
     assert bad.status_code == 422 and "339921999" in bad.json()["detail"]
+
+
+async def test_untrusted_text_is_refused_and_free_text_is_scrubbed_for_non_mediators(
+    env: Env,
+) -> None:
+    _app, client = env
+    me = unique("m")
+    await add_mediator(client, me)
+    case = await walk_in(client, mediator(me))
+    parties_before = len(
+        (await ok(await client.get(f"/cases/{case['case_id']}", headers=mediator(me))))["parties"]
+    )
+    for body, field in (
+        ({"role": "applicant", "name": "张\u0000三"}, "name"),
+        ({"role": "applicant", "name": "张三", "address": "一\n二"}, "address"),
+        ({"role": "judge", "name": "张三"}, "role"),
+        ({"role": "applicant", "name": "张三", "extra": 1}, "extra"),
+    ):
+        refused = await client.post(
+            f"/cases/{case['case_id']}/parties", json=body, headers=mediator(me)
+        )
+        assert refused.status_code == 422 and field in refused.text, refused.text
+    detail = await ok(await client.get(f"/cases/{case['case_id']}", headers=mediator(me)))
+    assert len(detail["parties"]) == parties_before
+    body = {
+        "dispute_type": "family",
+        "level": "town",
+        "area_code": TOWN,
+        "summary": "申请人电话13812345678，要求调解",
+    }
+    opened = await ok(await client.post("/cases", json=body, headers=mediator(me)), 201)
+    theirs = await ok(await client.get(f"/cases/{opened['case_id']}", headers=CENTRE))
+    assert "13812345678" not in theirs["summary"] and "138****5678" in theirs["summary"]
+    mine = await ok(await client.get(f"/cases/{opened['case_id']}", headers=mediator(me)))
+    assert "13812345678" in mine["summary"]
