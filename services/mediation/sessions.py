@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -20,7 +21,7 @@ from sqlmodel import col
 
 from services.mediation.context import MediationContext
 from services.mediation.lifecycle import Action, IllegalTransition, Status
-from services.mediation.models import MediationSession, SlotClaim
+from services.mediation.models import MediationSession, Mediator, SlotClaim
 from services.mediation.schemas import SessionIn, SessionRecord
 from services.mediation.service import (
     actor_of,
@@ -32,6 +33,7 @@ from services.mediation.service import (
 from shared.auth import Principal, Role
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.mediation import SessionHeld
+from shared.workcalendar import to_shanghai
 
 SLOT = timedelta(minutes=15)
 MAX_LENGTH = timedelta(hours=8)
@@ -75,6 +77,7 @@ async def schedule(
     )
     if mediator_id is None:
         raise Invalid("name the mediator who holds the session", field="mediator_id")
+    await _check_available(session, mediator_id, body.starts_at, body.ends_at)
     on_case = await mediator_ids(session, case_id)
     if mediator_id not in on_case:
         raise Invalid(f"mediator {mediator_id} is not on case {case_id}", field="mediator_id")
@@ -111,6 +114,43 @@ async def schedule(
         session=session, ctx=ctx, case=case, action=Action.START, actor=actor_of(principal)
     )
     return row
+
+
+_WEEKDAYS = ("", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def fits(availability: list[dict[str, Any]], starts_at: datetime, ends_at: datetime) -> bool:
+    """True when [starts_at, ends_at) lies inside one weekly slot (Shanghai wall-clock time);
+    a mediator who gave no availability is taken to be available."""
+    if not availability:
+        return True
+    start, end = to_shanghai(starts_at), to_shanghai(ends_at)
+    end_text = end.strftime("%H:%M")
+    if end.date() != start.date():
+        if end.date() - start.date() != timedelta(days=1) or end_text != "00:00":
+            return False
+        end_text = "24:00"
+    begin = start.strftime("%H:%M")
+    return any(
+        slot["weekday"] == start.isoweekday() and slot["start"] <= begin and end_text <= slot["end"]
+        for slot in availability
+    )
+
+
+async def _check_available(
+    session: AsyncSession, mediator_id: str, starts_at: datetime, ends_at: datetime
+) -> None:
+    mediator = await session.get(Mediator, mediator_id)
+    if mediator is None or fits(mediator.availability, starts_at, ends_at):
+        return
+    local = to_shanghai(starts_at)
+    offered = ", ".join(
+        f"{_WEEKDAYS[s['weekday']]} {s['start']}–{s['end']}" for s in mediator.availability
+    )
+    raise Conflict(
+        f"mediator {mediator_id} is not available {_WEEKDAYS[local.isoweekday()]} "
+        f"{local:%H:%M}–{to_shanghai(ends_at):%H:%M} (weekly availability: {offered})"
+    )
 
 
 def _resources(row: MediationSession) -> list[str]:

@@ -79,7 +79,7 @@ async def add_mediator(
         "kind": kind,
         "level": level,
         "specialities": list(specialities),
-        "availability": [{"weekday": 1, "start": "09:00", "end": "17:00"}],
+        "availability": [{"weekday": d, "start": "08:00", "end": "20:00"} for d in range(1, 8)],
     }
     return await ok(await client.post("/mediators", json=body, headers=CENTRE), 201)  # type: ignore[no-any-return]
 

@@ -385,6 +385,35 @@ async def test_a_mediator_or_a_room_cannot_be_booked_twice(env: Env) -> None:
     assert bad.status_code == 422 and bad.json()["field"] == "ends_at"
 
 
+async def test_a_session_outside_the_mediators_weekly_availability_is_refused(env: Env) -> None:
+    _, client = env
+    me = unique("m")
+    await add_mediator(client, me)
+    case = await walk_in(client, mediator(me))
+    monday = {"availability": [{"weekday": 1, "start": "09:00", "end": "12:00"}]}
+    other = await client.put(f"/mediators/{me}/availability", json=monday, headers=mediator("x"))
+    assert other.status_code == 403
+    await ok(await client.put(f"/mediators/{me}/availability", json=monday, headers=mediator(me)))
+    body = {"venue": "video", "video_link": "https://meet.example/a"}
+    # 2031-03-04 is a Tuesday; 01:00 UTC is 09:00 in Shanghai.
+    tuesday = {**body, "starts_at": _slot(1, 1), "ends_at": _slot(1, 2)}
+    refused = await client.post(
+        f"/cases/{case['case_id']}/sessions", json=tuesday, headers=mediator(me)
+    )
+    assert refused.status_code == 409 and "Tue 09:00" in refused.json()["detail"], refused.text
+    assert "Mon 09:00–12:00" in refused.json()["detail"]
+    monday_session = {**body, "starts_at": _slot(0, 1), "ends_at": _slot(0, 2)}
+    await ok(
+        await client.post(
+            f"/cases/{case['case_id']}/sessions", json=monday_session, headers=mediator(me)
+        ),
+        201,
+    )
+    backwards = {"availability": [{"weekday": 2, "start": "12:00", "end": "09:00"}]}
+    bad = await client.put(f"/mediators/{me}/availability", json=backwards, headers=CENTRE)
+    assert bad.status_code == 422 and bad.json()["field"] == "availability.0.end"
+
+
 async def test_concurrent_bookings_of_one_slot_let_exactly_one_win(env: Env) -> None:
     app, client = env
     room = unique("room")
