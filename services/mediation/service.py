@@ -9,9 +9,8 @@ same transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -485,7 +484,9 @@ async def fail(
         await transition(
             session=session, ctx=ctx, case=case, action=Action.FAIL, actor=actor, note=body.reason
         )
-        await escalate(session=session, ctx=ctx, case=case, reason="failed", actor=actor)
+        await escalate(
+            session=session, ctx=ctx, case=case, reason="failed", actor=actor, note=body.reason
+        )
         return case
     await transition(
         session=session, ctx=ctx, case=case, action=Action.FAIL, actor=actor, note=body.reason
@@ -541,13 +542,27 @@ async def refer(
     await close(session=session, ctx=ctx, case=case, actor=actor)
 
 
+EscalationReason = Literal["failed", "overdue", "requested"]
+
+
 async def escalate(
-    *, session: AsyncSession, ctx: MediationContext, case: Case, reason: Any, actor: str
+    *,
+    session: AsyncSession,
+    ctx: MediationContext,
+    case: Case,
+    reason: EscalationReason,
+    actor: str,
+    note: str = "",
 ) -> None:
     """Hand the case to the centre one level up; its mediators there are assigned anew."""
     before = level_of(case)
     after = await transition(
-        session=session, ctx=ctx, case=case, action=Action.ESCALATE, actor=actor, note=reason
+        session=session,
+        ctx=ctx,
+        case=case,
+        action=Action.ESCALATE,
+        actor=actor,
+        note=note or reason,
     )
     for row in (
         await session.execute(select(CaseMediator).where(col(CaseMediator.case_id) == case.case_id))
@@ -625,12 +640,16 @@ async def simple_action(
         case "escalate":
             if principal.role is Role.MEDIATOR:
                 raise Forbidden("a centre decides to hand a case up, not its mediator")
-            await escalate(session=session, ctx=ctx, case=case, reason="requested", actor=actor)
+            await escalate(
+                session=session,
+                ctx=ctx,
+                case=case,
+                reason="requested",
+                actor=actor,
+                note=reason or "",
+            )
         case "close":
             await close(session=session, ctx=ctx, case=case, actor=actor)
         case _:
             raise NotFound(f"no case action {action!r}")
     return case
-
-
-CASE_ACTIONS: Sequence[str] = ("withdraw", "escalate", "close")
