@@ -105,8 +105,13 @@ async def run(ctx: MediationContext) -> None:
             result = await run_pass(ctx)
             if result.escalated or result.posted:
                 ctx.runtime.notify()
+            if ctx.metrics is not None:
+                ctx.metrics.loop_moves.labels("escalated").inc(result.escalated)
+                ctx.metrics.loop_moves.labels("posted").inc(result.posted)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("mediation escalation pass failed; retrying")
+            if ctx.metrics is not None:
+                ctx.metrics.loop_errors.inc()
         await asyncio.sleep(interval)

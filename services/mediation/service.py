@@ -380,6 +380,7 @@ async def add_party(
             session=session, mediator_id=mediator_id, case_id=case_id, parties=[party]
         )
         if conflict is not None:
+            ctx.refused("conflict_of_interest")
             raise Conflict(conflict, current=case.status)
     session.add(party)
     await session.flush()
@@ -415,6 +416,7 @@ async def assign(
         session=session, mediator_id=mediator_id, case_id=case.case_id, parties=parties
     )
     if conflict is not None:
+        ctx.refused("conflict_of_interest")
         raise Conflict(conflict, current=case.status)
     current = (
         (

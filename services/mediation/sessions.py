@@ -77,7 +77,7 @@ async def schedule(
     )
     if mediator_id is None:
         raise Invalid("name the mediator who holds the session", field="mediator_id")
-    await _check_available(session, mediator_id, body.starts_at, body.ends_at)
+    await _check_available(ctx, session, mediator_id, body.starts_at, body.ends_at)
     on_case = await mediator_ids(session, case_id)
     if mediator_id not in on_case:
         raise Invalid(f"mediator {mediator_id} is not on case {case_id}", field="mediator_id")
@@ -109,7 +109,7 @@ async def schedule(
     )
     session.add(row)
     await session.flush()
-    await _claim(session, row)
+    await _claim(ctx, session, row)
     await transition(
         session=session, ctx=ctx, case=case, action=Action.START, actor=actor_of(principal)
     )
@@ -138,11 +138,16 @@ def fits(availability: list[dict[str, Any]], starts_at: datetime, ends_at: datet
 
 
 async def _check_available(
-    session: AsyncSession, mediator_id: str, starts_at: datetime, ends_at: datetime
+    ctx: MediationContext,
+    session: AsyncSession,
+    mediator_id: str,
+    starts_at: datetime,
+    ends_at: datetime,
 ) -> None:
     mediator = await session.get(Mediator, mediator_id)
     if mediator is None or fits(mediator.availability, starts_at, ends_at):
         return
+    ctx.refused("unavailable")
     local = to_shanghai(starts_at)
     offered = ", ".join(
         f"{_WEEKDAYS[s['weekday']]} {s['start']}–{s['end']}" for s in mediator.availability
@@ -160,7 +165,7 @@ def _resources(row: MediationSession) -> list[str]:
     return resources
 
 
-async def _claim(session: AsyncSession, row: MediationSession) -> None:
+async def _claim(ctx: MediationContext, session: AsyncSession, row: MediationSession) -> None:
     """Claim the session's slots; 409 naming the session holding one of them."""
     slots = _slots(row.starts_at, row.ends_at)
     resources = _resources(row)
@@ -173,6 +178,7 @@ async def _claim(session: AsyncSession, row: MediationSession) -> None:
             )
             await session.flush()
     except IntegrityError:
+        ctx.refused("double_booking")
         holder = (
             await session.execute(
                 select(

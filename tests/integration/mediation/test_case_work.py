@@ -374,6 +374,13 @@ async def test_a_mediator_or_a_room_cannot_be_booked_twice(env: Env) -> None:
     clash = await book(second["case_id"], other, room, _slot(5, 1, 30), _slot(5, 1, 45))
     assert clash.status_code == 409 and f"room {room}" in clash.json()["detail"], clash.text
     assert await _count(app, MediationSession) == sessions_before  # nothing half-stored
+    metrics = await client.get("/metrics", headers={"x-fengqiao-role": "operator"})
+    refused = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.text.splitlines()
+        if line.startswith('fengqiao_mediation_refusals_total{rule="double_booking"}')
+    ]
+    assert refused and refused[0] >= 2, metrics.text[:500]
     # Back to back is fine, and a cancelled session frees its slots.
     await ok(await book(second["case_id"], other, room, _slot(5, 2), _slot(5, 3)), 201)
     await ok(await client.post(f"/sessions/{held['session_id']}/cancel", headers=mediator(me)))
