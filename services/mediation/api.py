@@ -436,6 +436,12 @@ async def _post_view(ctx: MediationContext, board_id: str) -> dict[str, Any]:
     return await _read(ctx, work)
 
 
+@router.get("/board/{board_id}", response_model=BoardPostPublic, tags=["board"])
+async def get_post(ctx: MediationDep, _principal: Anyone, board_id: ItemId) -> dict[str, Any]:
+    """One post with its claims, deadline, progress notes and outcome."""
+    return await _post_view(ctx, board_id)
+
+
 @router.post("/board/{board_id}/claim", response_model=BoardPostPublic, tags=["board"])
 async def claim(
     ctx: MediationDep, principal: Official, board_id: ItemId, body: ClaimBody

@@ -163,6 +163,9 @@ async def test_a_dispatch_escalation_is_posted_claimed_and_cleared(board: Board)
         await client.post(f"/board/{bid}/clear", json={"note": "问题已解决"}, headers=lead)
     )
     assert (cleared["status"], [n["note"] for n in cleared["notes"]]) == ("cleared", ["已约谈双方"])
+    public = await ok(await client.get(f"/board/{bid}", headers={"x-fengqiao-role": "hotline"}))
+    assert (public["status"], public["outcome_note"]) == ("cleared", "问题已解决")
+    assert (await client.get("/board/B-NOPE", headers=COMMITTEE)).status_code == 404
     stats = await ok(await client.get("/board/stats", headers={"x-fengqiao-role": "hotline"}))
     assert stats == {
         "posted": 2,
