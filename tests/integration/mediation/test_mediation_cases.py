@@ -13,6 +13,7 @@ from tests.integration.mediation.support import running
 from tests.support import Database
 
 MEDIATOR = {"x-fengqiao-role": "mediator", "x-fengqiao-subject": "mediator-07"}
+CITY_CENTRE = {"x-fengqiao-role": "centre"}
 
 
 @pytest.mark.parametrize(
@@ -25,7 +26,7 @@ MEDIATOR = {"x-fengqiao-role": "mediator", "x-fengqiao-subject": "mediator-07"}
         ({"x-fengqiao-role": "hotline"}, 403),
         ({"x-fengqiao-role": "department", "x-fengqiao-department": "DIST-ZF-330602"}, 403),
         ({"x-fengqiao-role": "grid_worker", "x-fengqiao-department": "GRID-WG-1"}, 403),
-        ({"x-fengqiao-role": "committee"}, 403),
+        ({"x-fengqiao-role": "committee"}, 403),  # counts only: /cases/stats
         ({}, 401),  # header mode: no role, no cases
     ],
 )
@@ -57,7 +58,7 @@ async def test_cases_come_newest_first_a_page_at_a_time(
     newest_first = [f"M-PAGE-{n:03d}" for n in reversed(range(205))]
 
     async def page(**params: int) -> list[str]:
-        response = await client.get("/cases", params=params, headers=MEDIATOR)
+        response = await client.get("/cases", params=params, headers=CITY_CENTRE)
         assert response.status_code == 200, response.text
         return [c["case_id"] for c in response.json()]
 
@@ -65,7 +66,7 @@ async def test_cases_come_newest_first_a_page_at_a_time(
     assert await page(limit=200) == newest_first[:200]
     assert (await page(limit=200, offset=200))[:5] == newest_first[200:]
     assert await page(limit=10, offset=60) == newest_first[60:70]
-    too_many = await client.get("/cases", params={"limit": 201}, headers=MEDIATOR)
+    too_many = await client.get("/cases", params={"limit": 201}, headers=CITY_CENTRE)
     assert too_many.status_code == 422 and "limit" in too_many.text
 
 
