@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.dispatch.clocks import default_profiles
-from services.dispatch.orgchart import default_org
-from services.dispatch.routing import (
-    HandlingLine,
-    HandlingMode,
-    RoutingDecision,
-    RulesError,
-    RuleSet,
-    TicketFacts,
-    load_rules,
-    route,
-)
+from services.dispatch.deadlines.profiles import default_profiles
+from services.dispatch.organisation.chart import default_org
+from services.dispatch.routing import RoutingDecision, TicketFacts, route
+from services.dispatch.rules import HandlingLine, HandlingMode, RulesError, RuleSet, load_rules
 
 ORG = default_org()
 PROFILES = default_profiles()
@@ -198,6 +190,7 @@ def test_no_rule_fires_and_the_ticket_goes_to_the_supervised_pool() -> None:
     assert d.line is HandlingLine.SUPERVISED_POOL
     assert codes(d) == ["CITY-12345"]
     assert [t.rule_id for t in d.explanation] == [r.id for r in RULES.rules]
+    assert d.explanation
     assert all(t.outcome == "not_matched" for t in d.explanation)
     assert "supervised pool" in d.summary
 
