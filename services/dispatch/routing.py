@@ -124,6 +124,14 @@ def _normalise(text: str) -> str:
 
 def _checks(match: Match, facts: TicketFacts, org: OrgChart) -> list[ConditionCheck]:
     out: list[ConditionCheck] = []
+
+    def check(field: str, passed: bool, detail: str) -> None:
+        out.append(ConditionCheck(field=field, passed=passed, detail=detail))
+
+    def among(field: str, label: str, value: str, allowed: list[str]) -> None:
+        ok = value in allowed
+        check(field, ok, f"{label} {value!r} " + ("is" if ok else "is not") + f" in {allowed}")
+
     if match.categories is not None:
         category = taxonomy.get(facts.category)
         hit = next((c for c in match.categories if c in (category.code, category.parent)), None)
@@ -133,73 +141,39 @@ def _checks(match: Match, facts: TicketFacts, org: OrgChart) -> list[ConditionCh
             detail = f"category {facts.category} is listed"
         else:
             detail = f"category {facts.category} is under {hit}"
-        out.append(ConditionCheck(field="categories", passed=hit is not None, detail=detail))
+        check("categories", hit is not None, detail)
     if match.areas is not None:
         if facts.area_code is None:
-            out.append(ConditionCheck(field="areas", passed=False, detail="the ticket has no area"))
+            check("areas", False, "the ticket has no area")
         else:
             inside = next((a for a in match.areas if org.tree.is_within(facts.area_code, a)), None)
-            out.append(
-                ConditionCheck(
-                    field="areas",
-                    passed=inside is not None,
-                    detail=f"area {facts.area_code} "
-                    + (f"lies in {inside}" if inside else f"lies outside {match.areas}"),
-                )
-            )
+            where = f"lies in {inside}" if inside else f"lies outside {match.areas}"
+            check("areas", inside is not None, f"area {facts.area_code} {where}")
     if match.channels is not None:
-        ok = facts.channel in match.channels
-        out.append(
-            ConditionCheck(
-                field="channels",
-                passed=ok,
-                detail=f"channel {facts.channel!r} "
-                + ("is" if ok else "is not")
-                + f" in {match.channels}",
-            )
-        )
+        among("channels", "channel", facts.channel, match.channels)
     if match.enterprise is not None:
-        ok = facts.enterprise == match.enterprise
-        out.append(
-            ConditionCheck(
-                field="enterprise",
-                passed=ok,
-                detail=f"enterprise is {facts.enterprise}, rule wants {match.enterprise}",
-            )
+        check(
+            "enterprise",
+            facts.enterprise == match.enterprise,
+            f"enterprise is {facts.enterprise}, rule wants {match.enterprise}",
         )
     if match.urgency is not None:
-        ok = facts.urgency in match.urgency
-        out.append(
-            ConditionCheck(
-                field="urgency",
-                passed=ok,
-                detail=f"urgency {facts.urgency!r} "
-                + ("is" if ok else "is not")
-                + f" in {match.urgency}",
-            )
-        )
+        among("urgency", "urgency", facts.urgency, list(match.urgency))
     if match.repeat_count_at_least is not None:
         ok = facts.repeat_count >= match.repeat_count_at_least
-        out.append(
-            ConditionCheck(
-                field="repeat_count_at_least",
-                passed=ok,
-                detail=f"repeat count {facts.repeat_count} "
-                + (">=" if ok else "<")
-                + f" {match.repeat_count_at_least}",
-            )
+        relation = ">=" if ok else "<"
+        check(
+            "repeat_count_at_least",
+            ok,
+            f"repeat count {facts.repeat_count} {relation} {match.repeat_count_at_least}",
         )
     if match.keywords is not None:
         text = _normalise(facts.text)
         found = [k for k in match.keywords if _normalise(k) in text]
-        out.append(
-            ConditionCheck(
-                field="keywords",
-                passed=bool(found),
-                detail=f"text mentions {found}"
-                if found
-                else f"text mentions none of {match.keywords}",
-            )
+        check(
+            "keywords",
+            bool(found),
+            f"text mentions {found}" if found else f"text mentions none of {match.keywords}",
         )
     return out
 
