@@ -21,7 +21,7 @@ from services.dispatch.deadlines.profiles import ClockName, ProfileSet
 from services.dispatch.deadlines.rows import start_clocks
 from services.dispatch.models import Dispatch, GrabOffer, TicketRecord
 from services.dispatch.organisation.chart import Department, OrgChart
-from services.dispatch.routing import RoutingDecision, TicketFacts, route
+from services.dispatch.routing import RoutingDecision, TicketFacts, route, route_for
 from services.dispatch.rules import HandlingLine, HandlingMode, RuleSet
 from services.dispatch.transitions import SYSTEM, record
 from services.dispatch.workflow import Status
@@ -285,11 +285,12 @@ async def reroute(
     rules: RuleSet | None = None,
 ) -> list[Dispatch]:
     """Place a ticket again on the facts it was first routed on, without the departments that
-    may not get it again (``ticket.excluded``), with the active rules or the given ones."""
+    may not get it again (``ticket.excluded``), with the active rules or the given ones
+    (proposed work stays proactive work)."""
     if rules is None:
         rules = (await ctx.org.rules(session)).rules
     facts = TicketFacts.model_validate(ticket.facts)
-    decision = route(facts, rules, org, exclude=ticket.excluded)
+    decision = route_for(facts, rules, org, exclude=ticket.excluded)
     return await place(
         session,
         ctx,

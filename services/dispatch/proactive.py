@@ -14,12 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatch.context import DispatchContext
 from services.dispatch.models import Dispatch, TicketRecord
 from services.dispatch.placement import place
-from services.dispatch.routing import TicketFacts, route
-from services.dispatch.rules import HandlingLine, proactive_rules
+from services.dispatch.routing import PROACTIVE_CHANNEL, TicketFacts, route_for
 from shared.events.evaluation import ProactiveWorkProposed
 
-# The channel recorded on proactive dispatches: nobody called.
-CHANNEL = "proactive"
 PREFIX = "P-"
 
 
@@ -51,16 +48,14 @@ async def place_proposal(
         ticket_id=ticket_id,
         category=proposal.category_code,
         area_code=proposal.area_code,
-        channel=CHANNEL,
+        channel=PROACTIVE_CHANNEL,
         text=proposal.reason + act_by,
     )
-    decision = route(facts, proactive_rules(active.rules), org)
-    # Nobody owns it there: the supervised pool places it by hand, still as proactive work.
-    decision = decision.model_copy(update={"line": HandlingLine.PROACTIVE})
+    decision = route_for(facts, active.rules, org)
     now = ctx.now()
     stored = TicketRecord(
         ticket_id=ticket_id,
-        channel=CHANNEL,
+        channel=PROACTIVE_CHANNEL,
         category_code=proposal.category_code,
         area_code=proposal.area_code,
         title=f"未诉先办: {proposal.reason}"[:200],

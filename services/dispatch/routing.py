@@ -26,6 +26,7 @@ from services.dispatch.rules import (
     Match,
     RuleSet,
     Urgency,
+    proactive_rules,
 )
 from shared import taxonomy
 from shared.geo import Tier
@@ -318,3 +319,19 @@ def route(
         explanation=tuple(traces),
         summary=f"no rule fired for {len(traces)} rules tried; supervised pool {pool.name_zh}",
     )
+
+
+# The channel of work nobody called about: evaluation's proposals (未诉先办).
+PROACTIVE_CHANNEL = "proactive"
+
+
+def route_for(
+    facts: TicketFacts, rules: RuleSet, org: OrgChart, *, exclude: Collection[str] = ()
+) -> RoutingDecision:
+    """Route a ticket, or proposed work: that goes to the department that owns the category in
+    the area (``rules.proactive_rules``) and stays on the proactive line even when nobody owns
+    it there and the supervised pool must place it."""
+    if facts.channel != PROACTIVE_CHANNEL:
+        return route(facts, rules, org, exclude=exclude)
+    decision = route(facts, proactive_rules(rules), org, exclude=exclude)
+    return decision.model_copy(update={"line": HandlingLine.PROACTIVE})

@@ -12,7 +12,7 @@ from services.dispatch.rules import HandlingLine
 from shared.events import EVALUATION_TOPIC
 from shared.events.dispatch import TicketAssigned
 from shared.events.evaluation import ProactiveWorkProposed
-from tests.integration.dispatch.support import DispatchEnv, dept
+from tests.integration.dispatch.support import CENTRE, DispatchEnv, dept
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -71,3 +71,15 @@ async def test_proactive_work_is_counted_apart_from_appeals(env: DispatchEnv) ->
     before = env.ctx.metrics.proactive._value.get()
     await _propose(env, _proposal(env.place()))
     assert env.ctx.metrics.proactive._value.get() == before + 1
+
+
+async def test_a_returned_proposal_stays_proactive_work(env: DispatchEnv) -> None:
+    proposal = _proposal(env.place())
+    await _propose(env, proposal)
+    d = await env.one(f"P-{proposal.proposal_id}")
+    mine = d["department_code"]
+    await env.act(d["dispatch_id"], "return", dept(mine), {"reason": "不属于本网格职责"})
+    approved = await env.act(d["dispatch_id"], "return/approve", CENTRE)
+    (again,) = approved["created"]
+    assert again["handling_line"] == "proactive" and again["mode"] == "reroute"
+    assert again["department_code"] != mine
