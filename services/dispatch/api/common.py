@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.context import DispatchContext
 from shared.auth import CurrentPrincipal, Principal, require_roles
-from shared.runtime import RuntimeDep, context_of
+from shared.runtime import Runtime, RuntimeDep, context_of
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ def query_text(max_length: int, description: str | None = None) -> Any:
 class Service:
     """The running service for one request: its context, one transaction at a time."""
 
-    runtime: Any
+    runtime: Runtime
     ctx: DispatchContext
 
     async def write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
