@@ -24,6 +24,7 @@ from services.dispatch.rules import (
     HandlingMode,
     LowestCapable,
     Match,
+    Rule,
     RuleSet,
     Urgency,
     proactive_rules,
@@ -85,6 +86,9 @@ class ConditionCheck(BaseModel):
     detail: str
 
 
+Outcome = Literal["fired", "not_matched", "no_department"]
+
+
 class RuleTrace(BaseModel):
     """How one rule fared: fired, did not match (and why), or matched but found nobody."""
 
@@ -92,7 +96,7 @@ class RuleTrace(BaseModel):
 
     rule_id: str
     priority: int
-    outcome: Literal["fired", "not_matched", "no_department"]
+    outcome: Outcome
     checks: tuple[ConditionCheck, ...]
     reason: str
 
@@ -223,6 +227,14 @@ def _select(
     return chosen, "named in the rule"
 
 
+def _trace(
+    rule: Rule, checks: tuple[ConditionCheck, ...], outcome: Outcome, reason: str
+) -> RuleTrace:
+    return RuleTrace(
+        rule_id=rule.id, priority=rule.priority, outcome=outcome, checks=checks, reason=reason
+    )
+
+
 def route(
     facts: TicketFacts,
     rules: RuleSet,
@@ -243,41 +255,17 @@ def route(
     excluded = tuple(sorted(set(exclude)))
     traces: list[RuleTrace] = []
     for rule in rules.rules:
-        checks = _checks(rule.match, facts, org)
+        checks = tuple(_checks(rule.match, facts, org))
         failed = [c for c in checks if not c.passed]
         if failed:
-            traces.append(
-                RuleTrace(
-                    rule_id=rule.id,
-                    priority=rule.priority,
-                    outcome="not_matched",
-                    checks=tuple(checks),
-                    reason="; ".join(c.detail for c in failed),
-                )
-            )
+            traces.append(_trace(rule, checks, "not_matched", "; ".join(c.detail for c in failed)))
             continue
         departments, how = _select(rule.result.assign, facts, org, excluded)
         if not departments:
-            traces.append(
-                RuleTrace(
-                    rule_id=rule.id,
-                    priority=rule.priority,
-                    outcome="no_department",
-                    checks=tuple(checks),
-                    reason=how,
-                )
-            )
+            traces.append(_trace(rule, checks, "no_department", how))
             continue
         matched = "; ".join(c.detail for c in checks) or "the rule has no conditions"
-        traces.append(
-            RuleTrace(
-                rule_id=rule.id,
-                priority=rule.priority,
-                outcome="fired",
-                checks=tuple(checks),
-                reason=f"{matched}; {how}",
-            )
-        )
+        traces.append(_trace(rule, checks, "fired", f"{matched}; {how}"))
         profile = rule.result.profile or facts.default_profile or rules.defaults.profile
         names = "、".join(d.name_zh for d in departments)
         return RoutingDecision(

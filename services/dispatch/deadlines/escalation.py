@@ -91,6 +91,14 @@ async def _escalate(
             except CalendarRangeError as exc:
                 ctx.deadlines.note_scheduler_skip("escalate", f"{row.dispatch_id}/{row.clock}", exc)
                 return None
+    # The dispatch row first, then its clock: the order every action takes them in. The other
+    # order deadlocks (PostgreSQL) with an action stopping this very clock; this way the step
+    # waits for the action and then finds the clock stopped.
+    await session.execute(
+        select(col(Dispatch.dispatch_id))
+        .where(col(Dispatch.dispatch_id) == row.dispatch_id)
+        .with_for_update()
+    )
     claimed = await session.execute(
         update(DispatchClock)
         .where(

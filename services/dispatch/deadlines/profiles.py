@@ -55,23 +55,6 @@ class DueAt(StrEnum):
     SAME_TIME = "same_time"
 
 
-class ProfilesError(DataFileError):
-    """The profiles file was refused; nothing of it was loaded."""
-
-    kind = "time-limit profiles"
-
-
-class UnknownProfile(KeyError):
-    """A profile code that is not defined."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-    def __str__(self) -> str:
-        return f"unknown time-limit profile {self.code!r}"
-
-
 @dataclass(frozen=True)
 class OfficeHours:
     """The office periods of a working day, e.g. 09:00–12:00 and 13:30–17:30."""
@@ -154,6 +137,23 @@ class Profile:
 
 # --------------------------------------------------------------------------------------------
 # Loading profiles.yaml
+
+
+class ProfilesError(DataFileError):
+    """The profiles file was refused; nothing of it was loaded."""
+
+    kind = "time-limit profiles"
+
+
+class UnknownProfile(KeyError):
+    """A profile code that is not defined."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"unknown time-limit profile {self.code!r}"
 
 
 class _ClockEntry(BaseModel):
