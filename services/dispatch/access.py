@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from services.dispatch.models import Dispatch
-from services.dispatch.orgchart import Department as Unit
-from services.dispatch.orgchart import OrgChart
+from services.dispatch.organisation.chart import Department, OrgChart
 from services.dispatch.workflow import Action, Actor
 from shared.auth import Principal, Role
 from shared.errors import Forbidden
@@ -25,7 +24,7 @@ from shared.geo import Tier
 DEPARTMENT_ROLES = frozenset({Role.DEPARTMENT, Role.GRID_WORKER})
 
 
-def centre_scope(principal: Principal, org: OrgChart) -> Unit | None:
+def centre_scope(principal: Principal, org: OrgChart) -> Department | None:
     """The centre unit a centre principal is scoped to; None for the city-wide centre."""
     if principal.department_code is None:
         return None
@@ -35,7 +34,7 @@ def centre_scope(principal: Principal, org: OrgChart) -> Unit | None:
     return unit
 
 
-def within(org: OrgChart, area_code: str | None, scope: Unit | None) -> bool:
+def within(org: OrgChart, area_code: str | None, scope: Department | None) -> bool:
     """True when an area lies in a centre's jurisdiction (an unknown area: city centres only)."""
     if scope is None:
         return True

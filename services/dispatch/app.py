@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.dispatch import scheduler
 from services.dispatch.api import router
 from services.dispatch.context import DispatchContext
+from services.dispatch.deadlines import scheduler
 from services.dispatch.handlers import event_handlers
 from services.dispatch.models import metadata
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.workflow import IllegalTransition
 from shared.clock import Clock
 from shared.datafiles import DataFileError
-from shared.events import INTAKE_TOPIC, MEDIATION_TOPIC
+from shared.events import EVALUATION_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC
 from shared.runtime import ServiceSpec, create_service_app
 from shared.workcalendar import CalendarRangeError
 
@@ -41,7 +41,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
         description="Routes tickets to the responsible department and keeps their clocks.",
         metadata=metadata,
         context=ctx,
-        consumes=(INTAKE_TOPIC, MEDIATION_TOPIC),
+        consumes=(INTAKE_TOPIC, MEDIATION_TOPIC, EVALUATION_TOPIC),
         handlers=event_handlers,
         errors=ERROR_STATUS,
         routers=[router],

@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.dispatch import organisation
 from services.dispatch.context import DispatchContext
-from services.dispatch.routing import TicketFacts, load_rules, route
+from services.dispatch.organisation import admin, store
+from services.dispatch.routing import TicketFacts, route
+from services.dispatch.rules import load_rules
 from services.dispatch.settings import DispatchSettings
 from shared import db
 from shared.datafiles import DataFileError
@@ -70,10 +71,8 @@ def load_org(
         upgrade("services.dispatch.migrations", settings)
 
     async def work(session: AsyncSession, ctx: DispatchContext) -> Any:
-        loaded = await organisation.load(
-            session, outbox=ctx.outbox, profiles=ctx.profiles, now=utcnow()
-        )
-        return loaded, await organisation.summary(session)
+        loaded = await store.load(session, outbox=ctx.outbox, profiles=ctx.profiles, now=utcnow())
+        return loaded, await store.summary(session)
 
     loaded, summary = _run(work, write=True)
     if loaded is None:
@@ -105,7 +104,7 @@ def check_rules(path: Annotated[Path, typer.Argument(help="A routing rules YAML 
     text = path.read_text(encoding="utf-8")
 
     async def work(session: AsyncSession, ctx: DispatchContext) -> Any:
-        return load_rules(text, org=await ctx.organisation(session), profiles=ctx.profiles)
+        return load_rules(text, org=await ctx.org.chart(session), profiles=ctx.profiles)
 
     try:
         rules = _run(work, write=False)
@@ -123,9 +122,7 @@ def activate_rules(
     text = path.read_text(encoding="utf-8")
 
     async def work(session: AsyncSession, ctx: DispatchContext) -> Any:
-        return await organisation.activate_rules(
-            session=session, ctx=ctx, text=text, actor=f"cli:{actor}"
-        )
+        return await admin.activate_rules(session=session, ctx=ctx, text=text, actor=f"cli:{actor}")
 
     try:
         row, created = _run(work, write=True)
@@ -159,8 +156,8 @@ def route_ticket(
     )
 
     async def work(session: AsyncSession, ctx: DispatchContext) -> Any:
-        active = await ctx.active_rules(session)
-        return route(facts, active.rules, await ctx.organisation(session))
+        active = await ctx.org.rules(session)
+        return route(facts, active.rules, await ctx.org.chart(session))
 
     try:
         decision = _run(work, write=False)

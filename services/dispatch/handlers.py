@@ -1,4 +1,5 @@
-"""Dispatch's event handlers: intake's tickets are routed; mediation's outcomes close the loop.
+"""Dispatch's event handlers: intake's tickets are routed; mediation's outcomes close the loop;
+evaluation's proposals become proactive dispatches.
 
 Handlers need the app's context (clock, org chart, rules), so the map is built per app by
 ``event_handlers(ctx)``; each handler writes through the consumer's session and never commits.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.dispatch import service
+from services.dispatch import closing, placement, proactive
 from services.dispatch.context import DispatchContext
+from shared.events.evaluation import ProactiveWorkProposed
 from shared.events.intake import TicketReceived
-from shared.events.mediation import AgreementReached, CaseOpened
+from shared.events.mediation import AgreementReached, CaseOpened, MediationFailed
 from shared.inbox import HandlerMap
 
 
@@ -20,17 +22,17 @@ def event_handlers(ctx: DispatchContext) -> HandlerMap:
 
     async def on_ticket_received(event: TicketReceived, *, session: AsyncSession) -> None:
         """Route every received ticket with the active rules."""
-        await service.route_ticket(session=session, ctx=ctx, ticket=event)
+        await placement.route_ticket(session=session, ctx=ctx, ticket=event)
 
     async def on_case_opened(event: CaseOpened, *, session: AsyncSession) -> None:
         """Remember which mediation case handles a ticket."""
-        await service.record_case(session=session, ticket_id=event.ticket_id, case_id=event.case_id)
+        await closing.record_case(session=session, ticket_id=event.ticket_id, case_id=event.case_id)
 
     async def on_agreement_reached(event: AgreementReached, *, session: AsyncSession) -> None:
         """A mediated agreement completes the ticket's open dispatches."""
         if event.ticket_id is None:
             return  # a walk-in case: no dispatch to complete
-        await service.complete_by_agreement(
+        await closing.complete_by_agreement(
             session=session,
             ctx=ctx,
             ticket_id=event.ticket_id,
@@ -38,9 +40,30 @@ def event_handlers(ctx: DispatchContext) -> HandlerMap:
             summary=event.summary,
         )
 
+    async def on_mediation_failed(event: MediationFailed, *, session: AsyncSession) -> None:
+        """A failed mediation closes the mediation dispatch and sends the ticket on."""
+        if event.ticket_id is None:
+            return  # a walk-in case: no dispatch to close
+        await closing.fail_mediation(
+            session=session,
+            ctx=ctx,
+            ticket_id=event.ticket_id,
+            case_id=event.case_id,
+            reason=event.reason,
+            referral=event.referral,
+        )
+
+    async def on_proactive_work_proposed(
+        event: ProactiveWorkProposed, *, session: AsyncSession
+    ) -> None:
+        """A proposal from the hot-spot analysis becomes a proactive dispatch."""
+        await proactive.place_proposal(session=session, ctx=ctx, proposal=event)
+
     EVENT_HANDLERS: HandlerMap = {
         TicketReceived: on_ticket_received,
         CaseOpened: on_case_opened,
         AgreementReached: on_agreement_reached,
+        MediationFailed: on_mediation_failed,
+        ProactiveWorkProposed: on_proactive_work_proposed,
     }
     return EVENT_HANDLERS

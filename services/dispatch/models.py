@@ -58,7 +58,7 @@ class AreaRow(DispatchBase, table=True):
     polygon: list[Any] = _json(list)
 
 
-class Department(DispatchBase, table=True):
+class DepartmentRow(DispatchBase, table=True):
     """A unit handling appeals in its jurisdiction (``area_code``, an area subtree), for the
     categories on its responsibility list (as declared: a top-level code means all its leaves)."""
 

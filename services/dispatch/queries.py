@@ -12,11 +12,13 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.dispatch.access import DEPARTMENT_ROLES, authorize_read, centre_scope
 from services.dispatch.context import DispatchContext
+from services.dispatch.deadlines.rows import clocks_of
 from services.dispatch.models import (
-    Department,
+    DepartmentRow,
     Dispatch,
     DispatchAction,
     DispatchClock,
@@ -25,32 +27,25 @@ from services.dispatch.models import (
     GrabOffer,
     Whistle,
 )
+from services.dispatch.routing import RoutingDecision, TicketFacts, route
+from services.dispatch.rules import load_rules
 from services.dispatch.schemas import (
     ActionPublic,
     BoardRow,
     ClockPublic,
     DispatchDetail,
     DispatchPublic,
+    DryRunRequest,
     EscalationPublic,
     ExtensionPublic,
     InboxItem,
     InboxPage,
     WhistleBoard,
 )
-from services.dispatch.service import clocks_of, offers_of
+from services.dispatch.transitions import offers_of
 from services.dispatch.workflow import Status, allowed_actions
 from shared.auth import Principal, Role
-from shared.errors import Forbidden, NotFound
-
-# SQLModel columns typed as plain attributes: mypy cannot see their SQL operators.
-D: Any = Dispatch
-C: Any = DispatchClock
-G: Any = GrabOffer
-M: Any = Department
-A: Any = DispatchAction
-X: Any = ExtensionRequest
-E: Any = Escalation
-W: Any = Whistle
+from shared.errors import Forbidden, Invalid, NotFound
 
 
 def clock_state(clock: DispatchClock, now: datetime) -> str:
@@ -72,23 +67,31 @@ async def detail(
     d = await session.get(Dispatch, dispatch_id)
     if d is None:
         raise NotFound(f"no dispatch {dispatch_id!r}")
-    org = await ctx.organisation(session)
+    org = await ctx.org.chart(session)
     offered = await offers_of(session, dispatch_id)
     authorize_read(principal, d, org, offered=offered)
     now = ctx.now()
     clocks = await clocks_of(session, dispatch_id)
     actions = (
         await session.execute(
-            select(DispatchAction).where(A.dispatch_id == dispatch_id).order_by(A.id)
+            select(DispatchAction)
+            .where(col(DispatchAction.dispatch_id) == dispatch_id)
+            .order_by(col(DispatchAction.id))
         )
     ).scalars()
     extensions = (
         await session.execute(
-            select(ExtensionRequest).where(X.dispatch_id == dispatch_id).order_by(X.id)
+            select(ExtensionRequest)
+            .where(col(ExtensionRequest.dispatch_id) == dispatch_id)
+            .order_by(col(ExtensionRequest.id))
         )
     ).scalars()
     escalations = (
-        await session.execute(select(Escalation).where(E.dispatch_id == dispatch_id).order_by(E.id))
+        await session.execute(
+            select(Escalation)
+            .where(col(Escalation.dispatch_id) == dispatch_id)
+            .order_by(col(Escalation.id))
+        )
     ).scalars()
     base = DispatchPublic.model_validate(d).model_dump()
     return DispatchDetail(
@@ -111,8 +114,8 @@ async def ticket_dispatches(
         (
             await session.execute(
                 select(Dispatch)
-                .where(D.ticket_id == ticket_id)
-                .order_by(D.assigned_at, D.dispatch_id)
+                .where(col(Dispatch.ticket_id) == ticket_id)
+                .order_by(col(Dispatch.assigned_at), col(Dispatch.dispatch_id))
             )
         )
         .scalars()
@@ -120,7 +123,7 @@ async def ticket_dispatches(
     )
     if not rows:
         raise NotFound(f"no dispatch for ticket {ticket_id!r}")
-    org = await ctx.organisation(session)
+    org = await ctx.org.chart(session)
     readable = []
     for d in rows:
         offered = await offers_of(session, d.dispatch_id) if d.department_code is None else []
@@ -151,7 +154,7 @@ async def inbox(
     """A department's dispatches, most urgent first (the nearest running deadline), filtered
     and paginated. Departments see only their own; centres any department in their
     jurisdiction; the committee and operators any."""
-    org = await ctx.organisation(session)
+    org = await ctx.org.chart(session)
     role = principal.role
     query = select(Dispatch)
     if role in DEPARTMENT_ROLES:
@@ -170,18 +173,20 @@ async def inbox(
     elif role not in (Role.OPERATOR, Role.COMMITTEE):
         raise Forbidden(f"role {role} has no inbox")
     if department is not None:
-        query = query.where(D.department_code == department)
+        query = query.where(col(Dispatch.department_code) == department)
     if statuses:
-        query = query.where(D.status.in_(list(statuses)))
+        query = query.where(col(Dispatch.status).in_(list(statuses)))
     if line is not None:
-        query = query.where(D.handling_line == line)
+        query = query.where(col(Dispatch.handling_line) == line)
     if mode is not None:
-        query = query.where(D.mode == mode)
+        query = query.where(col(Dispatch.mode) == mode)
     if ticket_id is not None:
-        query = query.where(D.ticket_id == ticket_id)
+        query = query.where(col(Dispatch.ticket_id) == ticket_id)
     now = ctx.now()
     running_late = exists().where(
-        C.dispatch_id == D.dispatch_id, C.stopped_at.is_(None), C.due_at < now
+        col(DispatchClock.dispatch_id) == col(Dispatch.dispatch_id),
+        col(DispatchClock.stopped_at).is_(None),
+        col(DispatchClock.due_at) < now,
     )
     if overdue is True:
         query = query.where(running_late)
@@ -189,15 +194,23 @@ async def inbox(
         query = query.where(~running_late)
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
     next_due = (
-        select(func.min(C.due_at))
-        .where(C.dispatch_id == D.dispatch_id, C.stopped_at.is_(None))
+        select(func.min(col(DispatchClock.due_at)))
+        .where(
+            col(DispatchClock.dispatch_id) == col(Dispatch.dispatch_id),
+            col(DispatchClock.stopped_at).is_(None),
+        )
         .correlate(Dispatch)
         .scalar_subquery()
     )
     page = (
         await session.execute(
             query.add_columns(next_due.label("next_due"))
-            .order_by(next_due.is_(None), next_due, D.assigned_at.desc(), D.dispatch_id)
+            .order_by(
+                next_due.is_(None),
+                next_due,
+                col(Dispatch.assigned_at).desc(),
+                col(Dispatch.dispatch_id),
+            )
             .limit(limit)
             .offset(offset)
         )
@@ -207,8 +220,10 @@ async def inbox(
     if ids:
         for dispatch_id, clock in (
             await session.execute(
-                select(C.dispatch_id, C.clock).where(
-                    C.dispatch_id.in_(ids), C.stopped_at.is_(None), C.due_at < now
+                select(col(DispatchClock.dispatch_id), col(DispatchClock.clock)).where(
+                    col(DispatchClock.dispatch_id).in_(ids),
+                    col(DispatchClock.stopped_at).is_(None),
+                    col(DispatchClock.due_at) < now,
                 )
             )
         ).all():
@@ -245,12 +260,17 @@ async def grab_pool(
         department = principal.department_code
     elif principal.role not in (Role.OPERATOR, Role.CENTRE, Role.COMMITTEE):
         raise Forbidden(f"role {principal.role} has no grab pool")
-    query = select(Dispatch).where(D.status == Status.PENDING_GRAB.value)
+    query = select(Dispatch).where(col(Dispatch.status) == Status.PENDING_GRAB.value)
     if department is not None:
         query = query.where(
-            exists().where(G.dispatch_id == D.dispatch_id, G.department_code == department)
+            exists().where(
+                col(GrabOffer.dispatch_id) == col(Dispatch.dispatch_id),
+                col(GrabOffer.department_code) == department,
+            )
         )
-    rows = await session.execute(query.order_by(D.grab_until, D.dispatch_id).limit(200))
+    rows = await session.execute(
+        query.order_by(col(Dispatch.grab_until), col(Dispatch.dispatch_id)).limit(200)
+    )
     return list(rows.scalars())
 
 
@@ -266,11 +286,17 @@ async def whistle_board(
     now = ctx.now()
     rows = (
         await session.execute(
-            select(Dispatch, DispatchClock, M.name_zh)
-            .join(DispatchClock, and_(C.dispatch_id == D.dispatch_id, C.clock == "report"))
-            .outerjoin(Department, M.code == D.department_code)
-            .where(D.whistle_id == whistle_id)
-            .order_by(C.due_at, D.department_code)
+            select(Dispatch, DispatchClock, col(DepartmentRow.name_zh))
+            .join(
+                DispatchClock,
+                and_(
+                    col(DispatchClock.dispatch_id) == col(Dispatch.dispatch_id),
+                    col(DispatchClock.clock) == "report",
+                ),
+            )
+            .outerjoin(DepartmentRow, col(DepartmentRow.code) == col(Dispatch.department_code))
+            .where(col(Dispatch.whistle_id) == whistle_id)
+            .order_by(col(DispatchClock.due_at), col(Dispatch.department_code))
         )
     ).all()
     board: list[BoardRow] = []
@@ -309,12 +335,36 @@ async def whistle_board(
     )
 
 
-async def whistles_of_ticket(*, session: AsyncSession, ticket_id: str) -> list[Whistle]:
-    """The whistles blown on a ticket, oldest first."""
+async def ticket_whistles(
+    *, session: AsyncSession, ctx: DispatchContext, ticket_id: str, principal: Principal
+) -> list[WhistleBoard]:
+    """Every whistle blown on a ticket, oldest first, with its board."""
     rows = await session.execute(
-        select(Whistle).where(W.ticket_id == ticket_id).order_by(W.blown_at)
+        select(col(Whistle.whistle_id))
+        .where(col(Whistle.ticket_id) == ticket_id)
+        .order_by(col(Whistle.blown_at))
     )
-    return list(rows.scalars())
+    return [
+        await whistle_board(session=session, ctx=ctx, whistle_id=whistle_id, principal=principal)
+        for whistle_id in rows.scalars().all()
+    ]
+
+
+async def dry_run(
+    *, session: AsyncSession, ctx: DispatchContext, body: DryRunRequest
+) -> RoutingDecision:
+    """Which rule fires for the posted facts, with the active rules or a candidate file."""
+    org = await ctx.org.chart(session)
+    if body.rules_text is not None:
+        rules = load_rules(body.rules_text, org=org, profiles=ctx.profiles)
+    else:
+        rules = (await ctx.org.rules(session)).rules
+    facts = TicketFacts.model_validate(body.model_dump(exclude={"exclude", "rules_text"}))
+    try:
+        return route(facts, rules, org, exclude=body.exclude)
+    except KeyError as exc:  # an unknown category, area or profile: name it
+        message = str(exc) if type(exc) is not KeyError else str(exc.args[0])
+        raise Invalid(message) from None
 
 
 async def escalations(
@@ -330,19 +380,24 @@ async def escalations(
     query = select(Escalation)
     role = principal.role
     if role in DEPARTMENT_ROLES:
-        query = query.where(E.department_code == principal.department_code)
+        query = query.where(col(Escalation.department_code) == principal.department_code)
     elif role is Role.CENTRE:
-        org = await ctx.organisation(session)
+        org = await ctx.org.chart(session)
         scope = centre_scope(principal, org)
         if scope is not None:
             query = query.where(
-                or_(E.target_department_code == scope.code, E.department_code == scope.code)
+                or_(
+                    col(Escalation.target_department_code) == scope.code,
+                    col(Escalation.department_code) == scope.code,
+                )
             )
     elif role not in (Role.OPERATOR, Role.COMMITTEE):
         raise Forbidden(f"role {role} may not read escalations")
     if target is not None:
-        query = query.where(E.target_department_code == target)
+        query = query.where(col(Escalation.target_department_code) == target)
     rows = await session.execute(
-        query.order_by(E.escalated_at.desc(), E.id.desc()).limit(limit).offset(offset)
+        query.order_by(col(Escalation.escalated_at).desc(), col(Escalation.id).desc())
+        .limit(limit)
+        .offset(offset)
     )
     return list(rows.scalars())

@@ -17,8 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from services.dispatch.clocks import ClockName, Unit
-from services.dispatch.orgchart import DepartmentFlag
+from services.dispatch.deadlines.profiles import ClockName, Unit
+from services.dispatch.organisation.chart import DepartmentFlag
 from services.dispatch.routing import TicketFacts
 from shared import pii, taxonomy
 from shared.geo import Tier

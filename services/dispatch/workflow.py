@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from services.dispatch.clocks import ClockName
-from services.dispatch.orgchart import Department, OrgChart
+from services.dispatch.deadlines.profiles import ClockName
+from services.dispatch.organisation.chart import Department, OrgChart
 from shared.errors import DomainError
 
 

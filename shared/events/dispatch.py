@@ -13,7 +13,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.events.base import Event, register
 
-HandlingLine = Literal["normal", "task_force", "judicial", "mediation", "aid", "supervised_pool"]
+HandlingLine = Literal[
+    "normal", "task_force", "judicial", "mediation", "aid", "supervised_pool", "proactive"
+]
 # How a dispatch came to its department: routed and assigned, grabbed from the pool, assigned
 # by the scheduler when nobody grabbed it (督着办), re-routed after an approved return, or
 # transferred by the department that had it.

@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
-from services.dispatch import service
+from services.dispatch import placement
 from services.dispatch.app import create_app
 from services.dispatch.context import DispatchContext
 from services.dispatch.models import TicketRecord, outbox_table
@@ -119,7 +119,7 @@ class DispatchEnv:
         )
         if not self.bus:
             async with self.runtime.sessions() as session, session.begin():
-                await service.route_ticket(session=session, ctx=self.ctx, ticket=event)
+                await placement.route_ticket(session=session, ctx=self.ctx, ticket=event)
             self.runtime.notify()
             return ticket_id
         await self.publish(INTAKE_TOPIC, event)
@@ -133,6 +133,19 @@ class DispatchEnv:
 
     async def mediation_event(self, event: Event) -> None:
         await self.publish(MEDIATION_TOPIC, event)
+
+    async def handled(self, event: Event) -> None:
+        """Wait until dispatch's consumer has applied ``event`` (its inbox row says so)."""
+        t = self.runtime.inbox_table
+
+        async def applied() -> bool:
+            async with self.runtime.engine.connect() as conn:
+                status = await conn.execute(
+                    select(t.c.status).where(t.c.event_id == str(event.event_id))
+                )
+                return status.scalar_one_or_none() == "applied"
+
+        await wait_until(applied, timeout=20, what=f"dispatch to apply {event.event_type}")
 
     async def dispatches(self, ticket_id: str) -> list[dict[str, Any]]:
         """A ticket's dispatches, as the operator sees them."""

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from services.dispatch.clocks import ClockName, default_profiles
 from services.dispatch.context import DispatchContext
+from services.dispatch.deadlines.profiles import ClockName, default_profiles
 from services.dispatch.settings import DispatchSettings
 from shared.clock import ManualClock
 from shared.workcalendar import (
@@ -58,9 +58,9 @@ def test_past_the_data_the_weekday_fallback_warns_once_and_counts_every_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ctx = _context()
-    with caplog.at_level(logging.WARNING, logger="services.dispatch.context"):
-        due = ctx.deadlines(ENTERPRISE, DECEMBER)
-        again = ctx.deadlines(ENTERPRISE, DECEMBER + timedelta(days=1))
+    with caplog.at_level(logging.WARNING, logger="services.dispatch.deadlines.timing"):
+        due = ctx.deadlines.of(ENTERPRISE, DECEMBER)
+        again = ctx.deadlines.of(ENTERPRISE, DECEMBER + timedelta(days=1))
     # 15 working days from Mon 14 Dec 2026: 13 in December (to Thu 31 Dec), then Mon 4 and
     # Tue 5 Jan 2027 — counting Friday 1 Jan as a working day, which it will not be.
     assert due[ClockName.RESOLUTION] == datetime(2027, 1, 4, 17, 30, tzinfo=SHANGHAI)
@@ -70,7 +70,7 @@ def test_past_the_data_the_weekday_fallback_warns_once_and_counts_every_time(
     assert "no data for 2027" in warnings[0].getMessage()
     assert _fallback_count(ctx, "2027") == 2
     # Clocks that stay inside 2026 never touch the fallback.
-    ctx.deadlines(default_profiles().get("standard"), DECEMBER)
+    ctx.deadlines.of(default_profiles().get("standard"), DECEMBER)
     assert _fallback_count(ctx, "2027") == 2
 
 
@@ -79,11 +79,11 @@ def test_operators_enter_the_published_schedule_in_the_overrides_file(
 ) -> None:
     ctx = _context(PUBLISHED_2027)
     with caplog.at_level(logging.WARNING):
-        due = ctx.deadlines(ENTERPRISE, DECEMBER)
+        due = ctx.deadlines.of(ENTERPRISE, DECEMBER)
     assert due[ClockName.RESOLUTION] == datetime(2027, 1, 5, 17, 30, tzinfo=SHANGHAI)
     assert not [r for r in caplog.records if "calendar fallback" in r.getMessage()]
     assert _fallback_count(ctx, "2027") == 0
-    described = ctx.calendar.describe()
+    described = ctx.deadlines.calendar.describe()
     assert described["covered_through_year"] == 2027
     assert described["fallback_from"] == "2028-01-01"
     assert described["extra_holidays"] == ["2027-01-01"]
@@ -94,7 +94,7 @@ def test_a_strict_deployment_refuses_dates_beyond_the_data() -> None:
         "version: strict\nbeyond_data: raise\nholidays: []\nworkdays: []\ncomplete_years: []\n"
     )
     with pytest.raises(CalendarRangeError, match="no official calendar data for 2027-01-01"):
-        ctx.deadlines(ENTERPRISE, DECEMBER)
+        ctx.deadlines.of(ENTERPRISE, DECEMBER)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from services.dispatch import scheduler
+from services.dispatch.deadlines import scheduler
 from services.dispatch.models import Escalation
 from shared.events.dispatch import (
     DepartmentReported,

@@ -296,6 +296,7 @@ async def test_inbox_filters_and_paginates(env: DispatchEnv) -> None:
     await env.act(firsts[0], "sign-for", dept(me))
     everything = (await env.client.get("/inbox", headers=dept(me))).json()
     assert everything["total"] == 3
+    assert everything["items"]
     assert all(item["department_code"] == me for item in everything["items"])
     assert all(item["next_due_at"] for item in everything["items"])
     assert everything["items"][0]["dispatch_id"] != firsts[0]  # sign-for due soonest first

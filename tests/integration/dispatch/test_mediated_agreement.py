@@ -65,6 +65,7 @@ async def test_a_return_asked_before_signing_is_moot_and_the_dispatch_signed_and
         ("sign_for", "assigned", "signed"),
         ("complete", "signed", "completed"),
     ]
+    assert detail["actions"][2:]
     assert all(a["actor_subject"] == f"mediation:M-{ticket}" for a in detail["actions"][2:])
     assert {c["clock"]: c["state"] for c in detail["clocks"]}["sign_for"] == "stopped"
     events = await env.events(ticket)

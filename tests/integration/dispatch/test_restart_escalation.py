@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from services.dispatch import scheduler
 from services.dispatch.context import DispatchContext
+from services.dispatch.deadlines import scheduler
 from services.dispatch.models import Escalation
 from shared import db
 from shared.bus import create_topics

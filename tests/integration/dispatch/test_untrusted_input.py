@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select
 
-from services.dispatch.models import Department, DispatchAction
+from services.dispatch.models import DepartmentRow, DispatchAction
 from shared.events.dispatch import ReturnRequested
 from tests.integration.dispatch.support import CENTRE, DispatchEnv, dept
 
@@ -140,7 +140,7 @@ async def test_department_names_lose_their_control_characters(env: DispatchEnv) 
     renamed = await env.client.patch("/departments/TEST-CTRL-NAME", json={"name_en": "\x00"})
     assert renamed.status_code == 422, renamed.text
     async with env.runtime.sessions() as session:
-        row = await session.get(Department, "TEST-CTRL-NAME")
+        row = await session.get(DepartmentRow, "TEST-CTRL-NAME")
         assert row is not None and row.name_en == "Test unit"
 
 

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.dispatch.clocks import (
+from services.dispatch.deadlines.clocks import (
+    add_working_hours,
+    deadlines,
+    extend,
+    missed_clocks,
+    working_time_between,
+)
+from services.dispatch.deadlines.profiles import (
     STANDARD_OFFICE_HOURS,
     ClockName,
     Duration,
@@ -17,13 +24,8 @@ from services.dispatch.clocks import (
     ProfilesError,
     Unit,
     UnknownProfile,
-    add_working_hours,
-    deadlines,
     default_profiles,
-    extend,
     load_profiles,
-    missed_clocks,
-    working_time_between,
 )
 from shared.workcalendar import (
     SHANGHAI,

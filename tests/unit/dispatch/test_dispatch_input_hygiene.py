@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from services.dispatch.clocks import default_profiles
 from services.dispatch.data import DATA_PACKAGE
-from services.dispatch.orgchart import default_org
-from services.dispatch.routing import RulesError, load_rules
+from services.dispatch.deadlines.profiles import default_profiles
+from services.dispatch.organisation.chart import default_org
+from services.dispatch.rules import RulesError, load_rules
 from services.dispatch.schemas import (
     CompleteBody,
     ContactBody,

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from services.dispatch.orgchart import (
+from services.dispatch.organisation.chart import (
     DepartmentFlag,
     OrgChartError,
     UnknownDepartment,
@@ -42,6 +42,7 @@ def test_template_units_take_their_area_name_and_jurisdiction() -> None:
     assert unit.name_en == "Beihai Subdistrict Judicial Office"
     assert unit.jurisdiction == TOWN
     assert unit.template == "TOWN-SFS"
+    assert ORG.departments
     assert all("{" not in d.name_zh + d.name_en for d in ORG.departments.values())
 
 
@@ -50,6 +51,7 @@ def test_template_kinds_restrict_expansion() -> None:
     assert f"TOWN-NB-{TOWN}" not in ORG.departments
     assert "TOWN-NB-339902101" in ORG.departments
     communities = [d for d in ORG.templates["VIL-JW"]]
+    assert communities
     assert all(ORG.tree.area(d.jurisdiction).kind == "community" for d in communities)
 
 
@@ -84,6 +86,7 @@ def test_capable_departments_never_cross_into_another_jurisdiction() -> None:
         c for c in ORG.tree.by_code if c.startswith("339903") and len(c) == 15
     )
     found = ORG.capable_departments("0204", other_district_grid)
+    assert found
     assert all(ORG.tree.is_within(other_district_grid, d.jurisdiction) for d in found)
     assert f"DIST-ZF-{DISTRICT}" not in codes(found)
 

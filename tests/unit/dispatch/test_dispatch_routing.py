@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from services.dispatch.clocks import default_profiles
-from services.dispatch.orgchart import default_org
+from services.dispatch.deadlines.profiles import default_profiles
+from services.dispatch.organisation.chart import default_org
 from services.dispatch.routing import (
+    PROACTIVE_CHANNEL,
+    RoutingDecision,
+    TicketFacts,
+    route,
+    route_for,
+)
+from services.dispatch.rules import (
     HandlingLine,
     HandlingMode,
-    RoutingDecision,
     RulesError,
     RuleSet,
-    TicketFacts,
     load_rules,
-    route,
+    only_line,
+    without_line,
 )
 
 ORG = default_org()
@@ -198,6 +204,7 @@ def test_no_rule_fires_and_the_ticket_goes_to_the_supervised_pool() -> None:
     assert d.line is HandlingLine.SUPERVISED_POOL
     assert codes(d) == ["CITY-12345"]
     assert [t.rule_id for t in d.explanation] == [r.id for r in RULES.rules]
+    assert d.explanation
     assert all(t.outcome == "not_matched" for t in d.explanation)
     assert "supervised pool" in d.summary
 
@@ -439,3 +446,37 @@ def test_one_bad_rule_refuses_the_whole_file_and_all_problems_are_listed() -> No
         ("rule 'bad-one'", "match.categories[0]"),
         ("rule 'bad-two'", "result.profile"),
     ]
+
+
+# ---- rule sets derived from the active one (failed mediations, proposed work) ----------------
+
+
+def test_one_lines_rules_place_a_referred_ticket_whatever_its_text() -> None:
+    judicial = only_line(RULES, HandlingLine.JUDICIAL)
+    assert judicial.rules
+    assert all(r.result.line is HandlingLine.JUDICIAL for r in judicial.rules)
+    d = route(facts(category="1301", text="邻里纠纷"), judicial, ORG)
+    assert d.line is HandlingLine.JUDICIAL and d.rule_id == "law-judicial"
+    assert codes(d) == [f"TOWN-SFS-{TOWN}"]
+
+
+def test_without_a_line_its_rules_never_fire() -> None:
+    assert decide(category="1301").line is HandlingLine.MEDIATION
+    rest = without_line(RULES, HandlingLine.MEDIATION)
+    assert rest.rules
+    assert all(r.result.line is not HandlingLine.MEDIATION for r in rest.rules)
+    assert route(facts(category="1301"), rest, ORG).line is HandlingLine.SUPERVISED_POOL
+
+
+def test_proposed_work_goes_to_the_owner_on_the_proactive_line() -> None:
+    d = route_for(facts(ticket_id="P-1", channel=PROACTIVE_CHANNEL), RULES, ORG)
+    assert d.line is HandlingLine.PROACTIVE and d.rule_id == "proactive"
+    assert codes(d) == [f"GRID-WG-{GRID}"]
+    assert decide().line is HandlingLine.NORMAL  # appeals are routed as before
+
+
+def test_a_rules_file_cannot_pick_the_proactive_line() -> None:
+    text = "version: x\nrules:\n  - id: p\n    priority: 1\n    result:\n"
+    text += "      assign: {mode: lowest_capable}\n      line: proactive\n"
+    with pytest.raises(RulesError, match="proactive line is for proposed work"):
+        load_rules(text, org=ORG, profiles=PROFILES)

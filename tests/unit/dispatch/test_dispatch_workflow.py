@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from services.dispatch.clocks import ClockName
-from services.dispatch.orgchart import default_org
+from services.dispatch.deadlines.profiles import ClockName
+from services.dispatch.organisation.chart import default_org
 from services.dispatch.workflow import (
     ACTOR,
     CLOCK_STOPPED_BY,
@@ -119,6 +119,7 @@ def test_complete_before_sign_for_is_the_classic_409() -> None:
 
 
 def test_terminal_statuses_allow_nothing() -> None:
+    assert TERMINAL
     for status in TERMINAL:
         assert allowed_actions(status) == []
 

@@ -1,11 +1,7 @@
-"""Time limits on the official Chinese working calendar: profiles, clocks and their deadlines.
-
-Working days come from the ``chinesecalendar`` package (the State Council's holiday schedule,
-swapped weekend workdays included). Its data stops at a year (2026 in 1.11.0); a date beyond it
-raises ``CalendarRangeError`` unless the calendar was built with ``beyond_data="weekdays"``,
-which treats Monday–Friday as workdays and is only right until the next schedule is published.
-``extra_holidays`` / ``extra_workdays`` let operators enter a newly published schedule before
-the package catches up. Calendar logic runs in Asia/Shanghai; every datetime in and out is aware.
+"""Time-limit profiles: the clocks a dispatch runs, their durations and office hours, as loaded
+from ``data/profiles.yaml`` (e.g. ``enterprise_2115``: sign for in 2 hours, contact in 1 working
+day, feedback in 1 and resolve in 5). The arithmetic that turns them into deadlines is in
+``clocks.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import time
 from enum import StrEnum
 from functools import cache
 from typing import Any
@@ -28,18 +24,8 @@ from shared.datafiles import (
     parse_yaml,
     problems_from_validation,
 )
-from shared.workcalendar import (
-    OFFICIAL,
-    SHANGHAI,
-    WorkCalendar,
-    add_working_days,
-    to_shanghai,
-)
 
 _PERIOD = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
-# A clock crosses at most a Spring Festival week per few days of work; a year of empty
-# calendar means the office hours or the calendar are broken, not that the clock is long.
-_MAX_SCAN_DAYS = 366 * 3
 
 
 class ClockName(StrEnum):
@@ -67,23 +53,6 @@ class DueAt(StrEnum):
     CLOSE_OF_BUSINESS = "close_of_business"
     END_OF_DAY = "end_of_day"
     SAME_TIME = "same_time"
-
-
-class ProfilesError(DataFileError):
-    """The profiles file was refused; nothing of it was loaded."""
-
-    kind = "time-limit profiles"
-
-
-class UnknownProfile(KeyError):
-    """A profile code that is not defined."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-    def __str__(self) -> str:
-        return f"unknown time-limit profile {self.code!r}"
 
 
 @dataclass(frozen=True)
@@ -127,68 +96,6 @@ class OfficeHours:
 STANDARD_OFFICE_HOURS = OfficeHours.parse(["09:00-12:00", "13:30-17:30"])
 
 
-def _at(day: date, clock_time: time) -> datetime:
-    return datetime.combine(day, clock_time, SHANGHAI)
-
-
-def add_working_hours(
-    start: datetime,
-    hours: float,
-    office_hours: OfficeHours = STANDARD_OFFICE_HOURS,
-    *,
-    calendar: WorkCalendar = OFFICIAL,
-) -> datetime:
-    """The moment ``hours`` of office time have passed since ``start``.
-
-    A start outside office hours begins counting at the next opening; a deadline that uses up
-    a period exactly lands on its close (12:00), not on the next opening.
-    """
-    if hours < 0:
-        raise ValueError(f"working hours must not be negative, got {hours}")
-    local = to_shanghai(start)
-    remaining = timedelta(hours=hours)
-    if not remaining:
-        return local
-    day, cursor = local.date(), local
-    for _ in range(_MAX_SCAN_DAYS):
-        if calendar.is_workday(day):
-            for open_at, close_at in office_hours.periods:
-                begin, end = max(_at(day, open_at), cursor), _at(day, close_at)
-                if begin >= end:
-                    continue
-                if remaining <= end - begin:
-                    return begin + remaining
-                remaining -= end - begin
-        day += timedelta(days=1)
-        cursor = _at(day, time.min)
-    raise ValueError(f"{hours} working hours do not fit within {_MAX_SCAN_DAYS} days")
-
-
-def working_time_between(
-    start: datetime,
-    end: datetime,
-    office_hours: OfficeHours = STANDARD_OFFICE_HOURS,
-    *,
-    calendar: WorkCalendar = OFFICIAL,
-) -> timedelta:
-    """Office time elapsed on working days between two moments (zero if ``end`` precedes)."""
-    a, b = to_shanghai(start), to_shanghai(end)
-    total = timedelta()
-    day = a.date()
-    while day <= b.date():
-        if calendar.is_workday(day):
-            for open_at, close_at in office_hours.periods:
-                lo, hi = max(_at(day, open_at), a), min(_at(day, close_at), b)
-                if hi > lo:
-                    total += hi - lo
-        day += timedelta(days=1)
-    return total
-
-
-# --------------------------------------------------------------------------------------------
-# Profiles and deadlines
-
-
 @dataclass(frozen=True)
 class Duration:
     """An amount of time in one unit; working days are whole days."""
@@ -228,75 +135,25 @@ class Profile:
     clocks: Mapping[ClockName, ClockSpec] = field(default_factory=dict)
 
 
-def advance(
-    start: datetime,
-    duration: Duration,
-    *,
-    office_hours: OfficeHours = STANDARD_OFFICE_HOURS,
-    due: DueAt = DueAt.SAME_TIME,
-    calendar: WorkCalendar = OFFICIAL,
-) -> datetime:
-    """``start`` moved forward by ``duration`` in its own unit."""
-    match duration.unit:
-        case Unit.MINUTES:
-            return to_shanghai(start) + timedelta(minutes=duration.amount)
-        case Unit.HOURS:
-            return to_shanghai(start) + timedelta(hours=duration.amount)
-        case Unit.WORKING_HOURS:
-            return add_working_hours(start, duration.amount, office_hours, calendar=calendar)
-        case Unit.WORKING_DAYS:
-            moved = add_working_days(start, int(duration.amount), calendar=calendar)
-            if due is DueAt.CLOSE_OF_BUSINESS:
-                return _at(moved.date(), office_hours.close)
-            if due is DueAt.END_OF_DAY:
-                # The last instant of the day is midnight of the next, so "< deadline" reads right.
-                return _at(moved.date() + timedelta(days=1), time.min)
-            return moved
-    raise AssertionError(f"unhandled unit {duration.unit}")  # pragma: no cover
-
-
-def deadline(spec: ClockSpec, start: datetime, *, calendar: WorkCalendar = OFFICIAL) -> datetime:
-    """When one clock started at ``start`` falls due."""
-    return advance(
-        start, spec.duration, office_hours=spec.office_hours, due=spec.due, calendar=calendar
-    )
-
-
-def deadlines(
-    profile: Profile, start: datetime, *, calendar: WorkCalendar = OFFICIAL
-) -> dict[ClockName, datetime]:
-    """Every clock of a profile started at ``start``, as aware Asia/Shanghai datetimes."""
-    return {name: deadline(spec, start, calendar=calendar) for name, spec in profile.clocks.items()}
-
-
-def extend(
-    current_deadline: datetime,
-    by: Duration,
-    *,
-    office_hours: OfficeHours = STANDARD_OFFICE_HOURS,
-    calendar: WorkCalendar = OFFICIAL,
-) -> datetime:
-    """A deadline moved by an approved extension; working days keep its time of day."""
-    return advance(current_deadline, by, office_hours=office_hours, calendar=calendar)
-
-
-def missed_clocks(
-    due: Mapping[ClockName, datetime],
-    stopped_at: Mapping[ClockName, datetime],
-    now: datetime,
-) -> list[ClockName]:
-    """Clocks that ran past their deadline: stopped late, or still running after it."""
-    to_shanghai(now)
-    missed = []
-    for name, at in due.items():
-        stop = stopped_at.get(name)
-        if (stop is not None and stop > at) or (stop is None and now > at):
-            missed.append(name)
-    return missed
-
-
 # --------------------------------------------------------------------------------------------
 # Loading profiles.yaml
+
+
+class ProfilesError(DataFileError):
+    """The profiles file was refused; nothing of it was loaded."""
+
+    kind = "time-limit profiles"
+
+
+class UnknownProfile(KeyError):
+    """A profile code that is not defined."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"unknown time-limit profile {self.code!r}"
 
 
 class _ClockEntry(BaseModel):

@@ -1,4 +1,5 @@
-"""The organisation: departments on five tiers, their jurisdictions and responsibility lists.
+"""The org chart, the organisation's domain model: departments on five tiers, their
+jurisdictions and responsibility lists — no database here (``store.py`` is its database side).
 
 Loaded from ``data/departments.yaml``. Templates (``per: town``) expand into one unit per area of
 that tier, so every town, village and grid has its own units and "lowest capable tier first"

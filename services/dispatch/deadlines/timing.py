@@ -1,0 +1,98 @@
+"""The deadlines one dispatch app computes: a profile's clocks on the app's working calendar,
+escalation steps and extensions, with every use of the calendar's weekday fallback counted and
+logged once per year, and every scheduler step the calendar refuses counted and logged once."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+
+from services.dispatch.deadlines.clocks import deadline, deadlines, extend
+from services.dispatch.deadlines.profiles import ClockName, Duration, Profile
+from services.dispatch.metrics import DispatchMetrics
+from shared.clock import Clock
+from shared.workcalendar import OperationalCalendar
+
+log = logging.getLogger(__name__)
+
+
+class Deadlines:
+    """Deadline arithmetic on one calendar, observed: fallback days and refused steps are
+    counted on ``metrics`` (once bound) and logged once."""
+
+    def __init__(self, calendar: OperationalCalendar, *, clock: Clock) -> None:
+        self.calendar = calendar
+        self.clock = clock
+        self.metrics: DispatchMetrics | None = None
+        self._warned_years: set[int] = set()
+        self._warned_skips: set[str] = set()
+
+    def of(self, profile: Profile, start: datetime) -> dict[ClockName, datetime]:
+        """Every clock of a profile started at ``start``; counts a calendar fallback."""
+        with self.calendar.observe() as fallback:
+            due = deadlines(profile, start, calendar=self.calendar)
+        self._note_fallback(fallback, what=f"profile {profile.code}")
+        return due
+
+    def next_step(self, profile: Profile, clock: ClockName, start: datetime) -> datetime:
+        """When a missed clock escalates again: the clock's own duration after ``start``."""
+        spec = profile.clocks[clock]
+        with self.calendar.observe() as fallback:
+            moment = deadline(spec, start, calendar=self.calendar)
+        self._note_fallback(fallback, what=f"escalation step of {clock}")
+        return moment
+
+    def extend(self, profile: Profile, clock: ClockName, due: datetime, by: Duration) -> datetime:
+        """A deadline moved by an approved extension, in the clock's office hours."""
+        spec = profile.clocks[clock]
+        with self.calendar.observe() as fallback:
+            moved = extend(due, by, office_hours=spec.office_hours, calendar=self.calendar)
+        self._note_fallback(fallback, what=f"extension of {clock}")
+        return moved
+
+    def _note_fallback(self, days: set[date], *, what: str) -> None:
+        if not days:
+            return
+        years = sorted({d.year for d in days})
+        for year in years:
+            if self.metrics is not None:
+                self.metrics.deadlines_on_fallback.labels(str(year)).inc()
+            if year not in self._warned_years:
+                self._warned_years.add(year)
+                log.warning(
+                    "calendar fallback: %s counts %d day(s) of %d as Monday–Friday working days; "
+                    "chinesecalendar has no data for %d and the overrides file (version %s) does "
+                    "not complete it — enter the State Council's %d schedule in the calendar "
+                    "overrides (see docs/dispatch.md)",
+                    what,
+                    sum(1 for d in days if d.year == year),
+                    year,
+                    year,
+                    self.calendar.version,
+                    year,
+                )
+
+    def note_scheduler_skip(self, step: str, what: str, exc: Exception) -> None:
+        """A scheduler step skipped on a calendar gap: counted every time, logged once per step
+        and dispatch per process (it is retried every pass until the calendar is completed)."""
+        if self.metrics is not None:
+            self.metrics.scheduler_skipped.labels(step).inc()
+        key = f"{step}:{what}"
+        if key not in self._warned_skips:
+            self._warned_skips.add(key)
+            log.warning(
+                "scheduler: %s of %s skipped, retried every pass until the calendar covers it: "
+                "%s (calendar overrides version %s; see docs/dispatch.md, 'The calendar')",
+                step,
+                what,
+                exc,
+                self.calendar.version,
+            )
+
+    def update_calendar_gauge(self) -> None:
+        """Days left before deadlines start needing the fallback."""
+        if self.metrics is None:
+            return
+        today = self.clock.now().date()
+        end = date(self.calendar.covered_through(), 12, 31)
+        self.metrics.calendar_days_left.set((end - today).days)
