@@ -17,10 +17,10 @@ from tests.support import open_database
 async def env(
     request: pytest.FixtureRequest, broker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[EvaluationEnv]:
-    """One evaluation app per test module and database, behind a gateway (header mode)."""
+    """One evaluation app per test module and database, verifying bearer tokens (token mode)."""
     database = await open_database(request.param, lambda: tmp_path_factory.mktemp("evaluation"))
     try:
-        async with running(database, broker.bootstrap, auth_mode="header") as running_env:
+        async with running(database, broker.bootstrap, auth_mode="token") as running_env:
             yield running_env
     finally:
         await database.drop()

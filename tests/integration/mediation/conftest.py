@@ -18,10 +18,10 @@ from tests.support import open_database
 async def env(
     request: pytest.FixtureRequest, broker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    """One mediation app per test module and database, behind a gateway (header mode)."""
+    """One mediation app per test module and database, verifying bearer tokens (token mode)."""
     database = await open_database(request.param, lambda: tmp_path_factory.mktemp("mediation"))
     try:
-        async with running(database, broker.bootstrap, auth_mode="header") as app_and_client:
+        async with running(database, broker.bootstrap, auth_mode="token") as app_and_client:
             yield app_and_client
     finally:
         await database.drop()
