@@ -530,6 +530,18 @@ async def current_principal(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Security(identity)]
 
 
+# A route anyone may call, unauthenticated (Open311 for citizens, published reference data),
+# says so, and why, in its OpenAPI operation: ``openapi_extra=public("…")``.
+PUBLIC_EXTENSION = "x-fengqiao-public"
+
+
+def public(reason: str, **openapi_extra: Any) -> dict[str, Any]:
+    """``openapi_extra`` declaring a route open to every caller, with the reason it may be."""
+    if not reason.strip():
+        raise ValueError("a public route states why it may be public")
+    return {**openapi_extra, PUBLIC_EXTENSION: reason}
+
+
 def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting only the given roles (operators always pass); 403 otherwise.
     The roles are declared as the scopes of the route's OpenAPI security requirement."""
