@@ -264,8 +264,10 @@ class Authenticator:
         self._gateway_secret = config.gateway_secret()
         self._skew = config.auth_gateway_max_skew_s
         self._public_keys = _load_public_keys(config.auth_token_public_key_file)
+        # The key set is cached for five minutes; single keys are not cached apart from it (that
+        # cache never expires: a key the provider withdrew would be trusted until a restart).
         self._jwks = (
-            jwt.PyJWKClient(config.auth_jwks_url, cache_keys=True, lifespan=300, timeout=5)
+            jwt.PyJWKClient(config.auth_jwks_url, cache_keys=False, lifespan=300, timeout=5)
             if config.auth_jwks_url
             else None
         )
