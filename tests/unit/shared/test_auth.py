@@ -7,8 +7,10 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 import httpx
@@ -506,3 +508,24 @@ def test_intake_refuses_the_development_citizen_hash_salt_in_production(
         auth_token_secret=TEST_TOKEN_SECRET, citizen_hash_salt="a-salt-of-our-own", **values
     )
     assert accepted.citizen_hash_salt == "a-salt-of-our-own"
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = make_app("token")
+    minted = bearer(token(ttl_s=120, subject="short-lived"))
+    assert (await get(app, "/me", minted)).status_code == 200  # verified, and remembered
+    assert (await get(app, "/me", minted)).status_code == 200
+    later = time.time() + 120 + 31  # past expiry and the 30 s leeway
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Later:
+            return cls.fromtimestamp(later, tz)
+
+    monkeypatch.setattr("shared.auth.time", SimpleNamespace(time=lambda: later))
+    monkeypatch.setattr("jwt.api_jwt.datetime", Later)  # PyJWT's clock
+    response = await get(app, "/me", minted)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "token has expired"
