@@ -105,12 +105,6 @@ class Principal:
     subject: str
     department_code: str | None = None  # the unit: a department, a grid or a centre
 
-    @property
-    def actor(self) -> str:
-        """``role:subject@unit``, as audit columns hold it."""
-        unit = f"@{self.department_code}" if self.department_code else ""
-        return f"{self.role.value}:{self.subject}{unit}"
-
 
 class AuthConfig(Protocol):
     """The settings auth reads (``shared.settings.ServiceSettings`` has them all)."""

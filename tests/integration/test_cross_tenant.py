@@ -15,9 +15,16 @@ import pytest
 
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
-from shared.auth import mint_token
+from shared.auth import ROLE_HEADER, gateway_headers, mint_token
 from tests.integration.dispatch.support import DispatchEnv, running
-from tests.support import TEST_TOKEN_SECRET, Database, as_role, isolated_settings, lifespan
+from tests.support import (
+    TEST_GATEWAY_SECRET,
+    TEST_TOKEN_SECRET,
+    Database,
+    as_role,
+    isolated_settings,
+    lifespan,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -173,3 +180,38 @@ async def test_intake_refuses_the_committee_writing_and_forged_posters(
         assert listed.status_code == 200 and listed.json()["items"] == []  # nothing got in
         accepted = await client.post("/tickets", json=ticket, headers=as_role("hotline"))
         assert accepted.status_code == 201, accepted.text
+
+
+async def test_behind_the_gateway_only_headers_it_signed_for_this_request_pass(
+    broker: Any, sqlite_db: Database
+) -> None:
+    settings = await isolated_settings(
+        IntakeSettings, service="intake", database=sqlite_db, bootstrap=broker.bootstrap,
+        auth_mode="header",
+    )  # fmt: skip
+    app = create_intake(settings)
+    ticket = {"title": "停水", "content": "整栋楼停水一天"}
+
+    def signed(method: str, path: str, role: str) -> dict[str, str]:
+        return gateway_headers(TEST_GATEWAY_SECRET, method=method, path=path, role=role)
+
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://i") as client,
+    ):
+        unsigned = await client.post("/tickets", json=ticket, headers={ROLE_HEADER: "hotline"})
+        assert unsigned.status_code == 401, unsigned.text
+        for headers in (
+            signed("GET", "/tickets", "hotline"),  # signed for another method
+            signed("POST", "/tickets/x/callbacks", "hotline"),  # and another path
+            {**signed("POST", "/tickets", "hotline"), ROLE_HEADER: "operator"},  # altered
+        ):
+            refused = await client.post("/tickets", json=ticket, headers=headers)
+            assert refused.status_code == 401, refused.text
+        accepted = await client.post(
+            "/tickets", json=ticket, headers=signed("POST", "/tickets", "hotline")
+        )
+        assert accepted.status_code == 201, accepted.text
+        listed = await client.get("/tickets", headers=signed("GET", "/tickets", "hotline"))
+        assert listed.status_code == 200
+        assert [t["ticket_id"] for t in listed.json()["items"]] == [accepted.json()["ticket_id"]]
