@@ -5,6 +5,7 @@ refused request touched has changed."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -154,62 +155,65 @@ async def test_no_tenant_reaches_another_and_no_forgery_passes(dispatch_env: Dis
     assert await env.event_types(mine["ticket_id"]) == ["dispatch.ticket.assigned"]
 
 
+TICKET = {"title": "停水", "content": "整栋楼停水一天"}
+
+
+@contextlib.asynccontextmanager
+async def intake_client(
+    broker: Any, database: Database, auth_mode: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Intake in ``auth_mode``, called in-process."""
+    settings = await isolated_settings(
+        IntakeSettings,
+        service="intake",
+        database=database,
+        bootstrap=broker.bootstrap,
+        auth_mode=auth_mode,
+    )
+    app = create_intake(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://i") as c:
+        yield c
+
+
 async def test_intake_refuses_the_committee_writing_and_forged_posters(
     broker: Any, sqlite_db: Database
 ) -> None:
-    settings = await isolated_settings(
-        IntakeSettings, service="intake", database=sqlite_db, bootstrap=broker.bootstrap,
-        auth_mode="token",
-    )  # fmt: skip
-    app = create_intake(settings)
-    ticket = {"title": "停水", "content": "整栋楼停水一天"}
-    async with (
-        lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://i") as client,
-    ):
-        written = await client.post("/tickets", json=ticket, headers=as_role("committee"))
+    async with intake_client(broker, sqlite_db, "token") as client:
+        written = await client.post("/tickets", json=TICKET, headers=as_role("committee"))
         assert written.status_code == 403, written.text
         for name, token in FORGED.items():
             forged = await client.post(
-                "/tickets", json=ticket, headers={"authorization": f"Bearer {token}"}
+                "/tickets", json=TICKET, headers={"authorization": f"Bearer {token}"}
             )
             assert forged.status_code == 401, f"{name}: {forged.text}"
-        anonymous = await client.post("/tickets", json=ticket)
+        anonymous = await client.post("/tickets", json=TICKET)
         assert anonymous.status_code == 401
         listed = await client.get("/tickets", headers=as_role("hotline"))
         assert listed.status_code == 200 and listed.json()["items"] == []  # nothing got in
-        accepted = await client.post("/tickets", json=ticket, headers=as_role("hotline"))
+        accepted = await client.post("/tickets", json=TICKET, headers=as_role("hotline"))
         assert accepted.status_code == 201, accepted.text
 
 
 async def test_behind_the_gateway_only_headers_it_signed_for_this_request_pass(
     broker: Any, sqlite_db: Database
 ) -> None:
-    settings = await isolated_settings(
-        IntakeSettings, service="intake", database=sqlite_db, bootstrap=broker.bootstrap,
-        auth_mode="header",
-    )  # fmt: skip
-    app = create_intake(settings)
-    ticket = {"title": "停水", "content": "整栋楼停水一天"}
 
     def signed(method: str, path: str, role: str) -> dict[str, str]:
         return gateway_headers(TEST_GATEWAY_SECRET, method=method, path=path, role=role)
 
-    async with (
-        lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://i") as client,
-    ):
-        unsigned = await client.post("/tickets", json=ticket, headers={ROLE_HEADER: "hotline"})
+    async with intake_client(broker, sqlite_db, "header") as client:
+        unsigned = await client.post("/tickets", json=TICKET, headers={ROLE_HEADER: "hotline"})
         assert unsigned.status_code == 401, unsigned.text
         for headers in (
             signed("GET", "/tickets", "hotline"),  # signed for another method
             signed("POST", "/tickets/x/callbacks", "hotline"),  # and another path
             {**signed("POST", "/tickets", "hotline"), ROLE_HEADER: "operator"},  # altered
         ):
-            refused = await client.post("/tickets", json=ticket, headers=headers)
+            refused = await client.post("/tickets", json=TICKET, headers=headers)
             assert refused.status_code == 401, refused.text
         accepted = await client.post(
-            "/tickets", json=ticket, headers=signed("POST", "/tickets", "hotline")
+            "/tickets", json=TICKET, headers=signed("POST", "/tickets", "hotline")
         )
         assert accepted.status_code == 201, accepted.text
         listed = await client.get("/tickets", headers=signed("GET", "/tickets", "hotline"))
