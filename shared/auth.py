@@ -74,7 +74,8 @@ SINGLE_HEADERS = (
     "Authorization",
 )
 
-HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+# HS256 only: a longer hash wants a longer secret than deployments are asked for (RFC 7518 3.2).
+HMAC_ALGORITHMS = frozenset({"HS256"})
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 EC_ALGORITHMS = frozenset({"ES256", "ES384", "ES512"})
 TOKEN_ALGORITHMS = HMAC_ALGORITHMS | RSA_ALGORITHMS | EC_ALGORITHMS  # never "none"
@@ -366,7 +367,7 @@ class Authenticator:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError as exc:
             raise _unauthorized(f"bearer token is not a JWT: {exc}") from None
-        if algorithm not in TOKEN_ALGORITHMS:
+        if not isinstance(algorithm, str) or algorithm not in TOKEN_ALGORITHMS:
             accepted = ", ".join(sorted(TOKEN_ALGORITHMS))
             raise _unauthorized(f"token algorithm {algorithm!r} is not accepted; one of {accepted}")
         claims = self._decode(token, algorithm)

@@ -3,6 +3,7 @@ say what is wrong."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -93,6 +94,15 @@ def token(**claims: Any) -> str:
     return mint_token(key, **values)
 
 
+def _raw_token(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """A token as an attacker writes it, header included (the signature is junk)."""
+
+    def segment(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{segment(header)}.{segment(claims)}.c2lnbmF0dXJl"
+
+
 def signed(path: str, **identity: Any) -> dict[str, str]:
     return gateway_headers(TEST_GATEWAY_SECRET, method="GET", path=path, **identity)
 
@@ -155,6 +165,8 @@ async def test_a_token_names_role_subject_and_unit() -> None:
         (lambda: token(subject="x" * (MAX_SUBJECT_LENGTH + 1)), "sub claim"),
         (lambda: jwt.encode({"role": "operator", "sub": "x"}, None, algorithm="none"), "'none'"),
         (lambda: "not.a.jwt", "not a JWT"),
+        (lambda: _raw_token({"alg": {"HS256": 1}}, {"role": "operator"}), "is not accepted"),
+        (lambda: _raw_token({"alg": "HS512"}, {"role": "operator"}), "'HS512' is not accepted"),
         (
             lambda: jwt.encode(
                 {"role": "operator", "sub": "x", "iss": "fengqiao", "aud": "fengqiao"},
