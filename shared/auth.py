@@ -334,7 +334,8 @@ class Authenticator:
             subject=subject,
             unit=unit,
         )
-        if not hmac.compare_digest(expected, signature.lower()):
+        # Bytes: compare_digest refuses str holding anything but ASCII, and headers may.
+        if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
             raise _unauthorized(f"{SIGNATURE_HEADER} does not match the identity headers")
 
     # -- tokens

@@ -325,6 +325,8 @@ async def test_header_mode_refuses_unsigned_headers() -> None:
         (lambda h: {**h, "X-Fengqiao-Department": "DIST-OTHER"}, "does not match"),
         (lambda h: {**h, "X-Fengqiao-Signature": "0" * 64}, "does not match"),
         (lambda h: {**h, "X-Fengqiao-Timestamp": "yesterday"}, "Unix seconds"),
+        (lambda h: {**h, "X-Fengqiao-Timestamp": "9" * 5000}, "Unix seconds"),
+        (lambda h: {**h, "X-Fengqiao-Signature": "\xe9" * 64}, "does not match"),
     ],
 )
 async def test_header_mode_refuses_tampered_headers(tamper: Any, needle: str) -> None:
