@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -209,6 +210,11 @@ def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
 RESULTS = ROOT / "bench" / "results"
 LOGS = RESULTS / "logs"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# A PostgreSQL deployment refuses the development secrets; a benchmark run makes its own.
+DEPLOYMENT_SECRETS = {
+    "AUTH_TOKEN_SECRET": secrets.token_hex(32),
+    "INTAKE_CITIZEN_HASH_SALT": secrets.token_hex(32),
+}
 
 
 def spawn_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -592,7 +598,11 @@ def bench_database_cases(
     try:
         result = bench_intake(
             f"{label}, PostgreSQL",
-            {"INTAKE_DATABASE_URL": args.postgres, "INTAKE_DATABASE_SCHEMA": schema},
+            {
+                "INTAKE_DATABASE_URL": args.postgres,
+                "INTAKE_DATABASE_SCHEMA": schema,
+                **DEPLOYMENT_SECRETS,
+            },
             broker,
             args,
             batch_template_path=template,

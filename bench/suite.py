@@ -47,6 +47,7 @@ import asyncpg
 import httpx
 
 from bench.intake import (
+    DEPLOYMENT_SECRETS,
     POSTGRES_URL,
     PROBLEMS,
     RESULTS,
@@ -188,6 +189,7 @@ def suite_environment(database: str, postgres: str, stamp: str) -> dict[str, str
         if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.endswith(("_DATABASE_URL", "_DATABASE_SCHEMA"))
     }
     if database == "postgres":
+        env.update(DEPLOYMENT_SECRETS)
         for name in SERVICES:
             env[f"{name.upper()}_DATABASE_URL"] = postgres
             env[f"{name.upper()}_DATABASE_SCHEMA"] = schema_name(name, stamp)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fengqiao import registry, supervisor
+from fengqiao import audit, registry, supervisor, tokens
 from fengqiao.registry import SERVICES
 from shared.broker import EmbeddedBroker
 from shared.bus import create_topics
@@ -26,6 +26,8 @@ for _entry in SERVICES.values():
     _commands = _entry.load_commands()
     if _commands is not None:
         app.add_typer(_commands, name=_entry.name)
+app.add_typer(tokens.app, name="token")
+app.command()(audit.audit)
 
 
 @app.command()

@@ -4,6 +4,11 @@ that causes them; a relay publishes pending rows in batches and marks them.
 Rows stay for a retention window after publication so that a wiped or replaced broker can be
 refilled: when the relay finds a new cluster id it queues every retained row again, and the
 consumers' inboxes drop what they had already applied.
+
+Every event is a state change, so the outbox is also where the audit trail is written: each
+event written gets an ``audit_trail`` row in the same transaction naming who caused it — the
+principal of the request being served (``shared.auth.acting_principal``), or the system for
+consumers, schedulers and start-up work. Audit rows are kept when outbox rows are purged.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from shared.auth import SYSTEM_ROLE, Principal, acting_principal
 from shared.bus import (
     BrokerWatch,
     ensure_topics,
@@ -90,7 +96,65 @@ def bus_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("value", Text, nullable=False),
         Column("updated_at", AwareDateTime(), nullable=False),
     )
+    audit_table(metadata)  # found by ``Outbox`` through the metadata it shares with ``outbox``
     return outbox, inbox, bus_state
+
+
+AUDIT_TABLE = "audit_trail"
+
+
+def audit_table(metadata: MetaData) -> Table:
+    """Declare the audit trail: one row per event a service wrote, with who caused it."""
+    return Table(
+        AUDIT_TABLE,
+        metadata,
+        Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False, unique=True),
+        Column("event_type", String(128), nullable=False),
+        Column("ticket_id", String(64), nullable=True),
+        Column("actor_role", String(32), nullable=False),
+        Column("actor_subject", String(64), nullable=False),
+        Column("actor_unit", String(64), nullable=True),
+        Column("occurred_at", AwareDateTime(), nullable=False),
+        Column("recorded_at", AwareDateTime(), nullable=False),
+        Index("ix_audit_trail_ticket", "ticket_id", "occurred_at"),
+    )
+
+
+def audit_row(event: Event, actor: Principal | None, *, now: datetime) -> dict[str, Any]:
+    """The audit row of one event: who caused it (the system when no request did), and when."""
+    ticket_id = getattr(event, "ticket_id", None)
+    return {
+        "event_id": str(event.event_id),
+        "event_type": event.event_type,
+        "ticket_id": str(ticket_id) if ticket_id is not None else None,
+        "actor_role": actor.role.value if actor else SYSTEM_ROLE,
+        "actor_subject": actor.subject if actor else SYSTEM_ROLE,
+        "actor_unit": actor.department_code if actor else None,
+        "occurred_at": event.occurred_at,
+        "recorded_at": now,
+    }
+
+
+async def read_audit_trail(
+    conn: AsyncConnection, table: Table, *, ticket_id: str, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """One ticket's audit rows, oldest first."""
+    rows = await conn.execute(
+        select(
+            table.c.occurred_at,
+            table.c.event_type,
+            table.c.event_id,
+            table.c.actor_role,
+            table.c.actor_subject,
+            table.c.actor_unit,
+            table.c.recorded_at,
+        )
+        .where(table.c.ticket_id == ticket_id)
+        .order_by(table.c.occurred_at, table.c.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]
 
 
 def record_row(record: Record, *, event_id: str, event_type: str, topic: str) -> dict[str, Any]:
@@ -121,15 +185,28 @@ class Outbox:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self.audit: Table | None = table.metadata.tables.get(AUDIT_TABLE)
 
     def rows(self, events: Iterable[Event]) -> list[tuple[Table, dict[str, Any]]]:
-        """Insert units for the group committer."""
-        return [(self.table, event_row(e)) for e in events]
+        """Insert units for the group committer (the audit rows with them)."""
+        events = list(events)
+        units = [(self.table, event_row(e)) for e in events]
+        if self.audit is not None:
+            units += [(self.audit, row) for row in self.audit_rows(events)]
+        return units
 
     async def add(self, session: AsyncSession | AsyncConnection, *events: Event) -> None:
         """Write events in the caller's open transaction; they publish only if it commits."""
         if events:
             await session.execute(self.table.insert(), [event_row(e) for e in events])
+            if self.audit is not None:
+                await session.execute(self.audit.insert(), self.audit_rows(events))
+
+    @staticmethod
+    def audit_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
+        """Audit rows for events caused now, by whoever this task is serving."""
+        actor, now = acting_principal(), utcnow()
+        return [audit_row(e, actor, now=now) for e in events]
 
 
 class OutboxRelay:

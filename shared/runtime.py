@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
@@ -29,7 +29,7 @@ from shared.groupcommit import GroupCommitter
 from shared.inbox import HandlerMap, InboxConsumer
 from shared.limits import BodySizeLimitMiddleware
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetricsMiddleware, ServiceMetrics
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import AUDIT_TABLE, Outbox, OutboxRelay, read_audit_trail
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -310,6 +310,18 @@ def create_service_app(spec: ServiceSpec[Any]) -> FastAPI:
                 .limit(min(max(limit, 1), 1000))
             )
             return [dict(row._mapping) for row in rows]
+
+    @app.get("/admin/audit", tags=["operations"], dependencies=[operator_only])
+    async def audit(
+        request: Request, ticket_id: Annotated[str, Query(min_length=1, max_length=64)]
+    ) -> list[dict[str, Any]]:
+        """Who caused each event this service wrote about one ticket, oldest first."""
+        runtime: Runtime = request.app.state.runtime
+        table = runtime.spec.metadata.tables[AUDIT_TABLE]
+        async with runtime.reader.connect() as conn:
+            rows = await read_audit_trail(conn, table, ticket_id=ticket_id)
+            await conn.rollback()
+        return [{"service": spec.name, **row} for row in rows]
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

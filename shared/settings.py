@@ -8,10 +8,16 @@ prefix, e.g. ``INTAKE_DATABASE_URL`` or ``DISPATCH_DATABASE_URL``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Known to everyone who reads this repository: accepted by the embedded default only, so that
+# ``fengqiao token issue`` works out of the box, and refused wherever the suite is deployed.
+DEV_TOKEN_SECRET = "fengqiao-development-token-secret-not-for-production"
+# HS256 keys shorter than the hash are brute-forceable (RFC 7518 section 3.2).
+MIN_SECRET_LENGTH = 32
 
 
 def _alias(name: str) -> AliasChoices:
@@ -68,7 +74,27 @@ class ServiceSettings(BusSettings):
 
     group_commit_max_batch: int = 256
 
-    auth_mode: str = "open"
+    # open (embedded default) | header (gateway-signed identity headers) | token (bearer JWTs)
+    auth_mode: Literal["open", "header", "token"] = "open"
+    # One identity provider for the whole suite: unprefixed variables, like the broker's.
+    auth_token_secret: SecretStr | None = Field(
+        SecretStr(DEV_TOKEN_SECRET), validation_alias=_alias("AUTH_TOKEN_SECRET")
+    )
+    auth_token_public_key_file: Path | None = Field(
+        None, validation_alias=_alias("AUTH_TOKEN_PUBLIC_KEY_FILE")
+    )
+    auth_jwks_url: str | None = Field(None, validation_alias=_alias("AUTH_JWKS_URL"))
+    auth_token_issuer: str = Field("fengqiao", validation_alias=_alias("AUTH_TOKEN_ISSUER"))
+    auth_token_audience: str = Field("fengqiao", validation_alias=_alias("AUTH_TOKEN_AUDIENCE"))
+    auth_token_leeway_s: float = Field(
+        30.0, ge=0, le=300, validation_alias=_alias("AUTH_TOKEN_LEEWAY_S")
+    )
+    auth_gateway_secret: SecretStr | None = Field(
+        None, validation_alias=_alias("AUTH_GATEWAY_SECRET")
+    )
+    auth_gateway_max_skew_s: float = Field(
+        60.0, gt=0, le=900, validation_alias=_alias("AUTH_GATEWAY_MAX_SKEW_S")
+    )
     max_body_bytes: int = 1 << 20
 
     @field_validator("database_url")
@@ -81,6 +107,76 @@ class ServiceSettings(BusSettings):
         if value.startswith("postgresql://"):
             value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
         return value
+
+    @field_validator("auth_token_public_key_file")
+    @classmethod
+    def _key_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"AUTH_TOKEN_PUBLIC_KEY_FILE {value} is not a readable file")
+        return value
+
+    @field_validator("auth_jwks_url")
+    @classmethod
+    def _jwks_over_http(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("AUTH_JWKS_URL must be an https:// (or http://) URL")
+        return value or None
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> ServiceSettings:
+        """Outside the embedded default, refuse secrets anyone could know or guess."""
+        if self.is_production:
+            problems = self.production_problems()
+            if problems:
+                raise ValueError(
+                    "refusing to start with development secrets outside the embedded default "
+                    f"(AUTH_MODE={self.auth_mode}, database {self.database_url.split(':', 1)[0]}"
+                    "): " + "; ".join(problems)
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        """Deployed, not the embedded default: identities are checked or the data is shared."""
+        return self.auth_mode != "open" or not self.is_sqlite
+
+    def production_problems(self) -> list[str]:
+        """What a deployment must not run with; subclasses add their own secrets."""
+        problems = []
+        secret = self.token_secret()
+        if secret == DEV_TOKEN_SECRET:
+            problems.append(
+                "AUTH_TOKEN_SECRET is the development default: set a secret of your own, or set "
+                "it empty and verify tokens with AUTH_TOKEN_PUBLIC_KEY_FILE or AUTH_JWKS_URL"
+            )
+        elif secret is not None and len(secret) < MIN_SECRET_LENGTH:
+            problems.append(f"AUTH_TOKEN_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+        if self.auth_mode == "token" and not (
+            secret or self.auth_token_public_key_file or self.auth_jwks_url
+        ):
+            problems.append(
+                "AUTH_MODE=token needs a key: AUTH_TOKEN_SECRET, AUTH_TOKEN_PUBLIC_KEY_FILE or "
+                "AUTH_JWKS_URL"
+            )
+        gateway = self.gateway_secret()
+        if self.auth_mode == "header" and gateway is None:
+            problems.append(
+                "AUTH_MODE=header needs AUTH_GATEWAY_SECRET, the secret the gateway signs the "
+                "identity headers with"
+            )
+        elif gateway is not None and len(gateway) < MIN_SECRET_LENGTH:
+            problems.append(f"AUTH_GATEWAY_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+        return problems
+
+    def token_secret(self) -> str | None:
+        """The HS256 secret tokens are verified with; None when unset or empty."""
+        value = self.auth_token_secret.get_secret_value() if self.auth_token_secret else ""
+        return value or None
+
+    def gateway_secret(self) -> str | None:
+        """The secret the trusted gateway signs identity headers with; None when unset."""
+        value = self.auth_gateway_secret.get_secret_value() if self.auth_gateway_secret else ""
+        return value or None
 
     @property
     def is_sqlite(self) -> bool:

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from fengqiao.registry import upgrade_async
+from shared.auth import mint_token
 from shared.broker import free_port
 from shared.bus import create_topics, topic_name
 from shared.events import Event, encode
@@ -32,6 +33,24 @@ PG_URL = os.environ.get("FENGQIAO_TEST_POSTGRES_URL", DEFAULT_PG)
 
 
 _PG_PROBES: dict[str, tuple[str | None, str]] = {}
+
+# Secrets of the test suite: on PostgreSQL the settings refuse the development defaults.
+TEST_TOKEN_SECRET = "test-suite-token-secret-0123456789abcdef"
+TEST_GATEWAY_SECRET = "test-suite-gateway-secret-0123456789abcdef"
+TEST_SECRETS: dict[str, Any] = {
+    "auth_token_secret": TEST_TOKEN_SECRET,
+    "auth_gateway_secret": TEST_GATEWAY_SECRET,
+    "citizen_hash_salt": "test-suite-citizen-salt",
+}
+
+
+def as_role(
+    role: str, *, subject: str = "tester", unit: str | None = None, ttl_s: float = 6 * 3600
+) -> dict[str, str]:
+    """Request headers of a caller with a token for ``role`` (signed with the suite's secret;
+    long-lived, as module constants are minted once per run)."""
+    token = mint_token(TEST_TOKEN_SECRET, role=role, subject=subject, unit=unit, ttl_s=ttl_s)
+    return {"authorization": f"Bearer {token}"}
 
 
 async def postgres_url(url: str) -> tuple[str | None, str]:
@@ -68,11 +87,15 @@ class Database:
 
     def settings_for(self, service: str) -> dict[str, Any]:
         if self.kind == "sqlite":
-            return {"database_url": f"sqlite+aiosqlite:///{Path(self.root) / service}.db"}
+            return {
+                **TEST_SECRETS,
+                "database_url": f"sqlite+aiosqlite:///{Path(self.root) / service}.db",
+            }
         schema = f"t_{self.token}_{service}"
         self.schemas.append(schema)
         url = "postgresql+asyncpg://" + self.root.split("://", 1)[1]
         return {
+            **TEST_SECRETS,
             "database_url": url,
             "database_schema": schema,
             "database_application_name": f"fengqiao-t{self.token}-{service}",

@@ -9,13 +9,15 @@ from pydantic import Field, field_validator
 from services.intake.ratelimit import parse_limits
 from shared.settings import ServiceSettings, service_settings_config
 
+DEV_CITIZEN_HASH_SALT = "fengqiao-dev-salt"
+
 
 class IntakeSettings(ServiceSettings):
     service_name: ClassVar[str] = "intake"
     model_config = service_settings_config("INTAKE_")
 
     database_url: str = "sqlite+aiosqlite:///./var/intake.db"
-    citizen_hash_salt: str = Field("fengqiao-dev-salt", min_length=8)
+    citizen_hash_salt: str = Field(DEV_CITIZEN_HASH_SALT, min_length=8)
 
     # Repeat appeals: same citizen, or same place and near-identical text, within the window.
     # Off, nothing is linked (a bulk import of history, or to measure what detection costs).
@@ -55,3 +57,13 @@ class IntakeSettings(ServiceSettings):
     def _rate_limit_parses(cls, value: str) -> str:
         parse_limits(value)
         return value
+
+    def production_problems(self) -> list[str]:
+        """A deployment's citizen hashes must not be computable by anyone with this repository."""
+        problems = super().production_problems()
+        if self.citizen_hash_salt == DEV_CITIZEN_HASH_SALT:
+            problems.append(
+                "INTAKE_CITIZEN_HASH_SALT is the development default: set a secret salt of your "
+                "own (it keys the citizen hashes every service sees)"
+            )
+        return problems

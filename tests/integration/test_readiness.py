@@ -8,7 +8,7 @@ import pytest
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
 from shared.broker import free_port
-from tests.support import lifespan, make_settings, wait_until
+from tests.support import TEST_SECRETS, as_role, lifespan, make_settings, wait_until
 
 
 async def test_readyz_is_503_naming_the_broker_when_it_is_unreachable(sqlite_db, prefix) -> None:
@@ -67,6 +67,9 @@ def test_settings_refuse_an_unknown_database_driver() -> None:
 
 def test_settings_read_the_service_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INTAKE_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    # with a PostgreSQL URL the development secrets are refused: the test supplies its own
+    monkeypatch.setenv("AUTH_TOKEN_SECRET", TEST_SECRETS["auth_token_secret"])
+    monkeypatch.setenv("INTAKE_CITIZEN_HASH_SALT", TEST_SECRETS["citizen_hash_salt"])
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19999")
     monkeypatch.setenv("DISPATCH_DATABASE_URL", "sqlite+aiosqlite:///elsewhere.db")
     settings = IntakeSettings()
@@ -81,10 +84,10 @@ async def test_operator_endpoints_replay_and_list_dead_letters(broker, sqlite_db
         database=sqlite_db,
         bootstrap=broker.bootstrap,
         prefix=prefix,
-        auth_mode="header",
+        auth_mode="token",
     )
     app = create_app(settings)
-    operator = {"X-Fengqiao-Role": "operator"}
+    operator = as_role("operator")
     async with (
         lifespan(app),
         httpx.AsyncClient(
@@ -105,7 +108,7 @@ async def test_operator_endpoints_replay_and_list_dead_letters(broker, sqlite_db
 
         await wait_until(replayed, what="the published ticket event to be re-queued")
         hotline = await client.post(
-            "/admin/outbox/replay", params={"since": since}, headers={"X-Fengqiao-Role": "hotline"}
+            "/admin/outbox/replay", params={"since": since}, headers=as_role("hotline")
         )
         assert hotline.status_code == 403
         naive = await client.post(

@@ -13,6 +13,6 @@ from tests.support import Database
 
 @pytest.fixture(scope="module")
 async def env(module_database: Database, broker: Any) -> AsyncIterator[EvaluationEnv]:
-    """One evaluation app per test module and database, behind a gateway (header mode)."""
-    async with running(module_database, broker.bootstrap, auth_mode="header") as running_env:
+    """One evaluation app per test module and database, verifying bearer tokens (token mode)."""
+    async with running(module_database, broker.bootstrap, auth_mode="token") as running_env:
         yield running_env

@@ -29,13 +29,14 @@ from shared.events.dispatch import TicketAssigned
 from shared.events.intake import FeedbackReceived, TicketReceived
 from tests.support import (
     Database,
+    as_role,
     isolated_settings,
     lifespan,
     publish_event,
     wait_until,
 )
 
-COMMITTEE = {"x-fengqiao-role": "committee", "x-fengqiao-subject": "supervision-office"}
+COMMITTEE = as_role("committee", subject="supervision-office")
 T0 = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)
 
 

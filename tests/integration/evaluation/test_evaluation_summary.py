@@ -19,7 +19,7 @@ from tests.integration.evaluation.support import (
     feedback,
     received,
 )
-from tests.support import Database, lifespan, make_settings, wait_until
+from tests.support import Database, as_role, lifespan, make_settings, wait_until
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -116,13 +116,14 @@ async def test_the_latest_assignment_names_the_department_whatever_the_arrival_o
     ("headers", "status"),
     [
         (COMMITTEE, 200),
-        ({"x-fengqiao-role": "operator"}, 200),
-        ({"x-fengqiao-role": "hotline"}, 403),
-        ({"x-fengqiao-role": "department", "x-fengqiao-department": "DIST-ZF-330602"}, 403),
-        ({"x-fengqiao-role": "grid_worker", "x-fengqiao-department": "GRID-WG-1"}, 403),
-        ({"x-fengqiao-role": "centre"}, 403),
-        ({"x-fengqiao-role": "mediator"}, 403),
-        ({}, 401),  # header mode: no role, no metrics
+        (as_role("operator"), 200),
+        (as_role("hotline"), 403),
+        (as_role("department", unit="DIST-ZF-330602"), 403),
+        (as_role("grid_worker", unit="GRID-WG-1"), 403),
+        (as_role("centre"), 403),
+        (as_role("mediator"), 403),
+        ({}, 401),  # token mode: no token, no metrics
+        ({"x-fengqiao-role": "operator"}, 401),  # unsigned headers prove nothing
     ],
 )
 async def test_only_the_committee_and_operators_read_the_metrics(

@@ -16,6 +16,6 @@ from tests.support import Database
 async def env(
     module_database: Database, broker: Any
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    """One mediation app per test module and database, behind a gateway (header mode)."""
-    async with running(module_database, broker.bootstrap, auth_mode="header") as app_and_client:
+    """One mediation app per test module and database, verifying bearer tokens (token mode)."""
+    async with running(module_database, broker.bootstrap, auth_mode="token") as app_and_client:
         yield app_and_client

@@ -16,26 +16,27 @@ from services.mediation.settings import MediationSettings
 from shared.clock import Clock
 from tests.support import (
     Database,
+    as_role,
     isolated_settings,
     lifespan,
 )
 
-CENTRE = {"x-fengqiao-role": "centre"}  # the city-wide centre: every level
-COMMITTEE = {"x-fengqiao-role": "committee"}
+CENTRE = as_role("centre")  # the city-wide centre: every level
+COMMITTEE = as_role("committee")
 
 
 def mediator(subject: str) -> dict[str, str]:
-    return {"x-fengqiao-role": "mediator", "x-fengqiao-subject": subject}
+    return as_role("mediator", subject=subject)
 
 
 def centre(unit: str) -> dict[str, str]:
-    return {"x-fengqiao-role": "centre", "x-fengqiao-department": unit}
+    return as_role("centre", unit=unit)
 
 
 def official(
     subject: str, role: str = "department", unit: str = "DIST-ZF-339902"
 ) -> dict[str, str]:
-    return {"x-fengqiao-role": role, "x-fengqiao-subject": subject, "x-fengqiao-department": unit}
+    return as_role(role, subject=subject, unit=unit)
 
 
 def unique(prefix: str) -> str:

@@ -31,7 +31,7 @@ from tests.integration.mediation.support import (
     unique,
     walk_in,
 )
-from tests.support import Database, publish_event, wait_until
+from tests.support import Database, as_role, publish_event, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 VILLAGE = "339921101201"
@@ -55,7 +55,7 @@ class Board:
 async def board(broker: Any, database: Database) -> AsyncIterator[Board]:
     clock = ManualClock(START)
     async with running(
-        database, broker.bootstrap, clock=clock, auth_mode="header", escalation_interval_ms=50
+        database, broker.bootstrap, clock=clock, auth_mode="token", escalation_interval_ms=50
     ) as (app, client):
         producer = make_producer(app.state.runtime.settings, client_id="test-dispatch")
         await producer.start()
@@ -163,10 +163,10 @@ async def test_a_dispatch_escalation_is_posted_claimed_and_cleared(board: Board)
         await client.post(f"/board/{bid}/clear", json={"note": "问题已解决"}, headers=lead)
     )
     assert (cleared["status"], [n["note"] for n in cleared["notes"]]) == ("cleared", ["已约谈双方"])
-    public = await ok(await client.get(f"/board/{bid}", headers={"x-fengqiao-role": "hotline"}))
+    public = await ok(await client.get(f"/board/{bid}", headers=as_role("hotline")))
     assert (public["status"], public["outcome_note"]) == ("cleared", "问题已解决")
     assert (await client.get("/board/B-NOPE", headers=COMMITTEE)).status_code == 404
-    stats = await ok(await client.get("/board/stats", headers={"x-fengqiao-role": "hotline"}))
+    stats = await ok(await client.get("/board/stats", headers=as_role("hotline")))
     assert stats == {
         "posted": 2,
         "claimed": 1,

@@ -24,6 +24,7 @@ from tests.integration.mediation.support import (
     unique,
     walk_in,
 )
+from tests.support import as_role
 
 TOWN = "339921101"  # 枫桥镇
 VILLAGE = "339921101201"  # 桃阳村, in it
@@ -374,7 +375,7 @@ async def test_a_mediator_or_a_room_cannot_be_booked_twice(env: Env) -> None:
     clash = await book(second["case_id"], other, room, _slot(5, 1, 30), _slot(5, 1, 45))
     assert clash.status_code == 409 and f"room {room}" in clash.json()["detail"], clash.text
     assert await _count(app, MediationSession) == sessions_before  # nothing half-stored
-    metrics = await client.get("/metrics", headers={"x-fengqiao-role": "operator"})
+    metrics = await client.get("/metrics", headers=as_role("operator"))
     refused = [
         float(line.rsplit(" ", 1)[1])
         for line in metrics.text.splitlines()
@@ -558,7 +559,7 @@ async def test_roles_committee_counts_only_and_centres_their_level(env: Env) -> 
         "agreements",
         "success_rate",
     }
-    hotline = {"x-fengqiao-role": "hotline"}
+    hotline = as_role("hotline")
     assert (await client.get("/cases/stats", headers=hotline)).status_code == 403
     # A town centre opens walk-ins at its own level and area only.
     town = centre(f"TOWN-TW-{TOWN}")

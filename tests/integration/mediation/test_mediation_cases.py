@@ -10,24 +10,25 @@ import pytest
 
 from services.mediation.models import Case
 from tests.integration.mediation.support import running
-from tests.support import Database
+from tests.support import Database, as_role
 
-MEDIATOR = {"x-fengqiao-role": "mediator", "x-fengqiao-subject": "mediator-07"}
-CITY_CENTRE = {"x-fengqiao-role": "centre"}
+MEDIATOR = as_role("mediator", subject="mediator-07")
+CITY_CENTRE = as_role("centre")
 
 
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
         (MEDIATOR, 200),
-        ({"x-fengqiao-role": "centre"}, 200),
-        ({"x-fengqiao-role": "centre", "x-fengqiao-department": "TOWN-ZZ-330602001"}, 200),
-        ({"x-fengqiao-role": "operator"}, 200),
-        ({"x-fengqiao-role": "hotline"}, 403),
-        ({"x-fengqiao-role": "department", "x-fengqiao-department": "DIST-ZF-330602"}, 403),
-        ({"x-fengqiao-role": "grid_worker", "x-fengqiao-department": "GRID-WG-1"}, 403),
-        ({"x-fengqiao-role": "committee"}, 403),  # counts only: /cases/stats
-        ({}, 401),  # header mode: no role, no cases
+        (as_role("centre"), 200),
+        (as_role("centre", unit="TOWN-ZZ-330602001"), 200),
+        (as_role("operator"), 200),
+        (as_role("hotline"), 403),
+        (as_role("department", unit="DIST-ZF-330602"), 403),
+        (as_role("grid_worker", unit="GRID-WG-1"), 403),
+        (as_role("committee"), 403),
+        ({}, 401),  # token mode: no token, no cases
+        ({"x-fengqiao-role": "operator"}, 401),  # unsigned headers prove nothing
     ],
 )
 async def test_mediators_centres_and_operators_read_the_cases(
