@@ -1,12 +1,24 @@
-"""What every evaluation operation needs besides a session: settings and the clock."""
+"""What every evaluation operation needs besides a session: settings, the clock, the calendar."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from services.evaluation.models import outbox_table
 from services.evaluation.settings import EvaluationSettings
 from shared.clock import Clock
 from shared.outbox import Outbox
 from shared.runtime import ServiceContext
+from shared.workcalendar import OperationalCalendar, build_calendar, load_overrides_file
+
+
+def evaluation_calendar(settings: EvaluationSettings) -> OperationalCalendar:
+    """Dispatch's calendar (same overrides file); past its data the statutory holidays are
+    kept rather than plain Monday–Friday, the days still observed as provisional."""
+    calendar = build_calendar(load_overrides_file(settings.calendar_file))
+    if calendar.beyond_data == "weekdays":
+        calendar = dataclasses.replace(calendar, beyond_data="statutory")
+    return calendar
 
 
 class EvaluationContext(ServiceContext):
@@ -16,3 +28,4 @@ class EvaluationContext(ServiceContext):
 
     def __init__(self, settings: EvaluationSettings, *, clock: Clock | None = None) -> None:
         super().__init__(settings, outbox=Outbox(outbox_table), clock=clock)
+        self.calendar = evaluation_calendar(settings)
