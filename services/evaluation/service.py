@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -142,6 +142,7 @@ async def apply_delta(
     differences to the handling-time histogram."""
     c = cells_table.c
     inserts: list[dict[str, Any]] = []
+    emptied: list[str] = []
     for cell_key, changes in delta.items():
         changes = {k: v for k, v in changes.items() if v}
         if not changes:
@@ -153,6 +154,7 @@ async def apply_delta(
                 .where(c.cell_key == cell_key)
                 .values({name: c[name] + value for name, value in changes.items()})
             )
+            emptied.append(cell_key)
             continue
         row: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
         row.update(changes)
@@ -168,6 +170,12 @@ async def apply_delta(
             ),
             inserts,
         )
+    if emptied:
+        # A cell only a fact's old share named may now be all zeros: drop it, so the cells are
+        # exactly those a rebuild from scratch writes.
+        await session.execute(
+            delete(cells_table).where(c.cell_key.in_(emptied), *(c[name] == 0 for name in COUNTERS))
+        )
     rows = [{"cell_key": k, "centidays": v, "n": n} for (k, v), n in histogram.items() if n]
     if rows:
         stmt = _insert(session, handling_table)
@@ -178,6 +186,13 @@ async def apply_delta(
             ),
             rows,
         )
+        if any(n < 0 for n in histogram.values()):
+            h = handling_table.c
+            await session.execute(
+                delete(handling_table).where(
+                    h.cell_key.in_({k for (k, _), n in histogram.items() if n < 0}), h.n == 0
+                )
+            )
 
 
 async def summary(*, session: AsyncSession) -> Summary:
