@@ -267,3 +267,34 @@ async def test_bad_requests_name_the_problem(env: EvaluationEnv) -> None:
         assert field in response.text
     response = await env.client.get("/ranking", params={"weights": "1999"}, headers=COMMITTEE)
     assert response.status_code == 422 and "weights" in response.text
+
+
+async def test_the_gauges_carry_the_headline_rates_per_district_and_department(
+    env: EvaluationEnv,
+) -> None:
+    from datetime import datetime
+
+    from services.evaluation.gauges import refresh
+    from shared.workcalendar import SHANGHAI
+
+    ctx = env.runtime.context
+    now = datetime(2026, 10, 20, 12, tzinfo=SHANGHAI)
+    await refresh(ctx.gauges, engine=ctx.reader, now=now, settings=ctx.settings)
+    response = await env.client.get("/metrics", headers=COMMITTEE)
+    assert response.status_code == 200
+    lines = response.text.splitlines()
+
+    def sample(name: str, **labels: str) -> float:
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        found = [ln for ln in lines if ln.startswith(f"{name}{{{wanted}}} ")]
+        assert len(found) == 1, (name, labels)
+        return float(found[0].split()[-1])
+
+    assert sample("fengqiao_evaluation_city_rate", metric="satisfaction") == OCTOBER["satisfaction"]
+    assert (
+        sample("fengqiao_evaluation_district_rate", district=DISTRICT, metric="resolution")
+        == OCTOBER["resolution"]
+    )
+    assert sample("fengqiao_evaluation_department_rate", department=B, metric="satisfaction") == 0.5
+    # Only headline metrics are exported: the label sets stay bounded.
+    assert not [ln for ln in lines if 'metric="repeat_rate"' in ln]
