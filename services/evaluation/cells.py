@@ -18,7 +18,14 @@ from services.evaluation.facts import TicketFold
 from services.evaluation.models import DIMENSIONS, CaseFact, DispatchFact, TicketFact
 from shared.workcalendar import to_shanghai
 
-GRAINS = ("day", "month")
+# Day cells answer any range; month cells any whole months; "month_coarse" cells keep only the
+# dimensions the headline queries and the ranking use (kind, department and its tier, district,
+# town, top-level category), so a year of city or department figures sums a few thousand rows.
+GRAINS = ("day", "month", "month_coarse")
+FINE_DIMENSIONS = frozenset(
+    {"village_code", "grid_code", "channel", "category_code", "handling_line", "enterprise"}
+)
+_FINE_POSITIONS = tuple(i for i, name in enumerate(DIMENSIONS) if name in FINE_DIMENSIONS)
 _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 _SUCCESS = frozenset({"agreed", "fulfilled"})
@@ -58,10 +65,12 @@ def _shares(
     if not counters:
         return []
     day = to_shanghai(moment).date()
+    coarse = tuple("" if i in _FINE_POSITIONS else v for i, v in enumerate(dims))
     shares = []
     for grain in GRAINS:
         start = period_start(grain, day)
-        shares.append(Share(cell_key(grain, start, dims), grain, start, dims, counters, centi))
+        at = coarse if grain == "month_coarse" else dims
+        shares.append(Share(cell_key(grain, start, at), grain, start, at, counters, centi))
     return shares
 
 

@@ -181,7 +181,7 @@ cells_table = Table(
     "eval_cells",
     metadata,
     Column("cell_key", String(40), primary_key=True),
-    Column("grain", String(8), nullable=False),
+    Column("grain", String(16), nullable=False),
     Column("period_start", Date, nullable=False),
     *(Column(name, String(64), nullable=False) for name in DIMENSIONS),
     *(Column(name, BigInteger, nullable=False, server_default="0") for name in COUNTERS),

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.evaluation.cells import FINE_DIMENSIONS
 from services.evaluation.metrics_registry import COUNTERS, METRICS, evaluate
 from services.evaluation.models import TicketFact, cells_table, handling_table
 from services.evaluation.periods import Period
@@ -203,10 +204,26 @@ class Sums:
         return self.counters["tickets"] or self.counters["cases_opened"]
 
 
-def _where(period: Period, filters: Filters) -> list[ColumnElement[bool]]:
+def grain_for(period: Period, filters: Filters, dimension: str | None) -> str:
+    """The coarsest cells that answer exactly: coarse month cells when the period is whole
+    months and neither the filters nor the slice need a fine dimension."""
+    if period.grain != "month":
+        return period.grain
+    fine = [
+        filters.area is not None and filters.area_tier() in (Tier.VILLAGE, Tier.GRID),
+        filters.channel is not None,
+        filters.category is not None and len(filters.category) > 2,
+        filters.line is not None,
+        filters.enterprise is not None,
+        dimension is not None and group_column(dimension, filters).name in FINE_DIMENSIONS,
+    ]
+    return "month" if any(fine) else "month_coarse"
+
+
+def _where(period: Period, filters: Filters, grain: str) -> list[ColumnElement[bool]]:
     c = cells_table.c
     return [
-        c.grain == period.grain,
+        c.grain == grain,
         c.period_start >= period.start,
         c.period_start < period.end,
         *filters.conditions(),
@@ -232,9 +249,7 @@ async def sums(
     grain: str | None = None,
 ) -> dict[str, Sums]:
     """Summed counters (and handling histograms) per value of ``dimension`` ("" when None)."""
-    where = _where(period, filters)
-    if grain is not None:
-        where[0] = cells_table.c.grain == grain
+    where = _where(period, filters, grain or grain_for(period, filters, dimension))
     column = group_column(dimension, filters)
     keys: list[Any] = [column] if column is not None else []
     counters: Select[Any] = select(
@@ -323,7 +338,7 @@ async def figures(
     grain = None
     if dimension == "period":
         # A trend: months within a period of whole months, days otherwise.
-        grain = period.grain
+        grain = grain_for(period, filters, None)
     groups = await sums(engine, period=period, filters=filters, dimension=dimension, grain=grain)
     return answer(
         period=period,

@@ -213,4 +213,4 @@ def test_a_walk_in_case_counts_in_mediation() -> None:
     fact = fold_case("K1", reversed(events))
     assert (fact.ticket_id, fact.outcome, fact.town_code) == (None, "agreed", "330602001")
     shares = cells.case_shares(fact)
-    assert sum(s.counters.get("cases_succeeded", 0) for s in shares) == 2  # day and month
+    assert sum(s.counters.get("cases_succeeded", 0) for s in shares) == 3  # one per grain

@@ -73,7 +73,7 @@ def upgrade() -> None:
 
     op.create_table('eval_cells',
     sa.Column('cell_key', sa.String(length=40), nullable=False),
-    sa.Column('grain', sa.String(length=8), nullable=False),
+    sa.Column('grain', sa.String(length=16), nullable=False),
     sa.Column('period_start', sa.Date(), nullable=False),
     sa.Column('kind', sa.String(length=64), nullable=False),
     sa.Column('department_code', sa.String(length=64), nullable=False),
