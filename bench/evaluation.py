@@ -1,0 +1,537 @@
+"""Evaluation benchmark: committee queries over millions of ticket facts, rebuild, apply rate.
+
+    python -m bench.evaluation [--facts 10000000] [--rebuild-events 1000000]
+                               [--apply-events 20000] [--repeat 30] [--postgres URL]
+                               [--out bench/results/evaluation.json]
+
+On PostgreSQL (``--postgres``, default ``FENGQIAO_TEST_POSTGRES_URL`` or the local ``test``
+database), in a schema of its own that is dropped afterwards:
+
+1. **queries**: ``--facts`` synthetic ticket facts (two years, 4 districts, their towns and grids,
+   200 departments, 72 channels, every leaf category) are copied in, and the cells are built from
+   them with SQL that mirrors ``cells.ticket_counters`` (the synthetic facts have no dispatches:
+   the dispatch counters are derived per ticket). Then every committee query the dashboard and
+   the API make is run ``--repeat`` times through the same functions the routes call; p50 and
+   p99 per query.
+2. **rebuild**: ``--rebuild-events`` encoded CloudEvents records (a realistic mix: receipt,
+   assignment, sign-for, contact, completion, callback per ticket) go through ``rebuild`` (decode,
+   ledger, fold, cells) from memory — the broker's own read is not in the figure.
+3. **apply**: ``--apply-events`` events through the live handler path (``service.record``), in
+   transactions of 500 as the inbox consumer commits them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from fengqiao import registry
+from services.evaluation import hotspots, ranking, service
+from services.evaluation.context import evaluation_calendar
+from services.evaluation.periods import period_of, resolve
+from services.evaluation.queries import Filters, figures, period_out, sums
+from services.evaluation.rebuild import rebuild
+from services.evaluation.settings import EvaluationSettings
+from shared import db, taxonomy
+from shared.events import dispatch as d
+from shared.events import intake as i
+from shared.events.base import Event, encode
+from shared.geo import city
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+START = date(2025, 1, 1)
+DAYS = 730
+SCHEMA = f"bench_eval_{uuid.uuid4().hex[:6]}"
+
+
+def settings_for(url: str) -> EvaluationSettings:
+    return EvaluationSettings(
+        database_url="postgresql+asyncpg://" + url.split("://", 1)[1],
+        database_schema=SCHEMA,
+        log_json=False,
+        log_level="WARNING",
+    )
+
+
+def geography() -> tuple[list[str], list[str]]:
+    """Every grid of the demo city and its leaf categories."""
+    tree = city()
+    grids = [a.code for a in tree.subtree(tree.root.code) if a.tier.value == "grid"]
+    return grids, [c.code for c in taxonomy.leaves()]
+
+
+FACT_COLUMNS = (
+    "ticket_id",
+    "kind",
+    "channel",
+    "category_code",
+    "area_code",
+    "district_code",
+    "town_code",
+    "village_code",
+    "grid_code",
+    "is_enterprise",
+    "is_repeat",
+    "received_at",
+    "dispatched_at",
+    "completed_at",
+    "department_code",
+    "department_tier",
+    "handling_line",
+    "completed",
+    "completed_late",
+    "handling_centidays",
+    "dispatches",
+    "returns",
+    "transfers",
+    "extensions",
+    "escalations",
+    "max_escalation_level",
+    "whistles",
+    "supervised",
+    "focused",
+    "reopened",
+    "mediated",
+    "resolved",
+    "satisfaction",
+    "callback_counted",
+)
+
+
+def fact_chunk(
+    rng: np.random.Generator, start: int, n: int, grids: list[str], categories: list[str]
+) -> list[tuple[Any, ...]]:
+    """``n`` synthetic ticket facts (vectorised draws, then tuples for COPY)."""
+    grid = rng.integers(0, len(grids), n)
+    category = rng.integers(0, len(categories), n)
+    channel = rng.integers(0, 72, n)
+    department = (grid * 7 + category) % 200
+    day = rng.integers(0, DAYS, n)
+    minute = rng.integers(0, 24 * 60, n)
+    completed = rng.random(n) < 0.95
+    late = rng.random(n) < 0.02
+    handling = rng.gamma(2.0, 0.9, n)
+    answered = completed & (rng.random(n) < 0.8)
+    resolved = rng.random(n) < 0.97
+    satisfaction = rng.choice(
+        ["satisfied", "basically_satisfied", "dissatisfied"], n, p=[0.9, 0.08, 0.02]
+    )
+    tiers = ("district", "town", "village", "grid")
+    base = datetime(START.year, START.month, START.day, tzinfo=UTC)
+    rows = []
+    for k in range(n):
+        g = grids[grid[k]]
+        received = base + timedelta(days=int(day[k]), minutes=int(minute[k]))
+        done = bool(completed[k])
+        rows.append(
+            (
+                f"B{start + k:010d}",
+                "appeal",
+                f"ch-{channel[k]:02d}",
+                categories[category[k]],
+                g,
+                g[:6],
+                g[:9],
+                g[:12],
+                g,
+                bool(k % 17 == 0),
+                bool(k % 23 == 0),
+                received,
+                received,
+                received + timedelta(days=float(handling[k])) if done else None,
+                f"DEPT-{department[k]:03d}",
+                tiers[department[k] % 4],
+                "normal",
+                done,
+                bool(late[k]) if done else None,
+                int(handling[k] * 100) if done else None,
+                1,
+                int(k % 50 == 0),
+                int(k % 40 == 0),
+                int(k % 30 == 0),
+                int(k % 60 == 0),
+                int(k % 60 == 0),
+                int(k % 200 == 0),
+                False,
+                False,
+                False,
+                False,
+                bool(resolved[k]) if answered[k] else None,
+                str(satisfaction[k]) if answered[k] else None,
+                bool(answered[k]),
+            )
+        )
+    return rows
+
+
+INNER_SQL = """
+  SELECT {period} AS p, kind, coalesce(department_code, '') AS department_code,
+    coalesce(department_tier, '') AS department_tier, coalesce(district_code, '') AS district_code,
+    coalesce(town_code, '') AS town_code, {village} AS village_code, {grid} AS grid_code,
+    {channel} AS channel, left(category_code, 2) AS category_top, {category} AS category_code,
+    {line} AS handling_line, {enterprise} AS enterprise, f.completed, f.completed_late,
+    f.callback_counted, f.resolved, f.satisfaction, f.is_repeat, f.returns, f.transfers,
+    f.extensions, f.escalations, f.handling_centidays
+  FROM {schema}.ticket_facts f {where}
+"""
+CELL_SQL = """
+INSERT INTO {schema}.eval_cells (cell_key, grain, period_start, {dims}, {counters})
+SELECT md5(concat_ws('|', '{grain}', p, {dims})), '{grain}', p, {dims}, {sums}
+FROM ({inner}) t
+GROUP BY p, {dims}
+"""
+HIST_SQL = """
+INSERT INTO {schema}.eval_handling (cell_key, centidays, n)
+SELECT md5(concat_ws('|', '{grain}', p, {dims})), handling_centidays, count(*)
+FROM ({inner}) t
+GROUP BY p, {dims}, handling_centidays
+"""
+COUNTER_SQL = {
+    "tickets": "count(*)",
+    "received": "count(*)",
+    "dispatched": "count(*)",
+    "completed": "count(*) FILTER (WHERE completed)",
+    "completed_on_time": "count(*) FILTER (WHERE completed AND NOT completed_late)",
+    "callbacks": "count(*) FILTER (WHERE callback_counted)",
+    "resolved": "count(*) FILTER (WHERE callback_counted AND resolved)",
+    "satisfied": "count(*) FILTER (WHERE callback_counted AND satisfaction = 'satisfied')",
+    "basically_satisfied": "count(*) FILTER (WHERE callback_counted AND "
+    "satisfaction = 'basically_satisfied')",
+    "dissatisfied": "count(*) FILTER (WHERE callback_counted AND satisfaction = 'dissatisfied')",
+    "repeats": "count(*) FILTER (WHERE is_repeat)",
+    "returned": "count(*) FILTER (WHERE returns > 0)",
+    "transferred": "count(*) FILTER (WHERE transfers > 0)",
+    "extended": "count(*) FILTER (WHERE extensions > 0)",
+    "escalated": "count(*) FILTER (WHERE escalations > 0)",
+    "one_time": "count(*) FILTER (WHERE completed AND returns = 0 AND NOT is_repeat)",
+    "closed_village": "count(*) FILTER (WHERE completed AND department_tier IN "
+    "('village', 'grid'))",
+    "closed_town": "count(*) FILTER (WHERE completed AND department_tier IN "
+    "('town', 'village', 'grid'))",
+    "handling_centidays": "coalesce(sum(handling_centidays) FILTER (WHERE completed), 0)",
+    "dispatches": "count(*)",
+    "sign_due": "count(*)",
+    "sign_on_time": "count(*) FILTER (WHERE NOT coalesce(completed_late, false))",
+    "contact_due": "count(*)",
+    "contact_on_time": "count(*)",
+}
+DIMS = (
+    "kind",
+    "department_code",
+    "department_tier",
+    "district_code",
+    "town_code",
+    "village_code",
+    "grid_code",
+    "channel",
+    "category_top",
+    "category_code",
+    "handling_line",
+    "enterprise",
+)
+
+
+def grain_sql(template: str, grain: str) -> str:
+    """Cells (or histogram rows) of one grain, summed from the facts."""
+    fine = grain != "month_coarse"
+    period = "(received_at AT TIME ZONE 'Asia/Shanghai')::date"
+    if grain != "day":
+        period = f"date_trunc('month', {period})::date"
+    inner = INNER_SQL.format(
+        schema=SCHEMA,
+        period=period,
+        village="coalesce(village_code, '')" if fine else "''",
+        grid="coalesce(grid_code, '')" if fine else "''",
+        channel="coalesce(channel, '')" if fine else "''",
+        category="coalesce(category_code, '')" if fine else "''",
+        line="coalesce(handling_line, '')" if fine else "''",
+        enterprise="CASE WHEN is_enterprise THEN '1' ELSE '0' END" if fine else "''",
+        where="WHERE completed" if template is HIST_SQL else "",
+    )
+    return template.format(
+        schema=SCHEMA,
+        grain=grain,
+        dims=", ".join(DIMS),
+        counters=", ".join(COUNTER_SQL),
+        sums=", ".join(COUNTER_SQL.values()),
+        inner=inner,
+    )
+
+
+async def load_facts(url: str, n: int) -> dict[str, float]:
+    """Copy ``n`` facts in and build the cells; seconds per step."""
+    grids, categories = geography()
+    rng = np.random.default_rng(12345)
+    conn = await asyncpg.connect(url)
+    timings: dict[str, float] = {}
+    try:
+        started = time.monotonic()
+        chunk = 200_000
+        for start in range(0, n, chunk):
+            rows = fact_chunk(rng, start, min(chunk, n - start), grids, categories)
+            await conn.copy_records_to_table(
+                "ticket_facts", records=rows, columns=FACT_COLUMNS, schema_name=SCHEMA
+            )
+            print(f"  facts {start + len(rows):,}/{n:,}", flush=True)
+        timings["copy_facts_s"] = round(time.monotonic() - started, 1)
+        for grain in ("day", "month", "month_coarse"):
+            started = time.monotonic()
+            await conn.execute(grain_sql(CELL_SQL, grain))
+            await conn.execute(grain_sql(HIST_SQL, grain))
+            timings[f"cells_{grain}_s"] = round(time.monotonic() - started, 1)
+            print(f"  cells {grain}: {timings[f'cells_{grain}_s']} s", flush=True)
+        await conn.execute(f"ANALYZE {SCHEMA}.eval_cells; ANALYZE {SCHEMA}.eval_handling")
+        for grain in ("day", "month", "month_coarse"):
+            count = await conn.fetchval(
+                f"SELECT count(*) FROM {SCHEMA}.eval_cells WHERE grain = $1", grain
+            )
+            timings[f"cells_{grain}_rows"] = int(count)
+    finally:
+        await conn.close()
+    return timings
+
+
+@dataclass
+class QueryResult:
+    name: str
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+async def time_queries(settings: EvaluationSettings, repeat: int) -> list[QueryResult]:
+    """Every committee query, ``repeat`` times each (after one warm-up)."""
+    engine = db.create_engine(settings)
+    on = START + timedelta(days=DAYS - 45)
+    month = period_of("month", on)
+    weight = settings.basic_satisfaction_weight
+    district = sorted({g[:6] for g in geography()[0]})[0]
+    town = sorted({g[:9] for g in geography()[0] if g.startswith(district)})[0]
+
+    def fig(
+        period: Any, dimension: str | None = None, **filters: Any
+    ) -> Callable[[], Awaitable[Any]]:
+        return lambda: figures(
+            engine,
+            period=period,
+            filters=Filters(**filters),
+            dimension=dimension,
+            basic_weight=weight,
+        )
+
+    async def rank() -> Any:
+        groups = await sums(engine, period=month, filters=Filters(), dimension="department")
+        return ranking.rank(
+            groups,
+            period=period_out(month),
+            filters=Filters(),
+            unit="department",
+            weights=ranking.weights(None),
+            min_sample=30,
+            basic_weight=weight,
+            red_bottom_n=3,
+            red_below=None,
+            yellow_bottom_n=3,
+            yellow_below=None,
+        )
+
+    cases: dict[str, Callable[[], Awaitable[Any]]] = {
+        "headline month (city)": fig(month),
+        "headline quarter": fig(period_of("quarter", on)),
+        "headline year": fig(period_of("year", on)),
+        "trend year by month": fig(period_of("year", on), "period"),
+        "slice month by department": fig(month, "department"),
+        "slice month by district": fig(month, "district"),
+        "drill month district→towns": fig(month, "area", area=district),
+        "drill month town→villages": fig(month, "area", area=town),
+        "slice month by channel": fig(month, "channel"),
+        "slice month by leaf category": fig(month, "category"),
+        "filter month department+category": fig(month, department="DEPT-007", category="01"),
+        "headline week (day cells)": fig(period_of("week", on)),
+        "range 90 days (day cells)": fig(resolve("month", None, on - timedelta(days=89), on, on)),
+        "ranking month by department": rank,
+        "hot spots month": lambda: hotspots.find(engine, period=month, settings=settings),
+    }
+    results = []
+    try:
+        for name, run in cases.items():
+            await run()
+            times = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                await run()
+                times.append((time.perf_counter() - started) * 1000)
+            times.sort()
+            p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+            results.append(
+                QueryResult(
+                    name, round(statistics.median(times), 1), round(p99, 1), round(times[-1], 1)
+                )
+            )
+            print(f"  {name}: p50 {results[-1].p50_ms} ms, p99 {results[-1].p99_ms} ms", flush=True)
+    finally:
+        await engine.dispose()
+    return results
+
+
+def ticket_events(n_tickets: int, seed: int = 7) -> list[Event]:
+    """A realistic mix: receipt, assignment, sign-for, contact, completion, callback."""
+    rng = random.Random(seed)
+    grids, categories = geography()
+    base = datetime(2026, 3, 2, 1, tzinfo=UTC)
+    events: list[Event] = []
+    for k in range(n_tickets):
+        tid, did = f"R{seed}{k:08d}", f"D{seed}{k:08d}-1"
+        at = base + timedelta(minutes=rng.randrange(60 * 24 * 200))
+        grid, category = rng.choice(grids), rng.choice(categories)
+        dept = f"DEPT-{rng.randrange(200):03d}"
+        events += [
+            i.TicketReceived(
+                ticket_id=tid,
+                channel="hotline-12345-phone",
+                received_at=at,
+                occurred_at=at,
+                title="t",
+                content="c",
+                category_code=category,
+                location=i.Location(grid_code=grid),
+            ),
+            d.TicketAssigned(
+                ticket_id=tid,
+                dispatch_id=did,
+                department_code=dept,
+                department_tier="town",
+                category_code=category,
+                channel="hotline-12345-phone",
+                occurred_at=at + timedelta(minutes=5),
+            ),
+            d.DispatchSigned(
+                ticket_id=tid,
+                dispatch_id=did,
+                department_code=dept,
+                occurred_at=at + timedelta(minutes=30),
+            ),
+            d.CitizenContacted(
+                ticket_id=tid,
+                dispatch_id=did,
+                department_code=dept,
+                occurred_at=at + timedelta(hours=1),
+            ),
+            d.DispatchCompleted(
+                ticket_id=tid,
+                dispatch_id=did,
+                department_code=dept,
+                result="ok",
+                occurred_at=at + timedelta(hours=rng.randrange(2, 72)),
+            ),
+            i.FeedbackReceived(
+                ticket_id=tid,
+                feedback_id=f"{tid}-1",
+                resolved=True,
+                satisfaction="satisfied",
+                occurred_at=at + timedelta(days=4),
+            ),
+        ]
+    return events
+
+
+@dataclass
+class _Rec:
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    key: bytes
+
+
+async def time_rebuild(settings: EvaluationSettings, n_events: int) -> dict[str, Any]:
+    events = ticket_events(n_events // 6, seed=1)
+    records = [_Rec(r.value, r.headers, r.key) for r in map(encode, events)]
+
+    async def source() -> AsyncIterator[list[Any]]:
+        for start in range(0, len(records), 2000):
+            yield records[start : start + 2000]
+
+    started = time.monotonic()
+    report = await rebuild(settings, source=source())
+    seconds = time.monotonic() - started
+    return {
+        "events": len(records),
+        "seconds": round(seconds, 1),
+        "events_per_s": round(len(records) / seconds),
+        "stages_s": report.seconds,
+        "facts": report.facts,
+        "cells": report.cells,
+    }
+
+
+async def time_apply(settings: EvaluationSettings, n_events: int) -> dict[str, Any]:
+    events = ticket_events(n_events // 6, seed=2)
+    engine = db.create_engine(settings)
+    sessions = db.session_factory(engine)
+    calendar = evaluation_calendar(settings)
+    started = time.monotonic()
+    try:
+        for start in range(0, len(events), 500):
+            async with sessions() as session, session.begin():
+                for event in events[start : start + 500]:
+                    await service.record(session=session, event=event, calendar=calendar)
+    finally:
+        await engine.dispose()
+    seconds = time.monotonic() - started
+    return {
+        "events": len(events),
+        "seconds": round(seconds, 1),
+        "events_per_s": round(len(events) / seconds),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--facts", type=int, default=10_000_000)
+    parser.add_argument("--rebuild-events", type=int, default=1_000_000)
+    parser.add_argument("--apply-events", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument(
+        "--postgres", default=os.environ.get("FENGQIAO_TEST_POSTGRES_URL", DEFAULT_PG)
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the schema (to EXPLAIN)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/evaluation.json")
+    args = parser.parse_args()
+    settings = settings_for(args.postgres)
+    await registry.upgrade_async("evaluation", settings)
+    results: dict[str, Any] = {"facts": args.facts, "schema": SCHEMA}
+    try:
+        print(f"loading {args.facts:,} ticket facts into {SCHEMA}", flush=True)
+        results["load"] = await load_facts(args.postgres, args.facts)
+        print("queries", flush=True)
+        results["queries"] = [q.__dict__ for q in await time_queries(settings, args.repeat)]
+        print(f"apply {args.apply_events:,} events", flush=True)
+        results["apply"] = await time_apply(settings, args.apply_events)
+        print(f"rebuild {args.rebuild_events:,} events", flush=True)
+        results["rebuild"] = await time_rebuild(settings, args.rebuild_events)
+    finally:
+        if not args.keep:
+            conn = await asyncpg.connect(args.postgres)
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+            await conn.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    print(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
