@@ -196,8 +196,8 @@ FROM ({inner}) t
 GROUP BY p, {dims}
 """
 HIST_SQL = """
-INSERT INTO {schema}.eval_handling (cell_key, centidays, n)
-SELECT md5(concat_ws('|', '{grain}', p, {dims})), handling_centidays, count(*)
+INSERT INTO {schema}.eval_handling (cell_key, centidays, grain, period_start, n)
+SELECT md5(concat_ws('|', '{grain}', p, {dims})), handling_centidays, '{grain}', p, count(*)
 FROM ({inner}) t
 GROUP BY p, {dims}, handling_centidays
 """

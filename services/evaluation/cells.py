@@ -44,7 +44,13 @@ class Share:
 
     def stored(self) -> list[Any]:
         """The compact form kept in ``eval_contributions`` (enough to take the share away)."""
-        return [self.cell_key, self.counters, self.centidays]
+        return [
+            self.cell_key,
+            self.counters,
+            self.centidays,
+            self.grain,
+            self.period_start.isoformat(),
+        ]
 
 
 def period_start(grain: str, day: date) -> date:

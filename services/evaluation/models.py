@@ -196,7 +196,11 @@ handling_table = Table(
     metadata,
     Column("cell_key", String(40), primary_key=True),
     Column("centidays", Integer, primary_key=True),
+    # the cell's grain and period again, so a query narrows the histogram before joining
+    Column("grain", String(16), nullable=False),
+    Column("period_start", Date, nullable=False),
     Column("n", BigInteger, nullable=False),
+    Index("ix_eval_handling_period", "grain", "period_start"),
 )
 
 proposals_table = Table(

@@ -249,7 +249,8 @@ async def sums(
     grain: str | None = None,
 ) -> dict[str, Sums]:
     """Summed counters (and handling histograms) per value of ``dimension`` ("" when None)."""
-    where = _where(period, filters, grain or grain_for(period, filters, dimension))
+    where_grain = grain or grain_for(period, filters, dimension)
+    where = _where(period, filters, where_grain)
     column = group_column(dimension, filters)
     keys: list[Any] = [column] if column is not None else []
     counters: Select[Any] = select(
@@ -260,7 +261,14 @@ async def sums(
         .select_from(
             handling_table.join(cells_table, handling_table.c.cell_key == cells_table.c.cell_key)
         )
-        .where(and_(*where))
+        .where(
+            and_(
+                *where,
+                handling_table.c.grain == where_grain,
+                handling_table.c.period_start >= period.start,
+                handling_table.c.period_start < period.end,
+            )
+        )
         .group_by(*keys, handling_table.c.centidays)
     )
     if keys:

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -185,7 +186,7 @@ class _Writer:
     def __init__(self) -> None:
         self.rows: dict[Any, list[dict[str, Any]]] = {}
         self.cells: dict[str, dict[str, Any]] = {}
-        self.histogram: dict[tuple[str, int], int] = {}
+        self.histogram: dict[tuple[str, int, str, date], int] = {}
 
     def add(self, table: Any, row: dict[str, Any]) -> None:
         self.rows.setdefault(table, []).append(row)
@@ -200,7 +201,7 @@ class _Writer:
         for name, value in share.counters.items():
             cell[name] += value
         if share.centidays is not None:
-            key = (share.cell_key, share.centidays)
+            key = (share.cell_key, share.centidays, share.grain, share.period_start)
             self.histogram[key] = self.histogram.get(key, 0) + 1
 
     async def flush(self, conn: AsyncConnection, *, final: bool = False) -> None:
@@ -213,7 +214,8 @@ class _Writer:
             for i in range(0, len(cell_rows), BATCH):
                 await conn.execute(insert(cells_table), cell_rows[i : i + BATCH])
             h_rows = [
-                {"cell_key": k, "centidays": c, "n": n} for (k, c), n in self.histogram.items()
+                {"cell_key": k, "centidays": c, "grain": g, "period_start": p, "n": n}
+                for (k, c, g, p), n in self.histogram.items()
             ]
             for i in range(0, len(h_rows), BATCH):
                 await conn.execute(insert(handling_table), h_rows[i : i + BATCH])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import date
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, select, update
@@ -108,19 +109,20 @@ async def move_cells(*, session: AsyncSession, key: str, shares: Sequence[cells.
         )
     ).scalar_one_or_none() or []
     delta: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    histogram: dict[tuple[str, int], int] = defaultdict(int)
-    for cell_key, counters, centi in old:
+    histogram: dict[tuple[str, int, str, str], int] = defaultdict(int)
+    for cell_key, counters, centi, grain, start in old:
         for name, value in counters.items():
             delta[cell_key][name] -= value
         if centi is not None:
-            histogram[cell_key, centi] -= 1
+            histogram[cell_key, centi, grain, start] -= 1
     new_cells: dict[str, cells.Share] = {}
     for share in shares:
         new_cells[share.cell_key] = share
         for name, value in share.counters.items():
             delta[share.cell_key][name] += value
         if share.centidays is not None:
-            histogram[share.cell_key, share.centidays] += 1
+            start = share.period_start.isoformat()
+            histogram[share.cell_key, share.centidays, share.grain, start] += 1
     await apply_delta(session=session, delta=delta, histogram=histogram, new_cells=new_cells)
     await session.execute(
         _insert(session, contributions_table)
@@ -135,7 +137,7 @@ async def apply_delta(
     *,
     session: AsyncSession,
     delta: dict[str, dict[str, int]],
-    histogram: dict[tuple[str, int], int],
+    histogram: dict[tuple[str, int, str, str], int],
     new_cells: dict[str, cells.Share],
 ) -> None:
     """Add counter differences to cells (creating the ones new shares name) and histogram
@@ -176,7 +178,11 @@ async def apply_delta(
         await session.execute(
             delete(cells_table).where(c.cell_key.in_(emptied), *(c[name] == 0 for name in COUNTERS))
         )
-    rows = [{"cell_key": k, "centidays": v, "n": n} for (k, v), n in histogram.items() if n]
+    rows = [
+        {"cell_key": k, "centidays": v, "grain": g, "period_start": date.fromisoformat(p), "n": n}
+        for (k, v, g, p), n in histogram.items()
+        if n
+    ]
     if rows:
         stmt = _insert(session, handling_table)
         await session.execute(
@@ -190,7 +196,7 @@ async def apply_delta(
             h = handling_table.c
             await session.execute(
                 delete(handling_table).where(
-                    h.cell_key.in_({k for (k, _), n in histogram.items() if n < 0}), h.n == 0
+                    h.cell_key.in_({k[0] for k, n in histogram.items() if n < 0}), h.n == 0
                 )
             )
 

@@ -136,9 +136,14 @@ def upgrade() -> None:
     op.create_table('eval_handling',
     sa.Column('cell_key', sa.String(length=40), nullable=False),
     sa.Column('centidays', sa.Integer(), nullable=False),
+    sa.Column('grain', sa.String(length=16), nullable=False),
+    sa.Column('period_start', sa.Date(), nullable=False),
     sa.Column('n', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('cell_key', 'centidays')
     )
+    with op.batch_alter_table('eval_handling', schema=None) as batch_op:
+        batch_op.create_index('ix_eval_handling_period', ['grain', 'period_start'], unique=False)
+
     op.create_table('eval_ledger',
     sa.Column('event_id', sa.String(length=64), nullable=False),
     sa.Column('fact_key', sa.String(length=80), nullable=False),
@@ -233,6 +238,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_eval_ledger_fact')
 
     op.drop_table('eval_ledger')
+    with op.batch_alter_table('eval_handling', schema=None) as batch_op:
+        batch_op.drop_index('ix_eval_handling_period')
+
     op.drop_table('eval_handling')
     op.drop_table('eval_contributions')
     with op.batch_alter_table('eval_cells', schema=None) as batch_op:
