@@ -90,15 +90,30 @@ async def refold(*, session: AsyncSession, keys: Iterable[str], calendar: WorkCa
         events = await ledger_events(session, key)
         if key.startswith(CASE):
             case_fact = fold_case(key[len(CASE) :], events)
-            await session.merge(case_fact)
+            await upsert(session, CaseFact, [case_fact])
             shares = cells.case_shares(case_fact)
         else:
             fold = fold_ticket(key[len(TICKET) :], events, calendar=calendar)
-            await session.merge(fold.ticket)
-            for row in fold.dispatches:
-                await session.merge(row)
+            await upsert(session, TicketFact, [fold.ticket])
+            await upsert(session, DispatchFact, fold.dispatches)
             shares = cells.ticket_shares(fold)
         await move_cells(session=session, key=key, shares=shares)
+
+
+async def upsert(session: AsyncSession, model: Any, rows: Sequence[Any]) -> None:
+    """Write facts whole, inserted or replaced, in one statement (no read first)."""
+    if not rows:
+        return
+    table = model.__table__
+    (key,) = (c.name for c in table.primary_key.columns)
+    stmt = _insert(session, table)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[key],
+            set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != key},
+        ),
+        [row.model_dump() for row in rows],
+    )
 
 
 async def move_cells(*, session: AsyncSession, key: str, shares: Sequence[cells.Share]) -> None:
@@ -225,6 +240,3 @@ async def summary(*, session: AsyncSession) -> Summary:
         awaiting_dispatch=awaiting_dispatch,
         feedback=feedback,
     )
-
-
-__all__ = ["CaseFact", "DispatchFact", "record", "refold", "summary"]
