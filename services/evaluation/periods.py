@@ -11,6 +11,8 @@ from shared.errors import Invalid
 
 PeriodKind = Literal["day", "week", "month", "quarter", "year", "range"]
 PERIOD_KINDS = ("day", "week", "month", "quarter", "year")
+# The hotline's figures start this century; the bounds keep period arithmetic inside ``date``.
+EARLIEST, LATEST = date(2000, 1, 1), date(2199, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,12 @@ def resolve(
 ) -> Period:
     """The period a request names: ``start``..``end`` (inclusive days) or ``kind`` around
     ``on`` (default today)."""
+    for name, day in (("on", on), ("start", start), ("end", end)):
+        if day is not None and not EARLIEST <= day <= LATEST:
+            raise Invalid(
+                f"{name} must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}",
+                field=name,
+            )
     if start is not None or end is not None:
         if start is None or end is None:
             raise Invalid("give both start and end, or neither", field="start")

@@ -261,6 +261,8 @@ async def test_bad_requests_name_the_problem(env: EvaluationEnv) -> None:
         ({"area": "123"}, "area"),
         ({"category": "9999"}, "category"),
         ({"start": "2026-10-05"}, "start"),
+        ({"on": "0001-01-01", "period": "week"}, "on"),
+        ({"on": "9999-12-31", "period": "year"}, "on"),
     ):
         response = await env.client.get("/figures", params=params, headers=COMMITTEE)
         assert response.status_code == 422, (params, response.text)
