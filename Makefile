@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck install clean bench bench-intake bench-intake-profile bench-suite bench-peer fuzz
+.PHONY: run test test-fast lint format typecheck install clean bench bench-intake bench-intake-profile bench-suite bench-peer bench-evaluation fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -45,6 +45,9 @@ bench-peer: $(STAMP)  ## django-helpdesk (own venv in bench/.peer) against intak
 bench-intake-profile: $(STAMP)  ## the same cases under py-spy: where the time goes, per case
 	$(WRK_CHECK)
 	$(BIN)/python -m bench.intake --profile bench/results/profiles --seconds 10 --batch-seconds 20 --out bench/results/intake-profiled.json
+
+bench-evaluation: $(STAMP)  ## 10 M ticket facts on PostgreSQL: committee query p99, rebuild, apply rate
+	$(BIN)/python -m bench.evaluation
 
 fuzz: $(STAMP)  ## schemathesis against every service's OpenAPI: no request may get a 5xx
 	$(BIN)/python -m fuzz.run

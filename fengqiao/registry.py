@@ -74,6 +74,7 @@ SERVICES: dict[str, ServiceEntry] = {
             settings=EvaluationSettings,
             app="services.evaluation.app:create_app",
             migrations="services.evaluation.migrations",
+            commands="services.evaluation.cli:app",
         ),
     )
 }

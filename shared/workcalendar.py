@@ -8,10 +8,14 @@ starts, so the gap is an operational concern, not an edge case:
 
 - ``shared/data/calendar.yaml`` (or the file a service's settings name) lists extra holidays and
   swapped workdays, and the years whose arrangement is now complete;
-- a date beyond the data and not in a complete year is a *fallback* day: with
-  ``beyond_data: weekdays`` it is decided by the fallback, the computation goes on, and callers
-  can observe which days were fallback days (``OperationalCalendar.observe``) to warn and count;
-  with ``beyond_data: raise`` the computation fails with ``CalendarRangeError``.
+- a date beyond the data and not in a complete year is a *fallback* (provisional) day: with
+  ``beyond_data: statutory`` it is decided by the national holiday regulation (全国年节及纪念日
+  放假办法: New Year, Spring Festival, Qingming, Labour Day, Dragon Boat, Mid-Autumn, National
+  Day, the lunar and solar-term dates computed) on top of Monday–Friday, without the swapped
+  weekend workdays the State Council announces each year; with ``beyond_data: weekdays`` it is
+  plain Monday–Friday. Either way the computation goes on, and callers can observe which days
+  were fallback days (``OperationalCalendar.observe``) to warn, count and flag the result as
+  provisional; with ``beyond_data: raise`` the computation fails with ``CalendarRangeError``.
 
 Calendar logic runs in Asia/Shanghai; every datetime in and out is timezone-aware.
 """
@@ -30,6 +34,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
+from lunar_python import Lunar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from shared.datafiles import (
@@ -52,6 +57,38 @@ _MAX_SCAN_DAYS = 366 * 3
 _FALLBACK_DAYS: ContextVar[set[date] | None] = ContextVar("fallback_days", default=None)
 
 
+BeyondData = Literal["raise", "weekdays", "statutory"]
+
+
+@cache
+def statutory_holidays(year: int) -> frozenset[date]:
+    """The days off the national holiday regulation fixes for ``year`` (as amended for 2025):
+    New Year's Day, Spring Festival (New Year's Eve and the first three days of the first lunar
+    month), Qingming (the solar term), Labour Day (1–2 May), Dragon Boat (5th of the 5th lunar
+    month), Mid-Autumn (15th of the 8th lunar month) and National Day (1–3 October). Bridge
+    days and swapped weekend workdays are announced yearly and are not in the regulation."""
+
+    def lunar(month: int, day: int) -> date:
+        solar = Lunar.fromYmd(year, month, day).getSolar()
+        return date(solar.getYear(), solar.getMonth(), solar.getDay())
+
+    spring = lunar(1, 1)
+    qingming = Lunar.fromYmd(year, 3, 1).getJieQiTable()["清明"]
+    days = {
+        date(year, 1, 1),
+        *(spring + timedelta(days=offset) for offset in range(-1, 3)),
+        date(qingming.getYear(), qingming.getMonth(), qingming.getDay()),
+        date(year, 5, 1),
+        date(year, 5, 2),
+        lunar(5, 5),
+        lunar(8, 15),
+        date(year, 10, 1),
+        date(year, 10, 2),
+        date(year, 10, 3),
+    }
+    return frozenset(days)
+
+
 class CalendarError(DataFileError):
     """The calendar overrides file was refused; nothing of it was used."""
 
@@ -70,7 +107,7 @@ class CalendarRangeError(DomainError, ValueError):
 class WorkCalendar:
     """Official working days, with operator overrides and an explicit policy beyond the data."""
 
-    beyond_data: Literal["raise", "weekdays"] = "raise"
+    beyond_data: BeyondData = "raise"
     extra_holidays: frozenset[date] = frozenset()
     extra_workdays: frozenset[date] = frozenset()
 
@@ -91,6 +128,8 @@ class WorkCalendar:
             return bool(chinese_calendar.is_workday(day))
         if self.beyond_data == "weekdays":
             return day.weekday() < 5
+        if self.beyond_data == "statutory":
+            return day.weekday() < 5 and day not in statutory_holidays(day.year)
         raise CalendarRangeError(
             f"no official calendar data for {day.isoformat()}: chinesecalendar covers "
             f"{first}–{last}; upgrade it once the State Council publishes the schedule, add the "
@@ -129,6 +168,29 @@ def add_working_days(start: datetime, n: int, *, calendar: WorkCalendar = OFFICI
     return datetime.combine(day, local.timetz())
 
 
+def working_days_between(
+    start: datetime, end: datetime, *, calendar: WorkCalendar = OFFICIAL
+) -> float:
+    """The working time from ``start`` to ``end`` in working days: each working day (Asia/
+    Shanghai) counts whole, by the share of its 24 hours that lies inside the span; other days
+    count nothing. The inverse of ``add_working_days`` from a working day: Monday 10:00 to
+    Tuesday 10:00 is 1.0, Friday 10:00 to Monday 10:00 is 1.0 too. Negative spans give 0."""
+    local_start, local_end = to_shanghai(start), to_shanghai(end)
+    if local_end <= local_start:
+        return 0.0
+    seconds = 0.0
+    day = local_start.date()
+    for _ in range((local_end.date() - day).days + 1):
+        if calendar.is_workday(day):
+            midnight = datetime.combine(day, datetime.min.time(), SHANGHAI)
+            lo = max(local_start, midnight)
+            next_midnight = datetime.combine(day + timedelta(days=1), datetime.min.time(), SHANGHAI)
+            hi = min(local_end, next_midnight)
+            seconds += max(0.0, (hi - lo).total_seconds())
+        day += timedelta(days=1)
+    return seconds / 86400.0
+
+
 @cache
 def official_years() -> tuple[int, int]:
     """The first and last year the installed chinesecalendar has data for."""
@@ -142,7 +204,7 @@ class CalendarOverrides(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str
-    beyond_data: Literal["raise", "weekdays"] = "weekdays"
+    beyond_data: BeyondData = "weekdays"
     holidays: list[date] = []
     workdays: list[date] = []
     complete_years: list[int] = []

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.evaluation import gauges
 from services.evaluation.api import router
 from services.evaluation.context import EvaluationContext
+from services.evaluation.dashboard import router as dashboard_router
 from services.evaluation.handlers import event_handlers
 from services.evaluation.models import metadata
 from services.evaluation.settings import EvaluationSettings
@@ -31,6 +33,7 @@ def create_app(
         context=ctx,
         consumes=(INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC),
         handlers=event_handlers,
-        routers=[router],
+        routers=[router, dashboard_router],
+        background=[gauges.loop],
     )
     return create_service_app(spec)

@@ -1,4 +1,5 @@
-"""Evaluation's event handlers: fold every service's events into the projections."""
+"""Evaluation's event handlers: every intake, dispatch and mediation event about a ticket or a
+mediation case goes into the ledger and refolds its fact."""
 
 from __future__ import annotations
 
@@ -6,25 +7,53 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.evaluation import service
 from services.evaluation.context import EvaluationContext
-from shared.events.dispatch import TicketAssigned
-from shared.events.intake import FeedbackReceived, TicketReceived
+from shared.events import dispatch as d
+from shared.events import intake as i
+from shared.events import mediation as m
+from shared.events.base import Event
 from shared.inbox import HandlerMap
+
+# Everything about a ticket or a case; the organisation's own events (departments, rules) and
+# the backlog board are not figures of any ticket.
+FOLDED: tuple[type[Event], ...] = (
+    i.TicketReceived,
+    i.FeedbackReceived,
+    d.TicketAssigned,
+    d.GrabOffered,
+    d.DispatchSigned,
+    d.ReturnRequested,
+    d.ReturnDecided,
+    d.DispatchTransferred,
+    d.ExtensionRequested,
+    d.ExtensionDecided,
+    d.ProgressNoted,
+    d.CitizenContacted,
+    d.DispatchCompleted,
+    d.DispatchWithdrawn,
+    d.DispatchSupervised,
+    d.DispatchFocused,
+    d.DispatchEscalated,
+    d.WhistleBlown,
+    d.DepartmentReported,
+    d.MediationRequested,
+    m.CaseOpened,
+    m.CaseAssigned,
+    m.SessionHeld,
+    m.AgreementReached,
+    m.MediationFailed,
+    m.CourtConfirmation,
+    m.AgreementFulfilled,
+    m.AgreementBreached,
+    m.CaseEscalated,
+    m.CaseReferred,
+    m.CaseClosed,
+)
 
 
 def event_handlers(ctx: EvaluationContext) -> HandlerMap:
     """The handlers of one evaluation app, bound to its context."""
 
-    async def on_ticket_received(event: TicketReceived, *, session: AsyncSession) -> None:
-        await service.record_received(session=session, event=event)
+    async def on_event(event: Event, *, session: AsyncSession) -> None:
+        await service.record(session=session, event=event, calendar=ctx.calendar)
 
-    async def on_ticket_assigned(event: TicketAssigned, *, session: AsyncSession) -> None:
-        await service.record_assigned(session=session, event=event)
-
-    async def on_feedback(event: FeedbackReceived, *, session: AsyncSession) -> None:
-        await service.record_feedback(session=session, event=event)
-
-    return {
-        TicketReceived: on_ticket_received,
-        TicketAssigned: on_ticket_assigned,
-        FeedbackReceived: on_feedback,
-    }
+    return dict.fromkeys(FOLDED, on_event)

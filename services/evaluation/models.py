@@ -1,14 +1,24 @@
-"""Evaluation's projections, built from the event stream and rebuildable from it."""
+"""Evaluation's projections, built from the event stream and rebuildable from it.
+
+- ``ledger``: every event evaluation folds, once by event id, keyed by the ticket (or mediation
+  case) it is about; a fact is always refolded from its whole ledger (``facts.py``).
+- ``ticket_facts`` / ``dispatch_facts`` / ``case_facts``: the facts (no personal data).
+- ``eval_cells`` + ``eval_handling``: the pre-aggregated counters every committee query sums
+  (``cells.py``), at day and month grain; ``eval_contributions`` remembers what each fact added
+  so a refold moves exactly its own share.
+- ``eval_proposals``: proactive-work proposals already emitted (one per hot spot and period).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import Column
+from sqlalchemy import JSON, BigInteger, Column, Date, Index, Integer, String, Table, Text
 from sqlmodel import Field, SQLModel
 
+from services.evaluation.metrics_registry import COUNTERS
 from shared.db import AwareDateTime, service_base
 from shared.outbox import bus_tables
 
@@ -20,26 +30,188 @@ else:
     EvaluationBase = service_base("evaluation")
 
 
+def _at() -> Any:
+    """An optional aware timestamp column (each call its own Column object)."""
+    return Field(default=None, sa_column=Column(AwareDateTime()))
+
+
+def _code(length: int = 64, *, index: bool = False) -> Any:
+    return Field(default=None, max_length=length, index=index)
+
+
 class TicketFact(EvaluationBase, table=True):
-    """One row per ticket, filled in by whichever of its events arrives (in any order): each
-    field is folded so that the order of arrival does not change the result."""
+    """One row per ticket (appeal or proactive dispatch), refolded from all its events."""
 
     __tablename__ = "ticket_facts"
 
     ticket_id: str = Field(primary_key=True, max_length=32)
-    channel: str | None = Field(default=None, max_length=64)
-    category_code: str | None = Field(default=None, max_length=8)
-    received_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime()))
+    kind: str = Field(default="appeal", max_length=16)
+    channel: str | None = _code()
+    category_code: str | None = _code(8)
+    area_code: str | None = _code(16)
+    district_code: str | None = _code(16)
+    town_code: str | None = _code(16)
+    village_code: str | None = _code(16)
+    grid_code: str | None = _code(16)
+    is_enterprise: bool = False
+    urgency: str | None = _code(16)
+    is_repeat: bool = False
+    time_limit_profile: str | None = _code(32)
+    received_at: datetime | None = _at()
     # the earliest assignment's time; department and line come from the latest assignment
-    dispatched_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime()))
-    assigned_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime()))
-    department_code: str | None = Field(default=None, index=True, max_length=64)
-    handling_line: str | None = Field(default=None, max_length=32)
-    # the callback with the highest revision; older or repeated revisions change nothing
-    feedback_id: str | None = Field(default=None, max_length=48)
+    # until the ticket completes, then from the dispatch that closed it
+    dispatched_at: datetime | None = _at()
+    assigned_at: datetime | None = _at()
+    signed_at: datetime | None = _at()
+    first_contact_at: datetime | None = _at()
+    completed_at: datetime | None = _at()
+    department_code: str | None = _code(index=True)
+    department_tier: str | None = _code(16)
+    handling_line: str | None = _code(32)
+    mode: str | None = _code(16)
+    completed: bool = False
+    completed_late: bool | None = None
+    handling_centidays: int | None = None
+    dispatches: int = 0
+    returns: int = 0
+    transfers: int = 0
+    extensions: int = 0
+    escalations: int = 0
+    max_escalation_level: int = 0
+    whistles: int = 0
+    supervised: bool = False
+    focused: bool = False
+    reopened: bool = False
+    mediated: bool = False
+    # the counted callback (latest revision received after completion) or, before completion,
+    # the latest revision, kept but not counted (``callback_counted`` False)
+    feedback_id: str | None = _code(48)
     feedback_revision: int | None = None
     resolved: bool | None = None
-    satisfaction: str | None = Field(default=None, max_length=32)
+    satisfaction: str | None = _code(32)
+    callback_counted: bool = False
+
+
+class DispatchFact(EvaluationBase, table=True):
+    """One department's share of a ticket (a ticket can have several: transfers, summonses)."""
+
+    __tablename__ = "dispatch_facts"
+
+    dispatch_id: str = Field(primary_key=True, max_length=64)
+    ticket_id: str = Field(max_length=32, index=True)
+    department_code: str | None = _code()
+    department_tier: str | None = _code(16)
+    handling_line: str | None = _code(32)
+    mode: str | None = _code(16)
+    summoned: bool = False
+    state: str = Field(default="assigned", max_length=16)
+    assigned_at: datetime | None = _at()
+    signed_at: datetime | None = _at()
+    sign_late: bool | None = None
+    sign_escalated: bool = False
+    contacted_at: datetime | None = _at()
+    contact_late: bool | None = None
+    contact_escalated: bool = False
+    completed_at: datetime | None = _at()
+    complete_late: bool | None = None
+    completed_via: str | None = _code(16)
+    resolved: bool | None = None
+    escalations: int = 0
+    max_escalation_level: int = 0
+    report_on_time: bool | None = None
+
+
+class CaseFact(EvaluationBase, table=True):
+    """One mediation case, from a ticket or a walk-in (no ticket)."""
+
+    __tablename__ = "case_facts"
+
+    case_id: str = Field(primary_key=True, max_length=64)
+    ticket_id: str | None = _code(32)
+    origin: str | None = _code(16)
+    dispute_type: str | None = _code(32)
+    category_code: str | None = _code(8)
+    area_code: str | None = _code(16)
+    district_code: str | None = _code(16)
+    town_code: str | None = _code(16)
+    level: str | None = _code(16)
+    opened_at: datetime | None = _at()
+    closed_at: datetime | None = _at()
+    outcome: str | None = _code(16)
+    escalations: int = 0
+
+
+metadata = EvaluationBase.metadata
+
+ledger_table = Table(
+    "eval_ledger",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("fact_key", String(80), nullable=False),
+    Column("event_type", String(128), nullable=False),
+    Column("occurred_at", AwareDateTime(), nullable=False),
+    Column("payload", Text, nullable=False),
+    Index("ix_eval_ledger_fact", "fact_key"),
+)
+
+contributions_table = Table(
+    "eval_contributions",
+    metadata,
+    Column("fact_key", String(80), primary_key=True),
+    Column("cells", JSON, nullable=False),
+)
+
+# The dimensions of a cell, in key order; "" stands for "not known" (so keys never hold NULL).
+DIMENSIONS = (
+    "kind",
+    "department_code",
+    "department_tier",
+    "district_code",
+    "town_code",
+    "village_code",
+    "grid_code",
+    "channel",
+    "category_top",
+    "category_code",
+    "handling_line",
+    "enterprise",
+)
+
+cells_table = Table(
+    "eval_cells",
+    metadata,
+    Column("cell_key", String(40), primary_key=True),
+    Column("grain", String(16), nullable=False),
+    Column("period_start", Date, nullable=False),
+    *(Column(name, String(64), nullable=False) for name in DIMENSIONS),
+    *(Column(name, BigInteger, nullable=False, server_default="0") for name in COUNTERS),
+    Index("ix_eval_cells_period", "grain", "period_start"),
+    Index("ix_eval_cells_department", "grain", "department_code", "period_start"),
+    Index("ix_eval_cells_district", "grain", "district_code", "period_start"),
+    Index("ix_eval_cells_town", "grain", "town_code", "period_start"),
+)
+
+handling_table = Table(
+    "eval_handling",
+    metadata,
+    Column("cell_key", String(40), primary_key=True),
+    Column("centidays", Integer, primary_key=True),
+    # the cell's grain and period again, so a query narrows the histogram before joining
+    Column("grain", String(16), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Index("ix_eval_handling_period", "grain", "period_start"),
+)
+
+proposals_table = Table(
+    "eval_proposals",
+    metadata,
+    Column("proposal_id", String(64), primary_key=True),
+    Column("category_code", String(8), nullable=False),
+    Column("area_code", String(16), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("emitted_at", AwareDateTime(), nullable=False),
+)
 
 
 class Summary(BaseModel):
@@ -51,5 +223,4 @@ class Summary(BaseModel):
     feedback: int  # with at least one callback
 
 
-metadata = EvaluationBase.metadata
 outbox_table, inbox_table, bus_state_table = bus_tables(metadata)

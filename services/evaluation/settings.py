@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from shared.settings import ServiceSettings, service_settings_config
@@ -12,3 +13,24 @@ class EvaluationSettings(ServiceSettings):
     model_config = service_settings_config("EVALUATION_")
 
     database_url: str = "sqlite+aiosqlite:///./var/evaluation.db"
+    # The calendar overrides file dispatch uses (the packaged one when unset), so handling
+    # days count the same days dispatch's deadlines do.
+    calendar_file: Path | None = None
+    # w in the satisfaction rate: satisfied + w × basically satisfied, over counted callbacks.
+    basic_satisfaction_weight: float = 0.8
+    # Ranking: the weights version (services/evaluation/data/weights.yaml), the minimum sample
+    # under which a unit is "insufficient data", and the red / yellow lists.
+    weights_version: str | None = None  # None: the newest version in the file
+    ranking_min_sample: int = 30
+    red_bottom_n: int = 3
+    red_below: float | None = None
+    yellow_bottom_n: int = 3
+    yellow_below: float | None = None
+    # Prometheus: how often the gauges are refreshed, and at most how many departments carry
+    # their own label (the busiest; the rest are not exported).
+    gauges_interval_s: float = 60.0
+    gauges_max_departments: int = 50
+    # Hot spots: the significance of the Poisson test and the smallest count worth a flag.
+    hotspot_alpha: float = 0.01
+    hotspot_min_count: int = 5
+    recurring_min_count: int = 5

@@ -53,6 +53,9 @@ class Step:
     note: str | None
     dispatch_id: str | None = None
     department_code: str | None = None
+    # Dispatch's time-limit profile wins over the channel default intake proposed: the ticket
+    # view must show the clocks the ticket is actually timed on.
+    time_limit_profile: str | None = None
 
 
 def _note(*parts: str | None) -> str | None:
@@ -74,6 +77,7 @@ def step_for(event: Event) -> Step | None:
                 _note(f"assigned to {event.department_code}{mode}", event.handling_line),
                 event.dispatch_id,
                 event.department_code,
+                time_limit_profile=event.time_limit_profile,
             )
         case d.GrabOffered():
             return Step(

@@ -79,6 +79,11 @@ async def apply_lifecycle(*, session: AsyncSession, event: Event) -> None:
             status_at=at,
             department_code=latest.department_code if latest is not None else step.department_code,
             due_at=min(dues) if dues else None,
+            **(
+                {"time_limit_profile": step.time_limit_profile}
+                if step.time_limit_profile is not None
+                else {}
+            ),
         )
     )
     await session.execute(

@@ -60,13 +60,14 @@ class Deadlines:
             if year not in self._warned_years:
                 self._warned_years.add(year)
                 log.warning(
-                    "calendar fallback: %s counts %d day(s) of %d as Monday–Friday working days; "
+                    "calendar fallback: %s counts %d day(s) of %d by the provisional %s policy; "
                     "chinesecalendar has no data for %d and the overrides file (version %s) does "
                     "not complete it — enter the State Council's %d schedule in the calendar "
                     "overrides (see docs/dispatch.md)",
                     what,
                     sum(1 for d in days if d.year == year),
                     year,
+                    self.calendar.beyond_data,
                     year,
                     self.calendar.version,
                     year,

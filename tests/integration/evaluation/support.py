@@ -84,6 +84,7 @@ class EvaluationEnv:
     app: Any
     client: httpx.AsyncClient
     producer: AIOKafkaProducer
+    database: Database
 
     @property
     def runtime(self) -> Any:
@@ -138,7 +139,7 @@ async def running(database: Database, bootstrap: str, **extra: Any) -> AsyncIter
         async with lifespan(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://evaluation") as c:
-                env = EvaluationEnv(settings, app, c, producer)
+                env = EvaluationEnv(settings, app, c, producer, database)
                 yield env
                 # A consumer stopped half-way through joining its group waits out the join.
                 await wait_until(env.joined, timeout=15, what="the consumer to join")

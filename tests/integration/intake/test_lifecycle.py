@@ -199,3 +199,28 @@ def test_an_approved_extension_moves_the_due_time_and_a_walk_in_is_no_step() -> 
     )
     step = lifecycle.step_for(extension)
     assert step is not None and step.changes[0].due_at == now + timedelta(days=2)
+
+
+async def test_the_ticket_view_shows_the_profile_dispatch_timed_it_on(env: IntakeEnv) -> None:
+    ticket_id = await open311_ticket(env)
+    assert (await status_of(env, ticket_id))["time_limit_profile"] == "standard"
+    await env.publish(
+        d.TicketAssigned(
+            ticket_id=ticket_id,
+            dispatch_id=f"D-{ticket_id}-1",
+            department_code="city-lighting",
+            department_tier="district",
+            category_code="0102",
+            channel="open311-public-api",
+            time_limit_profile="urgent",
+            deadlines={"resolution": DUE},
+        )
+    )
+    view = await wait_status(env, ticket_id, "dispatched", time_limit_profile="urgent")
+    assert view["department_code"] == "city-lighting"
+
+
+def test_only_an_assignment_carries_a_profile() -> None:
+    signed = d.DispatchSigned(ticket_id="T1", dispatch_id="D1", department_code="x")
+    step = lifecycle.step_for(signed)
+    assert step is not None and step.time_limit_profile is None

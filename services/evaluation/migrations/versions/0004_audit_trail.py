@@ -1,7 +1,7 @@
 """audit trail: who caused each event this service wrote
 
 Revision ID: evaluation_audit_trail
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-04 21:00:00.000000
 """
 
@@ -14,7 +14,7 @@ import shared.db
 
 
 revision: str = 'evaluation_audit_trail'
-down_revision: str | None = '0002'
+down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,307 @@
+"""Folding a ticket's (or a mediation case's) events into facts: pure, and indifferent to the
+order and repetition of its events.
+
+Each fold takes every event evaluation holds for one ticket (or case) and returns the facts from
+scratch. Events are sorted by when they happened (ties by type and id) before folding, and every
+count is of distinct natural keys (a dispatch id, an extension request id, an escalation's clock
+and level), so an event arriving late, twice, or replayed under a new event id changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from pydantic_core import PydanticUndefined
+from sqlmodel import SQLModel
+
+from services.evaluation.models import CaseFact, DispatchFact, TicketFact
+from shared.events import dispatch as d
+from shared.events import intake as i
+from shared.events import mediation as m
+from shared.events.base import Event
+from shared.geo import Tier, tier_of
+from shared.workcalendar import WorkCalendar, working_days_between
+
+PROACTIVE_PREFIX = "P-"
+PROACTIVE_LINE = "proactive"
+# Dispatch states after which a dispatch no longer holds its ticket open.
+_ENDED = frozenset({"completed", "withdrawn", "returned", "transferred"})
+_VILLAGE_TIERS = frozenset({"village", "grid"})
+_TOWN_TIERS = frozenset({"town", "village", "grid"})
+
+
+class _Draft:
+    """A fact while it is being folded: plain attributes, with the model's defaults. Setting
+    attributes of a mapped SQLModel goes through SQLAlchemy's instrumentation, which made the
+    fold several times slower; the model is built once, at the end."""
+
+    def __init__(self, model: type[SQLModel], **values: Any) -> None:
+        self.__dict__.update(_defaults(model), **values)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__[name] = value
+
+
+@cache
+def _defaults(model: type[SQLModel]) -> dict[str, Any]:
+    return {
+        name: field.default
+        for name, field in model.model_fields.items()
+        if field.default is not PydanticUndefined
+    }
+
+
+@dataclass
+class TicketFold:
+    """A ticket's facts: the ticket and each of its dispatches."""
+
+    ticket: TicketFact
+    dispatches: list[DispatchFact] = field(default_factory=list)
+
+
+def _order(event: Event) -> tuple[datetime, str, str]:
+    return (event.occurred_at, event.event_type, str(event.event_id))
+
+
+def area_levels(code: str | None) -> dict[str, str | None]:
+    """The district, town, village and grid codes a (valid) area code lies in; codes nest by
+    prefix, so a grid's ancestors are its code's prefixes."""
+    levels: dict[str, str | None] = {
+        "district_code": None,
+        "town_code": None,
+        "village_code": None,
+        "grid_code": None,
+    }
+    if not code:
+        return levels
+    try:
+        tier = tier_of(code)
+    except ValueError:
+        return levels
+    if tier is Tier.CITY:
+        return levels
+    levels["district_code"] = code[:6]
+    if tier.level >= Tier.TOWN.level:
+        levels["town_code"] = code[:9]
+    if tier.level >= Tier.VILLAGE.level:
+        levels["village_code"] = code[:12]
+    if tier is Tier.GRID:
+        levels["grid_code"] = code
+    return levels
+
+
+def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalendar) -> TicketFold:
+    """The ticket's facts from all its intake and dispatch events, in any order."""
+    ordered = sorted(events, key=_order)
+    fact = _Draft(TicketFact, ticket_id=ticket_id)
+    dispatches: dict[str, _Draft] = {}
+    extensions: set[tuple[str, int]] = set()
+    escalations: set[tuple[str, str, int]] = set()
+    whistles: set[str] = set()
+    returns: set[str] = set()
+    transfers: set[str] = set()
+    callbacks: dict[int, i.FeedbackReceived] = {}
+    assigned_area: str | None = None
+    first_completion: datetime | None = None
+
+    def dispatch(dispatch_id: str) -> _Draft:
+        if dispatch_id not in dispatches:
+            dispatches[dispatch_id] = _Draft(
+                DispatchFact, dispatch_id=dispatch_id, ticket_id=ticket_id
+            )
+        return dispatches[dispatch_id]
+
+    for event in ordered:
+        match event:
+            case i.TicketReceived():
+                fact.channel = event.channel
+                fact.category_code = event.category_code
+                fact.area_code = event.location.grid_code or event.location.area_code
+                fact.is_enterprise = event.is_enterprise
+                fact.urgency = event.urgency
+                fact.is_repeat = event.repeat_of is not None or event.repeat_count > 0
+                fact.received_at = event.received_at
+                if fact.time_limit_profile is None:
+                    fact.time_limit_profile = event.time_limit_profile
+            case i.FeedbackReceived():
+                callbacks.setdefault(event.revision, event)
+            case d.TicketAssigned():
+                row = dispatch(event.dispatch_id)
+                row.department_code = event.department_code
+                row.department_tier = event.department_tier
+                row.handling_line = event.handling_line
+                row.mode = event.mode
+                row.assigned_at = row.assigned_at or event.occurred_at
+                if row.state not in _ENDED:
+                    row.state = "assigned"
+                fact.channel = fact.channel or event.channel
+                fact.category_code = fact.category_code or event.category_code
+                assigned_area = assigned_area or event.area_code
+                # Dispatch's profile is the one the ticket is timed on (intake only proposes).
+                fact.time_limit_profile = event.time_limit_profile
+                fact.supervised = fact.supervised or event.supervised
+                fact.focused = fact.focused or event.focused
+                if fact.dispatched_at is None:
+                    fact.dispatched_at = event.occurred_at
+                if fact.assigned_at is None or event.occurred_at >= fact.assigned_at:
+                    fact.assigned_at = event.occurred_at
+                    fact.department_code = event.department_code
+                    fact.department_tier = event.department_tier
+                    fact.handling_line = event.handling_line
+                    fact.mode = event.mode
+                if first_completion is not None and event.occurred_at > first_completion:
+                    fact.reopened = True
+            case d.DispatchSigned():
+                row = dispatch(event.dispatch_id)
+                if row.signed_at is None:
+                    row.signed_at, row.sign_late = event.occurred_at, event.late
+                if row.state == "assigned":
+                    row.state = "signed"
+            case d.CitizenContacted():
+                row = dispatch(event.dispatch_id)
+                if row.contacted_at is None:
+                    row.contacted_at, row.contact_late = event.occurred_at, event.late
+            case d.DispatchCompleted():
+                row = dispatch(event.dispatch_id)
+                row.department_code = row.department_code or event.department_code
+                if row.completed_at is None:
+                    row.completed_at, row.complete_late = event.occurred_at, event.late
+                    row.completed_via, row.resolved = event.via, event.resolved
+                row.state = "completed"
+                if first_completion is None:
+                    first_completion = event.occurred_at
+            case d.DispatchWithdrawn():
+                if dispatch(event.dispatch_id).state != "completed":
+                    dispatch(event.dispatch_id).state = "withdrawn"
+            case d.ReturnDecided() if event.approved:
+                returns.add(event.dispatch_id)
+                if dispatch(event.dispatch_id).state != "completed":
+                    dispatch(event.dispatch_id).state = "returned"
+            case d.DispatchTransferred():
+                transfers.add(event.new_dispatch_id)
+                if dispatch(event.dispatch_id).state != "completed":
+                    dispatch(event.dispatch_id).state = "transferred"
+                new = dispatch(event.new_dispatch_id)
+                new.department_code = new.department_code or event.to_department
+                new.mode = new.mode or "transfer"
+                new.assigned_at = new.assigned_at or event.occurred_at
+            case d.ExtensionDecided() if event.approved:
+                extensions.add((event.dispatch_id, event.request_id))
+            case d.DispatchEscalated():
+                escalations.add((event.dispatch_id, event.clock, event.level))
+                row = dispatch(event.dispatch_id)
+                row.department_code = row.department_code or event.department_code
+                row.sign_escalated |= event.clock == "sign_for"
+                row.contact_escalated |= event.clock == "first_contact"
+            case d.DispatchSupervised():
+                fact.supervised = True
+            case d.DispatchFocused():
+                fact.focused = True
+            case d.WhistleBlown():
+                whistles.add(event.whistle_id)
+                for summons in event.summons:
+                    row = dispatch(summons.dispatch_id)
+                    row.department_code = row.department_code or summons.department_code
+                    row.summoned = True
+                    row.assigned_at = row.assigned_at or event.occurred_at
+            case d.DepartmentReported():
+                row = dispatch(event.dispatch_id)
+                row.summoned = True
+                row.department_code = row.department_code or event.department_code
+                if row.report_on_time is None:
+                    row.report_on_time = event.on_time
+
+    fact.area_code = fact.area_code or assigned_area
+    for name, value in area_levels(fact.area_code).items():
+        setattr(fact, name, value)
+    if ticket_id.startswith(PROACTIVE_PREFIX) or fact.handling_line == PROACTIVE_LINE:
+        fact.kind = "proactive"
+    for key in escalations:
+        row = dispatches[key[0]]
+        row.escalations += 1
+        row.max_escalation_level = max(row.max_escalation_level, key[2])
+    fact.escalations = len(escalations)
+    fact.max_escalation_level = max((k[2] for k in escalations), default=0)
+    fact.extensions, fact.whistles = len(extensions), len(whistles)
+    fact.returns, fact.transfers = len(returns), len(transfers)
+    # A summons asks a department to report, not to own the ticket: it holds nothing open.
+    owning = [r for r in dispatches.values() if not r.summoned or r.mode is not None]
+    fact.dispatches = len(owning)
+    signed = [r.signed_at for r in owning if r.signed_at is not None]
+    contacted = [r.contacted_at for r in owning if r.contacted_at is not None]
+    fact.signed_at = min(signed, default=None)
+    fact.first_contact_at = min(contacted, default=None)
+    done = [r for r in owning if r.completed_at is not None]
+    if done and all(r.state in _ENDED for r in owning):
+        closing = max(done, key=lambda r: (r.completed_at, r.dispatch_id))
+        fact.completed = True
+        fact.completed_at = closing.completed_at
+        fact.completed_late = bool(closing.complete_late)
+        fact.mediated = closing.completed_via == "mediation"
+        fact.department_code = closing.department_code
+        fact.department_tier = closing.department_tier or fact.department_tier
+        start = fact.received_at or fact.dispatched_at
+        if start is not None and closing.completed_at is not None:
+            days = working_days_between(start, closing.completed_at, calendar=calendar)
+            fact.handling_centidays = round(days * 100)
+    _count_callback(fact, callbacks)
+    rows = sorted(dispatches.values(), key=lambda r: str(r.dispatch_id))
+    return TicketFold(TicketFact(**fact.__dict__), [DispatchFact(**r.__dict__) for r in rows])
+
+
+def _count_callback(fact: _Draft, callbacks: dict[int, i.FeedbackReceived]) -> None:
+    """The counted callback is the latest revision received after completion; without one,
+    the fact keeps the latest revision of all (shown, not counted)."""
+    if not callbacks:
+        return
+
+    def received(event: i.FeedbackReceived) -> datetime:
+        return event.received_at or event.occurred_at
+
+    after = [
+        c
+        for c in callbacks.values()
+        if fact.completed and fact.completed_at is not None and received(c) >= fact.completed_at
+    ]
+    chosen = max(after or callbacks.values(), key=lambda c: c.revision)
+    fact.feedback_id, fact.feedback_revision = chosen.feedback_id, chosen.revision
+    fact.resolved, fact.satisfaction = chosen.resolved, chosen.satisfaction
+    fact.callback_counted = bool(after)
+
+
+def fold_case(case_id: str, events: Iterable[Event]) -> CaseFact:
+    """A mediation case's fact from all its events, in any order."""
+    fact = CaseFact(case_id=case_id)
+    escalations: set[tuple[str, str]] = set()
+    for event in sorted(events, key=_order):
+        fact.ticket_id = fact.ticket_id or getattr(event, "ticket_id", None)
+        match event:
+            case m.CaseOpened():
+                fact.opened_at = event.occurred_at
+                fact.origin = event.origin
+                fact.dispute_type = event.dispute_type
+                fact.category_code = event.category_code or fact.category_code
+                fact.area_code = event.area_code or fact.area_code
+                fact.level = fact.level or event.level
+            case m.CaseEscalated():
+                escalations.add((event.from_level, event.to_level))
+                fact.level = event.to_level
+                fact.area_code = event.area_code or fact.area_code
+            case m.CaseClosed():
+                fact.closed_at = event.occurred_at
+                fact.outcome = event.outcome
+                fact.level = event.level
+                fact.area_code = event.area_code or fact.area_code
+                fact.category_code = event.category_code or fact.category_code
+                fact.dispute_type = event.dispute_type or fact.dispute_type
+    fact.escalations = len(escalations)
+    levels = area_levels(fact.area_code)
+    fact.district_code, fact.town_code = levels["district_code"], levels["town_code"]
+    return fact

@@ -1,0 +1,389 @@
+"""Evaluation's read side: every committee answer is a sum over pre-aggregated cells.
+
+A query picks the month cells when its period is whole months and the day cells otherwise,
+filters on the cell dimensions (an area filter is one equality on the column of the area's
+tier: codes nest, so a town's cells hold its villages' and grids'), groups by at most one
+dimension and sums the counters; the handling-time histogram is summed alongside for the p90.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.evaluation.cells import FINE_DIMENSIONS
+from services.evaluation.metrics_registry import COUNTERS, METRICS, evaluate
+from services.evaluation.models import TicketFact, cells_table, handling_table
+from services.evaluation.periods import Period
+from shared import taxonomy
+from shared.errors import Invalid
+from shared.geo import Tier, UnknownArea, tier_of
+from shared.geo import area as geo_area
+from shared.workcalendar import SHANGHAI
+
+Kind = Literal["appeal", "proactive"]
+_AREA_COLUMN = {
+    Tier.DISTRICT: "district_code",
+    Tier.TOWN: "town_code",
+    Tier.VILLAGE: "village_code",
+    Tier.GRID: "grid_code",
+}
+_CHILD_COLUMN = {
+    Tier.CITY: "district_code",
+    Tier.DISTRICT: "town_code",
+    Tier.TOWN: "village_code",
+    Tier.VILLAGE: "grid_code",
+    Tier.GRID: "grid_code",
+}
+# Slice name → cell column (``area`` is the children of the area filter, resolved per query).
+DIMENSION_COLUMNS = {
+    "department": "department_code",
+    "tier": "department_tier",
+    "district": "district_code",
+    "town": "town_code",
+    "village": "village_code",
+    "grid": "grid_code",
+    "channel": "channel",
+    "category_top": "category_top",
+    "category": "category_code",
+    "line": "handling_line",
+    "enterprise": "enterprise",
+    "period": "period_start",
+}
+SLICES = (*DIMENSION_COLUMNS, "area")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters of one answer; every one optional, all combinable."""
+
+    department: str | None = None
+    tier: str | None = None
+    area: str | None = None
+    channel: str | None = None
+    category: str | None = None
+    line: str | None = None
+    enterprise: bool | None = None
+    kind: Kind = "appeal"
+
+    def stated(self) -> dict[str, Any]:
+        """The filters as the answer states them (unset ones left out, the kind always)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def area_tier(self) -> Tier:
+        if self.area is None:
+            return Tier.CITY
+        try:
+            tier = tier_of(self.area)
+            geo_area(self.area)
+        except (ValueError, UnknownArea):
+            raise Invalid(f"unknown area code {self.area!r}", field="area") from None
+        return tier
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        c = cells_table.c
+        # Appeals come with the mediation cases (their own counters); proactive work apart.
+        kinds = ("appeal", "case") if self.kind == "appeal" else ("proactive",)
+        where: list[ColumnElement[bool]] = [c.kind.in_(kinds)]
+        if self.department is not None:
+            where.append(c.department_code == self.department)
+        if self.tier is not None:
+            where.append(c.department_tier == self.tier)
+        tier = self.area_tier()
+        if self.area is not None and tier is not Tier.CITY:
+            where.append(c[_AREA_COLUMN[tier]] == self.area)
+        if self.channel is not None:
+            where.append(c.channel == self.channel)
+        if self.category is not None:
+            if not taxonomy.is_known(self.category):
+                raise Invalid(f"unknown category code {self.category!r}", field="category")
+            column = c.category_top if len(self.category) == 2 else c.category_code
+            where.append(column == self.category)
+        if self.line is not None:
+            where.append(c.handling_line == self.line)
+        if self.enterprise is not None:
+            where.append(c.enterprise == ("1" if self.enterprise else "0"))
+        return where
+
+
+class MetricValue(BaseModel):
+    """One metric of one answer row."""
+
+    id: str
+    name_zh: str
+    name_en: str
+    value: float | None = Field(description="None when the denominator is zero")
+    numerator: float
+    denominator: int
+
+
+class Row(BaseModel):
+    """The figures of one slice value (or of the whole selection)."""
+
+    key: str | None = Field(description="the slice value; None for the whole selection")
+    label_zh: str | None = None
+    label_en: str | None = None
+    sample_size: int = Field(description="tickets (or, for mediation only, cases) counted")
+    metrics: list[MetricValue]
+    counters: dict[str, int]
+
+
+class PeriodOut(BaseModel):
+    kind: str
+    label: str
+    start: date
+    end: date = Field(description="the last day of the period (inclusive)")
+
+
+class Answer(BaseModel):
+    """Every answer states its period, its filters and its sample size."""
+
+    period: PeriodOut
+    filters: dict[str, Any]
+    slice: str | None = None
+    sample_size: int
+    rows: list[Row]
+
+
+def period_out(period: Period) -> PeriodOut:
+    return PeriodOut(
+        kind=period.kind, label=period.label(), start=period.start, end=period.last_day
+    )
+
+
+def label(dimension: str, key: str) -> tuple[str | None, str | None]:
+    """Chinese and English names of a slice value, where the suite knows them."""
+    if dimension in ("district", "town", "village", "grid", "area") and key:
+        try:
+            found = geo_area(key)
+        except (UnknownArea, ValueError):
+            return None, None
+        return found.name_zh, found.name_en
+    if dimension in ("category", "category_top") and taxonomy.is_known(key):
+        category = taxonomy.get(key)
+        return category.name_zh, category.name_en
+    return None, None
+
+
+def metric_values(
+    counters: Mapping[str, int], histogram: Mapping[int, int], *, basic_weight: float
+) -> list[MetricValue]:
+    """Every registry metric of one row."""
+    values = evaluate(counters, histogram, basic_weight=basic_weight)
+    return [
+        MetricValue(
+            id=m.id,
+            name_zh=m.name_zh,
+            name_en=m.name_en,
+            value=values[m.id],
+            numerator=m.numerator_value(counters, basic_weight=basic_weight)
+            if m.kind == "rate"
+            else counters.get(m.numerator, 0),
+            denominator=counters.get(m.denominator, 0),
+        )
+        for m in METRICS
+    ]
+
+
+@dataclass
+class Sums:
+    """Summed counters and histogram of one group."""
+
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def sample_size(self) -> int:
+        return self.counters["tickets"] or self.counters["cases_opened"]
+
+
+def grain_for(period: Period, filters: Filters, dimension: str | None) -> str:
+    """The coarsest cells that answer exactly: coarse month cells when the period is whole
+    months and neither the filters nor the slice need a fine dimension."""
+    if period.grain != "month":
+        return period.grain
+    fine = [
+        filters.area is not None and filters.area_tier() in (Tier.VILLAGE, Tier.GRID),
+        filters.channel is not None,
+        filters.category is not None and len(filters.category) > 2,
+        filters.line is not None,
+        filters.enterprise is not None,
+        dimension is not None and group_column(dimension, filters).name in FINE_DIMENSIONS,
+    ]
+    return "month" if any(fine) else "month_coarse"
+
+
+def _where(period: Period, filters: Filters, grain: str) -> list[ColumnElement[bool]]:
+    c = cells_table.c
+    return [
+        c.grain == grain,
+        c.period_start >= period.start,
+        c.period_start < period.end,
+        *filters.conditions(),
+    ]
+
+
+def group_column(dimension: str | None, filters: Filters) -> Any:
+    if dimension is None:
+        return None
+    if dimension == "area":
+        return cells_table.c[_CHILD_COLUMN[filters.area_tier()]]
+    if dimension not in DIMENSION_COLUMNS:
+        raise Invalid(f"unknown slice {dimension!r}; one of {', '.join(SLICES)}", field="slice")
+    return cells_table.c[DIMENSION_COLUMNS[dimension]]
+
+
+async def sums(
+    engine: AsyncEngine,
+    *,
+    period: Period,
+    filters: Filters,
+    dimension: str | None = None,
+    grain: str | None = None,
+) -> dict[str, Sums]:
+    """Summed counters (and handling histograms) per value of ``dimension`` ("" when None)."""
+    where_grain = grain or grain_for(period, filters, dimension)
+    where = _where(period, filters, where_grain)
+    column = group_column(dimension, filters)
+    keys: list[Any] = [column] if column is not None else []
+    counters: Select[Any] = select(
+        *keys, *(func.coalesce(func.sum(cells_table.c[n]), 0) for n in COUNTERS)
+    ).where(and_(*where))
+    histogram: Select[Any] = (
+        select(*keys, handling_table.c.centidays, func.sum(handling_table.c.n))
+        .select_from(
+            handling_table.join(cells_table, handling_table.c.cell_key == cells_table.c.cell_key)
+        )
+        .where(
+            and_(
+                *where,
+                handling_table.c.grain == where_grain,
+                handling_table.c.period_start >= period.start,
+                handling_table.c.period_start < period.end,
+            )
+        )
+        .group_by(*keys, handling_table.c.centidays)
+    )
+    if keys:
+        counters = counters.group_by(*keys)
+    out: dict[str, Sums] = defaultdict(Sums)
+    async with engine.connect() as conn:
+        for row in await conn.execute(counters):
+            values = row[len(keys) :]
+            if not keys and not any(values):
+                continue
+            key = str(row[0]) if keys else ""
+            out[key].counters = {n: int(v) for n, v in zip(COUNTERS, values, strict=True)}
+        for row in await conn.execute(histogram):
+            key = str(row[0]) if keys else ""
+            centi, n = row[len(keys)], int(row[len(keys) + 1])
+            if n:
+                out[key].histogram[int(centi)] = n
+    return dict(out)
+
+
+def answer(
+    *,
+    period: Period,
+    filters: Filters,
+    groups: Mapping[str, Sums],
+    dimension: str | None,
+    basic_weight: float,
+) -> Answer:
+    """The stated answer from summed groups."""
+    total = Sums()
+    for s in groups.values():
+        for name, value in s.counters.items():
+            total.counters[name] += value
+    rows = []
+    for key in sorted(groups):
+        s = groups[key]
+        zh, en = label(dimension, key) if dimension else (None, None)
+        rows.append(
+            Row(
+                key=key if dimension else None,
+                label_zh=zh,
+                label_en=en,
+                sample_size=s.sample_size,
+                metrics=metric_values(s.counters, s.histogram, basic_weight=basic_weight),
+                counters=s.counters,
+            )
+        )
+    if dimension is None and not rows:
+        rows = [
+            Row(
+                key=None,
+                sample_size=0,
+                metrics=metric_values(total.counters, {}, basic_weight=basic_weight),
+                counters=total.counters,
+            )
+        ]
+    return Answer(
+        period=period_out(period),
+        filters=filters.stated(),
+        slice=dimension,
+        sample_size=total.sample_size,
+        rows=rows,
+    )
+
+
+async def figures(
+    engine: AsyncEngine,
+    *,
+    period: Period,
+    filters: Filters,
+    dimension: str | None = None,
+    basic_weight: float,
+) -> Answer:
+    """The metrics of a period and filters, whole or sliced by one dimension."""
+    grain = None
+    if dimension == "period":
+        # A trend: months within a period of whole months, days otherwise.
+        grain = grain_for(period, filters, None)
+    groups = await sums(engine, period=period, filters=filters, dimension=dimension, grain=grain)
+    return answer(
+        period=period,
+        filters=filters,
+        groups=groups,
+        dimension=dimension,
+        basic_weight=basic_weight,
+    )
+
+
+FACT_EXPORT_COLUMNS: Sequence[str] = tuple(
+    name for name in TicketFact.model_fields if name not in ("feedback_id",)
+)
+
+
+async def ticket_fact_rows(
+    engine: AsyncEngine, *, period: Period | None, batch: int = 5000
+) -> AsyncIterator[list[Any]]:
+    """Every ticket fact (optionally received in a period), in id order, in batches: the
+    auditors' export. Facts hold no personal data; the callback's id is left out too."""
+    table = TicketFact.__table__  # type: ignore[attr-defined]
+    columns = [table.c[name] for name in FACT_EXPORT_COLUMNS]
+    after = ""
+    while True:
+        query = select(*columns).where(table.c.ticket_id > after)
+        if period is not None:
+            query = query.where(table.c.received_at >= _utc(period.start)).where(
+                table.c.received_at < _utc(period.end)
+            )
+        query = query.order_by(table.c.ticket_id).limit(batch)
+        async with engine.connect() as conn:
+            rows = [list(r) for r in await conn.execute(query)]
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+def _utc(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), SHANGHAI)
