@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from services.evaluation.models import TicketFact
+from services.evaluation.models import CaseFact, TicketFact
 from shared.bus import create_topics
 from shared.clock import ManualClock
 from shared.settings import BusSettings
@@ -242,9 +242,19 @@ async def test_a_mediated_ticket_ends_in_a_confirmed_fulfilled_agreement(
                 await db.execute(select(TicketFact).where(col(TicketFact.ticket_id) == ticket))
             ).scalar_one()
         assert fact.handling_line == "mediation"
-        # Evaluation's mediation figures (success rate, the level cases end at) are folded from
-        # mediation.events, which its consumer already subscribes to; once they land, assert
-        # here that this case counts as one written, court-confirmed, fulfilled agreement.
+
+        # Evaluation folds mediation.events too: the case counts as one mediation that ended
+        # fulfilled, at the level it was held, for the ticket it came from.
+        async def case_counted() -> bool:
+            async with evaluation.runtime.sessions() as db:
+                found = await db.get(CaseFact, case_id)
+            return found is not None and found.outcome == "fulfilled"
+
+        await wait_until(case_counted, timeout=30, what="evaluation to count the mediation case")
+        async with evaluation.runtime.sessions() as db:
+            case_fact = await db.get(CaseFact, case_id)
+        assert case_fact is not None
+        assert (case_fact.ticket_id, case_fact.level) == (ticket, case["level"])
 
 
 async def test_a_ticket_escalated_to_the_city_is_claimed_and_cleared_on_the_board(
