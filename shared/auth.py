@@ -564,6 +564,15 @@ def public(reason: str, **openapi_extra: Any) -> dict[str, Any]:
     return {**openapi_extra, PUBLIC_EXTENSION: reason}
 
 
+def checks_roles(*roles: Role, **openapi_extra: Any) -> dict[str, Any]:
+    """``openapi_extra`` declaring the roles a route admits when the route checks them itself
+    (a hot route authorizing inline, saving a dependency's cost per request; or a route whose
+    domain decides per unit): the same security requirement ``require_roles`` declares, so the
+    OpenAPI document and the route-roles test see it. The route must check exactly these."""
+    names = sorted(r.value for r in {*roles, Role.OPERATOR})
+    return {**openapi_extra, "security": [{SCHEME_NAME: names}]}
+
+
 def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting only the given roles (operators always pass); 403 otherwise.
     The roles are declared as the scopes of the route's OpenAPI security requirement."""

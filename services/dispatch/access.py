@@ -16,12 +16,32 @@ from collections.abc import Collection
 
 from services.dispatch.models import Dispatch
 from services.dispatch.organisation.chart import Department, OrgChart
-from services.dispatch.workflow import Action, Actor
-from shared.auth import Principal, Role
+from services.dispatch.workflow import Action, Actor, actor_of
+from shared.auth import Principal, Role, checks_roles, public
 from shared.errors import Forbidden
 from shared.geo import Tier
 
 DEPARTMENT_ROLES = frozenset({Role.DEPARTMENT, Role.GRID_WORKER})
+# The roles each route admits at all (operators always); the checks below then decide per
+# dispatch and unit. Routes declare these with ``checks_roles`` so the OpenAPI document says so.
+ACTOR_ROLES: dict[Actor, tuple[Role, ...]] = {
+    Actor.DEPARTMENT: (Role.DEPARTMENT, Role.GRID_WORKER),
+    Actor.CENTRE: (Role.CENTRE,),
+    Actor.SYSTEM: (),
+}
+DISPATCH_READERS = (Role.DEPARTMENT, Role.GRID_WORKER, Role.CENTRE, Role.COMMITTEE, Role.MEDIATOR)
+QUEUE_READERS = (Role.DEPARTMENT, Role.GRID_WORKER, Role.CENTRE, Role.COMMITTEE)
+WHISTLE_BLOWERS = (Role.DEPARTMENT, Role.GRID_WORKER, Role.CENTRE)
+WHISTLE_READERS = DISPATCH_READERS  # every role but the hotline
+REFERENCE_DATA = public(
+    "the city's organisation, routing rules, time-limit profiles and working calendar are "
+    "published reference data: no ticket, no citizen"
+)
+
+
+def roles_for(action: Action) -> dict[str, object]:
+    """``openapi_extra`` declaring the roles that may take ``action``."""
+    return checks_roles(*ACTOR_ROLES[actor_of(action)])
 
 
 def centre_scope(principal: Principal, org: OrgChart) -> Department | None:

@@ -161,6 +161,11 @@ CLOCK_STOPPED_BY: dict[ClockName, frozenset[Action]] = {
 }
 
 
+def actor_of(action: Action) -> Actor:
+    """Who takes ``action``: the handling department, a centre over it, or the system."""
+    return _RULES[action].actor
+
+
 def initial_state(*, grab: bool = False, summoned: bool = False) -> DispatchState:
     """The state a new dispatch starts in: assigned, in the grab pool, or summoned by a whistle."""
     if grab and summoned:

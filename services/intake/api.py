@@ -37,7 +37,7 @@ from services.intake.models import (
     TicketView,
 )
 from services.intake.ratelimit import client_key
-from shared.auth import Principal, Role, principal_from_request
+from shared.auth import Principal, Role, checks_roles, principal_from_request, public
 from shared.fastjson import body_openapi, json_response, parse_body
 
 router = APIRouter()
@@ -45,6 +45,7 @@ router = APIRouter()
 POSTERS = frozenset({Role.HOTLINE, Role.GRID_WORKER, Role.CENTRE, Role.OPERATOR})
 CALLERS_BACK = frozenset({Role.HOTLINE, Role.CENTRE, Role.OPERATOR})
 READERS = frozenset({Role.HOTLINE, Role.CENTRE, Role.COMMITTEE, Role.OPERATOR})
+PUBLISHED = public("the channel registry is published reference data: no ticket, no citizen")
 
 
 def intake_of(request: Request) -> IntakeContext:
@@ -103,7 +104,7 @@ _ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     response_model=TicketAccepted,
     responses=_ACCEPTED_RESPONSES,
-    openapi_extra=body_openapi(TicketIn),
+    openapi_extra=checks_roles(*POSTERS, **body_openapi(TicketIn)),
 )
 async def post_ticket(request: Request) -> Response:
     """Accept one ticket in the canonical 12345 JSON; answered once stored with its event."""
@@ -116,7 +117,9 @@ async def post_ticket(request: Request) -> Response:
     return _created(await service.accept_ticket(ctx=ctx, channel=channel, draft=draft))
 
 
-@router.get("/tickets", tags=["tickets"], response_model=TicketPage)
+@router.get(
+    "/tickets", tags=["tickets"], response_model=TicketPage, openapi_extra=checks_roles(*READERS)
+)
 async def list_tickets(
     request: Request,
     channel: str | None = None,
@@ -152,6 +155,7 @@ async def list_tickets(
     tags=["tickets"],
     response_model=TicketView,
     responses={404: {"description": "No such ticket"}},
+    openapi_extra=checks_roles(*READERS),
 )
 async def get_ticket(ticket_id: str, request: Request) -> Response:
     """One ticket as the hotline sees it: status and history, no clear-text numbers."""
@@ -165,6 +169,7 @@ async def get_ticket(ticket_id: str, request: Request) -> Response:
     tags=["tickets"],
     response_class=Response,
     responses={404: {"description": "No such ticket or attachment"}},
+    openapi_extra=checks_roles(*READERS),
 )
 async def get_attachment(ticket_id: str, sha256: str, request: Request) -> Response:
     """An attachment's bytes, as the channel sent them."""
@@ -200,7 +205,7 @@ async def get_attachment(ticket_id: str, sha256: str, request: Request) -> Respo
         415: {"description": "The body is not declared as JSON"},
         422: {"description": "A field is missing or invalid; the detail names it"},
     },
-    openapi_extra=body_openapi(CallbackIn),
+    openapi_extra=checks_roles(*CALLERS_BACK, **body_openapi(CallbackIn)),
 )
 async def post_callback(ticket_id: str, request: Request) -> Response:
     """Record a 回访 result; a later one for the same ticket replaces the earlier in effect."""
@@ -222,7 +227,7 @@ async def post_callback(ticket_id: str, request: Request) -> Response:
 # Channels
 
 
-@router.get("/channels", tags=["channels"])
+@router.get("/channels", tags=["channels"], openapi_extra=PUBLISHED)
 async def list_channels(
     kind: Annotated[str | None, Query(pattern="^(appeal|callback)$")] = None,
     family: str | None = None,
@@ -239,7 +244,12 @@ async def list_channels(
     ]
 
 
-@router.get("/channels/{code}", tags=["channels"], responses={404: {"description": "Unknown"}})
+@router.get(
+    "/channels/{code}",
+    tags=["channels"],
+    responses={404: {"description": "Unknown"}},
+    openapi_extra=PUBLISHED,
+)
 async def get_channel_entry(code: str) -> dict[str, Any]:
     """One channel: names, family, payload format, time-limit profile, where to post."""
     return _channel_entry(get_channel(code))
@@ -309,7 +319,7 @@ _NATIVE_BODY = {
         **_ACCEPTED_RESPONSES,
         207: {"model": BatchAccepted, "description": "A batch with some bad rows"},
     },
-    openapi_extra=_NATIVE_BODY,
+    openapi_extra=checks_roles(*POSTERS, **_NATIVE_BODY),
 )
 async def post_channel_ticket(code: str, request: Request) -> Response:
     """Accept a channel's appeal in its native payload: JSON with its own field names, a form,
@@ -388,7 +398,7 @@ def _batch_status(result: BatchAccepted) -> int:
         415: {"description": "The body's content type is not one this channel sends"},
         422: {"description": "A field is missing or invalid; the detail names it"},
     },
-    openapi_extra=_NATIVE_BODY,
+    openapi_extra=checks_roles(*CALLERS_BACK, **_NATIVE_BODY),
 )
 async def post_channel_callback(code: str, request: Request) -> Response:
     """Accept a callback channel's 回访 result in its native payload (it names the ticket)."""

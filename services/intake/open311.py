@@ -39,6 +39,7 @@ from services.intake.channels import channels, get_channel
 from services.intake.errors import PayloadError
 from services.intake.ratelimit import client_key
 from shared import pii, taxonomy
+from shared.auth import public
 from shared.events.base import utcnow
 
 
@@ -225,8 +226,12 @@ def _check_statuses(statuses: Sequence[str]) -> None:
 # --------------------------------------------------------------------------------------------
 # Routes
 
+# GeoReport v2 is the citizens' own API: anyone may file and follow a request (rate-limited per
+# address; answers carry no citizen data).
+CITIZENS = public("Open311 GeoReport v2 is the public API citizens file and follow requests on")
 
-@router.get("/discovery.{fmt}")
+
+@router.get("/discovery.{fmt}", openapi_extra=CITIZENS)
 async def discovery(fmt: str, request: Request) -> Response:
     """Where the GeoReport v2 endpoint is and what it speaks."""
     try:
@@ -254,7 +259,7 @@ async def discovery(fmt: str, request: Request) -> Response:
     )
 
 
-@router.get("/v2/services.{fmt}")
+@router.get("/v2/services.{fmt}", openapi_extra=CITIZENS)
 async def services(fmt: str) -> Response:
     """Every service (taxonomy leaf) a request may be filed under, grouped by top level."""
     try:
@@ -264,7 +269,7 @@ async def services(fmt: str) -> Response:
     return render(fmt, "services", [service_entry(c.code) for c in taxonomy.leaves()])
 
 
-@router.get("/v2/services/{service_code}.{fmt}")
+@router.get("/v2/services/{service_code}.{fmt}", openapi_extra=CITIZENS)
 async def service_definition(service_code: str, fmt: str) -> Response:
     """A service's definition: its code and (none needed here) extra attributes."""
     try:
@@ -277,7 +282,7 @@ async def service_definition(service_code: str, fmt: str) -> Response:
     return render(fmt, "service_definition", {"service_code": service_code, "attributes": []})
 
 
-@router.post("/v2/requests.{fmt}", status_code=201)
+@router.post("/v2/requests.{fmt}", status_code=201, openapi_extra=CITIZENS)
 async def post_request(fmt: str, request: Request) -> Response:
     """File a service request (form-encoded per the spec, or JSON); answered once stored."""
     ctx = intake_of(request)
@@ -309,7 +314,7 @@ async def post_request(fmt: str, request: Request) -> Response:
     )
 
 
-@router.get("/v2/requests.{fmt}")
+@router.get("/v2/requests.{fmt}", openapi_extra=CITIZENS)
 async def get_requests(
     fmt: str,
     request: Request,
@@ -370,7 +375,7 @@ def _internal_statuses(statuses: Iterable[str]) -> tuple[str, ...]:
     return tuple(s for s in lifecycle.STATUSES if lifecycle.open311_status(s) in wanted)
 
 
-@router.get("/v2/requests/{service_request_id}.{fmt}")
+@router.get("/v2/requests/{service_request_id}.{fmt}", openapi_extra=CITIZENS)
 async def get_request(service_request_id: str, fmt: str, request: Request) -> Response:
     """One service request (a list of one, as the spec has it)."""
     ctx = intake_of(request)

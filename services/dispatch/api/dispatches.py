@@ -8,11 +8,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from services.dispatch import queries
+from services.dispatch.access import DISPATCH_READERS, QUEUE_READERS
 from services.dispatch.api.common import MAX_OFFSET, CallerDep, DispatchId, TicketId, query_text
 from services.dispatch.models import Dispatch
 from services.dispatch.rules import HandlingLine
 from services.dispatch.schemas import DispatchDetail, DispatchPublic, EscalationPublic, InboxPage
 from services.dispatch.workflow import Status
+from shared.auth import checks_roles
 
 router = APIRouter(tags=["dispatches"])
 
@@ -20,7 +22,7 @@ router = APIRouter(tags=["dispatches"])
 Mode = Literal["assign", "grab", "supervised", "reroute", "transfer", "whistle"]
 
 
-@router.get("/inbox", response_model=InboxPage)
+@router.get("/inbox", response_model=InboxPage, openapi_extra=checks_roles(*QUEUE_READERS))
 async def get_inbox(
     caller: CallerDep,
     department: Annotated[str | None, query_text(64)] = None,
@@ -47,7 +49,9 @@ async def get_inbox(
     )
 
 
-@router.get("/grab-pool", response_model=list[DispatchPublic])
+@router.get(
+    "/grab-pool", response_model=list[DispatchPublic], openapi_extra=checks_roles(*QUEUE_READERS)
+)
 async def get_grab_pool(
     caller: CallerDep, department: Annotated[str | None, query_text(64)] = None
 ) -> list[Dispatch]:
@@ -55,20 +59,32 @@ async def get_grab_pool(
     return await caller.ask(queries.grab_pool, department=department)
 
 
-@router.get("/dispatches/{dispatch_id}", response_model=DispatchDetail)
+@router.get(
+    "/dispatches/{dispatch_id}",
+    response_model=DispatchDetail,
+    openapi_extra=checks_roles(*DISPATCH_READERS),
+)
 async def get_dispatch(dispatch_id: DispatchId, caller: CallerDep) -> DispatchDetail:
     """One dispatch with its clocks, allowed actions and audit trail; 403 if it is another
     department's, 404 if there is no such dispatch."""
     return await caller.ask(queries.detail, dispatch_id=dispatch_id)
 
 
-@router.get("/tickets/{ticket_id}/dispatches", response_model=list[DispatchPublic])
+@router.get(
+    "/tickets/{ticket_id}/dispatches",
+    response_model=list[DispatchPublic],
+    openapi_extra=checks_roles(*DISPATCH_READERS),
+)
 async def ticket_dispatches(ticket_id: TicketId, caller: CallerDep) -> list[Dispatch]:
     """The dispatches of one ticket the caller may read; 404 when dispatch has not seen it."""
     return await caller.ask(queries.ticket_dispatches, ticket_id=ticket_id)
 
 
-@router.get("/escalations", response_model=list[EscalationPublic])
+@router.get(
+    "/escalations",
+    response_model=list[EscalationPublic],
+    openapi_extra=checks_roles(*QUEUE_READERS),
+)
 async def list_escalations(
     caller: CallerDep,
     target: Annotated[str | None, query_text(64, "escalated to this centre")] = None,

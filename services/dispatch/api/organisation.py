@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
+from services.dispatch.access import REFERENCE_DATA
 from services.dispatch.api.common import (
     MAX_OFFSET,
     DepartmentCode,
@@ -29,13 +30,13 @@ from shared.geo import Tier
 router = APIRouter(tags=["organisation"])
 
 
-@router.get("/organisation", response_model=OrganisationPublic)
+@router.get("/organisation", response_model=OrganisationPublic, openapi_extra=REFERENCE_DATA)
 async def get_organisation(service: ServiceDep) -> dict[str, Any]:
     """The loaded org chart's version, revision and counts by tier."""
     return await service.read(store.summary)
 
 
-@router.get("/areas", response_model=list[AreaPublic])
+@router.get("/areas", response_model=list[AreaPublic], openapi_extra=REFERENCE_DATA)
 async def list_areas(
     service: ServiceDep,
     parent: Annotated[str | None, query_text(32, "children of this area")] = None,
@@ -49,7 +50,7 @@ async def list_areas(
     )
 
 
-@router.get("/departments", response_model=DepartmentPage)
+@router.get("/departments", response_model=DepartmentPage, openapi_extra=REFERENCE_DATA)
 async def list_departments(
     service: ServiceDep,
     tier: Annotated[Tier | None, Query()] = None,
@@ -75,13 +76,13 @@ async def list_departments(
     )
 
 
-@router.get("/departments/{code}", response_model=DepartmentPublic)
+@router.get("/departments/{code}", response_model=DepartmentPublic, openapi_extra=REFERENCE_DATA)
 async def get_department(code: DepartmentCode, service: ServiceDep) -> DepartmentRow:
     """One department."""
     return await service.read(lambda s: store.department(session=s, code=code))
 
 
-@router.get("/departments/{code}/history")
+@router.get("/departments/{code}/history", openapi_extra=REFERENCE_DATA)
 async def department_history(code: DepartmentCode, service: ServiceDep) -> list[dict[str, Any]]:
     """The admin changes to one department, oldest first."""
     return await service.read(lambda s: store.department_history(session=s, code=code))

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 
+from services.dispatch.access import REFERENCE_DATA
 from services.dispatch.api.common import ContextDep, OperatorDep, ServiceDep
 from services.dispatch.organisation import admin
 from services.dispatch.queries import dry_run as dry_run_query
@@ -31,7 +32,7 @@ def _public(
     )
 
 
-@router.get("/routing/rules", response_model=RulesPublic)
+@router.get("/routing/rules", response_model=RulesPublic, openapi_extra=REFERENCE_DATA)
 async def get_rules(
     service: ServiceDep,
     text: Annotated[bool, Query(description="include the YAML source")] = False,
@@ -65,14 +66,14 @@ async def put_rules(
     return _public(row.id, rules, row.activated_at, row.activated_by)
 
 
-@router.post("/routing/dry-run", response_model=RoutingDecision)
+@router.post("/routing/dry-run", response_model=RoutingDecision, openapi_extra=REFERENCE_DATA)
 async def dry_run(body: DryRunRequest, service: ServiceDep) -> RoutingDecision:
     """Which rule fires for a ticket and why — every rule tried, each condition checked — with
     the active rules or a candidate rules file; nothing is stored."""
     return await service.read(lambda s: dry_run_query(session=s, ctx=service.ctx, body=body))
 
 
-@router.get("/profiles")
+@router.get("/profiles", openapi_extra=REFERENCE_DATA)
 async def list_profiles(ctx: ContextDep) -> list[dict[str, Any]]:
     """The time-limit profiles and their clocks."""
     return [
@@ -94,7 +95,7 @@ async def list_profiles(ctx: ContextDep) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/calendar")
+@router.get("/calendar", openapi_extra=REFERENCE_DATA)
 async def get_calendar(ctx: ContextDep) -> dict[str, Any]:
     """The working calendar: official data years, operators' overrides, where the fallback
     starts."""

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from services.dispatch import actions, closing, grab, returns
+from services.dispatch.access import roles_for
 from services.dispatch.api.common import CallerDep, DispatchId
 from services.dispatch.models import Dispatch, ExtensionRequest
 from services.dispatch.schemas import (
@@ -22,6 +23,7 @@ from services.dispatch.schemas import (
     ReasonBody,
     TransferBody,
 )
+from services.dispatch.workflow import Action
 
 router = APIRouter(tags=["workflow"])
 Route = Callable[..., Awaitable["ActionResult"]]
@@ -107,7 +109,11 @@ _DECISIONS = (
 
 for _spec in actions.SIMPLE_ACTIONS:
     router.add_api_route(
-        _path(_spec.path), _table_route(_spec), methods=["POST"], response_model=ActionResult
+        _path(_spec.path),
+        _table_route(_spec),
+        methods=["POST"],
+        response_model=ActionResult,
+        openapi_extra=roles_for(_spec.action),
     )
 for _segment, _name, _decide, _approve, _answer, _doc in _DECISIONS:
     router.add_api_route(
@@ -115,10 +121,14 @@ for _segment, _name, _decide, _approve, _answer, _doc in _DECISIONS:
         _named(_decision_route(_decide, _answer, approve=_approve), _name, _doc),
         methods=["POST"],
         response_model=ActionResult,
+        # approving and denying are the same centre decision
+        openapi_extra=roles_for(Action.RETURN_APPROVE),
     )
 
 
-@router.post(_path("grab"), response_model=ActionResult, name="grab")
+@router.post(
+    _path("grab"), response_model=ActionResult, name="grab", openapi_extra=roles_for(Action.GRAB)
+)
 async def grab_dispatch(
     dispatch_id: DispatchId, caller: CallerDep, body: NoteBody | None = None
 ) -> ActionResult:
@@ -127,7 +137,9 @@ async def grab_dispatch(
     return _result(await caller.act(grab.grab, dispatch_id=dispatch_id, note=note))
 
 
-@router.post(_path("transfer"), response_model=ActionResult)
+@router.post(
+    _path("transfer"), response_model=ActionResult, openapi_extra=roles_for(Action.TRANSFER)
+)
 async def transfer(dispatch_id: DispatchId, body: TransferBody, caller: CallerDep) -> ActionResult:
     """转办: hand the dispatch to another department; a new dispatch takes over."""
     d, new = await caller.act(
@@ -139,7 +151,11 @@ async def transfer(dispatch_id: DispatchId, body: TransferBody, caller: CallerDe
     return _result(d, [new])
 
 
-@router.post(_path("extension"), response_model=ActionResult)
+@router.post(
+    _path("extension"),
+    response_model=ActionResult,
+    openapi_extra=roles_for(Action.EXTENSION_REQUEST),
+)
 async def request_extension(
     dispatch_id: DispatchId, body: ExtensionBody, caller: CallerDep
 ) -> ActionResult:
@@ -148,7 +164,9 @@ async def request_extension(
     return _result(d, extension=request)
 
 
-@router.post(_path("mediation"), response_model=ActionResult)
+@router.post(
+    _path("mediation"), response_model=ActionResult, openapi_extra=roles_for(Action.PROGRESS)
+)
 async def request_mediation(
     dispatch_id: DispatchId, body: ReasonBody, caller: CallerDep
 ) -> ActionResult:
