@@ -19,14 +19,13 @@ from services.mediation import board
 from services.mediation.context import MediationContext
 from services.mediation.lifecycle import Action, IllegalTransition, Status
 from services.mediation.models import Agreement, AgreementTerm, Case, FollowUp, Signature
+from services.mediation.moves import close, refer
+from services.mediation.parties import case_parties
 from services.mediation.schemas import AgreementIn, CourtBody, FollowUpIn, FollowUpRecord
 from services.mediation.service import (
     actor_of,
-    case_parties,
-    close,
     level_of,
     load_case,
-    refer,
     transition,
 )
 from shared.auth import Principal

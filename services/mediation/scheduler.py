@@ -20,7 +20,8 @@ from services.mediation import board
 from services.mediation.context import MediationContext
 from services.mediation.lifecycle import MEDIATING, OPEN, Status
 from services.mediation.models import BoardPost, Case
-from services.mediation.service import SYSTEM, escalate
+from services.mediation.moves import escalate
+from services.mediation.service import SYSTEM
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from sqlmodel import col
 from services.mediation.context import MediationContext
 from services.mediation.lifecycle import Action, IllegalTransition, Status
 from services.mediation.models import MediationSession, Mediator, SlotClaim
+from services.mediation.parties import case_parties
 from services.mediation.schemas import SessionIn, SessionRecord
 from services.mediation.service import (
     actor_of,
-    case_parties,
     load_case,
     mediator_ids,
     transition,

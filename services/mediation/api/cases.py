@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.mediation import pool, queries, service
+from services.mediation import moves, parties, pool, queries, service
 from services.mediation.api.common import (
     AUTH_RESPONSES,
     MAX_OFFSET,
@@ -69,7 +69,7 @@ async def list_cases(
 async def open_walk_in(ctx: MediationDep, principal: CaseWorker, body: WalkInCase) -> Case:
     """Open a walk-in case (no ticket); a mediator opening it becomes its lead mediator."""
     return await write(
-        ctx, lambda s: service.open_walk_in(session=s, ctx=ctx, principal=principal, body=body)
+        ctx, lambda s: parties.open_walk_in(session=s, ctx=ctx, principal=principal, body=body)
     )
 
 
@@ -99,7 +99,7 @@ async def add_party(
     """Add an applicant, respondent or third party; 409 if a mediator on the case conflicts."""
     party = await write(
         ctx,
-        lambda s: service.add_party(
+        lambda s: parties.add_party(
             session=s, ctx=ctx, principal=principal, case_id=case_id, body=body
         ),
     )
@@ -130,7 +130,7 @@ async def assign(
 
     async def work(s: AsyncSession) -> None:
         case = await service.load_case(session=s, principal=principal, case_id=case_id)
-        await service.assign(
+        await parties.assign(
             session=s,
             ctx=ctx,
             principal=principal,
@@ -150,7 +150,7 @@ async def fail(ctx: MediationDep, principal: CaseWorker, case_id: CaseId, body: 
     """Mediation did not settle it: the case goes up a level, or out with a referral."""
     return await write(
         ctx,
-        lambda s: service.fail(session=s, ctx=ctx, principal=principal, case_id=case_id, body=body),
+        lambda s: moves.fail(session=s, ctx=ctx, principal=principal, case_id=case_id, body=body),
     )
 
 
@@ -167,7 +167,7 @@ async def case_action(
     reason = body.reason if body else None
     return await write(
         ctx,
-        lambda s: service.simple_action(
+        lambda s: moves.simple_action(
             session=s, ctx=ctx, principal=principal, case_id=case_id, action=action, reason=reason
         ),
     )
