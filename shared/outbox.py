@@ -1,9 +1,14 @@
 """Transactional outbox: events are rows written in the same transaction as the state change
 that causes them; a relay publishes pending rows in batches and marks them.
 
-Rows stay for a retention window after publication so that a wiped or replaced broker can be
-refilled: when the relay finds a new cluster id it queues every retained row again, and the
-consumers' inboxes drop what they had already applied.
+Rows stay for a retention window after their last publication so that a wiped, rotated or
+replaced broker can be refilled: when the relay finds a new cluster id it queues every retained
+row again, and the consumers' inboxes drop what they had already applied.
+
+The window runs from ``published_at``, not ``created_at``: what a consumer may still need is a
+record it has not read yet, and it can first read a record when it is published. A row that
+waited out a long broker outage, or was re-published on a new broker, gets the whole window
+again, so no consumer that lags by less than the window can miss it across a rotation.
 """
 
 from __future__ import annotations
@@ -263,11 +268,10 @@ class OutboxRelay:
             ).scalar_one_or_none()
             if stored != cluster_id:
                 if stored is not None:
-                    cutoff = utcnow() - timedelta(days=self._settings.outbox_retention_days)
+                    # Every row still here is within its window (``purge_expired`` keeps it so).
                     result = await conn.execute(
                         update(self._outbox)
                         .where(self._outbox.c.published_at.is_not(None))
-                        .where(self._outbox.c.created_at >= cutoff)
                         .values(published_at=None)
                     )
                     requeued = result.rowcount or 0
@@ -377,12 +381,10 @@ class OutboxRelay:
         return count
 
     async def purge_expired(self) -> int:
-        """Delete published rows older than the retention window."""
+        """Delete rows last published longer ago than the retention window."""
         cutoff = utcnow() - timedelta(days=self._settings.outbox_retention_days)
         async with self._engine.begin() as conn:
             result = await conn.execute(
-                self._outbox.delete()
-                .where(self._outbox.c.published_at.is_not(None))
-                .where(self._outbox.c.created_at < cutoff)
+                self._outbox.delete().where(self._outbox.c.published_at < cutoff)
             )
         return result.rowcount or 0
