@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck install clean bench-intake bench-intake-profile fuzz
+.PHONY: run test test-fast lint format typecheck install clean bench-intake bench-intake-profile soak fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -31,6 +31,9 @@ bench-intake: $(STAMP)  ## ceiling vs intake durable POST on SQLite and PostgreS
 bench-intake-profile: $(STAMP)  ## the same cases under py-spy: where the time goes, per case
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.intake --profile bench/results/profiles --seconds 10 --batch-seconds 20 --out bench/results/intake-profiled.json
+
+soak: $(STAMP)  ## 200,000 tickets through `fengqiao up` with broker rotations: peak RSS, lost, doubled
+	$(BIN)/python -m bench.soak
 
 fuzz: $(STAMP)  ## schemathesis against every service's OpenAPI: no request may get a 5xx
 	$(BIN)/python -m fuzz.run
