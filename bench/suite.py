@@ -117,7 +117,22 @@ def start_suite(
     var_dir: Path, *, env: Mapping[str, str] | None = None, timeout: float = 90.0
 ) -> SuiteProcess:
     """``fengqiao up`` on free ports with SQLite under ``var_dir``; returns once every service is
-    ready (database, broker and consumer group joined) and the supervisor's endpoint answers."""
+    ready (database, broker and consumer group joined) and the supervisor's endpoint answers.
+
+    A port found free can be taken by another program before a service binds it; the suite
+    then exits at start-up and is started again on other ports (three tries)."""
+    for attempt in range(3):
+        try:
+            return _start_suite(var_dir, env=env, timeout=timeout)
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_suite(
+    var_dir: Path, *, env: Mapping[str, str] | None = None, timeout: float = 90.0
+) -> SuiteProcess:
     var_dir.mkdir(parents=True, exist_ok=True)
     base = _free_block(len(SERVICE_NAMES) + 1)
     broker_port = _free_block(1)
