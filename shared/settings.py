@@ -55,9 +55,9 @@ class ServiceSettings(BusSettings):
     # the request gets a 503). Batch files hold it for a while: seconds, not milliseconds.
     sqlite_busy_timeout_ms: int = 20_000
 
-    # Published events stay re-publishable this long after their last publication: a rotated or
-    # wiped embedded broker is refilled from them, so it must exceed the longest time a consumer
-    # may lag behind (or be down) — see docs/architecture.md, "Supervision".
+    # Published events stay re-publishable this long after their publication: a rotated or wiped
+    # embedded broker is refilled from them, so it must be at least twice the longest time a
+    # consumer may lag behind (or be down) — see docs/architecture.md, "Supervision".
     outbox_retention_days: float = 7.0
     outbox_batch_size: int = 500
     outbox_poll_interval_ms: int = 200

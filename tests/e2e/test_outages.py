@@ -55,24 +55,39 @@ class TcpProxy:
         self._writers.clear()
 
     async def _pipe(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        # Registered before the upstream connect: a cut while it is under way must drop it too.
+        self._writers.add(client_w)
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
             client_w.transport.abort()
             return
-        self._writers.update((client_w, server_w))
+        if client_w not in self._writers:  # cut meanwhile
+            client_w.transport.abort()
+            server_w.transport.abort()
+            return
+        self._writers.add(server_w)
 
         async def copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.transport.abort()
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
 
+        # When either direction ends, for whatever reason, both ends are dropped: a link that
+        # carried bytes one way only would leave a client waiting forever for its answer.
+        directions = [
+            asyncio.ensure_future(copy(client_r, server_w)),
+            asyncio.ensure_future(copy(server_r, client_w)),
+        ]
         try:
-            await asyncio.gather(copy(client_r, server_w), copy(server_r, client_w))
+            await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._writers.difference_update((client_w, server_w))
+            for task in directions:
+                task.cancel()
+            for writer in (client_w, server_w):
+                writer.transport.abort()
+                self._writers.discard(writer)
+            await asyncio.gather(*directions, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

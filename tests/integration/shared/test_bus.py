@@ -195,8 +195,7 @@ async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -
         )
     )
     async with harness.engine.begin() as conn:
-        # Last published longer ago than the retention window: it must not come back (the
-        # purge would have deleted it; until it runs, it is not re-published either).
+        # Published longer ago than the retention window: purged, it does not come back.
         await conn.execute(
             update(harness.outbox_table)
             .where(harness.outbox_table.c.key == "20260101-0000001")
@@ -212,11 +211,28 @@ async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -
         # Pretend this database last published to another broker.
         await conn.execute(update(harness.bus_state).values(value="some-older-broker"))
     assert await harness.relay.purge_expired() == 1
+    async with harness.engine.connect() as conn:
+        published_before = dict(
+            (
+                await conn.execute(
+                    select(harness.outbox_table.c.key, harness.outbox_table.c.published_at)
+                )
+            ).all()
+        )
     requeued = await harness.relay.adopt_broker(harness.watch.cluster_id or "")
     assert requeued == 2
     records = await read_topic(harness.settings, INTAKE_TOPIC, 5)
     keys = [r.key for r in records]
     assert keys.count(b"20260101-0000002") == 2 and keys.count(b"20260101-0000003") == 2
+    # A replay renews no row's window: were it to, rotations more frequent than the window
+    # would keep every row forever (and refill the broker with all of them).
+    async with harness.engine.connect() as conn:
+        ages = (
+            await conn.execute(
+                select(harness.outbox_table.c.key, harness.outbox_table.c.published_at)
+            )
+        ).all()
+    assert {key: published_at for key, published_at in ages} == published_before
 
 
 async def test_purge_deletes_only_published_rows_past_retention(harness: Harness) -> None:
