@@ -234,6 +234,13 @@ class OutboxRelay:
                 raise
             self._producer = producer
 
+    async def _renew_producer(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+        await self._connect()
+
     async def close(self) -> None:
         """Flush and close the Kafka clients."""
         if self._producer is not None:
@@ -255,6 +262,12 @@ class OutboxRelay:
         self._force_check = False
         self._watch.reachable = True
         if cluster_id != self._watch.cluster_id:
+            if self._watch.cluster_id is not None:
+                # The producer's partition map is the old broker's: tansu acknowledges records
+                # sent to a partition its (possibly auto-created, 4-partition) topic lacks and
+                # keeps none of them. A new producer reads the new broker's map; what the old one
+                # sent since the rotation is in the replay range.
+                await self._renew_producer()
             await self.adopt_broker(cluster_id)
         await self._update_backlog()
 
