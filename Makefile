@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck install clean bench bench-intake bench-intake-profile bench-suite bench-peer bench-evaluation fuzz
+.PHONY: run test test-fast lint format typecheck install clean bench bench-intake bench-intake-profile bench-suite bench-peer bench-evaluation soak fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -48,6 +48,9 @@ bench-intake-profile: $(STAMP)  ## the same cases under py-spy: where the time g
 
 bench-evaluation: $(STAMP)  ## 10 M ticket facts on PostgreSQL: committee query p99, rebuild, apply rate
 	$(BIN)/python -m bench.evaluation
+
+soak: $(STAMP)  ## 200,000 tickets through `fengqiao up` with broker rotations: peak RSS, lost, doubled
+	$(BIN)/python -m bench.soak
 
 fuzz: $(STAMP)  ## schemathesis against every service's OpenAPI: no request may get a 5xx
 	$(BIN)/python -m fuzz.run

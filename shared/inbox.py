@@ -5,6 +5,10 @@ already holds is skipped and counted. A handler that keeps failing is retried wi
 after ``consumer_max_tries``, its record goes to the dead-letter topic (through the outbox, so
 that too is transactional) and the consumer moves on. A record that does not decode is
 dead-lettered at once: retrying cannot fix it.
+
+A database that cannot be reached (refused, dropped, locked past the busy timeout) is not the
+message's fault: such a failure burns none of its tries; the consumer pauses until the database
+answers again and then redelivers from the record it was on.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import Table, select
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared import db
 from shared.bus import BrokerWatch, consumer_group_id, make_consumer, topic_name
 from shared.events import DEAD_LETTER_TOPIC
 from shared.events.base import (
@@ -41,6 +49,43 @@ Handler = Callable[..., Awaitable[None]]
 """``async def handle(event, *, session) -> None``: write through the session, never commit."""
 
 HandlerMap = Mapping[type[Event], Handler]
+
+
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) says the database could not be reached or was busy
+    — a condition that passes — rather than that the work itself was refused."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlite3.OperationalError):
+            # SQLite says "no such table" with the same class as "database is locked".
+            return any(word in str(current) for word in _SQLITE_TRANSIENT)
+        if isinstance(current, OSError | DisconnectionError | InterfaceError):
+            return True  # OSError covers refused / reset connections and timeouts
+        if isinstance(current, OperationalError) and not isinstance(
+            current.orig, sqlite3.OperationalError
+        ):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(
+            current,
+            asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.AdminShutdownError
+            | asyncpg.TooManyConnectionsError,
+        ):
+            return True
+        orig = getattr(current, "orig", None)
+        current = (
+            orig if isinstance(orig, BaseException) else current.__cause__ or current.__context__
+        )
+    return False
 
 
 class _Failed(Exception):
@@ -81,6 +126,7 @@ class InboxConsumer:
         self._tries: dict[tuple[str, int, int], int] = {}
         self.joined = asyncio.Event()
         self.applied = 0
+        self.paused = False  # waiting for the database to come back
 
     async def run(self) -> None:
         """Consume until cancelled; rejoin whenever the broker changes identity."""
@@ -131,6 +177,12 @@ class InboxConsumer:
             except _Failed as failure:
                 done = failure.index
                 record = records[start + failure.index]
+                if database_unreachable(failure.error):
+                    if done:
+                        await consumer.commit({tp: records[start + done - 1].offset + 1})
+                    consumer.seek(tp, record.offset)
+                    await self._wait_for_database(failure.error)
+                    return
                 if await self._should_dead_letter(record, failure.error):
                     await self._dead_letter(record, repr(failure.error), "handler_failed")
                     done += 1
@@ -139,9 +191,37 @@ class InboxConsumer:
                         await consumer.commit({tp: records[start + done - 1].offset + 1})
                     consumer.seek(tp, record.offset)  # redeliver from here after the backoff
                     return
+            except Exception as exc:
+                # The transaction itself (begin, inbox look-up, commit) could not reach the
+                # database: nothing of this run is known to be stored, so redeliver all of it.
+                if not database_unreachable(exc):
+                    raise
+                consumer.seek(tp, records[start].offset)
+                await self._wait_for_database(exc)
+                return
             if done:
                 await consumer.commit({tp: records[start + done - 1].offset + 1})
             start += done
+
+    async def _wait_for_database(self, error: BaseException) -> None:
+        """Pause until the database answers again, backing off; no message is blamed for it."""
+        log.warning("consumer %s: database unreachable (%r); pausing", self.name, error)
+        self.paused = True
+        delay = self._settings.consumer_backoff_ms / 1000
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    await db.ping(self._engine)
+                except Exception as exc:
+                    if not database_unreachable(exc):
+                        raise
+                    delay = min(delay * 2, self._settings.consumer_backoff_max_ms / 1000)
+                    continue
+                log.warning("consumer %s: database reachable again; resuming", self.name)
+                return
+        finally:
+            self.paused = False
 
     async def _apply(self, records: list[ConsumerRecord]) -> int:
         """Apply records in one transaction, one savepoint each; stop at the first failure after

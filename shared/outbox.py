@@ -1,9 +1,17 @@
 """Transactional outbox: events are rows written in the same transaction as the state change
 that causes them; a relay publishes pending rows in batches and marks them.
 
-Rows stay for a retention window after publication so that a wiped or replaced broker can be
-refilled: when the relay finds a new cluster id it queues every retained row again, and the
-consumers' inboxes drop what they had already applied.
+Rows stay for a retention window after their publication so that a wiped, rotated or replaced
+broker can be refilled: when the relay finds a new cluster id it replays every retained row onto
+it, oldest first, and the consumers' inboxes drop what they had already applied.
+
+The window runs from ``published_at``, not ``created_at``: what a consumer may still need is a
+record it has not read yet, and it can first read a record when it is published (a row may wait
+out a long broker outage first). A replay does not touch ``published_at`` — it walks a cursor
+kept in ``bus_state`` — or every rotation would renew every row's window and the broker's
+memory would grow without bound. A consumer that had not read a row before a rotation (so it
+lags by less than L) reads it again within L after the replay: with a window of at least twice
+the longest consumer lag, no row is purged before every consumer could have read it.
 
 Every event is a state change, so the outbox is also where the audit trail is written: each
 event written gets an ``audit_trail`` row in the same transaction naming who caused it — the
@@ -239,6 +247,7 @@ class OutboxRelay:
         self._last_cleanup = 0.0
         self._force_check = True
         self._postgres = engine.dialect.name == "postgresql"
+        self._replay: tuple[int, int] | None = None
         self.published = 0
 
     def wake(self) -> None:
@@ -302,6 +311,13 @@ class OutboxRelay:
                 raise
             self._producer = producer
 
+    async def _renew_producer(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+        await self._connect()
+
     async def close(self) -> None:
         """Flush and close the Kafka clients."""
         if self._producer is not None:
@@ -323,6 +339,12 @@ class OutboxRelay:
         self._force_check = False
         self._watch.reachable = True
         if cluster_id != self._watch.cluster_id:
+            if self._watch.cluster_id is not None:
+                # The producer's partition map is the old broker's: tansu acknowledges records
+                # sent to a partition its (possibly auto-created, 4-partition) topic lacks and
+                # keeps none of them. A new producer reads the new broker's map; what the old one
+                # sent since the rotation is in the replay range.
+                await self._renew_producer()
             await self.adopt_broker(cluster_id)
         await self._update_backlog()
 
@@ -340,36 +362,84 @@ class OutboxRelay:
             ).scalar_one_or_none()
             if stored != cluster_id:
                 if stored is not None:
-                    cutoff = utcnow() - timedelta(days=self._settings.outbox_retention_days)
-                    result = await conn.execute(
-                        update(self._outbox)
-                        .where(self._outbox.c.published_at.is_not(None))
-                        .where(self._outbox.c.created_at >= cutoff)
-                        .values(published_at=None)
-                    )
-                    requeued = result.rowcount or 0
-                await self._store_cluster_id(conn, cluster_id, exists=stored is not None)
-        if requeued:
-            self._metrics.outbox_republished.inc(requeued)
+                    # Every row still here is within its window (``purge_expired`` keeps it so);
+                    # the rows published so far are replayed, those pending publish as usual.
+                    published = self._outbox.c.published_at.is_not(None)
+                    last, requeued = (
+                        await conn.execute(
+                            select(func.coalesce(func.max(self._outbox.c.id), 0), func.count())
+                            .select_from(self._outbox)
+                            .where(published)
+                        )
+                    ).one()
+                    self._replay = (0, int(last))
+                    await self._store_state(conn, "replay_after", "0")
+                    await self._store_state(conn, "replay_until", str(last))
+                await self._store_state(conn, "cluster_id", cluster_id)
         if self._watch.cluster_id is not None:
             self._metrics.broker_epoch_changes.inc()
         log.info("broker %s adopted; %d retained events queued again", cluster_id, requeued)
         self._watch.adopt(cluster_id)
         return requeued
 
-    async def _store_cluster_id(
-        self, conn: AsyncConnection, cluster_id: str, *, exists: bool
-    ) -> None:
-        values = {"name": "cluster_id", "value": cluster_id, "updated_at": utcnow()}
-        if exists:
-            await conn.execute(
-                update(self._bus_state).where(self._bus_state.c.name == "cluster_id").values(values)
-            )
-        else:
+    async def _store_state(self, conn: AsyncConnection, name: str, value: str) -> None:
+        values = {"name": name, "value": value, "updated_at": utcnow()}
+        result = await conn.execute(
+            update(self._bus_state).where(self._bus_state.c.name == name).values(values)
+        )
+        if not result.rowcount:
             await conn.execute(self._bus_state.insert().values(values))
 
+    async def _replay_position(self) -> tuple[int, int]:
+        """(last id replayed, last id to replay) of the replay under way; read once from
+        ``bus_state`` so that a restarted relay finishes what its predecessor began."""
+        if self._replay is None:
+            state = self._bus_state
+            async with self._reader.connect() as conn:
+                stored = dict(
+                    (
+                        await conn.execute(
+                            select(state.c.name, state.c.value).where(
+                                state.c.name.in_(("replay_after", "replay_until"))
+                            )
+                        )
+                    ).all()
+                )
+                await conn.rollback()
+            self._replay = (int(stored.get("replay_after", 0)), int(stored.get("replay_until", 0)))
+        return self._replay
+
+    async def replay_batch(self) -> int:
+        """Send the next batch of already-published rows to a new broker; how many were sent."""
+        after, until = await self._replay_position()
+        if after >= until:
+            return 0
+        t = self._outbox
+        async with self._reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.c.id, t.c.event_type, t.c.topic, t.c.key, t.c.headers, t.c.payload)
+                    .where(t.c.id > after, t.c.id <= until, t.c.published_at.is_not(None))
+                    .order_by(t.c.id)
+                    .limit(self._settings.outbox_batch_size)
+                )
+            ).all()
+            await conn.rollback()
+        if rows:
+            await self._send(rows)
+            self._metrics.outbox_republished.inc(len(rows))
+        position = rows[-1].id if rows else until
+        async with self._engine.begin() as conn:
+            await self._store_state(conn, "replay_after", str(position))
+        self._replay = (position, until)
+        return len(rows)
+
     async def publish_batch(self) -> int:
-        """Send up to one batch of pending rows; return how many were published."""
+        """Send up to one batch: replayed rows for a new broker first (they are the older), then
+        pending ones; return how many were sent."""
+        replayed = await self.replay_batch()
+        if replayed:
+            return replayed
         t = self._outbox
         query = (
             select(t.c.id, t.c.event_type, t.c.topic, t.c.key, t.c.headers, t.c.payload)
@@ -454,12 +524,10 @@ class OutboxRelay:
         return count
 
     async def purge_expired(self) -> int:
-        """Delete published rows older than the retention window."""
+        """Delete rows published longer ago than the retention window."""
         cutoff = utcnow() - timedelta(days=self._settings.outbox_retention_days)
         async with self._engine.begin() as conn:
             result = await conn.execute(
-                self._outbox.delete()
-                .where(self._outbox.c.published_at.is_not(None))
-                .where(self._outbox.c.created_at < cutoff)
+                self._outbox.delete().where(self._outbox.c.published_at < cutoff)
             )
         return result.rowcount or 0

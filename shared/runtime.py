@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
+import asyncpg
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import AwareDatetime
 from sqlalchemy import MetaData, Table, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import db, logs
@@ -26,7 +27,7 @@ from shared.bus import BrokerWatch
 from shared.clock import Clock, SystemClock
 from shared.errors import DEFAULT_STATUS, DomainError, status_for
 from shared.groupcommit import GroupCommitter
-from shared.inbox import HandlerMap, InboxConsumer
+from shared.inbox import HandlerMap, InboxConsumer, database_unreachable
 from shared.limits import BodySizeLimitMiddleware
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetricsMiddleware, ServiceMetrics
 from shared.outbox import AUDIT_TABLE, Outbox, OutboxRelay, read_audit_trail
@@ -337,18 +338,24 @@ def create_service_app(spec: ServiceSpec[Any]) -> FastAPI:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse({"detail": summary, "errors": errors}, status_code=422)
 
-    @app.exception_handler(OperationalError)
-    async def database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         """503 + Retry-After when the database is busy (SQLite's write lock held past the busy
         timeout) or unreachable. A retry is safe where requests carry an external id: a request
         that did get stored is answered with its first result."""
-        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        if not database_unreachable(exc):
+            raise exc  # a real fault: the server-error middleware answers 500 and logs it
+        orig = getattr(exc, "orig", None) or exc
+        reason = (str(orig).splitlines() or [type(orig).__name__])[0]
         log.warning("%s: database unavailable: %s", spec.name, reason)
         return JSONResponse(
             {"detail": f"the database is busy or unavailable ({reason}); retry later"},
             status_code=503,
             headers={"Retry-After": "1"},
         )
+
+    # Raw driver errors too: the group committer writes through asyncpg directly.
+    for kind in (DBAPIError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        app.add_exception_handler(kind, database_unavailable)
 
     status_table = {**DEFAULT_STATUS, **spec.errors}
 

@@ -61,6 +61,9 @@ class ServiceSettings(BusSettings):
     # the request gets a 503). Batch files hold it for a while: seconds, not milliseconds.
     sqlite_busy_timeout_ms: int = 20_000
 
+    # Published events stay re-publishable this long after their publication: a rotated or wiped
+    # embedded broker is refilled from them, so it must be at least twice the longest time a
+    # consumer may lag behind (or be down) — see docs/architecture.md, "Supervision".
     outbox_retention_days: float = 7.0
     outbox_batch_size: int = 500
     outbox_poll_interval_ms: int = 200
@@ -188,6 +191,27 @@ class ServiceSettings(BusSettings):
             return None
         raw = self.database_url.split(":///", 1)[1].split("?", 1)[0]
         return None if raw in ("", ":memory:") else Path(raw)
+
+
+class SupervisorSettings(BaseSettings):
+    """How ``fengqiao up`` keeps the suite running: restarts and the embedded broker's rotation."""
+
+    model_config = SettingsConfigDict(env_prefix="SUPERVISOR_", extra="ignore")
+
+    # A crashed process restarts after this delay, doubled on each crash in a row up to the cap;
+    # a process that stayed up ``restart_stable_s`` starts again from the first delay.
+    restart_backoff_s: float = Field(0.5, gt=0)
+    restart_backoff_max_s: float = Field(30.0, gt=0)
+    restart_stable_s: float = Field(60.0, ge=0)
+    # The embedded broker keeps every record in memory; a rotation (a planned restart, refilled
+    # from the outboxes) bounds it. 0 turns either trigger off.
+    broker_rotate_rss_mb: float = Field(1024.0, ge=0)
+    broker_rotate_every_hours: float = Field(24.0, ge=0)
+    # Right after a rotation the broker holds the re-published retention window again: a memory
+    # threshold below that would rotate in a loop, so memory rotations keep this distance.
+    broker_rotate_min_gap_s: float = Field(300.0, ge=0)
+    # How often process memory is sampled (for the rotation and the peak-RSS gauges).
+    sample_interval_s: float = Field(2.0, gt=0)
 
 
 def service_settings_config(prefix: str, **extra: Any) -> SettingsConfigDict:

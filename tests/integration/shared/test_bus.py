@@ -188,19 +188,51 @@ async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -
             harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
         )
     )
-    # One row is older than the retention window: it must not come back.
+    await harness.emit(ticket(3))
+    await wait_until(
+        lambda: _count_is(
+            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
+        )
+    )
     async with harness.engine.begin() as conn:
+        # Published longer ago than the retention window: purged, it does not come back.
         await conn.execute(
             update(harness.outbox_table)
             .where(harness.outbox_table.c.key == "20260101-0000001")
+            .values(published_at=utcnow() - timedelta(days=8))
+        )
+        # Created long ago but published only now (it waited out an outage, or came back on a
+        # new broker): consumers may not have read it yet, so it stays in the window.
+        await conn.execute(
+            update(harness.outbox_table)
+            .where(harness.outbox_table.c.key == "20260101-0000003")
             .values(created_at=utcnow() - timedelta(days=8))
         )
         # Pretend this database last published to another broker.
         await conn.execute(update(harness.bus_state).values(value="some-older-broker"))
+    assert await harness.relay.purge_expired() == 1
+    async with harness.engine.connect() as conn:
+        published_before = dict(
+            (
+                await conn.execute(
+                    select(harness.outbox_table.c.key, harness.outbox_table.c.published_at)
+                )
+            ).all()
+        )
     requeued = await harness.relay.adopt_broker(harness.watch.cluster_id or "")
-    assert requeued == 1
-    records = await read_topic(harness.settings, INTAKE_TOPIC, 3)
-    assert [r.key for r in records].count(b"20260101-0000002") == 2
+    assert requeued == 2
+    records = await read_topic(harness.settings, INTAKE_TOPIC, 5)
+    keys = [r.key for r in records]
+    assert keys.count(b"20260101-0000002") == 2 and keys.count(b"20260101-0000003") == 2
+    # A replay renews no row's window: were it to, rotations more frequent than the window
+    # would keep every row forever (and refill the broker with all of them).
+    async with harness.engine.connect() as conn:
+        ages = (
+            await conn.execute(
+                select(harness.outbox_table.c.key, harness.outbox_table.c.published_at)
+            )
+        ).all()
+    assert {key: published_at for key, published_at in ages} == published_before
 
 
 async def test_purge_deletes_only_published_rows_past_retention(harness: Harness) -> None:
@@ -210,17 +242,29 @@ async def test_purge_deletes_only_published_rows_past_retention(harness: Harness
             harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
         )
     )
+    await harness.emit(ticket(3))
+    await wait_until(
+        lambda: _count_is(
+            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
+        )
+    )
+    long_ago = utcnow() - timedelta(days=8)
     async with harness.engine.begin() as conn:
+        await conn.execute(update(harness.outbox_table).values(created_at=long_ago))
         await conn.execute(
-            update(harness.outbox_table).values(created_at=utcnow() - timedelta(days=8))
+            update(harness.outbox_table)
+            .where(harness.outbox_table.c.key == "20260101-0000001")
+            .values(published_at=long_ago)
         )
         await conn.execute(
             update(harness.outbox_table)
             .where(harness.outbox_table.c.key == "20260101-0000002")
             .values(published_at=None)
         )
+    # Only the row last published past the window goes: the pending one and the one created
+    # long ago but published just now (a consumer may not have read it) stay.
     assert await harness.relay.purge_expired() == 1
-    assert await harness.count(harness.outbox_table) == 1
+    assert await harness.count(harness.outbox_table) == 2
 
 
 async def test_duplicate_delivery_is_applied_once_and_counted(harness: Harness) -> None:
