@@ -28,6 +28,11 @@ APPS: dict[str, tuple[Callable[..., Any], type]] = {
 }
 
 
+# The tests' load comes from one address, which intake's per-client rate limit would throttle;
+# the limit has its own tests (tests/integration/intake).
+OWN_DEFAULTS: dict[str, dict[str, Any]] = {"intake": {"public_rate_limit": ""}}
+
+
 @contextlib.asynccontextmanager
 async def run_suite(
     *, bootstrap: str, database: Database, prefix: str, **extra: Any
@@ -43,7 +48,7 @@ async def run_suite(
                 database=database,
                 bootstrap=bootstrap,
                 prefix=prefix,
-                **extra,
+                **{**OWN_DEFAULTS.get(name, {}), **extra},
             )
             running[name] = await stack.enter_async_context(serve(name, factory(settings)))
         yield running

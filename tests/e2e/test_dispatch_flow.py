@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from services.dispatch.models import TicketRecord
 from shared.events.mediation import AgreementReached
@@ -136,11 +135,16 @@ async def test_tickets_are_routed_handled_rerouted_and_mediated(
         async with evaluation.client() as client:
             summary = (await client.get("/summary")).json()
         assert summary["awaiting_dispatch"] == 0
-        async with evaluation.runtime.sessions() as session:
-            from services.evaluation.models import TicketFact
+        from services.evaluation.models import TicketFact
 
-            facts = {
-                f.ticket_id: f.department_code
-                for f in (await session.execute(select(TicketFact))).scalars()
-            }
-        assert facts[returned] == rerouted["department_code"]  # the latest assignment counts
+        async def department_of(ticket_id: str) -> str | None:
+            async with evaluation.runtime.sessions() as session:
+                fact = await session.get(TicketFact, ticket_id)
+            return fact.department_code if fact is not None else None
+
+        # The re-routed assignment is the latest: once evaluation has folded it, it counts
+        # (counting three dispatched tickets can happen before the re-route arrives).
+        async def rerouted_counts() -> bool:
+            return await department_of(returned) == rerouted["department_code"]
+
+        await wait_until(rerouted_counts, timeout=20, what="evaluation to fold the re-route")
