@@ -142,8 +142,9 @@ async def test_no_tenant_reaches_another_and_no_forgery_passes(dispatch_env: Dis
     two_roles = [*OPERATOR.items(), ("x-fengqiao-role", "operator"), ("x-fengqiao-role", "x")]
     await probe("two role headers", "GET", f"/dispatches/{did}", two_roles, 400)
 
-    # Mediation: mediator X on mediator Y's cases — add the probes here once cases carry the
-    # mediator (or centre) they belong to.
+    # Mediation's probes (mediator X on Y's case, another town's centre, the committee on
+    # parties, writes by the hotline) run against a mediation app in token mode in
+    # tests/integration/mediation/test_case_work.py.
 
     assert len(refused) >= 20
     # Nothing a refused request touched moved: both dispatches are as routing left them.
