@@ -485,7 +485,7 @@ async def time_apply(settings: EvaluationSettings, n_events: int) -> dict[str, A
     refold of its ticket: the worst case for batching, and what a steady stream looks like."""
     per_ticket = 6
     tickets = ticket_events(n_events // per_ticket, seed=2)
-    events = [tickets[k] for stage in range(per_ticket) for k in range(stage, len(tickets), per_ticket)]
+    events = [tickets[k] for s in range(per_ticket) for k in range(s, len(tickets), per_ticket)]
     engine = db.create_engine(settings)
     sessions = db.session_factory(engine)
     calendar = evaluation_calendar(settings)
