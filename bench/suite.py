@@ -188,6 +188,9 @@ def suite_environment(database: str, postgres: str, stamp: str) -> dict[str, str
         for k, v in os.environ.items()
         if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.endswith(("_DATABASE_URL", "_DATABASE_SCHEMA"))
     }
+    # The load comes from one address (wrk on this machine): the per-client limit on intake's
+    # public routes would measure the limiter, not the suite.
+    env["INTAKE_PUBLIC_RATE_LIMIT"] = ""
     if database == "postgres":
         env.update(DEPLOYMENT_SECRETS)
         for name in SERVICES:
@@ -251,6 +254,38 @@ def stop_suite(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def profile_services(
+    where: Path | None, database: str, names: dict[int, str], seconds: int
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each service during the load (``--profile DIR``): raw stacks per process, to
+    see where the time goes; nothing when not asked."""
+    if where is None:
+        return []
+    where.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                "--rate",
+                "100",
+                "--format",
+                "raw",
+                "--output",
+                str(where / f"suite-{database}-{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid, name in names.items()
+        if name in SERVICES
+    ]
 
 
 def label(pid: int) -> str:
@@ -441,6 +476,7 @@ def _measure_case(
         probe_id, probe_s = probe(intake, evaluation_port)
         pids = process_tree(proc.pid)
         names = {pid: label(pid) for pid in pids}
+        spies = profile_services(args.profile, database, names, args.seconds)
         cpu0, machine0 = cpu_seconds(pids), machine_busy()
         load_started = datetime.now(UTC)
         wall0 = time.monotonic()
@@ -454,6 +490,8 @@ def _measure_case(
         wall1 = time.monotonic()
         load_ended = datetime.now(UTC)
         cpu1, machine1 = cpu_seconds(pids), machine_busy()
+        for spy in spies:
+            spy.wait(timeout=60)
         lag_zero_s: float | None = None
         last: dict[str, int] = {}
         while time.monotonic() - wall1 < args.drain_timeout:
@@ -633,6 +671,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument(
         "--drain-timeout", type=int, default=300, help="seconds to wait for zero lag"
+    )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy each service during the load into DIR"
     )
 
 

@@ -113,9 +113,8 @@ class WorkCalendar:
 
     @property
     def data_years(self) -> tuple[int, int]:
-        """The first and last year the official data covers."""
-        years = [d.year for d in chinese_calendar.holidays]
-        return min(years), max(years)
+        """The first and last year the official data covers (computed once per process)."""
+        return official_years()
 
     def is_workday(self, day: date) -> bool:
         """True when ``day`` is an official working day (weekend swaps and holidays applied)."""
@@ -125,7 +124,7 @@ class WorkCalendar:
             return False
         first, last = self.data_years
         if first <= day.year <= last:
-            return bool(chinese_calendar.is_workday(day))
+            return _official_workday(day)
         if self.beyond_data == "weekdays":
             return day.weekday() < 5
         if self.beyond_data == "statutory":
@@ -192,6 +191,13 @@ def working_days_between(
 
 
 @cache
+def _official_workday(day: date) -> bool:
+    """The official data's answer for one day: asked for the same few hundred days over and
+    over (every deadline scans a few of them), and each ask validates its argument."""
+    return bool(chinese_calendar.is_workday(day))
+
+
+@cache
 def official_years() -> tuple[int, int]:
     """The first and last year the installed chinesecalendar has data for."""
     years = [d.year for d in chinese_calendar.holidays]
@@ -250,11 +256,6 @@ class OperationalCalendar(WorkCalendar):
 
     complete_years: frozenset[int] = frozenset()
     version: str = ""
-
-    @property
-    def data_years(self) -> tuple[int, int]:
-        """The first and last year the official data covers (computed once per process)."""
-        return official_years()
 
     def covered_through(self) -> int:
         """The last year that needs no fallback: the official data plus complete override

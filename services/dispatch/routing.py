@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Collection
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,7 +124,10 @@ class RoutingDecision(BaseModel):
     summary: str
 
 
+@lru_cache(maxsize=1024)
 def _normalise(text: str) -> str:
+    """Text as keywords are matched against it (each rule with keywords asks again for the same
+    ticket text, and for the same keywords on every ticket: cached)."""
     return unicodedata.normalize("NFKC", text).casefold()
 
 
