@@ -3,7 +3,8 @@ departments with their clocks started, or offered to the grab pool — each with
 
 Intake's tickets are placed once per ticket, a fetched batch at a time (``route_tickets``); an
 approved return or a failed mediation places the ticket again without the departments or lines
-that cannot have it (``reroute``); a transfer, a whistle and a proactive proposal create their dispatches here too.
+that cannot have it (``reroute``); a transfer, a whistle and a proactive proposal create their
+dispatches here too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from services.dispatch.models import Dispatch, GrabOffer, TicketRecord
 from services.dispatch.organisation.chart import Department, OrgChart
 from services.dispatch.routing import RoutingDecision, TicketFacts, route, route_for
 from services.dispatch.rules import HandlingLine, HandlingMode, RuleSet
+from services.dispatch.staging import Staged, Writer, emit, new_row
 from services.dispatch.transitions import SYSTEM, record
 from services.dispatch.workflow import Status
 from shared.events.base import Event
@@ -40,7 +42,7 @@ def new_dispatch_id(ticket_id: str) -> str:
     return f"D-{ticket_id}-{secrets.token_hex(4)}"
 
 
-def new_dispatch(
+def dispatch_values(
     ticket: TicketRecord,
     *,
     department: str | None,
@@ -56,9 +58,9 @@ def new_dispatch(
     focused: bool = False,
     whistle_id: str | None = None,
     grab_until: datetime | None = None,
-) -> Dispatch:
-    """A new dispatch row for a ticket (not yet added to the session)."""
-    return Dispatch(
+) -> dict[str, Any]:
+    """The columns of a new dispatch of a ticket."""
+    return dict(
         dispatch_id=new_dispatch_id(ticket.ticket_id),
         ticket_id=ticket.ticket_id,
         department_code=department,
@@ -81,6 +83,12 @@ def new_dispatch(
         updated_at=now,
         deadlines={},
     )
+
+
+def new_dispatch(ticket: TicketRecord, **values: Any) -> Dispatch:
+    """A new dispatch row for a ticket (not yet added to the session); ``dispatch_values``
+    names what it takes."""
+    return Dispatch(**dispatch_values(ticket, **values))
 
 
 def assigned_event(
@@ -146,7 +154,7 @@ def facts_for(ticket: TicketReceived, org: OrgChart, profiles: ProfileSet) -> Ti
 
 
 async def _offer(
-    session: AsyncSession,
+    session: Writer,
     ctx: DispatchContext,
     ticket: TicketRecord,
     decision: RoutingDecision,
@@ -155,7 +163,7 @@ async def _offer(
     """Put a ticket in the grab pool for the decision's departments."""
     now: datetime = common["now"]
     grab_until = now + timedelta(minutes=ctx.settings.grab_window_minutes)
-    d = new_dispatch(
+    values = dispatch_values(
         ticket,
         department=None,
         mode="grab",
@@ -163,10 +171,10 @@ async def _offer(
         grab_until=grab_until,
         **common,
     )
-    session.add(d)
+    d = new_row(session, Dispatch, **values)
     codes = [ref.code for ref in decision.departments]
     for rank, code in enumerate(codes):
-        session.add(GrabOffer(dispatch_id=d.dispatch_id, department_code=code, rank=rank))
+        new_row(session, GrabOffer, dispatch_id=d.dispatch_id, department_code=code, rank=rank)
     record(
         session,
         d,
@@ -178,8 +186,9 @@ async def _offer(
         note=decision.summary,
         data={"departments": codes, "grab_until": grab_until.isoformat()},
     )
-    await ctx.outbox.add(
+    await emit(
         session,
+        ctx.outbox,
         GrabOffered(
             ticket_id=d.ticket_id,
             dispatch_id=d.dispatch_id,
@@ -195,7 +204,7 @@ async def _offer(
 
 
 async def place(
-    session: AsyncSession,
+    session: Writer,
     ctx: DispatchContext,
     *,
     ticket: TicketRecord,
@@ -221,7 +230,7 @@ async def place(
     events: list[Event] = []
     for ref in decision.departments:
         unit = org.department(ref.code)
-        d = new_dispatch(
+        values = dispatch_values(
             ticket,
             department=unit.code,
             mode=mode,
@@ -229,7 +238,7 @@ async def place(
             supervised=decision.supervised,
             **common,
         )
-        session.add(d)
+        d = new_row(session, Dispatch, **values)
         due = start_clocks(session, ctx, d, now)
         record(
             session,
@@ -246,7 +255,7 @@ async def place(
         if d.handling_line == HandlingLine.MEDIATION:
             events.append(mediation_requested(d, by="routing", reason=decision.summary))
         created.append(d)
-    await ctx.outbox.add(session, *events)
+    await emit(session, ctx.outbox, *events)
     return created
 
 
@@ -262,7 +271,7 @@ async def route_tickets(
 ) -> list[Dispatch]:
     """Route received tickets with the active rules and assign them, each once: one look-up
     of the tickets already routed, the org chart and rules read once, routing and clocks in
-    memory, and the rows and events written together when the transaction flushes."""
+    memory, the rows staged and written with one insert per table, the events with one."""
     ids = {t.ticket_id for t in tickets}
     routed = set(
         (
@@ -275,26 +284,28 @@ async def route_tickets(
     active = await ctx.org.rules(session)
     now = ctx.now()
     created: list[Dispatch] = []
-    async with ctx.outbox.deferred(session):
-        for ticket in tickets:
-            if ticket.ticket_id in routed:
-                continue  # routed already (a ticket is placed once, whatever its event id)
-            routed.add(ticket.ticket_id)
-            facts = facts_for(ticket, org, ctx.profiles)
-            decision = route(facts, active.rules, org)
-            stored = TicketRecord(
-                ticket_id=ticket.ticket_id,
-                channel=ticket.channel,
-                category_code=ticket.category_code,
-                area_code=facts.area_code,
-                title=ticket.title[:200],
-                facts=facts.model_dump(mode="json"),
-                excluded=[],
-                received_at=ticket.received_at,
-                routed_at=now,
-            )
-            session.add(stored)
-            created += await place(session, ctx, ticket=stored, decision=decision, org=org, now=now)
+    staged = Staged()
+    for ticket in tickets:
+        if ticket.ticket_id in routed:
+            continue  # routed already (a ticket is placed once, whatever its event id)
+        routed.add(ticket.ticket_id)
+        facts = facts_for(ticket, org, ctx.profiles)
+        decision = route(facts, active.rules, org)
+        stored = new_row(
+            staged,
+            TicketRecord,
+            ticket_id=ticket.ticket_id,
+            channel=ticket.channel,
+            category_code=ticket.category_code,
+            area_code=facts.area_code,
+            title=ticket.title[:200],
+            facts=facts.model_dump(mode="json"),
+            excluded=[],
+            received_at=ticket.received_at,
+            routed_at=now,
+        )
+        created += await place(staged, ctx, ticket=stored, decision=decision, org=org, now=now)
+    await staged.write(session, ctx.outbox)
     return created
 
 

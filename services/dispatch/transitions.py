@@ -19,6 +19,7 @@ from services.dispatch.context import DispatchContext
 from services.dispatch.deadlines.rows import any_late, stop_clocks
 from services.dispatch.models import Dispatch, DispatchAction, DispatchClock, GrabOffer
 from services.dispatch.organisation.chart import OrgChart
+from services.dispatch.staging import Writer, new_row
 from services.dispatch.workflow import ACTOR, TERMINAL, Action, DispatchState, Status, apply
 from shared.auth import Principal, Role
 from shared.errors import NotFound
@@ -68,7 +69,7 @@ def _actor_fields(principal: Principal) -> dict[str, Any]:
 
 
 def record(
-    session: AsyncSession,
+    session: Writer,
     d: Dispatch,
     action: str,
     principal: Principal,
@@ -80,18 +81,18 @@ def record(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Write one row of a dispatch's audit trail."""
-    session.add(
-        DispatchAction(
-            dispatch_id=d.dispatch_id,
-            ticket_id=d.ticket_id,
-            action=action,
-            from_status=before,
-            to_status=after,
-            note=note,
-            data=data or {},
-            at=now,
-            **_actor_fields(principal),
-        )
+    new_row(
+        session,
+        DispatchAction,
+        dispatch_id=d.dispatch_id,
+        ticket_id=d.ticket_id,
+        action=action,
+        from_status=before,
+        to_status=after,
+        note=note,
+        data=data or {},
+        at=now,
+        **_actor_fields(principal),
     )
 
 

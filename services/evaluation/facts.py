@@ -12,13 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
-from typing import Any
-
-from pydantic_core import PydanticUndefined
-from sqlmodel import SQLModel
 
 from services.evaluation.models import CaseFact, DispatchFact, TicketFact
+from shared.bulk import Draft
 from shared.events import dispatch as d
 from shared.events import intake as i
 from shared.events import mediation as m
@@ -34,40 +30,8 @@ _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 
 
-class FactRow:
-    """A fact as the fold builds it: plain attributes, with the model's defaults, and the
-    model's columns as a dict (``model_dump``). Setting or even constructing a mapped SQLModel
-    goes through SQLAlchemy's instrumentation, which made the fold several times slower; facts
-    are written as rows, so the mapped model is never needed here."""
-
-    def __init__(self, model: type[SQLModel], **values: Any) -> None:
-        self.__dict__.update(_defaults(model), **values)
-        self.__dict__["_fields"] = _fields(model)
-
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self.__dict__[name] = value
-
-    def model_dump(self) -> dict[str, Any]:
-        """Every column of the model, in the model's order."""
-        values = self.__dict__
-        return {name: values.get(name) for name in values["_fields"]}
-
-
-@cache
-def _fields(model: type[SQLModel]) -> tuple[str, ...]:
-    return tuple(model.model_fields)
-
-
-@cache
-def _defaults(model: type[SQLModel]) -> dict[str, Any]:
-    return {
-        name: field.default
-        for name, field in model.model_fields.items()
-        if field.default is not PydanticUndefined
-    }
+# A fact as the fold builds it: plain attributes with the model's defaults, written as a row.
+FactRow = Draft
 
 
 @dataclass

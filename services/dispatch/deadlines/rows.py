@@ -12,6 +12,7 @@ from sqlmodel import col
 from services.dispatch.context import DispatchContext
 from services.dispatch.deadlines.profiles import ClockName
 from services.dispatch.models import Dispatch, DispatchClock
+from services.dispatch.staging import Writer, new_row
 from services.dispatch.workflow import CLOCK_STOPPED_BY, Action
 
 
@@ -41,7 +42,7 @@ def any_late(stopped: dict[str, DispatchClock]) -> bool:
 
 
 def start_clocks(
-    session: AsyncSession,
+    session: Writer,
     ctx: DispatchContext,
     d: Dispatch,
     start: datetime,
@@ -52,15 +53,15 @@ def start_clocks(
     if due is None:
         due = ctx.deadlines.of(ctx.profiles.get(d.time_limit_profile), start)
     for name, at in due.items():
-        session.add(
-            DispatchClock(
-                dispatch_id=d.dispatch_id,
-                clock=name.value,
-                started_at=start,
-                due_at=at,
-                original_due_at=at,
-                next_escalation_at=at,
-            )
+        new_row(
+            session,
+            DispatchClock,
+            dispatch_id=d.dispatch_id,
+            clock=name.value,
+            started_at=start,
+            due_at=at,
+            original_due_at=at,
+            next_escalation_at=at,
         )
     d.deadlines = {name.value: at.isoformat() for name, at in due.items()}
     return due
