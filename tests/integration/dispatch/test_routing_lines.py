@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from sqlalchemy import select
 
 from services.dispatch import placement
 from shared.bus import topic_name
-from shared.events import DISPATCH_TOPIC, decode
+from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, decode
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
 from shared.events.intake import Location, TicketReceived
 from tests.integration.dispatch.support import CENTRE, DispatchEnv
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -399,3 +401,41 @@ async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None
         detail = await env.detail(d["dispatch_id"])
         assert {c["clock"] for c in detail["clocks"]} == {"sign_for", "first_contact", "resolution"}
         assert [type(e) for e in await env.events(t.ticket_id)] == [TicketAssigned]
+
+
+async def test_a_ticket_that_cannot_be_routed_fails_alone_in_its_batch(env: DispatchEnv) -> None:
+    """A category no rule or department knows makes routing raise: the batch it came in is
+    applied again one by one, the others are routed and that one is dead-lettered."""
+    grid = env.place()
+
+    def received(k: int, category: str) -> TicketReceived:
+        return TicketReceived(
+            ticket_id=f"TP{k:02d}-{uuid.uuid4().hex[:8]}",
+            channel="hotline-12345-phone",
+            received_at=env.clock.now(),
+            title="小区垃圾无人清运",
+            content="楼下垃圾桶满了三天没人清运",
+            category_code=category,
+            location=Location(grid_code=grid),
+        )
+
+    good = [received(k, "0204") for k in range(6)]
+    poison = received(99, "9999")
+    for event in [*good[:3], poison, *good[3:]]:
+        await env.publish(INTAKE_TOPIC, event)
+    for event in good:
+        await env.handled(event)
+    t = env.runtime.inbox_table
+
+    async def dead_lettered() -> bool:
+        async with env.runtime.engine.connect() as conn:
+            status = await conn.execute(
+                select(t.c.status).where(t.c.event_id == str(poison.event_id))
+            )
+            return status.scalar_one_or_none() == "dead_lettered"
+
+    await wait_until(dead_lettered, timeout=30, what="the unroutable ticket dead-lettered")
+    response = await env.client.get(f"/tickets/{poison.ticket_id}/dispatches")
+    assert response.status_code == 404, response.text
+    for event in good:
+        assert (await env.one(event.ticket_id))["status"] == "assigned"
