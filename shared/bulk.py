@@ -76,10 +76,18 @@ async def insert_drafts(session: AsyncSession, drafts: Sequence[Draft], table: T
         for row in rows:
             if row.get(serial.name) is None:
                 row.pop(serial.name, None)
-    await session.execute(table.insert(), rows)
+    await insert(session, table, rows)
+
+
+async def insert(
+    session: AsyncSession | AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert rows in one statement; a taken key is an error, as in a plain insert."""
+    await upsert(session, table, rows, key=(), on_conflict=OnConflict.FAIL)
 
 
 class OnConflict(Enum):
+    FAIL = "fail"  # a plain insert: a taken key is an error
     NOTHING = "nothing"  # keep the stored row
     REPLACE = "replace"  # the new row's values win
     ADD = "add"  # add the new values to the stored ones (the ``add`` columns)
@@ -113,7 +121,9 @@ async def upsert(
         result = await session.execute(sql, arrays)
     else:
         stmt: Any = sqlite.insert(table)
-        if on_conflict is OnConflict.NOTHING:
+        if on_conflict is OnConflict.FAIL:
+            pass
+        elif on_conflict is OnConflict.NOTHING:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
         else:
             stmt = stmt.on_conflict_do_update(
@@ -162,7 +172,9 @@ def _unnest_sql(
     quoted = ", ".join(f'"{c}"' for c in columns)
     sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)})'
     conflict = ", ".join(f'"{c}"' for c in key)
-    if how is OnConflict.NOTHING:
+    if how is OnConflict.FAIL:
+        pass
+    elif how is OnConflict.NOTHING:
         sql += f" ON CONFLICT ({conflict}) DO NOTHING"
     else:
         if how is OnConflict.ADD:

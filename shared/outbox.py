@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from shared import bulk
 from shared.auth import SYSTEM_ROLE, Principal, acting_principal
 from shared.bus import (
     BrokerWatch,
@@ -206,9 +207,9 @@ class Outbox:
     async def add(self, session: AsyncSession | AsyncConnection, *events: Event) -> None:
         """Write events in the caller's open transaction; they publish only if it commits."""
         if events:
-            await session.execute(self.table.insert(), [event_row(e) for e in events])
+            await bulk.insert(session, self.table, [event_row(e) for e in events])
             if self.audit is not None:
-                await session.execute(self.audit.insert(), self.audit_rows(events))
+                await bulk.insert(session, self.audit, self.audit_rows(events))
 
     @staticmethod
     def audit_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
