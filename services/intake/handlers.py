@@ -3,20 +3,23 @@ Open311 can tell a citizen where their appeal stands."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import lifecycle, tracking
 from services.intake.context import IntakeContext
 from shared.events.base import Event
-from shared.inbox import HandlerMap
+from shared.inbox import Batch, HandlerMap
 
 
 def event_handlers(ctx: IntakeContext) -> HandlerMap:
     """The handlers of one intake app: every tracked dispatch and mediation event moves its
     ticket's state, history and status the same way."""
 
-    async def on_ticket_event(event: Event, *, session: AsyncSession) -> None:
-        """A dispatch or mediation event about a ticket: its state, history step and status."""
-        await tracking.apply_lifecycle(session=session, event=event)
+    async def on_ticket_events(events: Sequence[Event], *, session: AsyncSession) -> None:
+        """Dispatch and mediation events about tickets: states, history steps and statuses, a
+        fetched batch at a time."""
+        await tracking.apply_lifecycles(session=session, events=events)
 
-    return dict.fromkeys(lifecycle.TRACKED, on_ticket_event)
+    return dict.fromkeys(lifecycle.TRACKED, Batch(on_ticket_events))

@@ -4,9 +4,10 @@ the history steps and the status the hotline and Open311 show (intake's event ha
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import lifecycle
@@ -20,81 +21,124 @@ from shared.events.base import Event
 log = logging.getLogger(__name__)
 
 
-async def apply_lifecycle(*, session: AsyncSession, event: Event) -> None:
-    """Record what a dispatch or mediation event means for its ticket: the dispatch's state, a
-    history step, and the ticket's status (a ticket intake never took gets the history only)."""
-    step = lifecycle.step_for(event)
-    if step is None:
+async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) -> None:
+    """Record what dispatch and mediation events mean for their tickets, in delivery order:
+    each dispatch's state, a history step per event (with the ticket's status after it), and
+    the ticket's status (a ticket intake never took gets the history only).
+
+    A batch is worked in memory from one read of its tickets' dispatches and written with one
+    statement per table: the rows end as applying the events one at a time would leave them."""
+    steps = [(event, step) for event in events if (step := lifecycle.step_for(event)) is not None]
+    if not steps:
         return
     d = DISPATCHES
-    at = event.occurred_at
-    for change in step.changes:
-        current = (
-            await session.execute(
-                select(d.c.dispatch_id).where(d.c.dispatch_id == change.dispatch_id)
-            )
-        ).first()
-        values: dict[str, Any] = {"updated_at": at}
-        if change.state is not None:
-            values["state"] = change.state
-        if change.department_code is not None:
-            values["department_code"] = change.department_code
-        if change.due_at is not None:
-            values["due_at"] = change.due_at
-        if change.resolved is not None:
-            values["resolved"] = change.resolved
-        if current is None:
-            await session.execute(
-                d.insert().values(
-                    dispatch_id=change.dispatch_id,
-                    ticket_id=step.ticket_id,
-                    state=change.state or "assigned",
-                    **{k: v for k, v in values.items() if k != "state"},
-                )
-            )
-        else:
-            await session.execute(
-                update(d).where(d.c.dispatch_id == change.dispatch_id).values(**values)
-            )
-    dispatches = (
-        await session.execute(
-            select(
-                d.c.dispatch_id, d.c.state, d.c.department_code, d.c.due_at, d.c.updated_at
-            ).where(d.c.ticket_id == step.ticket_id)
-        )
-    ).all()
-    status = lifecycle.ticket_status((r.dispatch_id, r.state) for r in dispatches)
-    open_rows = [
-        r
-        for r in dispatches
-        if r.state in lifecycle.OPEN_STATES and not r.dispatch_id.startswith(lifecycle.CASE_PREFIX)
-    ]
-    latest = max(open_rows, key=lambda r: r.updated_at, default=None)
-    dues = [r.due_at for r in open_rows if r.due_at is not None]
-    await session.execute(
-        update(TICKETS)
-        .where(TICKETS.c.ticket_id == step.ticket_id)
-        .values(
+    tickets = sorted({step.ticket_id for _, step in steps})
+    rows: dict[str, dict[str, Any]] = {}  # dispatch id -> its row, as it stands
+    for chunk in _chunks(tickets):
+        found = await session.execute(select(d).where(d.c.ticket_id.in_(chunk)))
+        rows.update((r.dispatch_id, dict(r._mapping)) for r in found)
+    # A change may name a dispatch filed under another ticket (or none yet): look those up too.
+    named = sorted({c.dispatch_id for _, step in steps for c in step.changes} - rows.keys())
+    for chunk in _chunks(named):
+        found = await session.execute(select(d).where(d.c.dispatch_id.in_(chunk)))
+        rows.update((r.dispatch_id, dict(r._mapping)) for r in found)
+    stored = set(rows)
+    changed: set[str] = set()
+    history: list[dict[str, Any]] = []
+    ticket_values: dict[str, dict[str, Any]] = {}
+    for event, step in steps:
+        at = event.occurred_at
+        for change in step.changes:
+            row = rows.get(change.dispatch_id)
+            if row is None:
+                row = rows[change.dispatch_id] = {
+                    "dispatch_id": change.dispatch_id,
+                    "ticket_id": step.ticket_id,
+                    "department_code": None,
+                    "state": change.state or "assigned",
+                    "resolved": None,
+                    "due_at": None,
+                }
+            row["updated_at"] = at
+            for name in ("state", "department_code", "due_at", "resolved"):
+                value = getattr(change, name)
+                if value is not None:
+                    row[name] = value
+            changed.add(change.dispatch_id)
+        mine = [r for r in rows.values() if r["ticket_id"] == step.ticket_id]
+        status = lifecycle.ticket_status((r["dispatch_id"], r["state"]) for r in mine)
+        open_rows = [
+            r
+            for r in mine
+            if r["state"] in lifecycle.OPEN_STATES
+            and not r["dispatch_id"].startswith(lifecycle.CASE_PREFIX)
+        ]
+        latest = max(open_rows, key=lambda r: r["updated_at"], default=None)
+        dues = [r["due_at"] for r in open_rows if r["due_at"] is not None]
+        values = ticket_values.setdefault(step.ticket_id, {})
+        values.update(
             status=status,
             status_at=at,
-            department_code=latest.department_code if latest is not None else step.department_code,
-            due_at=min(dues) if dues else None,
-            **(
-                {"time_limit_profile": step.time_limit_profile}
-                if step.time_limit_profile is not None
-                else {}
+            department_code=(
+                latest["department_code"] if latest is not None else step.department_code
             ),
+            due_at=min(dues) if dues else None,
         )
-    )
-    await session.execute(
-        HISTORY.insert().values(
-            ticket_id=step.ticket_id,
-            event_id=str(event.event_id),
-            event_type=event.event_type,
-            occurred_at=at,
-            dispatch_id=step.dispatch_id,
-            department_code=step.department_code,
-            note=step.note,
-            status=status,
+        if step.time_limit_profile is not None:
+            values["time_limit_profile"] = step.time_limit_profile
+        history.append(
+            {
+                "ticket_id": step.ticket_id,
+                "event_id": str(event.event_id),
+                "event_type": event.event_type,
+                "occurred_at": at,
+                "dispatch_id": step.dispatch_id,
+                "department_code": step.department_code,
+                "note": step.note,
+                "status": status,
+            }
         )
-    )
+    await _write(session, rows, stored, changed, ticket_values, history)
+
+
+async def _write(
+    session: AsyncSession,
+    rows: dict[str, dict[str, Any]],
+    stored: set[str],
+    changed: set[str],
+    ticket_values: dict[str, dict[str, Any]],
+    history: list[dict[str, Any]],
+) -> None:
+    d = DISPATCHES
+    columns = [c.name for c in d.columns]
+    new = [{c: rows[k][c] for c in columns} for k in sorted(changed - stored)]
+    if new:
+        await session.execute(d.insert(), new)
+    moved = [
+        {"key": k, **{f"v_{c}": rows[k][c] for c in columns if c != "dispatch_id"}}
+        for k in sorted(changed & stored)
+    ]
+    if moved:
+        await session.execute(
+            update(d)
+            .where(d.c.dispatch_id == bindparam("key"))
+            .values({c: bindparam(f"v_{c}") for c in columns if c != "dispatch_id"}),
+            moved,
+        )
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for ticket_id, values in sorted(ticket_values.items()):
+        by_shape.setdefault(tuple(values), []).append(
+            {"key": ticket_id, **{f"v_{k}": v for k, v in values.items()}}
+        )
+    for shape, params in by_shape.items():
+        await session.execute(
+            update(TICKETS)
+            .where(TICKETS.c.ticket_id == bindparam("key"))
+            .values({k: bindparam(f"v_{k}") for k in shape}),
+            params,
+        )
+    await session.execute(HISTORY.insert(), history)
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    return (items[i : i + size] for i in range(0, len(items), size))

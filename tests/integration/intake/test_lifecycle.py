@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from services.intake import lifecycle
+from services.intake import lifecycle, tracking
+from services.intake.models import DISPATCHES, HISTORY, TICKETS
 from shared.events import dispatch as d
 from shared.events import mediation as m
 from tests.integration.intake.support import IntakeEnv
@@ -224,3 +226,110 @@ def test_only_an_assignment_carries_a_profile() -> None:
     signed = d.DispatchSigned(ticket_id="T1", dispatch_id="D1", department_code="x")
     step = lifecycle.step_for(signed)
     assert step is not None and step.time_limit_profile is None
+
+
+def story(ticket_id: str, start: datetime) -> list[Any]:
+    """A ticket's life with a transfer, an extension, a mediation case and a completion."""
+    at = iter(start + timedelta(minutes=k) for k in range(20))
+    a, b = f"{ticket_id}-a", f"{ticket_id}-b"
+    return [
+        d.TicketAssigned(
+            ticket_id=ticket_id,
+            dispatch_id=a,
+            department_code="town-a",
+            department_tier="town",
+            category_code="0102",
+            channel="open311-public-api",
+            deadlines={"resolution": DUE},
+            time_limit_profile="urgent",
+            occurred_at=next(at),
+        ),
+        d.DispatchSigned(
+            ticket_id=ticket_id, dispatch_id=a, department_code="town-a", occurred_at=next(at)
+        ),
+        d.DispatchTransferred(
+            ticket_id=ticket_id,
+            dispatch_id=a,
+            from_department="town-a",
+            to_department="town-b",
+            new_dispatch_id=b,
+            reason="属地调整",
+            occurred_at=next(at),
+        ),
+        d.TicketAssigned(
+            ticket_id=ticket_id,
+            dispatch_id=b,
+            department_code="town-b",
+            department_tier="town",
+            category_code="0102",
+            channel="open311-public-api",
+            deadlines={"resolution": DUE + timedelta(days=1)},
+            occurred_at=next(at),
+        ),
+        m.CaseOpened(case_id=f"M-{ticket_id}", ticket_id=ticket_id, occurred_at=next(at)),
+        m.AgreementReached(
+            case_id=f"M-{ticket_id}", ticket_id=ticket_id, kind="verbal", occurred_at=next(at)
+        ),
+        d.DispatchCompleted(
+            ticket_id=ticket_id,
+            dispatch_id=b,
+            department_code="town-b",
+            result="调解达成协议",
+            via="mediation",
+            occurred_at=next(at),
+        ),
+    ]
+
+
+async def rows_of(env: IntakeEnv, ticket_id: str) -> Any:
+    """The ticket's tracked rows with its id taken out, to compare two tickets' lives."""
+
+    def plain(row: Any, *drop: str) -> tuple[Any, ...]:
+        return tuple(
+            str(v).replace(ticket_id, "T") for k, v in row._mapping.items() if k not in drop
+        )
+
+    async with env.runtime.engine.connect() as conn:
+        dispatches = (
+            await conn.execute(select(DISPATCHES).where(DISPATCHES.c.ticket_id == ticket_id))
+        ).all()
+        history = (
+            await conn.execute(
+                select(HISTORY).where(HISTORY.c.ticket_id == ticket_id).order_by(HISTORY.c.id)
+            )
+        ).all()
+        ticket = (
+            await conn.execute(
+                select(
+                    TICKETS.c.status,
+                    TICKETS.c.status_at,
+                    TICKETS.c.department_code,
+                    TICKETS.c.due_at,
+                    TICKETS.c.time_limit_profile,
+                ).where(TICKETS.c.ticket_id == ticket_id)
+            )
+        ).one()
+    return (
+        sorted(plain(r) for r in dispatches),
+        [plain(r, "id", "event_id") for r in history],
+        plain(ticket),
+    )
+
+
+async def test_a_batch_tracks_tickets_as_one_event_at_a_time_would(env: IntakeEnv) -> None:
+    """The consumer hands over whole fetches: one read of the tickets' dispatches, the changes
+    worked in memory, one write per table — the same rows as applying each event alone."""
+    start = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+    alone, together, other = [await open311_ticket(env) for _ in range(3)]
+    for event in story(alone, start):
+        async with env.runtime.sessions() as session, session.begin():
+            await tracking.apply_lifecycles(session=session, events=[event])
+    # Two tickets' stories interleaved in one batch.
+    pairs = zip(story(together, start), story(other, start), strict=True)
+    mixed = [e for pair in pairs for e in pair]
+    async with env.runtime.sessions() as session, session.begin():
+        await tracking.apply_lifecycles(session=session, events=mixed)
+    expected = await rows_of(env, alone)
+    assert expected[2][0] == "completed" and len(expected[1]) == 7
+    assert await rows_of(env, together) == expected
+    assert await rows_of(env, other) == expected
