@@ -1,5 +1,10 @@
 """Inbox consumer: apply each event once, in the same transaction as the inbox row that says so.
 
+A fetched batch is applied together: one transaction, one inbox look-up for all its event ids,
+consecutive events of a batch handler (``Batch``) handed over as one list, one multi-row insert
+of inbox rows. If anything in it fails, the transaction is rolled back and the same records are
+applied one by one, each in a savepoint of its own, so a poison event fails alone.
+
 Offsets are committed only after the database commit. A delivery whose event id the inbox
 already holds is skipped and counted. A handler that keeps failing is retried with backoff and,
 after ``consumer_max_tries``, its record goes to the dead-letter topic (through the outbox, so
@@ -17,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -48,7 +54,30 @@ log = logging.getLogger(__name__)
 Handler = Callable[..., Awaitable[None]]
 """``async def handle(event, *, session) -> None``: write through the session, never commit."""
 
-HandlerMap = Mapping[type[Event], Handler]
+
+@dataclass(frozen=True)
+class Batch:
+    """A handler that takes a list: ``async def many(events, *, session) -> None``.
+
+    Consecutive deliveries of the event types mapped to one ``Batch`` are handed over together
+    (in delivery order, duplicates already dropped); one by one, the list holds one event."""
+
+    many: Callable[..., Awaitable[None]]
+
+    async def __call__(self, event: Event, *, session: AsyncSession) -> None:
+        """One event alone."""
+        await self.many([event], session=session)
+
+
+HandlerMap = Mapping[type[Event], Handler | Batch]
+
+
+@dataclass
+class _Plan:
+    """A run of records decoded: what to apply, what to dead-letter, what to skip."""
+
+    todo: list[tuple[ConsumerRecord, Event, Handler | Batch]] = field(default_factory=list)
+    undecodable: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
 
 
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open")
@@ -162,10 +191,29 @@ class InboxConsumer:
             )
             if consumer.assignment():
                 self.joined.set()
+            if self._watch.epoch != epoch:
+                return
+            if len(batches) > 1 and await self._apply_fetch(consumer, batches):
+                continue
             for tp, records in batches.items():
                 if self._watch.epoch != epoch:
                     return
                 await self._process_partition(consumer, tp, records)
+
+    async def _apply_fetch(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]
+    ) -> bool:
+        """Apply what one fetch brought from several partitions in one transaction and commit
+        every partition's offset. False (nothing stored) if that failed: the caller then goes
+        partition by partition, which isolates the failure."""
+        plan = self._plan([r for records in batches.values() for r in records])
+        try:
+            await self._apply_together(plan)
+        except Exception as exc:
+            log.info("consumer %s: fetch not applied together (%r)", self.name, exc)
+            return False
+        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        return True
 
     async def _process_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]
@@ -223,7 +271,92 @@ class InboxConsumer:
         finally:
             self.paused = False
 
+    def _plan(self, records: Sequence[ConsumerRecord]) -> _Plan:
+        """Decode records and pick each one's handler; a type this service does not act on
+        needs nothing."""
+        plan = _Plan()
+        for record in records:
+            try:
+                event = decode(record.value, record.headers, record.key)
+            except (EventDecodeError, UnknownEventType) as exc:
+                plan.undecodable.append((record, str(exc)))
+                continue
+            entry = self._handlers.get(event.cloudevent_type())
+            if entry is not None:
+                plan.todo.append((record, event, entry[1]))
+        return plan
+
     async def _apply(self, records: list[ConsumerRecord]) -> int:
+        """Apply records, together if they can be, else one by one. Returns how many records
+        were handled; raises ``_Failed`` for the first that failed, after committing the ones
+        before it."""
+        plan = self._plan(records)
+        if len(plan.todo) > 1:
+            try:
+                await self._apply_together(plan)
+            except Exception as exc:
+                log.info("consumer %s: batch not applied together (%r)", self.name, exc)
+            else:
+                return len(records)
+        return await self._apply_one_by_one(records)
+
+    async def _apply_together(self, plan: _Plan) -> None:
+        """Apply a plan in one transaction: one inbox look-up, runs of a ``Batch`` handler
+        handed over as lists, one insert of inbox rows. All or nothing."""
+        duplicates: list[Event] = []
+        fresh: list[tuple[ConsumerRecord, Event, Handler | Batch]] = []
+        async with self._sessions() as session, session.begin():
+            seen = await self._seen(session, [str(e.event_id) for _, e, _ in plan.todo])
+            for item in plan.todo:
+                event_id = str(item[1].event_id)
+                if event_id in seen:
+                    duplicates.append(item[1])
+                    continue
+                seen.add(event_id)
+                fresh.append(item)
+            start = 0
+            while start < len(fresh):
+                entry = fresh[start][2]
+                end = start + 1
+                if isinstance(entry, Batch):
+                    while end < len(fresh) and fresh[end][2] is entry:
+                        end += 1
+                    await entry.many([e for _, e, _ in fresh[start:end]], session=session)
+                else:
+                    event = fresh[start][1]
+                    with log_context(
+                        event_id=str(event.event_id), ticket_id=getattr(event, "ticket_id", None)
+                    ):
+                        await entry(event, session=session)
+                start = end
+            if fresh:
+                await session.execute(
+                    self._inbox.insert(),
+                    [
+                        self._inbox_row(r, str(e.event_id), e.event_type, "applied")
+                        for r, e, _ in fresh
+                    ],
+                )
+        for event in duplicates:
+            self._metrics.events_duplicate.labels(event.event_type).inc()
+        for _, event, _ in fresh:
+            self._metrics.events_consumed.labels(event.event_type).inc()
+        self.applied += len(fresh)
+        if self._on_commit is not None:
+            self._on_commit()
+        for record, reason in plan.undecodable:
+            await self._dead_letter(record, reason, "undecodable")
+
+    async def _seen(self, session: AsyncSession, event_ids: list[str]) -> set[str]:
+        """Which of these event ids the inbox already holds (applied or dead-lettered)."""
+        rows = await session.execute(
+            select(self._inbox.c.event_id).where(
+                self._inbox.c.consumer == self.name, self._inbox.c.event_id.in_(event_ids)
+            )
+        )
+        return set(rows.scalars())
+
+    async def _apply_one_by_one(self, records: list[ConsumerRecord]) -> int:
         """Apply records in one transaction, one savepoint each; stop at the first failure after
         committing the ones before it. Returns how many records were handled."""
         handled = 0
@@ -242,12 +375,7 @@ class InboxConsumer:
                     handled += 1  # a type this service does not act on
                     continue
                 event_id = str(event.event_id)
-                seen = await session.execute(
-                    select(self._inbox.c.status).where(
-                        self._inbox.c.consumer == self.name, self._inbox.c.event_id == event_id
-                    )
-                )
-                if seen.first() is not None:
+                if await self._seen(session, [event_id]):
                     self._metrics.events_duplicate.labels(event.event_type).inc()
                     handled += 1
                     continue

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -194,6 +194,7 @@ class Outbox:
     def __init__(self, table: Table) -> None:
         self.table = table
         self.audit: Table | None = table.metadata.tables.get(AUDIT_TABLE)
+        self._held: dict[int, list[Event]] = {}
 
     def rows(self, events: Iterable[Event]) -> list[tuple[Table, dict[str, Any]]]:
         """Insert units for the group committer (the audit rows with them)."""
@@ -204,11 +205,28 @@ class Outbox:
         return units
 
     async def add(self, session: AsyncSession | AsyncConnection, *events: Event) -> None:
-        """Write events in the caller's open transaction; they publish only if it commits."""
-        if events:
+        """Write events in the caller's open transaction; they publish only if it commits.
+        Inside ``deferred(session)`` they are held and written together when it ends."""
+        held = self._held.get(id(session))
+        if held is not None:
+            held.extend(events)
+        elif events:
             await session.execute(self.table.insert(), [event_row(e) for e in events])
             if self.audit is not None:
                 await session.execute(self.audit.insert(), self.audit_rows(events))
+
+    @contextlib.asynccontextmanager
+    async def deferred(self, session: AsyncSession | AsyncConnection) -> AsyncIterator[None]:
+        """Hold what ``add`` is given for this session and write it in one insert at the end
+        (a batch handler's events: one statement, not one per event). Nothing is written if
+        the block fails: the transaction is going to roll back anyway."""
+        held: list[Event] = []
+        self._held[id(session)] = held
+        try:
+            yield
+        finally:
+            del self._held[id(session)]
+        await self.add(session, *held)
 
     @staticmethod
     def audit_rows(events: Sequence[Event]) -> list[dict[str, Any]]:

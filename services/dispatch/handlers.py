@@ -7,6 +7,8 @@ Handlers need the app's context (clock, org chart, rules), so the map is built p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch import closing, placement, proactive
@@ -14,15 +16,17 @@ from services.dispatch.context import DispatchContext
 from shared.events.evaluation import ProactiveWorkProposed
 from shared.events.intake import TicketReceived
 from shared.events.mediation import AgreementReached, CaseOpened, MediationFailed
-from shared.inbox import HandlerMap
+from shared.inbox import Batch, HandlerMap
 
 
 def event_handlers(ctx: DispatchContext) -> HandlerMap:
     """The handlers of one dispatch app, bound to its context."""
 
-    async def on_ticket_received(event: TicketReceived, *, session: AsyncSession) -> None:
-        """Route every received ticket with the active rules."""
-        await placement.route_ticket(session=session, ctx=ctx, ticket=event)
+    async def on_tickets_received(
+        events: Sequence[TicketReceived], *, session: AsyncSession
+    ) -> None:
+        """Route every received ticket with the active rules, a fetched batch at a time."""
+        await placement.route_tickets(session=session, ctx=ctx, tickets=events)
 
     async def on_case_opened(event: CaseOpened, *, session: AsyncSession) -> None:
         """Remember which mediation case handles a ticket."""
@@ -60,7 +64,7 @@ def event_handlers(ctx: DispatchContext) -> HandlerMap:
         await proactive.place_proposal(session=session, ctx=ctx, proposal=event)
 
     EVENT_HANDLERS: HandlerMap = {
-        TicketReceived: on_ticket_received,
+        TicketReceived: Batch(on_tickets_received),
         CaseOpened: on_case_opened,
         AgreementReached: on_agreement_reached,
         MediationFailed: on_mediation_failed,

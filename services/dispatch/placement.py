@@ -1,20 +1,22 @@
 """Placement: a ticket routed with the rules in force becomes its dispatches — assigned to
 departments with their clocks started, or offered to the grab pool — each with its event.
 
-Intake's tickets are placed once per ticket (``route_ticket``); an approved return or a failed
-mediation places the ticket again without the departments or lines that cannot have it
-(``reroute``); a transfer, a whistle and a proactive proposal create their dispatches here too.
+Intake's tickets are placed once per ticket, a fetched batch at a time (``route_tickets``); an
+approved return or a failed mediation places the ticket again without the departments or lines
+that cannot have it (``reroute``); a transfer, a whistle and a proactive proposal create their dispatches here too.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.dispatch.context import DispatchContext
 from services.dispatch.deadlines.profiles import ClockName, ProfileSet
@@ -252,26 +254,48 @@ async def route_ticket(
     *, session: AsyncSession, ctx: DispatchContext, ticket: TicketReceived
 ) -> list[Dispatch]:
     """Route a received ticket with the active rules and assign it (once per ticket)."""
-    if await session.get(TicketRecord, ticket.ticket_id) is not None:
-        return []
+    return await route_tickets(session=session, ctx=ctx, tickets=[ticket])
+
+
+async def route_tickets(
+    *, session: AsyncSession, ctx: DispatchContext, tickets: Sequence[TicketReceived]
+) -> list[Dispatch]:
+    """Route received tickets with the active rules and assign them, each once: one look-up
+    of the tickets already routed, the org chart and rules read once, routing and clocks in
+    memory, and the rows and events written together when the transaction flushes."""
+    ids = {t.ticket_id for t in tickets}
+    routed = set(
+        (
+            await session.execute(
+                select(col(TicketRecord.ticket_id)).where(col(TicketRecord.ticket_id).in_(ids))
+            )
+        ).scalars()
+    )
     org = await ctx.org.chart(session)
     active = await ctx.org.rules(session)
-    facts = facts_for(ticket, org, ctx.profiles)
-    decision = route(facts, active.rules, org)
     now = ctx.now()
-    stored = TicketRecord(
-        ticket_id=ticket.ticket_id,
-        channel=ticket.channel,
-        category_code=ticket.category_code,
-        area_code=facts.area_code,
-        title=ticket.title[:200],
-        facts=facts.model_dump(mode="json"),
-        excluded=[],
-        received_at=ticket.received_at,
-        routed_at=now,
-    )
-    session.add(stored)
-    return await place(session, ctx, ticket=stored, decision=decision, org=org, now=now)
+    created: list[Dispatch] = []
+    async with ctx.outbox.deferred(session):
+        for ticket in tickets:
+            if ticket.ticket_id in routed:
+                continue  # routed already (a ticket is placed once, whatever its event id)
+            routed.add(ticket.ticket_id)
+            facts = facts_for(ticket, org, ctx.profiles)
+            decision = route(facts, active.rules, org)
+            stored = TicketRecord(
+                ticket_id=ticket.ticket_id,
+                channel=ticket.channel,
+                category_code=ticket.category_code,
+                area_code=facts.area_code,
+                title=ticket.title[:200],
+                facts=facts.model_dump(mode="json"),
+                excluded=[],
+                received_at=ticket.received_at,
+                routed_at=now,
+            )
+            session.add(stored)
+            created += await place(session, ctx, ticket=stored, decision=decision, org=org, now=now)
+    return created
 
 
 async def reroute(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from services.evaluation.facts import TicketFold
+from services.evaluation.facts import FactRow, TicketFold
 from services.evaluation.models import DIMENSIONS, CaseFact, DispatchFact, TicketFact
 from shared.workcalendar import to_shanghai
 
@@ -81,7 +81,7 @@ def _shares(
 
 
 def _dims(
-    ticket: TicketFact, *, department: str | None, tier: str | None, line: str | None
+    ticket: TicketFact | FactRow, *, department: str | None, tier: str | None, line: str | None
 ) -> tuple[str, ...]:
     values = {
         "kind": ticket.kind,
@@ -100,7 +100,7 @@ def _dims(
     return tuple(values[name] for name in DIMENSIONS)
 
 
-def ticket_counters(t: TicketFact) -> dict[str, int]:
+def ticket_counters(t: TicketFact | FactRow) -> dict[str, int]:
     """A ticket's own counters (its dispatches' are in ``dispatch_counters``)."""
     done = t.completed
     counted = done and t.callback_counted
@@ -132,7 +132,7 @@ def ticket_counters(t: TicketFact) -> dict[str, int]:
     }
 
 
-def dispatch_counters(r: DispatchFact) -> dict[str, int]:
+def dispatch_counters(r: DispatchFact | FactRow) -> dict[str, int]:
     """One dispatch's counters: its clocks and, for a summons, its report."""
     owning = not r.summoned or r.mode is not None
     signed, contacted = r.signed_at is not None, r.contacted_at is not None

@@ -34,19 +34,31 @@ _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 
 
-class _Draft:
-    """A fact while it is being folded: plain attributes, with the model's defaults. Setting
-    attributes of a mapped SQLModel goes through SQLAlchemy's instrumentation, which made the
-    fold several times slower; the model is built once, at the end."""
+class FactRow:
+    """A fact as the fold builds it: plain attributes, with the model's defaults, and the
+    model's columns as a dict (``model_dump``). Setting or even constructing a mapped SQLModel
+    goes through SQLAlchemy's instrumentation, which made the fold several times slower; facts
+    are written as rows, so the mapped model is never needed here."""
 
     def __init__(self, model: type[SQLModel], **values: Any) -> None:
         self.__dict__.update(_defaults(model), **values)
+        self.__dict__["_fields"] = _fields(model)
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.__dict__[name] = value
+
+    def model_dump(self) -> dict[str, Any]:
+        """Every column of the model, in the model's order."""
+        values = self.__dict__
+        return {name: values.get(name) for name in values["_fields"]}
+
+
+@cache
+def _fields(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
 
 
 @cache
@@ -62,8 +74,8 @@ def _defaults(model: type[SQLModel]) -> dict[str, Any]:
 class TicketFold:
     """A ticket's facts: the ticket and each of its dispatches."""
 
-    ticket: TicketFact
-    dispatches: list[DispatchFact] = field(default_factory=list)
+    ticket: FactRow
+    dispatches: list[FactRow] = field(default_factory=list)
 
 
 def _order(event: Event) -> tuple[datetime, str, str]:
@@ -100,8 +112,8 @@ def area_levels(code: str | None) -> dict[str, str | None]:
 def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalendar) -> TicketFold:
     """The ticket's facts from all its intake and dispatch events, in any order."""
     ordered = sorted(events, key=_order)
-    fact = _Draft(TicketFact, ticket_id=ticket_id)
-    dispatches: dict[str, _Draft] = {}
+    fact = FactRow(TicketFact, ticket_id=ticket_id)
+    dispatches: dict[str, FactRow] = {}
     extensions: set[tuple[str, int]] = set()
     escalations: set[tuple[str, str, int]] = set()
     whistles: set[str] = set()
@@ -111,9 +123,9 @@ def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalend
     assigned_area: str | None = None
     first_completion: datetime | None = None
 
-    def dispatch(dispatch_id: str) -> _Draft:
+    def dispatch(dispatch_id: str) -> FactRow:
         if dispatch_id not in dispatches:
-            dispatches[dispatch_id] = _Draft(
+            dispatches[dispatch_id] = FactRow(
                 DispatchFact, dispatch_id=dispatch_id, ticket_id=ticket_id
             )
         return dispatches[dispatch_id]
@@ -253,10 +265,10 @@ def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalend
             fact.handling_centidays = round(days * 100)
     _count_callback(fact, callbacks)
     rows = sorted(dispatches.values(), key=lambda r: str(r.dispatch_id))
-    return TicketFold(TicketFact(**fact.__dict__), [DispatchFact(**r.__dict__) for r in rows])
+    return TicketFold(fact, rows)
 
 
-def _count_callback(fact: _Draft, callbacks: dict[int, i.FeedbackReceived]) -> None:
+def _count_callback(fact: FactRow, callbacks: dict[int, i.FeedbackReceived]) -> None:
     """The counted callback is the latest revision received after completion; without one,
     the fact keeps the latest revision of all (shown, not counted)."""
     if not callbacks:

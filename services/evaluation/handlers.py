@@ -1,7 +1,10 @@
 """Evaluation's event handlers: every intake, dispatch and mediation event about a ticket or a
-mediation case goes into the ledger and refolds its fact."""
+mediation case goes into the ledger and refolds its fact — a fetched batch at a time, each fact
+refolded once however many of its events the batch holds."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,7 +14,7 @@ from shared.events import dispatch as d
 from shared.events import intake as i
 from shared.events import mediation as m
 from shared.events.base import Event
-from shared.inbox import HandlerMap
+from shared.inbox import Batch, HandlerMap
 
 # Everything about a ticket or a case; the organisation's own events (departments, rules) and
 # the backlog board are not figures of any ticket.
@@ -53,7 +56,7 @@ FOLDED: tuple[type[Event], ...] = (
 def event_handlers(ctx: EvaluationContext) -> HandlerMap:
     """The handlers of one evaluation app, bound to its context."""
 
-    async def on_event(event: Event, *, session: AsyncSession) -> None:
-        await service.record(session=session, event=event, calendar=ctx.calendar)
+    async def on_events(events: Sequence[Event], *, session: AsyncSession) -> None:
+        await service.record_many(session=session, events=events, calendar=ctx.calendar)
 
-    return dict.fromkeys(FOLDED, on_event)
+    return dict.fromkeys(FOLDED, Batch(on_events))

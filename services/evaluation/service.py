@@ -8,17 +8,16 @@ ledger holds changes nothing, and a replay under a new id folds to the same fact
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, bindparam, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.evaluation import cells
-from services.evaluation.facts import fold_case, fold_ticket
+from services.evaluation.facts import FactRow, fold_case, fold_ticket
 from services.evaluation.metrics_registry import COUNTERS
 from services.evaluation.models import (
     DIMENSIONS,
@@ -31,6 +30,8 @@ from services.evaluation.models import (
     handling_table,
     ledger_table,
 )
+from shared import bulk
+from shared.bulk import OnConflict
 from shared.events import mediation as m
 from shared.events.base import Event, registry
 from shared.workcalendar import WorkCalendar
@@ -46,105 +47,135 @@ def fact_key(event: Event) -> str | None:
     return TICKET + ticket_id if ticket_id else None
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 async def record(*, session: AsyncSession, event: Event, calendar: WorkCalendar) -> None:
     """Fold one event: into the ledger once, then refold its fact and move the cells."""
-    key = fact_key(event)
-    if key is None:
-        return
-    stored = await session.execute(
-        _insert(session, ledger_table)
-        .values(
-            event_id=str(event.event_id),
-            fact_key=key,
-            event_type=event.cloudevent_type(),
-            occurred_at=event.occurred_at,
-            payload=event.model_dump_json(),
+    await record_many(session=session, events=[event], calendar=calendar)
+
+
+async def record_many(
+    *, session: AsyncSession, events: Sequence[Event], calendar: WorkCalendar
+) -> None:
+    """Fold a batch of events: the ledger rows in one statement (an event id the ledger holds
+    is skipped), then each touched fact refolded once, however many of its events came."""
+    rows = [
+        {
+            "event_id": str(event.event_id),
+            "fact_key": key,
+            "event_type": event.cloudevent_type(),
+            "occurred_at": event.occurred_at,
+            "payload": event.model_dump_json(),
+        }
+        for event in events
+        if (key := fact_key(event)) is not None
+    ]
+    keys = set(
+        await bulk.upsert(
+            session,
+            ledger_table,
+            rows,
+            key=["event_id"],
+            on_conflict=OnConflict.NOTHING,
+            returning="fact_key",
         )
-        .on_conflict_do_nothing(index_elements=["event_id"])
     )
-    if stored.rowcount == 0:  # type: ignore[attr-defined]
-        return  # this very event is folded already
-    await refold(session=session, keys=[key], calendar=calendar)
+    if keys:  # else every event was folded already
+        await refold(session=session, keys=sorted(keys), calendar=calendar)
 
 
-async def ledger_events(session: AsyncSession, key: str) -> list[Event]:
-    """Every event the ledger holds for one fact."""
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    """Slices small enough for one statement's bound parameters."""
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+async def ledger_events_of(session: AsyncSession, keys: Sequence[str]) -> dict[str, list[Event]]:
+    """Every event the ledger holds for each of ``keys``, by key."""
     classes = registry()
-    rows = await session.execute(
-        select(ledger_table.c.event_type, ledger_table.c.payload).where(
-            ledger_table.c.fact_key == key
+    found: dict[str, list[Event]] = defaultdict(list)
+    for chunk in _chunks(keys):
+        rows = await session.execute(
+            select(
+                ledger_table.c.fact_key, ledger_table.c.event_type, ledger_table.c.payload
+            ).where(ledger_table.c.fact_key.in_(chunk))
         )
-    )
-    return [classes[t].model_validate_json(p) for t, p in rows]
+        for key, event_type, payload in rows:
+            found[key].append(classes[event_type].model_validate_json(payload))
+    return found
 
 
 async def refold(*, session: AsyncSession, keys: Iterable[str], calendar: WorkCalendar) -> None:
-    """Refold the facts of ``keys`` from their ledgers and move the cells by the difference."""
+    """Refold the facts of ``keys`` from their ledgers and move the cells by the difference:
+    a few statements for all of them."""
+    keys = list(keys)
+    ledgers = await ledger_events_of(session, keys)
+    tickets: list[FactRow] = []
+    dispatches: list[FactRow] = []
+    cases: list[CaseFact] = []
+    shares: dict[str, Sequence[cells.Share]] = {}
     for key in keys:
-        events = await ledger_events(session, key)
+        events = ledgers.get(key, [])
         if key.startswith(CASE):
             case_fact = fold_case(key[len(CASE) :], events)
-            await upsert(session, CaseFact, [case_fact])
-            shares = cells.case_shares(case_fact)
+            cases.append(case_fact)
+            shares[key] = cells.case_shares(case_fact)
         else:
             fold = fold_ticket(key[len(TICKET) :], events, calendar=calendar)
-            await upsert(session, TicketFact, [fold.ticket])
-            await upsert(session, DispatchFact, fold.dispatches)
-            shares = cells.ticket_shares(fold)
-        await move_cells(session=session, key=key, shares=shares)
+            tickets.append(fold.ticket)
+            dispatches.extend(fold.dispatches)
+            shares[key] = cells.ticket_shares(fold)
+    await upsert(session, TicketFact, tickets)
+    await upsert(session, DispatchFact, dispatches)
+    await upsert(session, CaseFact, cases)
+    await move_cells(session=session, shares=shares)
 
 
 async def upsert(session: AsyncSession, model: Any, rows: Sequence[Any]) -> None:
     """Write facts whole, inserted or replaced, in one statement (no read first)."""
-    if not rows:
-        return
     table = model.__table__
     (key,) = (c.name for c in table.primary_key.columns)
-    stmt = _insert(session, table)
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[key],
-            set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != key},
-        ),
+    await bulk.upsert(
+        session,
+        table,
         [row.model_dump() for row in rows],
+        key=[key],
+        on_conflict=OnConflict.REPLACE,
     )
 
 
-async def move_cells(*, session: AsyncSession, key: str, shares: Sequence[cells.Share]) -> None:
-    """Take the fact's old contribution away from the cells and add the new one."""
-    old = (
-        await session.execute(
-            select(contributions_table.c.cells).where(contributions_table.c.fact_key == key)
+async def move_cells(*, session: AsyncSession, shares: Mapping[str, Sequence[cells.Share]]) -> None:
+    """Take each fact's old contribution away from the cells and add its new one: the
+    differences of all the facts summed, then written once."""
+    keys = list(shares)
+    old: dict[str, list[Any]] = {}
+    for chunk in _chunks(keys):
+        rows = await session.execute(
+            select(contributions_table.c.fact_key, contributions_table.c.cells).where(
+                contributions_table.c.fact_key.in_(chunk)
+            )
         )
-    ).scalar_one_or_none() or []
+        old.update((key, stored) for key, stored in rows)
     delta: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     histogram: dict[tuple[str, int, str, str], int] = defaultdict(int)
-    for cell_key, counters, centi, grain, start in old:
-        for name, value in counters.items():
-            delta[cell_key][name] -= value
-        if centi is not None:
-            histogram[cell_key, centi, grain, start] -= 1
     new_cells: dict[str, cells.Share] = {}
-    for share in shares:
-        new_cells[share.cell_key] = share
-        for name, value in share.counters.items():
-            delta[share.cell_key][name] += value
-        if share.centidays is not None:
-            start = share.period_start.isoformat()
-            histogram[share.cell_key, share.centidays, share.grain, start] += 1
+    for key in keys:
+        for cell_key, counters, centi, grain, start in old.get(key) or ():
+            for name, value in counters.items():
+                delta[cell_key][name] -= value
+            if centi is not None:
+                histogram[cell_key, centi, grain, start] -= 1
+        for share in shares[key]:
+            new_cells[share.cell_key] = share
+            for name, value in share.counters.items():
+                delta[share.cell_key][name] += value
+            if share.centidays is not None:
+                start = share.period_start.isoformat()
+                histogram[share.cell_key, share.centidays, share.grain, start] += 1
     await apply_delta(session=session, delta=delta, histogram=histogram, new_cells=new_cells)
-    await session.execute(
-        _insert(session, contributions_table)
-        .values(fact_key=key, cells=[s.stored() for s in shares])
-        .on_conflict_do_update(
-            index_elements=["fact_key"], set_={"cells": [s.stored() for s in shares]}
-        )
+    await bulk.upsert(
+        session,
+        contributions_table,
+        [{"fact_key": key, "cells": [s.stored() for s in shares[key]]} for key in keys],
+        key=["fact_key"],
+        on_conflict=OnConflict.REPLACE,
     )
 
 
@@ -159,53 +190,54 @@ async def apply_delta(
     differences to the handling-time histogram."""
     c = cells_table.c
     inserts: list[dict[str, Any]] = []
-    emptied: list[str] = []
+    updates: list[dict[str, Any]] = []
     for cell_key, changes in delta.items():
         changes = {k: v for k, v in changes.items() if v}
         if not changes:
             continue
         share = new_cells.get(cell_key)
         if share is None:
-            await session.execute(
-                update(cells_table)
-                .where(c.cell_key == cell_key)
-                .values({name: c[name] + value for name, value in changes.items()})
-            )
-            emptied.append(cell_key)
+            updates.append({"key": cell_key, **{f"d_{n}": changes.get(n, 0) for n in COUNTERS}})
             continue
         row: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
         row.update(changes)
         row.update(zip(DIMENSIONS, share.dims, strict=True))
         row.update(cell_key=cell_key, grain=share.grain, period_start=share.period_start)
         inserts.append(row)
-    if inserts:
-        stmt = _insert(session, cells_table)
+    await bulk.upsert(
+        session,
+        cells_table,
+        inserts,
+        key=["cell_key"],
+        on_conflict=OnConflict.ADD,
+        add=tuple(COUNTERS),
+    )
+    if updates:
+        # Cells only old shares name: subtract (one statement for all), then drop those now all
+        # zeros, so the cells are exactly those a rebuild from scratch writes.
         await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["cell_key"],
-                set_={name: c[name] + stmt.excluded[name] for name in COUNTERS},
-            ),
-            inserts,
+            update(cells_table)
+            .where(c.cell_key == bindparam("key"))
+            .values({n: c[n] + bindparam(f"d_{n}") for n in COUNTERS}),
+            updates,
         )
-    if emptied:
-        # A cell only a fact's old share named may now be all zeros: drop it, so the cells are
-        # exactly those a rebuild from scratch writes.
-        await session.execute(
-            delete(cells_table).where(c.cell_key.in_(emptied), *(c[name] == 0 for name in COUNTERS))
-        )
+        for chunk in _chunks([u["key"] for u in updates]):
+            await session.execute(
+                delete(cells_table).where(c.cell_key.in_(chunk), *(c[n] == 0 for n in COUNTERS))
+            )
     rows = [
         {"cell_key": k, "centidays": v, "grain": g, "period_start": date.fromisoformat(p), "n": n}
         for (k, v, g, p), n in histogram.items()
         if n
     ]
     if rows:
-        stmt = _insert(session, handling_table)
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["cell_key", "centidays"],
-                set_={"n": handling_table.c.n + stmt.excluded.n},
-            ),
+        await bulk.upsert(
+            session,
+            handling_table,
             rows,
+            key=["cell_key", "centidays"],
+            on_conflict=OnConflict.ADD,
+            add=["n"],
         )
         if any(n < 0 for n in histogram.values()):
             h = handling_table.c

@@ -4,14 +4,17 @@ explanation, the active rules, refused rule files, and org changes that are even
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from services.dispatch import placement
 from shared.bus import topic_name
 from shared.events import DISPATCH_TOPIC, decode
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
+from shared.events.intake import Location, TicketReceived
 from tests.integration.dispatch.support import CENTRE, DispatchEnv
 
 pytestmark = pytest.mark.timeout(60)
@@ -363,3 +366,36 @@ async def test_department_search_takes_percent_and_underscore_literally(env: Dis
 
     assert "CITY-ZF" in await codes("CITY-Z")
     assert await codes("%") == [] and await codes("_") == []  # no code or name holds them
+
+
+async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None:
+    """The consumer hands over whole fetches: a ticket already routed, or delivered twice
+    under two event ids in one batch, is still placed once, with its clocks and its event."""
+    grid = env.place()
+    tickets = [
+        TicketReceived(
+            ticket_id=f"TB{k:02d}-{uuid.uuid4().hex[:8]}",
+            channel="hotline-12345-phone",
+            received_at=env.clock.now(),
+            title="小区垃圾无人清运",
+            content="楼下垃圾桶满了三天没人清运",
+            category_code="0204",
+            location=Location(grid_code=grid),
+        )
+        for k in range(12)
+    ]
+    again = tickets[7].model_copy(update={"event_id": uuid.uuid4()})
+    async with env.runtime.sessions() as session, session.begin():
+        first = await placement.route_tickets(session=session, ctx=env.ctx, tickets=tickets[:4])
+    async with env.runtime.sessions() as session, session.begin():
+        rest = await placement.route_tickets(
+            session=session, ctx=env.ctx, tickets=[*tickets, again]
+        )
+    env.runtime.notify()
+    assert [d.ticket_id for d in first] == [t.ticket_id for t in tickets[:4]]
+    assert [d.ticket_id for d in rest] == [t.ticket_id for t in tickets[4:]]
+    for t in tickets:
+        d = await env.one(t.ticket_id)  # exactly one dispatch
+        detail = await env.detail(d["dispatch_id"])
+        assert {c["clock"] for c in detail["clocks"]} == {"sign_for", "first_contact", "resolution"}
+        assert [type(e) for e in await env.events(t.ticket_id)] == [TicketAssigned]

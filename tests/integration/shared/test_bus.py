@@ -16,7 +16,7 @@ from shared.db import create_engine, ensure_schema, session_factory
 from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
 from shared.events.base import header, utcnow
 from shared.events.intake import TicketReceived
-from shared.inbox import InboxConsumer
+from shared.inbox import Batch, InboxConsumer
 from shared.metrics import ServiceMetrics
 from shared.outbox import Outbox, OutboxRelay, bus_tables
 from shared.settings import ServiceSettings
@@ -99,6 +99,22 @@ class Harness:
         async with self.sessions() as session, session.begin():
             await self.outbox.add(session, *events)
         self.relay.wake()
+
+    async def deliver(self, *events: TicketReceived) -> None:
+        """Publish straight to the topic, past the outbox (which holds an event id once)."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            for event in events:
+                record = encode(event)
+                await producer.send_and_wait(
+                    topic_name(self.settings, INTAKE_TOPIC),
+                    record.value,
+                    key=record.key,
+                    headers=record.headers,
+                )
+        finally:
+            await producer.stop()
 
     async def count(self, table: Table, *where: Any) -> int:
         async with self.engine.connect() as conn:
@@ -269,19 +285,7 @@ async def test_purge_deletes_only_published_rows_past_retention(harness: Harness
 
 async def test_duplicate_delivery_is_applied_once_and_counted(harness: Harness) -> None:
     event = ticket(1)
-    producer = AIOKafkaProducer(bootstrap_servers=harness.settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        record = encode(event)
-        for _ in range(3):
-            await producer.send_and_wait(
-                topic_name(harness.settings, INTAKE_TOPIC),
-                record.value,
-                key=record.key,
-                headers=record.headers,
-            )
-    finally:
-        await producer.stop()
+    await harness.deliver(event, event, event)
     harness.consume(harness.record)
     await wait_until(
         lambda: _true(
@@ -358,6 +362,57 @@ async def test_poison_event_goes_to_dead_letter_and_consumer_moves_on(harness: H
         == 1
     )
     assert harness.metrics.events_failed.labels("intake.ticket.received")._value.get() == 3
+
+
+async def test_batch_handler_takes_a_fetch_at_once_and_each_event_once(
+    harness: Harness,
+) -> None:
+    calls: list[list[str]] = []
+
+    async def many(events: list[TicketReceived], *, session) -> None:
+        calls.append([e.ticket_id for e in events])
+        for event in events:
+            await harness.record(event, session=session)
+
+    events = [ticket(n) for n in range(40)]
+    await harness.emit(*events)
+    await harness.deliver(events[3], events[7])  # delivered again: applied once, counted
+    harness.consume(Batch(many))
+    await wait_until(lambda: _count_is(harness, harness.applied, 40), what="forty applied")
+    await wait_until(
+        lambda: _true(
+            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 2
+        ),
+        what="two duplicates counted",
+    )
+    handed = [t for call in calls for t in call]
+    print(f"batch handler calls: {[len(c) for c in calls]}")
+    assert sorted(handed) == sorted(e.ticket_id for e in events)  # each once, none twice
+    assert max(len(c) for c in calls) > 1, "a fetch is handed over together"
+    assert await harness.count(harness.inbox_table) == 40
+
+
+async def test_poison_event_in_a_batch_fails_alone(harness: Harness) -> None:
+    together: list[int] = []
+
+    async def many(events: list[TicketReceived], *, session) -> None:
+        together.append(len(events))
+        for event in events:
+            await harness.record(event, session=session)
+            if event.ticket_id.endswith("0000005"):
+                raise ValueError("category 0102 has no owner")
+
+    await harness.emit(*(ticket(n) for n in range(12)))
+    harness.consume(Batch(many))
+    await wait_until(lambda: _count_is(harness, harness.applied, 11), what="the good ones applied")
+    dead = await read_topic(harness.settings, DEAD_LETTER_TOPIC, 1)
+    assert "category 0102 has no owner" in (header(dead[0].headers, "x-dlq-reason") or "")
+    assert (
+        await harness.count(harness.inbox_table, harness.inbox_table.c.status == "dead_lettered")
+        == 1
+    )
+    assert await harness.count(harness.inbox_table) == 12
+    assert max(together) > 1, "the batch was tried together before one by one"
 
 
 async def test_undecodable_record_is_dead_lettered_at_once(harness: Harness) -> None:

@@ -1,0 +1,123 @@
+"""Set-wise writes: many rows in one statement, the same on every database.
+
+On PostgreSQL the rows travel as one array per column and are inserted by
+``INSERT … SELECT * FROM unnest(…)``: one statement, one plan, however many rows, with the
+arrays encoded by the driver (no per-row SQL text, no statement of thousands of parameters to
+parse and plan). Elsewhere (SQLite, in-process) the same statement runs as an executemany.
+Either way ``ON CONFLICT`` decides what a row whose key is taken does: nothing, replace the other
+columns, or add to them (counters).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from enum import Enum
+from functools import cache
+from typing import Any
+
+from sqlalchemy import JSON, Table, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+class OnConflict(Enum):
+    NOTHING = "nothing"  # keep the stored row
+    REPLACE = "replace"  # the new row's values win
+    ADD = "add"  # add the new values to the stored ones (the ``add`` columns)
+
+
+async def upsert(
+    session: AsyncSession | AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: Sequence[str],
+    on_conflict: OnConflict,
+    add: Sequence[str] = (),
+    returning: str | None = None,
+) -> list[Any]:
+    """Insert ``rows`` (dicts naming every column to write, the same columns in each) into
+    ``table``; a row whose ``key`` is taken does what ``on_conflict`` says. Returns the values
+    of the ``returning`` column of the rows actually inserted or updated (empty if not asked)."""
+    if not rows:
+        return []
+    columns = tuple(rows[0])
+    dialect = (
+        session.get_bind().dialect if isinstance(session, AsyncSession) else session.dialect
+    ).name
+    if dialect == "postgresql":
+        sql, binders = _unnest_sql(table, columns, tuple(key), on_conflict, tuple(add), returning)
+        arrays = {
+            f"a{i}": [bind(row[c]) for row in rows] if bind else [row[c] for row in rows]
+            for i, (c, bind) in enumerate(zip(columns, binders, strict=True))
+        }
+        result = await session.execute(sql, arrays)
+    else:
+        stmt: Any = sqlite.insert(table)
+        if on_conflict is OnConflict.NOTHING:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
+        else:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(key),
+                set_=_set_clause(table, stmt, columns, key, on_conflict, add),
+            )
+        if returning is not None:
+            stmt = stmt.returning(table.c[returning])
+        result = await session.execute(stmt, list(rows))
+    return list(result.scalars()) if returning is not None else []
+
+
+def _set_clause(
+    table: Table,
+    stmt: Any,
+    columns: Sequence[str],
+    key: Sequence[str],
+    how: OnConflict,
+    add: Sequence[str],
+) -> dict[str, Any]:
+    if how is OnConflict.ADD:
+        return {c: table.c[c] + stmt.excluded[c] for c in add}
+    return {c: stmt.excluded[c] for c in columns if c not in key}
+
+
+@cache
+def _unnest_sql(
+    table: Table,
+    columns: tuple[str, ...],
+    key: tuple[str, ...],
+    how: OnConflict,
+    add: tuple[str, ...],
+    returning: str | None,
+) -> tuple[Any, tuple[Callable[[Any], Any] | None, ...]]:
+    """The statement for one table and column set (built once), and each column's bind
+    conversion (the column type's own processing, JSON serialised to text)."""
+    casts: list[str] = []
+    binders: list[Callable[[Any], Any] | None] = []
+    for i, name in enumerate(columns):
+        column_type = table.c[name].type
+        casts.append(f"CAST(:a{i} AS {column_type.compile(dialect=_PG)}[])")
+        if isinstance(column_type, JSON):
+            binders.append(_json_text)
+        else:
+            binders.append(column_type.bind_processor(_PG))
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)})'
+    conflict = ", ".join(f'"{c}"' for c in key)
+    if how is OnConflict.NOTHING:
+        sql += f" ON CONFLICT ({conflict}) DO NOTHING"
+    else:
+        if how is OnConflict.ADD:
+            sets = [f'"{c}" = "{table.name}"."{c}" + EXCLUDED."{c}"' for c in add]
+        else:
+            sets = [f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in key]
+        sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(sets)}"
+    if returning is not None:
+        sql += f' RETURNING "{returning}"'
+    return text(sql), tuple(binders)
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
