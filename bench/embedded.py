@@ -6,7 +6,12 @@ The tally reads the services' SQLite files read-only — the databases are the t
 
 - accepted: distinct tickets intake acknowledged (201, or 200 for a retried external id);
 - stored: intake's ticket rows for the run's external ids;
-- counted: evaluation's facts for those tickets that have both their receipt and dispatch;
+- counted: acknowledged tickets whose every event reached evaluation: the events intake and
+  dispatch emitted about the ticket (their audit trails hold one row per event, kept when the
+  outbox is purged) are all applied in evaluation's inbox, and dispatch emitted at least one.
+  A ticket routed to the grab pool (``GrabOffered``) is delivered although nothing dispatched
+  it yet: it waits for a department to take it, so "has a dispatch date" would wrongly call it
+  lost;
 - lost: accepted tickets not counted;
 - duplicated: stored rows beyond one per external id, plus dispatches beyond one per ticket
   (a ``TicketReceived`` applied twice would route the ticket twice).
@@ -23,15 +28,19 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.evaluation.handlers import FOLDED
+
 SERVICE_NAMES = ("intake", "dispatch", "mediation", "evaluation")
 HOST = "127.0.0.1"
+# The event types evaluation applies (the ones a ticket's figures are folded from).
+EVALUATED = tuple(sorted(cls.event_type for cls in FOLDED))
 
 
 def _port_free(port: int) -> bool:
@@ -182,6 +191,25 @@ def _start_suite(
     return suite
 
 
+# Fault runs: groups that join in about a second, logs that keep to warnings.
+FAULT_ENV = {
+    "KAFKA_SESSION_TIMEOUT_MS": "2000",
+    "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+@contextlib.contextmanager
+def fault_suite(var_dir: Path, env: Mapping[str, str]) -> Iterator[SuiteProcess]:
+    """``start_suite`` with ``FAULT_ENV`` and ``env``; stopped at the end, which must be clean."""
+    suite = start_suite(var_dir, env={**FAULT_ENV, **env})
+    try:
+        yield suite
+    finally:
+        output = suite.stop()
+        assert suite.process.returncode == 0, output
+
+
 def ticket(run: str, n: int) -> dict[str, str]:
     """One hotline ticket with an external id of its own, so a retry is recognised."""
     return {
@@ -210,10 +238,12 @@ async def post_tickets(
     concurrency: int = 8,
     per_ticket_timeout: float = 120.0,
     client: httpx.AsyncClient | None = None,
+    make: Callable[[str, int], dict[str, str]] = ticket,
 ) -> None:
     """Post tickets ``numbers`` of ``load.run``, each retried (same external id) until intake
     acknowledges it: through refused connections while intake restarts and 503s while its
-    database is away. Raises if one is still unacknowledged after ``per_ticket_timeout``."""
+    database is away. Raises if one is still unacknowledged after ``per_ticket_timeout``.
+    ``make(run, n)`` builds ticket ``n``'s body."""
     queue = iter(numbers)
     own = client is None
     http = client or httpx.AsyncClient(
@@ -225,7 +255,7 @@ async def post_tickets(
         delay = 0.05
         while True:
             try:
-                response = await http.post("/tickets", json=ticket(load.run, n))
+                response = await http.post("/tickets", json=make(load.run, n))
                 if response.status_code in (200, 201):
                     load.accepted[f"{load.run}-{n}"] = response.json()["ticket_id"]
                     return
@@ -280,6 +310,20 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def _emitted(conn: sqlite3.Connection, ids: set[str]) -> dict[str, set[str]]:
+    """Ticket id → the ids of the events (of the types evaluation folds) one service emitted
+    about the run's tickets, from its audit trail."""
+    marks = ",".join("?" * len(EVALUATED))
+    events: dict[str, set[str]] = {}
+    for ticket_id, event_id in conn.execute(
+        f"SELECT ticket_id, event_id FROM audit_trail WHERE event_type IN ({marks})",
+        EVALUATED,
+    ):
+        if ticket_id in ids:
+            events.setdefault(ticket_id, set()).add(event_id)
+    return events
+
+
 def tally(var_dir: Path, load: Load) -> Tally:
     """Count, in the databases, what became of every ticket ``load`` got acknowledged."""
     like = f"{load.run}-%"
@@ -289,15 +333,9 @@ def tally(var_dir: Path, load: Load) -> Tally:
             "SELECT count(*), count(DISTINCT external_id) FROM tickets WHERE external_id LIKE ?",
             (like,),
         ).fetchone()
-    with _read_only(var_dir / "evaluation.db") as conn:
-        counted_ids = {
-            row[0]
-            for row in conn.execute(
-                "SELECT ticket_id FROM ticket_facts "
-                "WHERE received_at IS NOT NULL AND dispatched_at IS NOT NULL"
-            )
-        }
+        received = _emitted(conn, ids)
     with _read_only(var_dir / "dispatch.db") as conn:
+        routed = _emitted(conn, ids)
         extra_dispatches = sum(
             count - 1
             for ticket_id, count in conn.execute(
@@ -305,7 +343,21 @@ def tally(var_dir: Path, load: Load) -> Tally:
             )
             if ticket_id in ids
         )
-    counted = len(ids & counted_ids)
+    with _read_only(var_dir / "evaluation.db") as conn:
+        applied = {
+            row[0]
+            for row in conn.execute(
+                "SELECT event_id FROM inbox WHERE consumer = 'evaluation' AND status = 'applied'"
+            )
+        }
+    counted = sum(
+        1
+        for ticket_id in ids
+        if received.get(ticket_id)
+        and routed.get(ticket_id)
+        and received[ticket_id] <= applied
+        and routed[ticket_id] <= applied
+    )
     return Tally(
         accepted=len(ids),
         stored=int(stored),

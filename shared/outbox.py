@@ -334,6 +334,12 @@ class OutboxRelay:
         interval = self._settings.broker_check_interval_ms / 1000
         if not self._force_check and time.monotonic() - self._last_check < interval:
             return
+        await self.check_broker()
+
+    async def check_broker(self) -> None:
+        """Ask the broker who it is now; a broker other than the last one is adopted with a new
+        producer. The relay does this every ``broker_check_interval_ms`` and after any error."""
+        await self._connect()
         assert self._admin is not None
         cluster_id = await fetch_cluster_id(self._admin)
         self._last_check = time.monotonic()

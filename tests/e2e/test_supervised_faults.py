@@ -23,8 +23,8 @@ from bench.embedded import (
     SERVICE_NAMES,
     Load,
     SuiteProcess,
+    fault_suite,
     post_tickets,
-    start_suite,
     wait_counted,
 )
 from shared.broker import free_port, wait_for_port
@@ -38,20 +38,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def running_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuiteProcess]:
     var_dir = tmp_path_factory.mktemp("supervised") / "var"
-    suite = start_suite(
-        var_dir,
-        env={
-            "KAFKA_SESSION_TIMEOUT_MS": "2000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-            "LOG_LEVEL": "WARNING",
-            "SUPERVISOR_RESTART_BACKOFF_S": "0.2",
-        },
-    )
-    try:
+    with fault_suite(var_dir, {"SUPERVISOR_RESTART_BACKOFF_S": "0.2"}) as suite:
         yield suite
-    finally:
-        output = suite.stop()
-        assert suite.process.returncode == 0, output
 
 
 @pytest.mark.parametrize("target", [*SERVICE_NAMES, "broker"])

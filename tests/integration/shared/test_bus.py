@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import NewTopic
 from sqlalchemy import Column, MetaData, String, Table, func, select, update
 
-from shared.bus import BrokerWatch, consumer_group_id, create_topics, topic_name
+from shared.broker import EmbeddedBroker
+from shared.bus import BrokerWatch, consumer_group_id, create_topics, make_admin, topic_name
 from shared.db import create_engine, ensure_schema, session_factory
 from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
 from shared.events.base import header, utcnow
@@ -52,7 +55,8 @@ class Harness:
         self.outbox = Outbox(self.outbox_table)
         self.tasks: list[asyncio.Task[Any]] = []
 
-    async def start(self) -> None:
+    async def start(self, *, relay_task: bool = True) -> None:
+        """Create the tables and the relay; run it in a task unless the test drives it."""
         await ensure_schema(self.settings)
         self.engine = create_engine(self.settings)
         self.sessions = session_factory(self.engine)
@@ -67,6 +71,8 @@ class Harness:
             watch=self.watch,
             client_id="harness",
         )
+        if not relay_task:
+            return
         self.tasks.append(asyncio.create_task(self.relay.run()))
         await wait_until(
             lambda: _true(self.watch.cluster_id is not None), what="relay to reach broker"
@@ -129,6 +135,7 @@ class Harness:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.relay.close()
         await self.engine.dispose()
 
 
@@ -150,9 +157,8 @@ async def harness(broker, database: Database, prefix: str):
     await h.stop()
 
 
-async def read_topic(
-    settings: ServiceSettings, logical: str, count: int, timeout: float = 10
-) -> list[Any]:
+async def _from_the_start(settings: ServiceSettings, logical: str) -> AIOKafkaConsumer:
+    """A started consumer of no group, reading a topic from its first record."""
     consumer = AIOKafkaConsumer(
         topic_name(settings, logical),
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -161,6 +167,13 @@ async def read_topic(
         group_id=None,
     )
     await consumer.start()
+    return consumer
+
+
+async def read_topic(
+    settings: ServiceSettings, logical: str, count: int, timeout: float = 10
+) -> list[Any]:
+    consumer = await _from_the_start(settings, logical)
     records: list[Any] = []
     try:
         async with asyncio.timeout(timeout):
@@ -170,6 +183,23 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def _event_ids_on(
+    settings: ServiceSettings, logical: str, wanted: set[str], timeout: float = 10
+) -> set[str]:
+    """Which of ``wanted`` the topic holds: read until all are seen or ``timeout`` passed."""
+    consumer = await _from_the_start(settings, logical)
+    seen: set[str] = set()
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not wanted <= seen:
+                    for batch in (await consumer.getmany(timeout_ms=200)).values():
+                        seen.update(header(r.headers, "ce_id") or "" for r in batch)
+    finally:
+        await consumer.stop()
+    return seen & wanted
 
 
 async def test_relay_publishes_cloudevents_keyed_by_ticket_and_marks_rows(harness: Harness) -> None:
@@ -449,3 +479,58 @@ async def test_replay_requeues_events_since_a_time(harness: Harness) -> None:
     assert await harness.relay.requeue_since(utcnow() - timedelta(hours=1)) == 1
     records = await read_topic(harness.settings, INTAKE_TOPIC, 3)
     assert [r.key for r in records].count(b"20260101-0000002") == 2
+
+
+async def test_a_new_broker_with_fewer_partitions_than_the_producer_knew_gets_every_record(
+    database: Database, prefix: str, tmp_path: Path
+) -> None:
+    """Right after a rotation tansu may auto-create a topic with 4 partitions (a client asked for
+    it before anything created it with 6), and it acknowledges records sent to partitions the
+    topic lacks while keeping none. A producer that kept sending across the restart still holds
+    the old broker's map of 6: the relay must not replay through it."""
+    broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+    settings = ServiceSettings(
+        **bus_settings(broker.bootstrap, prefix), **database.settings_for("harness")
+    )
+    h = Harness(settings)
+    emitted: list[TicketReceived] = []
+
+    async def keep_publishing() -> None:
+        """The relay between two looks at the broker: emit and publish, errors waited out."""
+        while True:
+            event = ticket(len(emitted) + 1)
+            await h.emit(event)
+            emitted.append(event)  # only once stored: the task is cancelled at some point
+            with contextlib.suppress(Exception):
+                await h.relay.publish_batch()
+            await asyncio.sleep(0.02)
+
+    try:
+        await create_topics(settings)
+        await h.start(relay_task=False)  # driven step by step, as its loop would
+        await h.relay.check_broker()
+        publishing = asyncio.create_task(keep_publishing())
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(broker.restart)
+        admin = make_admin(settings, client_id="auto-create")
+        await admin.start()
+        try:  # what tansu's auto-create makes, if a send has not made it already
+            await admin.create_topics([NewTopic(topic_name(settings, INTAKE_TOPIC), 4, 1)])
+            partitions = await admin.describe_topics([topic_name(settings, INTAKE_TOPIC)])
+        finally:
+            await admin.close()
+        assert len(partitions[0]["partitions"]) == 4
+        await asyncio.sleep(1.5)
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+        assert await h.count(h.outbox_table, h.outbox_table.c.published_at.is_(None)) <= 1
+        await h.relay.check_broker()  # a new cluster id: a new producer, and the replay
+        while await h.relay.publish_batch():
+            pass
+
+        wanted = {str(t.event_id) for t in emitted}
+        assert await _event_ids_on(settings, INTAKE_TOPIC, wanted) == wanted
+    finally:
+        await h.stop()
+        broker.stop()
