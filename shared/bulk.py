@@ -29,14 +29,18 @@ class Draft:
     """A row of a SQLModel table as plain attributes, with the model's defaults: what a batch
     builds instead of mapped instances, whose construction (through SQLAlchemy's attribute
     instrumentation) and unit-of-work flush cost more than the rest of the work together.
-    ``model_dump()`` gives every column in the model's order, for a set-wise insert."""
+    ``model_dump()`` gives every column in the model's order, for a set-wise insert; ``__dict__``
+    holds the column values only."""
+
+    __slots__ = ("__dict__", "_model")
 
     def __init__(self, model: type[SQLModel], **values: Any) -> None:
-        fields, plain, factories = _shape(model)
+        _, plain, factories = _shape(model)
+        object.__setattr__(self, "_model", model)
         self.__dict__.update(plain)
         for name, factory in factories:
             self.__dict__[name] = factory()
-        self.__dict__.update(values, _fields=fields)
+        self.__dict__.update(values)
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(name)
@@ -47,7 +51,7 @@ class Draft:
     def model_dump(self) -> dict[str, Any]:
         """Every column of the model, in the model's order."""
         values = self.__dict__
-        return {name: values.get(name) for name in values["_fields"]}
+        return {name: values.get(name) for name in _shape(self._model)[0]}
 
 
 @cache
