@@ -42,6 +42,7 @@ from shared.events.base import (
     UnknownEventType,
     decode,
     header,
+    registry,
     utcnow,
 )
 from shared.logs import log_context
@@ -144,6 +145,7 @@ class InboxConsumer:
         self.name = name
         self._topics = tuple(topic_name(settings, t) for t in topics)
         self._handlers = {cls.cloudevent_type(): (cls, fn) for cls, fn in handlers.items()}
+        self._known = frozenset(registry())
         self._engine = engine
         self._sessions = sessions
         self._inbox = inbox
@@ -276,6 +278,8 @@ class InboxConsumer:
         needs nothing."""
         plan = _Plan()
         for record in records:
+            if self._ignored(record):
+                continue
             try:
                 event = decode(record.value, record.headers, record.key)
             except (EventDecodeError, UnknownEventType) as exc:
@@ -285,6 +289,14 @@ class InboxConsumer:
             if entry is not None:
                 plan.todo.append((record, event, entry[1]))
         return plan
+
+    def _ignored(self, record: ConsumerRecord) -> bool:
+        """True for a record of a known type this service does not act on: skipped from its
+        header alone (mediation, say, reads every dispatch event and acts on one type; decoding
+        the others was most of its CPU). Unknown types still go through decoding, and so to the
+        dead-letter topic."""
+        kind = header(record.headers or (), "ce_type")
+        return kind is not None and kind in self._known and kind not in self._handlers
 
     async def _apply(self, records: list[ConsumerRecord]) -> int:
         """Apply records, together if they can be, else one by one. Returns how many records
@@ -364,6 +376,9 @@ class InboxConsumer:
         failure: _Failed | None = None
         async with self._sessions() as session, session.begin():
             for index, record in enumerate(records):
+                if self._ignored(record):
+                    handled += 1
+                    continue
                 try:
                     event = decode(record.value, record.headers, record.key)
                 except (EventDecodeError, UnknownEventType) as exc:

@@ -466,6 +466,32 @@ async def test_undecodable_record_is_dead_lettered_at_once(harness: Harness) -> 
     assert all(header(r.headers, "x-dlq-kind") == "undecodable" for r in dead)
 
 
+async def test_a_known_type_the_service_does_not_act_on_is_skipped_unread(
+    harness: Harness,
+) -> None:
+    """Skipped from its ce_type header: not decoded, so even a broken body is not dead-lettered
+    (it is not this service's to judge); a broken body of a type it acts on still is."""
+    good = encode(ticket(3))
+    renamed = {"ce_type": b"cn.fengqiao.intake.feedback.received.v1", "ce_id": b"feedback-id"}
+    feedback = [(k, renamed.get(k, v)) for k, v in good.headers]
+    broken = [(k, b"broken-id" if k == "ce_id" else v) for k, v in good.headers]
+    producer = AIOKafkaProducer(bootstrap_servers=harness.settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        topic = topic_name(harness.settings, INTAKE_TOPIC)
+        await producer.send_and_wait(topic, b"{broken", key=good.key, headers=feedback)
+        await producer.send_and_wait(topic, b"{broken", key=good.key, headers=broken)
+        await producer.send_and_wait(topic, good.value, key=good.key, headers=good.headers)
+    finally:
+        await producer.stop()
+    harness.consume(harness.record)
+    await wait_until(lambda: _count_is(harness, harness.applied, 1), what="the good record applied")
+    dead = await read_topic(harness.settings, DEAD_LETTER_TOPIC, 1)
+    assert [header(r.headers, "ce_type") for r in dead] == ["cn.fengqiao.intake.ticket.received.v1"]
+    await asyncio.sleep(1)  # nothing else arrives on the dead-letter topic
+    assert len(await read_topic(harness.settings, DEAD_LETTER_TOPIC, 1)) == 1
+
+
 async def test_replay_requeues_events_since_a_time(harness: Harness) -> None:
     await harness.emit(ticket(1), ticket(2))
     unpublished = harness.outbox_table.c.published_at.is_(None)
