@@ -9,6 +9,7 @@ file of last month's appeals does not throw away today's block.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +53,10 @@ class TicketIdAllocator:
         value = block[0]
         block[0] += 1
         return f"{day}-{value:07d}"
+
+    async def take(self, ats: Sequence[datetime]) -> list[str]:
+        """The next ids for a whole group, in order: one coroutine, not one per ticket."""
+        return [await self.next_id(at) for at in ats]
 
     async def _reserve(self, day: str) -> tuple[int, int]:
         table = IdBlock.__table__  # type: ignore[attr-defined]
