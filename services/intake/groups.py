@@ -1,13 +1,15 @@
 """The group is the unit of work: appeals that queue while one group is being prepared are
 prepared together, and handed to the group committer together.
 
-A request puts its unit (one appeal, or a batch file's good rows) in the queue and waits. One
-task at a time takes everything queued, runs the pipeline once for the whole group (PII,
+A request puts its unit (one appeal, or a batch file's good rows) in the queue and waits. A
+task takes everything queued, runs the pipeline once for the whole group (PII,
 classification in one matrix product, grids, numbering, one repeat look-up, rows and events),
 builds each unit's outbox and audit rows, and queues every unit to the committer in one go, so
 they share its next transaction. It then takes the next group at once: preparing a group and
-committing the previous one overlap. Each request is answered with its tickets and the future
-of its commit, and answers its client only once that is done, as before.
+committing the previous one overlap. Two such tasks at most (``max_inflight``): while one waits
+for its repeat look-up, the other prepares what queued meanwhile; a request that finds fewer
+running starts one at once, so an idle service adds no wait. Each request is answered with its
+tickets and the future of its commit, and answers its client only once that is done, as before.
 
 A unit that fails to prepare fails alone (its caller gets the exception); the committer fails
 a unit alone in the same way. A request whose client went away before its group was taken is
@@ -64,13 +66,15 @@ class AppealGroups:
         committer: Any,
         *,
         max_rows: int = 4096,
+        max_inflight: int = 2,
     ) -> None:
         self._pipeline = pipeline
         self._outbox = outbox
         self._committer = committer  # () -> GroupCommitter: it exists once the runtime runs
         self._max_rows = max_rows
+        self._max_inflight = max_inflight
         self._queue: deque[_Queued] = deque()
-        self._drain: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
         self.groups = 0
         self.units = 0
 
@@ -84,11 +88,13 @@ class AppealGroups:
         """Queue one unit; return once it is prepared and queued for commit."""
         queued = _Queued(items, blobs, actor)
         self._queue.append(queued)
-        if self._drain is None or self._drain.done():
+        if len(self._drains) < self._max_inflight:
             # A context of its own: the task must not carry the first caller's principal.
-            self._drain = asyncio.create_task(
+            drain = asyncio.create_task(
                 self._run(), name="appeal-groups", context=contextvars.Context()
             )
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
         return await queued.future
 
     def _take(self) -> list[_Queued]:
