@@ -163,9 +163,15 @@ def _masked(value: str | None) -> Scrubbed | None:
     return Scrubbed(value) if value is not None else None
 
 
+# Values that hold no text: taken as they are, without a call per field.
+_NO_TEXT: frozenset[type] = frozenset({type(None), bool, int, float, datetime, Scrubbed})
+
+
 def scrub_public(value: Any, *, key: str | None = None) -> Any:
     """``value`` with every string scrubbed of phone, ID numbers and e-mail addresses, except
     text already ``Scrubbed`` and the structured fields (by key) in their expected shape."""
+    if type(value) is dict:  # the common case first, its textless fields without a call
+        return {k: v if type(v) in _NO_TEXT else scrub_public(v, key=k) for k, v in value.items()}
     if isinstance(value, Scrubbed):
         return value
     if isinstance(value, str):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from services.intake import classifier
+from services.intake.ids import TicketIdAllocator
 from services.intake.models import TICKETS, metadata, outbox_table
 from tests.integration.intake.support import IntakeEnv, running
 from tests.integration.intake.support import ticket_body as ticket
@@ -127,3 +129,26 @@ async def test_a_batch_file_and_single_posts_in_one_group_each_get_their_answer(
         row = await env.ticket(result["ticket_id"])
         assert row is not None and row.category_source == "classifier"
     assert await env.count(TICKETS, TICKETS.c.external_id == duplicate["external_id"]) == 1
+
+
+async def test_a_group_reserves_the_numbers_it_needs_at_once(env: IntakeEnv) -> None:
+    allocator = TicketIdAllocator(env.runtime.engine, block_size=100)
+    reserved: list[int] = []
+    reserve = allocator._reserve
+
+    async def counted(day: str, size: int) -> tuple[int, int]:
+        reserved.append(size)
+        return await reserve(day, size)
+
+    allocator._reserve = counted  # type: ignore[method-assign]
+    day = datetime(2031, 5, 6, 12, tzinfo=UTC)
+    first, second = await asyncio.gather(
+        allocator.take([day] * 250), allocator.take([day] * 30 + [day + timedelta(days=1)] * 5)
+    )
+    # One round trip per day short of numbers, not one per block; the second group found the
+    # first day's numbers left over from the first group's reservation.
+    assert reserved == [300, 100]
+    third = await allocator.take([day] * 20)  # the rest of the reservation, no round trip
+    assert reserved == [300, 100]
+    numbers = [int(t.split("-")[1]) for t in first + second + third if t.startswith("20310506-")]
+    assert sorted(numbers) == list(range(1, 301))
