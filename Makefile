@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck install clean bench bench-intake bench-intake-profile bench-suite bench-peer bench-evaluation soak fuzz
+.PHONY: run test test-fast lint format typecheck install clean bench bench-intake bench-intake-profile bench-intake-inprocess bench-suite bench-peer bench-evaluation soak fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -45,6 +45,12 @@ bench-peer: $(STAMP)  ## django-helpdesk (own venv in bench/.peer) against intak
 bench-intake-profile: $(STAMP)  ## the same cases under py-spy: where the time goes, per case
 	$(WRK_CHECK)
 	$(BIN)/python -m bench.intake --profile bench/results/profiles --seconds 10 --batch-seconds 20 --out bench/results/intake-profiled.json
+
+bench-intake-inprocess: $(STAMP)  ## intake's CPU per ticket in one process, no sockets: ceiling, app, accept, batch
+	$(BIN)/python -m bench.intake_inprocess --ceiling
+	$(BIN)/python -m bench.intake_inprocess --case app
+	$(BIN)/python -m bench.intake_inprocess --case accept
+	$(BIN)/python -m bench.intake_inprocess --case batch
 
 bench-evaluation: $(STAMP)  ## 10 M ticket facts on PostgreSQL: committee query p99, rebuild, apply rate
 	$(BIN)/python -m bench.evaluation

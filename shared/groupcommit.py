@@ -307,11 +307,16 @@ class GroupCommitter:
         work: Work | None = None,
     ) -> Any:
         """Queue a unit of writes; return once its transaction has committed."""
+        return await self.enqueue(inserts=inserts, work=work)
+
+    def enqueue(self, *, inserts: Inserts = (), work: Work | None = None) -> asyncio.Future[Any]:
+        """Queue a unit of writes without waiting: the future is done once it has committed
+        (or failed alone). Units queued together, with no await between them, share a group."""
         if self._task is None:
             raise RuntimeError("group committer is not running")
         unit = _Unit(inserts=inserts, work=work)
         self._queue.put_nowait(unit)
-        return await unit.future
+        return unit.future
 
     async def _run(self) -> None:
         while True:

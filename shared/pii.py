@@ -273,15 +273,25 @@ _SCRUBBERS = (
 )
 
 
-# Every scrubber needs an ASCII digit or an "@" (after full-width folding): text without one
-# is returned as it is, after one compiled search instead of a look at every character.
-_MAY_HOLD_PII = re.compile(r"[0-9@０-９＠]")
+# What every scrubber's match holds, found by one compiled search of the text as it came: an
+# "@" (e-mail), or ten digits (a landline with its area code; a mobile has eleven, an ID number
+# fifteen or more, a zero-padded mobile twelve), each at most four characters after the one
+# before (the widest gap a pattern allows: a closing bracket and a gap of three, "(138)  1234").
+# Full-width folding maps one character to one, so gaps are counted the same before and after.
+# Text without either is returned as it is; most appeals' text holds a house number or a date,
+# not a phone number, and skips the six patterns below.
+_MAY_HOLD_PII = re.compile(r"[@＠]|[0-9０-９](?:[^0-9０-９]{0,4}[0-9０-９]){9}")
 
 
 def scrub_text(text: str) -> str:
     """Mask every phone number, resident ID number and e-mail address inside free text."""
     if not text or _MAY_HOLD_PII.search(text) is None:
         return text
+    return _scrub_all(text)
+
+
+def _scrub_all(text: str) -> str:
+    """``scrub_text`` without the probe: every pattern over the whole text."""
     probe = _half_width(text)
     taken: list[tuple[int, int, str]] = []
     has_at = "@" in probe

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter
 
 from services.intake import classifier
+from services.intake.groups import AppealGroups
 from services.intake.ids import TicketIdAllocator
 from services.intake.models import outbox_table
 from services.intake.pipeline import Pipeline
@@ -58,6 +59,7 @@ class IntakeContext(ServiceContext):
     def __init__(self, settings: IntakeSettings, *, clock: Clock | None = None) -> None:
         super().__init__(settings, outbox=Outbox(outbox_table), clock=clock)
         self.pipeline: Pipeline | None = None
+        self.appeal_groups: AppealGroups | None = None
         self.metrics: IntakeMetrics | None = None
         self.limiter = ClientLimiter(settings.public_rate_limit)
 
@@ -80,6 +82,7 @@ class IntakeContext(ServiceContext):
             loader=loader,
             detect_repeats=s.repeat_detection,
         )
+        self.appeal_groups = AppealGroups(self.pipeline, self.outbox, lambda: self.committer)
         self.metrics = IntakeMetrics.on(runtime.metrics.registry)
 
     async def start(self) -> None:
@@ -102,6 +105,12 @@ class IntakeContext(ServiceContext):
         committer = self.runtime.committer
         assert committer is not None, "intake runs with group commit"
         return committer
+
+    @property
+    def groups(self) -> AppealGroups:
+        """Where appeals queue to be prepared and stored a group at a time."""
+        assert self.appeal_groups is not None
+        return self.appeal_groups
 
     @property
     def ready_pipeline(self) -> Pipeline:

@@ -9,6 +9,8 @@ file of last month's appeals does not throw away today's block.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,54 +29,84 @@ class TicketIdAllocator:
         self._engine = engine
         self._block_size = block_size
         self._days_kept = days_kept
-        self._blocks: dict[str, list[int]] = {}  # day -> [next, end), most recently used last
+        # day -> its reserved ranges [next, end), oldest first; most recently used day last
+        self._blocks: dict[str, list[list[int]]] = {}
         self._lock = asyncio.Lock()
         self._last_at: datetime | None = None
         self._last_day = ""
 
+    def _day(self, at: datetime) -> str:
+        if at is not self._last_at:  # a group's rows mostly share one arrival time
+            self._last_at, self._last_day = at, at.astimezone(CITY_TZ).strftime("%Y%m%d")
+        return self._last_day
+
+    def _free(self, day: str) -> int:
+        return sum(end - nxt for nxt, end in self._blocks.get(day, ()))
+
     async def next_id(self, at: datetime) -> str:
         """The next ticket id for the city-local day of ``at``."""
-        if at is self._last_at:  # a file's rows mostly share one arrival time
-            day = self._last_day
-        else:
-            day = at.astimezone(CITY_TZ).strftime("%Y%m%d")
-            self._last_at, self._last_day = at, day
-        block = self._blocks.get(day)
-        if block is None or block[0] >= block[1]:
+        (ticket_id,) = await self.take([at])
+        return ticket_id
+
+    async def take(self, ats: Sequence[datetime]) -> list[str]:
+        """The next ids for a whole group, in order. A day short of numbers reserves what the
+        group needs (at least a block) in one round trip, however many tickets it has."""
+        days = [self._day(at) for at in ats]
+        wanted = Counter(days)
+        # Another group may take numbers while this one waits for its reservation: check again,
+        # and hand out only once every day has enough, with no wait in between.
+        while short := [day for day, n in wanted.items() if self._free(day) < n]:
             async with self._lock:
-                block = self._blocks.get(day)
-                if block is None or block[0] >= block[1]:
-                    block = list(await self._reserve(day))
-                    self._blocks[day] = block
-        self._blocks[day] = self._blocks.pop(day)  # keep the most recently used day last
+                for day in short:
+                    missing = wanted[day] - self._free(day)
+                    if missing > 0:
+                        await self._extend(day, missing)
+        out = []
+        for day in days:
+            ranges = self._blocks[day]
+            while ranges[0][0] >= ranges[0][1]:
+                ranges.pop(0)
+            value = ranges[0][0]
+            ranges[0][0] += 1
+            out.append(f"{day}-{value:07d}")
+        for day in dict.fromkeys(days):
+            self._blocks[day] = self._blocks.pop(day)  # keep the most recently used day last
         while len(self._blocks) > self._days_kept:
             del self._blocks[next(iter(self._blocks))]
-        value = block[0]
-        block[0] += 1
-        return f"{day}-{value:07d}"
+        return out
 
-    async def _reserve(self, day: str) -> tuple[int, int]:
+    async def _extend(self, day: str, missing: int) -> None:
+        """Reserve at least ``missing`` more numbers of ``day`` (whole blocks)."""
+        size = -(-missing // self._block_size) * self._block_size
+        start, end = await self._reserve(day, size)
+        ranges = self._blocks.setdefault(day, [])
+        if ranges and ranges[-1][1] == start:
+            ranges[-1][1] = end  # nobody reserved in between: one range
+        else:
+            ranges.append([start, end])
+
+    async def _reserve(self, day: str, size: int) -> tuple[int, int]:
         table = IdBlock.__table__  # type: ignore[attr-defined]
         for _ in range(5):
             try:
-                reserved = await self._try_reserve(table, day)
+                reserved = await self._try_reserve(table, day, size)
             except IntegrityError:
                 continue  # another process created the day's row first
             if reserved is not None:
                 return reserved
         raise RuntimeError(f"could not reserve a ticket id block for {day}")
 
-    async def _try_reserve(self, table: Any, day: str) -> tuple[int, int] | None:
+    async def _try_reserve(self, table: Any, day: str, size: int) -> tuple[int, int] | None:
         async with self._engine.begin() as conn:
             current = (
                 await conn.execute(select(table.c.next_value).where(table.c.day == day))
             ).scalar_one_or_none()
             if current is None:
-                await conn.execute(table.insert().values(day=day, next_value=1 + self._block_size))
-                return 1, 1 + self._block_size
+                await conn.execute(table.insert().values(day=day, next_value=1 + size))
+                return 1, 1 + size
             result = await conn.execute(
                 update(table)
                 .where(table.c.day == day, table.c.next_value == current)
-                .values(next_value=current + self._block_size)
+                .values(next_value=current + size)
             )
-            return (current, current + self._block_size) if result.rowcount == 1 else None
+            return (current, current + size) if result.rowcount == 1 else None

@@ -163,9 +163,15 @@ def _masked(value: str | None) -> Scrubbed | None:
     return Scrubbed(value) if value is not None else None
 
 
+# Values that hold no text: taken as they are, without a call per field.
+_NO_TEXT: frozenset[type] = frozenset({type(None), bool, int, float, datetime, Scrubbed})
+
+
 def scrub_public(value: Any, *, key: str | None = None) -> Any:
     """``value`` with every string scrubbed of phone, ID numbers and e-mail addresses, except
     text already ``Scrubbed`` and the structured fields (by key) in their expected shape."""
+    if type(value) is dict:  # the common case first, its textless fields without a call
+        return {k: v if type(v) in _NO_TEXT else scrub_public(v, key=k) for k, v in value.items()}
     if isinstance(value, Scrubbed):
         return value
     if isinstance(value, str):
@@ -193,8 +199,12 @@ def normalize(
     now: datetime,
     locate: GridLocator | None = None,
     classify: Classifier | None = None,
+    classification: Classification | None = None,
 ) -> NormalizedTicket:
-    """Mask, hash, scrub, locate, classify and set time limits for one draft."""
+    """Mask, hash, scrub, locate, classify and set time limits for one draft.
+
+    ``classification``, when given, is the draft's already computed (a group is classified in
+    one matrix product); it is used only for a draft without a category of its own."""
     if draft.channel_code != channel.code:
         raise ValueError(f"draft of {draft.channel_code!r} normalized as {channel.code!r}")
     if now.tzinfo is None:
@@ -203,11 +213,12 @@ def normalize(
     grid_code = draft.grid_code
     if grid_code is None and locate is not None:
         grid_code = locate(draft.address, draft.longitude, draft.latitude)
-    classification: Classification | None = None
     if draft.category_code is not None:
         category, source = draft.category_code, "channel"
+        classification = None
     else:
-        classification = (classify or text_classifier.classify)(draft.title, draft.content)
+        if classification is None:
+            classification = (classify or text_classifier.classify)(draft.title, draft.content)
         category, source = classification.code, "classifier"
     urgency = raised_urgency(draft.urgency, f"{draft.title}\n{draft.content}")
     is_enterprise = draft.is_enterprise or channel.is_enterprise_channel

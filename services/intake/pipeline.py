@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.intake import repeats
+from services.intake import classifier, repeats
 from services.intake.canonical import TicketDraft
 from services.intake.channels import Channel
+from services.intake.classifier import Classification
 from services.intake.ids import TicketIdAllocator
 from services.intake.locate import Located, locate
 from services.intake.normalize import Classifier, NormalizedTicket, normalize, scrub_public
@@ -46,17 +47,28 @@ class Prepared:
 
 @dataclass(slots=True)
 class _Pending:
+    unit: int
     index: int
     channel: Channel
     normalized: NormalizedTicket
     located: Located
     ticket_id: str = ""
     appeal: repeats.Appeal | None = None
-    earlier: Earlier | None = None  # how later appeals will see this one
+    earlier: Earlier | None = None  # how later appeals of its unit will see this one
+
+
+Unit = Sequence[tuple[Channel, TicketDraft]]
+"""What is stored all or nothing: one appeal, or a batch file's good rows."""
 
 
 class Pipeline:
-    """Turns drafts into stored-ready tickets; shared by every route that accepts appeals."""
+    """Turns drafts into stored-ready tickets; shared by every route that accepts appeals.
+
+    The group is the unit of work: ``prepare_group`` takes every unit that queued while the
+    previous group was being prepared (single posts, batch files) and does each step once for
+    all of them — one classifier product, one pass of numbering, one candidate look-up — while
+    a failure in one unit fails that unit only.
+    """
 
     def __init__(
         self,
@@ -75,7 +87,12 @@ class Pipeline:
         self._detect_repeats = detect_repeats
 
     def normalize(
-        self, draft: TicketDraft, channel: Channel, *, now: datetime
+        self,
+        draft: TicketDraft,
+        channel: Channel,
+        *,
+        now: datetime,
+        classification: Classification | None = None,
     ) -> tuple[NormalizedTicket, Located]:
         """PII, grid, category, urgency and time limits for one draft (pure, no I/O)."""
         located = locate(
@@ -91,48 +108,134 @@ class Pipeline:
             now=now,
             locate=lambda _address, _lon, _lat: located.grid_code,
             classify=self._classify,
+            classification=classification,
         )
         return normalized, located
 
-    async def prepare(
-        self, items: Sequence[tuple[Channel, TicketDraft]], *, now: datetime
-    ) -> list[Prepared]:
-        """Normalize, number and judge repeats for a group of drafts (one POST or one file).
+    async def prepare(self, items: Unit, *, now: datetime) -> list[Prepared]:
+        """Normalize, number and judge repeats for one unit (one POST or one file)."""
+        (outcome,) = await self.prepare_group([items], now=now)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-        Rows are judged in order of receipt, so a later row of a file may repeat an earlier one.
+    async def prepare_group(
+        self, units: Sequence[Unit], *, now: datetime
+    ) -> list[list[Prepared] | Exception]:
+        """Each unit's tickets ready to store, or the exception that failed that unit alone.
+
+        Rows of one unit are judged in order of receipt, so a later row of a file may repeat an
+        earlier one; separate units see each other only once stored (either may yet fail).
         """
-        pending = []
-        for index, (channel, draft) in enumerate(items):
-            normalized, located = self.normalize(draft, channel, now=now)
-            pending.append(_Pending(index, channel, normalized, located))
+        outcomes: list[list[Prepared] | Exception | None] = [None] * len(units)
+        classified = self._classify_group(units)
+        pending: list[_Pending] = []
+        for u, unit in enumerate(units):
+            try:
+                made: list[_Pending] = []
+                for channel, draft in unit:
+                    got = classified.get(id(draft))
+                    normalized, located = self.normalize(
+                        draft, channel, now=now, classification=got
+                    )
+                    made.append(_Pending(u, len(pending) + len(made), channel, normalized, located))
+            except Exception as exc:
+                outcomes[u] = exc
+            else:
+                pending.extend(made)
+        try:
+            ids = await self._ids.take([p.normalized.received_at for p in pending])
+        except Exception as exc:  # the database, not any unit: every unit fails with it
+            return [exc if o is None else o for o in outcomes]
+        for p, ticket_id in zip(pending, ids, strict=True):
+            p.ticket_id = ticket_id
+            try:
+                p.appeal = self._appeal(p)
+            except Exception as exc:
+                outcomes[p.unit] = exc
+        pending = [p for p in pending if outcomes[p.unit] is None]
+        stored = await self._candidates(pending, outcomes)
+        by_unit: dict[int, list[_Pending]] = {}
         for p in pending:
-            n = p.normalized
-            p.ticket_id = await self._ids.next_id(n.received_at)
-            p.appeal = repeats.appeal(
-                received_at=n.received_at,
-                title=n.public_title,
-                content=n.public_content,
-                ticket_id=p.ticket_id,
-                citizen_hash=n.citizen_hash,
-                grid_code=n.grid_code,
-                address=n.public_address,
-                longitude=n.draft.longitude,
-                latitude=n.draft.latitude,
-                policy=self.policy,
-            )
+            if outcomes[p.unit] is None:
+                by_unit.setdefault(p.unit, []).append(p)
+        for u, members in by_unit.items():
+            try:
+                verdicts = self._judge(members, stored)
+                outcomes[u] = [self._build(p, verdicts[p.index], now=now) for p in members]
+            except Exception as exc:
+                outcomes[u] = exc
+        return [o if o is not None else RuntimeError("unit not prepared") for o in outcomes]
+
+    def _classify_group(self, units: Sequence[Unit]) -> dict[int, Classification]:
+        """Every draft without a category, classified in one sparse-matrix product (by the
+        draft's identity); a custom classifier is called per draft in ``normalize``."""
+        if self._classify is not None:
+            return {}
+        drafts = [d for unit in units for _, d in unit if d.category_code is None]
+        if not drafts:
+            return {}
+        try:
+            found = classifier.classify_many((d.title, d.content) for d in drafts)
+        except Exception:  # one text the model cannot take: each is classified alone instead
+            return {}
+        return {id(d): c for d, c in zip(drafts, found, strict=True)}
+
+    def _appeal(self, p: _Pending) -> repeats.Appeal:
+        n = p.normalized
+        return repeats.appeal(
+            received_at=n.received_at,
+            title=n.public_title,
+            content=n.public_content,
+            ticket_id=p.ticket_id,
+            citizen_hash=n.citizen_hash,
+            grid_code=n.grid_code,
+            address=n.public_address,
+            longitude=n.draft.longitude,
+            latitude=n.draft.latitude,
+            policy=self.policy,
+        )
+
+    async def _candidates(
+        self, pending: list[_Pending], outcomes: list[list[Prepared] | Exception | None]
+    ) -> dict[int, list[Earlier]]:
+        """Stored candidates of every pending appeal, by its index: one look-up for the group;
+        if that fails, one per unit, so only a culprit's unit fails."""
+        if not self._detect_repeats or not pending:
+            return {}
         appeals = [p.appeal for p in pending if p.appeal is not None]
+        try:
+            loaded = await self._loader.load(appeals)
+        except Exception:
+            if len({p.unit for p in pending}) == 1:
+                raise
+            found: dict[int, list[Earlier]] = {}
+            for u in sorted({p.unit for p in pending}):
+                members = [p for p in pending if p.unit == u]
+                try:
+                    alone = await self._loader.load([p.appeal for p in members if p.appeal])
+                except Exception as exc:
+                    outcomes[u] = exc
+                    continue
+                found.update((p.index, c) for p, c in zip(members, alone, strict=True))
+            return found
+        return {p.index: c for p, c in zip(pending, loaded, strict=True)}
+
+    def _judge(
+        self, members: list[_Pending], stored: dict[int, list[Earlier]]
+    ) -> dict[int, Verdict]:
+        """Each appeal of one unit against its stored candidates and the unit's earlier rows."""
         if not self._detect_repeats:
-            return [self._build(p, NOT_A_REPEAT, now=now) for p in pending]
-        stored = await self._loader.earlier(appeals)
-        # Earlier rows of the same group are candidates too: judge in order of receipt. A row
-        # sharing several keys with an earlier one (citizen, grid, address) is one candidate.
+            return {p.index: NOT_A_REPEAT for p in members}
+        # A row sharing several keys with an earlier one (citizen, grid, address) is one
+        # candidate.
         local: dict[tuple[str, str], list[Earlier]] = {}
         verdicts: dict[int, Verdict] = {}
-        for p in sorted(pending, key=lambda q: (q.normalized.received_at, q.index)):
+        for p in sorted(members, key=lambda q: (q.normalized.received_at, q.index)):
             appeal = p.appeal
             assert appeal is not None
             keys = keys_of(appeal)
-            candidates = stored[p.index]
+            candidates = stored.get(p.index, [])
             nearby = [e for key in keys for e in local.get(key, ())]
             if nearby:
                 known = {e.appeal.ticket_id for e in candidates}
@@ -158,9 +261,10 @@ class Pipeline:
                 ),
                 verdict.repeat_count,
             )
-            for key in keys:
-                local.setdefault(key, []).append(p.earlier)
-        return [self._build(p, verdicts[p.index], now=now) for p in pending]
+            if len(members) > 1:
+                for key in keys:
+                    local.setdefault(key, []).append(p.earlier)
+        return verdicts
 
     def _build(self, p: _Pending, verdict: Verdict, *, now: datetime) -> Prepared:
         n, draft, located = p.normalized, p.normalized.draft, p.located

@@ -2,22 +2,18 @@
 
 The decision itself is ``repeats.find_repeats`` (pure). This module feeds it: for every key of
 the new appeals (citizen hash, grid, address key) it loads the latest ``per_key`` tickets inside
-the window for a whole group of appeals (a batch file, or every single POST that arrived while
-the previous look-up ran): on PostgreSQL one statement for every key column, sent on the driver
+the window for a whole group of appeals (every unit the pipeline prepares together: single
+posts and batch files): on PostgreSQL one statement for every key column, sent on the driver
 (asyncpg rows, no SQLAlchemy result processing); on SQLite one statement per key column.
 
 Counting: ``repeat_of`` is the first ticket of the chain (as ``find_repeats`` says) and
 ``repeat_count`` is how many earlier appeals the chain holds — the most of the matched tickets'
 own counts plus one, or the matches found, whichever is more — so a citizen's tenth call counts
 nine earlier ones even though only the latest few are compared.
-
-Kept as one module a little over 400 lines: the two dialects' candidate queries, the shingle
-cache and the group loader change together whenever the repeat policy does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from array import array
@@ -339,93 +335,24 @@ async def load_earlier(
 
 
 class CandidateLoader:
-    """Loads earlier appeals for concurrent requests together: one statement per key column
-    per round trip.
+    """Loads the earlier appeals of a whole group of new ones (the pipeline's group of units),
+    keeping the shingles of recent tickets in memory."""
 
-    A request that finds fewer than ``max_inflight`` look-ups running starts one at once (no
-    added latency when idle); requests arriving meanwhile wait for the next free look-up, which
-    serves them all together.
-    """
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        *,
-        policy: repeats.RepeatPolicy,
-        per_key: int,
-        max_group: int = 256,
-        max_inflight: int = 2,
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, *, policy: repeats.RepeatPolicy, per_key: int) -> None:
         self._engine = engine
         self.policy = policy
         self._per_key = per_key
-        self._max_group = max_group
-        self._max_inflight = max_inflight
-        self._pending: list[tuple[Sequence[repeats.Appeal], asyncio.Future[list[list[Earlier]]]]]
-        self._pending = []
-        self._drains: set[asyncio.Task[None]] = set()
         self.lookups = 0
         self.shingles = ShingleCache()
 
-    async def earlier(self, appeals: Sequence[repeats.Appeal]) -> list[list[Earlier]]:
-        """For each appeal, its candidate earlier tickets."""
+    async def load(self, appeals: Sequence[repeats.Appeal]) -> list[list[Earlier]]:
+        """For each appeal, its candidate earlier tickets (one look-up for them all)."""
         if not any(lookup_keys(a) for a in appeals):
             return [[] for _ in appeals]
-        if len(appeals) > 16:  # a batch file is a group by itself
-            return await self._load(appeals)
-        future: asyncio.Future[list[list[Earlier]]] = asyncio.get_running_loop().create_future()
-        self._pending.append((appeals, future))
-        if len(self._drains) < self._max_inflight:
-            task = asyncio.create_task(self._drain(), name="repeat-lookup")
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
-        return await future
-
-    async def _load(self, appeals: Sequence[repeats.Appeal]) -> list[list[Earlier]]:
         self.lookups += 1
         return await load_earlier(
             self._engine, appeals, policy=self.policy, per_key=self._per_key, cache=self.shingles
         )
-
-    async def _drain(self) -> None:
-        while self._pending:
-            group = self._pending[: self._max_group]
-            del self._pending[: self._max_group]
-            flat = [a for appeals, _ in group for a in appeals]
-            try:
-                loaded = await self._load(flat)
-            except Exception as exc:
-                if len(group) == 1:
-                    _, future = group[0]
-                    if not future.done():
-                        future.set_exception(exc)
-                else:
-                    # One request's appeal may be what failed: each is looked up again alone,
-                    # so only the culprit gets the error (as the group committer's units are).
-                    await self._answer_alone(group)
-                continue
-            start = 0
-            for appeals, future in group:
-                if not future.done():
-                    future.set_result(loaded[start : start + len(appeals)])
-                start += len(appeals)
-
-    async def _answer_alone(
-        self,
-        group: Sequence[tuple[Sequence[repeats.Appeal], asyncio.Future[list[list[Earlier]]]]],
-    ) -> None:
-        """Each request's appeals looked up alone, its caller answered with its own outcome."""
-        for appeals, future in group:
-            if future.done():
-                continue
-            try:
-                result = await self._load(appeals)
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-            else:
-                if not future.done():
-                    future.set_result(result)
 
 
 def policy_from(

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
+
+from services.intake.nfkc import nfkc
 
 Reason = Literal["same_citizen", "same_place_similar_text"]
 
@@ -108,7 +109,7 @@ class CandidateQuery:
 
 def normalize_text(text: str) -> str:
     """Text for comparison: NFKC, lower case, operator boilerplate and punctuation removed."""
-    folded = unicodedata.normalize("NFKC", text).lower()
+    folded = nfkc(text).lower()
     return _NOT_TEXT.sub("", _BOILERPLATE.sub("", folded))
 
 
@@ -116,7 +117,7 @@ def normalize_address(address: str | None) -> str | None:
     """An address key: NFKC, no spaces or punctuation, province/city prefix dropped."""
     if not address:
         return None
-    compact = _NOT_TEXT.sub("", unicodedata.normalize("NFKC", address).lower())
+    compact = _NOT_TEXT.sub("", nfkc(address).lower())
     key = _ADMIN_PREFIX.sub("", compact, count=1)
     return key or compact or None
 

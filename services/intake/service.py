@@ -1,25 +1,23 @@
 """Intake's domain operations: accept appeals and callbacks durably, answer lookups, and follow
 each ticket's life through the other services' events.
 
-Every write goes through the group committer: a ticket row and its ``TicketReceived`` (and an
-e-mail's attachment blobs) are one unit; a batch file's good rows are one unit; nothing is ever
-half-stored. Keyword-only functions, no FastAPI imports.
+Every appeal goes through the appeal groups (``groups.py``): a ticket row and its
+``TicketReceived`` (and an e-mail's attachment blobs) are one unit; a batch file's good rows are
+one unit; units that queue together are prepared together and committed in one transaction;
+nothing is ever half-stored. Keyword-only functions, no FastAPI imports.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from functools import cache
 from typing import Any
 
 import orjson
 from sqlalchemy import String, bindparam, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake.adapters import AttachmentBlob, BatchRow
 from services.intake.canonical import TicketDraft
@@ -27,14 +25,12 @@ from services.intake.channels import Channel, UnknownChannel, get_channel
 from services.intake.context import IntakeContext
 from services.intake.errors import ChannelClosed, PayloadError
 from services.intake.models import (
-    BLOBS,
-    TICKETS,
     BatchAccepted,
     BatchRowResult,
     TicketAccepted,
 )
 from services.intake.pipeline import Prepared
-from shared.events.base import utcnow
+from shared.auth import acting_principal
 
 log = logging.getLogger(__name__)
 
@@ -83,29 +79,6 @@ def _count(ctx: IntakeContext, channel: str, outcome: str, n: int = 1) -> None:
         ctx.metrics.tickets.labels(channel, outcome).inc(n)
 
 
-def _blob_writer(blobs: Sequence[AttachmentBlob], now: datetime) -> Any:
-    """A unit of work that stores attachment bytes once per SHA-256 (a re-sent file is free)."""
-    rows = list(
-        {
-            b.meta.sha256: {
-                "sha256": b.meta.sha256,
-                "content_type": b.meta.content_type,
-                "size": b.meta.size,
-                "data": b.data,
-                "created_at": now,
-            }
-            for b in blobs
-        }.values()
-    )
-
-    async def store_blobs(conn: AsyncConnection) -> None:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(BLOBS).on_conflict_do_nothing(index_elements=["sha256"])
-        await conn.execute(statement, rows)
-
-    return store_blobs
-
-
 async def accept_ticket(
     *,
     ctx: IntakeContext,
@@ -117,13 +90,10 @@ async def accept_ticket(
 
     The same (channel, external id) answers with the first ticket and ``created=False``.
     """
-    now = utcnow()
-    (prepared,) = await ctx.ready_pipeline.prepare([(channel, draft)], now=now)
-    inserts = [(TICKETS, prepared.row), *ctx.outbox.rows([prepared.event])]
+    staged = await ctx.groups.submit([(channel, draft)], actor=acting_principal(), blobs=blobs)
+    (prepared,) = staged.prepared
     try:
-        await ctx.committer.submit(
-            inserts=inserts, work=_blob_writer(blobs, now) if blobs else None
-        )
+        await staged.committed
     except IntegrityError:
         existing = await _existing(ctx, channel.code, [draft.external_id])
         found = existing.get(draft.external_id or "")
@@ -219,17 +189,16 @@ async def accept_batch(
                 fresh.append((number, draft))
         if not fresh:
             break
-        prepared = await ctx.ready_pipeline.prepare(
-            [(channel, draft) for _, draft in fresh], now=utcnow()
+        staged = await ctx.groups.submit(
+            [(channel, draft) for _, draft in fresh], actor=acting_principal()
         )
-        inserts = [(TICKETS, p.row) for p in prepared]
-        inserts += ctx.outbox.rows(p.event for p in prepared)
         try:
-            await ctx.committer.submit(inserts=inserts)
+            await staged.committed
         except IntegrityError:
             # Another upload of the same rows won a race: look again and store the rest.
             pending = fresh
             continue
+        prepared = staged.prepared
         for (number, draft), p in zip(fresh, prepared, strict=True):
             results[number] = BatchRowResult(
                 row=number, status="created", ticket_id=p.ticket_id, external_id=draft.external_id

@@ -126,15 +126,27 @@ def encode_parts(
 
 
 def encode(event: Event) -> Record:
-    """Encode one event as a CloudEvents 1.0 Kafka record in binary mode."""
-    return encode_parts(
-        event_id=str(event.event_id),
-        ce_type=event.cloudevent_type(),
-        source=event.source,
-        occurred_at=event.occurred_at,
-        key=event.partition_key(),
-        data=event.data_json(),
-    )
+    """Encode one event as a CloudEvents 1.0 Kafka record in binary mode.
+
+    The same record ``encode_parts`` builds through the SDK (a test holds them equal for every
+    registered event), written directly: an event's attributes are valid by construction (a
+    uuid, an aware time, its class's type and source), and the SDK's object and validation cost
+    a measurable share of a ticket's CPU on intake's hot path."""
+    key = event.partition_key().encode()
+    time = event.occurred_at.isoformat()
+    if time.endswith("+00:00"):
+        time = time[:-6] + "Z"
+    headers = [
+        ("ce_id", str(event.event_id).encode()),
+        ("ce_source", event.source.encode()),
+        ("ce_type", event.cloudevent_type().encode()),
+        ("ce_specversion", b"1.0"),
+        ("ce_time", time.encode()),
+        ("ce_subject", key),
+        ("content-type", b"application/json"),
+        ("ce_partitionkey", key),
+    ]
+    return Record(key=key, value=event.data_json(), headers=headers)
 
 
 def decode(

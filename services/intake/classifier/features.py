@@ -7,13 +7,13 @@ Each feature is prefixed by its block (``BLOCKS``): ``t:`` title, ``c:`` content
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import defaultdict
 from functools import cache
 from importlib import resources
 
 import yaml
 
+from services.intake.nfkc import nfkc
 from shared import taxonomy
 
 _DATA = "services.intake.data"
@@ -30,7 +30,7 @@ BLOCKS = "tcqe"
 
 def normalize(text: str) -> str:
     """NFKC (full-width → half-width), lower case, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    return " ".join(nfkc(text).lower().split())
 
 
 def _ngrams(text: str, tag: str) -> list[str]:

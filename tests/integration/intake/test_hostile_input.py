@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import update
 
-from services.intake import repeats
+from services.intake.canonical import TicketDraft
+from services.intake.channels import get_channel
 from services.intake.models import TICKETS
 from services.intake.queries import encode_cursor
-from services.intake.repeat_lookup import CandidateLoader
 from shared.events.intake import TicketReceived
 from tests.integration.intake.support import IntakeEnv
 from tests.integration.intake.support import ticket_body as ticket
@@ -47,33 +47,31 @@ async def test_a_1900_date_is_kept_and_numbered_on_its_day(env: IntakeEnv) -> No
     assert answer.json()["ticket_id"].startswith("19000101-")
 
 
-async def test_a_failing_appeal_fails_only_its_own_share_of_a_repeat_lookup(
-    env: IntakeEnv,
-) -> None:
-    loader = CandidateLoader(env.ctx.reader, policy=env.ctx.ready_pipeline.policy, per_key=5)
+async def test_a_failing_appeal_fails_only_its_own_unit_of_a_group(env: IntakeEnv) -> None:
+    pipeline = env.ctx.ready_pipeline
+    channel = get_channel("hotline-12345-phone")
 
-    def appeal(at: datetime, n: int) -> repeats.Appeal:
-        return repeats.appeal(
-            received_at=at,
+    def draft(n: int) -> TicketDraft:
+        return TicketDraft(
+            channel_code=channel.code,
             title="路灯不亮",
             content="门口路灯坏了",
-            citizen_hash=f"hash-{n}",
-            policy=loader.policy,
+            citizen_phone=env.phone(),
+            category_code="0102",
         )
 
-    now = datetime.now(UTC)
-    # Appeals built past the API's checks: the look-up's window arithmetic overflows on this one.
-    ancient = appeal(datetime(1, 1, 1, tzinfo=UTC), 0)
-    results = await asyncio.gather(
-        *(loader.earlier([appeal(now, n)]) for n in range(1, 6)),
-        loader.earlier([ancient]),
-        *(loader.earlier([appeal(now, n)]) for n in range(6, 11)),
-        return_exceptions=True,
-    )
-    failures = [r for r in results if isinstance(r, BaseException)]
-    assert len(failures) == 1 and isinstance(results[5], OverflowError), results
-    assert all(r == [[]] for i, r in enumerate(results) if i != 5), results
-    assert loader.lookups >= 2  # the group was tried together, then the culprit alone
+    # A draft built past the API's checks: the look-up's window arithmetic overflows on it.
+    ancient = draft(0).model_copy(update={"received_at": datetime(1, 1, 1, tzinfo=UTC)})
+    units = [[(channel, draft(n))] for n in range(1, 6)]
+    units += [[(channel, ancient)]]
+    units += [[(channel, draft(n))] for n in range(6, 11)]
+    before = pipeline._loader.lookups
+    outcomes = await pipeline.prepare_group(units, now=datetime.now(UTC))
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failures) == 1 and isinstance(outcomes[5], OverflowError), outcomes
+    assert all(isinstance(o, list) and len(o) == 1 for i, o in enumerate(outcomes) if i != 5)
+    # The group was looked up together, then unit by unit to find the culprit.
+    assert pipeline._loader.lookups - before == 1 + len(units)
 
 
 # --- content types -----------------------------------------------------------------------------

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import typing
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, get_args, get_origin
 
 import pytest
 from pydantic import BaseModel
 
 from shared.events import EventDecodeError, UnknownEventType, decode, encode, registry
-from shared.events.base import Event, header
+from shared.events.base import Event, encode_parts, header
 
 
 def _sample(annotation: Any) -> Any:
@@ -48,6 +48,9 @@ def _sample(annotation: Any) -> Any:
     raise AssertionError(f"no sample for {annotation}")
 
 
+TZ8 = timezone(timedelta(hours=8))
+
+
 def build(cls: type[Event]) -> Event:
     values = {
         name: _sample(f.annotation)
@@ -68,6 +71,23 @@ def test_every_registered_event_round_trips(ce_type: str) -> None:
     assert header(record.headers, "content-type") == "application/json"
     assert record.key == event.partition_key().encode()
     assert decode(record.value, record.headers, record.key) == event
+
+
+@pytest.mark.parametrize("ce_type", sorted(registry()))
+@pytest.mark.parametrize(
+    "occurred_at",
+    [datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), datetime(2026, 1, 2, 11, 4, 5, tzinfo=TZ8)],
+)
+def test_the_direct_encoding_is_the_sdks_record(ce_type: str, occurred_at: datetime) -> None:
+    event = build(registry()[ce_type]).model_copy(update={"occurred_at": occurred_at})
+    assert encode(event) == encode_parts(
+        event_id=str(event.event_id),
+        ce_type=event.cloudevent_type(),
+        source=event.source,
+        occurred_at=event.occurred_at,
+        key=event.partition_key(),
+        data=event.data_json(),
+    )
 
 
 def test_registry_covers_every_service_that_emits() -> None:

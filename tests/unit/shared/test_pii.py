@@ -6,9 +6,10 @@ import re
 from datetime import date
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from shared import pii
 from shared.pii import (
     citizen_hash,
     hash_identifier,
@@ -189,6 +190,22 @@ def test_citizen_hash_refuses_an_empty_salt() -> None:
 
 
 # --- scrubbing free text -------------------------------------------------------------------
+
+# Digits, full-width digits, every separator the patterns allow and a few that end a number.
+NUMBERISH = st.text(alphabet="0123456789０１８９ .-/()（）－—–．／＋+@＠xX号楼a", max_size=80)
+
+
+@settings(max_examples=1000)
+@given(NUMBERISH)
+@example("(138)   1234 5678")
+@example("（0571）   8765 4321")
+@example("+86   (139) - 1234 - 5678")
+@example("０５７１－８７６５４３２１")
+@example("0013811110012")
+@example("(010)   2345678")
+@example("a@b.cn")
+def test_the_quick_probe_never_skips_text_a_pattern_would_mask(text: str) -> None:
+    assert scrub_text(text) == pii._scrub_all(text)
 
 
 @settings(max_examples=300)

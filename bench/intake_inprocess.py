@@ -1,0 +1,207 @@
+"""Intake's CPU per ticket in one process, without sockets: what the code costs, less what the
+neighbours on a shared machine do to a wrk run's rate.
+
+    python -m bench.intake_inprocess [--case app|accept|batch] [--count 6000] [--files 16]
+                                     [--postgres URL] [--broker]
+
+Cases: ``app`` calls the whole ASGI app (middlewares, routing, the route, the pipeline, the
+commit) for ``POST /tickets`` from 64 concurrent tasks, with ``--ceiling`` the bare ceiling app
+instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP layer);
+``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for ``--files``
+files at once. Without ``--broker`` the relay has nowhere to publish (it retries quietly), so the
+numbers leave it out; with it, an embedded broker is started and its cost is included. Prints
+tickets (or rows) per second of wall time and this process's CPU milliseconds per item.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench.intake import BATCH_CHANNEL, POSTGRES_URL, batch_template, drop_schema
+from fengqiao.registry import upgrade_async
+from services.intake import api, service
+from services.intake.adapters import parse_csv
+from services.intake.app import create_app
+from services.intake.channels import get_channel
+from services.intake.models import TicketIn
+from services.intake.settings import IntakeSettings
+from shared.broker import EmbeddedBroker
+from shared.bus import create_topics
+from shared.settings import BusSettings
+
+TEXT = "小区门口的路灯已经坏了三天，晚上老人孩子出行很不方便，希望尽快修复。" * 6
+TASKS = 64
+
+
+def ticket_body(n: int) -> bytes:
+    """The wrk script's ticket (bench/post_ticket.lua), with its own external id."""
+    return (
+        f'{{"external_id":"inproc-{n}","title":"路灯不亮","content":"{TEXT}",'
+        '"citizen_phone":"13812345678","address":"枫桥市越城区北海街道塔山社区",'
+        '"category_code":"0102"}'
+    ).encode()
+
+
+async def call_asgi(app: Any, body: bytes) -> int:
+    """One ``POST /tickets`` straight into the ASGI app; its status."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/tickets",
+        "raw_path": b"/tickets",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+        "app": app,
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # no disconnect: the answer is awaited in full
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app(scope, receive, send)
+    return statuses[0]
+
+
+async def timed(
+    one: Callable[[], Awaitable[None]], count: int, tasks: int, *, warmup: int = 320
+) -> tuple[float, float, int]:
+    """Warm up with ``warmup`` calls, then run ``count`` calls from ``tasks`` concurrent tasks:
+    (wall s, CPU s, calls)."""
+
+    async def worker(k: int) -> None:
+        for _ in range(k):
+            await one()
+
+    await asyncio.gather(*(worker(max(1, warmup // tasks)) for _ in range(tasks)))
+    per_task = max(1, count // tasks)
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(per_task) for _ in range(tasks)))
+    return time.perf_counter() - wall, time.process_time() - cpu, per_task * tasks
+
+
+async def run(args: argparse.Namespace, bootstrap: str) -> None:
+    if args.ceiling:
+        from bench.ceiling_app import app as ceiling
+
+        counter = iter(range(10**9))
+
+        async def bare() -> None:
+            assert await call_asgi(ceiling, ticket_body(next(counter))) == 201
+
+        wall, cpu, n = await timed(bare, args.count, TASKS)
+        print(f"ceiling app: {n / wall:,.0f}/s wall, {cpu / n * 1e3:.3f} ms CPU per request")
+        return
+    settings = IntakeSettings(
+        database_url=args.postgres.replace("postgresql://", "postgresql+asyncpg://"),
+        database_schema=f"inproc_{uuid.uuid4().hex[:8]}",
+        kafka_bootstrap_servers=bootstrap,
+        kafka_topic_prefix="inproc",
+        auth_token_secret=secrets.token_hex(32),
+        citizen_hash_salt=secrets.token_hex(32),
+        public_rate_limit="",
+    )
+    await upgrade_async("intake", settings)
+    try:
+        await measure(args, settings)
+    finally:
+        assert settings.database_schema is not None
+        await drop_schema(args.postgres, settings.database_schema)
+
+
+async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
+    app = create_app(settings)
+    counter = iter(range(10**9))
+    async with app.router.lifespan_context(app):
+        ctx = app.state.runtime.context
+        if args.case == "app":
+
+            async def one() -> None:
+                assert await call_asgi(app, ticket_body(next(counter))) in (200, 201)
+
+            wall, cpu, n = await timed(one, args.count, TASKS)
+        elif args.case == "accept":
+
+            async def one() -> None:
+                channel, draft = api._draft_from(
+                    TicketIn.model_validate_json(ticket_body(next(counter)))
+                )
+                await service.accept_ticket(ctx=ctx, channel=channel, draft=draft)
+
+            wall, cpu, n = await timed(one, args.count, TASKS)
+        else:
+            channel = get_channel(BATCH_CHANNEL)
+            with tempfile.TemporaryDirectory() as tmp:
+                template = Path(tmp) / "batch.csv"
+                batch_template(template, 1000)
+                header, *lines = template.read_text(encoding="utf-8").splitlines()
+
+            async def one() -> None:
+                prefix = f"f{next(counter)}-"
+                data = "\n".join([header, *(prefix + line for line in lines)]).encode()
+                parsed = await asyncio.to_thread(parse_csv, data, channel, max_rows=5000)
+                result = await service.accept_batch(ctx=ctx, channel=channel, rows=parsed.rows)
+                assert result.created == len(lines), result
+
+            wall, cpu, files = await timed(one, args.files, args.files, warmup=args.files)
+            n = files * len(lines)
+        unit = "rows" if args.case == "batch" else "tickets"
+        print(
+            f"{args.case}: {n / wall:,.0f} {unit}/s wall, {cpu / n * 1e3:.3f} ms CPU per "
+            f"{unit[:-1]} (this process; groups {ctx.groups.groups}, units {ctx.groups.units})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=("app", "accept", "batch"), default="app")
+    parser.add_argument("--ceiling", action="store_true", help="the bare ceiling app instead")
+    parser.add_argument("--count", type=int, default=6000)
+    parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--postgres", default=POSTGRES_URL)
+    parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
+    args = parser.parse_args()
+    logging.disable(logging.ERROR)  # the relay's retries without a broker
+    broker = EmbeddedBroker().start() if args.broker else None
+    try:
+        bootstrap = broker.bootstrap if broker else "127.0.0.1:1"
+        if broker:
+            asyncio.run(
+                create_topics(
+                    BusSettings(kafka_bootstrap_servers=bootstrap, kafka_topic_prefix="inproc")
+                )
+            )
+        asyncio.run(run(args, bootstrap))
+    finally:
+        if broker:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

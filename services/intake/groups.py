@@ -1,0 +1,184 @@
+"""The group is the unit of work: appeals that queue while one group is being prepared are
+prepared together, and handed to the group committer together.
+
+A request puts its unit (one appeal, or a batch file's good rows) in the queue and waits. A
+task takes everything queued, runs the pipeline once for the whole group (PII,
+classification in one matrix product, grids, numbering, one repeat look-up, rows and events),
+builds each unit's outbox and audit rows, and queues every unit to the committer in one go, so
+they share its next transaction. It then takes the next group at once: preparing a group and
+committing the previous one overlap. Two such tasks at most (``max_inflight``): while one waits
+for its repeat look-up, the other prepares what queued meanwhile; a request that finds fewer
+running starts one at once, so an idle service adds no wait. Each request is answered with its
+tickets and the future of its commit, and answers its client only once that is done, as before.
+
+A unit that fails to prepare fails alone (its caller gets the exception); the committer fails
+a unit alone in the same way. A request whose client went away before its group was taken is
+left out of the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+from services.intake.adapters import AttachmentBlob
+from services.intake.models import BLOBS, TICKETS
+from services.intake.pipeline import Pipeline, Prepared, Unit
+from shared.auth import Principal
+from shared.events.base import utcnow
+from shared.groupcommit import GroupCommitter, Work
+from shared.outbox import Outbox, audit_row, event_row
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A unit prepared and queued for commit: its tickets, and the commit to wait for."""
+
+    prepared: list[Prepared]
+    committed: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Queued:
+    items: Unit
+    blobs: Sequence[AttachmentBlob]
+    actor: Principal | None
+    future: asyncio.Future[Staged] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class AppealGroups:
+    """The queue in front of the pipeline and the task that drains it a group at a time."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        outbox: Outbox,
+        committer: Any,
+        *,
+        max_rows: int = 4096,
+        max_inflight: int = 2,
+    ) -> None:
+        self._pipeline = pipeline
+        self._outbox = outbox
+        self._committer = committer  # () -> GroupCommitter: it exists once the runtime runs
+        self._max_rows = max_rows
+        self._max_inflight = max_inflight
+        self._queue: deque[_Queued] = deque()
+        self._drains: set[asyncio.Task[None]] = set()
+        self.groups = 0
+        self.units = 0
+
+    async def submit(
+        self,
+        items: Unit,
+        *,
+        actor: Principal | None,
+        blobs: Sequence[AttachmentBlob] = (),
+    ) -> Staged:
+        """Queue one unit; return once it is prepared and queued for commit."""
+        queued = _Queued(items, blobs, actor)
+        self._queue.append(queued)
+        if len(self._drains) < self._max_inflight:
+            # A context of its own: the task must not carry the first caller's principal.
+            drain = asyncio.create_task(
+                self._run(), name="appeal-groups", context=contextvars.Context()
+            )
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        return await queued.future
+
+    def _take(self) -> list[_Queued]:
+        group: list[_Queued] = []
+        rows = 0
+        while self._queue and (not group or rows + len(self._queue[0].items) <= self._max_rows):
+            queued = self._queue.popleft()
+            if queued.future.done():  # its caller is gone
+                continue
+            group.append(queued)
+            rows += len(queued.items)
+        return group
+
+    async def _run(self) -> None:
+        while self._queue:
+            group = self._take()
+            if not group:
+                continue
+            try:
+                await self._prepare(group)
+            except Exception as exc:  # not any one unit's: the whole group fails with it
+                _fail(group, exc)
+            except BaseException:
+                _fail([*group, *self._queue], RuntimeError("service is shutting down"))
+                self._queue.clear()
+                raise
+
+    async def _prepare(self, group: list[_Queued]) -> None:
+        now = utcnow()
+        outcomes = await self._pipeline.prepare_group([q.items for q in group], now=now)
+        committer: GroupCommitter = self._committer()
+        self.groups += 1
+        self.units += len(group)
+        for queued, outcome in zip(group, outcomes, strict=True):
+            if queued.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                queued.future.set_exception(outcome)
+                continue
+            try:
+                inserts = self._inserts(outcome, queued.actor, now)
+                work = blob_writer(queued.blobs, now) if queued.blobs else None
+                committed = committer.enqueue(inserts=inserts, work=work)
+            except Exception as exc:
+                queued.future.set_exception(exc)
+            else:
+                queued.future.set_result(Staged(outcome, committed))
+
+    def _inserts(
+        self, prepared: list[Prepared], actor: Principal | None, now: datetime
+    ) -> list[tuple[Table, dict[str, Any]]]:
+        """The unit's ticket rows, outbox rows and audit rows (its own caller as the actor)."""
+        inserts: list[tuple[Table, dict[str, Any]]] = [(TICKETS, p.row) for p in prepared]
+        outbox, audit = self._outbox.table, self._outbox.audit
+        inserts += [(outbox, event_row(p.event)) for p in prepared]
+        if audit is not None:
+            inserts += [(audit, audit_row(p.event, actor, now=now)) for p in prepared]
+        return inserts
+
+
+def _fail(group: Sequence[_Queued], exc: Exception) -> None:
+    for queued in group:
+        if not queued.future.done():
+            queued.future.set_exception(exc)
+
+
+def blob_writer(blobs: Sequence[AttachmentBlob], now: datetime) -> Work:
+    """A unit of work that stores attachment bytes once per SHA-256 (a re-sent file is free)."""
+    rows = list(
+        {
+            b.meta.sha256: {
+                "sha256": b.meta.sha256,
+                "content_type": b.meta.content_type,
+                "size": b.meta.size,
+                "data": b.data,
+                "created_at": now,
+            }
+            for b in blobs
+        }.values()
+    )
+
+    async def store_blobs(conn: Any) -> None:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(BLOBS).on_conflict_do_nothing(index_elements=["sha256"])
+        await conn.execute(statement, rows)
+
+    return store_blobs
