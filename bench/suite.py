@@ -476,7 +476,7 @@ def _measure_case(
         probe_id, probe_s = probe(intake, evaluation_port)
         pids = process_tree(proc.pid)
         names = {pid: label(pid) for pid in pids}
-        spies = profile_services(args.profile, database, names, args.seconds)
+        spies = profile_services(getattr(args, "profile", None), database, names, args.seconds)
         cpu0, machine0 = cpu_seconds(pids), machine_busy()
         load_started = datetime.now(UTC)
         wall0 = time.monotonic()
