@@ -1,6 +1,7 @@
 """Hot spots and seasons (治未病): where appeals of one category gather, before the next wave.
 
-Per leaf category × town (appeals received, month cells):
+Per leaf category × town (appeals received, from the ``month_category`` roll-up: a row per leaf
+category, town and month):
 
 - **spike**: this period's count against the trailing baseline λ (the mean of the three
   periods before it, at least 0.5). Test: one-sided Poisson, P(X ≥ observed | λ) < α
@@ -9,7 +10,7 @@ Per leaf category × town (appeals received, month cells):
 - **season**: the period two months ahead was a spike (same test, against that year's own
   trailing baseline) in at least two earlier years: act before it comes.
 - **recurring place**: a grid with at least ``recurring_min_count`` appeals of one category in
-  the period.
+  the period (the ``month_place`` roll-up: a row per leaf category, grid and month).
 
 Every spike and season becomes a proactive-work proposal (``ProactiveWorkProposed``), emitted
 once per category, town and period through the outbox; dispatch opens a proactive dispatch
@@ -81,7 +82,7 @@ async def _monthly(engine: AsyncEngine, first: date, end: date) -> Counts:
         select(c.category_code, c.town_code, c.period_start, func.sum(c.received))
         .where(
             and_(
-                c.grain == "month",
+                c.grain == "month_category",
                 c.kind == "appeal",
                 c.period_start >= first,
                 c.period_start < end,
@@ -193,7 +194,7 @@ async def _places(engine: AsyncEngine, period: Period, minimum: int) -> list[Pla
         select(c.grid_code, c.category_code, total)
         .where(
             and_(
-                c.grain == period.grain,
+                c.grain == "month_place",
                 c.kind == "appeal",
                 c.period_start >= period.start,
                 c.period_start < period.end,

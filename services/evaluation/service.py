@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, select, update
@@ -19,8 +18,8 @@ from sqlmodel import col
 
 from services.evaluation import cells
 from services.evaluation.facts import fold_case, fold_ticket
-from services.evaluation.metrics_registry import COUNTERS
 from services.evaluation.models import (
+    CELL_COLUMNS,
     DIMENSIONS,
     CaseFact,
     DispatchFact,
@@ -28,7 +27,6 @@ from services.evaluation.models import (
     TicketFact,
     cells_table,
     contributions_table,
-    handling_table,
     ledger_table,
 )
 from shared.events import mediation as m
@@ -124,27 +122,22 @@ async def move_cells(*, session: AsyncSession, key: str, shares: Sequence[cells.
         )
     ).scalar_one_or_none() or []
     delta: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    histogram: dict[tuple[str, int, str, str], int] = defaultdict(int)
-    for cell_key, counters, centi, grain, start in old:
-        for name, value in counters.items():
-            delta[cell_key][name] -= value
-        if centi is not None:
-            histogram[cell_key, centi, grain, start] -= 1
+    for share in cells.from_stored(old):
+        for name, value in share.counters.items():
+            delta[share.cell_key][name] -= value
     new_cells: dict[str, cells.Share] = {}
     for share in shares:
         new_cells[share.cell_key] = share
         for name, value in share.counters.items():
             delta[share.cell_key][name] += value
-        if share.centidays is not None:
-            start = share.period_start.isoformat()
-            histogram[share.cell_key, share.centidays, share.grain, start] += 1
-    await apply_delta(session=session, delta=delta, histogram=histogram, new_cells=new_cells)
+    await apply_delta(session=session, delta=delta, new_cells=new_cells)
+    contribution = cells.stored(
+        (s.period_start, s.dims, s.counters) for s in shares if s.grain == "day"
+    )
     await session.execute(
         _insert(session, contributions_table)
-        .values(fact_key=key, cells=[s.stored() for s in shares])
-        .on_conflict_do_update(
-            index_elements=["fact_key"], set_={"cells": [s.stored() for s in shares]}
-        )
+        .values(fact_key=key, cells=contribution)
+        .on_conflict_do_update(index_elements=["fact_key"], set_={"cells": contribution})
     )
 
 
@@ -152,11 +145,9 @@ async def apply_delta(
     *,
     session: AsyncSession,
     delta: dict[str, dict[str, int]],
-    histogram: dict[tuple[str, int, str, str], int],
     new_cells: dict[str, cells.Share],
 ) -> None:
-    """Add counter differences to cells (creating the ones new shares name) and histogram
-    differences to the handling-time histogram."""
+    """Add counter differences to cells (creating the ones new shares name)."""
     c = cells_table.c
     inserts: list[dict[str, Any]] = []
     emptied: list[str] = []
@@ -173,7 +164,7 @@ async def apply_delta(
             )
             emptied.append(cell_key)
             continue
-        row: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
+        row: dict[str, Any] = dict.fromkeys(CELL_COLUMNS, 0)
         row.update(changes)
         row.update(zip(DIMENSIONS, share.dims, strict=True))
         row.update(cell_key=cell_key, grain=share.grain, period_start=share.period_start)
@@ -183,7 +174,7 @@ async def apply_delta(
         await session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["cell_key"],
-                set_={name: c[name] + stmt.excluded[name] for name in COUNTERS},
+                set_={name: c[name] + stmt.excluded[name] for name in CELL_COLUMNS},
             ),
             inserts,
         )
@@ -191,29 +182,10 @@ async def apply_delta(
         # A cell only a fact's old share named may now be all zeros: drop it, so the cells are
         # exactly those a rebuild from scratch writes.
         await session.execute(
-            delete(cells_table).where(c.cell_key.in_(emptied), *(c[name] == 0 for name in COUNTERS))
-        )
-    rows = [
-        {"cell_key": k, "centidays": v, "grain": g, "period_start": date.fromisoformat(p), "n": n}
-        for (k, v, g, p), n in histogram.items()
-        if n
-    ]
-    if rows:
-        stmt = _insert(session, handling_table)
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["cell_key", "centidays"],
-                set_={"n": handling_table.c.n + stmt.excluded.n},
-            ),
-            rows,
-        )
-        if any(n < 0 for n in histogram.values()):
-            h = handling_table.c
-            await session.execute(
-                delete(handling_table).where(
-                    h.cell_key.in_({k[0] for k, n in histogram.items() if n < 0}), h.n == 0
-                )
+            delete(cells_table).where(
+                c.cell_key.in_(emptied), *(c[name] == 0 for name in CELL_COLUMNS)
             )
+        )
 
 
 async def summary(*, session: AsyncSession) -> Summary:

@@ -46,7 +46,7 @@ async def test_rebuilt_equals_live_row_for_row(env: EvaluationEnv, broker: Any) 
     prefix = env.ticket_id()[2:8].upper()
     await publish_all(env, committee_events(prefix))
     live = await dump(env.runtime.engine)
-    assert live["ticket_facts"] and live["eval_cells"] and live["eval_handling"]
+    assert live["ticket_facts"] and live["eval_cells"] and live["eval_contributions"]
     assert live["case_facts"] and live["dispatch_facts"]
 
     # Rebuild into a fresh database of the same kind, from the same topics.
