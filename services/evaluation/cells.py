@@ -13,12 +13,13 @@ order events arrived in (``rebuild`` proves it by recomputing them).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
-from services.evaluation.facts import TicketFold
+from services.evaluation.facts import Draft, TicketFold
 from services.evaluation.metrics_registry import bucket
 from services.evaluation.models import (
     CELL_COLUMNS,
@@ -42,8 +43,10 @@ class Grain:
     dimensions: frozenset[str]
 
     @property
-    def kept(self) -> tuple[bool, ...]:
-        return tuple(name in self.dimensions for name in DIMENSIONS)
+    def project(self) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+        """Dimension values → this grain's (the dropped ones ""), given the values + ("",)."""
+        blank = len(DIMENSIONS)
+        return itemgetter(*(i if n in self.dimensions else blank for i, n in enumerate(DIMENSIONS)))
 
 
 ALL = frozenset(DIMENSIONS)
@@ -63,7 +66,7 @@ GRAINS: tuple[Grain, ...] = (
     Grain("month", "month", ALL),
 )
 BY_NAME = {g.name: g for g in GRAINS}
-_KEPT = tuple((g.name, g.period == "day", g.kept) for g in GRAINS)
+_PROJECT = tuple((g.name, g.period == "day", g.project) for g in GRAINS)
 _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 _SUCCESS = frozenset({"agreed", "fulfilled"})
@@ -117,13 +120,9 @@ def cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
 
 def _spread(day: date, dims: tuple[str, ...]) -> Iterator[tuple[str, date, tuple[str, ...]]]:
     """The cell (grain, period start, kept dimensions) of each grain a part counts in."""
-    month = day.replace(day=1)
-    for name, daily, kept in _KEPT:
-        yield (
-            name,
-            day if daily else month,
-            tuple(v if k else "" for v, k in zip(dims, kept, strict=True)),
-        )
+    month, values = day.replace(day=1), (*dims, "")
+    for name, daily, project in _PROJECT:
+        yield name, day if daily else month, project(values)
 
 
 def shares(parts: Iterable[Part]) -> list[Share]:
@@ -136,29 +135,30 @@ def shares(parts: Iterable[Part]) -> list[Share]:
 
 
 def roll_up(parts: Iterable[Part]) -> dict[str, dict[str, Any]]:
-    """The cells of many parts summed at once, as rows keyed by cell key (the rebuild)."""
-    fine: dict[tuple[date, tuple[str, ...]], dict[str, int]] = {}
+    """The cells of many parts summed at once, as rows keyed by cell key (the rebuild). Most
+    parts carry one of a few sets of counters, so each cell first counts the sets it got."""
+    signatures: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}
+    cells: dict[tuple[str, date, tuple[str, ...]], dict[Any, int]] = {}
     for day, dims, counters in parts:
-        summed = fine.setdefault((day, dims), {})
-        for name, value in counters.items():
-            summed[name] = summed.get(name, 0) + value
-    cells: dict[tuple[str, date, tuple[str, ...]], dict[str, int]] = {}
-    for (day, dims), counters in fine.items():
+        signature = tuple(counters.items())
+        signature = signatures.setdefault(signature, signature)
         for cell in _spread(day, dims):
-            summed = cells.setdefault(cell, {})
-            for name, value in counters.items():
-                summed[name] = summed.get(name, 0) + value
+            seen = cells.get(cell)
+            if seen is None:
+                cells[cell] = {signature: 1}
+            else:
+                seen[signature] = seen.get(signature, 0) + 1
     rows = {}
-    for (name, start, dims), counters in cells.items():
+    zeros = dict.fromkeys(CELL_COLUMNS, 0)
+    for (name, start, dims), seen in cells.items():
         key = cell_key(name, start, dims)
-        rows[key] = {
-            "cell_key": key,
-            "grain": name,
-            "period_start": start,
-            **dict(zip(DIMENSIONS, dims, strict=True)),
-            **dict.fromkeys(CELL_COLUMNS, 0),
-            **counters,
-        }
+        row = {"cell_key": key, "grain": name, "period_start": start}
+        row.update(zip(DIMENSIONS, dims, strict=True))
+        row.update(zeros)
+        for signature, n in seen.items():
+            for counter, value in signature:
+                row[counter] += n * value
+        rows[key] = row
     return rows
 
 
@@ -170,7 +170,7 @@ def _part(moment: datetime, dims: tuple[str, ...], counters: dict[str, int]) -> 
 
 
 def _dims(
-    ticket: TicketFact, *, department: str | None, tier: str | None, line: str | None
+    ticket: TicketFact | Draft, *, department: str | None, tier: str | None, line: str | None
 ) -> tuple[str, ...]:
     values = {
         "kind": ticket.kind,
@@ -189,7 +189,7 @@ def _dims(
     return tuple(values[name] for name in DIMENSIONS)
 
 
-def ticket_counters(t: TicketFact) -> dict[str, int]:
+def ticket_counters(t: TicketFact | Draft) -> dict[str, int]:
     """A ticket's own counters (its dispatches' are in ``dispatch_counters``)."""
     done = t.completed
     counted = done and t.callback_counted
@@ -221,7 +221,7 @@ def ticket_counters(t: TicketFact) -> dict[str, int]:
     }
 
 
-def dispatch_counters(r: DispatchFact) -> dict[str, int]:
+def dispatch_counters(r: DispatchFact | Draft) -> dict[str, int]:
     """One dispatch's counters: its clocks and, for a summons, its report."""
     owning = not r.summoned or r.mode is not None
     signed, contacted = r.signed_at is not None, r.contacted_at is not None
@@ -248,8 +248,8 @@ def case_shares(case: CaseFact) -> list[Share]:
 
 def ticket_parts(fold: TicketFold) -> list[Part]:
     """What a ticket and its dispatches add, in the period the ticket was received."""
-    t = fold.ticket
-    starts = [t.received_at, t.dispatched_at, *(r.assigned_at for r in fold.dispatches)]
+    t = fold.draft
+    starts = [t.received_at, t.dispatched_at, *(r.assigned_at for r in fold.dispatch_drafts)]
     moment = t.received_at or min((s for s in starts if s is not None), default=None)
     if moment is None:
         return []  # nothing dated yet (only a callback or a late step has arrived)
@@ -258,7 +258,7 @@ def ticket_parts(fold: TicketFold) -> list[Part]:
     if t.completed and t.handling_centidays is not None:
         counters[bucket(t.handling_centidays)] = 1
     parts = _part(moment, own, counters)
-    for r in fold.dispatches:
+    for r in fold.dispatch_drafts:
         dims = _dims(
             t,
             department=r.department_code,

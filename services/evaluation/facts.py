@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from pydantic_core import PydanticUndefined
@@ -34,10 +34,11 @@ _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 
 
-class _Draft:
-    """A fact while it is being folded: plain attributes, with the model's defaults. Setting
-    attributes of a mapped SQLModel goes through SQLAlchemy's instrumentation, which made the
-    fold several times slower; the model is built once, at the end."""
+class Draft:
+    """A fact folded into plain attributes, with the model's defaults. Setting (or even
+    constructing with) the attributes of a mapped SQLModel goes through SQLAlchemy's
+    instrumentation, which made the fold several times slower; the model is built only where
+    one is needed (``TicketFold.ticket``), and the rebuild writes the values as they are."""
 
     def __init__(self, model: type[SQLModel], **values: Any) -> None:
         self.__dict__.update(_defaults(model), **values)
@@ -60,10 +61,19 @@ def _defaults(model: type[SQLModel]) -> dict[str, Any]:
 
 @dataclass
 class TicketFold:
-    """A ticket's facts: the ticket and each of its dispatches."""
+    """A ticket's facts: the ticket and each of its dispatches (in dispatch id order), as
+    drafts; the mapped models are built on first use."""
 
-    ticket: TicketFact
-    dispatches: list[DispatchFact] = field(default_factory=list)
+    draft: Draft
+    dispatch_drafts: list[Draft] = field(default_factory=list)
+
+    @cached_property
+    def ticket(self) -> TicketFact:
+        return TicketFact(**self.draft.__dict__)
+
+    @cached_property
+    def dispatches(self) -> list[DispatchFact]:
+        return [DispatchFact(**r.__dict__) for r in self.dispatch_drafts]
 
 
 def _order(event: Event) -> tuple[datetime, str, str]:
@@ -100,8 +110,8 @@ def area_levels(code: str | None) -> dict[str, str | None]:
 def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalendar) -> TicketFold:
     """The ticket's facts from all its intake and dispatch events, in any order."""
     ordered = sorted(events, key=_order)
-    fact = _Draft(TicketFact, ticket_id=ticket_id)
-    dispatches: dict[str, _Draft] = {}
+    fact = Draft(TicketFact, ticket_id=ticket_id)
+    dispatches: dict[str, Draft] = {}
     extensions: set[tuple[str, int]] = set()
     escalations: set[tuple[str, str, int]] = set()
     whistles: set[str] = set()
@@ -111,9 +121,9 @@ def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalend
     assigned_area: str | None = None
     first_completion: datetime | None = None
 
-    def dispatch(dispatch_id: str) -> _Draft:
+    def dispatch(dispatch_id: str) -> Draft:
         if dispatch_id not in dispatches:
-            dispatches[dispatch_id] = _Draft(
+            dispatches[dispatch_id] = Draft(
                 DispatchFact, dispatch_id=dispatch_id, ticket_id=ticket_id
             )
         return dispatches[dispatch_id]
@@ -253,10 +263,10 @@ def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalend
             fact.handling_centidays = round(days * 100)
     _count_callback(fact, callbacks)
     rows = sorted(dispatches.values(), key=lambda r: str(r.dispatch_id))
-    return TicketFold(TicketFact(**fact.__dict__), [DispatchFact(**r.__dict__) for r in rows])
+    return TicketFold(fact, rows)
 
 
-def _count_callback(fact: _Draft, callbacks: dict[int, i.FeedbackReceived]) -> None:
+def _count_callback(fact: Draft, callbacks: dict[int, i.FeedbackReceived]) -> None:
     """The counted callback is the latest revision received after completion; without one,
     the fact keeps the latest revision of all (shown, not counted)."""
     if not callbacks:

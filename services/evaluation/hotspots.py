@@ -19,10 +19,10 @@ once per category, town and period through the outbox; dispatch opens a proactiv
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel
 from scipy.stats import poisson
 from sqlalchemy import and_, func, select
@@ -75,37 +75,43 @@ class HotSpots(BaseModel):
 Counts = dict[tuple[str, str], dict[date, int]]
 
 
-async def _monthly(engine: AsyncEngine, first: date, end: date) -> Counts:
-    """Appeals received per (category, town) per month."""
+async def _windows(engine: AsyncEngine, starts: set[date], months: int) -> Counts:
+    """Appeals received per (category, town) in each window of ``months`` from ``starts``,
+    summed by the database (a row per category and town, a column per window)."""
     c = cells_table.c
+    windows = sorted(starts)
+    sums = [
+        func.coalesce(
+            func.sum(c.received).filter(
+                and_(c.period_start >= w, c.period_start < add_months(w, months))
+            ),
+            0,
+        )
+        for w in windows
+    ]
     query = (
-        select(c.category_code, c.town_code, c.period_start, func.sum(c.received))
+        select(c.category_code, c.town_code, *sums)
         .where(
             and_(
                 c.grain == "month_category",
                 c.kind == "appeal",
-                c.period_start >= first,
-                c.period_start < end,
+                c.period_start >= windows[0],
+                c.period_start < add_months(windows[-1], months),
                 c.town_code != "",
                 c.category_code != "",
             )
         )
-        .group_by(c.category_code, c.town_code, c.period_start)
+        .group_by(c.category_code, c.town_code)
     )
-    counts: Counts = defaultdict(dict)
+    counts: Counts = {}
     async with engine.connect() as conn:
-        for category, town, month, n in await conn.execute(query):
-            counts[category, town][month] = int(n)
+        for category, town, *n in await conn.execute(query):
+            counts[category, town] = dict(zip(windows, map(int, n), strict=True))
     return counts
 
 
 def _window(counts: dict[date, int], start: date, months: int) -> int:
-    return sum(counts.get(add_months(start, i), 0) for i in range(months))
-
-
-def _test(observed: int, expected: float) -> float:
-    """One-sided Poisson: P(X ≥ observed | λ = expected)."""
-    return float(poisson.sf(observed - 1, max(expected, MIN_LAMBDA)))
+    return counts.get(start, 0)
 
 
 def _trailing(counts: dict[date, int], start: date, months: int) -> float:
@@ -118,22 +124,30 @@ def _trailing(counts: dict[date, int], start: date, months: int) -> float:
 async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSettings) -> HotSpots:
     """The hot spots of a month or quarter."""
     months = 3 if period.kind == "quarter" else 1
-    first = add_months(period.start, -12 * YEARS_BACK - months * TRAILING)
-    counts = await _monthly(engine, first, add_months(period.start, months + LEAD_MONTHS))
+    ahead = add_months(period.start, LEAD_MONTHS)
+    # the period and the same period two months ahead in earlier years: tested
+    starts = [period.start] + [add_months(ahead, -12 * y) for y in range(1, YEARS_BACK + 1)]
+    # ... each against its trailing windows; the period's earlier years and what lies ahead shown
+    shown = [ahead] + [add_months(period.start, -12 * y) for y in range(1, YEARS_BACK + 1)]
+    counts = await _windows(
+        engine,
+        {add_months(s, -months * k) for s in (*starts, ahead) for k in range(TRAILING + 1)}
+        | set(shown),
+        months,
+    )
     alpha, minimum = settings.hotspot_alpha, settings.hotspot_min_count
     test_name = f"one-sided Poisson P(X≥observed|λ) < {alpha:g}, observed ≥ {minimum}"
+    keys = sorted(counts)
+    # Every (category, town) and window at once: one vectorised test, not one call each.
+    observed = [[_window(counts[k], s, months) for s in starts] for k in keys]
+    expected = [[_trailing(counts[k], s, months) for s in starts] for k in keys]
+    p_values = _tests(observed, expected)
     spots: list[Spot] = []
-    for (category, town), series in sorted(counts.items()):
-        observed = _window(series, period.start, months)
-        earlier = [
-            _window(series, add_months(period.start, -12 * y), months)
-            for y in range(1, YEARS_BACK + 1)
-        ]
-        expected = _trailing(series, period.start, months)
-        p = _test(observed, expected)
-        category_zh, _ = label("category", category)
-        town_zh, _ = label("town", town)
-        if observed >= minimum and p < alpha:
+    for row, (category, town) in enumerate(keys):
+        series = counts[category, town]
+        seen, p = observed[row][0], float(p_values[row][0])
+        if seen >= minimum and p < alpha:
+            category_zh, town_zh = label("category", category)[0], label("town", town)[0]
             spots.append(
                 Spot(
                     kind="spike",
@@ -142,25 +156,27 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
                     area_code=town,
                     area_zh=town_zh,
                     period=period.label(),
-                    observed=observed,
-                    expected=round(expected, 3),
-                    same_period_earlier_years=earlier,
+                    observed=seen,
+                    expected=round(expected[row][0], 3),
+                    same_period_earlier_years=[
+                        _window(series, add_months(period.start, -12 * y), months)
+                        for y in range(1, YEARS_BACK + 1)
+                    ],
                     p_value=round(p, 6),
                     test=test_name,
                     proposal_id=f"HS-{period.label()}-{category}-{town}-spike",
-                    reason=f"{category_zh or category} appeals in {town_zh or town}: {observed} in "
-                    f"{period.label()} against {expected:.1f} expected; act now",
+                    reason=f"{category_zh or category} appeals in {town_zh or town}: {seen} in "
+                    f"{period.label()} against {expected[row][0]:.1f} expected; act now",
                     act_by=period.end + timedelta(days=14),
                 )
             )
-        ahead = add_months(period.start, LEAD_MONTHS)
-        peaks = []
-        for y in range(1, YEARS_BACK + 1):
-            then = add_months(ahead, -12 * y)
-            seen = _window(series, then, months)
-            if seen >= minimum and _test(seen, _trailing(series, then, months)) < alpha:
-                peaks.append((then.year, seen))
+        peaks = [
+            (starts[y].year, observed[row][y])
+            for y in range(1, YEARS_BACK + 1)
+            if observed[row][y] >= minimum and p_values[row][y] < alpha
+        ]
         if len(peaks) >= 2:
+            category_zh, town_zh = label("category", category)[0], label("town", town)[0]
             label_ahead = period_of(period.kind, ahead).label()
             mean = sum(n for _, n in peaks) / len(peaks)
             spots.append(
@@ -185,6 +201,14 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
             )
     places = await _places(engine, period, settings.recurring_min_count)
     return HotSpots(period=period_out(period), alpha=alpha, spots=spots, recurring_places=places)
+
+
+def _tests(observed: list[list[int]], expected: list[list[float]]) -> Any:
+    """One-sided Poisson P(X ≥ observed | λ) for every cell of the two tables at once."""
+    if not observed:
+        return np.zeros((0, 1 + YEARS_BACK))
+    seen = np.asarray(observed, dtype=float)
+    return poisson.sf(seen - 1, np.maximum(np.asarray(expected, dtype=float), MIN_LAMBDA))
 
 
 async def _places(engine: AsyncEngine, period: Period, minimum: int) -> list[Place]:

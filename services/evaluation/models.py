@@ -15,7 +15,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, BigInteger, Column, Date, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from services.evaluation.metrics_registry import BUCKETS, COUNTERS
@@ -193,6 +204,20 @@ cells_table = Table(
     Index("ix_eval_cells_department", "grain", "department_code", "period_start"),
     Index("ix_eval_cells_district", "grain", "district_code", "period_start"),
     Index("ix_eval_cells_town", "grain", "town_code", "period_start"),
+    # Hot spots read only the appeals received per category and town (or grid) and month: from
+    # this index alone, without touching the wide rows.
+    Index(
+        "ix_eval_cells_hotspots",
+        "grain",
+        "period_start",
+        "kind",
+        "category_code",
+        "town_code",
+        "grid_code",
+        "received",
+        postgresql_where=text("grain IN ('month_category', 'month_place')"),
+        sqlite_where=text("grain IN ('month_category', 'month_place')"),
+    ),
 )
 
 proposals_table = Table(

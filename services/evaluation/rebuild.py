@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import date
+from functools import cache
 from typing import Any
 
 import orjson
@@ -45,7 +47,7 @@ from shared import db
 from shared.bus import topic_name
 from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC
 from shared.events.base import Event, EventDecodeError, UnknownEventType, decode
-from shared.workcalendar import WorkCalendar
+from shared.workcalendar import OperationalCalendar, WorkCalendar
 
 Progress = Callable[[str, int, int | None], None]
 """``progress(stage, done, total)``: stage "read" (records) or "fold" (facts)."""
@@ -123,7 +125,7 @@ async def rebuild(
     own = engine is None
     engine = engine or db.create_engine(settings)
     report = Report()
-    calendar = evaluation_calendar(settings)
+    calendar = _remembering(evaluation_calendar(settings))
     try:
         async with engine.begin() as conn:
             for table in TABLES:
@@ -142,6 +144,19 @@ async def rebuild(
     return report
 
 
+@dataclass(frozen=True)
+class _RememberingCalendar(OperationalCalendar):
+    """The same days: a rebuild asks about each day again for every ticket open across it."""
+
+    @cache  # noqa: B019 - one calendar per rebuild, kept for its duration
+    def is_workday(self, day: date) -> bool:
+        return super().is_workday(day)
+
+
+def _remembering(calendar: OperationalCalendar) -> OperationalCalendar:
+    return _RememberingCalendar(**{f.name: getattr(calendar, f.name) for f in fields(calendar)})
+
+
 _LEDGER = ("event_id", "fact_key", "event_type", "occurred_at", "payload")
 _FOLDED = {cls.cloudevent_type(): cls for cls in FOLDED}
 
@@ -152,12 +167,19 @@ def _decode(record: Any) -> Event | None:
     type) goes through ``decode``, which names what is wrong."""
     headers = dict(record.headers)
     cls = _FOLDED.get(headers.get("ce_type", b"").decode())
-    if cls is not None and headers.get("ce_specversion") == b"1.0":
+    value = (record.value or b"").rstrip()
+    if cls is not None and headers.get("ce_specversion") == b"1.0" and value.endswith(b"}"):
+        attributes = orjson.dumps(
+            {
+                "event_id": headers.get("ce_id", b"").decode(),
+                "occurred_at": headers.get("ce_time", b"").decode(),
+            }
+        )
+        # The attributes last: in a JSON object the last of a repeated key wins, as they do
+        # over the payload in ``decode``.
+        joined = value[:-1] + (b"," if value[:-1].strip() != b"{" else b"") + attributes[1:]
         try:
-            data = orjson.loads(record.value)
-            data["event_id"] = headers["ce_id"].decode()
-            data["occurred_at"] = headers["ce_time"].decode()
-            return cls.model_validate(data)
+            return cls.model_validate_json(joined)
         except Exception:
             pass  # the full decoder below says exactly what is wrong
     event = decode(record.value, record.headers, record.key)
@@ -233,9 +255,9 @@ async def _fold(
             own = cells.case_parts(case)
         else:
             fold = fold_ticket(key[2:], events, calendar=calendar)
-            add(_TICKETS, fold.ticket.model_dump())
-            for dispatch in fold.dispatches:
-                add(_DISPATCHES, dispatch.model_dump())
+            add(_TICKETS, fold.draft.__dict__)
+            for dispatch in fold.dispatch_drafts:
+                add(_DISPATCHES, dispatch.__dict__)
             own = cells.ticket_parts(fold)
         parts += own
         rows.setdefault(contributions_table, []).append((key, cells.stored(own)))

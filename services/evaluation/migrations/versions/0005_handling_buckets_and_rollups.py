@@ -33,6 +33,13 @@ def upgrade() -> None:
     with op.batch_alter_table('eval_cells', schema=None) as batch_op:
         for name in BUCKETS:
             batch_op.add_column(sa.Column(name, sa.Integer(), server_default='0', nullable=False))
+        batch_op.create_index(
+            'ix_eval_cells_hotspots',
+            ['grain', 'period_start', 'kind', 'category_code', 'town_code', 'grid_code', 'received'],
+            unique=False,
+            postgresql_where=sa.text("grain IN ('month_category', 'month_place')"),
+            sqlite_where=sa.text("grain IN ('month_category', 'month_place')"),
+        )
     with op.batch_alter_table('eval_handling', schema=None) as batch_op:
         batch_op.drop_index('ix_eval_handling_period')
     op.drop_table('eval_handling')
@@ -41,6 +48,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DELETE FROM eval_cells")
     op.execute("DELETE FROM eval_contributions")
+    with op.batch_alter_table('eval_cells', schema=None) as batch_op:
+        batch_op.drop_index('ix_eval_cells_hotspots')
     op.create_table('eval_handling',
     sa.Column('cell_key', sa.String(length=40), nullable=False),
     sa.Column('centidays', sa.Integer(), nullable=False),
