@@ -74,14 +74,12 @@ class Sink:
                 )
             return
         processors = self._bind_processors(conn, table, tuple(columns))
-        if any(processors):
-            rows = [
-                tuple(
-                    v if p is None or v is None else p(v)
-                    for p, v in zip(processors, r, strict=True)
-                )
-                for r in rows
-            ]
+        if processors:
+            rows = [list(r) for r in rows]
+            for r in rows:
+                for i, process in processors:
+                    if r[i] is not None:
+                        r[i] = process(r[i])
         raw = await conn.get_raw_connection()
         # Outside any transaction: the COPY commits by itself, batch by batch.
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
@@ -90,11 +88,14 @@ class Sink:
 
     def _bind_processors(
         self, conn: AsyncConnection, table: Table, columns: tuple[str, ...]
-    ) -> list[Callable[[Any], Any] | None]:
+    ) -> list[tuple[int, Callable[[Any], Any]]]:
+        """(position, processor) of the columns that have one."""
         key = (table, columns)
         if key not in self._processors:
             dialect = conn.dialect
-            self._processors[key] = [
-                table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
-            ]
+            found = (
+                (i, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+                for i, name in enumerate(columns)
+            )
+            self._processors[key] = [(i, p) for i, p in found if p is not None]
         return self._processors[key]

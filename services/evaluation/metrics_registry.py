@@ -343,6 +343,21 @@ def markdown() -> str:
         )
     lines += ["", "## Counters", "", "| counter | one unit is |", "|---|---|"]
     lines += [f"| `{name}` | {meaning} |" for name, meaning in COUNTERS.items()]
+    lines += [
+        "",
+        "## Handling-time buckets",
+        "",
+        "Each cell also counts its completed tickets by handling time, in working days as for the",
+        "average: the bucket counter `h_EEEE` (EEEE the upper edge in hundredths of a working day)",
+        "holds the tickets above the previous edge (the first: from 0) up to and including its",
+        "own. Edges: "
+        + ", ".join(f"{e / 100:g}" for e in HANDLING_EDGES[:4])
+        + ", … every quarter day up to 10, then 11, 12, … every whole day up to 30;",
+        "`h_over` holds the tickets above 30 working days. The p90 is the upper edge of the",
+        "bucket holding the ⌈0.9 × n⌉-th ticket in handling-time order: never below the exact",
+        "nearest-rank value, at most a quarter day above it up to 10 working days and a day above",
+        "it up to 30; beyond 30 it reads 30.",
+    ]
     return "\n".join(lines) + "\n"
 
 

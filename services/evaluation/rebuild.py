@@ -3,12 +3,13 @@ from their first retained record.
 
 Two stages, both in bulk. *Read*: every record is decoded once (the CloudEvents attributes
 straight from the headers, the payload validated once), kept in memory grouped by fact, and
-written to an emptied ledger (once per event id). *Fold*: each ticket or case is folded once from
-its decoded events, with the same ``fold_*`` and ``cells.*_parts`` the live handlers use, and the
-cells of all of them summed in memory (``cells.roll_up``). Writes go through a background task,
-on PostgreSQL as ``COPY``, so the database works while Python decodes and folds. Rebuilt equals
-live, row for row (a test checks it). The decoded events are held in memory (about 1–2 KB an
-event). The live consumer's offsets are untouched: it carries on from where it was.
+written to an emptied ledger (once per event id); with ``from_ledger`` the kept ledger is read
+instead. *Fold*: each ticket or case is folded once from its decoded events, with the same
+``fold_*`` and ``cells.*_parts`` the live handlers use, and the cells of all of them summed in
+memory (``cells.roll_up``). Writes go through a background task, on PostgreSQL as ``COPY``, so
+the database works while Python decodes and folds. Rebuilt equals live, row for row (a test
+checks it). The decoded events are held in memory (about 1–2 KB an event). The live consumer's
+offsets are untouched: it carries on from where it was.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
 from datetime import date
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.evaluation import cells
@@ -46,7 +48,7 @@ from services.evaluation.settings import EvaluationSettings
 from shared import db
 from shared.bus import topic_name
 from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC
-from shared.events.base import Event, EventDecodeError, UnknownEventType, decode
+from shared.events.base import Event, EventDecodeError, UnknownEventType, decode, registry
 from shared.workcalendar import OperationalCalendar, WorkCalendar
 
 Progress = Callable[[str, int, int | None], None]
@@ -120,19 +122,25 @@ async def rebuild(
     progress: Progress = _quiet,
     source: AsyncIterator[list[Any]] | None = None,
     engine: AsyncEngine | None = None,
+    from_ledger: bool = False,
 ) -> Report:
-    """Empty the projections and rebuild them from the topics (or ``source`` batches)."""
+    """Empty the projections and rebuild them from the topics (or ``source`` batches); or,
+    ``from_ledger``, keep the ledger and refold every fact from it (after an upgrade that
+    changed what a fact adds, when the topics no longer hold every event)."""
     own = engine is None
     engine = engine or db.create_engine(settings)
     report = Report()
     calendar = _remembering(evaluation_calendar(settings))
     try:
         async with engine.begin() as conn:
-            for table in TABLES:
+            for table in TABLES[1:] if from_ledger else TABLES:
                 await conn.execute(delete(table))
         async with Sink(engine) as sink:
             started = time.monotonic()
-            by_key = await _read(sink, source or records(settings), report, progress)
+            if from_ledger:
+                by_key = await _ledger(engine, report, progress)
+            else:
+                by_key = await _read(sink, source or records(settings), report, progress)
             report.seconds["read"] = round(time.monotonic() - started, 2)
             started = time.monotonic()
             await _fold(sink, by_key, calendar, report, progress)
@@ -219,10 +227,38 @@ async def _read(
     return by_key
 
 
+async def _ledger(
+    engine: AsyncEngine, report: Report, progress: Progress
+) -> dict[str, list[Event]]:
+    """Every event the ledger holds, by fact (read in pages of the primary key)."""
+    classes = registry()
+    by_key: dict[str, list[Event]] = {}
+    c = ledger_table.c
+    after = ""
+    while True:
+        query = (
+            select(c.event_id, c.fact_key, c.event_type, c.payload)
+            .where(c.event_id > after)
+            .order_by(c.event_id)
+            .limit(BATCH * 5)
+        )
+        async with engine.connect() as conn:
+            page = (await conn.execute(query)).all()
+        if not page:
+            return by_key
+        for _event_id, key, ce_type, payload in page:
+            by_key.setdefault(key, []).append(classes[ce_type].model_validate_json(payload))
+        after = page[-1][0]
+        report.records += len(page)
+        report.events += len(page)
+        progress("read", report.records, None)
+
+
 _TICKETS = TicketFact.__table__  # type: ignore[attr-defined]
 _DISPATCHES = DispatchFact.__table__  # type: ignore[attr-defined]
 _CASES = CaseFact.__table__  # type: ignore[attr-defined]
 _COLUMNS = {t: tuple(c.name for c in t.columns) for t in (_TICKETS, _DISPATCHES, _CASES)}
+_ROW = {t: itemgetter(*columns) for t, columns in _COLUMNS.items()}
 _CELL_COLUMNS = ("cell_key", "grain", "period_start", *DIMENSIONS, *CELL_COLUMNS)
 
 
@@ -239,7 +275,7 @@ async def _fold(
     parts: list[cells.Part] = []
 
     def add(table: Any, row: dict[str, Any]) -> None:
-        rows.setdefault(table, []).append(tuple(row[c] for c in _COLUMNS[table]))
+        rows.setdefault(table, []).append(_ROW[table](row))
 
     async def flush() -> None:
         for table, batch in rows.items():
@@ -266,7 +302,7 @@ async def _fold(
             progress("fold", n, total)
     await flush()
     summed = cells.roll_up(parts)
-    cell_rows = [tuple(row[c] for c in _CELL_COLUMNS) for row in summed.values()]
+    cell_rows = list(map(itemgetter(*_CELL_COLUMNS), summed.values()))
     for i in range(0, len(cell_rows), BATCH * 5):
         await sink.put(cells_table, _CELL_COLUMNS, cell_rows[i : i + BATCH * 5])
     report.facts, report.cells = total, len(cell_rows)
