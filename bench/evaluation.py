@@ -337,6 +337,11 @@ async def main() -> None:
         "--grains", default=",".join(QUERY_GRAINS), help="cell grains to build (comma list)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the schema (to EXPLAIN)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the queries on the cells a --keep run left (BENCH_EVALUATION_SCHEMA names it)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/evaluation.json")
     args = parser.parse_args()
     settings = settings_for(args.postgres)
@@ -347,7 +352,8 @@ async def main() -> None:
             print(f"loading {args.facts:,} ticket facts into {SCHEMA}", flush=True)
             grains = tuple(args.grains.split(","))
             results["grains"] = grains
-            results["load"] = await load_facts(args.postgres, args.facts, grains)
+            if not args.reuse:
+                results["load"] = await load_facts(args.postgres, args.facts, grains)
             print("queries", flush=True)
             timed = await time_queries(settings, args.repeat, grains)
             results["queries"] = [q.__dict__ for q in timed]

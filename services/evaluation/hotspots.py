@@ -19,6 +19,7 @@ once per category, town and period through the outbox; dispatch opens a proactiv
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from typing import Any, Literal
 
@@ -129,11 +130,11 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
     starts = [period.start] + [add_months(ahead, -12 * y) for y in range(1, YEARS_BACK + 1)]
     # ... each against its trailing windows; the period's earlier years and what lies ahead shown
     shown = [ahead] + [add_months(period.start, -12 * y) for y in range(1, YEARS_BACK + 1)]
-    counts = await _windows(
-        engine,
-        {add_months(s, -months * k) for s in (*starts, ahead) for k in range(TRAILING + 1)}
-        | set(shown),
-        months,
+    windows = {add_months(s, -months * k) for s in (*starts, ahead) for k in range(TRAILING + 1)}
+    # the two reads on two connections at once
+    counts, places = await asyncio.gather(
+        _windows(engine, windows | set(shown), months),
+        _places(engine, period, settings.recurring_min_count),
     )
     alpha, minimum = settings.hotspot_alpha, settings.hotspot_min_count
     test_name = f"one-sided Poisson P(X≥observed|λ) < {alpha:g}, observed ≥ {minimum}"
@@ -199,7 +200,6 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
                     act_by=ahead - timedelta(days=1),
                 )
             )
-    places = await _places(engine, period, settings.recurring_min_count)
     return HotSpots(period=period_out(period), alpha=alpha, spots=spots, recurring_places=places)
 
 
@@ -213,7 +213,8 @@ def _tests(observed: list[list[int]], expected: list[list[float]]) -> Any:
 
 async def _places(engine: AsyncEngine, period: Period, minimum: int) -> list[Place]:
     c = cells_table.c
-    total = func.sum(c.received)
+    # A month's place cells of appeals are one per grid and category already: no grouping.
+    total = c.received if period.kind == "month" else func.sum(c.received)
     query = (
         select(c.grid_code, c.category_code, total)
         .where(
@@ -225,11 +226,13 @@ async def _places(engine: AsyncEngine, period: Period, minimum: int) -> list[Pla
                 c.grid_code != "",
             )
         )
-        .group_by(c.grid_code, c.category_code)
-        .having(total >= minimum)
         .order_by(total.desc(), c.grid_code)
         .limit(100)
     )
+    if period.kind == "month":
+        query = query.where(total >= minimum)
+    else:
+        query = query.group_by(c.grid_code, c.category_code).having(total >= minimum)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [
