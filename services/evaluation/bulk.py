@@ -1,6 +1,6 @@
 """Bulk writing for the rebuild: rows go out in the background, batch after batch, so the
 database ingests while Python decodes and folds. On PostgreSQL a batch is one ``COPY`` (asyncpg's
-``copy_records_to_table``, each value through the bind processor Core would use, so values are
+``copy_records_to_table``; JSON values through the bind processor Core would use, so they are
 stored identically); on SQLite one ``executemany`` insert in a transaction of its own."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import JSON, Table, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 Batch = tuple[Table, Sequence[str], list[tuple[Any, ...]]]
@@ -89,13 +89,16 @@ class Sink:
     def _bind_processors(
         self, conn: AsyncConnection, table: Table, columns: tuple[str, ...]
     ) -> list[tuple[int, Callable[[Any], Any]]]:
-        """(position, processor) of the columns that have one."""
+        """(position, processor) of the JSON columns: their values must be serialized. asyncpg
+        takes the others as they are (aware datetimes and booleans, which is all the other
+        processors would check or convert: converting a million values cost seconds)."""
         key = (table, columns)
         if key not in self._processors:
             dialect = conn.dialect
             found = (
                 (i, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
                 for i, name in enumerate(columns)
+                if isinstance(table.c[name].type, JSON)
             )
             self._processors[key] = [(i, p) for i, p in found if p is not None]
         return self._processors[key]

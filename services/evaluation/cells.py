@@ -90,6 +90,7 @@ class Share:
 
 
 Part = tuple[date, tuple[str, ...], dict[str, int]]
+Signature = tuple[tuple[str, int], ...]
 """What one part of a fact (the ticket, one dispatch, a case's opening or closing) adds: its
 day, its dimension values and its counters, before they are spread over the grains."""
 
@@ -137,22 +138,32 @@ def shares(parts: Iterable[Part]) -> list[Share]:
 def roll_up(parts: Iterable[Part]) -> dict[str, dict[str, Any]]:
     """The cells of many parts summed at once, as rows keyed by cell key (the rebuild). Most
     parts carry one of a few sets of counters, so each cell first counts the sets it got."""
-    signatures: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}
-    cells: dict[tuple[str, date, tuple[str, ...]], dict[Any, int]] = {}
+    signatures: dict[Signature, Signature] = {}
+    # First per day and full dimensions (a ticket and its one dispatch usually share them) ...
+    fine: dict[tuple[date, tuple[str, ...]], dict[Signature, int]] = {}
     for day, dims, counters in parts:
         signature = tuple(counters.items())
         signature = signatures.setdefault(signature, signature)
+        seen = fine.get((day, dims))
+        if seen is None:
+            fine[day, dims] = {signature: 1}
+        else:
+            seen[signature] = seen.get(signature, 0) + 1
+    # ... then spread over the grains.
+    cells: dict[tuple[str, date, tuple[str, ...]], dict[Signature, int]] = {}
+    for (day, dims), counted in fine.items():
         for cell in _spread(day, dims):
             seen = cells.get(cell)
             if seen is None:
-                cells[cell] = {signature: 1}
+                cells[cell] = dict(counted)
             else:
-                seen[signature] = seen.get(signature, 0) + 1
+                for signature, n in counted.items():
+                    seen[signature] = seen.get(signature, 0) + n
     rows = {}
     zeros = dict.fromkeys(CELL_COLUMNS, 0)
     for (name, start, dims), seen in cells.items():
         key = cell_key(name, start, dims)
-        row = {"cell_key": key, "grain": name, "period_start": start}
+        row: dict[str, Any] = {"cell_key": key, "grain": name, "period_start": start}
         row.update(zip(DIMENSIONS, dims, strict=True))
         row.update(zeros)
         for signature, n in seen.items():
