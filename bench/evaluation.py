@@ -42,7 +42,7 @@ import asyncpg
 from bench.evaluation_data import City, month_cells
 from fengqiao import registry
 from services.evaluation import hotspots, ranking, service
-from services.evaluation.context import evaluation_calendar
+from services.evaluation.context import evaluation_calendar, settle_heap
 from services.evaluation.models import CELL_COLUMNS, DIMENSIONS
 from services.evaluation.periods import period_of, resolve
 from services.evaluation.queries import Filters, figures, grain_for, period_out, sums
@@ -185,6 +185,7 @@ async def time_queries(
             lambda: hotspots.find(engine, period=month, settings=settings),
         ),
     }
+    settle_heap()  # as the started service does
     results = []
     try:
         for name, (needs, run) in cases.items():

@@ -218,6 +218,17 @@ cells_table = Table(
         postgresql_where=text("grain IN ('month_category', 'month_place')"),
         sqlite_where=text("grain IN ('month_category', 'month_place')"),
     ),
+    # ... and a month's recurring places, busiest first, from the first hundred entries.
+    Index(
+        "ix_eval_cells_places",
+        "period_start",
+        "received",
+        "grid_code",
+        "category_code",
+        "kind",
+        postgresql_where=text("grain = 'month_place'"),
+        sqlite_where=text("grain = 'month_place'"),
+    ),
 )
 
 proposals_table = Table(

@@ -40,6 +40,13 @@ def upgrade() -> None:
             postgresql_where=sa.text("grain IN ('month_category', 'month_place')"),
             sqlite_where=sa.text("grain IN ('month_category', 'month_place')"),
         )
+        batch_op.create_index(
+            'ix_eval_cells_places',
+            ['period_start', 'received', 'grid_code', 'category_code', 'kind'],
+            unique=False,
+            postgresql_where=sa.text("grain = 'month_place'"),
+            sqlite_where=sa.text("grain = 'month_place'"),
+        )
     with op.batch_alter_table('eval_handling', schema=None) as batch_op:
         batch_op.drop_index('ix_eval_handling_period')
     op.drop_table('eval_handling')
@@ -49,6 +56,7 @@ def downgrade() -> None:
     op.execute("DELETE FROM eval_cells")
     op.execute("DELETE FROM eval_contributions")
     with op.batch_alter_table('eval_cells', schema=None) as batch_op:
+        batch_op.drop_index('ix_eval_cells_places')
         batch_op.drop_index('ix_eval_cells_hotspots')
     op.create_table('eval_handling',
     sa.Column('cell_key', sa.String(length=40), nullable=False),
