@@ -210,7 +210,7 @@ def answer_rows(answer: Answer) -> tuple[list[str], list[list[Any]]]:
             row.sample_size,
         ]
         for value in row.metrics:
-            line += [value.value, value.numerator, value.denominator]
+            line += [value["value"], value["numerator"], value["denominator"]]
         line += [row.counters[c] for c in COUNTERS]
         rows.append(line)
     return header, rows

@@ -1,61 +1,116 @@
 """What each fact adds to the pre-aggregated cells every committee query sums.
 
-A *cell* is one combination of dimension values (``models.DIMENSIONS``) in one period (a day, and
-the month it lies in): its columns are the counters of ``metrics_registry.COUNTERS``. A fact's
-*contribution* is the list of (cell, counters, handling time) it adds; when a fact is refolded,
-its old contribution is taken away and the new one added, so the cells always equal the sum over
-the current facts whatever order events arrived in (``rebuild`` proves it by recomputing them).
+A *cell* is one combination of dimension values (``models.DIMENSIONS``) in one period (a day, or
+the month it lies in): its columns are the counters of ``metrics_registry.COUNTERS`` and the
+handling-time buckets (``metrics_registry.BUCKETS``). Cells are kept in several *grains*: roll-ups
+that keep some dimensions (the others hold "") over a day or a month, so that each question sums
+the fewest rows (``grain_for``). A fact's *contribution* is the list of shares it adds, one per
+part (the ticket, each dispatch) and grain; when a fact is refolded, its old contribution is taken
+away and the new one added, so the cells always equal the sum over the current facts whatever
+order events arrived in (``rebuild`` proves it by recomputing them).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
-from services.evaluation.facts import FactRow, TicketFold
-from services.evaluation.models import DIMENSIONS, CaseFact, DispatchFact, TicketFact
+from services.evaluation.facts import Draft, TicketFold
+from services.evaluation.metrics_registry import bucket
+from services.evaluation.models import (
+    CELL_COLUMNS,
+    DIMENSIONS,
+    CaseFact,
+    DispatchFact,
+    TicketFact,
+)
 from shared.workcalendar import to_shanghai
 
-# Day cells answer any range; month cells any whole months; "month_coarse" cells keep only the
-# dimensions the headline queries and the ranking use (kind, department and its tier, district,
-# town, top-level category), so a year of city or department figures sums a few thousand rows.
-GRAINS = ("day", "month", "month_coarse")
-FINE_DIMENSIONS = frozenset(
-    {"village_code", "grid_code", "channel", "category_code", "handling_line", "enterprise"}
+_TOWN = frozenset({"kind", "district_code", "town_code"})
+_CATEGORY = _TOWN | {"category_top", "category_code"}
+
+
+@dataclass(frozen=True)
+class Grain:
+    """One roll-up: the dimensions it keeps, over days or months."""
+
+    name: str
+    period: str  # "day" or "month"
+    dimensions: frozenset[str]
+
+    @property
+    def project(self) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+        """Dimension values → this grain's (the dropped ones ""), given the values + ("",)."""
+        blank = len(DIMENSIONS)
+        return itemgetter(*(i if n in self.dimensions else blank for i, n in enumerate(DIMENSIONS)))
+
+
+ALL = frozenset(DIMENSIONS)
+# Per period, smallest first: a query sums the first grain that keeps every dimension it filters
+# or slices on. The full grains ("day", "month") answer any combination; the others are there so
+# the common questions (the city, districts and towns; departments; categories and hot spots;
+# grids; channels and lines) sum hundreds or thousands of rows, not one per ticket.
+GRAINS: tuple[Grain, ...] = (
+    Grain("day_town", "day", _TOWN),
+    Grain("day_coarse", "day", _TOWN | {"department_code", "department_tier", "category_top"}),
+    Grain("day", "day", ALL),
+    Grain("month_town", "month", _TOWN),
+    Grain("month_service", "month", frozenset({"kind", "channel", "handling_line", "enterprise"})),
+    Grain("month_category", "month", _CATEGORY),
+    Grain("month_coarse", "month", _TOWN | {"department_code", "department_tier", "category_top"}),
+    Grain("month_place", "month", _CATEGORY | {"village_code", "grid_code"}),
+    Grain("month", "month", ALL),
 )
-_FINE_POSITIONS = tuple(i for i, name in enumerate(DIMENSIONS) if name in FINE_DIMENSIONS)
+BY_NAME = {g.name: g for g in GRAINS}
+_PROJECT = tuple((g.name, g.period == "day", g.project) for g in GRAINS)
 _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 _SUCCESS = frozenset({"agreed", "fulfilled"})
 
 
+def grain_for(period: str, needed: Iterable[str]) -> Grain:
+    """The smallest grain over ``period`` ("day" or "month") keeping every dimension needed."""
+    wanted = frozenset(needed)
+    return next(g for g in GRAINS if g.period == period and wanted <= g.dimensions)
+
+
 @dataclass(frozen=True)
 class Share:
-    """What one fact adds to one cell."""
+    """What one part of a fact (the ticket, one dispatch, a case) adds to one cell."""
 
     cell_key: str
     grain: str
     period_start: date
     dims: tuple[str, ...]
     counters: dict[str, int]
-    centidays: int | None = None
 
-    def stored(self) -> list[Any]:
-        """The compact form kept in ``eval_contributions`` (enough to take the share away)."""
-        return [
-            self.cell_key,
-            self.counters,
-            self.centidays,
-            self.grain,
-            self.period_start.isoformat(),
-        ]
+
+Part = tuple[date, tuple[str, ...], dict[str, int]]
+Signature = tuple[tuple[str, int], ...]
+"""What one part of a fact (the ticket, one dispatch, a case's opening or closing) adds: its
+day, its dimension values and its counters, before they are spread over the grains."""
+
+
+def stored(parts: Iterable[Part]) -> list[Any]:
+    """The compact form kept in ``eval_contributions``: each part once (``from_stored`` gives
+    every share back)."""
+    return [[day.isoformat(), list(dims), counters] for day, dims, counters in parts]
+
+
+def from_stored(contribution: Iterable[Any]) -> list[Share]:
+    """Every share of a stored contribution."""
+    return shares(
+        (date.fromisoformat(day), tuple(dims), counters) for day, dims, counters in contribution
+    )
 
 
 def period_start(grain: str, day: date) -> date:
     """The first day of the period of ``grain`` that ``day`` lies in."""
-    return day if grain == "day" else day.replace(day=1)
+    return day if BY_NAME[grain].period == "day" else day.replace(day=1)
 
 
 def cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
@@ -64,24 +119,69 @@ def cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _shares(
-    moment: datetime, dims: tuple[str, ...], counters: dict[str, int], centi: int | None
-) -> list[Share]:
+def _spread(day: date, dims: tuple[str, ...]) -> Iterator[tuple[str, date, tuple[str, ...]]]:
+    """The cell (grain, period start, kept dimensions) of each grain a part counts in."""
+    month, values = day.replace(day=1), (*dims, "")
+    for name, daily, project in _PROJECT:
+        yield name, day if daily else month, project(values)
+
+
+def shares(parts: Iterable[Part]) -> list[Share]:
+    """Every share of some parts: one per part and grain."""
+    return [
+        Share(cell_key(name, start, at), name, start, at, counters)
+        for day, dims, counters in parts
+        for name, start, at in _spread(day, dims)
+    ]
+
+
+def roll_up(parts: Iterable[Part]) -> dict[str, dict[str, Any]]:
+    """The cells of many parts summed at once, as rows keyed by cell key (the rebuild). Most
+    parts carry one of a few sets of counters, so each cell first counts the sets it got."""
+    signatures: dict[Signature, Signature] = {}
+    # First per day and full dimensions (a ticket and its one dispatch usually share them) ...
+    fine: dict[tuple[date, tuple[str, ...]], dict[Signature, int]] = {}
+    for day, dims, counters in parts:
+        signature = tuple(counters.items())
+        signature = signatures.setdefault(signature, signature)
+        seen = fine.get((day, dims))
+        if seen is None:
+            fine[day, dims] = {signature: 1}
+        else:
+            seen[signature] = seen.get(signature, 0) + 1
+    # ... then spread over the grains.
+    cells: dict[tuple[str, date, tuple[str, ...]], dict[Signature, int]] = {}
+    for (day, dims), counted in fine.items():
+        for cell in _spread(day, dims):
+            seen = cells.get(cell)
+            if seen is None:
+                cells[cell] = dict(counted)
+            else:
+                for signature, n in counted.items():
+                    seen[signature] = seen.get(signature, 0) + n
+    rows = {}
+    zeros = dict.fromkeys(CELL_COLUMNS, 0)
+    for (name, start, dims), seen in cells.items():
+        key = cell_key(name, start, dims)
+        row: dict[str, Any] = {"cell_key": key, "grain": name, "period_start": start}
+        row.update(zip(DIMENSIONS, dims, strict=True))
+        row.update(zeros)
+        for signature, n in seen.items():
+            for counter, value in signature:
+                row[counter] += n * value
+        rows[key] = row
+    return rows
+
+
+def _part(moment: datetime, dims: tuple[str, ...], counters: dict[str, int]) -> list[Part]:
     counters = {k: v for k, v in counters.items() if v}
     if not counters:
         return []
-    day = to_shanghai(moment).date()
-    coarse = tuple("" if i in _FINE_POSITIONS else v for i, v in enumerate(dims))
-    shares = []
-    for grain in GRAINS:
-        start = period_start(grain, day)
-        at = coarse if grain == "month_coarse" else dims
-        shares.append(Share(cell_key(grain, start, at), grain, start, at, counters, centi))
-    return shares
+    return [(to_shanghai(moment).date(), dims, counters)]
 
 
 def _dims(
-    ticket: TicketFact | FactRow, *, department: str | None, tier: str | None, line: str | None
+    ticket: TicketFact | Draft, *, department: str | None, tier: str | None, line: str | None
 ) -> tuple[str, ...]:
     values = {
         "kind": ticket.kind,
@@ -100,7 +200,7 @@ def _dims(
     return tuple(values[name] for name in DIMENSIONS)
 
 
-def ticket_counters(t: TicketFact | FactRow) -> dict[str, int]:
+def ticket_counters(t: TicketFact | Draft) -> dict[str, int]:
     """A ticket's own counters (its dispatches' are in ``dispatch_counters``)."""
     done = t.completed
     counted = done and t.callback_counted
@@ -132,7 +232,7 @@ def ticket_counters(t: TicketFact | FactRow) -> dict[str, int]:
     }
 
 
-def dispatch_counters(r: DispatchFact | FactRow) -> dict[str, int]:
+def dispatch_counters(r: DispatchFact | Draft) -> dict[str, int]:
     """One dispatch's counters: its clocks and, for a summons, its report."""
     owning = not r.summoned or r.mode is not None
     signed, contacted = r.signed_at is not None, r.contacted_at is not None
@@ -148,27 +248,39 @@ def dispatch_counters(r: DispatchFact | FactRow) -> dict[str, int]:
 
 
 def ticket_shares(fold: TicketFold) -> list[Share]:
-    """Everything a ticket and its dispatches add, in the period the ticket was received."""
-    t = fold.ticket
-    starts = [t.received_at, t.dispatched_at, *(r.assigned_at for r in fold.dispatches)]
+    """Every share of a ticket and its dispatches."""
+    return shares(ticket_parts(fold))
+
+
+def case_shares(case: CaseFact) -> list[Share]:
+    """Every share of a mediation case."""
+    return shares(case_parts(case))
+
+
+def ticket_parts(fold: TicketFold) -> list[Part]:
+    """What a ticket and its dispatches add, in the period the ticket was received."""
+    t = fold.draft
+    starts = [t.received_at, t.dispatched_at, *(r.assigned_at for r in fold.dispatch_drafts)]
     moment = t.received_at or min((s for s in starts if s is not None), default=None)
     if moment is None:
         return []  # nothing dated yet (only a callback or a late step has arrived)
     own = _dims(t, department=t.department_code, tier=t.department_tier, line=t.handling_line)
-    centi = t.handling_centidays if t.completed else None
-    shares = _shares(moment, own, ticket_counters(t), centi)
-    for r in fold.dispatches:
+    counters = ticket_counters(t)
+    if t.completed and t.handling_centidays is not None:
+        counters[bucket(t.handling_centidays)] = 1
+    parts = _part(moment, own, counters)
+    for r in fold.dispatch_drafts:
         dims = _dims(
             t,
             department=r.department_code,
             tier=r.department_tier,
             line=r.handling_line or t.handling_line,
         )
-        shares += _shares(moment, dims, dispatch_counters(r), None)
-    return shares
+        parts += _part(moment, dims, dispatch_counters(r))
+    return parts
 
 
-def case_shares(case: CaseFact) -> list[Share]:
+def case_parts(case: CaseFact) -> list[Part]:
     """A mediation case: opened in the period it opened, its outcome in the period it closed."""
     values = dict.fromkeys(DIMENSIONS, "")
     values.update(
@@ -181,13 +293,13 @@ def case_shares(case: CaseFact) -> list[Share]:
         enterprise="0",
     )
     dims = tuple(values[name] for name in DIMENSIONS)
-    shares: list[Share] = []
+    parts: list[Part] = []
     if case.opened_at is not None:
-        shares += _shares(case.opened_at, dims, {"cases_opened": 1}, None)
+        parts += _part(case.opened_at, dims, {"cases_opened": 1})
     if case.closed_at is not None and case.outcome is not None:
         closed = {
             "cases_closed": int(case.outcome != "withdrawn"),
             "cases_succeeded": int(case.outcome in _SUCCESS),
         }
-        shares += _shares(case.closed_at, dims, closed, None)
-    return shares
+        parts += _part(case.closed_at, dims, closed)
+    return parts

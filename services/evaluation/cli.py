@@ -27,9 +27,16 @@ console = Console(stderr=True)
 
 
 @app.command()
-def rebuild() -> None:
+def rebuild(
+    from_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--from-ledger", help="Keep the event ledger and refold every fact from it instead."
+        ),
+    ] = False,
+) -> None:
     """Empty evaluation's projections and rebuild them from the intake, dispatch and mediation
-    topics, from their first retained record."""
+    topics, from their first retained record (or refold them from the ledger)."""
     settings = EvaluationSettings()
     with Progress(
         TextColumn("{task.description}"),
@@ -38,14 +45,17 @@ def rebuild() -> None:
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        read = bar.add_task("reading the topics", total=None, unit="records")
+        source = "the ledger" if from_ledger else "the topics"
+        read = bar.add_task(f"reading {source}", total=None, unit="records")
         fold = bar.add_task("folding the facts", total=None, unit="facts")
 
         def progress(stage: str, done: int, total: int | None) -> None:
             task = read if stage == "read" else fold
             bar.update(task, completed=done, total=total)
 
-        report = asyncio.run(rebuild_projections(settings, progress=progress))
+        report = asyncio.run(
+            rebuild_projections(settings, progress=progress, from_ledger=from_ledger)
+        )
     console.print(
         f"rebuilt from {report.records:,} records: {report.events:,} events folded into "
         f"{report.facts:,} facts and {report.cells:,} cells ({report.skipped} undecodable "

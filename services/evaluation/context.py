@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from services.evaluation.gauges import Gauges
 from services.evaluation.models import outbox_table
 from services.evaluation.settings import EvaluationSettings
@@ -17,6 +19,22 @@ def evaluation_calendar(settings: EvaluationSettings) -> OperationalCalendar:
     return build_calendar(load_overrides_file(settings.calendar_file))
 
 
+_settled = False
+
+
+def settle_heap() -> None:
+    """Once per process, after start-up: move everything alive (modules, schemas, the area
+    tree, the calendar) out of the cyclic collector's reach. Its full passes over that heap
+    stalled committee answers: at 10 M facts a 5 ms answer's p99 was 40–140 ms and a department
+    slice's ~300 ms; with the start-up heap frozen, 8 ms and 65 ms (``make bench-evaluation``).
+    Objects made afterwards are collected as before."""
+    global _settled
+    if not _settled:
+        _settled = True
+        gc.collect()
+        gc.freeze()
+
+
 class EvaluationContext(ServiceContext):
     """The running evaluation service: built in ``app.create_app``, bound at start."""
 
@@ -30,6 +48,10 @@ class EvaluationContext(ServiceContext):
     def bind(self, runtime: Runtime) -> None:
         super().bind(runtime)
         self._gauges = Gauges(runtime.metrics.registry)
+
+    async def start(self) -> None:
+        await super().start()
+        settle_heap()
 
     @property
     def gauges(self) -> Gauges:

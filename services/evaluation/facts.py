@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from services.evaluation.models import CaseFact, DispatchFact, TicketFact
 from shared.bulk import Draft
@@ -30,16 +31,21 @@ _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 
 
-# A fact as the fold builds it: plain attributes with the model's defaults, written as a row.
-FactRow = Draft
-
-
 @dataclass
 class TicketFold:
-    """A ticket's facts: the ticket and each of its dispatches."""
+    """A ticket's facts: the ticket and each of its dispatches (in dispatch id order), as
+    drafts; the mapped models are built on first use."""
 
-    ticket: FactRow
-    dispatches: list[FactRow] = field(default_factory=list)
+    draft: Draft
+    dispatch_drafts: list[Draft] = field(default_factory=list)
+
+    @cached_property
+    def ticket(self) -> TicketFact:
+        return TicketFact(**self.draft.__dict__)
+
+    @cached_property
+    def dispatches(self) -> list[DispatchFact]:
+        return [DispatchFact(**r.__dict__) for r in self.dispatch_drafts]
 
 
 def _order(event: Event) -> tuple[datetime, str, str]:
@@ -76,8 +82,8 @@ def area_levels(code: str | None) -> dict[str, str | None]:
 def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalendar) -> TicketFold:
     """The ticket's facts from all its intake and dispatch events, in any order."""
     ordered = sorted(events, key=_order)
-    fact = FactRow(TicketFact, ticket_id=ticket_id)
-    dispatches: dict[str, FactRow] = {}
+    fact = Draft(TicketFact, ticket_id=ticket_id)
+    dispatches: dict[str, Draft] = {}
     extensions: set[tuple[str, int]] = set()
     escalations: set[tuple[str, str, int]] = set()
     whistles: set[str] = set()
@@ -87,9 +93,9 @@ def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalend
     assigned_area: str | None = None
     first_completion: datetime | None = None
 
-    def dispatch(dispatch_id: str) -> FactRow:
+    def dispatch(dispatch_id: str) -> Draft:
         if dispatch_id not in dispatches:
-            dispatches[dispatch_id] = FactRow(
+            dispatches[dispatch_id] = Draft(
                 DispatchFact, dispatch_id=dispatch_id, ticket_id=ticket_id
             )
         return dispatches[dispatch_id]
@@ -232,7 +238,7 @@ def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalend
     return TicketFold(fact, rows)
 
 
-def _count_callback(fact: FactRow, callbacks: dict[int, i.FeedbackReceived]) -> None:
+def _count_callback(fact: Draft, callbacks: dict[int, i.FeedbackReceived]) -> None:
     """The counted callback is the latest revision received after completion; without one,
     the fact keeps the latest revision of all (shown, not counted)."""
     if not callbacks:

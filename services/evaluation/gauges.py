@@ -78,7 +78,7 @@ async def refresh(
             keys = keys[:limit]
         gauge.clear()
         for key in keys:
-            values = evaluate(groups[key].counters, groups[key].histogram, basic_weight=weight)
+            values = evaluate(groups[key].counters, groups[key].buckets, basic_weight=weight)
             for metric in HEADLINE:
                 value = values[metric.id]
                 if value is None:

@@ -1,6 +1,7 @@
 """Hot spots and seasons (治未病): where appeals of one category gather, before the next wave.
 
-Per leaf category × town (appeals received, month cells):
+Per leaf category × town (appeals received, from the ``month_category`` roll-up: a row per leaf
+category, town and month):
 
 - **spike**: this period's count against the trailing baseline λ (the mean of the three
   periods before it, at least 0.5). Test: one-sided Poisson, P(X ≥ observed | λ) < α
@@ -9,7 +10,7 @@ Per leaf category × town (appeals received, month cells):
 - **season**: the period two months ahead was a spike (same test, against that year's own
   trailing baseline) in at least two earlier years: act before it comes.
 - **recurring place**: a grid with at least ``recurring_min_count`` appeals of one category in
-  the period.
+  the period (the ``month_place`` roll-up: a row per leaf category, grid and month).
 
 Every spike and season becomes a proactive-work proposal (``ProactiveWorkProposed``), emitted
 once per category, town and period through the outbox; dispatch opens a proactive dispatch
@@ -18,13 +19,14 @@ once per category, town and period through the outbox; dispatch opens a proactiv
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
 from datetime import date, timedelta
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel
 from scipy.stats import poisson
-from sqlalchemy import and_, func, select
+from sqlalchemy import BigInteger, ColumnElement, and_, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.evaluation.models import cells_table, proposals_table
@@ -35,6 +37,10 @@ from shared.events.evaluation import ProactiveWorkProposed
 from shared.outbox import Outbox
 
 TRAILING = 3
+# Inline, not bound: a prepared statement's generic plan cannot prove a bound grain matches the
+# partial indexes these reads are served from, and would read the wide rows instead.
+_MONTH_CATEGORY: ColumnElement[str] = literal_column("'month_category'")
+_MONTH_PLACE: ColumnElement[str] = literal_column("'month_place'")
 YEARS_BACK = 3
 LEAD_MONTHS = 2
 MIN_LAMBDA = 0.5
@@ -74,37 +80,47 @@ class HotSpots(BaseModel):
 Counts = dict[tuple[str, str], dict[date, int]]
 
 
-async def _monthly(engine: AsyncEngine, first: date, end: date) -> Counts:
-    """Appeals received per (category, town) per month."""
+async def _windows(engine: AsyncEngine, starts: set[date], months: int) -> Counts:
+    """Appeals received per (category, town) in each window of ``months`` from ``starts``,
+    summed by the database (a row per category and town, a column per window)."""
     c = cells_table.c
+    windows = sorted(starts)
+    # (cast: PostgreSQL sums bigints as numeric, which the driver hands over as Decimals)
+    sums = [
+        cast(
+            func.coalesce(
+                func.sum(c.received).filter(
+                    and_(c.period_start >= w, c.period_start < add_months(w, months))
+                ),
+                0,
+            ),
+            BigInteger,
+        )
+        for w in windows
+    ]
     query = (
-        select(c.category_code, c.town_code, c.period_start, func.sum(c.received))
+        select(c.category_code, c.town_code, *sums)
         .where(
             and_(
-                c.grain == "month",
+                c.grain == _MONTH_CATEGORY,
                 c.kind == "appeal",
-                c.period_start >= first,
-                c.period_start < end,
+                c.period_start >= windows[0],
+                c.period_start < add_months(windows[-1], months),
                 c.town_code != "",
                 c.category_code != "",
             )
         )
-        .group_by(c.category_code, c.town_code, c.period_start)
+        .group_by(c.category_code, c.town_code)
     )
-    counts: Counts = defaultdict(dict)
+    counts: Counts = {}
     async with engine.connect() as conn:
-        for category, town, month, n in await conn.execute(query):
-            counts[category, town][month] = int(n)
+        for category, town, *n in await conn.execute(query):
+            counts[category, town] = dict(zip(windows, map(int, n), strict=True))
     return counts
 
 
 def _window(counts: dict[date, int], start: date, months: int) -> int:
-    return sum(counts.get(add_months(start, i), 0) for i in range(months))
-
-
-def _test(observed: int, expected: float) -> float:
-    """One-sided Poisson: P(X ≥ observed | λ = expected)."""
-    return float(poisson.sf(observed - 1, max(expected, MIN_LAMBDA)))
+    return counts.get(start, 0)
 
 
 def _trailing(counts: dict[date, int], start: date, months: int) -> float:
@@ -117,22 +133,34 @@ def _trailing(counts: dict[date, int], start: date, months: int) -> float:
 async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSettings) -> HotSpots:
     """The hot spots of a month or quarter."""
     months = 3 if period.kind == "quarter" else 1
-    first = add_months(period.start, -12 * YEARS_BACK - months * TRAILING)
-    counts = await _monthly(engine, first, add_months(period.start, months + LEAD_MONTHS))
+    ahead = add_months(period.start, LEAD_MONTHS)
+    # the period and the same period two months ahead in earlier years: tested
+    starts = [period.start] + [add_months(ahead, -12 * y) for y in range(1, YEARS_BACK + 1)]
+    # ... each against its trailing windows; the period's earlier years and what lies ahead shown
+    shown = [ahead] + [add_months(period.start, -12 * y) for y in range(1, YEARS_BACK + 1)]
+    windows = {add_months(s, -months * k) for s in (*starts, ahead) for k in range(TRAILING + 1)}
+    # the two reads on two connections at once
+    counts, places = await asyncio.gather(
+        _windows(engine, windows | set(shown), months),
+        _places(engine, period, settings.recurring_min_count),
+    )
     alpha, minimum = settings.hotspot_alpha, settings.hotspot_min_count
     test_name = f"one-sided Poisson P(X≥observed|λ) < {alpha:g}, observed ≥ {minimum}"
+    keys = sorted(counts)
+    # Every (category, town) and window at once: one vectorised test, not one call each.
+    trailing = [[add_months(s, -months * k) for k in range(1, TRAILING + 1)] for s in starts]
+    observed = [[counts[k].get(s, 0) for s in starts] for k in keys]
+    expected = [
+        [sum(map(counts[k].get, before, (0,) * TRAILING)) / TRAILING for before in trailing]
+        for k in keys
+    ]
+    p_values = _tests(observed, expected)
     spots: list[Spot] = []
-    for (category, town), series in sorted(counts.items()):
-        observed = _window(series, period.start, months)
-        earlier = [
-            _window(series, add_months(period.start, -12 * y), months)
-            for y in range(1, YEARS_BACK + 1)
-        ]
-        expected = _trailing(series, period.start, months)
-        p = _test(observed, expected)
-        category_zh, _ = label("category", category)
-        town_zh, _ = label("town", town)
-        if observed >= minimum and p < alpha:
+    for row, (category, town) in enumerate(keys):
+        series = counts[category, town]
+        seen, p = observed[row][0], float(p_values[row][0])
+        if seen >= minimum and p < alpha:
+            category_zh, town_zh = label("category", category)[0], label("town", town)[0]
             spots.append(
                 Spot(
                     kind="spike",
@@ -141,25 +169,27 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
                     area_code=town,
                     area_zh=town_zh,
                     period=period.label(),
-                    observed=observed,
-                    expected=round(expected, 3),
-                    same_period_earlier_years=earlier,
+                    observed=seen,
+                    expected=round(expected[row][0], 3),
+                    same_period_earlier_years=[
+                        _window(series, add_months(period.start, -12 * y), months)
+                        for y in range(1, YEARS_BACK + 1)
+                    ],
                     p_value=round(p, 6),
                     test=test_name,
                     proposal_id=f"HS-{period.label()}-{category}-{town}-spike",
-                    reason=f"{category_zh or category} appeals in {town_zh or town}: {observed} in "
-                    f"{period.label()} against {expected:.1f} expected; act now",
+                    reason=f"{category_zh or category} appeals in {town_zh or town}: {seen} in "
+                    f"{period.label()} against {expected[row][0]:.1f} expected; act now",
                     act_by=period.end + timedelta(days=14),
                 )
             )
-        ahead = add_months(period.start, LEAD_MONTHS)
-        peaks = []
-        for y in range(1, YEARS_BACK + 1):
-            then = add_months(ahead, -12 * y)
-            seen = _window(series, then, months)
-            if seen >= minimum and _test(seen, _trailing(series, then, months)) < alpha:
-                peaks.append((then.year, seen))
+        peaks = [
+            (starts[y].year, observed[row][y])
+            for y in range(1, YEARS_BACK + 1)
+            if observed[row][y] >= minimum and p_values[row][y] < alpha
+        ]
         if len(peaks) >= 2:
+            category_zh, town_zh = label("category", category)[0], label("town", town)[0]
             label_ahead = period_of(period.kind, ahead).label()
             mean = sum(n for _, n in peaks) / len(peaks)
             spots.append(
@@ -182,29 +212,41 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
                     act_by=ahead - timedelta(days=1),
                 )
             )
-    places = await _places(engine, period, settings.recurring_min_count)
     return HotSpots(period=period_out(period), alpha=alpha, spots=spots, recurring_places=places)
+
+
+def _tests(observed: list[list[int]], expected: list[list[float]]) -> Any:
+    """One-sided Poisson P(X ≥ observed | λ) for every cell of the two tables at once."""
+    if not observed:
+        return np.zeros((0, 1 + YEARS_BACK))
+    seen = np.asarray(observed, dtype=float)
+    return poisson.sf(seen - 1, np.maximum(np.asarray(expected, dtype=float), MIN_LAMBDA))
 
 
 async def _places(engine: AsyncEngine, period: Period, minimum: int) -> list[Place]:
     c = cells_table.c
-    total = func.sum(c.received)
+    # A month's place cells of appeals are one per grid and category already: no grouping.
+    total = c.received if period.kind == "month" else func.sum(c.received)
     query = (
         select(c.grid_code, c.category_code, total)
         .where(
             and_(
-                c.grain == period.grain,
+                c.grain == _MONTH_PLACE,
                 c.kind == "appeal",
-                c.period_start >= period.start,
-                c.period_start < period.end,
+                # one month: equality, so the index hands the cells over by count
+                c.period_start == period.start
+                if period.kind == "month"
+                else and_(c.period_start >= period.start, c.period_start < period.end),
                 c.grid_code != "",
             )
         )
-        .group_by(c.grid_code, c.category_code)
-        .having(total >= minimum)
         .order_by(total.desc(), c.grid_code)
         .limit(100)
     )
+    if period.kind == "month":
+        query = query.where(total >= minimum)
+    else:
+        query = query.group_by(c.grid_code, c.category_code).having(total >= minimum)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [

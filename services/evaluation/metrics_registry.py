@@ -1,7 +1,8 @@
 """Every metric the committee reads, declared once.
 
 A metric is a ratio of two *counters* (additive integers kept per cell of the pre-aggregated
-table, see ``cells.py``), or a percentile of the handling-time histogram. The one declaration
+table, see ``cells.py``), or a percentile of the handling-time buckets (counters too, one per
+bucket, kept on the same cells). The one declaration
 below drives the JSON API, the CSV export, the dashboard, the Prometheus gauges and
 ``docs/metrics.md`` (``python -m services.evaluation.metrics_registry`` writes it; a test checks
 the committed file matches).
@@ -14,7 +15,8 @@ day it opened, its outcome counters on the day it closed.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -56,6 +58,18 @@ COUNTERS: dict[str, str] = {
     "cases_closed": "mediation cases closed with an outcome (withdrawn cases excepted)",
     "cases_succeeded": "mediation cases closed agreed or fulfilled",
 }
+
+# Handling-time buckets (upper edges in hundredths of a working day, inclusive): quarter days up
+# to 10 working days, whole days up to 30, then one open bucket. A completed ticket counts in the
+# first bucket whose edge is at least its handling time; each bucket is a counter on the cells.
+HANDLING_EDGES: tuple[int, ...] = (*range(25, 1001, 25), *range(1100, 3001, 100))
+BUCKETS: tuple[str, ...] = (*(f"h_{edge:04d}" for edge in HANDLING_EDGES), "h_over")
+
+
+def bucket(centidays: int) -> str:
+    """The bucket counter a handling time (hundredths of a working day) counts in."""
+    return BUCKETS[bisect_left(HANDLING_EDGES, centidays)]
+
 
 Kind = Literal["rate", "mean", "p90"]
 
@@ -257,8 +271,11 @@ METRICS: tuple[Metric, ...] = (
         "p90_handling_days",
         "办理时长90分位（工作日）",
         "90th percentile handling time (working days)",
-        "the handling time (as for the average) of the completed ticket at rank ⌈0.9 × n⌉ "
-        "when the n completed tickets are ordered by it (nearest rank)",
+        "the upper edge of the handling-time bucket holding the completed ticket at rank "
+        "⌈0.9 × n⌉ when the n completed tickets are ordered by handling time (as for the "
+        "average): buckets of a quarter of a working day up to 10 working days, of a whole "
+        "day up to 30, edges inclusive, so a p90 of 2.5 means between 2.26 and 2.50; 30 or more "
+        "reads 30",
         "handling_centidays",
         "completed",
         kind="p90",
@@ -270,31 +287,32 @@ BY_ID: dict[str, Metric] = {m.id: m for m in METRICS}
 HEADLINE: tuple[Metric, ...] = tuple(m for m in METRICS if m.headline)
 
 
-def p90_from_histogram(histogram: Mapping[int, int]) -> float | None:
-    """Nearest-rank 90th percentile of handling times kept as centiday → count."""
-    total = sum(histogram.values())
+def p90_from_buckets(counts: Sequence[int]) -> float | None:
+    """The upper edge of the bucket holding the nearest-rank 90th percentile, in working days;
+    ``counts`` in ``BUCKETS`` order. The open last bucket reads as its lower edge (30)."""
+    total = sum(counts)
     if total == 0:
         return None
     rank = -(-9 * total // 10)  # ⌈0.9 n⌉ in integers
     seen = 0
-    for centidays in sorted(histogram):
-        seen += histogram[centidays]
+    for edge, n in zip((*HANDLING_EDGES, HANDLING_EDGES[-1]), counts, strict=True):
+        seen += n
         if seen >= rank:
-            return centidays / 100
+            return edge / 100
     raise AssertionError("unreachable: the ranks add up to the total")
 
 
 def evaluate(
     counters: Mapping[str, int],
-    histogram: Mapping[int, int] | None = None,
+    buckets: Sequence[int] = (),
     *,
     basic_weight: float = 0.8,
 ) -> dict[str, float | None]:
-    """Every metric's value from summed counters (and the handling histogram for the p90)."""
+    """Every metric's value from summed counters (and the handling buckets for the p90)."""
     values: dict[str, float | None] = {}
     for metric in METRICS:
         if metric.kind == "p90":
-            values[metric.id] = p90_from_histogram(histogram or {})
+            values[metric.id] = p90_from_buckets(buckets or (0,) * len(BUCKETS))
         else:
             values[metric.id] = metric.value(counters, basic_weight=basic_weight)
     return values
@@ -325,6 +343,21 @@ def markdown() -> str:
         )
     lines += ["", "## Counters", "", "| counter | one unit is |", "|---|---|"]
     lines += [f"| `{name}` | {meaning} |" for name, meaning in COUNTERS.items()]
+    lines += [
+        "",
+        "## Handling-time buckets",
+        "",
+        "Each cell also counts its completed tickets by handling time, in working days as for the",
+        "average: the bucket counter `h_EEEE` (EEEE the upper edge in hundredths of a working day)",
+        "holds the tickets above the previous edge (the first: from 0) up to and including its",
+        "own. Edges: "
+        + ", ".join(f"{e / 100:g}" for e in HANDLING_EDGES[:4])
+        + ", … every quarter day up to 10, then 11, 12, … every whole day up to 30;",
+        "`h_over` holds the tickets above 30 working days. The p90 is the upper edge of the",
+        "bucket holding the ⌈0.9 × n⌉-th ticket in handling-time order: never below the exact",
+        "nearest-rank value, at most a quarter day above it up to 10 working days and a day above",
+        "it up to 30; beyond 30 it reads 30.",
+    ]
     return "\n".join(lines) + "\n"
 
 

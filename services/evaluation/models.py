@@ -3,9 +3,9 @@
 - ``ledger``: every event evaluation folds, once by event id, keyed by the ticket (or mediation
   case) it is about; a fact is always refolded from its whole ledger (``facts.py``).
 - ``ticket_facts`` / ``dispatch_facts`` / ``case_facts``: the facts (no personal data).
-- ``eval_cells`` + ``eval_handling``: the pre-aggregated counters every committee query sums
-  (``cells.py``), at day and month grain; ``eval_contributions`` remembers what each fact added
-  so a refold moves exactly its own share.
+- ``eval_cells``: the pre-aggregated counters (and handling-time bucket counters, for the p90)
+  every committee query sums (``cells.py``), in roll-ups by day and by month;
+  ``eval_contributions`` remembers what each fact added so a refold moves exactly its own share.
 - ``eval_proposals``: proactive-work proposals already emitted (one per hot spot and period).
 """
 
@@ -15,10 +15,21 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, BigInteger, Column, Date, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
-from services.evaluation.metrics_registry import COUNTERS
+from services.evaluation.metrics_registry import BUCKETS, COUNTERS
 from shared.db import AwareDateTime, service_base
 from shared.outbox import bus_tables
 
@@ -177,6 +188,9 @@ DIMENSIONS = (
     "enterprise",
 )
 
+# Every summed column of a cell: the published counters, then the handling-time buckets.
+CELL_COLUMNS = (*COUNTERS, *BUCKETS)
+
 cells_table = Table(
     "eval_cells",
     metadata,
@@ -185,22 +199,36 @@ cells_table = Table(
     Column("period_start", Date, nullable=False),
     *(Column(name, String(64), nullable=False) for name in DIMENSIONS),
     *(Column(name, BigInteger, nullable=False, server_default="0") for name in COUNTERS),
+    *(Column(name, Integer, nullable=False, server_default="0") for name in BUCKETS),
     Index("ix_eval_cells_period", "grain", "period_start"),
     Index("ix_eval_cells_department", "grain", "department_code", "period_start"),
     Index("ix_eval_cells_district", "grain", "district_code", "period_start"),
     Index("ix_eval_cells_town", "grain", "town_code", "period_start"),
-)
-
-handling_table = Table(
-    "eval_handling",
-    metadata,
-    Column("cell_key", String(40), primary_key=True),
-    Column("centidays", Integer, primary_key=True),
-    # the cell's grain and period again, so a query narrows the histogram before joining
-    Column("grain", String(16), nullable=False),
-    Column("period_start", Date, nullable=False),
-    Column("n", BigInteger, nullable=False),
-    Index("ix_eval_handling_period", "grain", "period_start"),
+    # Hot spots read only the appeals received per category and town (or grid) and month: from
+    # this index alone, without touching the wide rows.
+    Index(
+        "ix_eval_cells_hotspots",
+        "grain",
+        "period_start",
+        "kind",
+        "category_code",
+        "town_code",
+        "grid_code",
+        "received",
+        postgresql_where=text("grain IN ('month_category', 'month_place')"),
+        sqlite_where=text("grain IN ('month_category', 'month_place')"),
+    ),
+    # ... and a month's recurring places, busiest first, from the first hundred entries.
+    Index(
+        "ix_eval_cells_places",
+        "period_start",
+        "received",
+        "grid_code",
+        "category_code",
+        "kind",
+        postgresql_where=text("grain = 'month_place'"),
+        sqlite_where=text("grain = 'month_place'"),
+    ),
 )
 
 proposals_table = Table(

@@ -1,26 +1,27 @@
-"""Evaluation's read side: every committee answer is a sum over pre-aggregated cells.
+"""Evaluation's read side: every committee answer is one statement summing pre-aggregated cells.
 
-A query picks the month cells when its period is whole months and the day cells otherwise,
+A query sums month cells when its period is whole months and day cells otherwise, of the
+smallest roll-up keeping every dimension it filters or slices on (``cells.grain_for``); it
 filters on the cell dimensions (an area filter is one equality on the column of the area's
 tier: codes nest, so a town's cells hold its villages' and grids'), groups by at most one
-dimension and sums the counters; the handling-time histogram is summed alongside for the p90.
+dimension and sums the counters and the handling-time buckets (for the p90) together.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from typing_extensions import TypedDict
 
-from services.evaluation.cells import FINE_DIMENSIONS
-from services.evaluation.metrics_registry import COUNTERS, METRICS, evaluate
-from services.evaluation.models import TicketFact, cells_table, handling_table
+from services.evaluation import cells
+from services.evaluation.metrics_registry import BUCKETS, COUNTERS, METRICS, evaluate
+from services.evaluation.models import CELL_COLUMNS, TicketFact, cells_table
 from services.evaluation.periods import Period
 from shared import taxonomy
 from shared.errors import Invalid
@@ -87,6 +88,25 @@ class Filters:
             raise Invalid(f"unknown area code {self.area!r}", field="area") from None
         return tier
 
+    def dimensions(self) -> set[str]:
+        """The cell columns the filters need (the kind always)."""
+        needed = {"kind"}
+        for name, column in (
+            ("department", "department_code"),
+            ("tier", "department_tier"),
+            ("channel", "channel"),
+            ("line", "handling_line"),
+            ("enterprise", "enterprise"),
+        ):
+            if getattr(self, name) is not None:
+                needed.add(column)
+        if self.category is not None:
+            needed.add("category_top" if len(self.category) == 2 else "category_code")
+        tier = self.area_tier()
+        if tier is not Tier.CITY:
+            needed.add(_AREA_COLUMN[tier])
+        return needed
+
     def conditions(self) -> list[ColumnElement[bool]]:
         c = cells_table.c
         # Appeals come with the mediation cases (their own counters); proactive work apart.
@@ -113,13 +133,14 @@ class Filters:
         return where
 
 
-class MetricValue(BaseModel):
-    """One metric of one answer row."""
+class MetricValue(TypedDict):
+    """One metric of one answer row. A typed dict, not a model: a sliced answer holds thousands
+    of them, and building a model instance each was most of its time."""
 
     id: str
     name_zh: str
     name_en: str
-    value: float | None = Field(description="None when the denominator is zero")
+    value: Annotated[float | None, Field(description="None when the denominator is zero")]
     numerator: float
     denominator: int
 
@@ -173,31 +194,31 @@ def label(dimension: str, key: str) -> tuple[str | None, str | None]:
 
 
 def metric_values(
-    counters: Mapping[str, int], histogram: Mapping[int, int], *, basic_weight: float
+    counters: Mapping[str, int], buckets: Sequence[int], *, basic_weight: float
 ) -> list[MetricValue]:
     """Every registry metric of one row."""
-    values = evaluate(counters, histogram, basic_weight=basic_weight)
+    values = evaluate(counters, buckets, basic_weight=basic_weight)
     return [
-        MetricValue(
-            id=m.id,
-            name_zh=m.name_zh,
-            name_en=m.name_en,
-            value=values[m.id],
-            numerator=m.numerator_value(counters, basic_weight=basic_weight)
+        {
+            "id": m.id,
+            "name_zh": m.name_zh,
+            "name_en": m.name_en,
+            "value": values[m.id],
+            "numerator": m.numerator_value(counters, basic_weight=basic_weight)
             if m.kind == "rate"
-            else counters.get(m.numerator, 0),
-            denominator=counters.get(m.denominator, 0),
-        )
+            else float(counters.get(m.numerator, 0)),
+            "denominator": counters.get(m.denominator, 0),
+        }
         for m in METRICS
     ]
 
 
 @dataclass
 class Sums:
-    """Summed counters and histogram of one group."""
+    """Summed counters and handling-time buckets (in ``BUCKETS`` order) of one group."""
 
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    histogram: dict[int, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
 
     @property
     def sample_size(self) -> int:
@@ -205,19 +226,12 @@ class Sums:
 
 
 def grain_for(period: Period, filters: Filters, dimension: str | None) -> str:
-    """The coarsest cells that answer exactly: coarse month cells when the period is whole
-    months and neither the filters nor the slice need a fine dimension."""
-    if period.grain != "month":
-        return period.grain
-    fine = [
-        filters.area is not None and filters.area_tier() in (Tier.VILLAGE, Tier.GRID),
-        filters.channel is not None,
-        filters.category is not None and len(filters.category) > 2,
-        filters.line is not None,
-        filters.enterprise is not None,
-        dimension is not None and group_column(dimension, filters).name in FINE_DIMENSIONS,
-    ]
-    return "month" if any(fine) else "month_coarse"
+    """The smallest roll-up that answers exactly: over months when the period is whole months,
+    keeping every dimension the filters and the slice need."""
+    needed = filters.dimensions()
+    if dimension is not None and dimension != "period":
+        needed.add(group_column(dimension, filters).name)
+    return cells.grain_for(period.grain, needed).name
 
 
 def _where(period: Period, filters: Filters, grain: str) -> list[ColumnElement[bool]]:
@@ -248,45 +262,31 @@ async def sums(
     dimension: str | None = None,
     grain: str | None = None,
 ) -> dict[str, Sums]:
-    """Summed counters (and handling histograms) per value of ``dimension`` ("" when None)."""
-    where_grain = grain or grain_for(period, filters, dimension)
-    where = _where(period, filters, where_grain)
+    """Summed counters and handling-time buckets per value of ``dimension`` ("" when None)."""
+    where = _where(period, filters, grain or grain_for(period, filters, dimension))
     column = group_column(dimension, filters)
     keys: list[Any] = [column] if column is not None else []
-    counters: Select[Any] = select(
-        *keys, *(func.coalesce(func.sum(cells_table.c[n]), 0) for n in COUNTERS)
+    # each sum cast back to an integer: PostgreSQL sums bigints as numeric, which the driver
+    # would hand over as thousands of Decimals
+    query: Select[Any] = select(
+        *keys,
+        *(cast(func.coalesce(func.sum(cells_table.c[n]), 0), BigInteger) for n in CELL_COLUMNS),
     ).where(and_(*where))
-    histogram: Select[Any] = (
-        select(*keys, handling_table.c.centidays, func.sum(handling_table.c.n))
-        .select_from(
-            handling_table.join(cells_table, handling_table.c.cell_key == cells_table.c.cell_key)
-        )
-        .where(
-            and_(
-                *where,
-                handling_table.c.grain == where_grain,
-                handling_table.c.period_start >= period.start,
-                handling_table.c.period_start < period.end,
-            )
-        )
-        .group_by(*keys, handling_table.c.centidays)
-    )
     if keys:
-        counters = counters.group_by(*keys)
-    out: dict[str, Sums] = defaultdict(Sums)
+        query = query.group_by(*keys)
+    out: dict[str, Sums] = {}
+    split = len(keys) + len(COUNTERS)
     async with engine.connect() as conn:
-        for row in await conn.execute(counters):
-            values = row[len(keys) :]
+        for row in await conn.execute(query):
+            values = row[len(keys) : split]
             if not keys and not any(values):
                 continue
             key = str(row[0]) if keys else ""
-            out[key].counters = {n: int(v) for n, v in zip(COUNTERS, values, strict=True)}
-        for row in await conn.execute(histogram):
-            key = str(row[0]) if keys else ""
-            centi, n = row[len(keys)], int(row[len(keys) + 1])
-            if n:
-                out[key].histogram[int(centi)] = n
-    return dict(out)
+            out[key] = Sums(
+                counters={n: int(v) for n, v in zip(COUNTERS, values, strict=True)},
+                buckets=[int(v) for v in row[split:]],
+            )
+    return out
 
 
 def answer(
@@ -302,30 +302,34 @@ def answer(
     for s in groups.values():
         for name, value in s.counters.items():
             total.counters[name] += value
+    # Built without validation: every value is computed here from integers, and validating a
+    # sliced answer's hundreds of rows was most of its time.
     rows = []
     for key in sorted(groups):
         s = groups[key]
         zh, en = label(dimension, key) if dimension else (None, None)
         rows.append(
-            Row(
+            Row.model_construct(
                 key=key if dimension else None,
                 label_zh=zh,
                 label_en=en,
                 sample_size=s.sample_size,
-                metrics=metric_values(s.counters, s.histogram, basic_weight=basic_weight),
+                metrics=metric_values(s.counters, s.buckets, basic_weight=basic_weight),
                 counters=s.counters,
             )
         )
     if dimension is None and not rows:
         rows = [
-            Row(
+            Row.model_construct(
                 key=None,
+                label_zh=None,
+                label_en=None,
                 sample_size=0,
-                metrics=metric_values(total.counters, {}, basic_weight=basic_weight),
+                metrics=metric_values(total.counters, (), basic_weight=basic_weight),
                 counters=total.counters,
             )
         ]
-    return Answer(
+    return Answer.model_construct(
         period=period_out(period),
         filters=filters.stated(),
         slice=dimension,
@@ -343,11 +347,8 @@ async def figures(
     basic_weight: float,
 ) -> Answer:
     """The metrics of a period and filters, whole or sliced by one dimension."""
-    grain = None
-    if dimension == "period":
-        # A trend: months within a period of whole months, days otherwise.
-        grain = grain_for(period, filters, None)
-    groups = await sums(engine, period=period, filters=filters, dimension=dimension, grain=grain)
+    # A trend (slice "period") is by month within whole months, by day otherwise.
+    groups = await sums(engine, period=period, filters=filters, dimension=dimension)
     return answer(
         period=period,
         filters=filters,

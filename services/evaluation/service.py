@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, func, select, update
@@ -17,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.evaluation import cells
-from services.evaluation.facts import FactRow, fold_case, fold_ticket
-from services.evaluation.metrics_registry import COUNTERS
+from services.evaluation.facts import fold_case, fold_ticket
 from services.evaluation.models import (
+    CELL_COLUMNS,
     DIMENSIONS,
     CaseFact,
     DispatchFact,
@@ -27,11 +26,10 @@ from services.evaluation.models import (
     TicketFact,
     cells_table,
     contributions_table,
-    handling_table,
     ledger_table,
 )
 from shared import bulk
-from shared.bulk import OnConflict
+from shared.bulk import Draft, OnConflict
 from shared.events import mediation as m
 from shared.events.base import Event, registry
 from shared.workcalendar import WorkCalendar
@@ -107,8 +105,8 @@ async def refold(*, session: AsyncSession, keys: Iterable[str], calendar: WorkCa
     a few statements for all of them."""
     keys = list(keys)
     ledgers = await ledger_events_of(session, keys)
-    tickets: list[FactRow] = []
-    dispatches: list[FactRow] = []
+    tickets: list[Draft] = []
+    dispatches: list[Draft] = []
     cases: list[CaseFact] = []
     shares: dict[str, Sequence[cells.Share]] = {}
     for key in keys:
@@ -119,8 +117,8 @@ async def refold(*, session: AsyncSession, keys: Iterable[str], calendar: WorkCa
             shares[key] = cells.case_shares(case_fact)
         else:
             fold = fold_ticket(key[len(TICKET) :], events, calendar=calendar)
-            tickets.append(fold.ticket)
-            dispatches.extend(fold.dispatches)
+            tickets.append(fold.draft)
+            dispatches.extend(fold.dispatch_drafts)
             shares[key] = cells.ticket_shares(fold)
     await upsert(session, TicketFact, tickets)
     await upsert(session, DispatchFact, dispatches)
@@ -154,26 +152,29 @@ async def move_cells(*, session: AsyncSession, shares: Mapping[str, Sequence[cel
         )
         old.update((key, stored) for key, stored in rows)
     delta: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    histogram: dict[tuple[str, int, str, str], int] = defaultdict(int)
     new_cells: dict[str, cells.Share] = {}
     for key in keys:
-        for cell_key, counters, centi, grain, start in old.get(key) or ():
-            for name, value in counters.items():
-                delta[cell_key][name] -= value
-            if centi is not None:
-                histogram[cell_key, centi, grain, start] -= 1
+        for share in cells.from_stored(old.get(key) or ()):
+            for name, value in share.counters.items():
+                delta[share.cell_key][name] -= value
         for share in shares[key]:
             new_cells[share.cell_key] = share
             for name, value in share.counters.items():
                 delta[share.cell_key][name] += value
-            if share.centidays is not None:
-                start = share.period_start.isoformat()
-                histogram[share.cell_key, share.centidays, share.grain, start] += 1
-    await apply_delta(session=session, delta=delta, histogram=histogram, new_cells=new_cells)
+    await apply_delta(session=session, delta=delta, new_cells=new_cells)
+    contributions = [
+        {
+            "fact_key": key,
+            "cells": cells.stored(
+                (s.period_start, s.dims, s.counters) for s in shares[key] if s.grain == "day"
+            ),
+        }
+        for key in keys
+    ]
     await bulk.upsert(
         session,
         contributions_table,
-        [{"fact_key": key, "cells": [s.stored() for s in shares[key]]} for key in keys],
+        contributions,
         key=["fact_key"],
         on_conflict=OnConflict.REPLACE,
     )
@@ -183,11 +184,9 @@ async def apply_delta(
     *,
     session: AsyncSession,
     delta: dict[str, dict[str, int]],
-    histogram: dict[tuple[str, int, str, str], int],
     new_cells: dict[str, cells.Share],
 ) -> None:
-    """Add counter differences to cells (creating the ones new shares name) and histogram
-    differences to the handling-time histogram."""
+    """Add counter differences to cells (creating the ones new shares name)."""
     c = cells_table.c
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -197,9 +196,9 @@ async def apply_delta(
             continue
         share = new_cells.get(cell_key)
         if share is None:
-            updates.append({"key": cell_key, **{f"d_{n}": changes.get(n, 0) for n in COUNTERS}})
+            updates.append({"key": cell_key, **{f"d_{n}": changes.get(n, 0) for n in CELL_COLUMNS}})
             continue
-        row: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
+        row: dict[str, Any] = dict.fromkeys(CELL_COLUMNS, 0)
         row.update(changes)
         row.update(zip(DIMENSIONS, share.dims, strict=True))
         row.update(cell_key=cell_key, grain=share.grain, period_start=share.period_start)
@@ -210,7 +209,7 @@ async def apply_delta(
         inserts,
         key=["cell_key"],
         on_conflict=OnConflict.ADD,
-        add=tuple(COUNTERS),
+        add=CELL_COLUMNS,
     )
     if updates:
         # Cells only old shares name: subtract (one statement for all), then drop those now all
@@ -218,33 +217,12 @@ async def apply_delta(
         await session.execute(
             update(cells_table)
             .where(c.cell_key == bindparam("key"))
-            .values({n: c[n] + bindparam(f"d_{n}") for n in COUNTERS}),
+            .values({n: c[n] + bindparam(f"d_{n}") for n in CELL_COLUMNS}),
             updates,
         )
         for chunk in _chunks([u["key"] for u in updates]):
             await session.execute(
-                delete(cells_table).where(c.cell_key.in_(chunk), *(c[n] == 0 for n in COUNTERS))
-            )
-    rows = [
-        {"cell_key": k, "centidays": v, "grain": g, "period_start": date.fromisoformat(p), "n": n}
-        for (k, v, g, p), n in histogram.items()
-        if n
-    ]
-    if rows:
-        await bulk.upsert(
-            session,
-            handling_table,
-            rows,
-            key=["cell_key", "centidays"],
-            on_conflict=OnConflict.ADD,
-            add=["n"],
-        )
-        if any(n < 0 for n in histogram.values()):
-            h = handling_table.c
-            await session.execute(
-                delete(handling_table).where(
-                    h.cell_key.in_({k[0] for k, n in histogram.items() if n < 0}), h.n == 0
-                )
+                delete(cells_table).where(c.cell_key.in_(chunk), *(c[n] == 0 for n in CELL_COLUMNS))
             )
 
 

@@ -2,7 +2,10 @@
 slice and the ranking, to the last digit. The events are folded in a shuffled order with
 duplicates and replays, so the same numbers also prove the fold order-independent.
 
-Rates are rounded to 6 decimals, handling days to 2; the satisfaction weight w is 0.8.
+Rates are rounded to 6 decimals, handling days to 2; the satisfaction weight w is 0.8. The p90
+handling time is the upper edge of the published bucket (a quarter of a working day up to 10,
+edges inclusive) holding the nearest-rank ticket: ⌈0.9 × n⌉-th in handling-time order, then
+rounded up to the next quarter day.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ OCTOBER: dict[str, Any] = {
     "mediation_success": 0.5,
     # 1.25 + 3 + 4 + 4 + 2 + 2.29 + 4 = 20.54 working days over 7
     "average_handling_days": round(20.54 / 7, 2),
-    # nearest rank ⌈0.9 × 7⌉ = 7th of 1.25 2 2.29 3 4 4 4
+    # nearest rank ⌈0.9 × 7⌉ = 7th of 1.25 2 2.29 3 4 4 4: 4.00, in the bucket (3.75, 4.00]
     "p90_handling_days": 4.0,
 }
 
@@ -125,6 +128,7 @@ async def test_november_and_the_quarter(env: EvaluationEnv) -> None:
     assert november["satisfaction"] == round((2 + W * 1) / 4, 6)
     assert november["resolution"] == 1.0
     assert november["average_handling_days"] == 1.25  # 1 + 2 + 1 + 1 over 4
+    # ⌈0.9 × 4⌉ = 4th of 1 1 1 2: 2.00, in the bucket (1.75, 2.00]
     assert november["p90_handling_days"] == 2.0
     assert november["mediation_success"] is None  # no case closed in November
     quarter = await get(env, "/figures", period="quarter", on="2026-11-02")
@@ -132,7 +136,7 @@ async def test_november_and_the_quarter(env: EvaluationEnv) -> None:
     q = values(quarter["rows"][0])
     assert q["satisfaction"] == round((6 + W * 3) / 11, 6)
     assert q["resolution"] == round(10 / 11, 6)
-    # ⌈0.9 × 11⌉ = 10th of 1 1 1 1.25 2 2 2.29 3 4 4 4
+    # ⌈0.9 × 11⌉ = 10th of 1 1 1 1.25 2 2 2.29 3 4 4 4: 4.00, in the bucket (3.75, 4.00]
     assert q["p90_handling_days"] == 4.0
     assert q["average_handling_days"] == round(25.54 / 11, 2)
 
@@ -176,6 +180,9 @@ async def test_slices_by_department_category_channel_and_combined_filters(
     assert values(rows[A])["sign_for_on_time"] == round(2 / 3, 6)
     assert values(rows[C])["whistle_report_on_time"] == 0.0  # C reported late
     assert values(rows[D])["whistle_report_on_time"] == 1.0
+    # D closed only T6, in 2.29 working days: the bucket (2.25, 2.50], so the p90 reads 2.5
+    assert values(rows[D])["p90_handling_days"] == 2.5
+    assert values(rows[D])["average_handling_days"] == 2.29
     tiers = await get(env, "/figures", slice="tier", **month)
     assert {r["key"]: r["counters"]["completed"] for r in tiers["rows"] if r["key"]} == {
         "town": 4,

@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.evaluation.metrics_registry import (
+    BUCKETS,
     BY_ID,
     COUNTERS,
+    HANDLING_EDGES,
     METRICS,
+    bucket,
     markdown,
-    p90_from_histogram,
+    p90_from_buckets,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -29,13 +32,47 @@ def test_every_metric_counts_declared_counters() -> None:
         assert metric.numerator in COUNTERS and metric.denominator in COUNTERS, metric.id
 
 
-def test_the_p90_is_the_nearest_rank() -> None:
-    # ten tickets: rank ⌈9⌉ = 9th smallest
-    assert p90_from_histogram({100: 8, 250: 1, 900: 1}) == 2.5
+def counts(*centidays: int) -> list[int]:
+    """Bucket counts of some handling times."""
+    out = [0] * len(BUCKETS)
+    for c in centidays:
+        out[BUCKETS.index(bucket(c))] += 1
+    return out
+
+
+def test_handling_times_fall_in_published_buckets() -> None:
+    # quarter days up to 10 working days, edges inclusive, then whole days up to 30, then open
+    assert [bucket(c) for c in (0, 1, 25, 26, 229, 250, 251)] == [
+        "h_0025",
+        "h_0025",
+        "h_0025",
+        "h_0050",
+        "h_0250",
+        "h_0250",
+        "h_0275",
+    ]
+    assert [bucket(c) for c in (1000, 1001, 1100, 3000, 3001)] == [
+        "h_1000",
+        "h_1100",
+        "h_1100",
+        "h_3000",
+        "h_over",
+    ]
+    assert len(BUCKETS) == len(HANDLING_EDGES) + 1 == 61
+
+
+def test_the_p90_is_the_upper_edge_of_the_nearest_rank_bucket() -> None:
+    # ten tickets: rank ⌈9⌉ = 9th smallest, 2.5 on an edge
+    assert p90_from_buckets(counts(*[100] * 8, 250, 900)) == 2.5
     # eleven: rank ⌈9.9⌉ = 10th
-    assert p90_from_histogram({100: 9, 250: 1, 900: 1}) == 2.5
-    assert p90_from_histogram({100: 9, 900: 2}) == 9.0
-    assert p90_from_histogram({}) is None
+    assert p90_from_buckets(counts(*[100] * 9, 250, 900)) == 2.5
+    assert p90_from_buckets(counts(*[100] * 9, 900, 900)) == 9.0
+    # 2.29 lies in (2.25, 2.50]: the figure is the bucket's upper edge
+    assert p90_from_buckets(counts(*[100] * 8, 229, 300)) == 2.5
+    # 12.3 in (12, 13]; beyond 30 reads 30
+    assert p90_from_buckets(counts(*[100] * 8, 1230, 5000)) == 13.0
+    assert p90_from_buckets(counts(*[100] * 8, 4000, 5000)) == 30.0
+    assert p90_from_buckets([0] * len(BUCKETS)) is None
 
 
 def test_satisfaction_weighs_basically_satisfied() -> None:

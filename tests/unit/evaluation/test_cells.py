@@ -1,0 +1,71 @@
+"""The cell grains: each question sums the smallest roll-up that answers it exactly, a stored
+contribution gives back every share, and the rebuild's bulk roll-up equals the shares summed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+
+import pytest
+
+from services.evaluation import cells
+from services.evaluation.models import DIMENSIONS
+
+
+@pytest.mark.parametrize(
+    ("period", "needed", "grain"),
+    [
+        ("month", {"kind"}, "month_town"),
+        ("month", {"kind", "district_code"}, "month_town"),
+        ("month", {"kind", "town_code"}, "month_town"),
+        ("month", {"kind", "channel"}, "month_service"),
+        ("month", {"kind", "enterprise", "handling_line"}, "month_service"),
+        ("month", {"kind", "category_code"}, "month_category"),
+        ("month", {"kind", "department_code", "category_top"}, "month_coarse"),
+        ("month", {"kind", "village_code"}, "month_place"),
+        ("month", {"kind", "department_code", "channel"}, "month"),
+        ("day", {"kind"}, "day_town"),
+        ("day", {"kind", "department_code"}, "day_coarse"),
+        ("day", {"kind", "category_code"}, "day"),
+    ],
+)
+def test_a_question_sums_the_smallest_grain_keeping_its_dimensions(
+    period: str, needed: set[str], grain: str
+) -> None:
+    assert cells.grain_for(period, needed).name == grain
+
+
+def part(day: int, **values: str) -> cells.Part:
+    dims = dict.fromkeys(DIMENSIONS, "")
+    dims.update(kind="appeal", district_code="330602", town_code="330602001", **values)
+    return (date(2026, 10, day), tuple(dims[d] for d in DIMENSIONS), {"tickets": 1, "h_0250": 1})
+
+
+PARTS = [
+    part(12, department_code="A", channel="web"),
+    part(12, department_code="B", channel="web"),
+    part(13, department_code="A", channel="phone", grid_code="G1"),
+]
+
+
+def test_a_stored_contribution_gives_back_every_share() -> None:
+    shares = cells.shares(PARTS)
+    assert len(shares) == len(PARTS) * len(cells.GRAINS)
+    assert cells.from_stored(cells.stored(PARTS)) == shares
+
+
+def test_the_bulk_roll_up_equals_the_shares_summed() -> None:
+    summed: dict[str, Counter[str]] = {}
+    for share in cells.shares(PARTS):
+        summed.setdefault(share.cell_key, Counter()).update(share.counters)
+    rolled = cells.roll_up(PARTS)
+    assert {k: {"tickets": r["tickets"], "h_0250": r["h_0250"]} for k, r in rolled.items()} == {
+        k: dict(c) for k, c in summed.items()
+    }
+    # the three parts share one town cell a month and one per day
+    town = [r for r in rolled.values() if r["grain"] in ("month_town", "day_town")]
+    assert sorted((r["grain"], str(r["period_start"]), r["tickets"]) for r in town) == [
+        ("day_town", "2026-10-12", 2),
+        ("day_town", "2026-10-13", 1),
+        ("month_town", "2026-10-01", 3),
+    ]
