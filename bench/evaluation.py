@@ -68,8 +68,6 @@ def settings_for(url: str) -> EvaluationSettings:
         auth_token_secret=secrets.token_hex(32),  # the bench serves no requests
         log_json=False,
         log_level="WARNING",
-        # A PostgreSQL deployment refuses the development secrets; a benchmark run makes its own.
-        auth_token_secret=secrets.token_hex(32),
     )
 
 
