@@ -11,7 +11,7 @@ columns, or add to them (counters).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from functools import cache
 from typing import Any
@@ -90,6 +90,11 @@ async def insert(
     await upsert(session, table, rows, key=(), on_conflict=OnConflict.FAIL)
 
 
+def chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    """Slices small enough for one statement's bound parameters (an IN list, a VALUES list)."""
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
 class OnConflict(Enum):
     FAIL = "fail"  # a plain insert: a taken key is an error
     NOTHING = "nothing"  # keep the stored row
@@ -125,11 +130,9 @@ async def upsert(
         result = await session.execute(sql, arrays)
     else:
         stmt: Any = sqlite.insert(table)
-        if on_conflict is OnConflict.FAIL:
-            pass
-        elif on_conflict is OnConflict.NOTHING:
+        if on_conflict is OnConflict.NOTHING:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
-        else:
+        elif on_conflict is not OnConflict.FAIL:
             stmt = stmt.on_conflict_do_update(
                 index_elements=list(key),
                 set_=_set_clause(table, stmt, columns, key, on_conflict, add),
@@ -176,11 +179,9 @@ def _unnest_sql(
     quoted = ", ".join(f'"{c}"' for c in columns)
     sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)})'
     conflict = ", ".join(f'"{c}"' for c in key)
-    if how is OnConflict.FAIL:
-        pass
-    elif how is OnConflict.NOTHING:
+    if how is OnConflict.NOTHING:
         sql += f" ON CONFLICT ({conflict}) DO NOTHING"
-    else:
+    elif how is not OnConflict.FAIL:
         if how is OnConflict.ADD:
             sets = [f'"{c}" = "{table.name}"."{c}" + EXCLUDED."{c}"' for c in add]
         else:

@@ -29,7 +29,7 @@ from services.evaluation.models import (
     ledger_table,
 )
 from shared import bulk
-from shared.bulk import Draft, OnConflict
+from shared.bulk import Draft, OnConflict, chunks
 from shared.events import mediation as m
 from shared.events.base import Event, registry
 from shared.workcalendar import WorkCalendar
@@ -80,16 +80,11 @@ async def record_many(
         await refold(session=session, keys=sorted(keys), calendar=calendar)
 
 
-def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    """Slices small enough for one statement's bound parameters."""
-    return (items[i : i + size] for i in range(0, len(items), size))
-
-
 async def ledger_events_of(session: AsyncSession, keys: Sequence[str]) -> dict[str, list[Event]]:
     """Every event the ledger holds for each of ``keys``, by key."""
     classes = registry()
     found: dict[str, list[Event]] = defaultdict(list)
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys):
         rows = await session.execute(
             select(
                 ledger_table.c.fact_key, ledger_table.c.event_type, ledger_table.c.payload
@@ -144,7 +139,7 @@ async def move_cells(*, session: AsyncSession, shares: Mapping[str, Sequence[cel
     differences of all the facts summed, then written once."""
     keys = list(shares)
     old: dict[str, list[Any]] = {}
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys):
         rows = await session.execute(
             select(contributions_table.c.fact_key, contributions_table.c.cells).where(
                 contributions_table.c.fact_key.in_(chunk)
@@ -220,7 +215,7 @@ async def apply_delta(
             .values({n: c[n] + bindparam(f"d_{n}") for n in CELL_COLUMNS}),
             updates,
         )
-        for chunk in _chunks([u["key"] for u in updates]):
+        for chunk in chunks([u["key"] for u in updates]):
             await session.execute(
                 delete(cells_table).where(c.cell_key.in_(chunk), *(c[n] == 0 for n in CELL_COLUMNS))
             )

@@ -4,7 +4,7 @@ the history steps and the status the hotline and Open311 show (intake's event ha
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -16,6 +16,7 @@ from services.intake.models import (
     HISTORY,
     TICKETS,
 )
+from shared.bulk import chunks
 from shared.events.base import Event
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,12 @@ async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) ->
     d = DISPATCHES
     tickets = sorted({step.ticket_id for _, step in steps})
     rows: dict[str, dict[str, Any]] = {}  # dispatch id -> its row, as it stands
-    for chunk in _chunks(tickets):
+    for chunk in chunks(tickets):
         found = await session.execute(select(d).where(d.c.ticket_id.in_(chunk)))
         rows.update((r.dispatch_id, dict(r._mapping)) for r in found)
     # A change may name a dispatch filed under another ticket (or none yet): look those up too.
     named = sorted({c.dispatch_id for _, step in steps for c in step.changes} - rows.keys())
-    for chunk in _chunks(named):
+    for chunk in chunks(named):
         found = await session.execute(select(d).where(d.c.dispatch_id.in_(chunk)))
         rows.update((r.dispatch_id, dict(r._mapping)) for r in found)
     stored = set(rows)
@@ -138,7 +139,3 @@ async def _write(
             params,
         )
     await session.execute(HISTORY.insert(), history)
-
-
-def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
-    return (items[i : i + size] for i in range(0, len(items), size))
