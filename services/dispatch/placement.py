@@ -290,7 +290,7 @@ async def route_tickets(
             continue  # routed already (a ticket is placed once, whatever its event id)
         routed.add(ticket.ticket_id)
         facts = facts_for(ticket, org, ctx.profiles)
-        decision = route(facts, active.rules, org)
+        decision = route(facts, active.rules, org, explain=False)
         stored = new_row(
             staged,
             TicketRecord,
@@ -325,7 +325,7 @@ async def reroute(
     if rules is None:
         rules = (await ctx.org.rules(session)).rules
     facts = TicketFacts.model_validate(ticket.facts)
-    decision = route_for(facts, rules, org, exclude=ticket.excluded)
+    decision = route_for(facts, rules, org, exclude=ticket.excluded, explain=False)
     return await place(
         session,
         ctx,
