@@ -15,6 +15,8 @@ from shared.workcalendar import OperationalCalendar
 
 log = logging.getLogger(__name__)
 
+_Computed = tuple[Profile, dict[ClockName, datetime], frozenset[date]]
+
 
 class Deadlines:
     """Deadline arithmetic on one calendar, observed: fallback days and refused steps are
@@ -26,13 +28,24 @@ class Deadlines:
         self.metrics: DispatchMetrics | None = None
         self._warned_years: set[int] = set()
         self._warned_skips: set[str] = set()
+        # The deadlines of the last start by profile code (with the profile they were computed
+        # for and the fallback days they met): a batch of tickets starts hundreds of dispatches
+        # at one instant on a handful of profiles.
+        self._memo: tuple[datetime, OperationalCalendar, dict[str, _Computed]] | None = None
 
     def of(self, profile: Profile, start: datetime) -> dict[ClockName, datetime]:
-        """Every clock of a profile started at ``start``; counts a calendar fallback."""
-        with self.calendar.observe() as fallback:
-            due = deadlines(profile, start, calendar=self.calendar)
-        self._note_fallback(fallback, what=f"profile {profile.code}")
-        return due
+        """Every clock of a profile started at ``start``; counts a calendar fallback (at every
+        call, computed or remembered)."""
+        memo = self._memo
+        if memo is None or memo[0] != start or memo[1] is not self.calendar:
+            memo = self._memo = (start, self.calendar, {})
+        known = memo[2].get(profile.code)
+        if known is None or known[0] is not profile:
+            with self.calendar.observe() as fallback:
+                due = deadlines(profile, start, calendar=self.calendar)
+            known = memo[2][profile.code] = (profile, due, frozenset(fallback))
+        self._note_fallback(set(known[2]), what=f"profile {profile.code}")
+        return dict(known[1])
 
     def next_step(self, profile: Profile, clock: ClockName, start: datetime) -> datetime:
         """When a missed clock escalates again: the clock's own duration after ``start``."""

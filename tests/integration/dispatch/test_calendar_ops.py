@@ -75,6 +75,24 @@ def test_past_the_data_the_statutory_fallback_warns_once_and_counts_every_time(
     assert _fallback_count(ctx, "2027") == 2
 
 
+def test_deadlines_remembered_for_a_batch_still_count_each_fallback() -> None:
+    # A batch starts many dispatches at one instant: the deadlines are computed once per
+    # profile, but every dispatch that runs past the data is counted, and a later start or
+    # another calendar computes afresh.
+    ctx = _context()
+    first = ctx.deadlines.of(ENTERPRISE, DECEMBER)
+    first[ClockName.RESOLUTION] = DECEMBER  # a caller's copy: the next dispatch is not touched
+    second = ctx.deadlines.of(ENTERPRISE, DECEMBER)
+    assert second[ClockName.RESOLUTION] == datetime(2027, 1, 5, 17, 30, tzinfo=SHANGHAI)
+    assert _fallback_count(ctx, "2027") == 2
+    ctx.deadlines.calendar = build_calendar(load_overrides(PUBLISHED_2027))
+    published = ctx.deadlines.of(ENTERPRISE, DECEMBER)
+    assert published[ClockName.RESOLUTION] == datetime(2027, 1, 5, 17, 30, tzinfo=SHANGHAI)
+    assert _fallback_count(ctx, "2027") == 2  # 2027 is complete now: no fallback
+    later = ctx.deadlines.of(ENTERPRISE, DECEMBER + timedelta(days=1))
+    assert later[ClockName.RESOLUTION] == datetime(2027, 1, 6, 17, 30, tzinfo=SHANGHAI)
+
+
 def test_operators_enter_the_published_schedule_in_the_overrides_file(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
