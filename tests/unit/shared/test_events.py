@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from shared.events import EventDecodeError, UnknownEventType, decode, encode, registry
-from shared.events.base import Event, encode_parts, header
+from shared.events.base import Event, _decode_ours, encode_parts, header
 
 
 def _sample(annotation: Any) -> Any:
@@ -88,6 +88,36 @@ def test_the_direct_encoding_is_the_sdks_record(ce_type: str, occurred_at: datet
         key=event.partition_key(),
         data=event.data_json(),
     )
+
+
+@pytest.mark.parametrize("ce_type", sorted(registry()))
+def test_our_records_decode_directly_as_the_sdk_decodes_them(ce_type: str) -> None:
+    event = build(registry()[ce_type])
+    record = encode(event)
+    direct = _decode_ours(record.value, record.headers)
+    assert direct is not None
+    # A header the encoder never writes sends the record through the SDK's validation.
+    through_sdk = decode(record.value, [*record.headers, ("ce_traceparent", b"00-1")], record.key)
+    assert direct == through_sdk == event
+    assert direct.model_dump_json() == event.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"ce_specversion": b"0.3"},
+        {"ce_source": b""},
+        {"ce_id": b""},
+        {"ce_time": b"1700000000"},
+        {"ce_time": b"2026-01-02T03:04:05"},  # no offset
+    ],
+)
+def test_a_record_unlike_ours_is_left_to_the_sdk(change: dict[str, bytes]) -> None:
+    from shared.events.intake import TicketReceived
+
+    record = encode(build(TicketReceived))
+    headers = [(k, change.get(k, v)) for k, v in record.headers]
+    assert _decode_ours(record.value, headers) is None
 
 
 def test_registry_covers_every_service_that_emits() -> None:
