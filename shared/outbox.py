@@ -42,10 +42,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
+    bindparam,
     func,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared import bulk
@@ -492,8 +495,13 @@ class OutboxRelay:
 
     async def _mark(self, conn: AsyncConnection, ids: list[int]) -> None:
         now = utcnow()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        if self._postgres:
+            # One array parameter: one statement (and one prepared plan) whatever the batch's
+            # size; an IN list of n ids is a new statement to parse and plan for every n.
+            among = self._outbox.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+            await conn.execute(update(self._outbox).where(among).values(published_at=now))
+            return
+        for chunk in bulk.chunks(ids):
             await conn.execute(
                 update(self._outbox).where(self._outbox.c.id.in_(chunk)).values(published_at=now)
             )
