@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sqlite3
@@ -51,6 +52,7 @@ from bench.intake import (
     POSTGRES_URL,
     PROBLEMS,
     RESULTS,
+    ROOT,
     cpu_seconds,
     demo_places,
     machine_busy,
@@ -124,6 +126,9 @@ class ProcessUsage:
     cpu_load: float  # cores, over the load window
     cpu_drain: float | None  # cores, from the end of the load until lag was zero (or timeout)
     peak_rss_mb: float | None
+    # CPU milliseconds over the load window per ticket dispatched in it: on a machine shared
+    # with others this compares code better than a rate does.
+    cpu_ms_per_ticket: float | None = None
 
 
 @dataclass
@@ -201,6 +206,13 @@ def suite_environment(database: str, postgres: str, stamp: str) -> dict[str, str
 
 def schema_name(service: str, stamp: str) -> str:
     return f"bench_suite_{service}_{stamp}"
+
+
+def run_stamp() -> str:
+    """What makes a run's schemas its own: the checkout's folder name (several checkouts share
+    one PostgreSQL) and the time."""
+    checkout = re.sub(r"[^a-z0-9]+", "_", ROOT.name.lower()).strip("_")
+    return f"{checkout}_{int(time.time())}"
 
 
 def start_suite(env: dict[str, str], var_dir: Path, base: int) -> subprocess.Popen[bytes]:
@@ -447,7 +459,7 @@ def probe(intake: str, evaluation_port: int, timeout: float = 120.0) -> tuple[st
 
 def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> SuiteResult:
     """One database's case; whatever happens, its schemas or SQLite files are removed after."""
-    stamp = f"{int(time.time())}"
+    stamp = run_stamp()
     var_dir = RESULTS / "suite" / database
     if var_dir.exists():
         for old in var_dir.rglob("*"):
@@ -563,6 +575,11 @@ def _measure_case(
                     else None
                 ),
                 peak_rss_mb=peaks.get(pid),
+                cpu_ms_per_ticket=(
+                    round((cpu1.get(pid, 0.0) - cpu0.get(pid, 0.0)) / in_load * 1000, 3)
+                    if in_load
+                    else None
+                ),
             )
             for pid in pids
         ],
@@ -616,14 +633,15 @@ def render(outcomes: list[SuiteResult | SuiteFailure]) -> str:
         )
     lines += [
         "",
-        "| database | process | CPU during load (cores) | CPU while draining | peak RSS MB |",
-        "|---|---|---|---|---|",
+        "| database | process | CPU during load (cores) | CPU ms per ticket dispatched "
+        "| CPU while draining | peak RSS MB |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         for p in r.processes:
             lines.append(
-                f"| {r.database} | {p.name} | {p.cpu_load} | {_num(p.cpu_drain, '{}')} "
-                f"| {_num(p.peak_rss_mb, '{:.0f}')} |"
+                f"| {r.database} | {p.name} | {p.cpu_load} | {_num(p.cpu_ms_per_ticket, '{}')} "
+                f"| {_num(p.cpu_drain, '{}')} | {_num(p.peak_rss_mb, '{:.0f}')} |"
             )
     lines += ["", "Against the targets:", ""]
     for r in results:

@@ -1,0 +1,149 @@
+"""Dispatch's CPU per ticket in one process, without a broker: its consumer's share of a ticket
+through the suite, less what the neighbours on a shared machine do to a suite run's rate.
+
+    python -m bench.dispatch_inprocess [--count 12000] [--batch 500] [--database sqlite|postgres]
+                                       [--postgres URL]
+
+Received tickets of the whole-suite benchmark's kinds (its categories, grids of the demo city,
+~1 KB texts) are encoded as intake's records and handed to dispatch's own inbox consumer a fetch
+at a time, as a fetch of ``--batch`` records would be: decoding, the inbox look-up, routing,
+clocks, the rows and events written set-wise, the commit. Prints tickets per second of wall time
+and this process's CPU milliseconds per ticket (the relay has no broker to publish to and waits,
+so publishing is left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import secrets
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import ConsumerRecord
+
+from bench.intake import POSTGRES_URL, drop_schema
+from bench.suite import ASSIGNED_PROBLEMS, DETAILS
+from fengqiao.registry import upgrade_async
+from services.dispatch.app import create_app
+from services.dispatch.settings import DispatchSettings
+from shared import geo
+from shared.events.base import encode, utcnow
+from shared.events.intake import Citizen, Location, TicketReceived
+
+
+def grids() -> list[geo.Area]:
+    """The grids of the demo city the suite's addresses resolve to."""
+    return [a for a in geo.areas().values() if a.tier is geo.Tier.GRID and a.roads and a.parent]
+
+
+def records(count: int, *, seed: int = 13) -> list[ConsumerRecord]:  # type: ignore[type-arg]
+    """``count`` received tickets as the consumer gets them from the intake topic."""
+    rnd = random.Random(seed)
+    places = grids()
+    out: list[ConsumerRecord] = []  # type: ignore[type-arg]
+    for n in range(count):
+        category, title, text = rnd.choice(ASSIGNED_PROBLEMS)
+        grid = rnd.choice(places)
+        content = text.format(place=grid.name_zh, n=rnd.randint(2, 9)) + "".join(
+            rnd.sample(DETAILS, 6)
+        )
+        event = TicketReceived(
+            ticket_id=f"T-{uuid.uuid4().hex[:12]}",
+            channel="hotline-12345",
+            received_at=utcnow(),
+            title=title,
+            content=content,
+            citizen=Citizen(phone_masked="138****5678", citizen_hash=uuid.uuid4().hex),
+            location=Location(address=grid.name_zh, grid_code=grid.code, area_code=grid.parent),
+            category_code=category,
+            external_id=f"ext-{n}",
+        )
+        record = encode(event)
+        out.append(
+            ConsumerRecord(
+                topic="inproc.intake.tickets",
+                partition=n % 6,
+                offset=n // 6,
+                timestamp=0,
+                timestamp_type=0,
+                key=record.key,
+                value=record.value,
+                checksum=None,
+                serialized_key_size=len(record.key),
+                serialized_value_size=len(record.value),
+                headers=tuple(record.headers),
+            )
+        )
+    return out
+
+
+async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
+    app = create_app(settings)
+    feed = records(args.count + args.batch)
+    async with app.router.lifespan_context(app):
+        consumer = app.state.runtime.consumer
+        assert consumer is not None
+
+        async def fetch(batch: list[ConsumerRecord]) -> None:  # type: ignore[type-arg]
+            await consumer._apply_together(consumer._plan(batch))
+
+        await fetch(feed[: args.batch])  # warm-up: caches, prepared statements
+        rest = feed[args.batch :]
+        cpu, wall = time.process_time(), time.perf_counter()
+        for start in range(0, len(rest), args.batch):
+            await fetch(rest[start : start + args.batch])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    n = len(rest)
+    print(
+        f"dispatch consumer ({args.database}, fetches of {args.batch}): {n / wall:,.0f} tickets/s "
+        f"wall, {cpu / n * 1e3:.3f} ms CPU per ticket"
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    common = dict(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        kafka_topic_prefix="inproc",
+        scheduler_interval_ms=3_600_000,
+        auth_token_secret=secrets.token_hex(32),
+    )
+    if args.database == "postgres":
+        schema = f"inproc_dispatch_{uuid.uuid4().hex[:8]}"
+        settings = DispatchSettings(
+            database_url=args.postgres.replace("postgresql://", "postgresql+asyncpg://"),
+            database_schema=schema,
+            **common,  # type: ignore[arg-type]
+        )
+        await upgrade_async("dispatch", settings)
+        try:
+            await measure(args, settings)
+        finally:
+            await drop_schema(args.postgres, schema)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = DispatchSettings(
+            database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'dispatch.db'}",
+            **common,  # type: ignore[arg-type]
+        )
+        await upgrade_async("dispatch", settings)
+        await measure(args, settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=12_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="postgres")
+    parser.add_argument("--postgres", default=POSTGRES_URL)
+    args = parser.parse_args()
+    logging.disable(logging.ERROR)  # the relay's retries without a broker
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
