@@ -133,6 +133,9 @@ class OrgChart:
                 ]
             )
         self.supervised_pool = pools[0]
+        # Who handles a category where, asked for nearly every ticket routed: the chart never
+        # changes once built (a new revision is a new chart), so each answer is kept.
+        self._capable: dict[tuple[str, str | None], tuple[Department, ...]] = {}
 
     def department(self, code: str) -> Department:
         """The department with this code; UnknownDepartment otherwise."""
@@ -159,13 +162,18 @@ class OrgChart:
         ``area_code`` None means the area is unknown, so only city-wide departments qualify.
         ``exclude`` drops departments, e.g. one whose return (退单) was approved.
         """
-        taxonomy.get(category)  # an unknown category is a caller error, not "nobody handles it"
-        return [
-            d
-            for code in self._chain(area_code)
-            for d in self._by_jurisdiction.get(code, ())
-            if d.handles(category) and d.code not in exclude
-        ]
+        capable = self._capable.get((category, area_code))
+        if capable is None:
+            if len(self._capable) >= 100_000:  # every leaf in every grid: bounded, but large
+                self._capable.clear()
+            taxonomy.get(category)  # an unknown category is a caller error, not "nobody handles it"
+            capable = self._capable[(category, area_code)] = tuple(
+                d
+                for code in self._chain(area_code)
+                for d in self._by_jurisdiction.get(code, ())
+                if d.handles(category)
+            )
+        return [d for d in capable if d.code not in exclude]
 
     def with_flag(
         self, flag: DepartmentFlag, area_code: str | None = None, *, exclude: Collection[str] = ()

@@ -81,6 +81,18 @@ def test_capable_departments_start_from_the_area_given() -> None:
     assert codes(capable_departments("0201", GRID)) == [f"DIST-HB-{DISTRICT}", "CITY-HB"]
 
 
+def test_capable_departments_asked_again_answer_alike_whatever_the_caller_did() -> None:
+    # The chart keeps each answer; what one caller excludes or changes in its list is its own.
+    first = ORG.capable_departments("0204", GRID)
+    first.clear()
+    assert codes(ORG.capable_departments("0204", GRID, exclude={f"GRID-WG-{GRID}"}))[0] != (
+        f"GRID-WG-{GRID}"
+    )
+    assert codes(ORG.capable_departments("0204", GRID))[0] == f"GRID-WG-{GRID}"
+    with pytest.raises(KeyError):
+        ORG.capable_departments("9999", GRID)
+
+
 def test_capable_departments_never_cross_into_another_jurisdiction() -> None:
     other_district_grid = next(
         c for c in ORG.tree.by_code if c.startswith("339903") and len(c) == 15
