@@ -2,14 +2,15 @@
 through the suite, less what the neighbours on a shared machine do to a suite run's rate.
 
     python -m bench.dispatch_inprocess [--count 12000] [--batch 500] [--database sqlite|postgres]
-                                       [--postgres URL]
+                                       [--postgres URL] [--broker]
 
 Received tickets of the whole-suite benchmark's kinds (its categories, grids of the demo city,
 ~1 KB texts) are encoded as intake's records and handed to dispatch's own inbox consumer a fetch
 at a time, as a fetch of ``--batch`` records would be: decoding, the inbox look-up, routing,
 clocks, the rows and events written set-wise, the commit. Prints tickets per second of wall time
-and this process's CPU milliseconds per ticket (the relay has no broker to publish to and waits,
-so publishing is left out).
+and this process's CPU milliseconds per ticket. Without ``--broker`` the relay has no broker to
+publish to and waits, so publishing is left out; with it, an embedded broker is started and the
+clock stops when the relay has published every event the tickets caused.
 """
 
 from __future__ import annotations
@@ -25,15 +26,20 @@ import uuid
 from pathlib import Path
 
 from aiokafka import ConsumerRecord
+from sqlalchemy import func, select
 
 from bench.intake import POSTGRES_URL, drop_schema
 from bench.suite import ASSIGNED_PROBLEMS, DETAILS
 from fengqiao.registry import upgrade_async
 from services.dispatch.app import create_app
+from services.dispatch.models import outbox_table
 from services.dispatch.settings import DispatchSettings
 from shared import geo
+from shared.broker import EmbeddedBroker
+from shared.bus import create_topics
 from shared.events.base import encode, utcnow
 from shared.events.intake import Citizen, Location, TicketReceived
+from shared.settings import BusSettings
 
 
 def grids() -> list[geo.Area]:
@@ -97,17 +103,25 @@ async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
         cpu, wall = time.process_time(), time.perf_counter()
         for start in range(0, len(rest), args.batch):
             await fetch(rest[start : start + args.batch])
+        if args.broker:
+            async with app.state.runtime.context.sessions() as session:
+                pending = select(func.count()).select_from(outbox_table)
+                pending = pending.where(outbox_table.c.published_at.is_(None))
+                while (await session.execute(pending)).scalar_one():
+                    await asyncio.sleep(0.01)
+                    await session.rollback()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     n = len(rest)
     print(
-        f"dispatch consumer ({args.database}, fetches of {args.batch}): {n / wall:,.0f} tickets/s "
+        f"dispatch consumer ({args.database}, fetches of {args.batch}"
+        f"{', relay publishing' if args.broker else ''}): {n / wall:,.0f} tickets/s "
         f"wall, {cpu / n * 1e3:.3f} ms CPU per ticket"
     )
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, bootstrap: str) -> None:
     common = dict(
-        kafka_bootstrap_servers="127.0.0.1:1",
+        kafka_bootstrap_servers=bootstrap,
         kafka_topic_prefix="inproc",
         scheduler_interval_ms=3_600_000,
         auth_token_secret=secrets.token_hex(32),
@@ -140,9 +154,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="postgres")
     parser.add_argument("--postgres", default=POSTGRES_URL)
+    parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
     args = parser.parse_args()
     logging.disable(logging.ERROR)  # the relay's retries without a broker
-    asyncio.run(run(args))
+    broker = EmbeddedBroker().start() if args.broker else None
+    try:
+        bootstrap = broker.bootstrap if broker else "127.0.0.1:1"
+        if broker:
+            asyncio.run(
+                create_topics(
+                    BusSettings(kafka_bootstrap_servers=bootstrap, kafka_topic_prefix="inproc")
+                )
+            )
+        asyncio.run(run(args, bootstrap))
+    finally:
+        if broker:
+            broker.stop()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -272,14 +273,15 @@ async def route_tickets(
     """Route received tickets with the active rules and assign them, each once: one look-up
     of the tickets already routed, the org chart and rules read once, routing and clocks in
     memory, the rows staged and written with one insert per table, the events with one."""
-    ids = {t.ticket_id for t in tickets}
-    routed = set(
-        (
-            await session.execute(
-                select(col(TicketRecord.ticket_id)).where(col(TicketRecord.ticket_id).in_(ids))
-            )
-        ).scalars()
-    )
+    ids = list({t.ticket_id for t in tickets})
+    column = col(TicketRecord.ticket_id)
+    if session.get_bind().dialect.name == "postgresql":
+        # One array parameter: one statement (and one prepared plan) whatever the batch's
+        # size; an IN list of n ids is a new statement for PostgreSQL to parse and plan.
+        among = column == any_(bindparam("ids", ids, type_=ARRAY(String)))
+    else:
+        among = column.in_(ids)
+    routed = set((await session.execute(select(column).where(among))).scalars())
     org = await ctx.org.chart(session)
     active = await ctx.org.rules(session)
     now = ctx.now()
