@@ -45,7 +45,7 @@ def make_consumer(
 ) -> AIOKafkaConsumer:
     """A consumer that commits by hand after the database commit and starts at the earliest
     record when its group has no committed offset (tansu reports wrong end offsets); a fetch
-    the broker has nothing for returns after ``kafka_fetch_max_wait_ms``."""
+    the broker has nothing for returns after ``consumer_fetch_max_wait_ms``."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -56,7 +56,7 @@ def make_consumer(
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_records=None,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         isolation_level="read_uncommitted",
     )
 

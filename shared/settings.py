@@ -44,13 +44,11 @@ class BusSettings(BaseSettings):
         1500, validation_alias=_alias("KAFKA_HEARTBEAT_INTERVAL_MS")
     )
     kafka_topic_prefix: str = Field("fengqiao", validation_alias=_alias("KAFKA_TOPIC_PREFIX"))
-    # How long the broker may hold a consumer's fetch when it has nothing new. tansu does not
-    # answer a waiting fetch when records arrive: it answers at the end of the wait (or ~250 ms,
-    # whichever is less), so the wait is a record's delay on every hop between services. 100 ms
-    # costs an idle consumer ~10 ms of CPU a second; Kafka's 500 ms default cost up to 250 ms.
-    kafka_fetch_max_wait_ms: int = Field(
-        100, ge=1, validation_alias=_alias("KAFKA_FETCH_MAX_WAIT_MS")
-    )
+    # How long the broker may hold a consumer's fetch when it has nothing new (``<PREFIX>_`` per
+    # service). tansu does not answer a waiting fetch when records arrive: it answers at the end
+    # of the wait (measured: up to ~250 ms at Kafka's 500 ms default), so the wait is a record's
+    # delay on that hop; a shorter one costs the consumer and the broker a fetch more often.
+    consumer_fetch_max_wait_ms: int = Field(500, ge=1)
     log_level: str = Field("INFO", validation_alias=_alias("LOG_LEVEL"))
     log_json: bool = Field(True, validation_alias=_alias("LOG_JSON"))
 

@@ -15,6 +15,10 @@ class DispatchSettings(ServiceSettings):
     model_config = service_settings_config("DISPATCH_")
 
     database_url: str = "sqlite+aiosqlite:///./var/dispatch.db"
+    # Received -> dispatched runs through this consumer's fetches: a fetch that finds nothing
+    # waits at most 100 ms (measured: p50 25 ms, max 51 ms from a record's publication to its
+    # delivery; at the 500 ms default p50 130 ms, max 252 ms), for ~10 ms of CPU a second idle.
+    consumer_fetch_max_wait_ms: int = Field(100, ge=1)
 
     # How often the scheduler looks for missed clocks and expired grab windows. State lives in
     # the database, so the interval only bounds how late an escalation can be noticed.
