@@ -72,15 +72,19 @@ def _shape(
 async def insert_drafts(session: AsyncSession, drafts: Sequence[Draft], table: Table) -> None:
     """Insert drafts of one table in one statement (the database numbers an autoincrement key
     left at None)."""
-    if not drafts:
-        return
+    if drafts:
+        await insert(session, table, draft_rows(drafts, table))
+
+
+def draft_rows(drafts: Sequence[Draft], table: Table) -> list[dict[str, Any]]:
+    """The drafts' rows, without an autoincrement key left at None (the database numbers it)."""
     serial = table.autoincrement_column
     rows = [d.model_dump() for d in drafts]
     if serial is not None:
         for row in rows:
             if row.get(serial.name) is None:
                 row.pop(serial.name, None)
-    await insert(session, table, rows)
+    return rows
 
 
 async def insert(

@@ -10,14 +10,17 @@ a time through ``Staged``: constructing and flushing the mapped instances was ~4
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cache
 from typing import Any, TypeVar, cast
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Dialect, Table
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import SQLModel
 
-from shared.bulk import Draft, insert_drafts
+from shared.bulk import Draft, draft_rows, insert_drafts
 from shared.events.base import Event
-from shared.outbox import Outbox
+from shared.groupcommit import _DirectInserts
+from shared.outbox import Outbox, event_row
 
 M = TypeVar("M", bound=SQLModel)
 
@@ -30,10 +33,44 @@ class Staged:
         self.events: list[Event] = []
 
     async def write(self, session: AsyncSession, outbox: Outbox) -> None:
-        """One insert per table, then the events in one outbox insert."""
+        """Every row and event of the batch: on PostgreSQL in one statement (an ``unnest``
+        insert per table chained in data-modifying CTEs, as intake's group commit writes);
+        elsewhere one insert per table, then the events in one outbox insert."""
+        conn = await session.connection()
+        if conn.dialect.name == "postgresql" and await self._write_at_once(conn, outbox):
+            return
         for model, drafts in self.drafts.items():
             await insert_drafts(session, drafts, model.__table__)  # type: ignore[attr-defined]
         await outbox.add(session, *self.events)
+
+    async def _write_at_once(self, conn: AsyncConnection, outbox: Outbox) -> bool:
+        """One round trip for the whole batch (a fetch of a few dozen tickets wrote eight
+        statements, and their socket writes were a third of its CPU); False, having written
+        nothing, when a table's rows cannot go that way."""
+        rows: dict[Table, list[dict[str, Any]]] = {}
+        for model, drafts in self.drafts.items():
+            if drafts:
+                rows[model.__table__] = draft_rows(drafts, model.__table__)  # type: ignore[attr-defined]
+        if self.events:
+            rows[outbox.table] = [event_row(e) for e in self.events]
+            if outbox.audit is not None:
+                rows[outbox.audit] = outbox.audit_rows(self.events)
+        if not rows:
+            return True
+        direct = _direct_inserts(conn.dialect)
+        plans = direct.group_plans(rows)
+        if plans is None:
+            return False
+        # The session's transaction is open on this connection (the batch has read through it),
+        # so the statement is part of it.
+        raw = await conn.get_raw_connection()
+        await direct.run(raw.driver_connection, plans, rows)
+        return True
+
+
+@cache
+def _direct_inserts(dialect: Dialect) -> _DirectInserts:
+    return _DirectInserts(dialect)
 
 
 Writer = AsyncSession | Staged
