@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import random
 import secrets
 import tempfile
@@ -29,17 +28,15 @@ from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 
 from bench.intake import POSTGRES_URL, drop_schema
+from bench.intake_inprocess import run_in_process
 from bench.suite import ASSIGNED_PROBLEMS, DETAILS
 from fengqiao.registry import upgrade_async
 from services.dispatch.app import create_app
 from services.dispatch.models import outbox_table
 from services.dispatch.settings import DispatchSettings
 from shared import geo
-from shared.broker import EmbeddedBroker
-from shared.bus import create_topics
 from shared.events.base import encode, utcnow
 from shared.events.intake import Citizen, Location, TicketReceived
-from shared.settings import BusSettings
 
 
 def grids() -> list[geo.Area]:
@@ -156,20 +153,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
     args = parser.parse_args()
-    logging.disable(logging.ERROR)  # the relay's retries without a broker
-    broker = EmbeddedBroker().start() if args.broker else None
-    try:
-        bootstrap = broker.bootstrap if broker else "127.0.0.1:1"
-        if broker:
-            asyncio.run(
-                create_topics(
-                    BusSettings(kafka_bootstrap_servers=bootstrap, kafka_topic_prefix="inproc")
-                )
-            )
-        asyncio.run(run(args, bootstrap))
-    finally:
-        if broker:
-            broker.stop()
+    run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -187,20 +187,26 @@ def main() -> None:
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
     args = parser.parse_args()
+    run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
+
+
+def run_in_process(measure: Callable[[str], Coroutine[Any, Any, None]], *, broker: bool) -> None:
+    """Run a measurement given the broker's address: an embedded broker with the ``inproc``
+    topics when asked for, else an address nobody answers (the relay retries quietly)."""
     logging.disable(logging.ERROR)  # the relay's retries without a broker
-    broker = EmbeddedBroker().start() if args.broker else None
+    embedded = EmbeddedBroker().start() if broker else None
     try:
-        bootstrap = broker.bootstrap if broker else "127.0.0.1:1"
-        if broker:
+        bootstrap = embedded.bootstrap if embedded else "127.0.0.1:1"
+        if embedded:
             asyncio.run(
                 create_topics(
                     BusSettings(kafka_bootstrap_servers=bootstrap, kafka_topic_prefix="inproc")
                 )
             )
-        asyncio.run(run(args, bootstrap))
+        asyncio.run(measure(bootstrap))
     finally:
-        if broker:
-            broker.stop()
+        if embedded:
+            embedded.stop()
 
 
 if __name__ == "__main__":
