@@ -216,6 +216,41 @@ async def test_direct_inserts_store_exactly_what_core_stores(rich_engine) -> Non
     assert direct[1]["flag"] is True and direct[0]["flag"] is False
 
 
+async def test_large_groups_by_copy_store_exactly_what_core_stores(rich_engine) -> None:
+    """PostgreSQL takes a group of ``copy_min_rows`` rows or more by COPY (here: every group);
+    SQLite ignores the setting. Either way the rows read back as Core's."""
+    committer = GroupCommitter(rich_engine, copy_min_rows=1)
+    await committer.start()
+    try:
+        await asyncio.gather(*(committer.submit(inserts=[(rich, _rich_row(i))]) for i in range(12)))
+    finally:
+        await committer.stop()
+    async with rich_engine.begin() as conn:
+        await conn.execute(rich_twin.insert(), [_rich_row(i) for i in range(12)])
+    assert await _read(rich_engine, rich) == await _read(rich_engine, rich_twin)
+
+
+async def test_a_clash_in_a_copied_group_fails_its_own_unit_only(engine) -> None:
+    committer = GroupCommitter(engine, copy_min_rows=1)
+    await committer.start()
+    try:
+        await committer.submit(inserts=[(notes, {"id": 100, "item": 0})])
+        results = await asyncio.gather(
+            committer.submit(inserts=[(items, {"id": 1, "name": "a"}), (notes, {"id": 1})]),
+            committer.submit(inserts=[(items, {"id": 2, "name": "b"}), (notes, {"id": 100})]),
+            committer.submit(inserts=[(items, {"id": 3, "name": "c" * 40}), (notes, {"id": 3})]),
+            return_exceptions=True,
+        )
+    finally:
+        await committer.stop()
+    assert results[0] is None and isinstance(results[1], IntegrityError)
+    if engine.dialect.name == "postgresql":  # SQLite keeps any length in a varchar column
+        assert isinstance(results[2], Exception), "a value too long for its column is refused"
+        assert (await _count(engine, items), await _count(engine, notes)) == (1, 2)
+    else:
+        assert (await _count(engine, items), await _count(engine, notes)) == (2, 3)
+
+
 async def test_a_naive_datetime_fails_its_own_unit_only(rich_engine) -> None:
     committer = GroupCommitter(rich_engine)
     await committer.start()
