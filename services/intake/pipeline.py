@@ -226,7 +226,7 @@ class Pipeline:
             if text is None or outcomes[p.unit] is not None:
                 out.append(None)
                 continue
-            p.packed = found.astype("<u4").tobytes()
+            p.packed = found.astype("<u4", copy=False).tobytes()
             out.append((text, frozenset(found.tolist())))
         return out
 
