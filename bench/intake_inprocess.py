@@ -10,7 +10,9 @@ instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP
 ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for ``--files``
 files at once. Without ``--broker`` the relay has nowhere to publish (it retries quietly), so the
 numbers leave it out; with it, an embedded broker is started and its cost is included. Prints
-tickets (or rows) per second of wall time and this process's CPU milliseconds per item.
+tickets (or rows) per second of wall time and this process's CPU milliseconds per item; the
+batch case also prints the CPU seconds of the PostgreSQL backends that served this process's
+connections over the measured run (a local server: their /proc entries are read).
 """
 
 from __future__ import annotations
