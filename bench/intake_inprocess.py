@@ -10,14 +10,18 @@ instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP
 ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for ``--files``
 files at once. Without ``--broker`` the relay has nowhere to publish (it retries quietly), so the
 numbers leave it out; with it, an embedded broker is started and its cost is included. Prints
-tickets (or rows) per second of wall time and this process's CPU milliseconds per item.
+tickets (or rows) per second of wall time and this process's CPU milliseconds per item; the
+batch case also prints the CPU seconds of the PostgreSQL backends that served this process's
+connections over the measured run (a local server: their /proc entries are read).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import secrets
 import tempfile
 import time
@@ -26,7 +30,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench.intake import BATCH_CHANNEL, POSTGRES_URL, batch_template, drop_schema
+import asyncpg
+
+from bench.intake import BATCH_CHANNEL, POSTGRES_URL, batch_template, cpu_seconds, drop_schema
 from fengqiao.registry import upgrade_async
 from services.intake import api, service
 from services.intake.adapters import parse_csv
@@ -89,11 +95,48 @@ async def call_asgi(app: Any, body: bytes) -> int:
     return statuses[0]
 
 
+def _own_socket_ports() -> set[int]:
+    """Local TCP ports of this process's sockets (its database connections among them)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def _database_backends(url: str) -> list[int]:
+    """PIDs of the PostgreSQL backends serving this process's connections (a local server)."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])",
+            sorted(_own_socket_ports()),
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
 async def timed(
-    one: Callable[[], Awaitable[None]], count: int, tasks: int, *, warmup: int = 320
+    one: Callable[[], Awaitable[None]],
+    count: int,
+    tasks: int,
+    *,
+    warmup: int = 320,
+    database: str | None = None,
 ) -> tuple[float, float, int]:
     """Warm up with ``warmup`` calls, then run ``count`` calls from ``tasks`` concurrent tasks:
-    (wall s, CPU s, calls)."""
+    (wall s, CPU s, calls). With ``database`` (a local PostgreSQL URL), also print the CPU its
+    backends serving this process used over the run."""
 
     async def worker(k: int) -> None:
         for _ in range(k):
@@ -101,9 +144,16 @@ async def timed(
 
     await asyncio.gather(*(worker(max(1, warmup // tasks)) for _ in range(tasks)))
     per_task = max(1, count // tasks)
+    backends = await _database_backends(database) if database else []
+    before = cpu_seconds(backends)
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker(per_task) for _ in range(tasks)))
-    return time.perf_counter() - wall, time.process_time() - cpu, per_task * tasks
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if database:
+        after = cpu_seconds([*backends, *await _database_backends(database)])
+        used = sum(t - before.get(pid, 0.0) for pid, t in after.items())
+        print(f"database backends: {used:.2f} s CPU over the run ({len(after)} backends)")
+    return wall, cpu, per_task * tasks
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -169,7 +219,9 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
                 result = await service.accept_batch(ctx=ctx, channel=channel, rows=parsed.rows)
                 assert result.created == len(lines), result
 
-            wall, cpu, files = await timed(one, args.files, args.files, warmup=args.files)
+            wall, cpu, files = await timed(
+                one, args.files, args.files, warmup=args.files, database=args.postgres
+            )
             n = files * len(lines)
         unit = "rows" if args.case == "batch" else "tickets"
         print(

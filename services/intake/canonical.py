@@ -111,10 +111,32 @@ def _check_received_at(value: datetime | None) -> datetime | None:
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def _may_hold_control(value: dict[Any, Any]) -> bool:
+    """Whether any string in a dict (keys, values, nested dicts and lists) may hold a control
+    character: its flat strings checked by one search of them joined by a line feed (which is
+    no control character here), the rest one by one."""
+    flat: list[str] = []
+    for k, v in value.items():
+        if type(k) is str:
+            flat.append(k)
+        elif not isinstance(k, int | float | bool | None):
+            return True
+        if type(v) is str:
+            flat.append(v)
+        elif isinstance(v, dict):
+            if _may_hold_control(v):
+                return True
+        elif not isinstance(v, int | float | bool | None):
+            return True  # lists, tuples, str subclasses, anything else: the full walk decides
+    return _CONTROL.search("\n".join(flat)) is not None
+
+
 def without_control_characters(value: Any) -> Any:
     """``value`` with control characters removed from every string in it (dicts and lists too)."""
     if isinstance(value, str):
         return _CONTROL.sub("", value) if _CONTROL.search(value) else value
+    if type(value) is dict and not _may_hold_control(value):
+        return value  # most drafts: nothing to remove, and no copy to make
     if isinstance(value, dict):
         return {
             without_control_characters(k): without_control_characters(v) for k, v in value.items()

@@ -33,9 +33,9 @@ from services.intake.adapters import AttachmentBlob
 from services.intake.models import BLOBS, TICKETS
 from services.intake.pipeline import Pipeline, Prepared, Unit
 from shared.auth import Principal
-from shared.events.base import utcnow
+from shared.events.base import encode_many, utcnow
 from shared.groupcommit import GroupCommitter, Work
-from shared.outbox import Outbox, audit_row, event_row
+from shared.outbox import Outbox, audit_row, record_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +149,14 @@ class AppealGroups:
         """The unit's ticket rows, outbox rows and audit rows (its own caller as the actor)."""
         inserts: list[tuple[Table, dict[str, Any]]] = [(TICKETS, p.row) for p in prepared]
         outbox, audit = self._outbox.table, self._outbox.audit
-        inserts += [(outbox, event_row(p.event)) for p in prepared]
+        events = [p.event for p in prepared]
+        inserts += [
+            (
+                outbox,
+                record_row(r, event_id=str(e.event_id), event_type=e.event_type, topic=e.topic),
+            )
+            for e, r in zip(events, encode_many(events), strict=True)
+        ]
         if audit is not None:
             inserts += [(audit, audit_row(p.event, actor, now=now)) for p in prepared]
         return inserts

@@ -97,13 +97,11 @@ class FieldRule:
     default: Any = None
     has_default: bool = False
     datetime_format: str | None = None
+    kind: Kind = field(init=False)  # what the target holds; ``extra.*`` keeps the value as it came
 
-    @property
-    def kind(self) -> Kind:
-        """What the target holds; ``extra.*`` targets keep the value as it came."""
-        if self.target.startswith(EXTRA_PREFIX):
-            return "any"
-        return _KIND_OF[self.target]
+    def __post_init__(self) -> None:
+        kind = "any" if self.target.startswith(EXTRA_PREFIX) else _KIND_OF[self.target]
+        object.__setattr__(self, "kind", kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +110,10 @@ class FieldMapping:
 
     rules: tuple[FieldRule, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    consumed: frozenset[str] = field(init=False)  # every path some rule reads
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "consumed", frozenset(p for r in self.rules for p in r.paths))
 
     def rule_for(self, target: str) -> FieldRule | None:
         """The rule that fills ``target``, if any."""
@@ -266,9 +268,7 @@ def apply_mapping(
     data: dict[str, Any] = dict(preset or {})
     extra: dict[str, Any] = dict(data.pop("extra", {}) or {})
     sources: dict[str, str] = {}
-    consumed: list[str] = []
     for rule in mapping.rules:
-        consumed.extend(rule.paths)
         value, path = _read(rule, payload, tz)
         sources[rule.target] = path
         if value is None:
@@ -283,7 +283,7 @@ def apply_mapping(
     if model is TicketDraft:
         _complete_title_and_content(data, sources)
     if keep_leftovers:
-        extra = {**leftovers(payload, consumed), **extra}
+        extra = {**leftovers(payload, mapping.consumed), **extra}
     data["extra"] = extra
     data["channel_code"] = channel_code
     return validate_draft(model, data, sources)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from services.intake import classifier, repeats
 from services.intake.canonical import TicketDraft
 from services.intake.channels import Channel
@@ -28,7 +30,6 @@ from services.intake.repeat_lookup import (
     Verdict,
     decide,
     keys_of,
-    pack_shingles,
 )
 from shared.events.intake import TicketReceived
 
@@ -55,7 +56,10 @@ class _Pending:
     ticket_id: str = ""
     appeal: repeats.Appeal | None = None
     earlier: Earlier | None = None  # how later appeals of its unit will see this one
+    packed: bytes = b""  # its shingles as stored
 
+
+_EVENTS = TypeAdapter(list[TicketReceived])
 
 Unit = Sequence[tuple[Channel, TicketDraft]]
 """What is stored all or nothing: one appeal, or a batch file's good rows."""
@@ -149,8 +153,11 @@ class Pipeline:
             return [exc if o is None else o for o in outcomes]
         for p, ticket_id in zip(pending, ids, strict=True):
             p.ticket_id = ticket_id
+        for p, text_shingles in zip(pending, self._shingles(pending, outcomes), strict=True):
+            if text_shingles is None:
+                continue
             try:
-                p.appeal = self._appeal(p)
+                p.appeal = self._appeal(p, text_shingles)
             except Exception as exc:
                 outcomes[p.unit] = exc
         pending = [p for p in pending if outcomes[p.unit] is None]
@@ -162,7 +169,14 @@ class Pipeline:
         for u, members in by_unit.items():
             try:
                 verdicts = self._judge(members, stored)
-                outcomes[u] = [self._build(p, verdicts[p.index], now=now) for p in members]
+                built = [self._build(p, verdicts[p.index], now=now) for p in members]
+                # One validation for the unit's events (pydantic-core's loop, not an __init__
+                # per event).
+                events = _EVENTS.validate_python([public for _, public in built])
+                outcomes[u] = [
+                    Prepared(p.ticket_id, row, event, p.normalized, p.located, verdicts[p.index])
+                    for p, (row, _), event in zip(members, built, events, strict=True)
+                ]
             except Exception as exc:
                 outcomes[u] = exc
         return [o if o is not None else RuntimeError("unit not prepared") for o in outcomes]
@@ -181,7 +195,42 @@ class Pipeline:
             return {}
         return {id(d): c for d, c in zip(drafts, found, strict=True)}
 
-    def _appeal(self, p: _Pending) -> repeats.Appeal:
+    def _shingles(
+        self, pending: list[_Pending], outcomes: list[list[Prepared] | Exception | None]
+    ) -> list[tuple[str, frozenset[int]] | None]:
+        """Each appeal's compared text and shingles, the shingles of the whole group in one
+        numpy pass; each appeal's packed shingles (sorted little-endian uint32s) set aside for
+        its row. A text that cannot be shingled fails its own unit only."""
+        texts: list[str | None] = []
+        for p in pending:
+            try:
+                texts.append(
+                    repeats.text_of(p.normalized.public_title, p.normalized.public_content)
+                )
+            except Exception as exc:
+                outcomes[p.unit] = exc
+                texts.append(None)
+        size = self.policy.shingle_size
+        try:
+            grams = repeats.shingles_many([t or "" for t in texts], size)
+        except Exception:  # one text the encoder refuses: each alone, so only its unit fails
+            grams = []
+            for p, text in zip(pending, texts, strict=True):
+                try:
+                    grams.append(repeats.shingles_many([text or ""], size)[0])
+                except Exception as exc:
+                    outcomes[p.unit] = exc
+                    grams.append(repeats.shingles_many([""], size)[0])
+        out: list[tuple[str, frozenset[int]] | None] = []
+        for p, text, found in zip(pending, texts, grams, strict=True):
+            if text is None or outcomes[p.unit] is not None:
+                out.append(None)
+                continue
+            p.packed = found.astype("<u4", copy=False).tobytes()
+            out.append((text, frozenset(found.tolist())))
+        return out
+
+    def _appeal(self, p: _Pending, text_shingles: tuple[str, frozenset[int]]) -> repeats.Appeal:
         n = p.normalized
         return repeats.appeal(
             received_at=n.received_at,
@@ -194,6 +243,7 @@ class Pipeline:
             longitude=n.draft.longitude,
             latitude=n.draft.latitude,
             policy=self.policy,
+            text_shingles=text_shingles,
         )
 
     async def _candidates(
@@ -266,11 +316,14 @@ class Pipeline:
                     local.setdefault(key, []).append(p.earlier)
         return verdicts
 
-    def _build(self, p: _Pending, verdict: Verdict, *, now: datetime) -> Prepared:
+    def _build(
+        self, p: _Pending, verdict: Verdict, *, now: datetime
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ticket's row (clear text) and its event's fields (scrubbed)."""
         n, draft, located = p.normalized, p.normalized.draft, p.located
         assert p.appeal is not None
         attachments = [a.model_dump() for a in n.attachments]
-        packed = pack_shingles(p.appeal.shingles)
+        packed = p.packed
         self._loader.shingles.put(p.ticket_id, packed)
         if p.earlier is not None:  # the next files' look-ups find it ready, not to unpack
             self._loader.shingles.keep(p.earlier)
@@ -309,9 +362,9 @@ class Pipeline:
             "attachments": attachments,
             "extra": draft.extra,
         }
-        # One validation for the event and its parts (plain dicts inside, not models: building
-        # each part as a model first costs a validator call and an __init__ each). Every string
-        # but the structured ones is scrubbed, whichever field it is in.
+        # The event's fields as plain dicts, parts included (validated once for the unit:
+        # building each part as a model first costs a validator call and an __init__ each).
+        # Every string but the structured ones is scrubbed, whichever field it is in.
         public = scrub_public(
             {
                 "ticket_id": p.ticket_id,
@@ -350,5 +403,4 @@ class Pipeline:
                 "category_source": n.category_source,
             }
         )
-        event = TicketReceived(**public)
-        return Prepared(p.ticket_id, row, event, n, located, verdict)
+        return row, public

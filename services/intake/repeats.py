@@ -22,10 +22,12 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
+
+import numpy as np
 
 from services.intake.nfkc import nfkc
 
@@ -113,6 +115,11 @@ def normalize_text(text: str) -> str:
     return _NOT_TEXT.sub("", _BOILERPLATE.sub("", folded))
 
 
+def text_of(title: str, content: str) -> str:
+    """The text an appeal is compared by: its title and content, normalized."""
+    return normalize_text(f"{title}{content}")
+
+
 def normalize_address(address: str | None) -> str | None:
     """An address key: NFKC, no spaces or punctuation, province/city prefix dropped."""
     if not address:
@@ -129,6 +136,138 @@ def shingles(text: str, size: int = 3) -> frozenset[int]:
     if len(text) <= size:
         return frozenset({zlib.crc32(text.encode())})
     return frozenset(zlib.crc32(text[i : i + size].encode()) for i in range(len(text) - size + 1))
+
+
+def _crc_step(register: np.ndarray, data: np.ndarray | int) -> np.ndarray:
+    """One byte through zlib's CRC-32 register (reflected polynomial 0xEDB88320)."""
+    return (register >> 8) ^ _CRC_TABLE[(register ^ data) & 0xFF]
+
+
+def _crc_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0xEDB88320), table >> 1)
+    return table.astype(np.uint32)
+
+
+_CRC_TABLE = _crc_table()
+_MAX_GRAM_BYTES = 4 * 8  # grams up to 8 characters take the vectorised path
+
+
+def _zero_tables() -> np.ndarray:
+    """``[k, i, b]``: the register ``b << 8i`` after ``k`` zero bytes (the register is linear in
+    its bits, so a register after ``k`` zero bytes is the XOR of its four bytes' entries)."""
+    tables = np.zeros((_MAX_GRAM_BYTES + 1, 4, 256), dtype=np.uint32)
+    for i in range(4):
+        register = np.arange(256, dtype=np.uint32) << np.uint32(8 * i)
+        for k in range(_MAX_GRAM_BYTES + 1):
+            tables[k, i] = register
+            register = _crc_step(register, 0)
+    return tables
+
+
+def _bmp_registers() -> np.ndarray:
+    """The register after each BMP character's UTF-8 bytes, starting from 0."""
+    encoded, count = _utf8_bytes(np.arange(0x10000, dtype=np.uint32))
+    return _char_registers(encoded, count)
+
+
+def _utf8_bytes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each code point's UTF-8 bytes (4 rows, unused ones 0) and how many it has."""
+    lead = np.where(
+        points < 0x80,
+        points,
+        np.where(
+            points < 0x800,
+            0xC0 | (points >> 6),
+            np.where(points < 0x10000, 0xE0 | (points >> 12), 0xF0 | (points >> 18)),
+        ),
+    )
+    count = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+    tail = [0x80 | ((points >> shift) & 0x3F) for shift in (12, 6, 0)]
+    second = np.where(count == 2, tail[2], np.where(count == 3, tail[1], tail[0]))
+    third = np.where(count == 3, tail[2], tail[1])
+    encoded = np.stack([lead, second, third, tail[2]]).astype(np.uint32)
+    return encoded, count.astype(np.int64)
+
+
+def _char_registers(encoded: np.ndarray, count: np.ndarray) -> np.ndarray:
+    register = np.zeros(count.size, dtype=np.uint32)
+    for k in range(4):
+        register = np.where(count > k, _crc_step(register, encoded[k]), register)
+    return register
+
+
+_ZERO_TABLES = _zero_tables()
+_BMP_REGISTERS = _bmp_registers()
+_ZERO_FLAT = _ZERO_TABLES.ravel()
+# zlib.crc32 of n bytes = (the register of the bytes from 0) ^ _FINAL[n]: the initial all-ones
+# register carried through n bytes, and the final inversion.
+_FINAL = np.bitwise_xor.reduce(_ZERO_TABLES[:, :, 0xFF], axis=1) ^ np.uint32(0xFFFFFFFF)
+
+
+def shingles_many(texts: Sequence[str], size: int = 3) -> list[np.ndarray]:
+    """``shingles`` of many texts at once, each as a sorted array of unique uint32 values.
+
+    One numpy pass for them all. CRC-32 is linear: the register after a gram's bytes is the
+    XOR of each character's own register (looked up per code point) carried through the zero
+    bytes of the characters after it (four table lookups), and the initial register and final
+    inversion add a constant that depends on the gram's length in bytes only. The values are
+    exactly ``shingles``' (``zlib.crc32`` of each gram's UTF-8), so they compare with stored
+    shingles as before.
+    """
+    out: list[np.ndarray] = [_EMPTY] * len(texts)
+    long_ones = [i for i, t in enumerate(texts) if len(t) > size]
+    for i, t in enumerate(texts):
+        if t and len(t) <= size:
+            out[i] = np.array([zlib.crc32(t.encode())], dtype=np.uint32)
+    if not long_ones:
+        return out
+    try:
+        points = np.frombuffer(
+            "".join(texts[i] for i in long_ones).encode("utf-32-le"), dtype="<u4"
+        ).astype(np.int64)
+    except UnicodeEncodeError:
+        points = None
+    if points is None or size > 8:  # a lone surrogate (``shingles`` raises), or huge grams
+        for i in long_ones:
+            out[i] = np.array(sorted(shingles(texts[i], size)), dtype=np.uint32)
+        return out
+    lengths = np.array([len(texts[i]) for i in long_ones], dtype=np.int64)
+    grams_per_text = lengths - size + 1
+    owner = np.repeat(np.arange(len(long_ones), dtype=np.int64), grams_per_text)
+    first_gram = np.concatenate(([0], np.cumsum(grams_per_text)[:-1]))
+    first_char = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    starts = first_char[owner] + (np.arange(owner.size) - first_gram[owner])
+    width = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+    registers = _BMP_REGISTERS[np.minimum(points, 0xFFFF)]
+    astral = np.flatnonzero(points >= 0x10000)
+    if astral.size:
+        registers[astral] = _char_registers(*_utf8_bytes(points[astral].astype(np.uint32)))
+    crc = np.zeros(starts.size, dtype=np.uint32)
+    after = np.zeros(starts.size, dtype=np.int64)  # bytes of the gram after this character
+    for offset in range(size - 1, -1, -1):
+        at = starts + offset
+        carried = registers[at].astype(np.int64)
+        row = after * 1024  # _ZERO_TABLES[after] flattened: 4 rows of 256 per count
+        for i in range(4):
+            crc ^= _ZERO_FLAT[row + (256 * i + ((carried >> (8 * i)) & 0xFF))]
+        after += width[at]
+    crc ^= _FINAL[after]
+    keys = (owner.astype(np.uint64) << np.uint64(32)) | crc.astype(np.uint64)
+    keys.sort()
+    keep = np.empty(keys.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+    keys = keys[keep]
+    values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    bounds = np.searchsorted(keys >> np.uint64(32), np.arange(len(long_ones) + 1), side="left")
+    for n, i in enumerate(long_ones):
+        out[i] = values[bounds[n] : bounds[n + 1]]
+    return out
+
+
+_EMPTY = np.zeros(0, dtype=np.uint32)
 
 
 def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
@@ -169,16 +308,23 @@ def appeal(
     latitude: float | None = None,
     repeat_of: str | None = None,
     policy: RepeatPolicy | None = None,
+    text_shingles: tuple[str, frozenset[int]] | None = None,
 ) -> Appeal:
-    """Build an ``Appeal`` from a ticket's fields (normalizing text and address)."""
+    """Build an ``Appeal`` from a ticket's fields (normalizing text and address).
+
+    ``text_shingles``: the normalized text and its shingles when already computed for many
+    appeals at once (``text_of`` and ``shingles_many``)."""
     if received_at.tzinfo is None:
         raise ValueError("received_at must be timezone-aware")
-    size = (policy or RepeatPolicy()).shingle_size
-    text = normalize_text(f"{title}{content}")
+    if text_shingles is None:
+        text = text_of(title, content)
+        grams = shingles(text, (policy or RepeatPolicy()).shingle_size)
+    else:
+        text, grams = text_shingles
     return Appeal(
         received_at=received_at,
         text=text,
-        shingles=shingles(text, size),
+        shingles=grams,
         ticket_id=ticket_id,
         citizen_hash=citizen_hash,
         grid_code=grid_code or None,

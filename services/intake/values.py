@@ -38,7 +38,11 @@ def value_key(raw: Any) -> str:
 
 def lookup(payload: Any, path: str) -> Any:
     """The value at ``path`` (a flat key first, then a dotted path); ``MISSING`` if absent."""
-    if isinstance(payload, dict | Mapping) and path in payload:
+    if type(payload) is dict:  # the common case, without the abstract Mapping check
+        found = payload.get(path, MISSING)
+        if found is not MISSING:
+            return found
+    elif isinstance(payload, Mapping) and path in payload:
         return payload[path]
     current = payload
     for part in path.split("."):
@@ -154,7 +158,7 @@ def jsonable(value: Any) -> Any:
 
 def leftovers(payload: Mapping[str, Any], consumed: Iterable[str]) -> dict[str, Any]:
     """The payload without the paths some rule read; emptied objects are dropped."""
-    used = set(consumed)
+    used = consumed if isinstance(consumed, set | frozenset) else set(consumed)
 
     def prune(node: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         kept: dict[str, Any] = {}

@@ -216,6 +216,37 @@ async def test_direct_inserts_store_exactly_what_core_stores(rich_engine) -> Non
     assert direct[1]["flag"] is True and direct[0]["flag"] is False
 
 
+async def test_large_groups_by_copy_store_exactly_what_core_stores(rich_engine) -> None:
+    """PostgreSQL takes a group of ``copy_min_rows`` rows or more by COPY (here: every group);
+    SQLite ignores the setting. Either way the rows read back as Core's."""
+    committer = GroupCommitter(rich_engine, copy_min_rows=1)
+    await committer.start()
+    try:
+        await asyncio.gather(*(committer.submit(inserts=[(rich, _rich_row(i))]) for i in range(12)))
+    finally:
+        await committer.stop()
+    async with rich_engine.begin() as conn:
+        await conn.execute(rich_twin.insert(), [_rich_row(i) for i in range(12)])
+    assert await _read(rich_engine, rich) == await _read(rich_engine, rich_twin)
+
+
+async def test_a_value_too_long_for_its_column_fails_its_copied_unit_only(engine) -> None:
+    committer = GroupCommitter(engine, copy_min_rows=1)
+    await committer.start()
+    try:
+        results = await asyncio.gather(
+            committer.submit(inserts=[(items, {"id": 1, "name": "a"})]),
+            committer.submit(inserts=[(items, {"id": 2, "name": "b" * 40})]),
+            return_exceptions=True,
+        )
+    finally:
+        await committer.stop()
+    assert results[0] is None
+    if engine.dialect.name == "postgresql":  # SQLite keeps any length in a varchar column
+        assert isinstance(results[1], Exception), "COPY must refuse, not truncate"
+        assert await _count(engine, items) == 1
+
+
 async def test_a_naive_datetime_fails_its_own_unit_only(rich_engine) -> None:
     committer = GroupCommitter(rich_engine)
     await committer.start()
@@ -250,10 +281,14 @@ async def test_rows_of_different_shapes_in_one_group_are_all_stored(engine) -> N
     assert await _count(engine, items) == 1
 
 
-async def test_a_unique_clash_across_tables_rolls_back_the_whole_unit(engine) -> None:
-    """The direct path writes every table of a group in one statement (PostgreSQL) or one
-    transaction (SQLite): a clash in the second table must not leave the first table's row."""
-    committer = GroupCommitter(engine)
+@pytest.mark.parametrize("copy_min_rows", [1000, 1], ids=["insert", "copy"])
+async def test_a_unique_clash_across_tables_rolls_back_the_whole_unit(
+    engine, copy_min_rows: int
+) -> None:
+    """The direct path writes every table of a group in one statement or by COPY in one
+    transaction (PostgreSQL), or in one transaction (SQLite): a clash in the second table must
+    not leave the first table's row."""
+    committer = GroupCommitter(engine, copy_min_rows=copy_min_rows)
     await committer.start()
     try:
         await committer.submit(inserts=[(notes, {"id": 100, "item": 0})])

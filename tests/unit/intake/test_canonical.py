@@ -6,9 +6,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.intake.canonical import CLOCK_SKEW, AttachmentMeta, CallbackDraft, TicketDraft
+from services.intake.canonical import (
+    CLOCK_SKEW,
+    AttachmentMeta,
+    CallbackDraft,
+    TicketDraft,
+    without_control_characters,
+)
 
 
 def draft(**fields: Any) -> TicketDraft:
@@ -169,3 +177,31 @@ def test_callback_draft() -> None:
             satisfaction="happy",  # type: ignore[arg-type]
         )
     assert "satisfaction" in error_fields(caught.value)
+
+
+_CONTROLS = "".join(chr(c) for c in [*range(0x20), 0x7F])
+
+
+def _cleaned(value: Any) -> Any:
+    """The definition: every control character but tab, line feed and return removed."""
+    keep = "\t\n\r"
+    if isinstance(value, str):
+        return "".join(c for c in value if c in keep or c not in _CONTROLS)
+    if isinstance(value, dict):
+        return {_cleaned(k): _cleaned(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cleaned(v) for v in value)
+    return value
+
+
+_texts = st.text(alphabet=st.sampled_from(["a", "路", " ", "\n", "\t", "\x00", "\x1f", "\x7f"]))
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(_texts, _values, max_size=6))
+def test_control_characters_are_removed_from_every_string_of_a_payload(data: Any) -> None:
+    assert without_control_characters(data) == _cleaned(data)

@@ -21,6 +21,7 @@ from services.intake.repeats import (
     normalize_address,
     normalize_text,
     shingles,
+    shingles_many,
     simhash64,
 )
 
@@ -164,6 +165,16 @@ def test_jaccard_is_a_symmetric_similarity(a: str, b: str) -> None:
     assert 0.0 <= jaccard(sa, sb) <= 1.0
     if sa:
         assert jaccard(sa, sa) == 1.0
+
+
+@given(
+    st.lists(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30), max_size=6),
+    st.integers(1, 9),
+)
+def test_shingles_of_many_texts_at_once_are_each_texts_own(texts: list[str], size: int) -> None:
+    assert [a.tolist() for a in shingles_many(texts, size)] == [
+        sorted(shingles(t, size)) for t in texts
+    ]
 
 
 @given(texts.filter(lambda t: len(t) >= 20))
