@@ -163,8 +163,8 @@ async def rebuild(
 @asynccontextmanager
 async def _indexed_after(engine: AsyncEngine, tables: Sequence[Table]) -> AsyncIterator[None]:
     """The secondary indexes of the emptied ``tables`` dropped while they are loaded and built
-    again afterwards (also when the load fails): one sort each instead of an insertion per row.
-    At a million events the cells' six indexes were a third of the fold stage."""
+    again afterwards (also when the load fails): one sort each instead of a B-tree insertion per
+    row (the cells alone have six)."""
     indexes = [index for table in tables for index in table.indexes]
     async with engine.begin() as conn:
         for index in indexes:
