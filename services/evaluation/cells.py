@@ -13,11 +13,16 @@ order events arrived in (``rebuild`` proves it by recomputing them).
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
+
+import numpy as np
+from scipy.sparse import coo_array, csr_array
 
 from services.evaluation.facts import Draft, TicketFold
 from services.evaluation.metrics_registry import bucket
@@ -90,7 +95,6 @@ class Share:
 
 
 Part = tuple[date, tuple[str, ...], dict[str, int]]
-Signature = tuple[tuple[str, int], ...]
 """What one part of a fact (the ticket, one dispatch, a case's opening or closing) adds: its
 day, its dimension values and its counters, before they are spread over the grains."""
 
@@ -135,42 +139,53 @@ def shares(parts: Iterable[Part]) -> list[Share]:
     ]
 
 
-def roll_up(parts: Iterable[Part]) -> dict[str, dict[str, Any]]:
-    """The cells of many parts summed at once, as rows keyed by cell key (the rebuild). Most
-    parts carry one of a few sets of counters, so each cell first counts the sets it got."""
-    signatures: dict[Signature, Signature] = {}
-    # First per day and full dimensions (a ticket and its one dispatch usually share them) ...
-    fine: dict[tuple[date, tuple[str, ...]], dict[Signature, int]] = {}
+ROW_COLUMNS = ("cell_key", "grain", "period_start", *DIMENSIONS, *CELL_COLUMNS)
+_COLUMN = {name: i for i, name in enumerate(CELL_COLUMNS)}
+
+
+def roll_up(parts: Iterable[Part], *, block: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
+    """The cells of many parts summed at once, as rows in ``ROW_COLUMNS`` order, in blocks of
+    ``block`` (the rebuild). The sums are two sparse matrix products, not a Python addition per
+    counter: parts → their day and full dimensions (a ticket and its one dispatch usually share
+    them) → every grain's cell."""
+    fine: dict[tuple[date, tuple[str, ...]], int] = {}
+    rows: array[int] = array("q")
+    columns: array[int] = array("q")
+    values: array[int] = array("q")
     for day, dims, counters in parts:
-        signature = tuple(counters.items())
-        signature = signatures.setdefault(signature, signature)
-        seen = fine.get((day, dims))
-        if seen is None:
-            fine[day, dims] = {signature: 1}
-        else:
-            seen[signature] = seen.get(signature, 0) + 1
-    # ... then spread over the grains.
-    cells: dict[tuple[str, date, tuple[str, ...]], dict[Signature, int]] = {}
-    for (day, dims), counted in fine.items():
-        for cell in _spread(day, dims):
-            seen = cells.get(cell)
-            if seen is None:
-                cells[cell] = dict(counted)
-            else:
-                for signature, n in counted.items():
-                    seen[signature] = seen.get(signature, 0) + n
-    rows = {}
-    zeros = dict.fromkeys(CELL_COLUMNS, 0)
-    for (name, start, dims), seen in cells.items():
-        key = cell_key(name, start, dims)
-        row: dict[str, Any] = {"cell_key": key, "grain": name, "period_start": start}
-        row.update(zip(DIMENSIONS, dims, strict=True))
-        row.update(zeros)
-        for signature, n in seen.items():
-            for counter, value in signature:
-                row[counter] += n * value
-        rows[key] = row
-    return rows
+        at = fine.setdefault((day, dims), len(fine))
+        rows.extend(repeat(at, len(counters)))
+        columns.extend(map(_COLUMN.__getitem__, counters))
+        values.extend(counters.values())
+    # duplicate (row, column) entries are summed by the conversion
+    by_fine = coo_array(
+        (
+            np.frombuffer(values, np.int64),
+            (np.frombuffer(rows, np.int64), np.frombuffer(columns, np.int64)),
+        ),
+        shape=(len(fine), len(CELL_COLUMNS)),
+    ).tocsr()
+    cells: dict[tuple[str, date, tuple[str, ...]], int] = {}
+    into: array[int] = array("q")
+    for day, dims in fine:
+        into.extend(cells.setdefault(cell, len(cells)) for cell in _spread(day, dims))
+    spread = csr_array(
+        (
+            np.ones(len(into), np.int64),
+            (np.frombuffer(into, np.int64), np.repeat(np.arange(len(fine)), len(GRAINS))),
+        ),
+        shape=(len(cells), len(fine)),
+    )
+    summed = (spread @ by_fine).tocsr()
+    keys = iter(cells)
+    for first in range(0, len(cells), block):
+        out = []
+        # the block's sums first: zip stops on them before taking a key too many
+        for sums, (name, start, dims) in zip(
+            summed[first : first + block].toarray().tolist(), keys, strict=False
+        ):
+            out.append((cell_key(name, start, dims), name, start, *dims, *sums))
+        yield out
 
 
 def _part(moment: datetime, dims: tuple[str, ...], counters: dict[str, int]) -> list[Part]:

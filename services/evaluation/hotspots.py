@@ -20,13 +20,14 @@ once per category, town and period through the outbox; dispatch opens a proactiv
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
 from scipy.stats import poisson
-from sqlalchemy import BigInteger, ColumnElement, and_, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, Integer, and_, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.evaluation.models import cells_table, proposals_table
@@ -77,24 +78,38 @@ class HotSpots(BaseModel):
     recurring_places: list[Place]
 
 
-Counts = dict[tuple[str, str], dict[date, int]]
+@dataclass(frozen=True)
+class Counts:
+    """Appeals received per (category, town) and window: a row per pair, a column per window."""
+
+    keys: list[tuple[str, str]]
+    windows: dict[date, int]  # window start → column
+    table: Any  # numpy int64 array, len(keys) × len(windows)
+
+    def at(self, row: int, start: date) -> int:
+        column = self.windows.get(start)
+        return 0 if column is None else int(self.table[row, column])
 
 
 async def _windows(engine: AsyncEngine, starts: set[date], months: int) -> Counts:
     """Appeals received per (category, town) in each window of ``months`` from ``starts``,
-    summed by the database (a row per category and town, a column per window)."""
+    summed by the database (a row per category and town, a column per window). Only the months
+    the windows cover are read; a one-month window is one equality per row, not a range."""
     c = cells_table.c
     windows = sorted(starts)
-    # (cast: PostgreSQL sums bigints as numeric, which the driver hands over as Decimals)
+    covered = sorted({add_months(w, k) for w in windows for k in range(months)})
+    # ``received`` as an integer: a sum of integers comes back as a bigint, where a sum of
+    # bigints comes back as numeric (slower to sum, then cast); a category's appeals in one town
+    # and month stay far below 2³¹.
+    received = cast(c.received, Integer)
     sums = [
-        cast(
-            func.coalesce(
-                func.sum(c.received).filter(
-                    and_(c.period_start >= w, c.period_start < add_months(w, months))
-                ),
-                0,
+        func.coalesce(
+            func.sum(received).filter(
+                c.period_start == w
+                if months == 1
+                else and_(c.period_start >= w, c.period_start < add_months(w, months))
             ),
-            BigInteger,
+            0,
         )
         for w in windows
     ]
@@ -104,29 +119,19 @@ async def _windows(engine: AsyncEngine, starts: set[date], months: int) -> Count
             and_(
                 c.grain == _MONTH_CATEGORY,
                 c.kind == "appeal",
-                c.period_start >= windows[0],
-                c.period_start < add_months(windows[-1], months),
+                c.period_start.in_(covered),
                 c.town_code != "",
                 c.category_code != "",
             )
         )
         .group_by(c.category_code, c.town_code)
     )
-    counts: Counts = {}
     async with engine.connect() as conn:
-        for category, town, *n in await conn.execute(query):
-            counts[category, town] = dict(zip(windows, map(int, n), strict=True))
-    return counts
-
-
-def _window(counts: dict[date, int], start: date, months: int) -> int:
-    return counts.get(start, 0)
-
-
-def _trailing(counts: dict[date, int], start: date, months: int) -> float:
-    return (
-        sum(_window(counts, add_months(start, -months * k), months) for k in range(1, TRAILING + 1))
-        / TRAILING
+        rows = (await conn.execute(query)).all()
+    return Counts(
+        keys=[(category, town) for category, town, *_ in rows],
+        windows={w: k for k, w in enumerate(windows)},
+        table=np.array([row[2:] for row in rows], dtype=np.int64).reshape(len(rows), len(windows)),
     )
 
 
@@ -146,21 +151,29 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
     )
     alpha, minimum = settings.hotspot_alpha, settings.hotspot_min_count
     test_name = f"one-sided Poisson P(X≥observed|λ) < {alpha:g}, observed ≥ {minimum}"
-    keys = sorted(counts)
-    # Every (category, town) and window at once: one vectorised test, not one call each.
-    trailing = [[add_months(s, -months * k) for k in range(1, TRAILING + 1)] for s in starts]
-    observed = [[counts[k].get(s, 0) for s in starts] for k in keys]
-    expected = [
-        [sum(map(counts[k].get, before, (0,) * TRAILING)) / TRAILING for before in trailing]
-        for k in keys
-    ]
+    # Every (category, town) and window at once: columns of one table, one vectorised test.
+    order = sorted(range(len(counts.keys)), key=counts.keys.__getitem__)
+    table = counts.table[order]
+    keys = [counts.keys[k] for k in order]
+    column = counts.windows
+    observed = table[:, [column[s] for s in starts]]
+    expected = (
+        sum(
+            table[:, [column[add_months(s, -months * k)] for s in starts]]
+            for k in range(1, TRAILING + 1)
+        )
+        / TRAILING
+    )
     p_values = _tests(observed, expected)
+    # the rows worth a look: a spike now, or a peak in at least two earlier years
+    hit = (observed >= minimum) & (p_values < alpha)
+    candidates = np.flatnonzero(hit[:, 0] | (hit[:, 1:].sum(axis=1) >= 2))
     spots: list[Spot] = []
-    for row, (category, town) in enumerate(keys):
-        series = counts[category, town]
-        seen, p = observed[row][0], float(p_values[row][0])
-        if seen >= minimum and p < alpha:
-            category_zh, town_zh = label("category", category)[0], label("town", town)[0]
+    for row in map(int, candidates):
+        category, town = keys[row]
+        seen, p = int(observed[row, 0]), float(p_values[row, 0])
+        category_zh, town_zh = label("category", category)[0], label("town", town)[0]
+        if hit[row, 0]:
             spots.append(
                 Spot(
                     kind="spike",
@@ -170,28 +183,29 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
                     area_zh=town_zh,
                     period=period.label(),
                     observed=seen,
-                    expected=round(expected[row][0], 3),
+                    expected=round(float(expected[row, 0]), 3),
                     same_period_earlier_years=[
-                        _window(series, add_months(period.start, -12 * y), months)
+                        int(table[row, column[add_months(period.start, -12 * y)]])
                         for y in range(1, YEARS_BACK + 1)
                     ],
                     p_value=round(p, 6),
                     test=test_name,
                     proposal_id=f"HS-{period.label()}-{category}-{town}-spike",
                     reason=f"{category_zh or category} appeals in {town_zh or town}: {seen} in "
-                    f"{period.label()} against {expected[row][0]:.1f} expected; act now",
+                    f"{period.label()} against {expected[row, 0]:.1f} expected; act now",
                     act_by=period.end + timedelta(days=14),
                 )
             )
         peaks = [
-            (starts[y].year, observed[row][y])
-            for y in range(1, YEARS_BACK + 1)
-            if observed[row][y] >= minimum and p_values[row][y] < alpha
+            (starts[y].year, int(observed[row, y])) for y in range(1, YEARS_BACK + 1) if hit[row, y]
         ]
         if len(peaks) >= 2:
-            category_zh, town_zh = label("category", category)[0], label("town", town)[0]
             label_ahead = period_of(period.kind, ahead).label()
             mean = sum(n for _, n in peaks) / len(peaks)
+            trailing = sum(
+                int(table[row, column[add_months(ahead, -months * k)]])
+                for k in range(1, TRAILING + 1)
+            )
             spots.append(
                 Spot(
                     kind="season",
@@ -201,7 +215,7 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
                     area_zh=town_zh,
                     period=label_ahead,
                     observed=round(mean),
-                    expected=round(_trailing(series, ahead, months), 3),
+                    expected=round(trailing / TRAILING, 3),
                     same_period_earlier_years=[n for _, n in peaks],
                     p_value=0.0,
                     test=test_name,
@@ -215,12 +229,11 @@ async def find(engine: AsyncEngine, *, period: Period, settings: EvaluationSetti
     return HotSpots(period=period_out(period), alpha=alpha, spots=spots, recurring_places=places)
 
 
-def _tests(observed: list[list[int]], expected: list[list[float]]) -> Any:
+def _tests(observed: Any, expected: Any) -> Any:
     """One-sided Poisson P(X ≥ observed | λ) for every cell of the two tables at once."""
-    if not observed:
+    if not len(observed):
         return np.zeros((0, 1 + YEARS_BACK))
-    seen = np.asarray(observed, dtype=float)
-    return poisson.sf(seen - 1, np.maximum(np.asarray(expected, dtype=float), MIN_LAMBDA))
+    return poisson.sf(observed - 1, np.maximum(expected, MIN_LAMBDA))
 
 
 async def _places(engine: AsyncEngine, period: Period, minimum: int) -> list[Place]:

@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date
-from functools import cache
+from functools import cache, partial
 from operator import itemgetter
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.evaluation import cells
@@ -35,8 +36,6 @@ from services.evaluation.context import evaluation_calendar
 from services.evaluation.facts import fold_case, fold_ticket
 from services.evaluation.handlers import FOLDED
 from services.evaluation.models import (
-    CELL_COLUMNS,
-    DIMENSIONS,
     CaseFact,
     DispatchFact,
     TicketFact,
@@ -137,11 +136,12 @@ async def rebuild(
     # them as before).
     collecting = gc.isenabled()
     gc.disable()
+    emptied = TABLES[1:] if from_ledger else TABLES
     try:
         async with engine.begin() as conn:
-            for table in TABLES[1:] if from_ledger else TABLES:
+            for table in emptied:
                 await conn.execute(delete(table))
-        async with Sink(engine) as sink:
+        async with _indexed_after(engine, emptied), Sink(engine) as sink:
             started = time.monotonic()
             if from_ledger:
                 by_key = await _ledger(engine, report, progress)
@@ -158,6 +158,25 @@ async def rebuild(
         if own:
             await engine.dispose()
     return report
+
+
+@asynccontextmanager
+async def _indexed_after(engine: AsyncEngine, tables: Sequence[Table]) -> AsyncIterator[None]:
+    """The secondary indexes of the emptied ``tables`` dropped while they are loaded and built
+    again afterwards (also when the load fails): one sort each instead of a B-tree insertion per
+    row (the cells alone have six)."""
+    indexes = [index for table in tables for index in table.indexes]
+    async with engine.begin() as conn:
+        for index in indexes:
+            await conn.run_sync(partial(index.drop, checkfirst=True))
+    try:
+        yield
+    finally:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+            for index in indexes:
+                await conn.run_sync(partial(index.create, checkfirst=True))
 
 
 @dataclass(frozen=True)
@@ -267,7 +286,6 @@ _DISPATCHES = DispatchFact.__table__  # type: ignore[attr-defined]
 _CASES = CaseFact.__table__  # type: ignore[attr-defined]
 _COLUMNS = {t: tuple(c.name for c in t.columns) for t in (_TICKETS, _DISPATCHES, _CASES)}
 _ROW = {t: itemgetter(*columns) for t, columns in _COLUMNS.items()}
-_CELL_COLUMNS = ("cell_key", "grain", "period_start", *DIMENSIONS, *CELL_COLUMNS)
 
 
 async def _fold(
@@ -309,9 +327,9 @@ async def _fold(
             await flush()
             progress("fold", n, total)
     await flush()
-    summed = cells.roll_up(parts)
-    cell_rows = list(map(itemgetter(*_CELL_COLUMNS), summed.values()))
-    for i in range(0, len(cell_rows), BATCH * 5):
-        await sink.put(cells_table, _CELL_COLUMNS, cell_rows[i : i + BATCH * 5])
-    report.facts, report.cells = total, len(cell_rows)
+    summed = 0
+    for block in cells.roll_up(parts):
+        await sink.put(cells_table, cells.ROW_COLUMNS, block)
+        summed += len(block)
+    report.facts, report.cells = total, summed
     progress("fold", total, total)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
@@ -28,6 +28,15 @@ async def dump(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
             rows = (await conn.execute(select(table))).all()
             out[table.name] = sorted((tuple(r) for r in rows), key=repr)
     return out
+
+
+async def index_names(engine: AsyncEngine) -> dict[str, set[str | None]]:
+    def names(conn: Any) -> dict[str, set[str | None]]:
+        found = inspect(conn)
+        return {t.name: {i["name"] for i in found.get_indexes(t.name)} for t in TABLES}
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(names)
 
 
 async def publish_all(env: EvaluationEnv, events: Sequence[Event]) -> None:
@@ -67,6 +76,8 @@ async def test_rebuilt_equals_live_row_for_row(env: EvaluationEnv, broker: Any) 
         rebuilt = await dump(engine)
         for name, rows in live.items():
             assert rebuilt[name] == rows, name
+        # the indexes dropped for the load are built again
+        assert await index_names(engine) == {t.name: {i.name for i in t.indexes} for t in TABLES}
         # Refolded from the kept ledger alone (what an upgrade that empties the cells asks for):
         # the same rows again.
         async with engine.begin() as conn:

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 
 from services.evaluation import cells
-from services.evaluation.models import DIMENSIONS
+from services.evaluation.models import CELL_COLUMNS, DIMENSIONS
 
 
 @pytest.mark.parametrize(
@@ -58,10 +58,15 @@ def test_the_bulk_roll_up_equals_the_shares_summed() -> None:
     summed: dict[str, Counter[str]] = {}
     for share in cells.shares(PARTS):
         summed.setdefault(share.cell_key, Counter()).update(share.counters)
-    rolled = cells.roll_up(PARTS)
-    assert {k: {"tickets": r["tickets"], "h_0250": r["h_0250"]} for k, r in rolled.items()} == {
-        k: dict(c) for k, c in summed.items()
-    }
+    # blocks of two rows: every cell comes out once however the blocks fall
+    blocks = list(cells.roll_up(PARTS, block=2))
+    assert {len(b) for b in blocks[:-1]} == {2}
+    rows = [dict(zip(cells.ROW_COLUMNS, row, strict=True)) for block in blocks for row in block]
+    rolled = {r["cell_key"]: r for r in rows}
+    assert len(rows) == len(rolled)
+    assert {
+        k: {n: v for n, v in r.items() if n in CELL_COLUMNS and v} for k, r in rolled.items()
+    } == {k: dict(c) for k, c in summed.items()}
     # the three parts share one town cell a month and one per day
     town = [r for r in rolled.values() if r["grain"] in ("month_town", "day_town")]
     assert sorted((r["grain"], str(r["period_start"]), r["tickets"]) for r in town) == [
