@@ -16,8 +16,9 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
+import orjson
 from pydantic_core import PydanticUndefined
-from sqlalchemy import JSON, Table, text
+from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import SQLModel
@@ -95,6 +96,26 @@ def chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
     return (items[i : i + size] for i in range(0, len(items), size))
 
 
+def among(
+    session: AsyncSession | AsyncConnection, column: ColumnElement[Any], values: Sequence[Any]
+) -> Iterator[ColumnElement[bool]]:
+    """Conditions "``column`` is one of ``values``", as few as the database allows: on
+    PostgreSQL one, binding one array (one statement text and one prepared plan whatever the
+    count; an IN list of n parameters is a new statement to parse and plan for every n),
+    elsewhere an IN list per ``chunks`` slice."""
+    if not values:
+        return iter(())
+    if _dialect(session) == "postgresql":
+        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return iter((column == any_(array),))
+    return (column.in_(chunk) for chunk in chunks(values))
+
+
+def _dialect(session: AsyncSession | AsyncConnection) -> str:
+    bind = session.get_bind() if isinstance(session, AsyncSession) else session
+    return str(bind.dialect.name)
+
+
 class OnConflict(Enum):
     FAIL = "fail"  # a plain insert: a taken key is an error
     NOTHING = "nothing"  # keep the stored row
@@ -118,10 +139,7 @@ async def upsert(
     if not rows:
         return []
     columns = tuple(rows[0])
-    dialect = (
-        session.get_bind().dialect if isinstance(session, AsyncSession) else session.dialect
-    ).name
-    if dialect == "postgresql":
+    if _dialect(session) == "postgresql":
         sql, binders = _unnest_sql(table, columns, tuple(key), on_conflict, tuple(add), returning)
         arrays = {
             f"a{i}": [bind(row[c]) for row in rows] if bind else [row[c] for row in rows]
@@ -194,3 +212,57 @@ def _unnest_sql(
 
 def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def add_sparse(
+    session: AsyncSession | AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: str,
+    add: Sequence[str],
+) -> list[Any]:
+    """Add counters to stored rows, a row inserted where its ``key`` is new. Each row names
+    its key, every column outside ``add``, and only the ``add`` columns it changes (the others
+    add 0): on PostgreSQL the rows travel as one JSON document the database expands
+    (``jsonb_populate_recordset``), so a batch costs what its changes are, not rows times
+    ``add`` columns. Returns the keys of rows whose ``add`` columns are now all zero (only a
+    row that took something away can be)."""
+    if not rows:
+        return []
+    if _dialect(session) == "postgresql":
+        document = orjson.dumps(rows).decode()
+        result = await session.execute(_sparse_sql(table, key, tuple(add)), {"rows": document})
+        return list(result.scalars())
+    adding = frozenset(add)
+    dense = []
+    for row in rows:
+        full = dict.fromkeys(add, 0)
+        full.update(row)
+        dense.append(full)
+    await upsert(session, table, dense, key=[key], on_conflict=OnConflict.ADD, add=add)
+    taken = [row[key] for row in rows if any(v < 0 for n, v in row.items() if n in adding)]
+    found: list[Any] = []
+    column = table.c[key]
+    for condition in among(session, column, taken):
+        zero = [table.c[name] == 0 for name in add]
+        found += (await session.execute(select(column).where(condition, *zero))).scalars()
+    return found
+
+
+@cache
+def _sparse_sql(table: Table, key: str, add: tuple[str, ...]) -> Any:
+    """``add_sparse``'s statement for one table (built once)."""
+    adding = frozenset(add)
+    names = [c.name for c in table.columns]
+    quoted = ", ".join(f'"{n}"' for n in names)
+    picked = ", ".join(f'coalesce(r."{n}", 0)' if n in adding else f'r."{n}"' for n in names)
+    sets = ", ".join(f'"{n}" = t."{n}" + EXCLUDED."{n}"' for n in add)
+    empty = " AND ".join(f't."{n}" = 0' for n in add)
+    return text(
+        f'WITH moved AS (INSERT INTO "{table.name}" AS t ({quoted}) SELECT {picked} '
+        f'FROM jsonb_populate_recordset(NULL::"{table.name}", CAST(:rows AS jsonb)) AS r '
+        f'ON CONFLICT ("{key}") DO UPDATE SET {sets} '
+        f'RETURNING t."{key}" AS k, ({empty}) AS empty) '
+        "SELECT k FROM moved WHERE empty"
+    )
