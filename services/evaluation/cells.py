@@ -132,7 +132,7 @@ def _named(grain: str, start: date, dims: tuple[str, ...]) -> dict[str, Any]:
     path names the same coarse cells batch after batch."""
     row: dict[str, Any] = {"cell_key": cell_key(grain, start, dims), "grain": grain}
     row["period_start"] = start
-    row.update(zip(DIMENSIONS, dims, strict=True))
+    row.update((name, value) for name, value in zip(DIMENSIONS, dims, strict=True) if value)
     return row
 
 
@@ -152,9 +152,10 @@ def add_parts(delta: Delta, parts: Iterable[Part], sign: int) -> None:
 
 def spread(delta: Delta) -> dict[str, dict[str, Any]]:
     """The cells a batch's differences move, each once: rows keyed by cell key holding the
-    key, grain, period start and dimension values and only the counters that change (a cell
-    whose changes cancel out is left out, as is a finest cell whose do)."""
+    key, grain, period start, the dimension values that are not "" and only the counters that
+    change (a cell whose changes cancel out is left out, as is a finest cell whose do)."""
     rows: dict[str, dict[str, Any]] = {}
+    summed: set[str] = set()  # rows with changes from several finest cells: they may cancel
     for (day, dims), counters in delta.items():
         changes = {name: value for name, value in counters.items() if value}
         if not changes:
@@ -166,9 +167,11 @@ def spread(delta: Delta) -> dict[str, dict[str, Any]]:
             if row is None:
                 rows[key] = named | changes
                 continue
+            summed.add(key)
             for counter, value in changes.items():
                 row[counter] = row.get(counter, 0) + value
-    for key, row in list(rows.items()):
+    for key in summed:
+        row = rows[key]
         cancelled = [name for name in _COUNTED.intersection(row) if not row[name]]
         if cancelled:
             for name in cancelled:

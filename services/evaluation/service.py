@@ -19,6 +19,7 @@ from services.evaluation import cells
 from services.evaluation.facts import fold_case, fold_ticket
 from services.evaluation.models import (
     CELL_COLUMNS,
+    DIMENSIONS,
     CaseFact,
     DispatchFact,
     Summary,
@@ -84,27 +85,48 @@ async def record_many(
         returning="event_id",
     )
     if applied:  # else every event was folded already
-        await refold(session=session, keys=sorted({keys[i] for i in applied}), calendar=calendar)
+        in_hand = {str(e.event_id): e for e in events}
+        await refold(
+            session=session,
+            keys=sorted({keys[i] for i in applied}),
+            calendar=calendar,
+            in_hand=in_hand,
+        )
     return [*applied, *unkeyed]
 
 
-async def ledger_events_of(session: AsyncSession, keys: Sequence[str]) -> dict[str, list[Event]]:
-    """Every event the ledger holds for each of ``keys``, by key."""
+async def ledger_events_of(
+    session: AsyncSession, keys: Sequence[str], in_hand: Mapping[str, Event] | None = None
+) -> dict[str, list[Event]]:
+    """Every event the ledger holds for each of ``keys``, by key; those of ``in_hand`` (by
+    event id: the batch being applied) are taken as they are instead of decoded again."""
     classes = registry()
+    in_hand = in_hand or {}
     found: dict[str, list[Event]] = defaultdict(list)
     c = ledger_table.c
     for among in bulk.among(session, c.fact_key, keys):
-        rows = await session.execute(select(c.fact_key, c.event_type, c.payload).where(among))
-        for key, event_type, payload in rows:
-            found[key].append(classes[event_type].model_validate_json(payload))
+        rows = await session.execute(
+            select(c.fact_key, c.event_id, c.event_type, c.payload).where(among)
+        )
+        for key, event_id, event_type, payload in rows:
+            event = in_hand.get(event_id)
+            if event is None:
+                event = classes[event_type].model_validate_json(payload)
+            found[key].append(event)
     return found
 
 
-async def refold(*, session: AsyncSession, keys: Iterable[str], calendar: WorkCalendar) -> None:
+async def refold(
+    *,
+    session: AsyncSession,
+    keys: Iterable[str],
+    calendar: WorkCalendar,
+    in_hand: Mapping[str, Event] | None = None,
+) -> None:
     """Refold the facts of ``keys`` from their ledgers and move the cells by the difference:
     a few statements for all of them."""
     keys = list(keys)
-    ledgers = await ledger_events_of(session, keys)
+    ledgers = await ledger_events_of(session, keys, in_hand)
     tickets: list[Draft] = []
     dispatches: list[Draft] = []
     cases: list[CaseFact] = []
@@ -136,6 +158,7 @@ async def upsert(session: AsyncSession, model: Any, rows: Sequence[Any]) -> None
         [row.model_dump() for row in rows],
         key=[key],
         on_conflict=OnConflict.REPLACE,
+        document=True,
     )
 
 
@@ -158,13 +181,16 @@ async def move_cells(*, session: AsyncSession, parts: Mapping[str, Sequence[cell
         [{"fact_key": key, "cells": cells.stored(parts[key])} for key in keys],
         key=["fact_key"],
         on_conflict=OnConflict.REPLACE,
+        document=True,
     )
 
 
 async def apply_delta(*, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Add sparse counter differences (``cells.spread``) to the cells, creating the new ones;
     a cell left all zeros is dropped, so the cells are exactly those a rebuild writes."""
-    emptied = await bulk.add_sparse(session, cells_table, rows, key="cell_key", add=CELL_COLUMNS)
+    emptied = await bulk.add_sparse(
+        session, cells_table, rows, key="cell_key", add=CELL_COLUMNS, blank=DIMENSIONS
+    )
     for among in bulk.among(session, cells_table.c.cell_key, emptied):
         await session.execute(delete(cells_table).where(among))
 
