@@ -126,7 +126,7 @@ def cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 13)  # ~1.4 KB an entry
 def _named(grain: str, start: date, dims: tuple[str, ...]) -> dict[str, Any]:
     """A cell's key, grain, period start and dimension values as a row, remembered: the live
     path names the same coarse cells batch after batch."""
