@@ -17,7 +17,9 @@ database), in a schema of its own that is dropped afterwards:
    assignment, sign-for, contact, completion, callback per ticket) go through ``rebuild`` (decode,
    ledger, fold, cells) from memory — the broker's own read is not in the figure.
 3. **apply**: ``--apply-events`` events through the live handler path (``service.record_many``),
-   in fetches of 500 as the inbox consumer hands them over.
+   in fetches of 500 as the inbox consumer hands them over; with this process's CPU and the
+   PostgreSQL backends' CPU (``/proc``, when the database runs on this machine) per event.
+   ``--facts 0 --rebuild-events 0`` runs the apply case alone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import sqlalchemy
 
 from bench.evaluation_data import City, month_cells
 from fengqiao import registry
@@ -315,14 +318,17 @@ async def time_apply(settings: EvaluationSettings, n_events: int) -> dict[str, A
     tickets = ticket_events(n_events // per_ticket, seed=2)
     events = [tickets[k] for s in range(per_ticket) for k in range(s, len(tickets), per_ticket)]
     engine = db.create_engine(settings)
+    backends = backend_pids(engine)
     sessions = db.session_factory(engine)
     calendar = evaluation_calendar(settings)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     try:
         for start in range(0, len(events), 500):
             async with sessions() as session, session.begin():
                 batch = events[start : start + 500]
                 await service.record_many(session=session, events=batch, calendar=calendar)
+        cpu = time.process_time() - cpu
+        db_cpu = sum(map(process_cpu, backends))  # before the connections close
     finally:
         await engine.dispose()
     seconds = time.monotonic() - started
@@ -331,7 +337,34 @@ async def time_apply(settings: EvaluationSettings, n_events: int) -> dict[str, A
         "batch": 500,
         "seconds": round(seconds, 1),
         "events_per_s": round(len(events) / seconds),
+        "python_cpu_ms_per_event": round(cpu * 1000 / len(events), 3),
+        "postgres_cpu_ms_per_event": round(db_cpu * 1000 / len(events), 3),
+        "load_average": os.getloadavg(),
     }
+
+
+def backend_pids(engine: Any) -> list[int]:
+    """The PostgreSQL backend process of each connection the engine opens (filled as it
+    opens them), so that the database's CPU can be read from ``/proc``."""
+    pids: list[int] = []
+
+    @sqlalchemy.event.listens_for(engine.sync_engine, "connect")
+    def remember(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("SELECT pg_backend_pid()")
+        pids.append(cursor.fetchone()[0])
+        cursor.close()
+
+    return pids
+
+
+def process_cpu(pid: int) -> float:
+    """User and system CPU seconds a local process has used so far (0 if it is not local)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def main() -> None:

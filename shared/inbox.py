@@ -28,12 +28,11 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from sqlalchemy import String, Table, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, select
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared import db
+from shared import bulk, db
 from shared.bus import BrokerWatch, consumer_group_id, make_consumer, topic_name
 from shared.events import DEAD_LETTER_TOPIC
 from shared.events.base import (
@@ -62,9 +61,15 @@ class Batch:
     """A handler that takes a list: ``async def many(events, *, session) -> None``.
 
     Consecutive deliveries of the event types mapped to one ``Batch`` are handed over together
-    (in delivery order, duplicates already dropped); one by one, the list holds one event."""
+    (in delivery order, duplicates already dropped); one by one, the list holds one event.
 
-    many: Callable[..., Awaitable[None]]
+    A handler that itself refuses an event id it has applied before (a ledger keyed by event
+    id) says so with ``deduplicates``: it returns the ids of the events it applied, and a
+    batch's events go to it without the inbox look-up — the refusal in its own write is the
+    look-up, in the same statement. Whatever it did not apply is counted as a duplicate."""
+
+    many: Callable[..., Awaitable[Any]]
+    deduplicates: bool = False
 
     async def __call__(self, event: Event, *, session: AsyncSession) -> None:
         """One event alone."""
@@ -72,6 +77,10 @@ class Batch:
 
 
 HandlerMap = Mapping[type[Event], Handler | Batch]
+
+
+def _deduplicates(handler: Handler | Batch) -> bool:
+    return isinstance(handler, Batch) and handler.deduplicates
 
 
 @dataclass
@@ -314,12 +323,15 @@ class InboxConsumer:
         return await self._apply_one_by_one(records)
 
     async def _apply_together(self, plan: _Plan) -> None:
-        """Apply a plan in one transaction: one inbox look-up, runs of a ``Batch`` handler
-        handed over as lists, one insert of inbox rows. All or nothing."""
+        """Apply a plan in one transaction: one inbox look-up (none for a deduplicating
+        handler's events), runs of a ``Batch`` handler handed over as lists, one insert of
+        inbox rows. All or nothing."""
         duplicates: list[Event] = []
         fresh: list[tuple[ConsumerRecord, Event, Handler | Batch]] = []
+        applied: list[tuple[ConsumerRecord, Event, Handler | Batch]] = []
         async with self._sessions() as session, session.begin():
-            seen = await self._seen(session, [str(e.event_id) for _, e, _ in plan.todo])
+            looked_up = [str(e.event_id) for _, e, h in plan.todo if not _deduplicates(h)]
+            seen = await self._seen(session, looked_up) if looked_up else set()
             for item in plan.todo:
                 event_id = str(item[1].event_id)
                 if event_id in seen:
@@ -334,27 +346,42 @@ class InboxConsumer:
                 if isinstance(entry, Batch):
                     while end < len(fresh) and fresh[end][2] is entry:
                         end += 1
-                    await entry.many([e for _, e, _ in fresh[start:end]], session=session)
+                    run = fresh[start:end]
+                    done = await entry.many([e for _, e, _ in run], session=session)
+                    if entry.deduplicates:
+                        ids = set(done)
+                        for item in run:
+                            if str(item[1].event_id) in ids:
+                                applied.append(item)
+                            else:
+                                duplicates.append(item[1])
+                    else:
+                        applied += run
                 else:
                     event = fresh[start][1]
                     with log_context(
                         event_id=str(event.event_id), ticket_id=getattr(event, "ticket_id", None)
                     ):
                         await entry(event, session=session)
+                    applied.append(fresh[start])
                 start = end
-            if fresh:
-                await session.execute(
-                    self._inbox.insert(),
-                    [
-                        self._inbox_row(r, str(e.event_id), e.event_type, "applied")
-                        for r, e, _ in fresh
-                    ],
-                )
+            # A deduplicating handler's event may have an inbox row already (it was not
+            # looked up): that row stays.
+            await bulk.upsert(
+                session,
+                self._inbox,
+                [
+                    self._inbox_row(r, str(e.event_id), e.event_type, "applied")
+                    for r, e, _ in applied
+                ],
+                key=["consumer", "event_id"],
+                on_conflict=bulk.OnConflict.NOTHING,
+            )
         for event in duplicates:
             self._metrics.events_duplicate.labels(event.event_type).inc()
-        for _, event, _ in fresh:
+        for _, event, _ in applied:
             self._metrics.events_consumed.labels(event.event_type).inc()
-        self.applied += len(fresh)
+        self.applied += len(applied)
         if self._on_commit is not None:
             self._on_commit()
         for record, reason in plan.undecodable:
@@ -363,15 +390,16 @@ class InboxConsumer:
     async def _seen(self, session: AsyncSession, event_ids: list[str]) -> set[str]:
         """Which of these event ids the inbox already holds (applied or dead-lettered)."""
         ids = self._inbox.c.event_id
-        if session.get_bind().dialect.name == "postgresql":
-            # One array parameter: one statement text (and one prepared plan) whatever the
-            # batch's size; an IN list of n parameters is a new statement to parse and plan
-            # for every n, and was most of evaluation's database time under load.
-            among = ids == any_(bindparam("ids", event_ids, type_=ARRAY(String)))
-        else:
-            among = ids.in_(event_ids)
-        rows = await session.execute(select(ids).where(self._inbox.c.consumer == self.name, among))
-        return set(rows.scalars())
+        found: set[str] = set()
+        # One array parameter on PostgreSQL (``bulk.among``): an IN list of n parameters is a
+        # new statement to parse and plan for every n, and was most of evaluation's database
+        # time under load.
+        for among in bulk.among(session, ids, event_ids):
+            rows = await session.execute(
+                select(ids).where(self._inbox.c.consumer == self.name, among)
+            )
+            found.update(rows.scalars())
+        return found
 
     async def _apply_one_by_one(self, records: list[ConsumerRecord]) -> int:
         """Apply records in one transaction, one savepoint each; stop at the first failure after

@@ -17,6 +17,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -75,6 +76,7 @@ _PROJECT = tuple((g.name, g.period == "day", g.project) for g in GRAINS)
 _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 _SUCCESS = frozenset({"agreed", "fulfilled"})
+_COUNTED = frozenset(CELL_COLUMNS)
 
 
 def grain_for(period: str, needed: Iterable[str]) -> Grain:
@@ -107,9 +109,14 @@ def stored(parts: Iterable[Part]) -> list[Any]:
 
 def from_stored(contribution: Iterable[Any]) -> list[Share]:
     """Every share of a stored contribution."""
-    return shares(
+    return shares(from_stored_parts(contribution))
+
+
+def from_stored_parts(contribution: Iterable[Any]) -> list[Part]:
+    """The parts of a stored contribution."""
+    return [
         (date.fromisoformat(day), tuple(dims), counters) for day, dims, counters in contribution
-    )
+    ]
 
 
 def period_start(grain: str, day: date) -> date:
@@ -121,6 +128,61 @@ def cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
     """A short stable key for one cell."""
     text = "|".join((grain, start.isoformat(), *dims))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@lru_cache(maxsize=1 << 13)  # ~1.4 KB an entry
+def _named(grain: str, start: date, dims: tuple[str, ...]) -> dict[str, Any]:
+    """A cell's key, grain, period start and dimension values as a row, remembered: the live
+    path names the same coarse cells batch after batch."""
+    row: dict[str, Any] = {"cell_key": cell_key(grain, start, dims), "grain": grain}
+    row["period_start"] = start
+    row.update((name, value) for name, value in zip(DIMENSIONS, dims, strict=True) if value)
+    return row
+
+
+Delta = dict[tuple[date, tuple[str, ...]], dict[str, int]]
+"""Counter differences by day and full dimensions (the finest cell), before the spread."""
+
+
+def add_parts(delta: Delta, parts: Iterable[Part], sign: int) -> None:
+    """Add (``sign`` 1) or take away (-1) what ``parts`` add to the finest cells."""
+    for day, dims, counters in parts:
+        at = delta.get((day, dims))
+        if at is None:
+            delta[day, dims] = at = {}
+        for name, value in counters.items():
+            at[name] = at.get(name, 0) + sign * value
+
+
+def spread(delta: Delta) -> dict[str, dict[str, Any]]:
+    """The cells a batch's differences move, each once: rows keyed by cell key holding the
+    key, grain, period start, the dimension values that are not "" and only the counters that
+    change (a cell whose changes cancel out is left out, as is a finest cell whose do)."""
+    rows: dict[str, dict[str, Any]] = {}
+    summed: set[str] = set()  # rows with changes from several finest cells: they may cancel
+    for (day, dims), counters in delta.items():
+        changes = {name: value for name, value in counters.items() if value}
+        if not changes:
+            continue
+        for name, start, at in _spread(day, dims):
+            named = _named(name, start, at)
+            key = named["cell_key"]
+            row = rows.get(key)
+            if row is None:
+                rows[key] = named | changes
+                continue
+            summed.add(key)
+            for counter, value in changes.items():
+                row[counter] = row.get(counter, 0) + value
+    for key in summed:
+        row = rows[key]
+        cancelled = [name for name in _COUNTED.intersection(row) if not row[name]]
+        if cancelled:
+            for name in cancelled:
+                del row[name]
+            if _COUNTED.isdisjoint(row):
+                del rows[key]
+    return rows
 
 
 def _spread(day: date, dims: tuple[str, ...]) -> Iterator[tuple[str, date, tuple[str, ...]]]:

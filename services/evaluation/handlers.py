@@ -56,7 +56,8 @@ FOLDED: tuple[type[Event], ...] = (
 def event_handlers(ctx: EvaluationContext) -> HandlerMap:
     """The handlers of one evaluation app, bound to its context."""
 
-    async def on_events(events: Sequence[Event], *, session: AsyncSession) -> None:
-        await service.record_many(session=session, events=events, calendar=ctx.calendar)
+    async def on_events(events: Sequence[Event], *, session: AsyncSession) -> list[str]:
+        return await service.record_many(session=session, events=events, calendar=ctx.calendar)
 
-    return dict.fromkeys(FOLDED, Batch(on_events))
+    # The ledger refuses an event id it holds: its insert is the inbox's look-up.
+    return dict.fromkeys(FOLDED, Batch(on_events, deduplicates=True))

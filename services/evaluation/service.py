@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -29,7 +29,7 @@ from services.evaluation.models import (
     ledger_table,
 )
 from shared import bulk
-from shared.bulk import Draft, OnConflict, chunks
+from shared.bulk import Draft, OnConflict
 from shared.events import mediation as m
 from shared.events.base import Event, registry
 from shared.workcalendar import WorkCalendar
@@ -52,73 +52,100 @@ async def record(*, session: AsyncSession, event: Event, calendar: WorkCalendar)
 
 async def record_many(
     *, session: AsyncSession, events: Sequence[Event], calendar: WorkCalendar
-) -> None:
+) -> list[str]:
     """Fold a batch of events: the ledger rows in one statement (an event id the ledger holds
-    is skipped), then each touched fact refolded once, however many of its events came."""
-    rows = [
-        {
-            "event_id": str(event.event_id),
-            "fact_key": key,
-            "event_type": event.cloudevent_type(),
-            "occurred_at": event.occurred_at,
-            "payload": event.model_dump_json(),
-        }
-        for event in events
-        if (key := fact_key(event)) is not None
-    ]
-    keys = set(
-        await bulk.upsert(
-            session,
-            ledger_table,
-            rows,
-            key=["event_id"],
-            on_conflict=OnConflict.NOTHING,
-            returning="fact_key",
+    is skipped), then each touched fact refolded once, however many of its events came.
+    Returns the ids of the events applied: all but those the ledger held already (the
+    inbox's look-up, answered by the ledger's own insert)."""
+    keys: dict[str, str] = {}
+    rows = []
+    unkeyed = []
+    for event in events:
+        event_id = str(event.event_id)
+        key = fact_key(event)
+        if key is None:
+            unkeyed.append(event_id)  # about no ticket or case: nothing to fold
+            continue
+        keys[event_id] = key
+        rows.append(
+            {
+                "event_id": event_id,
+                "fact_key": key,
+                "event_type": event.cloudevent_type(),
+                "occurred_at": event.occurred_at,
+                "payload": event.model_dump_json(),
+            }
         )
+    applied = await bulk.upsert(
+        session,
+        ledger_table,
+        rows,
+        key=["event_id"],
+        on_conflict=OnConflict.NOTHING,
+        returning="event_id",
     )
-    if keys:  # else every event was folded already
-        await refold(session=session, keys=sorted(keys), calendar=calendar)
-
-
-async def ledger_events_of(session: AsyncSession, keys: Sequence[str]) -> dict[str, list[Event]]:
-    """Every event the ledger holds for each of ``keys``, by key."""
-    classes = registry()
-    found: dict[str, list[Event]] = defaultdict(list)
-    for chunk in chunks(keys):
-        rows = await session.execute(
-            select(
-                ledger_table.c.fact_key, ledger_table.c.event_type, ledger_table.c.payload
-            ).where(ledger_table.c.fact_key.in_(chunk))
+    if applied:  # else every event was folded already
+        in_hand = {str(e.event_id): e for e in events}
+        await refold(
+            session=session,
+            keys=sorted({keys[i] for i in applied}),
+            calendar=calendar,
+            in_hand=in_hand,
         )
-        for key, event_type, payload in rows:
-            found[key].append(classes[event_type].model_validate_json(payload))
+    return [*applied, *unkeyed]
+
+
+async def ledger_events_of(
+    session: AsyncSession, keys: Sequence[str], in_hand: Mapping[str, Event] | None = None
+) -> dict[str, list[Event]]:
+    """Every event the ledger holds for each of ``keys``, by key; those of ``in_hand`` (by
+    event id: the batch being applied) are taken as they are instead of decoded again."""
+    classes = registry()
+    in_hand = in_hand or {}
+    found: dict[str, list[Event]] = defaultdict(list)
+    c = ledger_table.c
+    for among in bulk.among(session, c.fact_key, keys):
+        rows = await session.execute(
+            select(c.fact_key, c.event_id, c.event_type, c.payload).where(among)
+        )
+        for key, event_id, event_type, payload in rows:
+            event = in_hand.get(event_id)
+            if event is None:
+                event = classes[event_type].model_validate_json(payload)
+            found[key].append(event)
     return found
 
 
-async def refold(*, session: AsyncSession, keys: Iterable[str], calendar: WorkCalendar) -> None:
+async def refold(
+    *,
+    session: AsyncSession,
+    keys: Iterable[str],
+    calendar: WorkCalendar,
+    in_hand: Mapping[str, Event] | None = None,
+) -> None:
     """Refold the facts of ``keys`` from their ledgers and move the cells by the difference:
     a few statements for all of them."""
     keys = list(keys)
-    ledgers = await ledger_events_of(session, keys)
+    ledgers = await ledger_events_of(session, keys, in_hand)
     tickets: list[Draft] = []
     dispatches: list[Draft] = []
     cases: list[CaseFact] = []
-    shares: dict[str, Sequence[cells.Share]] = {}
+    parts: dict[str, list[cells.Part]] = {}
     for key in keys:
         events = ledgers.get(key, [])
         if key.startswith(CASE):
             case_fact = fold_case(key[len(CASE) :], events)
             cases.append(case_fact)
-            shares[key] = cells.case_shares(case_fact)
+            parts[key] = cells.case_parts(case_fact)
         else:
             fold = fold_ticket(key[len(TICKET) :], events, calendar=calendar)
             tickets.append(fold.draft)
             dispatches.extend(fold.dispatch_drafts)
-            shares[key] = cells.ticket_shares(fold)
+            parts[key] = cells.ticket_parts(fold)
     await upsert(session, TicketFact, tickets)
     await upsert(session, DispatchFact, dispatches)
     await upsert(session, CaseFact, cases)
-    await move_cells(session=session, shares=shares)
+    await move_cells(session=session, parts=parts)
 
 
 async def upsert(session: AsyncSession, model: Any, rows: Sequence[Any]) -> None:
@@ -131,94 +158,41 @@ async def upsert(session: AsyncSession, model: Any, rows: Sequence[Any]) -> None
         [row.model_dump() for row in rows],
         key=[key],
         on_conflict=OnConflict.REPLACE,
+        document=True,
     )
 
 
-async def move_cells(*, session: AsyncSession, shares: Mapping[str, Sequence[cells.Share]]) -> None:
+async def move_cells(*, session: AsyncSession, parts: Mapping[str, Sequence[cells.Part]]) -> None:
     """Take each fact's old contribution away from the cells and add its new one: the
-    differences of all the facts summed, then written once."""
-    keys = list(shares)
-    old: dict[str, list[Any]] = {}
-    for chunk in chunks(keys):
-        rows = await session.execute(
-            select(contributions_table.c.fact_key, contributions_table.c.cells).where(
-                contributions_table.c.fact_key.in_(chunk)
-            )
-        )
-        old.update((key, stored) for key, stored in rows)
-    delta: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    new_cells: dict[str, cells.Share] = {}
+    differences of all the facts summed per finest cell, spread over the grains once, and
+    each cell that moves written once, with only the counters that change."""
+    keys = list(parts)
+    c = contributions_table.c
+    delta: cells.Delta = {}
+    for among in bulk.among(session, c.fact_key, keys):
+        for _, stored in await session.execute(select(c.fact_key, c.cells).where(among)):
+            cells.add_parts(delta, cells.from_stored_parts(stored or ()), -1)
     for key in keys:
-        for share in cells.from_stored(old.get(key) or ()):
-            for name, value in share.counters.items():
-                delta[share.cell_key][name] -= value
-        for share in shares[key]:
-            new_cells[share.cell_key] = share
-            for name, value in share.counters.items():
-                delta[share.cell_key][name] += value
-    await apply_delta(session=session, delta=delta, new_cells=new_cells)
-    contributions = [
-        {
-            "fact_key": key,
-            "cells": cells.stored(
-                (s.period_start, s.dims, s.counters) for s in shares[key] if s.grain == "day"
-            ),
-        }
-        for key in keys
-    ]
+        cells.add_parts(delta, parts[key], 1)
+    await apply_delta(session=session, rows=list(cells.spread(delta).values()))
     await bulk.upsert(
         session,
         contributions_table,
-        contributions,
+        [{"fact_key": key, "cells": cells.stored(parts[key])} for key in keys],
         key=["fact_key"],
         on_conflict=OnConflict.REPLACE,
+        document=True,
     )
 
 
-async def apply_delta(
-    *,
-    session: AsyncSession,
-    delta: dict[str, dict[str, int]],
-    new_cells: dict[str, cells.Share],
-) -> None:
-    """Add counter differences to cells (creating the ones new shares name)."""
-    c = cells_table.c
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for cell_key, changes in delta.items():
-        changes = {k: v for k, v in changes.items() if v}
-        if not changes:
-            continue
-        share = new_cells.get(cell_key)
-        if share is None:
-            updates.append({"key": cell_key, **{f"d_{n}": changes.get(n, 0) for n in CELL_COLUMNS}})
-            continue
-        row: dict[str, Any] = dict.fromkeys(CELL_COLUMNS, 0)
-        row.update(changes)
-        row.update(zip(DIMENSIONS, share.dims, strict=True))
-        row.update(cell_key=cell_key, grain=share.grain, period_start=share.period_start)
-        inserts.append(row)
-    await bulk.upsert(
-        session,
-        cells_table,
-        inserts,
-        key=["cell_key"],
-        on_conflict=OnConflict.ADD,
-        add=CELL_COLUMNS,
+async def apply_delta(*, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Add sparse counter differences (``cells.spread``) to the cells, creating the new ones;
+    a cell left all zeros is dropped, so the cells are exactly those a rebuild writes."""
+    emptied = await bulk.add_sparse(
+        session, cells_table, rows, key="cell_key", add=CELL_COLUMNS, blank=DIMENSIONS
     )
-    if updates:
-        # Cells only old shares name: subtract (one statement for all), then drop those now all
-        # zeros, so the cells are exactly those a rebuild from scratch writes.
-        await session.execute(
-            update(cells_table)
-            .where(c.cell_key == bindparam("key"))
-            .values({n: c[n] + bindparam(f"d_{n}") for n in CELL_COLUMNS}),
-            updates,
-        )
-        for chunk in chunks([u["key"] for u in updates]):
-            await session.execute(
-                delete(cells_table).where(c.cell_key.in_(chunk), *(c[n] == 0 for n in CELL_COLUMNS))
-            )
+    for among in bulk.among(session, cells_table.c.cell_key, emptied):
+        await session.execute(delete(cells_table).where(among))
 
 
 async def summary(*, session: AsyncSession) -> Summary:

@@ -422,6 +422,33 @@ async def test_batch_handler_takes_a_fetch_at_once_and_each_event_once(
     assert await harness.count(harness.inbox_table) == 40
 
 
+async def test_a_deduplicating_batch_handler_answers_seen_itself(harness: Harness) -> None:
+    events = [ticket(n) for n in range(40)]
+    held = {str(events[5].event_id)}  # in the handler's ledger already (a rebuild folded it)
+    handed: list[str] = []
+
+    async def many(batch: list[TicketReceived], *, session) -> list[str]:
+        fresh = [e for e in batch if str(e.event_id) not in held]
+        handed.extend(str(e.event_id) for e in batch)
+        held.update(str(e.event_id) for e in fresh)
+        for event in fresh:
+            await harness.record(event, session=session)
+        return [str(e.event_id) for e in fresh]
+
+    await harness.emit(*events)
+    await harness.deliver(events[3], events[7])  # delivered again: refused by the handler
+    harness.consume(Batch(many, deduplicates=True))
+    await wait_until(lambda: _count_is(harness, harness.applied, 39), what="39 applied")
+    await wait_until(
+        lambda: _true(
+            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 3
+        ),
+        what="the held one and the two redelivered counted as duplicates",
+    )
+    assert str(events[5].event_id) in handed, "the handler, not the inbox, refused it"
+    assert await harness.count(harness.inbox_table) == 39  # a refused event gets no inbox row
+
+
 async def test_poison_event_in_a_batch_fails_alone(harness: Harness) -> None:
     together: list[int] = []
 

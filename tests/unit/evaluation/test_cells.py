@@ -74,3 +74,30 @@ def test_the_bulk_roll_up_equals_the_shares_summed() -> None:
         ("day_town", "2026-10-13", 1),
         ("month_town", "2026-10-01", 3),
     ]
+
+
+def test_a_batch_moves_each_cell_once_by_the_counters_that_change() -> None:
+    old = [part(12, department_code="A", channel="web")]
+    new = [part(12, department_code="B", channel="web")]  # reassigned from A to B
+    delta: cells.Delta = {}
+    cells.add_parts(delta, old, -1)
+    cells.add_parts(delta, new, 1)
+    moved = cells.spread(delta)
+    expected: dict[str, Counter[str]] = {}
+    for sign, parts in ((-1, old), (1, new)):
+        for share in cells.shares(parts):
+            counted = expected.setdefault(share.cell_key, Counter())
+            for name, value in share.counters.items():
+                counted[name] += sign * value
+    assert {
+        k: {n: row[n] for n in ("tickets", "h_0250") if n in row} for k, row in moved.items()
+    } == {k: {n: v for n, v in c.items() if v} for k, c in expected.items() if any(c.values())}
+    # the town and channel roll-ups keep no department: their counts cancel, so they are not moved
+    assert {row["grain"] for row in moved.values()} == {
+        "day_coarse",
+        "day",
+        "month_coarse",
+        "month",
+    }
+    # a dimension that is "" is left out of the row (the database stores "")
+    assert all("grid_code" not in row for row in moved.values())
