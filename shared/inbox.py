@@ -76,7 +76,24 @@ class Batch:
         await self.many([event], session=session)
 
 
-HandlerMap = Mapping[type[Event], Handler | Batch]
+@dataclass(frozen=True)
+class Only:
+    """A handler for only some events of its type: an event ``when`` refuses changes nothing
+    in this service, so it is passed over before the inbox look-up and gets no inbox row
+    (delivered again, it is refused again; nothing was written either time). Mediation, say,
+    reads every ``TicketAssigned`` and acts on the few sent down the mediation line; looking
+    up and recording the rest was most of its database work."""
+
+    handler: Handler | Batch
+    when: Callable[[Any], bool]
+
+    async def __call__(self, event: Event, *, session: AsyncSession) -> None:
+        """One event alone: applied if ``when`` accepts it."""
+        if self.when(event):
+            await self.handler(event, session=session)
+
+
+HandlerMap = Mapping[type[Event], Handler | Batch | Only]
 
 
 def _deduplicates(handler: Handler | Batch) -> bool:
@@ -295,10 +312,24 @@ class InboxConsumer:
             except (EventDecodeError, UnknownEventType) as exc:
                 plan.undecodable.append((record, str(exc)))
                 continue
-            entry = self._handlers.get(event.cloudevent_type())
-            if entry is not None:
-                plan.todo.append((record, event, entry[1]))
+            handler = self._handler_for(event)
+            if handler is not None:
+                plan.todo.append((record, event, handler))
         return plan
+
+    def _handler_for(self, event: Event) -> Handler | Batch | None:
+        """The handler that acts on ``event``, or None: a type this service does not act on, or
+        an event its ``Only`` handler passes over (counted)."""
+        entry = self._handlers.get(event.cloudevent_type())
+        if entry is None:
+            return None
+        handler = entry[1]
+        if isinstance(handler, Only):
+            if not handler.when(event):
+                self._metrics.events_passed_over.labels(event.event_type).inc()
+                return None
+            return handler.handler
+        return handler
 
     def _ignored(self, record: ConsumerRecord) -> bool:
         """True for a record of a known type this service does not act on: skipped from its
@@ -313,6 +344,8 @@ class InboxConsumer:
         were handled; raises ``_Failed`` for the first that failed, after committing the ones
         before it."""
         plan = self._plan(records)
+        if not plan.todo and not plan.undecodable:
+            return len(records)  # nothing here to act on: no transaction at all
         if len(plan.todo) > 1:
             try:
                 await self._apply_together(plan)
@@ -418,9 +451,9 @@ class InboxConsumer:
                     undecodable.append((record, str(exc)))
                     handled += 1
                     continue
-                entry = self._handlers.get(event.cloudevent_type())
-                if entry is None:
-                    handled += 1  # a type this service does not act on
+                handler = self._handler_for(event)
+                if handler is None:
+                    handled += 1  # a type or an event this service does not act on
                     continue
                 event_id = str(event.event_id)
                 if await self._seen(session, [event_id]):
@@ -432,7 +465,7 @@ class InboxConsumer:
                         event_id=event_id, ticket_id=getattr(event, "ticket_id", None)
                     ):
                         async with session.begin_nested():
-                            await entry[1](event, session=session)
+                            await handler(event, session=session)
                             await session.execute(
                                 self._inbox.insert().values(
                                     self._inbox_row(record, event_id, event.event_type, "applied")

@@ -41,6 +41,13 @@ class ServiceMetrics:
             ["type"],
             registry=r,
         )
+        self.events_passed_over = Counter(
+            "fengqiao_events_passed_over_total",
+            "Deliveries of a handled type that the handler declares no concern of this service"
+            " (mediation's assignments off the mediation line): skipped before the inbox.",
+            ["type"],
+            registry=r,
+        )
         self.events_failed = Counter(
             "fengqiao_events_failed_total", "Handler attempts that raised.", ["type"], registry=r
         )

@@ -14,13 +14,19 @@ from services.mediation import board, service
 from services.mediation.context import MediationContext
 from services.mediation.models import TicketWatch
 from shared.events.dispatch import DispatchEscalated, MediationRequested, TicketAssigned
-from shared.inbox import HandlerMap
+from shared.inbox import HandlerMap, Only
 
 
 def reaches_city(event: DispatchEscalated) -> bool:
     """True when an escalation went to the city tier (a city unit, or past the last centre)."""
     target = event.target_department_code
     return target is None or target.upper().startswith("CITY")
+
+
+def concerns_mediation(event: TicketAssigned) -> bool:
+    """True for an assignment mediation acts on: down the mediation line, or a re-routing
+    (counted towards the backlog board). Every other assignment is passed over unread."""
+    return event.handling_line == "mediation" or event.mode == "reroute"
 
 
 def event_handlers(ctx: MediationContext) -> HandlerMap:
@@ -61,7 +67,7 @@ def event_handlers(ctx: MediationContext) -> HandlerMap:
             )
 
     return {
-        TicketAssigned: on_ticket_assigned,
+        TicketAssigned: Only(on_ticket_assigned, when=concerns_mediation),
         MediationRequested: on_mediation_requested,
-        DispatchEscalated: on_dispatch_escalated,
+        DispatchEscalated: Only(on_dispatch_escalated, when=reaches_city),
     }

@@ -19,7 +19,7 @@ from shared.db import create_engine, ensure_schema, session_factory
 from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
 from shared.events.base import header, utcnow
 from shared.events.intake import TicketReceived
-from shared.inbox import Batch, InboxConsumer
+from shared.inbox import Batch, InboxConsumer, Only
 from shared.metrics import ServiceMetrics
 from shared.outbox import Outbox, OutboxRelay, bus_tables
 from shared.settings import ServiceSettings
@@ -447,6 +447,30 @@ async def test_a_deduplicating_batch_handler_answers_seen_itself(harness: Harnes
     )
     assert str(events[5].event_id) in handed, "the handler, not the inbox, refused it"
     assert await harness.count(harness.inbox_table) == 39  # a refused event gets no inbox row
+
+
+async def test_events_an_only_handler_refuses_are_passed_over_before_the_inbox(
+    harness: Harness,
+) -> None:
+    """Refused events get no inbox row and are counted; a fetch of nothing but refused events
+    is passed over too (offsets move on: the accepted event after them is applied)."""
+
+    def even(event: TicketReceived) -> bool:
+        return int(event.ticket_id[-7:]) % 2 == 0
+
+    mixed = [ticket(n) for n in range(10)]
+    await harness.emit(*mixed)
+    harness.consume(Only(harness.record, when=even))
+    await wait_until(lambda: _count_is(harness, harness.applied, 5), what="the even five applied")
+    refused = harness.metrics.events_passed_over.labels("intake.ticket.received")
+    await wait_until(lambda: _true(refused._value.get() == 5), what="the odd five passed over")
+    assert await harness.count(harness.inbox_table) == 5
+
+    await harness.emit(ticket(11), ticket(13))
+    await wait_until(lambda: _true(refused._value.get() == 7), what="a fetch of refused ones")
+    await harness.emit(ticket(12))
+    await wait_until(lambda: _count_is(harness, harness.applied, 6), what="the next even applied")
+    assert await harness.count(harness.inbox_table) == 6
 
 
 async def test_poison_event_in_a_batch_fails_alone(harness: Harness) -> None:
