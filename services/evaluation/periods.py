@@ -26,7 +26,9 @@ class Period:
     @property
     def grain(self) -> str:
         """The coarsest cell grain that covers the period exactly."""
-        return "month" if self.start.day == 1 and self.end.day == 1 else "day"
+        if self.start.day == 1 and self.end.day == 1:
+            return "month"
+        return "week" if self.start.weekday() == 0 and self.end.weekday() == 0 else "day"
 
     @property
     def last_day(self) -> date:

@@ -227,11 +227,13 @@ class Sums:
 
 def grain_for(period: Period, filters: Filters, dimension: str | None) -> str:
     """The smallest roll-up that answers exactly: over months when the period is whole months,
-    keeping every dimension the filters and the slice need."""
+    weeks (or days) when it is whole weeks, keeping every dimension the filters and the slice
+    need. A trend within whole weeks is by day, so it never sums week cells."""
     needed = filters.dimensions()
     if dimension is not None and dimension != "period":
         needed.add(group_column(dimension, filters).name)
-    return cells.grain_for(period.grain, needed).name
+    over = "day" if dimension == "period" and period.grain == "week" else period.grain
+    return cells.grain_for(over, needed).name
 
 
 def _where(period: Period, filters: Filters, grain: str) -> list[ColumnElement[bool]]:

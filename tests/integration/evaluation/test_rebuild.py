@@ -3,19 +3,24 @@ row for row, after the committee fixture went through the real broker."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Any
 
+from alembic import command
 from sqlalchemy import delete, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from fengqiao import registry
-from services.evaluation.models import cells_table
+from services.evaluation.models import CELL_COLUMNS, DIMENSIONS, cells_table
 from services.evaluation.rebuild import TABLES, rebuild
 from services.evaluation.settings import EvaluationSettings
 from shared import db
 from shared.events.base import Event
+from shared.migrate import alembic_config, upgrade_async
 from tests.integration.evaluation.committee_fixture import committee_events
 from tests.integration.evaluation.support import EvaluationEnv
 from tests.support import bus_settings, wait_until
@@ -87,6 +92,49 @@ async def test_rebuilt_equals_live_row_for_row(env: EvaluationEnv, broker: Any) 
         assert await dump(engine) == live
     finally:
         await engine.dispose()
+
+
+async def grain_rows(engine: AsyncEngine, grain: str) -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(cells_table).where(cells_table.c.grain == grain))
+        return sorted((tuple(r) for r in rows), key=repr)
+
+
+async def test_the_week_roll_up_holds_the_days_sums_and_its_migration_fills_it(
+    env: EvaluationEnv,
+) -> None:
+    """Live apply keeps each week of ``week_coarse`` equal to its seven days of ``day_coarse``;
+    on a database that had only the days (downgraded past 0007), the migration fills the weeks
+    exactly as live apply writes them."""
+    await env.fold(*committee_events(env.ticket_id()[2:8].upper()))
+    engine = env.runtime.engine
+    weeks = await grain_rows(engine, "week_coarse")
+    assert weeks, "the fixture's tickets are counted in week cells"
+    column = {name: i for i, name in enumerate(c.name for c in cells_table.columns)}
+    from_days: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(CELL_COLUMNS))
+    for row in await grain_rows(engine, "day_coarse"):
+        day = row[column["period_start"]]
+        day = day if isinstance(day, date) else date.fromisoformat(str(day))
+        key = (day - timedelta(days=day.weekday()), *(row[column[d]] for d in DIMENSIONS))
+        sums = from_days[key]
+        for i, name in enumerate(CELL_COLUMNS):
+            sums[i] += row[column[name]]
+    as_weeks = {
+        (
+            w[column["period_start"]]
+            if isinstance(w[column["period_start"]], date)
+            else date.fromisoformat(str(w[column["period_start"]])),
+            *(w[column[d]] for d in DIMENSIONS),
+        ): [w[column[n]] for n in CELL_COLUMNS]
+        for w in weeks
+    }
+    assert as_weeks == {k: v for k, v in from_days.items() if any(v)}
+
+    config = alembic_config(registry.SERVICES["evaluation"].migrations, env.settings)
+    await asyncio.to_thread(command.downgrade, config, "0006_apply")
+    assert await grain_rows(engine, "week_coarse") == []
+    await upgrade_async(registry.SERVICES["evaluation"].migrations, env.settings)
+    assert await grain_rows(engine, "week_coarse") == weeks
 
 
 def test_the_rebuild_command_is_mounted() -> None:

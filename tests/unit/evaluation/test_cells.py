@@ -10,6 +10,8 @@ import pytest
 
 from services.evaluation import cells
 from services.evaluation.models import CELL_COLUMNS, DIMENSIONS
+from services.evaluation.periods import period_of
+from services.evaluation.queries import Filters, grain_for
 
 
 @pytest.mark.parametrize(
@@ -27,6 +29,11 @@ from services.evaluation.models import CELL_COLUMNS, DIMENSIONS
         ("day", {"kind"}, "day_town"),
         ("day", {"kind", "department_code"}, "day_coarse"),
         ("day", {"kind", "category_code"}, "day"),
+        ("week", {"kind"}, "day_town"),
+        ("week", {"kind", "town_code"}, "day_town"),
+        ("week", {"kind", "department_code"}, "week_coarse"),
+        ("week", {"kind", "department_tier", "category_top"}, "week_coarse"),
+        ("week", {"kind", "category_code"}, "day"),
     ],
 )
 def test_a_question_sums_the_smallest_grain_keeping_its_dimensions(
@@ -95,9 +102,28 @@ def test_a_batch_moves_each_cell_once_by_the_counters_that_change() -> None:
     # the town and channel roll-ups keep no department: their counts cancel, so they are not moved
     assert {row["grain"] for row in moved.values()} == {
         "day_coarse",
+        "week_coarse",
         "day",
         "month_coarse",
         "month",
     }
     # a dimension that is "" is left out of the row (the database stores "")
     assert all("grid_code" not in row for row in moved.values())
+
+
+def test_a_part_counts_in_the_week_from_its_monday() -> None:
+    sunday = date(2026, 10, 18)
+    spread = {name: start for name, start, _ in cells._spread(sunday, PARTS[0][1])}
+    assert spread["week_coarse"] == date(2026, 10, 12)  # the Monday before
+    assert spread["day_coarse"] == sunday and spread["month_coarse"] == date(2026, 10, 1)
+    assert cells.period_start("week_coarse", date(2026, 10, 12)) == date(2026, 10, 12)
+
+
+def test_whole_weeks_sum_week_cells_but_their_trend_is_by_day() -> None:
+    week = period_of("week", date(2026, 10, 14))
+    assert week.grain == "week"
+    assert period_of("day", date(2026, 10, 14)).grain == "day"
+    assert period_of("month", date(2026, 10, 14)).grain == "month"
+    by_department = Filters(department="330602001-A")
+    assert grain_for(week, by_department, None) == "week_coarse"
+    assert grain_for(week, by_department, "period") == "day_coarse"
