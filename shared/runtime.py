@@ -28,6 +28,7 @@ from shared.clock import Clock, SystemClock
 from shared.errors import DEFAULT_STATUS, DomainError, status_for
 from shared.groupcommit import GroupCommitter
 from shared.inbox import HandlerMap, InboxConsumer, database_unreachable
+from shared.lease import HostLease
 from shared.limits import BodySizeLimitMiddleware
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetricsMiddleware, ServiceMetrics
 from shared.outbox import AUDIT_TABLE, Outbox, OutboxRelay, read_audit_trail
@@ -155,6 +156,7 @@ class Runtime:
             watch=self.watch,
             client_id=f"{self.spec.name}-relay",
             reader=self.reader,
+            lease=relay_lease(self.spec.name, s),
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if self.spec.consumes:
@@ -213,6 +215,17 @@ class Runtime:
         if self.consumer is not None:
             status["consumer"] = "joined" if self.consumer.joined.is_set() else "joining"
         return status
+
+
+def relay_lease(service: str, settings: ServiceSettings) -> HostLease | None:
+    """The host lease the relay of ``service`` publishes under: one per database (a SQLite file
+    by its absolute path; in memory, none: no other process has that database)."""
+    if not settings.outbox_relay_one_per_host:
+        return None
+    if settings.is_sqlite:
+        path = settings.sqlite_path()
+        return None if path is None else HostLease.named(service, str(path.resolve()))
+    return HostLease.named(service, settings.database_url, settings.database_schema or "")
 
 
 async def stop_tasks(

@@ -68,6 +68,9 @@ class ServiceSettings(BusSettings):
     outbox_batch_size: int = 500
     outbox_poll_interval_ms: int = 200
     outbox_linger_ms: float = 5.0
+    # One relay per service and database on a host: uvicorn's other workers leave publishing to
+    # it (a host lease) and spend their core on requests. Off: every process publishes.
+    outbox_relay_one_per_host: bool = True
     broker_check_interval_ms: int = 1000
 
     consumer_max_tries: int = 5
