@@ -176,7 +176,10 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.consumer.run(), name="inbox-consumer"))
         if self.spec.group_commit:
             self.committer = GroupCommitter(
-                self.engine, max_batch=s.group_commit_max_batch, on_commit=self._group_committed
+                self.engine,
+                max_batch=s.group_commit_max_batch,
+                on_commit=self._group_committed,
+                lanes=1 if s.is_sqlite else s.group_commit_lanes,
             )
             await self.committer.start()
         for loop in self.spec.background:

@@ -79,6 +79,9 @@ class ServiceSettings(BusSettings):
     consumer_batch_max_records: int = 500
 
     group_commit_max_batch: int = 256
+    # Committer connections on PostgreSQL: a second one commits the next group while the first
+    # waits for its flush. SQLite has one writer, so one lane there whatever this says.
+    group_commit_lanes: int = Field(2, ge=1, le=4)
 
     # open (embedded default) | header (gateway-signed identity headers) | token (bearer JWTs)
     auth_mode: Literal["open", "header", "token"] = "open"
