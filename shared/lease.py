@@ -33,7 +33,12 @@ class HostLease:
         """True if this holder has the lease, taking it now if no one else holds it."""
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            # No lock file to be had (an unwritable directory): every asker holds it, as if
+            # there were no lease — publishing twice is safe, publishing never is not.
+            return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

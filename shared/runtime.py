@@ -221,13 +221,18 @@ class Runtime:
 
 
 def relay_lease(service: str, settings: ServiceSettings) -> HostLease | None:
-    """The host lease the relay of ``service`` publishes under: one per database (a SQLite file
-    by its absolute path; in memory, none: no other process has that database)."""
+    """The host lease the relay of ``service`` publishes under: one per database. A SQLite
+    file's lease lies beside it (and goes with its directory); in memory there is none, no other
+    process has that database."""
     if not settings.outbox_relay_one_per_host:
         return None
     if settings.is_sqlite:
         path = settings.sqlite_path()
-        return None if path is None else HostLease.named(service, str(path.resolve()))
+        return (
+            None
+            if path is None
+            else HostLease(path.resolve().with_name(f"{path.name}.{service}-relay.lock"))
+        )
     return HostLease.named(service, settings.database_url, settings.database_schema or "")
 
 

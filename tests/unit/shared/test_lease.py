@@ -21,3 +21,8 @@ def test_leases_are_named_by_their_parts() -> None:
     assert a.path == HostLease.named("intake", "postgresql+asyncpg://db/test", "one").path
     assert a.path != HostLease.named("intake", "postgresql+asyncpg://db/test", "two").path
     assert a.path != HostLease.named("dispatch", "postgresql+asyncpg://db/test", "one").path
+
+
+def test_a_lease_without_a_lock_file_never_stops_its_holder(tmp_path: Path) -> None:
+    nowhere = tmp_path / "missing" / "relay.lock"
+    assert HostLease(nowhere).held() and HostLease(nowhere).held()
