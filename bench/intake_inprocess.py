@@ -199,7 +199,7 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
         elif args.case == "accept":
 
             async def one() -> None:
-                channel, draft = api._draft_from(
+                channel, draft = api.draft_from(
                     TicketIn.model_validate_json(ticket_body(next(counter)))
                 )
                 await service.accept_ticket(ctx=ctx, channel=channel, draft=draft)

@@ -18,7 +18,11 @@ M = TypeVar("M", bound=BaseModel)
 
 async def parse_body(request: Request, model: type[M]) -> M:
     """Validate the request body as ``model``; 422 naming the fields otherwise."""
-    body = await request.body()
+    return validate_json(await request.body(), model)
+
+
+def validate_json(body: bytes, model: type[M]) -> M:
+    """``body`` validated as ``model``; RequestValidationError (422 naming the fields) otherwise."""
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -38,6 +38,15 @@ class _Unit:
     )
 
 
+@dataclass(slots=True)
+class _Lane:
+    """One committer connection and the group it is committing."""
+
+    conn: AsyncConnection | None = None
+    driver: Any = None
+    in_flight: list[_Unit] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class _TablePlan:
     """How to bind one table's rows on the driver: its columns and SQLAlchemy's own bind
@@ -283,9 +292,11 @@ class GroupCommitter:
     nothing is half-stored, and the culprit gets SQLAlchemy's exception (``IntegrityError`` for a
     unique clash).
 
-    The committer keeps one connection checked out for its lifetime (no pool checkout, and on
+    Each lane keeps one connection checked out for its lifetime (no pool checkout, and on
     PostgreSQL no pre-ping round trips, per group); after a failure it is returned to the pool
-    and a fresh one is checked out for the next group.
+    and a fresh one is checked out for the next group. With ``lanes=2`` (PostgreSQL) a second
+    connection takes the next group while the first waits for its commit to be flushed, so the
+    process prepares and answers instead of waiting; on SQLite one lane (one writer per process).
     """
 
     def __init__(
@@ -296,37 +307,41 @@ class GroupCommitter:
         on_commit: Callable[[int], None] | None = None,
         direct: bool = True,
         copy_min_rows: int = 1000,
+        lanes: int = 1,
     ) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Unit] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._conn: AsyncConnection | None = None
-        self._driver: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lanes = [_Lane() for _ in range(max(1, lanes))]
         direct_inserts = _DirectInserts(engine.dialect, copy_min_rows=copy_min_rows)
         self._direct = direct_inserts if direct and direct_inserts.supported else None
-        self._in_flight: list[_Unit] = []
         self.batches = 0
         self.units = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="group-commit")
+        self._tasks = [
+            asyncio.create_task(self._run(lane), name=f"group-commit-{i}")
+            for i, lane in enumerate(self._lanes)
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        pending = [*self._in_flight]
+                await task
+        self._tasks = []
+        pending = [unit for lane in self._lanes for unit in lane.in_flight]
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
         for unit in pending:
             if not unit.future.done():
                 unit.future.set_exception(RuntimeError("service is shutting down"))
-        self._in_flight = []
-        await self._release()
+        for lane in self._lanes:
+            lane.in_flight = []
+            await self._release(lane)
 
     async def submit(
         self,
@@ -340,24 +355,29 @@ class GroupCommitter:
     def enqueue(self, *, inserts: Inserts = (), work: Work | None = None) -> asyncio.Future[Any]:
         """Queue a unit of writes without waiting: the future is done once it has committed
         (or failed alone). Units queued together, with no await between them, share a group."""
-        if self._task is None:
+        if not self._tasks:
             raise RuntimeError("group committer is not running")
         unit = _Unit(inserts=inserts, work=work)
         self._queue.put_nowait(unit)
         return unit.future
 
-    async def _run(self) -> None:
+    async def _run(self, lane: _Lane) -> None:
+        # Each lane checks out its connection at once: a pool that requests and look-ups drain
+        # later must not starve a lane that has not committed yet. A database that is down now
+        # is tried again with the lane's first group.
+        with contextlib.suppress(Exception):
+            await self._connection(lane)
         while True:
             group = [await self._queue.get()]
             while len(group) < self._max_batch and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            self._in_flight = group
+            lane.in_flight = group
             try:
-                results = await self._commit(group)
+                results = await self._commit(group, lane)
             except BaseException as exc:
                 if not _a_unit_failed(exc):
                     raise  # the committer itself is stopping
-                await self._release()  # it may be the connection that broke
+                await self._release(lane)  # it may be the connection that broke
                 if isinstance(exc, Exception) and _write_lock_timeout(exc):
                     # No unit is at fault, and one by one each would wait out the busy timeout
                     # again: the whole group is answered with the error (a 503 to retry).
@@ -366,34 +386,34 @@ class GroupCommitter:
                             unit.future.set_exception(_as_operational_error(exc))
                 else:  # isolate the culprit(s)
                     log.debug("group of %d failed (%s); retrying units alone", len(group), exc)
-                    await self._commit_alone(group)
+                    await self._commit_alone(group, lane)
             else:
                 for unit, result in zip(group, results, strict=True):
                     if not unit.future.done():
                         unit.future.set_result(result)
                 self._committed(len(group))
-            self._in_flight = []
+            lane.in_flight = []
 
-    async def _connection(self) -> AsyncConnection:
-        if self._conn is None:
+    async def _connection(self, lane: _Lane) -> AsyncConnection:
+        if lane.conn is None:
             conn = await self._engine.connect()
             try:
                 raw = await conn.get_raw_connection()
             except BaseException:
                 await conn.close()
                 raise
-            self._conn, self._driver = conn, raw.driver_connection
-        return self._conn
+            lane.conn, lane.driver = conn, raw.driver_connection
+        return lane.conn
 
-    async def _release(self) -> None:
-        """Give the held connection back to the pool (it resets or discards a broken one)."""
-        conn, self._conn, self._driver = self._conn, None, None
+    async def _release(self, lane: _Lane) -> None:
+        """Give the lane's connection back to the pool (it resets or discards a broken one)."""
+        conn, lane.conn, lane.driver = lane.conn, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _commit(self, group: list[_Unit]) -> list[Any]:
-        conn = await self._connection()
+    async def _commit(self, group: list[_Unit], lane: _Lane) -> list[Any]:
+        conn = await self._connection(lane)
         by_table: dict[Table, list[dict[str, Any]]] = {}
         for unit in group:
             for table, row in unit.inserts:
@@ -403,7 +423,7 @@ class GroupCommitter:
                 return [None] * len(group)
             plans = self._direct.group_plans(by_table)
             if plans is not None:
-                await self._direct.run(self._driver, plans, by_table)
+                await self._direct.run(lane.driver, plans, by_table)
                 return [None] * len(group)
         return await self._commit_core(conn, group, by_table)
 
@@ -421,18 +441,18 @@ class GroupCommitter:
                 await conn.execute(table.insert(), rows)
         return results
 
-    async def _commit_alone(self, group: list[_Unit]) -> None:
+    async def _commit_alone(self, group: list[_Unit], lane: _Lane) -> None:
         for unit in group:
             by_table: dict[Table, list[dict[str, Any]]] = {}
             for table, row in unit.inserts:
                 by_table.setdefault(table, []).append(row)
             try:
-                conn = await self._connection()
+                conn = await self._connection(lane)
                 try:
                     (result,) = await self._commit_core(conn, [unit], by_table)
                 except BaseException:
                     if conn.invalidated or conn.closed:
-                        await self._release()
+                        await self._release(lane)
                     raise
             except BaseException as exc:
                 if not _a_unit_failed(exc):

@@ -22,6 +22,7 @@ consumers, schedulers and start-up work. Audit rows are kept when outbox rows ar
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -63,6 +64,7 @@ from shared.bus import (
 )
 from shared.db import AwareDateTime
 from shared.events.base import Event, Record, encode, utcnow
+from shared.lease import HostLease
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
 
@@ -235,8 +237,12 @@ class OutboxRelay:
         watch: BrokerWatch,
         client_id: str,
         reader: AsyncEngine | None = None,
+        lease: HostLease | None = None,
     ) -> None:
         self._engine = engine
+        # With a lease, only its holder publishes; the others keep watching the broker (the
+        # consumers and /readyz rely on it) and take over when the holder's process ends.
+        self._lease = lease
         self._reader = reader or engine
         self._outbox = outbox
         self._bus_state = bus_state
@@ -264,6 +270,8 @@ class OutboxRelay:
             await self._relay_loop()
         finally:
             await self.close()
+            if self._lease is not None:
+                self._lease.release()
 
     async def _relay_loop(self) -> None:
         poll = self._settings.outbox_poll_interval_ms / 1000
@@ -272,6 +280,9 @@ class OutboxRelay:
             try:
                 await self._connect()
                 await self._maybe_check_broker()
+                if self._lease is not None and not self._lease.held():
+                    await asyncio.sleep(poll)  # another process of this host publishes
+                    continue
                 sent = await self.publish_batch()
                 await self._maybe_cleanup()
                 failures = 0
@@ -474,8 +485,9 @@ class OutboxRelay:
                     await self._mark(conn, [r.id for r in rows])
         if rows:
             self.published += len(rows)
-            for row in rows:
-                self._metrics.events_produced.labels(row.event_type).inc()
+            # One ``labels()`` (a lock and a key) per event type of the batch, not per row.
+            for event_type, count in collections.Counter(r.event_type for r in rows).items():
+                self._metrics.events_produced.labels(event_type).inc(count)
         return len(rows)
 
     async def _send(self, rows: Sequence[Any]) -> None:

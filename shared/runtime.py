@@ -28,6 +28,7 @@ from shared.clock import Clock, SystemClock
 from shared.errors import DEFAULT_STATUS, DomainError, status_for
 from shared.groupcommit import GroupCommitter
 from shared.inbox import HandlerMap, InboxConsumer, database_unreachable
+from shared.lease import HostLease
 from shared.limits import BodySizeLimitMiddleware
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetricsMiddleware, ServiceMetrics
 from shared.outbox import AUDIT_TABLE, Outbox, OutboxRelay, read_audit_trail
@@ -155,6 +156,7 @@ class Runtime:
             watch=self.watch,
             client_id=f"{self.spec.name}-relay",
             reader=self.reader,
+            lease=relay_lease(self.spec.name, s),
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if self.spec.consumes:
@@ -174,7 +176,10 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.consumer.run(), name="inbox-consumer"))
         if self.spec.group_commit:
             self.committer = GroupCommitter(
-                self.engine, max_batch=s.group_commit_max_batch, on_commit=self._group_committed
+                self.engine,
+                max_batch=s.group_commit_max_batch,
+                on_commit=self._group_committed,
+                lanes=1 if s.is_sqlite else s.group_commit_lanes,
             )
             await self.committer.start()
         for loop in self.spec.background:
@@ -213,6 +218,22 @@ class Runtime:
         if self.consumer is not None:
             status["consumer"] = "joined" if self.consumer.joined.is_set() else "joining"
         return status
+
+
+def relay_lease(service: str, settings: ServiceSettings) -> HostLease | None:
+    """The host lease the relay of ``service`` publishes under: one per database. A SQLite
+    file's lease lies beside it (and goes with its directory); in memory there is none, no other
+    process has that database."""
+    if not settings.outbox_relay_one_per_host:
+        return None
+    if settings.is_sqlite:
+        path = settings.sqlite_path()
+        return (
+            None
+            if path is None
+            else HostLease(path.resolve().with_name(f"{path.name}.{service}-relay.lock"))
+        )
+    return HostLease.named(service, settings.database_url, settings.database_schema or "")
 
 
 async def stop_tasks(

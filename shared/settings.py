@@ -73,6 +73,9 @@ class ServiceSettings(BusSettings):
     outbox_batch_size: int = 500
     outbox_poll_interval_ms: int = 200
     outbox_linger_ms: float = 5.0
+    # One relay per service and database on a host: uvicorn's other workers leave publishing to
+    # it (a host lease) and spend their core on requests. Off: every process publishes.
+    outbox_relay_one_per_host: bool = True
     broker_check_interval_ms: int = 1000
 
     consumer_max_tries: int = 5
@@ -81,6 +84,9 @@ class ServiceSettings(BusSettings):
     consumer_batch_max_records: int = 500
 
     group_commit_max_batch: int = 256
+    # Committer connections on PostgreSQL: a second one commits the next group while the first
+    # waits for its flush. SQLite has one writer, so one lane there whatever this says.
+    group_commit_lanes: int = Field(2, ge=1, le=4)
 
     # open (embedded default) | header (gateway-signed identity headers) | token (bearer JWTs)
     auth_mode: Literal["open", "header", "token"] = "open"

@@ -22,8 +22,20 @@ from services.intake.bodies import (
     read_body,
     require_media_type,
 )
-from services.intake.canonical import TICKET_ID_MAX, CallbackDraft, TicketDraft, TimeBound
-from services.intake.channels import UnknownChannel, callback_channels, channels, get_channel
+from services.intake.canonical import (
+    TICKET_ID_MAX,
+    CallbackDraft,
+    TicketDraft,
+    TimeBound,
+    clean_ticket_draft,
+)
+from services.intake.channels import (
+    Channel,
+    UnknownChannel,
+    callback_channels,
+    channels,
+    get_channel,
+)
 from services.intake.context import IntakeContext
 from services.intake.errors import PayloadError
 from services.intake.mapping import validate_draft
@@ -76,15 +88,19 @@ def _created(accepted: TicketAccepted | CallbackAccepted) -> Response:
     )
 
 
-def _draft_from(ticket: TicketIn) -> tuple[Any, TicketDraft]:
-    data = ticket.model_dump()
+def draft_from(ticket: TicketIn) -> tuple[Channel, TicketDraft]:
+    """The appeal channel and the draft of a canonical ticket; PayloadError naming the field."""
+    data = dict(ticket.__dict__)  # flat scalars: what ``model_dump`` gives, without the copy walk
     code = data.pop("channel")
     try:
         channel = service.appeal_channel(code)
     except UnknownChannel:
         raise PayloadError("channel", f"unknown channel code {code!r}") from None
     data["channel_code"] = channel.code
-    return channel, validate_draft(TicketDraft, data, {"channel_code": "channel"})
+    draft = clean_ticket_draft(dict(data))
+    if draft is None:
+        draft = validate_draft(TicketDraft, data, {"channel_code": "channel"})
+    return channel, draft
 
 
 _ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -113,7 +129,7 @@ async def post_ticket(request: Request) -> Response:
     require_media_type(request, (JSON,))
     await read_body(request, ctx.settings.ticket_max_bytes)
     ticket = await parse_body(request, TicketIn)
-    channel, draft = _draft_from(ticket)
+    channel, draft = draft_from(ticket)
     return _created(await service.accept_ticket(ctx=ctx, channel=channel, draft=draft))
 
 

@@ -263,3 +263,39 @@ class CallbackDraft(BaseModel):
             optional = {"comment", "external_id", "received_at"}
             return {k: (_empty_to_none(v) if k in optional else v) for k, v in data.items()}
         return data
+
+
+_REQUIRED_DRAFT_TEXT = frozenset({"channel_code", "title", "content"})
+
+
+class _CleanTicketDraft(TicketDraft):
+    """``TicketDraft`` for data already known clean (``clean_ticket_draft``): its before-step
+    is the original's on such data — nothing to remove, nothing blank — less the walk."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_optionals_are_missing(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("enterprise_name") is not None:
+            data = {**data, "is_enterprise": True}
+        return data
+
+
+def clean_ticket_draft(data: dict[str, Any]) -> TicketDraft | None:
+    """``TicketDraft.model_validate(data)`` for a flat dict of scalars in which no string holds a
+    control character and no optional one is blank (the common case: the draft's before-step
+    would change nothing but the enterprise flag), without walking it again; None when ``data``
+    is not such a dict or does not validate — the caller validates it the ordinary way, which
+    names the fault exactly as always."""
+    for key, value in data.items():
+        if type(key) is not str or _CONTROL.search(key):
+            return None
+        if type(value) is str:
+            if _CONTROL.search(value) or (key not in _REQUIRED_DRAFT_TEXT and not value.strip()):
+                return None
+        elif isinstance(value, dict | list | tuple):
+            return None
+    try:
+        draft = _CleanTicketDraft.model_validate(data)
+    except ValueError:  # pydantic's ValidationError is one
+        return None
+    return TicketDraft.model_construct(draft.model_fields_set, **draft.__dict__)

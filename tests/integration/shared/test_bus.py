@@ -20,6 +20,7 @@ from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
 from shared.events.base import header, utcnow
 from shared.events.intake import TicketReceived
 from shared.inbox import Batch, InboxConsumer, Only
+from shared.lease import HostLease
 from shared.metrics import ServiceMetrics
 from shared.outbox import Outbox, OutboxRelay, bus_tables
 from shared.settings import ServiceSettings
@@ -611,3 +612,41 @@ async def test_a_new_broker_with_fewer_partitions_than_the_producer_knew_gets_ev
     finally:
         await h.stop()
         broker.stop()
+
+
+async def test_relays_sharing_a_lease_publish_through_its_holder_alone(
+    harness: Harness, tmp_path: Any
+) -> None:
+    """uvicorn's workers of one service: one publishes, the other takes over when it stops."""
+    await harness.stop()
+    harness.engine = create_engine(harness.settings)
+
+    def relay(lease: HostLease) -> OutboxRelay:
+        return OutboxRelay(
+            engine=harness.engine,
+            outbox=harness.outbox_table,
+            bus_state=harness.bus_state,
+            settings=harness.settings,
+            metrics=ServiceMetrics("harness"),
+            watch=BrokerWatch(),
+            client_id="harness",
+            lease=lease,
+        )
+
+    lease = HostLease(tmp_path / "relay.lock")
+    assert lease.held()  # the first worker's, before the other asks
+    holder, other = relay(lease), relay(HostLease(tmp_path / "relay.lock"))
+    holder_task = asyncio.create_task(holder.run())
+    other_task = asyncio.create_task(other.run())
+    harness.tasks = [other_task]
+    await harness.emit(ticket(1), ticket(2))
+    await wait_until(lambda: _true(holder.published == 2), what="the holder to publish")
+    await asyncio.sleep(0.5)  # several of the other relay's polls
+    assert other.published == 0
+    holder_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holder_task
+    harness.relay = other
+    await harness.emit(ticket(3))
+    await wait_until(lambda: _true(other.published == 1), what="the other relay to take over")
+    assert len(await read_topic(harness.settings, INTAKE_TOPIC, 3)) == 3

@@ -33,6 +33,9 @@ from shared.groupcommit import GroupCommitter
 from shared.settings import ServiceSettings
 from tests.support import Database
 
+# One committer connection, and two taking groups in turn (intake's on PostgreSQL).
+LANES = pytest.mark.parametrize("lanes", [1, 2])
+
 metadata = MetaData()
 items = Table(
     "gc_items",
@@ -66,9 +69,10 @@ async def _count(engine, table: Table) -> int:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
-async def test_concurrent_units_share_transactions_and_all_commit(engine) -> None:
+@LANES
+async def test_concurrent_units_share_transactions_and_all_commit(engine, lanes: int) -> None:
     commits: list[int] = []
-    committer = GroupCommitter(engine, on_commit=commits.append)
+    committer = GroupCommitter(engine, on_commit=commits.append, lanes=lanes)
     await committer.start()
     try:
         await asyncio.gather(
@@ -87,8 +91,11 @@ async def test_concurrent_units_share_transactions_and_all_commit(engine) -> Non
     assert committer.batches < 200, "concurrent requests should have shared transactions"
 
 
-async def test_a_failing_unit_fails_alone_and_leaves_nothing_half_stored(engine) -> None:
-    committer = GroupCommitter(engine)
+@LANES
+async def test_a_failing_unit_fails_alone_and_leaves_nothing_half_stored(
+    engine, lanes: int
+) -> None:
+    committer = GroupCommitter(engine, lanes=lanes)
     await committer.start()
     try:
         results = await asyncio.gather(
@@ -305,10 +312,13 @@ async def test_a_unique_clash_across_tables_rolls_back_the_whole_unit(
 
 
 @pytest.mark.postgres
-async def test_committer_survives_its_connection_being_killed(engine, database: Database) -> None:
+@LANES
+async def test_committer_survives_its_connection_being_killed(
+    engine, database: Database, lanes: int
+) -> None:
     if database.kind != "postgres":
         pytest.skip("SQLite has no server that could close the connection")
-    committer = GroupCommitter(engine)
+    committer = GroupCommitter(engine, lanes=lanes)
     await committer.start()
     try:
         await committer.submit(inserts=[(items, {"id": 1, "name": "a"})])
@@ -383,9 +393,9 @@ async def test_a_write_lock_held_elsewhere_fails_the_group_at_once(
     retried_alone: list[int] = []
     alone = committer._commit_alone
 
-    async def spy(group: list[Any]) -> None:
+    async def spy(group: list[Any], lane: Any) -> None:
         retried_alone.append(len(group))
-        await alone(group)
+        await alone(group, lane)
 
     committer._commit_alone = spy  # type: ignore[method-assign]
     other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)

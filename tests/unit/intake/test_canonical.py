@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -15,6 +15,7 @@ from services.intake.canonical import (
     AttachmentMeta,
     CallbackDraft,
     TicketDraft,
+    clean_ticket_draft,
     without_control_characters,
 )
 
@@ -205,3 +206,54 @@ _values = st.recursive(
 @given(st.dictionaries(_texts, _values, max_size=6))
 def test_control_characters_are_removed_from_every_string_of_a_payload(data: Any) -> None:
     assert without_control_characters(data) == _cleaned(data)
+
+
+# ``clean_ticket_draft``: the hot route's shortcut must give what ``TicketDraft`` gives, or
+# nothing (and the caller validates the ordinary way).
+_TEXT = st.text(alphabet=st.sampled_from(["a", "路", " ", "\u3000", "\x00", "\x07", "\t", "1"]))
+_DRAFT_FIELDS = st.fixed_dictionaries(
+    {
+        "channel_code": st.sampled_from(["hotline-12345-phone", "Bad Code"]),
+        "title": _TEXT,
+        "content": _TEXT,
+    },
+    optional={
+        "external_id": st.none() | _TEXT,
+        "citizen_name": st.none() | _TEXT,
+        "citizen_phone": st.none() | st.sampled_from(["13812345678", "12", " 0571-87654321 "]),
+        "citizen_id_number": st.none() | st.sampled_from(["330106198503120415", "1"]),
+        "citizen_email": st.none() | st.sampled_from(["a@b.cn", "a b@c"]),
+        "address": st.none() | _TEXT,
+        "longitude": st.none() | st.floats(-200, 200),
+        "latitude": st.none() | st.floats(-100, 100),
+        "grid_code": st.none() | st.sampled_from(["339902001001001", "123"]),
+        "category_code": st.none() | st.sampled_from(["0102", "9999", "01"]),
+        "urgency": st.sampled_from(["normal", "urgent", "later"]),
+        "is_enterprise": st.booleans(),
+        "enterprise_name": st.none() | _TEXT,
+        "received_at": st.none() | st.datetimes(timezones=st.just(UTC)),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_DRAFT_FIELDS)
+def test_the_clean_shortcut_gives_the_drafts_answer_or_none(data: dict[str, Any]) -> None:
+    try:
+        expected: TicketDraft | None = TicketDraft.model_validate(dict(data))
+    except ValidationError:
+        expected = None
+    shortcut = clean_ticket_draft(dict(data))
+    if shortcut is not None:
+        assert type(shortcut) is TicketDraft
+        assert shortcut == expected
+        assert shortcut.model_fields_set == expected.model_fields_set  # type: ignore[union-attr]
+
+
+def test_the_clean_shortcut_takes_a_plain_ticket_and_leaves_what_needs_cleaning() -> None:
+    plain = {"channel_code": "hotline-12345-phone", "title": "路灯不亮", "content": "坏了"}
+    assert clean_ticket_draft(plain) == TicketDraft.model_validate(plain)
+    assert clean_ticket_draft({**plain, "enterprise_name": "五金厂"}).is_enterprise  # type: ignore[union-attr]
+    assert clean_ticket_draft({**plain, "title": "路灯\x00不亮"}) is None
+    assert clean_ticket_draft({**plain, "address": "  "}) is None
+    assert clean_ticket_draft({**plain, "extra": {}}) is None

@@ -1,0 +1,162 @@
+"""``POST /tickets`` below FastAPI's routing: the route that takes most of intake's traffic.
+
+A pure ASGI layer in front of the app's middlewares. It takes the requests it can answer exactly
+as the FastAPI route would — ``POST /tickets`` declaring a JSON body and its length within the
+route's limit — and hands every other request, untouched, to the app. On the ones it takes it
+reads the headers once, checks the caller's role and rate limit with the route's own functions
+(``api.admit``), validates the body into the draft (``api.draft_from``), accepts the ticket
+through the same service call, and writes the answer as pre-encoded bytes. A refusal is answered
+by the app's own exception handlers, so every status and error body is the route's; the latency
+histogram gets the route's labels, as the metrics middleware would record them.
+
+The FastAPI route stays declared: it publishes the operation in the OpenAPI document and serves
+what this layer hands on (a body of another type, no length, a length over the limit).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.intake import api, service
+from services.intake.bodies import JSON, BodyTooLarge
+from services.intake.context import IntakeContext
+from services.intake.models import TicketIn
+from shared.fastjson import validate_json
+
+PATH = "/tickets"
+_JSON_SUFFIX = "+json"
+
+
+def _takes_media_type(value: bytes) -> bool:
+    """``bodies.require_media_type`` for JSON, on the raw header value."""
+    declared = value.decode("latin-1").split(";", 1)[0].strip().lower()
+    return declared == JSON or declared.endswith(_JSON_SUFFIX)
+
+
+def _handler_for(app: FastAPI, exc: Exception) -> Any:
+    """The app's handler for ``exc`` (its class or the nearest base registered), or None."""
+    handlers = app.exception_handlers
+    for kind in type(exc).__mro__:
+        if kind in handlers:
+            return handlers[kind]
+    return None
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class TicketFastPath:
+    """Answers ``POST /tickets`` with a JSON body itself; passes everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._metrics: Any = None  # the registry the children below belong to
+        self._latency: dict[int, Any] = {}  # status class → the histogram's child
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != PATH
+            or scope["method"] != "POST"
+            or scope.get("root_path")
+        ):
+            await self.app(scope, receive, send)
+            return
+        fastapi_app: FastAPI = scope["app"]
+        runtime = getattr(fastapi_app.state, "runtime", None)
+        if runtime is None:  # before the lifespan has run: the app answers as it always has
+            await self.app(scope, receive, send)
+            return
+        ctx: IntakeContext = runtime.context
+        limit = min(ctx.settings.ticket_max_bytes, runtime.settings.max_body_bytes)
+        content_type = length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                if content_type is not None:
+                    content_type = b""  # sent twice: left to the app
+                    break
+                content_type = value
+            elif name == b"content-length":
+                length = value
+        if (
+            not content_type
+            or not _takes_media_type(content_type)
+            or length is None
+            or not length.isdigit()
+            or int(length) > limit
+        ):
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        try:
+            status = await self._answer(scope, receive, send, fastapi_app, ctx, limit)
+        finally:
+            self._observe(runtime, status, time.perf_counter() - start)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: FastAPI,
+        ctx: IntakeContext,
+        limit: int,
+    ) -> int:
+        request = Request(scope, receive)
+        try:
+            api.admit(request, ctx, api.POSTERS)
+            body = await _read(receive)
+            if len(body) > limit:
+                raise BodyTooLarge("body", limit=limit, size=len(body))
+            channel, draft = api.draft_from(validate_json(body, TicketIn))
+            accepted = await service.accept_ticket(ctx=ctx, channel=channel, draft=draft)
+        except Exception as exc:
+            handler = _handler_for(app, exc)
+            if handler is None:
+                raise
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
+            await response(scope, receive, send)
+            return int(response.status_code)
+        status = 201 if accepted.created else 200
+        answer = accepted.model_dump_json().encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(answer)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+        return status
+
+    def _observe(self, runtime: Any, status: int, seconds: float) -> None:
+        """What ``HttpMetricsMiddleware`` records for the route: (POST, /tickets, status class)."""
+        if runtime.metrics is not self._metrics:  # a new runtime (the app was started again)
+            self._metrics = runtime.metrics
+            self._latency.clear()
+        group = status // 100
+        child = self._latency.get(group)
+        if child is None:
+            child = runtime.metrics.http_latency.labels("POST", PATH, f"{group}xx")
+            self._latency[group] = child
+        child.observe(seconds)
