@@ -7,7 +7,7 @@ ledger holds changes nothing, and a replay under a new id folds to the same fact
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -95,24 +95,68 @@ async def record_many(
     return [*applied, *unkeyed]
 
 
+class DecodedEvents:
+    """Events decoded from the ledger, remembered by event id (the ``bound`` most recent):
+    an event id's payload never changes, so an entry can never be stale — which events a
+    fact's ledger holds is still asked of the ledger every time; only the decoding is saved."""
+
+    def __init__(self, bound: int = 1 << 15) -> None:  # ~1.6 KB an event: ~50 MB
+        self.bound = bound
+        self._events: OrderedDict[str, Event] = OrderedDict()
+
+    def get(self, event_id: str) -> Event | None:
+        event = self._events.get(event_id)
+        if event is not None:
+            self._events.move_to_end(event_id)
+        return event
+
+    def remember(self, events: Mapping[str, Event]) -> None:
+        """Remember ``events`` (by event id) as the most recent."""
+        for event_id, event in events.items():
+            self._events[event_id] = event
+            self._events.move_to_end(event_id)
+        while len(self._events) > self.bound:
+            self._events.popitem(last=False)
+
+
+DECODED = DecodedEvents()
+"""This process's: the batches of a live consumer refold the tickets of the batches before."""
+
+
 async def ledger_events_of(
     session: AsyncSession, keys: Sequence[str], in_hand: Mapping[str, Event] | None = None
 ) -> dict[str, list[Event]]:
-    """Every event the ledger holds for each of ``keys``, by key; those of ``in_hand`` (by
-    event id: the batch being applied) are taken as they are instead of decoded again."""
-    classes = registry()
+    """Every event the ledger holds for each of ``keys``, by key, in the ledger's order. The
+    ledger is asked which events each key holds; the payloads of only those neither in
+    ``in_hand`` (by event id: the batch being applied) nor decoded before (``DECODED``) are
+    read and decoded."""
     in_hand = in_hand or {}
-    found: dict[str, list[Event]] = defaultdict(list)
     c = ledger_table.c
+    held: list[tuple[str, str, str]] = []
     for among in bulk.among(session, c.fact_key, keys):
-        rows = await session.execute(
-            select(c.fact_key, c.event_id, c.event_type, c.payload).where(among)
-        )
-        for key, event_id, event_type, payload in rows:
+        rows = await session.execute(select(c.fact_key, c.event_id, c.event_type).where(among))
+        held.extend((key, event_id, event_type) for key, event_id, event_type in rows)
+    events: dict[str, Event] = {}
+    fresh: dict[str, Event] = {}  # to remember: in hand, or decoded now
+    missing: dict[str, str] = {}
+    for _, event_id, event_type in held:
+        event = DECODED.get(event_id)
+        if event is None:
             event = in_hand.get(event_id)
             if event is None:
-                event = classes[event_type].model_validate_json(payload)
-            found[key].append(event)
+                missing[event_id] = event_type
+                continue
+            fresh[event_id] = event
+        events[event_id] = event
+    classes = registry()
+    for among in bulk.among(session, c.event_id, list(missing)):
+        for event_id, payload in await session.execute(select(c.event_id, c.payload).where(among)):
+            fresh[event_id] = classes[missing[event_id]].model_validate_json(payload)
+    DECODED.remember(fresh)
+    events.update(fresh)
+    found: dict[str, list[Event]] = defaultdict(list)
+    for key, event_id, _ in held:
+        found[key].append(events[event_id])
     return found
 
 
