@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from shared import bulk
 from shared.db import AwareDateTime, create_engine, ensure_schema
 from shared.groupcommit import GroupCommitter
 from shared.settings import ServiceSettings
@@ -442,3 +443,28 @@ async def test_a_unit_whose_work_is_cancelled_fails_alone_and_the_committer_carr
     failures = [r for r in results if isinstance(r, BaseException)]
     assert len(failures) == 1 and "cancelled" in str(failures[0]), results
     assert await _count(engine, items) == 9
+
+
+async def test_statements_are_planned_for_their_parameters_each_time(
+    engine, database: Database
+) -> None:
+    """A prepared look-up by an array of ids gets a plan for the ids it is given, never the
+    generic plan PostgreSQL would fix after five runs while the table is still empty (it kept
+    the array as a filter over every row, and the inbox look-up grew with its table)."""
+    if database.kind != "postgres":
+        pytest.skip("SQLite prepares no server-side plans")
+    async with engine.connect() as conn:
+        for n in range(8):
+            for condition in bulk.among(conn, items.c.id, [n, n + 1, n + 2]):
+                await conn.execute(select(items.c.id).where(condition))
+        plans = (
+            await conn.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE '%= ANY%' AND statement NOT LIKE '%pg_prepared%'"
+                )
+            )
+        ).all()
+    assert plans, "the look-up was prepared on the server"
+    assert all(generic == 0 for generic, _ in plans), plans
+    assert sum(custom for _, custom in plans) >= 8
