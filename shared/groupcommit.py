@@ -58,7 +58,7 @@ class _TablePlan:
     array_types: tuple[str, ...]  # PostgreSQL: the element type each column's array is cast to
 
 
-class _DirectInserts:
+class DirectInserts:
     """Plain inserts straight on the driver connection, one statement (PostgreSQL) or one trip
     to the connection's thread (SQLite) per group.
 
@@ -315,7 +315,7 @@ class GroupCommitter:
         self._queue: asyncio.Queue[_Unit] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._lanes = [_Lane() for _ in range(max(1, lanes))]
-        direct_inserts = _DirectInserts(engine.dialect, copy_min_rows=copy_min_rows)
+        direct_inserts = DirectInserts(engine.dialect, copy_min_rows=copy_min_rows)
         self._direct = direct_inserts if direct and direct_inserts.supported else None
         self.batches = 0
         self.units = 0

@@ -15,10 +15,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from services.dispatch.context import DispatchContext
 from services.dispatch.deadlines.profiles import ClockName, ProfileSet
@@ -30,6 +28,7 @@ from services.dispatch.rules import HandlingLine, HandlingMode, RuleSet
 from services.dispatch.staging import Staged, Writer, emit, new_row
 from services.dispatch.transitions import SYSTEM, record
 from services.dispatch.workflow import Status
+from shared import bulk
 from shared.events.base import Event
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
 from shared.events.intake import TicketReceived
@@ -274,14 +273,10 @@ async def route_tickets(
     of the tickets already routed, the org chart and rules read once, routing and clocks in
     memory, the rows staged and written with one insert per table, the events with one."""
     ids = list({t.ticket_id for t in tickets})
-    column = col(TicketRecord.ticket_id)
-    if session.get_bind().dialect.name == "postgresql":
-        # One array parameter: one statement (and one prepared plan) whatever the batch's
-        # size; an IN list of n ids is a new statement for PostgreSQL to parse and plan.
-        among = column == any_(bindparam("ids", ids, type_=ARRAY(String)))
-    else:
-        among = column.in_(ids)
-    routed = set((await session.execute(select(column).where(among))).scalars())
+    column = TicketRecord.__table__.c.ticket_id  # type: ignore[attr-defined]
+    routed: set[str] = set()
+    for among in bulk.among(session, column, ids):
+        routed.update((await session.execute(select(column).where(among))).scalars())
     org = await ctx.org.chart(session)
     active = await ctx.org.rules(session)
     now = ctx.now()

@@ -19,7 +19,7 @@ from sqlmodel import SQLModel
 
 from shared.bulk import Draft, draft_rows, insert_drafts
 from shared.events.base import Event
-from shared.groupcommit import _DirectInserts
+from shared.groupcommit import DirectInserts
 from shared.outbox import Outbox, event_row
 
 M = TypeVar("M", bound=SQLModel)
@@ -69,8 +69,8 @@ class Staged:
 
 
 @cache
-def _direct_inserts(dialect: Dialect) -> _DirectInserts:
-    return _DirectInserts(dialect)
+def _direct_inserts(dialect: Dialect) -> DirectInserts:
+    return DirectInserts(dialect)
 
 
 Writer = AsyncSession | Staged
