@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 from shared.lease import HostLease
@@ -26,3 +28,29 @@ def test_leases_are_named_by_their_parts() -> None:
 def test_a_lease_without_a_lock_file_never_stops_its_holder(tmp_path: Path) -> None:
     nowhere = tmp_path / "missing" / "relay.lock"
     assert HostLease(nowhere).held() and HostLease(nowhere).held()
+
+
+def test_letting_go_removes_the_lock_file(tmp_path: Path) -> None:
+    lease = HostLease(tmp_path / "relay.lock")
+    assert lease.held() and lease.path.exists()
+    lease.release()
+    assert not lease.path.exists()
+
+
+def test_a_file_removed_after_it_was_opened_is_not_a_lease(tmp_path: Path) -> None:
+    """The race of removal: a taker that opened the file just before its holder let go and
+    removed it must not count the removed file's lock as the lease, while a newcomer locks the
+    new file at the path."""
+    path = tmp_path / "relay.lock"
+    holder, late, newcomer = HostLease(path), HostLease(path), HostLease(path)
+    assert holder.held()
+    stale = os.open(path, os.O_RDWR)  # what `late` opened before the holder let go
+    holder.release()
+    assert newcomer.held()  # the new file at the path
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the removed file's lock is free
+    assert not late._is_at_path(stale)
+    os.close(stale)
+    assert not late.held()  # and the real lease is the newcomer's
+    newcomer.release()
+    assert late.held()
+    late.release()
