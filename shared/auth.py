@@ -279,24 +279,19 @@ class Authenticator:
     def principal(self, request: Request, *, mode: str | None = None) -> Principal:
         """The caller of ``request``, or 401 / 400 naming what is wrong."""
         mode = mode or self.mode
-        for name in SINGLE_HEADERS:
-            copies = len(request.headers.getlist(name))
-            if copies > 1:
-                raise _bad_request(f"{name} sent {copies} times; send it once")
-        token = _bearer(request)
+        identity = _identity_headers(request)
+        token = _bearer(identity.get("authorization"))
         if token is not None:
             return self.verify_token(token)
         if mode == "token":
             raise _unauthorized(
                 "missing bearer token (Authorization: Bearer …); this service verifies tokens"
             )
-        raw_role = request.headers.get(ROLE_HEADER)
+        raw_role = identity.get(_ROLE)
         if raw_role is None and mode != "open":
             raise _unauthorized(f"missing {ROLE_HEADER} header (or a bearer token)")
-        subject = _checked_value(
-            SUBJECT_HEADER, request.headers.get(SUBJECT_HEADER), MAX_SUBJECT_LENGTH
-        )
-        unit = _checked_value(UNIT_HEADER, request.headers.get(UNIT_HEADER), MAX_DEPARTMENT_LENGTH)
+        subject = _checked_value(SUBJECT_HEADER, identity.get(_SUBJECT), MAX_SUBJECT_LENGTH)
+        unit = _checked_value(UNIT_HEADER, identity.get(_UNIT), MAX_DEPARTMENT_LENGTH)
         if raw_role is None:
             return Principal(Role.OPERATOR, subject or "anonymous")
         if mode != "open":
@@ -438,7 +433,7 @@ class Authenticator:
 
     async def warm(self, request: Request) -> None:
         """Fetch the JWKS off the event loop when its cache is cold and a token needs it."""
-        if self._jwks is None or _bearer(request) is None:
+        if self._jwks is None or _bearer(request.headers.get("authorization")) is None:
             return
         cache = self._jwks.jwk_set_cache
         if cache is None or cache.get() is None:
@@ -447,8 +442,27 @@ class Authenticator:
                 await asyncio.to_thread(self._jwks.get_jwk_set)
 
 
-def _bearer(request: Request) -> str | None:
-    value = request.headers.get("authorization")
+_ROLE, _SUBJECT, _UNIT = (name.lower() for name in (ROLE_HEADER, SUBJECT_HEADER, UNIT_HEADER))
+_SINGLE = {name.lower().encode("latin-1"): name for name in SINGLE_HEADERS}
+
+
+def _identity_headers(request: Request) -> dict[str, str]:
+    """The identity headers of ``request`` by lower-case name, read in one pass over the raw
+    headers (ASGI names are lower case); 400 naming a header sent more than once."""
+    found: dict[str, str] = {}
+    for key, value in request.headers.raw:
+        name = _SINGLE.get(key)
+        if name is None:
+            continue
+        lowered = key.decode("latin-1")
+        if lowered in found:
+            copies = sum(1 for k, _ in request.headers.raw if k == key)
+            raise _bad_request(f"{name} sent {copies} times; send it once")
+        found[lowered] = value.decode("latin-1")
+    return found
+
+
+def _bearer(value: str | None) -> str | None:
     if value is None:
         return None
     scheme, _, token = value.partition(" ")

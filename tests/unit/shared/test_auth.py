@@ -131,6 +131,23 @@ async def test_open_mode_takes_unsigned_headers_for_tests_and_demos() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        ([("X-Fengqiao-Role", "committee")] * 3, "X-Fengqiao-Role sent 3 times"),
+        ([("x-fengqiao-subject", "a"), ("X-FENGQIAO-SUBJECT", "b")], "X-Fengqiao-Subject sent 2"),
+        ([("authorization", "Bearer a"), ("Authorization", "Bearer b")], "Authorization sent 2"),
+    ],
+)
+async def test_an_identity_header_sent_more_than_once_is_refused_by_name(
+    headers: list[tuple[str, str]], named: str
+) -> None:
+    """Which copy would count is not for the service to guess: any case of the name, counted."""
+    response = await get(make_app("open"), "/me", headers)
+    assert response.status_code == 400
+    assert named in response.json()["detail"]
+
+
 async def test_open_mode_still_verifies_a_token_it_is_sent() -> None:
     forged = token(key="another-secret-of-thirty-two-characters!", role="operator")
     response = await get(make_app("open"), "/me", bearer(forged))
