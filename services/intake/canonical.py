@@ -111,6 +111,11 @@ def _check_received_at(value: datetime | None) -> datetime | None:
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def control_character(text: str) -> re.Match[str] | None:
+    """The first character of ``text`` a draft drops as a control character, if any."""
+    return _CONTROL.search(text)
+
+
 def _may_hold_control(value: dict[Any, Any]) -> bool:
     """Whether any string in a dict (keys, values, nested dicts and lists) may hold a control
     character: its flat strings checked by one search of them joined by a line feed (which is

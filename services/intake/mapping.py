@@ -213,7 +213,8 @@ def parse_mapping(
 # --- reading payloads -----------------------------------------------------------------------
 
 
-def _convert(rule: FieldRule, value: Any, path: str, tz: tzinfo) -> Any:
+def convert(rule: FieldRule, value: Any, path: str, tz: tzinfo) -> Any:
+    """One payload value as ``rule``'s target holds it; a ``PayloadError`` names ``path``."""
     if rule.values is not None:
         key = value_key(value)
         if key not in rule.values:
@@ -244,11 +245,11 @@ def _read(rule: FieldRule, payload: Mapping[str, Any], tz: tzinfo) -> tuple[Any,
         parts = [(text, path) for text, path in parts if text]
         if not parts:
             return None, rule.paths[0]
-        return _convert(rule, rule.join.join(t for t, _ in parts), parts[0][1], tz), parts[0][1]
+        return convert(rule, rule.join.join(t for t, _ in parts), parts[0][1], tz), parts[0][1]
     for path in rule.paths:
         value = lookup(payload, path)
         if not is_empty(value):
-            return _convert(rule, value, path, tz), path
+            return convert(rule, value, path, tz), path
     if rule.has_default:
         return rule.default, rule.paths[0]
     return None, rule.paths[0]

@@ -175,8 +175,18 @@ _NO_TEXT: frozenset[type] = frozenset({type(None), bool, int, float, datetime, S
 def scrub_public(value: Any, *, key: str | None = None) -> Any:
     """``value`` with every string scrubbed of phone, ID numbers and e-mail addresses, except
     text already ``Scrubbed`` and the structured fields (by key) in their expected shape."""
-    if type(value) is dict:  # the common case first, its textless fields without a call
-        return {k: v if type(v) in _NO_TEXT else scrub_public(v, key=k) for k, v in value.items()}
+    if type(value) is dict:  # the common case first, its textless fields and strings inline
+        out = {}
+        for k, v in value.items():
+            kind = type(v)
+            if kind in _NO_TEXT:
+                out[k] = v
+            elif kind is str:
+                check = _STRUCTURED.get(k)
+                out[k] = v if check is not None and check(v) else pii.scrub_text(v)
+            else:
+                out[k] = scrub_public(v, key=k)
+        return out
     if isinstance(value, Scrubbed):
         return value
     if isinstance(value, str):

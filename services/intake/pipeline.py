@@ -31,16 +31,18 @@ from services.intake.repeat_lookup import (
     decide,
     keys_of,
 )
+from shared.events.base import Encoded, encode_fields, encoded
 from shared.events.intake import TicketReceived
 
 
 @dataclass(slots=True)
 class Prepared:
-    """One appeal ready to store: its row (clear text), its event (masked) and what was decided."""
+    """One appeal ready to store: its row (clear text), its event (masked, as its outbox record)
+    and what was decided."""
 
     ticket_id: str
     row: dict[str, Any]
-    event: TicketReceived
+    event: Encoded
     normalized: NormalizedTicket
     located: Located
     verdict: Verdict
@@ -170,9 +172,13 @@ class Pipeline:
             try:
                 verdicts = self._judge(members, stored)
                 built = [self._build(p, verdicts[p.index], now=now) for p in members]
-                # One validation for the unit's events (pydantic-core's loop, not an __init__
-                # per event).
-                events = _EVENTS.validate_python([public for _, public in built])
+                # The unit's events written straight to their records from their fields when
+                # every value is one the model keeps as it is; else one validation for the unit
+                # (pydantic-core's loop, not an __init__ per event) and one dump.
+                publics = [public for _, public in built]
+                events = encode_fields(TicketReceived, publics)
+                if events is None:
+                    events = encoded(_EVENTS.validate_python(publics))
                 outcomes[u] = [
                     Prepared(p.ticket_id, row, event, p.normalized, p.located, verdicts[p.index])
                     for p, (row, _), event in zip(members, built, events, strict=True)

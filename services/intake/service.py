@@ -26,7 +26,6 @@ from services.intake.context import IntakeContext
 from services.intake.errors import ChannelClosed, PayloadError
 from services.intake.models import (
     BatchAccepted,
-    BatchRowResult,
     TicketAccepted,
 )
 from services.intake.pipeline import Prepared
@@ -163,13 +162,13 @@ async def accept_batch(
     Rows whose external id the channel already sent are answered with their first ticket;
     bad rows store nothing and say why, by row number and field.
     """
-    results: dict[int, BatchRowResult] = {}
+    # Each row's result as the fields of its BatchRowResult: the answer is validated in one
+    # call for the file, not one model __init__ per row.
+    results: dict[int, dict[str, Any]] = {}
     drafts: list[tuple[int, TicketDraft]] = []
     for number, outcome in rows:
         if isinstance(outcome, PayloadError):
-            results[number] = BatchRowResult(
-                row=number, status="rejected", errors=[outcome.as_dict()]
-            )
+            results[number] = {"row": number, "status": "rejected", "errors": [outcome.as_dict()]}
         else:
             drafts.append((number, outcome))
     pending = drafts
@@ -179,12 +178,12 @@ async def accept_batch(
         for number, draft in pending:
             earlier = existing.get(draft.external_id or "")
             if earlier is not None:
-                results[number] = BatchRowResult(
-                    row=number,
-                    status="existing",
-                    ticket_id=earlier.ticket_id,
-                    external_id=draft.external_id,
-                )
+                results[number] = {
+                    "row": number,
+                    "status": "existing",
+                    "ticket_id": earlier.ticket_id,
+                    "external_id": draft.external_id,
+                }
             else:
                 fresh.append((number, draft))
         if not fresh:
@@ -200,25 +199,33 @@ async def accept_batch(
             continue
         prepared = staged.prepared
         for (number, draft), p in zip(fresh, prepared, strict=True):
-            results[number] = BatchRowResult(
-                row=number, status="created", ticket_id=p.ticket_id, external_id=draft.external_id
-            )
+            results[number] = {
+                "row": number,
+                "status": "created",
+                "ticket_id": p.ticket_id,
+                "external_id": draft.external_id,
+            }
         break
     else:
         for number, draft in pending:
             results.setdefault(
                 number,
-                BatchRowResult(
-                    row=number,
-                    status="rejected",
-                    external_id=draft.external_id,
-                    errors=[{"field": "external_id", "message": "conflicting concurrent upload"}],
-                ),
+                {
+                    "row": number,
+                    "status": "rejected",
+                    "external_id": draft.external_id,
+                    "errors": [
+                        {"field": "external_id", "message": "conflicting concurrent upload"}
+                    ],
+                },
             )
     ordered = [results[n] for n in sorted(results)]
-    tally = {s: sum(r.status == s for r in ordered) for s in ("created", "existing", "rejected")}
+    statuses = [r["status"] for r in ordered]
+    tally = {s: statuses.count(s) for s in ("created", "existing", "rejected")}
     _count(ctx, channel.code, "created", tally["created"])
     _count(ctx, channel.code, "existing", tally["existing"])
     if ctx.metrics is not None and tally["rejected"]:
         ctx.metrics.rows_rejected.labels(channel.code).inc(tally["rejected"])
-    return BatchAccepted(channel=channel.code, rows=len(ordered), results=ordered, **tally)
+    return BatchAccepted.model_validate(
+        {"channel": channel.code, "rows": len(ordered), "results": ordered, **tally}
+    )

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from services.intake.adapters.columnar import columnar_drafts
 from services.intake.adapters.common import preset_for, require_format
 from services.intake.bodies import BodyTooLarge
 from services.intake.canonical import TicketDraft
@@ -115,14 +116,62 @@ def _for_columns(mapping: FieldMapping, header: Sequence[str]) -> FieldMapping:
     return FieldMapping(rules=tuple(rules), defaults=mapping.defaults)
 
 
-def _rows(
-    records: Iterable[tuple[int, Sequence[Any]]], channel: Channel, *, max_rows: int
-) -> BatchResult:
-    mapping = BATCH_MAPPING.extended(channel.mapping)
-    preset = preset_for(channel)
-    header: list[str] | None = None
+def _row_outcome(
+    number: int,
+    cells: Sequence[Any],
+    header: Sequence[str],
+    mapping: FieldMapping,
+    channel: Channel,
+    preset: dict[str, Any],
+) -> TicketDraft | PayloadError:
+    """One data row's draft, or what is wrong with it (its row number on the error)."""
+    unnamed = next(
+        (
+            i
+            for i in range(len(cells))
+            if (i >= len(header) or not header[i]) and _cell_text(cells[i])
+        ),
+        None,
+    )
+    if unnamed is not None:  # the value would be lost: say so instead
+        message = "a value in a column the header row does not name; name it or remove it"
+        return PayloadError(f"column {unnamed + 1}", message, row=number)
+    row = {name: cells[i] for i, name in enumerate(header) if name and i < len(cells)}
+    try:
+        return apply_mapping(
+            row,
+            mapping,
+            model=TicketDraft,
+            channel_code=channel.code,
+            tz=channel.tz,
+            preset=preset,
+        )
+    except PayloadError as exc:
+        return exc.at_row(number)
+
+
+def _first_rows_only(rows: Iterable[BatchRow], mapping: FieldMapping) -> BatchResult:
+    """The rows in order, each repeat of an earlier row's external id an error naming it."""
     out: list[BatchRow] = []
     first_row_of: dict[str, int] = {}
+    for number, outcome in rows:
+        if isinstance(outcome, TicketDraft) and outcome.external_id is not None:
+            earlier = first_row_of.setdefault(outcome.external_id, number)
+            if earlier != number:
+                source = (mapping.rule_for("external_id") or BATCH_MAPPING.rules[0]).paths[0]
+                message = f"duplicate external id {outcome.external_id!r} (first on row {earlier})"
+                out.append((number, PayloadError(source, message, row=number)))
+                continue
+        out.append((number, outcome))
+    return BatchResult(rows=tuple(out))
+
+
+def _records(
+    records: Iterable[tuple[int, Sequence[Any]]], mapping: FieldMapping, *, max_rows: int
+) -> tuple[list[str], list[tuple[int, Sequence[Any]]]]:
+    """The header (checked against ``mapping``) and the data rows, blank rows left out."""
+    header: list[str] | None = None
+    body: list[tuple[int, Sequence[Any]]] = []
     for number, cells in records:
         if not any(_cell_text(c) for c in cells):
             continue
@@ -131,48 +180,41 @@ def _rows(
                 header = _header(cells, mapping)
             except PayloadError as exc:
                 raise exc.at_row(number) from None
-            mapping = _for_columns(mapping, header)
             continue
-        if len(out) >= max_rows:
+        if len(body) >= max_rows:
             raise PayloadError("file", f"more than {max_rows} rows; split the file")
-        unnamed = next(
-            (
-                i
-                for i in range(len(cells))
-                if (i >= len(header) or not header[i]) and _cell_text(cells[i])
-            ),
-            None,
-        )
-        if unnamed is not None:  # the value would be lost: say so instead
-            message = "a value in a column the header row does not name; name it or remove it"
-            out.append((number, PayloadError(f"column {unnamed + 1}", message, row=number)))
-            continue
-        row = {name: cells[i] for i, name in enumerate(header) if name and i < len(cells)}
-        try:
-            draft = apply_mapping(
-                row,
-                mapping,
-                model=TicketDraft,
-                channel_code=channel.code,
-                tz=channel.tz,
-                preset=preset,
-            )
-        except PayloadError as exc:
-            out.append((number, exc.at_row(number)))
-            continue
-        if draft.external_id is not None:
-            earlier = first_row_of.setdefault(draft.external_id, number)
-            if earlier != number:
-                source = (mapping.rule_for("external_id") or BATCH_MAPPING.rules[0]).paths[0]
-                message = f"duplicate external id {draft.external_id!r} (first on row {earlier})"
-                out.append((number, PayloadError(source, message, row=number)))
-                continue
-        out.append((number, draft))
+        body.append((number, cells))
     if header is None:
         raise PayloadError("file", "the file has no header row")
-    if not out:
+    if not body:
         raise PayloadError("file", "the file has no data rows, only its header row")
-    return BatchResult(rows=tuple(out))
+    return header, body
+
+
+def _rows(
+    records: Iterable[tuple[int, Sequence[Any]]],
+    channel: Channel,
+    *,
+    max_rows: int,
+    columnar: bool = False,
+) -> BatchResult:
+    """Every data row's draft or error. With ``columnar`` (rows of text cells, as CSV gives),
+    the rows are built a column at a time (``columnar_drafts``); a row that path does not take
+    is built alone, as always."""
+    mapping = BATCH_MAPPING.extended(channel.mapping)
+    preset = preset_for(channel)
+    header, body = _records(records, mapping, max_rows=max_rows)
+    mapping = _for_columns(mapping, header)
+    built = columnar_drafts(body, header, mapping, channel, preset) if columnar else {}
+    return _first_rows_only(
+        (
+            (number, _row_outcome(number, cells, header, mapping, channel, preset))
+            if (draft := built.get(i)) is None
+            else (number, draft)
+            for i, (number, cells) in enumerate(body)
+        ),
+        mapping,
+    )
 
 
 def decode_csv(data: bytes | str) -> str:
@@ -192,7 +234,7 @@ def parse_csv(data: bytes | str, channel: Channel, *, max_rows: int = MAX_ROWS) 
     require_format(channel, "csv")
     reader = csv.reader(io.StringIO(decode_csv(data), newline=""))
     try:
-        return _rows(enumerate(reader, start=1), channel, max_rows=max_rows)
+        return _rows(enumerate(reader, start=1), channel, max_rows=max_rows, columnar=True)
     except csv.Error as exc:
         raise PayloadError("file", f"malformed CSV near record {reader.line_num}: {exc}") from None
 

@@ -14,7 +14,11 @@ import pytest
 from openpyxl import Workbook
 
 from services.intake import api
+from services.intake import pipeline as pipeline_module
 from services.intake.models import TICKETS, outbox_table
+from shared.events import encode
+from shared.events.base import encode_fields
+from shared.events.intake import TicketReceived
 from tests.integration.intake.support import IntakeEnv
 
 CSV_CHANNEL = "grid-patrol-batch"
@@ -278,3 +282,43 @@ async def test_batch_files_are_parsed_off_the_event_loop(
     assert (await post_xlsx(env, workbook([*HEADER, "企业名称"], rows(env, 2)))).status_code == 201
     assert len(parsed_on) == 2
     assert all(t is not threading.main_thread() for t in parsed_on), parsed_on
+
+
+async def test_events_written_from_fields_are_the_validated_events(
+    env: IntakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A varied file (PII in the text, control characters, repeats within the file and of a
+    stored ticket) stores each row's event as the bytes the validated model would give."""
+    written: list[tuple[dict[str, Any], Any]] = []
+
+    def spy(cls: Any, fields: Any) -> Any:
+        out = encode_fields(cls, fields)
+        written.extend(zip(fields, out or [], strict=False))
+        return out
+
+    monkeypatch.setattr(pipeline_module, "encode_fields", spy)
+    earlier = rows(env, 1)
+    assert (await post_csv(env, as_csv(HEADER, earlier))).status_code == 201
+    body = rows(env, 6)
+    body[0][4] += "，我的电话13812345678，身份证110101199003074514"
+    body[1][4] = "井盖\x00缺失" + body[1][4]
+    body[2][2] = body[1][2]  # the same citizen as the row before: a repeat within the file
+    body[3][2], body[3][4], body[3][5] = earlier[0][2], earlier[0][4], earlier[0][5]  # stored
+    body[4][1] = "欧阳\x07娜娜"
+    answer = await post_csv(env, as_csv(HEADER, body))
+    assert answer.status_code == 201 and answer.json()["created"] == 6, answer.text
+    assert len(written) == 7  # the earlier file's row and this file's six
+    for fields, w in written:
+        event = TicketReceived.model_validate(
+            {**fields, "event_id": w.event_id, "occurred_at": w.occurred_at}
+        )
+        assert w.record == encode(event)
+    stored = {e.event_id: e for e, _ in await env.events()}
+    events = [stored[w.event_id] for _, w in written[1:]]
+    assert all(isinstance(e, TicketReceived) for e in events)
+    assert "13812345678" not in str(events[0]) and "110101199003074514" not in str(events[0])
+    assert "\x00" not in events[1].content and "\x07" not in str(events[4])
+    assert (events[2].repeat_of, events[3].repeat_of) == (
+        events[1].ticket_id,
+        written[0][0]["ticket_id"],
+    )

@@ -1,0 +1,177 @@
+"""Events written straight from their fields are the records ``encode`` writes for the model
+validated from the same fields; fields the writer cannot vouch for go the model's way."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.intake.normalize import Scrubbed
+from shared.events import encode, registry
+from shared.events.base import Event, encode_fields, encoded
+from shared.events.intake import FeedbackReceived, TicketReceived
+
+TEXT = st.text(max_size=12).filter(lambda t: not any(0xD800 <= ord(c) < 0xE000 for c in t))
+OPTIONAL_TEXT = st.none() | TEXT | TEXT.map(Scrubbed)
+ZONES = st.sampled_from(
+    [UTC, ZoneInfo("Asia/Shanghai"), ZoneInfo("Europe/London"), timezone(timedelta(hours=-3.5))]
+)
+TIMES = st.datetimes(
+    min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1), timezones=ZONES
+)
+COORDINATE = st.none() | st.floats(-180, 180, allow_nan=False)
+
+
+def in_order(shape: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Dicts with the keys of ``shape`` in its order (hypothesis draws them in any order)."""
+    return st.fixed_dictionaries(shape).map(lambda d: {k: d[k] for k in shape})
+
+
+def citizen() -> st.SearchStrategy[dict[str, Any]]:
+    return in_order(
+        {
+            "display_name": OPTIONAL_TEXT,
+            "phone_masked": OPTIONAL_TEXT,
+            "citizen_hash": OPTIONAL_TEXT,
+        }
+    )
+
+
+def location() -> st.SearchStrategy[dict[str, Any]]:
+    return in_order(
+        {
+            "address": OPTIONAL_TEXT,
+            "longitude": COORDINATE,
+            "latitude": COORDINATE,
+            "grid_code": OPTIONAL_TEXT,
+            "area_code": OPTIONAL_TEXT,
+        }
+    )
+
+
+TICKET_FIELDS = in_order(
+    {
+        "ticket_id": TEXT.map(lambda t: "20261205-" + t),
+        "channel": TEXT,
+        "received_at": TIMES,
+        "title": TEXT.map(Scrubbed),
+        "content": TEXT.map(Scrubbed),
+        "citizen": citizen(),
+        "location": location(),
+        "category_code": TEXT,
+        "urgency": st.sampled_from(["normal", "urgent", "critical"]),
+        "is_enterprise": st.booleans(),
+        "repeat_of": st.none() | TEXT,
+        "repeat_count": st.integers(0, 10**6),
+        "external_id": OPTIONAL_TEXT,
+        "attachments": st.just(()),
+        "time_limit_profile": TEXT,
+        "category_source": st.sampled_from([None, "channel", "classifier"]),
+    }
+)
+
+
+def as_validated(written: Any, fields: dict[str, Any]) -> Event:
+    """The model validated from the same fields, with the id and time the writer chose."""
+    return TicketReceived.model_validate(
+        {**fields, "event_id": written.event_id, "occurred_at": written.occurred_at}
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TICKET_FIELDS, min_size=1, max_size=4))
+def test_written_records_are_the_validated_events_records(fields: list[dict[str, Any]]) -> None:
+    written = encode_fields(TicketReceived, fields)
+    assert written is not None
+    for w, f in zip(written, fields, strict=True):
+        event = as_validated(w, f)
+        assert w.record == encode(event)
+        assert (w.event_type, w.topic, w.ticket_id) == (
+            event.event_type,
+            event.topic,
+            event.ticket_id,
+        )
+        # The same bytes, so it decodes to what the validated event's record decodes to.
+        assert w.record.value == event.data_json()
+    # Each event its own id and time, as the model's defaults give.
+    assert len({w.event_id for w in written}) == len(written)
+
+
+def test_encoded_events_carry_their_records() -> None:
+    event = TicketReceived.model_validate(ticket_fields())
+    (e,) = encoded([event])
+    assert (e.event_id, e.occurred_at, e.ticket_id, e.record) == (
+        event.event_id,
+        event.occurred_at,
+        event.ticket_id,
+        encode(event),
+    )
+
+
+def ticket_fields() -> dict[str, Any]:
+    return {
+        "ticket_id": "20261205-0000001",
+        "channel": "grid-patrol-batch",
+        "received_at": datetime(2026, 12, 5, tzinfo=UTC),
+        "title": "路灯不亮",
+        "content": "门口路灯坏了",
+        "citizen": {"display_name": None, "phone_masked": None, "citizen_hash": None},
+        "location": {
+            "address": None,
+            "longitude": 120.5,
+            "latitude": 30.1,
+            "grid_code": None,
+            "area_code": None,
+        },
+        "category_code": "0102",
+        "urgency": "normal",
+        "is_enterprise": False,
+        "repeat_of": None,
+        "repeat_count": 0,
+        "external_id": None,
+        "attachments": (),
+        "time_limit_profile": "standard",
+        "category_source": "channel",
+    }
+
+
+def test_plain_fields_are_written() -> None:
+    assert encode_fields(TicketReceived, [ticket_fields()]) is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"repeat_count": True},  # a bool where the model keeps an int
+        {"urgency": "soon"},  # not one of the literal's values
+        {"received_at": datetime(2026, 12, 5)},  # naive
+        # An offset with seconds: pydantic and orjson write it differently.
+        {"received_at": datetime(1900, 6, 1, tzinfo=ZoneInfo("Asia/Shanghai"))},
+        {"location": {**ticket_fields()["location"], "longitude": 120}},  # int for a float
+        {"citizen": {"display_name": None, "citizen_hash": None, "phone_masked": None}},  # order
+        {"attachments": ({"filename": "a.jpg"},)},
+        {"title": b"bytes"},
+    ],
+)
+def test_fields_it_cannot_vouch_for_are_left_to_the_model(change: dict[str, Any]) -> None:
+    assert encode_fields(TicketReceived, [ticket_fields(), {**ticket_fields(), **change}]) is None
+
+
+def test_a_field_missing_or_out_of_order_is_left_to_the_model() -> None:
+    fields = ticket_fields()
+    del fields["category_source"]
+    assert encode_fields(TicketReceived, [fields]) is None
+    reordered = dict(reversed(ticket_fields().items()))
+    assert encode_fields(TicketReceived, [reordered]) is None
+
+
+def test_every_registered_class_is_either_written_or_declined() -> None:
+    """The writer knows each class's shape or says it does not; it never guesses."""
+    for cls in registry().values():
+        encode_fields(cls, [])
+    assert encode_fields(FeedbackReceived, []) == []
