@@ -344,6 +344,11 @@ class BatchRowResult(BaseModel):
     status: str  # created | existing | rejected
     ticket_id: str | None = None
     external_id: str | None = None
+    # As the single post answers them: the category the ticket has now and, for a repeat, the
+    # ticket it repeats (the first of its chain) and how many came before it.
+    category_code: str | None = None
+    repeat_of: str | None = None
+    repeat_count: int = 0
     errors: list[dict[str, Any]] = Field(default_factory=list)
 
 

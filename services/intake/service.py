@@ -183,6 +183,9 @@ async def accept_batch(
                     "status": "existing",
                     "ticket_id": earlier.ticket_id,
                     "external_id": draft.external_id,
+                    "category_code": earlier.category_code,
+                    "repeat_of": earlier.repeat_of,
+                    "repeat_count": earlier.repeat_count,
                 }
             else:
                 fresh.append((number, draft))
@@ -204,6 +207,9 @@ async def accept_batch(
                 "status": "created",
                 "ticket_id": p.ticket_id,
                 "external_id": draft.external_id,
+                "category_code": p.row["category_code"],
+                "repeat_of": p.row["repeat_of"],
+                "repeat_count": p.row["repeat_count"],
             }
         break
     else:

@@ -120,9 +120,21 @@ async def test_rows_repeating_each_other_in_one_file_are_linked(env: IntakeEnv) 
     body = rows(env, 3)
     body[1][2] = body[0][2]  # the same citizen twice
     response = await post_csv(env, as_csv(HEADER, body))
-    first, second, _ = response.json()["results"]
+    first, second, third = response.json()["results"]
     stored = await env.ticket(second["ticket_id"])
     assert stored.repeat_of == first["ticket_id"] and stored.repeat_count == 1
+    # The answer says so, row by row, as the single post does; and again when the file is resent.
+    assert (second["repeat_of"], second["repeat_count"]) == (first["ticket_id"], 1)
+    assert (first["repeat_of"], first["repeat_count"]) == (third["repeat_of"], 0) == (None, 0)
+    assert {r["category_code"] for r in (first, second, third)} == {stored.category_code}
+    again = await post_csv(env, as_csv(HEADER, body))
+    assert [
+        (r["status"], r["ticket_id"], r["category_code"], r["repeat_of"], r["repeat_count"])
+        for r in again.json()["results"]
+    ] == [
+        ("existing", r["ticket_id"], r["category_code"], r["repeat_of"], r["repeat_count"])
+        for r in (first, second, third)
+    ]
 
 
 async def test_a_row_sharing_every_key_with_an_earlier_row_counts_it_once(env: IntakeEnv) -> None:
