@@ -277,8 +277,7 @@ async def route_tickets(
     routed: set[str] = set()
     for among in bulk.among(session, column, ids):
         routed.update((await session.execute(select(column).where(among))).scalars())
-    org = await ctx.org.chart(session)
-    active = await ctx.org.rules(session)
+    org, active = await ctx.org.current(session)
     now = ctx.now()
     created: list[Dispatch] = []
     staged = Staged()
