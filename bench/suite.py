@@ -143,8 +143,9 @@ class DatabaseUsage:
     closed: int  # of those, gone before it ended: their CPU after their last sample is missed
     cpu_load: float  # cores
     cpu_ms_per_ticket: float | None
-    # Counted in the service's processes (``bench/statement_count``): executions sent, each a
-    # round trip, and the transactions among them (BEGIN); None when not counted.
+    # Counted in the service's processes (``bench/statement_count``): statements the server ran
+    # (an executemany of n rows is n), and the transactions among them (BEGIN); None when not
+    # counted.
     statements_per_ticket: float | None = None
     transactions_per_ticket: float | None = None
     statements_by_kind: dict[str, int] = field(default_factory=dict)  # by first keyword
@@ -430,8 +431,9 @@ class BackendSampler:
         try:
             await self._sample(conn, first=True)
             self._ready.set()
+            loop = asyncio.get_running_loop()
             while not self._stop.is_set():
-                await asyncio.sleep(self._interval)
+                await loop.run_in_executor(None, self._stop.wait, self._interval)
                 await self._sample(conn, first=False)
         finally:
             await conn.close()

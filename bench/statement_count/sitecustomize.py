@@ -7,9 +7,10 @@ at start-up in every process of the suite. Nothing in the services knows of it.
 
 It wraps the asyncpg methods every statement goes through — the prepared statements SQLAlchemy
 runs, ``Connection.execute`` (BEGIN, COMMIT, SAVEPOINT and the group commit's direct inserts),
-``executemany`` and ``COPY`` — and counts each execution (one round trip) by its first keyword and
-by its text. Every half second the counts are written to ``<folder>/<pid>.json``; the benchmark
-reads them at the start and the end of the load.
+``executemany`` and ``COPY`` — and counts each execution by the server (an ``executemany`` of n
+rows is n executions in one round trip) by connection name and statement text. Every half second
+the counts are written to ``<folder>/<pid>.json``; the benchmark reads them at the start and the
+end of the load.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def _install(folder: str) -> None:
 
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    def count(conn: Any, query: str) -> None:
-        counts[_key(conn, query)] += 1
+    def count(conn: Any, query: str, times: int = 1) -> None:
+        counts[_key(conn, query)] += times
 
     connection = asyncpg.Connection
     plain_execute = connection.execute
@@ -58,9 +59,10 @@ def _install(folder: str) -> None:
 
     many = connection._executemany
 
-    async def _executemany(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        count(self, query)
-        return await many(self, query, *args, **kwargs)
+    async def _executemany(self: Any, query: str, args: Any, *rest: Any, **kwargs: Any) -> Any:
+        # One round trip, but the server executes (and plans) the statement once per row.
+        count(self, query, len(args) if hasattr(args, "__len__") else 1)
+        return await many(self, query, args, *rest, **kwargs)
 
     copy_records = connection.copy_records_to_table
 

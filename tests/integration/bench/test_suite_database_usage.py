@@ -96,7 +96,8 @@ time.sleep(0.8)
     assert counts[("fq-a", "BEGIN;")] == 1
     assert counts[("fq-a", "COMMIT;")] == 1
     assert counts[("fq-a", "SELECT 1")] == 1
-    assert counts[("fq-a", "SELECT $1::int")] == 4  # two prepared, one execute, one executemany
+    # Two prepared, one execute, and an executemany of two rows (one round trip, two runs).
+    assert counts[("fq-a", "SELECT $1::int")] == 5
     assert len(json.loads(next(folder.glob("*.json")).read_text())) == 4
     assert [statement_kind(t) for t in ("BEGIN;", "WITH w0 AS (…)", "select 1")] == [
         "BEGIN",
