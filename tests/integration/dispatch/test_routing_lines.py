@@ -8,12 +8,13 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from services.dispatch import placement
 from shared.bus import topic_name
-from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, decode
+from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, decode, encode
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
 from shared.events.intake import Location, TicketReceived
 from tests.integration.dispatch.support import CENTRE, DispatchEnv
@@ -401,6 +402,77 @@ async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None
         detail = await env.detail(d["dispatch_id"])
         assert {c["clock"] for c in detail["clocks"]} == {"sign_for", "first_contact", "resolution"}
         assert [type(e) for e in await env.events(t.ticket_id)] == [TicketAssigned]
+
+
+async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look_up(
+    env: DispatchEnv,
+) -> None:
+    """A fetch of received tickets goes to routing without the inbox look-up: routing refuses a
+    ticket already routed, whatever the event id, and the consumer counts the refusals as
+    duplicates; the events applied get their inbox rows."""
+    grid = env.place()
+    tickets = [
+        TicketReceived(
+            ticket_id=f"TD{k:02d}-{uuid.uuid4().hex[:8]}",
+            channel="hotline-12345-phone",
+            received_at=env.clock.now(),
+            title="小区垃圾无人清运",
+            content="楼下垃圾桶满了三天没人清运",
+            category_code="0204",
+            location=Location(grid_code=grid),
+        )
+        for k in range(3)
+    ]
+    again = tickets[1].model_copy(update={"event_id": uuid.uuid4()})
+    consumer = env.runtime.consumer
+    duplicates = consumer._metrics.events_duplicate.labels(TicketReceived.event_type)
+    before = duplicates._value.get()
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def delivered(events: list[TicketReceived], first: int) -> list[ConsumerRecord[bytes, bytes]]:
+        out = []
+        for offset, event in enumerate(events, start=first):
+            record = encode(event)
+            out.append(
+                ConsumerRecord(
+                    topic=topic_name(env.settings, INTAKE_TOPIC),
+                    partition=0,
+                    offset=offset,
+                    timestamp=0,
+                    timestamp_type=0,
+                    key=record.key,
+                    value=record.value,
+                    checksum=None,
+                    serialized_key_size=len(record.key),
+                    serialized_value_size=len(record.value),
+                    headers=tuple(record.headers),
+                )
+            )
+        return out
+
+    engine = env.runtime.engine.sync_engine
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        await consumer._apply_together(consumer._plan(delivered(tickets[:2], 10_000)))
+        # The same event again, the same ticket under another event id, and a new ticket.
+        await consumer._apply_together(
+            consumer._plan(delivered([tickets[0], again, tickets[2]], 10_002))
+        )
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    assert not [q for q in statements if "FROM inbox" in q]
+    assert duplicates._value.get() - before == 2
+    for t in tickets:
+        await env.one(t.ticket_id)  # exactly one dispatch each
+    t = env.runtime.inbox_table
+    async with env.runtime.sessions() as session:
+        rows = await session.execute(select(t.c.event_id).where(t.c.consumer == consumer.name))
+        held = set(rows.scalars())
+    assert {str(e.event_id) for e in tickets} <= held
+    assert str(again.event_id) not in held
 
 
 async def test_a_ticket_that_cannot_be_routed_fails_alone_in_its_batch(env: DispatchEnv) -> None:
