@@ -35,7 +35,7 @@ from services.dispatch.app import create_app
 from services.dispatch.models import outbox_table
 from services.dispatch.settings import DispatchSettings
 from shared import geo
-from shared.events.base import encode, utcnow
+from shared.events.base import Record, encode, utcnow
 from shared.events.intake import Citizen, Location, TicketReceived
 
 
@@ -66,23 +66,29 @@ def records(count: int, *, seed: int = 13) -> list[ConsumerRecord]:  # type: ign
             category_code=category,
             external_id=f"ext-{n}",
         )
-        record = encode(event)
         out.append(
-            ConsumerRecord(
-                topic="inproc.intake.tickets",
-                partition=n % 6,
-                offset=n // 6,
-                timestamp=0,
-                timestamp_type=0,
-                key=record.key,
-                value=record.value,
-                checksum=None,
-                serialized_key_size=len(record.key),
-                serialized_value_size=len(record.value),
-                headers=tuple(record.headers),
+            as_delivered(
+                encode(event), topic="inproc.intake.tickets", partition=n % 6, offset=n // 6
             )
         )
     return out
+
+
+def as_delivered(record: Record, *, topic: str, partition: int, offset: int) -> ConsumerRecord:  # type: ignore[type-arg]
+    """An encoded event as the consumer gets it from the broker."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=record.key,
+        value=record.value,
+        checksum=None,
+        serialized_key_size=len(record.key),
+        serialized_value_size=len(record.value),
+        headers=tuple(record.headers),
+    )
 
 
 async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
+from bench.dispatch_inprocess import as_delivered
 from services.dispatch import placement
 from shared.bus import topic_name
 from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, decode, encode
@@ -371,13 +372,12 @@ async def test_department_search_takes_percent_and_underscore_literally(env: Dis
     assert await codes("%") == [] and await codes("_") == []  # no code or name holds them
 
 
-async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None:
-    """The consumer hands over whole fetches: a ticket already routed, or delivered twice
-    under two event ids in one batch, is still placed once, with its clocks and its event."""
+def _garbage_tickets(env: DispatchEnv, prefix: str, count: int) -> list[TicketReceived]:
+    """``count`` received tickets about uncollected rubbish in a village of their own."""
     grid = env.place()
-    tickets = [
+    return [
         TicketReceived(
-            ticket_id=f"TB{k:02d}-{uuid.uuid4().hex[:8]}",
+            ticket_id=f"{prefix}{k:02d}-{uuid.uuid4().hex[:8]}",
             channel="hotline-12345-phone",
             received_at=env.clock.now(),
             title="小区垃圾无人清运",
@@ -385,8 +385,14 @@ async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None
             category_code="0204",
             location=Location(grid_code=grid),
         )
-        for k in range(12)
+        for k in range(count)
     ]
+
+
+async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None:
+    """The consumer hands over whole fetches: a ticket already routed, or delivered twice
+    under two event ids in one batch, is still placed once, with its clocks and its event."""
+    tickets = _garbage_tickets(env, "TB", 12)
     again = tickets[7].model_copy(update={"event_id": uuid.uuid4()})
     async with env.runtime.sessions() as session, session.begin():
         first = await placement.route_tickets(session=session, ctx=env.ctx, tickets=tickets[:4])
@@ -410,19 +416,7 @@ async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look
     """A fetch of received tickets goes to routing without the inbox look-up: routing refuses a
     ticket already routed, whatever the event id, and the consumer counts the refusals as
     duplicates; the events applied get their inbox rows."""
-    grid = env.place()
-    tickets = [
-        TicketReceived(
-            ticket_id=f"TD{k:02d}-{uuid.uuid4().hex[:8]}",
-            channel="hotline-12345-phone",
-            received_at=env.clock.now(),
-            title="小区垃圾无人清运",
-            content="楼下垃圾桶满了三天没人清运",
-            category_code="0204",
-            location=Location(grid_code=grid),
-        )
-        for k in range(3)
-    ]
+    tickets = _garbage_tickets(env, "TD", 3)
     again = tickets[1].model_copy(update={"event_id": uuid.uuid4()})
     consumer = env.runtime.consumer
     duplicates = consumer._metrics.events_duplicate.labels(TicketReceived.event_type)
@@ -433,25 +427,11 @@ async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look
         statements.append(statement)
 
     def delivered(events: list[TicketReceived], first: int) -> list[ConsumerRecord[bytes, bytes]]:
-        out = []
-        for offset, event in enumerate(events, start=first):
-            record = encode(event)
-            out.append(
-                ConsumerRecord(
-                    topic=topic_name(env.settings, INTAKE_TOPIC),
-                    partition=0,
-                    offset=offset,
-                    timestamp=0,
-                    timestamp_type=0,
-                    key=record.key,
-                    value=record.value,
-                    checksum=None,
-                    serialized_key_size=len(record.key),
-                    serialized_value_size=len(record.value),
-                    headers=tuple(record.headers),
-                )
-            )
-        return out
+        topic = topic_name(env.settings, INTAKE_TOPIC)
+        return [
+            as_delivered(encode(e), topic=topic, partition=0, offset=offset)
+            for offset, e in enumerate(events, start=first)
+        ]
 
     engine = env.runtime.engine.sync_engine
     sa_event.listen(engine, "before_cursor_execute", seen)
