@@ -29,13 +29,13 @@ from sqlalchemy import func, select
 
 from bench.intake import POSTGRES_URL, drop_schema
 from bench.intake_inprocess import run_in_process
-from bench.suite import ASSIGNED_PROBLEMS, DETAILS
+from bench.suite import ASSIGNED_PROBLEMS, DETAILS, BackendSampler
 from fengqiao.registry import upgrade_async
 from services.dispatch.app import create_app
 from services.dispatch.models import outbox_table
 from services.dispatch.settings import DispatchSettings
 from shared import geo
-from shared.events.base import encode, utcnow
+from shared.events.base import Record, encode, utcnow
 from shared.events.intake import Citizen, Location, TicketReceived
 
 
@@ -66,23 +66,29 @@ def records(count: int, *, seed: int = 13) -> list[ConsumerRecord]:  # type: ign
             category_code=category,
             external_id=f"ext-{n}",
         )
-        record = encode(event)
         out.append(
-            ConsumerRecord(
-                topic="inproc.intake.tickets",
-                partition=n % 6,
-                offset=n // 6,
-                timestamp=0,
-                timestamp_type=0,
-                key=record.key,
-                value=record.value,
-                checksum=None,
-                serialized_key_size=len(record.key),
-                serialized_value_size=len(record.value),
-                headers=tuple(record.headers),
+            as_delivered(
+                encode(event), topic="inproc.intake.tickets", partition=n % 6, offset=n // 6
             )
         )
     return out
+
+
+def as_delivered(record: Record, *, topic: str, partition: int, offset: int) -> ConsumerRecord:  # type: ignore[type-arg]
+    """An encoded event as the consumer gets it from the broker."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=record.key,
+        value=record.value,
+        checksum=None,
+        serialized_key_size=len(record.key),
+        serialized_value_size=len(record.value),
+        headers=tuple(record.headers),
+    )
 
 
 async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
@@ -97,6 +103,14 @@ async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
 
         await fetch(feed[: args.batch])  # warm-up: caches, prepared statements
         rest = feed[args.batch :]
+        backends = None
+        if settings.database_application_name:
+            # This process's PostgreSQL backends (the consumer's and the relay's connections),
+            # read at the start and the end only: the pools keep their connections.
+            backends = BackendSampler(
+                args.postgres, {settings.database_application_name: "dispatch"}, interval=3600
+            )
+            await asyncio.to_thread(backends.start)
         cpu, wall = time.process_time(), time.perf_counter()
         for start in range(0, len(rest), args.batch):
             await fetch(rest[start : start + args.batch])
@@ -108,11 +122,17 @@ async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
                     await asyncio.sleep(0.01)
                     await session.rollback()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if backends is not None:
+            await asyncio.to_thread(backends.stop)
     n = len(rest)
+    database = ""
+    if backends is not None:
+        used, seen, _, _ = backends.usage().get("dispatch", (0.0, 0, 0, 0))
+        database = f", PostgreSQL {used / n * 1e3:.3f} ms CPU per ticket ({seen} backends)"
     print(
         f"dispatch consumer ({args.database}, fetches of {args.batch}"
         f"{', relay publishing' if args.broker else ''}): {n / wall:,.0f} tickets/s "
-        f"wall, {cpu / n * 1e3:.3f} ms CPU per ticket"
+        f"wall, {cpu / n * 1e3:.3f} ms CPU per ticket{database}"
     )
 
 
@@ -128,6 +148,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         settings = DispatchSettings(
             database_url=args.postgres.replace("postgresql://", "postgresql+asyncpg://"),
             database_schema=schema,
+            database_application_name=f"fq-{schema}",
             **common,  # type: ignore[arg-type]
         )
         await upgrade_async("dispatch", settings)

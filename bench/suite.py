@@ -37,7 +37,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,6 +134,25 @@ class ProcessUsage:
 
 
 @dataclass
+class DatabaseUsage:
+    """One service's PostgreSQL backends (its connections' ``application_name``) over the load."""
+
+    service: str
+    backends: int  # seen during the load (the pool's connections, and any opened meanwhile)
+    opened: int  # of those, started during the load
+    closed: int  # of those, gone before it ended: their CPU after their last sample is missed
+    cpu_load: float  # cores
+    cpu_ms_per_ticket: float | None
+    # Counted in the service's processes (``bench/statement_count``): statements the server ran
+    # (an executemany of n rows is n), and the transactions among them (BEGIN); None when not
+    # counted.
+    statements_per_ticket: float | None = None
+    transactions_per_ticket: float | None = None
+    statements_by_kind: dict[str, int] = field(default_factory=dict)  # by first keyword
+    top_statements: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
 class SuiteResult:
     database: str
     seconds: int
@@ -159,6 +180,7 @@ class SuiteResult:
     database_locked: dict[str, int] = field(default_factory=dict)  # log lines, by service
     error_lines: dict[str, int] = field(default_factory=dict)  # level error or worse
     processes: list[ProcessUsage] = field(default_factory=list)
+    database_usage: list[DatabaseUsage] = field(default_factory=list)  # PostgreSQL only
     latency_source: str = (
         "intake tickets.received_at vs min(dispatch dispatches.assigned_at), read after the run"
     )
@@ -186,8 +208,14 @@ def free_base_port(count: int = 4) -> int:
     raise RuntimeError("no four consecutive free ports")
 
 
-def suite_environment(database: str, postgres: str, stamp: str) -> dict[str, str]:
-    """``make run``'s environment: the embedded broker and SQLite files unless PostgreSQL."""
+def suite_environment(
+    database: str, postgres: str, stamp: str, statements: Path | None = None
+) -> dict[str, str]:
+    """``make run``'s environment: the embedded broker and SQLite files unless PostgreSQL.
+
+    On PostgreSQL each service's connections carry an ``application_name`` of this run (the
+    backends' CPU is read by it), and with ``statements`` every process of the suite counts what
+    it sends (``bench/statement_count``) into that folder."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -201,7 +229,23 @@ def suite_environment(database: str, postgres: str, stamp: str) -> dict[str, str
         for name in SERVICES:
             env[f"{name.upper()}_DATABASE_URL"] = postgres
             env[f"{name.upper()}_DATABASE_SCHEMA"] = schema_name(name, stamp)
+            env[f"{name.upper()}_DATABASE_APPLICATION_NAME"] = application_name(name, stamp)
+        if statements is not None:
+            statements.mkdir(parents=True, exist_ok=True)
+            env["FENGQIAO_BENCH_STATEMENTS"] = str(statements)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(STATEMENT_COUNT), env.get("PYTHONPATH", "")) if p
+            )
     return env
+
+
+STATEMENT_COUNT = Path(__file__).with_name("statement_count")  # the suite's sitecustomize
+
+
+def application_name(service: str, stamp: str) -> str:
+    """What the service's PostgreSQL connections are called in ``pg_stat_activity`` in this run
+    (63 characters at most, or PostgreSQL cuts it)."""
+    return f"fq-{stamp}-{service}"[:63]
 
 
 def schema_name(service: str, stamp: str) -> str:
@@ -322,6 +366,167 @@ def summary(port: int) -> dict[str, int]:
     )
     answer.raise_for_status()
     return dict(answer.json())
+
+
+# --- the PostgreSQL backends ------------------------------------------------------------------
+
+
+def backend_cpu(pid: int) -> float | None:
+    """A backend's CPU seconds so far (it runs as another user; /proc/<pid>/stat is public)."""
+    return cpu_seconds([pid]).get(pid)
+
+
+class BackendSampler:
+    """The CPU of each service's PostgreSQL backends over a window, found by ``application_name``.
+
+    A backend's CPU is its ``/proc/<pid>/stat`` time; ``pg_stat_activity`` names the backends.
+    Sampled every ``interval`` seconds on a connection of its own (named otherwise, so not
+    counted), so a backend opened during the window is counted from zero (its start-up included)
+    and one closed during it up to its last sample: what it used after that — at most
+    ``interval`` of its time — is missed, and the number of such backends is reported. The
+    pools keep their connections open, so few close.
+    """
+
+    def __init__(self, url: str, services: dict[str, str], interval: float = 0.25) -> None:
+        self._url = url
+        self._services = services  # application_name → service
+        self._interval = interval
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.first: dict[int, float] = {}  # pid → CPU at the start (0 if opened later)
+        self.last: dict[int, float] = {}  # pid → CPU at its last sample
+        self.service: dict[int, str] = {}
+        self.opened: set[int] = set()
+        self.live: set[int] = set()  # at the last sample
+
+    def start(self) -> None:
+        """Begin the window: returns once every backend's CPU at the start is read."""
+        self._thread = threading.Thread(target=self._run, name="backend-sampler", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"sampling the PostgreSQL backends failed: {self._error}")
+
+    def stop(self) -> None:
+        """End the window with one last sample."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        if self._error is not None:
+            raise RuntimeError(f"sampling the PostgreSQL backends failed: {self._error}")
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._sample_until_stopped())
+        except BaseException as exc:  # reported by start()/stop()
+            self._error = exc
+            self._ready.set()
+
+    async def _sample_until_stopped(self) -> None:
+        conn = await asyncpg.connect(
+            self._url, server_settings={"application_name": "fq-bench-backend-sampler"}
+        )
+        try:
+            await self._sample(conn, first=True)
+            self._ready.set()
+            loop = asyncio.get_running_loop()
+            while not self._stop.is_set():
+                await loop.run_in_executor(None, self._stop.wait, self._interval)
+                await self._sample(conn, first=False)
+        finally:
+            await conn.close()
+
+    async def _sample(self, conn: asyncpg.Connection, *, first: bool) -> None:
+        rows = await conn.fetch(
+            "SELECT pid, application_name FROM pg_stat_activity"
+            " WHERE application_name = ANY($1::text[])",
+            list(self._services),
+        )
+        live = set()
+        for pid, name in rows:
+            used = backend_cpu(pid)
+            if used is None:  # gone between the query and the read
+                continue
+            live.add(pid)
+            if pid not in self.first:
+                self.first[pid] = used if first else 0.0
+                self.service[pid] = self._services[name]
+                if not first:
+                    self.opened.add(pid)
+            self.last[pid] = used
+        self.live = live
+
+    def usage(self) -> dict[str, tuple[float, int, int, int]]:
+        """Service → (CPU seconds in the window, backends, opened, closed)."""
+        out: dict[str, tuple[float, int, int, int]] = {}
+        for pid, service in self.service.items():
+            cpu, seen, opened, closed = out.get(service, (0.0, 0, 0, 0))
+            out[service] = (
+                cpu + self.last[pid] - self.first[pid],
+                seen + 1,
+                opened + (pid in self.opened),
+                closed + (pid not in self.live),
+            )
+        return out
+
+
+def read_statement_counts(folder: Path) -> Counter[tuple[str, str]]:
+    """(application_name, statement text) → executions so far, summed over the processes."""
+    total: Counter[tuple[str, str]] = Counter()
+    for path in folder.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            for app, text, n in json.loads(path.read_text(encoding="utf-8")):
+                total[(app, text)] += n
+    return total
+
+
+def statement_kind(text: str) -> str:
+    """A statement's first keyword (``WITH`` for the chained inserts of a batch)."""
+    return (text.split(None, 1) or ["?"])[0].rstrip(";").upper()
+
+
+def database_usage(
+    sampler: BackendSampler,
+    services: dict[str, str],
+    statements: Counter[tuple[str, str]] | None,
+    *,
+    load_s: float,
+    tickets: int,
+) -> list[DatabaseUsage]:
+    """Each service's backends and statements over the load, per ticket dispatched in it."""
+    cpu = sampler.usage()
+    by_service: dict[str, Counter[str]] = {name: Counter() for name in SERVICES}
+    if statements is not None:
+        for (app, text), n in statements.items():
+            if app in services and n > 0:
+                by_service[services[app]][text] += n
+    out = []
+    for name in SERVICES:
+        used, seen, opened, closed = cpu.get(name, (0.0, 0, 0, 0))
+        texts = by_service[name]
+        kinds: Counter[str] = Counter()
+        for text, n in texts.items():
+            kinds[statement_kind(text)] += n
+        counted = statements is not None and tickets > 0
+        out.append(
+            DatabaseUsage(
+                service=name,
+                backends=seen,
+                opened=opened,
+                closed=closed,
+                cpu_load=round(used / load_s, 3),
+                cpu_ms_per_ticket=round(used / tickets * 1000, 3) if tickets else None,
+                statements_per_ticket=(
+                    round(sum(texts.values()) / tickets, 3) if counted else None
+                ),
+                transactions_per_ticket=round(kinds["BEGIN"] / tickets, 3) if counted else None,
+                statements_by_kind=dict(kinds.most_common()),
+                top_statements=texts.most_common(12),
+            )
+        )
+    return out
 
 
 # --- the services' own rows ---------------------------------------------------------------------
@@ -483,12 +688,21 @@ def _measure_case(
     base = free_base_port()
     evaluation_port = base + SERVICES.index("evaluation")
     intake = f"http://127.0.0.1:{base + SERVICES.index('intake')}"
-    proc = start_suite(suite_environment(database, args.postgres, stamp), var_dir, base)
+    postgres = database == "postgres"
+    counting = postgres and getattr(args, "count_statements", True)
+    folder = var_dir / "statements" if counting else None
+    apps = {application_name(name, stamp): name for name in SERVICES}
+    sampler = BackendSampler(args.postgres, apps) if postgres else None
+    proc = start_suite(suite_environment(database, args.postgres, stamp, folder), var_dir, base)
+    statements: Counter[tuple[str, str]] | None = None
     try:
         probe_id, probe_s = probe(intake, evaluation_port)
         pids = process_tree(proc.pid)
         names = {pid: label(pid) for pid in pids}
         spies = profile_services(getattr(args, "profile", None), database, names, args.seconds)
+        if sampler is not None:
+            sampler.start()
+        counted0 = read_statement_counts(folder) if folder is not None else None
         cpu0, machine0 = cpu_seconds(pids), machine_busy()
         load_started = datetime.now(UTC)
         wall0 = time.monotonic()
@@ -502,6 +716,11 @@ def _measure_case(
         wall1 = time.monotonic()
         load_ended = datetime.now(UTC)
         cpu1, machine1 = cpu_seconds(pids), machine_busy()
+        if sampler is not None:
+            sampler.stop()
+        if folder is not None and counted0 is not None:
+            statements = read_statement_counts(folder)
+            statements.subtract(counted0)
         for spy in spies:
             spy.wait(timeout=60)
         lag_zero_s: float | None = None
@@ -583,6 +802,11 @@ def _measure_case(
             )
             for pid in pids
         ],
+        database_usage=(
+            database_usage(sampler, apps, statements, load_s=load_s, tickets=in_load)
+            if sampler is not None
+            else []
+        ),
     )
 
 
@@ -643,6 +867,34 @@ def render(outcomes: list[SuiteResult | SuiteFailure]) -> str:
                 f"| {r.database} | {p.name} | {p.cpu_load} | {_num(p.cpu_ms_per_ticket, '{}')} "
                 f"| {_num(p.cpu_drain, '{}')} | {_num(p.peak_rss_mb, '{:.0f}')} |"
             )
+    usage = [(r.database, u) for r in results for u in r.database_usage]
+    if usage:
+        lines += [
+            "",
+            "| database | PostgreSQL backends of | backends (opened / closed in load) "
+            "| CPU during load (cores) | CPU ms per ticket dispatched | statements per ticket "
+            "| transactions per ticket |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for database, u in usage:
+            lines.append(
+                f"| {database} | {u.service} | {u.backends} ({u.opened} / {u.closed}) "
+                f"| {u.cpu_load} | {_num(u.cpu_ms_per_ticket, '{}')} "
+                f"| {_num(u.statements_per_ticket, '{}')} "
+                f"| {_num(u.transactions_per_ticket, '{}')} |"
+            )
+        for r in results:
+            if r.database_usage:
+                total = sum(u.cpu_ms_per_ticket or 0.0 for u in r.database_usage)
+                python = sum(
+                    p.cpu_ms_per_ticket or 0.0 for p in r.processes if p.name != "fengqiao up"
+                )
+                lines.append(
+                    f"| {r.database} | all services | "
+                    f"{sum(u.backends for u in r.database_usage)} | "
+                    f"{round(sum(u.cpu_load for u in r.database_usage), 2)} "
+                    f"| {total:.3f} (the suite's processes: {python:.3f}) | | |"
+                )
     lines += ["", "Against the targets:", ""]
     for r in results:
         lines.append(f"- {r.database}: {verdict(r)}")
@@ -692,6 +944,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy each service during the load into DIR"
+    )
+    parser.add_argument(
+        "--no-count-statements",
+        dest="count_statements",
+        action="store_false",
+        help="PostgreSQL: do not count the statements each service sends (bench/statement_count)",
     )
 
 

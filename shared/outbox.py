@@ -26,7 +26,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,13 +43,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    any_,
-    bindparam,
     func,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared import bulk
@@ -276,6 +273,10 @@ class OutboxRelay:
     async def _relay_loop(self) -> None:
         poll = self._settings.outbox_poll_interval_ms / 1000
         failures = 0
+        # Straight to a batch on the first pass and after one that found rows (under load the
+        # next is seldom empty); after an empty one, ask first: a wake-up may announce nothing
+        # (a consumer's fetch with nothing to apply still reports a commit).
+        eager = True
         while True:
             try:
                 await self._connect()
@@ -283,7 +284,10 @@ class OutboxRelay:
                 if self._lease is not None and not self._lease.held():
                     await asyncio.sleep(poll)  # another process of this host publishes
                     continue
-                sent = await self.publish_batch()
+                sent = 0
+                if eager or await self.may_have_work():
+                    sent = await self.publish_batch()
+                eager = sent > 0
                 await self._maybe_cleanup()
                 failures = 0
                 if sent >= self._settings.outbox_batch_size:
@@ -294,6 +298,7 @@ class OutboxRelay:
                 failures += 1
                 self._force_check = True
                 self._watch.reachable = False
+                eager = True
                 log.warning("outbox relay: %s (attempt %d)", exc, failures)
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
                 continue
@@ -430,6 +435,30 @@ class OutboxRelay:
             self._replay = (int(stored.get("replay_after", 0)), int(stored.get("replay_until", 0)))
         return self._replay
 
+    async def may_have_work(self) -> bool:
+        """Whether a batch could find anything (pending rows, a replay under way): asked before
+        a batch when the last one was empty. On PostgreSQL one read outside a transaction
+        answers it — the claim's transaction (BEGIN, the claim, COMMIT) at every poll and every
+        wake-up in every service was most of an idle relay's work; SQLite is asked by the batch
+        itself."""
+        if not self._postgres or self._replay is None or self._replay[0] < self._replay[1]:
+            return True
+        t = self._outbox
+        async with self._read_alone() as conn:
+            found = await conn.execute(select(t.c.id).where(t.c.published_at.is_(None)).limit(1))
+            return found.first() is not None
+
+    @contextlib.asynccontextmanager
+    async def _read_alone(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one read: on PostgreSQL outside a transaction (one round trip, not
+        BEGIN, the read and ROLLBACK)."""
+        async with self._reader.connect() as conn:
+            if self._postgres:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+            if not self._postgres:
+                await conn.rollback()
+
     async def replay_batch(self) -> int:
         """Send the next batch of already-published rows to a new broker; how many were sent."""
         after, until = await self._replay_position()
@@ -462,20 +491,39 @@ class OutboxRelay:
         if replayed:
             return replayed
         t = self._outbox
-        query = (
-            select(t.c.id, t.c.event_type, t.c.topic, t.c.key, t.c.headers, t.c.payload)
-            .where(t.c.published_at.is_(None))
-            .order_by(t.c.id)
-            .limit(self._settings.outbox_batch_size)
-        )
+        columns = (t.c.id, t.c.event_type, t.c.topic, t.c.key, t.c.headers, t.c.payload)
+        pending = t.c.published_at.is_(None)
         if self._postgres:
             # Several replicas may relay one database: each claims rows the others have not.
+            # The claim marks them in the same statement (one round trip, not a select and an
+            # update); the mark is committed only once the broker has every record, so a failed
+            # send rolls it back and the rows stay pending.
+            claimed = (
+                select(t.c.id)
+                .where(pending)
+                .order_by(t.c.id)
+                .limit(self._settings.outbox_batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            claim = (
+                update(t)
+                .where(t.c.id.in_(claimed))
+                .values(published_at=utcnow())
+                .returning(*columns)
+            )
             async with self._engine.begin() as conn:
-                rows = (await conn.execute(query.with_for_update(skip_locked=True))).all()
+                rows: Sequence[Any] = sorted(
+                    (await conn.execute(claim)).all(), key=lambda row: row.id
+                )
                 if rows:
                     await self._send(rows)
-                    await self._mark(conn, [r.id for r in rows])
         else:
+            query = (
+                select(*columns)
+                .where(pending)
+                .order_by(t.c.id)
+                .limit(self._settings.outbox_batch_size)
+            )
             async with self._reader.connect() as conn:
                 rows = (await conn.execute(query)).all()
                 await conn.rollback()
@@ -506,20 +554,15 @@ class OutboxRelay:
         await asyncio.gather(*futures)
 
     async def _mark(self, conn: AsyncConnection, ids: list[int]) -> None:
+        """SQLite: the rows sent are published (PostgreSQL marks them as it claims them)."""
         now = utcnow()
-        if self._postgres:
-            # One array parameter: one statement (and one prepared plan) whatever the batch's
-            # size; an IN list of n ids is a new statement to parse and plan for every n.
-            among = self._outbox.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
-            await conn.execute(update(self._outbox).where(among).values(published_at=now))
-            return
         for chunk in bulk.chunks(ids):
             await conn.execute(
                 update(self._outbox).where(self._outbox.c.id.in_(chunk)).values(published_at=now)
             )
 
     async def _update_backlog(self) -> None:
-        async with self._reader.connect() as conn:
+        async with self._read_alone() as conn:
             backlog = (
                 await conn.execute(
                     select(func.count())
@@ -527,7 +570,6 @@ class OutboxRelay:
                     .where(self._outbox.c.published_at.is_(None))
                 )
             ).scalar_one()
-            await conn.rollback()
         self._metrics.outbox_backlog.set(backlog)
 
     async def _maybe_cleanup(self) -> None:

@@ -24,9 +24,15 @@ def event_handlers(ctx: DispatchContext) -> HandlerMap:
 
     async def on_tickets_received(
         events: Sequence[TicketReceived], *, session: AsyncSession
-    ) -> None:
-        """Route every received ticket with the active rules, a fetched batch at a time."""
-        await placement.route_tickets(session=session, ctx=ctx, tickets=events)
+    ) -> list[str]:
+        """Route every received ticket with the active rules, a fetched batch at a time, and
+        answer which events were applied. A ticket already routed is refused whatever its
+        event id (routing looks the batch's tickets up anyway), so the consumer's inbox
+        look-up of these events would only repeat that: they go without it (``deduplicates``),
+        and a refused one counts as a duplicate."""
+        applied: list[str] = []
+        await placement.route_tickets(session=session, ctx=ctx, tickets=events, applied=applied)
+        return applied
 
     async def on_case_opened(event: CaseOpened, *, session: AsyncSession) -> None:
         """Remember which mediation case handles a ticket."""
@@ -64,7 +70,7 @@ def event_handlers(ctx: DispatchContext) -> HandlerMap:
         await proactive.place_proposal(session=session, ctx=ctx, proposal=event)
 
     EVENT_HANDLERS: HandlerMap = {
-        TicketReceived: Batch(on_tickets_received),
+        TicketReceived: Batch(on_tickets_received, deduplicates=True),
         CaseOpened: on_case_opened,
         AgreementReached: on_agreement_reached,
         MediationFailed: on_mediation_failed,

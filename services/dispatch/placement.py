@@ -267,18 +267,22 @@ async def route_ticket(
 
 
 async def route_tickets(
-    *, session: AsyncSession, ctx: DispatchContext, tickets: Sequence[TicketReceived]
+    *,
+    session: AsyncSession,
+    ctx: DispatchContext,
+    tickets: Sequence[TicketReceived],
+    applied: list[str] | None = None,
 ) -> list[Dispatch]:
     """Route received tickets with the active rules and assign them, each once: one look-up
     of the tickets already routed, the org chart and rules read once, routing and clocks in
-    memory, the rows staged and written with one insert per table, the events with one."""
+    memory, the rows staged and written with one insert per table, the events with one.
+    ``applied`` gets the event id of every ticket routed now (not those refused)."""
     ids = list({t.ticket_id for t in tickets})
     column = TicketRecord.__table__.c.ticket_id  # type: ignore[attr-defined]
     routed: set[str] = set()
     for among in bulk.among(session, column, ids):
         routed.update((await session.execute(select(column).where(among))).scalars())
-    org = await ctx.org.chart(session)
-    active = await ctx.org.rules(session)
+    org, active = await ctx.org.current(session)
     now = ctx.now()
     created: list[Dispatch] = []
     staged = Staged()
@@ -286,6 +290,8 @@ async def route_tickets(
         if ticket.ticket_id in routed:
             continue  # routed already (a ticket is placed once, whatever its event id)
         routed.add(ticket.ticket_id)
+        if applied is not None:
+            applied.append(str(ticket.event_id))
         facts = facts_for(ticket, org, ctx.profiles)
         decision = route(facts, active.rules, org, explain=False)
         stored = new_row(

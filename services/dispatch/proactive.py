@@ -41,8 +41,7 @@ async def place_proposal(
     ticket_id = ticket_id_for(proposal.proposal_id)
     if await session.get(TicketRecord, ticket_id) is not None:
         return []
-    org = await ctx.org.chart(session)
-    active = await ctx.org.rules(session)
+    org, active = await ctx.org.current(session)
     act_by = f"\n(act by {proposal.act_by.isoformat()})" if proposal.act_by else ""
     facts = TicketFacts(
         ticket_id=ticket_id,

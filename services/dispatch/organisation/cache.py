@@ -8,9 +8,10 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.dispatch.deadlines.profiles import ProfileSet
-from services.dispatch.models import RuleSetRow
+from services.dispatch.models import MetaEntry, RuleSetRow
 from services.dispatch.organisation import store
 from services.dispatch.organisation.chart import OrgChart
 from services.dispatch.rules import RuleSet, load_rules
@@ -37,19 +38,30 @@ class OrgCache:
 
     async def chart(self, session: AsyncSession) -> OrgChart:
         """The active org chart as the database holds it now."""
-        revision = await store.current_revision(session)
-        if self._org is None or self._org[0] != revision:
-            tree = self._org[1].tree if self._org is not None else None
-            org = await store.build_org(session, tree=tree)
-            self._org = (revision, org)
-        return self._org[1]
+        return await self._chart_at(session, await store.current_revision(session))
 
     async def rules(self, session: AsyncSession) -> ActiveRules:
         """The active routing rules (the newest rule set), validated against the current org."""
-        newest = (await session.execute(select(func.max(RuleSetRow.id)))).scalar_one_or_none()
+        return (await self.current(session))[1]
+
+    async def current(self, session: AsyncSession) -> tuple[OrgChart, ActiveRules]:
+        """The org chart and the routing rules in force, both revisions read in one query (a
+        fetched batch of tickets needs both; three look-ups were a third of its statements)."""
+        revision, newest = (
+            await session.execute(
+                select(
+                    select(col(MetaEntry.value))
+                    .where(col(MetaEntry.name) == store.ORG_REVISION)
+                    .scalar_subquery(),
+                    select(func.max(RuleSetRow.id)).scalar_subquery(),
+                )
+            )
+        ).one()
         if newest is None:
             raise LookupError("no routing rules are loaded; run `fengqiao dispatch load-org`")
-        org = await self.chart(session)
+        if revision is None:
+            raise LookupError("no organisation is loaded; run `fengqiao dispatch load-org`")
+        org = await self._chart_at(session, int(revision))
         cached = self._rules
         if cached is None or cached.id != newest:
             row = await session.get(RuleSetRow, newest)
@@ -57,4 +69,12 @@ class OrgCache:
             rules = load_rules(row.text, org=org, profiles=self.profiles)
             cached = ActiveRules(row.id, rules, row.text, row.activated_at, row.activated_by)
             self._rules = cached
-        return cached
+        return org, cached
+
+    async def _chart_at(self, session: AsyncSession, revision: int) -> OrgChart:
+        """The chart of this revision: the cached one, or built again from the tables."""
+        if self._org is None or self._org[0] != revision:
+            tree = self._org[1].tree if self._org is not None else None
+            org = await store.build_org(session, tree=tree)
+            self._org = (revision, org)
+        return self._org[1]

@@ -8,12 +8,14 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
+from bench.dispatch_inprocess import as_delivered
 from services.dispatch import placement
 from shared.bus import topic_name
-from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, decode
+from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, decode, encode
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
 from shared.events.intake import Location, TicketReceived
 from tests.integration.dispatch.support import CENTRE, DispatchEnv
@@ -370,13 +372,12 @@ async def test_department_search_takes_percent_and_underscore_literally(env: Dis
     assert await codes("%") == [] and await codes("_") == []  # no code or name holds them
 
 
-async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None:
-    """The consumer hands over whole fetches: a ticket already routed, or delivered twice
-    under two event ids in one batch, is still placed once, with its clocks and its event."""
+def _garbage_tickets(env: DispatchEnv, prefix: str, count: int) -> list[TicketReceived]:
+    """``count`` received tickets about uncollected rubbish in a village of their own."""
     grid = env.place()
-    tickets = [
+    return [
         TicketReceived(
-            ticket_id=f"TB{k:02d}-{uuid.uuid4().hex[:8]}",
+            ticket_id=f"{prefix}{k:02d}-{uuid.uuid4().hex[:8]}",
             channel="hotline-12345-phone",
             received_at=env.clock.now(),
             title="小区垃圾无人清运",
@@ -384,8 +385,14 @@ async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None
             category_code="0204",
             location=Location(grid_code=grid),
         )
-        for k in range(12)
+        for k in range(count)
     ]
+
+
+async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None:
+    """The consumer hands over whole fetches: a ticket already routed, or delivered twice
+    under two event ids in one batch, is still placed once, with its clocks and its event."""
+    tickets = _garbage_tickets(env, "TB", 12)
     again = tickets[7].model_copy(update={"event_id": uuid.uuid4()})
     async with env.runtime.sessions() as session, session.begin():
         first = await placement.route_tickets(session=session, ctx=env.ctx, tickets=tickets[:4])
@@ -401,6 +408,51 @@ async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None
         detail = await env.detail(d["dispatch_id"])
         assert {c["clock"] for c in detail["clocks"]} == {"sign_for", "first_contact", "resolution"}
         assert [type(e) for e in await env.events(t.ticket_id)] == [TicketAssigned]
+
+
+async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look_up(
+    env: DispatchEnv,
+) -> None:
+    """A fetch of received tickets goes to routing without the inbox look-up: routing refuses a
+    ticket already routed, whatever the event id, and the consumer counts the refusals as
+    duplicates; the events applied get their inbox rows."""
+    tickets = _garbage_tickets(env, "TD", 3)
+    again = tickets[1].model_copy(update={"event_id": uuid.uuid4()})
+    consumer = env.runtime.consumer
+    duplicates = consumer._metrics.events_duplicate.labels(TicketReceived.event_type)
+    before = duplicates._value.get()
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def delivered(events: list[TicketReceived], first: int) -> list[ConsumerRecord[bytes, bytes]]:
+        topic = topic_name(env.settings, INTAKE_TOPIC)
+        return [
+            as_delivered(encode(e), topic=topic, partition=0, offset=offset)
+            for offset, e in enumerate(events, start=first)
+        ]
+
+    engine = env.runtime.engine.sync_engine
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        await consumer._apply_together(consumer._plan(delivered(tickets[:2], 10_000)))
+        # The same event again, the same ticket under another event id, and a new ticket.
+        await consumer._apply_together(
+            consumer._plan(delivered([tickets[0], again, tickets[2]], 10_002))
+        )
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    assert not [q for q in statements if "FROM inbox" in q]
+    assert duplicates._value.get() - before == 2
+    for t in tickets:
+        await env.one(t.ticket_id)  # exactly one dispatch each
+    t = env.runtime.inbox_table
+    async with env.runtime.sessions() as session:
+        rows = await session.execute(select(t.c.event_id).where(t.c.consumer == consumer.name))
+        held = set(rows.scalars())
+    assert {str(e.event_id) for e in tickets} <= held
+    assert str(again.event_id) not in held
 
 
 async def test_a_ticket_that_cannot_be_routed_fails_alone_in_its_batch(env: DispatchEnv) -> None:

@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 from sqlalchemy import Column, MetaData, String, Table, func, select, update
+from sqlalchemy import event as sa_event
 
 from shared.broker import EmbeddedBroker
 from shared.bus import BrokerWatch, consumer_group_id, create_topics, make_admin, topic_name
@@ -226,6 +227,77 @@ async def test_relay_publishes_cloudevents_keyed_by_ticket_and_marks_rows(harnes
 
 async def _count_is(h: Harness, table: Table, expected: int, *where: Any) -> bool:
     return await h.count(table, *where) == expected
+
+
+async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statement(
+    broker, database: Database, prefix: str
+) -> None:
+    """PostgreSQL claims and marks a batch in one statement, committed after the send: a send
+    that fails leaves every row pending; a send that succeeds publishes them in id order."""
+    settings = ServiceSettings(
+        **bus_settings(broker.bootstrap, prefix), **database.settings_for("harness")
+    )
+    await create_topics(settings)
+    h = Harness(settings)
+    await h.start(relay_task=False)
+    try:
+        await h.relay.check_broker()
+        await h.emit(*(ticket(n) for n in range(1, 6)))
+        pending = h.outbox_table.c.published_at.is_(None)
+        send = h.relay._send
+
+        async def refused(rows: Any) -> None:
+            raise ConnectionError("the broker went away mid-batch")
+
+        h.relay._send = refused  # type: ignore[method-assign]
+        with pytest.raises(ConnectionError):
+            await h.relay.publish_batch()
+        assert await h.count(h.outbox_table, pending) == 5
+
+        sent: list[int] = []
+        statements: list[str] = []
+
+        async def recorded(rows: Any) -> None:
+            sent.extend(r.id for r in rows)
+            await send(rows)
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if not statement.startswith("BEGIN"):  # SQLite's own, on the connection
+                statements.append(statement)
+
+        h.relay._send = recorded  # type: ignore[method-assign]
+        sa_event.listen(h.engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            assert await h.relay.publish_batch() == 5
+        finally:
+            sa_event.remove(h.engine.sync_engine, "before_cursor_execute", seen)
+        assert sent == sorted(sent) and len(sent) == 5
+        assert await h.count(h.outbox_table, pending) == 0
+        # The claim and the mark: one statement on PostgreSQL; a read and an update on SQLite.
+        assert len(statements) == (1 if database.kind == "postgres" else 2)
+        assert await h.relay.publish_batch() == 0
+    finally:
+        await h.stop()
+
+
+async def test_rows_no_commit_of_the_relay_s_process_announced_are_found_by_its_poll(
+    harness: Harness,
+) -> None:
+    """Another process's commit does not wake this relay: its poll asks whether anything is
+    pending (on PostgreSQL outside a transaction) and publishes what it finds."""
+    await harness.emit(ticket(1))
+    pending = harness.outbox_table.c.published_at.is_(None)
+    await wait_until(lambda: _count_is(harness, harness.outbox_table, 0, pending), what="sent")
+    # SQLite's batch asks for itself: there the answer is always yes.
+    idle = not harness.settings.is_sqlite
+    assert await harness.relay.may_have_work() is not idle
+    async with harness.sessions() as session, session.begin():  # no wake()
+        await harness.outbox.add(session, ticket(2))
+    assert await harness.relay.may_have_work()
+    records = await read_topic(harness.settings, INTAKE_TOPIC, 2)
+    assert sorted(r.key for r in records) == [b"20260101-0000001", b"20260101-0000002"]
+    await wait_until(lambda: _count_is(harness, harness.outbox_table, 0, pending), what="marked")
+    assert await harness.relay.may_have_work() is not idle
 
 
 async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -> None:
