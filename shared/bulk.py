@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from pydantic_core import PydanticUndefined
-from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, select, text
+from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import SQLModel
@@ -154,11 +154,7 @@ async def upsert(
         result = await session.execute(sql, {"rows": orjson.dumps(rows).decode()})
     elif _dialect(session) == "postgresql":
         sql, binders = _unnest_sql(table, columns, tuple(key), on_conflict, tuple(add), returning)
-        arrays = {
-            f"a{i}": [bind(row[c]) for row in rows] if bind else [row[c] for row in rows]
-            for i, (c, bind) in enumerate(zip(columns, binders, strict=True))
-        }
-        result = await session.execute(sql, arrays)
+        result = await session.execute(sql, _array_values(rows, columns, binders))
     else:
         stmt: Any = sqlite.insert(table)
         if on_conflict is OnConflict.NOTHING:
@@ -200,15 +196,7 @@ def _unnest_sql(
     """The statement for one table and column set (built once), and each column's bind
     conversion (the column type's own processing, JSON serialised to text); from one JSON
     document (``:rows``) instead of arrays if ``document``."""
-    casts: list[str] = []
-    binders: list[Callable[[Any], Any] | None] = []
-    for i, name in enumerate(columns):
-        column_type = table.c[name].type
-        casts.append(f"CAST(:a{i} AS {column_type.compile(dialect=_PG)}[])")
-        if isinstance(column_type, JSON):
-            binders.append(_json_text)
-        else:
-            binders.append(column_type.bind_processor(_PG))
+    casts, binders = _arrays(table, columns)
     quoted = ", ".join(f'"{c}"' for c in columns)
     if document:
         declared = ", ".join(f'"{c}" {table.c[c].type.compile(dialect=_PG)}' for c in columns)
@@ -228,6 +216,74 @@ def _unnest_sql(
     if returning is not None:
         sql += f' RETURNING "{returning}"'
     return text(sql), tuple(binders)
+
+
+def _arrays(
+    table: Table, columns: Sequence[str]
+) -> tuple[list[str], tuple[Callable[[Any], Any] | None, ...]]:
+    """Each column's array parameter (``:a0``, ``:a1``, … cast to the column's type) and its
+    bind conversion (the column type's own processing, JSON serialised to text)."""
+    casts: list[str] = []
+    binders: list[Callable[[Any], Any] | None] = []
+    for i, name in enumerate(columns):
+        column_type = table.c[name].type
+        casts.append(f"CAST(:a{i} AS {column_type.compile(dialect=_PG)}[])")
+        if isinstance(column_type, JSON):
+            binders.append(_json_text)
+        else:
+            binders.append(column_type.bind_processor(_PG))
+    return casts, tuple(binders)
+
+
+def _array_values(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    binders: Sequence[Callable[[Any], Any] | None],
+) -> dict[str, list[Any]]:
+    return {
+        f"a{i}": [bind(row[c]) for row in rows] if bind else [row[c] for row in rows]
+        for i, (c, bind) in enumerate(zip(columns, binders, strict=True))
+    }
+
+
+async def update_many(
+    session: AsyncSession | AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: str,
+) -> None:
+    """Set columns of stored rows: each dict names its ``key`` and the values to set (the same
+    columns in each; a key appears once). On PostgreSQL one ``UPDATE … FROM unnest(…)`` for
+    all of them — one statement planned and run once, where ``executemany`` runs and plans it
+    once a row; elsewhere ``executemany``. A key no row has changes nothing."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    if _dialect(session) == "postgresql":
+        sql, binders = _update_sql(table, columns, key)
+        await session.execute(sql, _array_values(rows, columns, binders))
+        return
+    await session.execute(
+        update(table)
+        .where(table.c[key] == bindparam("k"))
+        .values({c: bindparam(f"v_{c}") for c in columns if c != key}),
+        [{"k": row[key], **{f"v_{c}": v for c, v in row.items() if c != key}} for row in rows],
+    )
+
+
+@cache
+def _update_sql(
+    table: Table, columns: tuple[str, ...], key: str
+) -> tuple[Any, tuple[Callable[[Any], Any] | None, ...]]:
+    casts, binders = _arrays(table, columns)
+    named = ", ".join(f'"{c}"' for c in columns)
+    sets = ", ".join(f'"{c}" = v."{c}"' for c in columns if c != key)
+    sql = (
+        f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({", ".join(casts)}) AS v({named}) '
+        f'WHERE t."{key}" = v."{key}"'
+    )
+    return text(sql), binders
 
 
 def _json_text(value: Any) -> str | None:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import lifecycle
@@ -16,7 +16,8 @@ from services.intake.models import (
     HISTORY,
     TICKETS,
 )
-from shared.bulk import chunks
+from shared import bulk
+from shared.bulk import OnConflict, chunks
 from shared.events.base import Event
 
 log = logging.getLogger(__name__)
@@ -110,32 +111,18 @@ async def _write(
     ticket_values: dict[str, dict[str, Any]],
     history: list[dict[str, Any]],
 ) -> None:
+    """One statement per table and shape, whatever the batch's size: on PostgreSQL an
+    ``executemany`` is a statement planned and run once a row."""
     d = DISPATCHES
     columns = [c.name for c in d.columns]
     new = [{c: rows[k][c] for c in columns} for k in sorted(changed - stored)]
     if new:
-        await session.execute(d.insert(), new)
-    moved = [
-        {"key": k, **{f"v_{c}": rows[k][c] for c in columns if c != "dispatch_id"}}
-        for k in sorted(changed & stored)
-    ]
-    if moved:
-        await session.execute(
-            update(d)
-            .where(d.c.dispatch_id == bindparam("key"))
-            .values({c: bindparam(f"v_{c}") for c in columns if c != "dispatch_id"}),
-            moved,
-        )
+        await bulk.upsert(session, d, new, key=["dispatch_id"], on_conflict=OnConflict.FAIL)
+    moved = [{c: rows[k][c] for c in columns} for k in sorted(changed & stored)]
+    await bulk.update_many(session, d, moved, key="dispatch_id")
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for ticket_id, values in sorted(ticket_values.items()):
-        by_shape.setdefault(tuple(values), []).append(
-            {"key": ticket_id, **{f"v_{k}": v for k, v in values.items()}}
-        )
-    for shape, params in by_shape.items():
-        await session.execute(
-            update(TICKETS)
-            .where(TICKETS.c.ticket_id == bindparam("key"))
-            .values({k: bindparam(f"v_{k}") for k in shape}),
-            params,
-        )
-    await session.execute(HISTORY.insert(), history)
+        by_shape.setdefault(tuple(values), []).append({"ticket_id": ticket_id, **values})
+    for params in by_shape.values():
+        await bulk.update_many(session, TICKETS, params, key="ticket_id")
+    await bulk.upsert(session, HISTORY, history, key=[], on_conflict=OnConflict.FAIL)

@@ -320,7 +320,7 @@ async def test_a_batch_tracks_tickets_as_one_event_at_a_time_would(env: IntakeEn
     """The consumer hands over whole fetches: one read of the tickets' dispatches, the changes
     worked in memory, one write per table — the same rows as applying each event alone."""
     start = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
-    alone, together, other = [await open311_ticket(env) for _ in range(3)]
+    alone, together, other, split, too = [await open311_ticket(env) for _ in range(5)]
     for event in story(alone, start):
         async with env.runtime.sessions() as session, session.begin():
             await tracking.apply_lifecycles(session=session, events=[event])
@@ -329,7 +329,13 @@ async def test_a_batch_tracks_tickets_as_one_event_at_a_time_would(env: IntakeEn
     mixed = [e for pair in pairs for e in pair]
     async with env.runtime.sessions() as session, session.begin():
         await tracking.apply_lifecycles(session=session, events=mixed)
+    # And two more over two batches: the second moves several stored dispatches and tickets.
+    pairs = zip(story(split, start), story(too, start), strict=True)
+    mixed = [e for pair in pairs for e in pair]
+    for batch in (mixed[:5], mixed[5:]):
+        async with env.runtime.sessions() as session, session.begin():
+            await tracking.apply_lifecycles(session=session, events=batch)
     expected = await rows_of(env, alone)
     assert expected[2][0] == "completed" and len(expected[1]) == 7
-    assert await rows_of(env, together) == expected
-    assert await rows_of(env, other) == expected
+    for ticket_id in (together, other, split, too):
+        assert await rows_of(env, ticket_id) == expected
