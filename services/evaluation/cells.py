@@ -142,11 +142,21 @@ def cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-@lru_cache(maxsize=1 << 16)  # ~0.4 KB an entry: ~26 MB
+Place = tuple[str, date, tuple[str, ...]]
+"""Where a cell is: its grain, period start and kept dimension values (the others "")."""
+
+
+@lru_cache(maxsize=1 << 15)  # ~0.4 KB an entry: ~13 MB
 def _cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
-    """``cell_key``, remembered: the live path names the same cells batch after batch (a
-    ticket's finest cells at each of its events, the coarse ones at every ticket's)."""
+    """``cell_key``, remembered: the coarse cells are named again for every ticket in them."""
     return cell_key(grain, start, dims)
+
+
+@lru_cache(maxsize=1 << 13)  # ~3 KB an entry: ~25 MB
+def _places(day: date, dims: tuple[str, ...]) -> tuple[tuple[str, Place], ...]:
+    """The key and place of each grain's cell of one finest cell, remembered: the live path
+    moves a ticket's finest cell again at each of its events."""
+    return tuple((_cell_key(*place), place) for place in _spread(day, dims))
 
 
 def named(grain: str, start: date, dims: tuple[str, ...]) -> dict[str, Any]:
@@ -178,7 +188,7 @@ class Moves:
     period start, kept dimension values) — needed only to insert a cell that does not exist."""
 
     changes: dict[str, dict[str, Any]]
-    places: dict[str, tuple[str, date, tuple[str, ...]]]
+    places: dict[str, Place]
 
     def names(self, key: str) -> dict[str, Any]:
         """The cell's key, grain, period start and dimension values that are not ""."""
@@ -193,14 +203,13 @@ def moves(delta: Delta) -> Moves:
     """The cells a batch's differences move (a cell whose changes cancel out is left out, as
     is a finest cell whose do)."""
     rows: dict[str, dict[str, Any]] = {}
-    places: dict[str, tuple[str, date, tuple[str, ...]]] = {}
+    places: dict[str, Place] = {}
     summed: set[str] = set()  # rows with changes from several finest cells: they may cancel
     for (day, dims), counters in delta.items():
         changes = {name: value for name, value in counters.items() if value}
         if not changes:
             continue
-        for place in _spread(day, dims):
-            key = _cell_key(*place)
+        for key, place in _places(day, dims):
             row = rows.get(key)
             if row is None:
                 rows[key] = row = dict(changes)
