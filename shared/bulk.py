@@ -11,7 +11,7 @@ columns, or add to them (counters).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
 from functools import cache, lru_cache
 from typing import Any
@@ -298,25 +298,35 @@ async def add_sparse(
     key: str,
     add: Sequence[str],
     blank: Sequence[str] = (),
+    names: Callable[[Any], Mapping[str, Any]] | None = None,
 ) -> list[Any]:
     """Add counters to stored rows, a row inserted where its ``key`` is new. Each row names
-    its key, the columns outside ``add`` (those of ``blank`` only when not ""), and only the
-    ``add`` columns it changes (the others add 0). On PostgreSQL the rows travel as one JSON
-    document the database expands into just the columns some row changes, so a batch costs
-    what its changes are, not rows times ``add`` columns. Returns the keys of rows whose
-    ``add`` columns are now all zero (only a row that took something away can be)."""
+    its key and only the ``add`` columns it changes (the others add 0); the columns outside
+    ``add`` (those of ``blank`` only when not "") are in the row too, or, if ``names`` is
+    given, ``names(key)`` gives them — asked only for rows that may have to be inserted.
+    Returns the keys of rows whose ``add`` columns are now all zero (only a row that took
+    something away can be).
+
+    On PostgreSQL, two statements at most, each reading one JSON document expanded into just
+    the columns some row changes (a batch costs what its changes are, not rows times ``add``
+    columns): an ``UPDATE`` of the rows that exist, sent each row's key and changes alone,
+    answers the keys it did not find and the rows it left all zeros; then only the rows not
+    found, whole, go to an insert (which still adds to a row another transaction inserted
+    meanwhile). The other columns are most of a row's bytes, and a row that exists does not
+    need them."""
     if not rows:
         return []
-    if _dialect(session) == "postgresql":
-        named = frozenset().union(*rows)
-        used = tuple(name for name in add if name in named)
-        statement = _sparse_sql(table, key, tuple(add), used, tuple(blank))
-        result = await session.execute(statement, {"rows": orjson.dumps(rows).decode()})
-        return list(result.scalars())
     adding = frozenset(add)
+    if names is None:
+        named, rows = _split(rows, key, adding)
+    else:
+        named = names
+    if _dialect(session) == "postgresql":
+        return await _add_sparse_pg(session, table, rows, key, tuple(add), named, tuple(blank))
     dense = []
     for row in rows:
         full = dict.fromkeys(blank, "") | dict.fromkeys(add, 0)
+        full.update(named(row[key]))
         full.update(row)
         dense.append(full)
     await upsert(session, table, dense, key=[key], on_conflict=OnConflict.ADD, add=add)
@@ -329,6 +339,72 @@ async def add_sparse(
     return found
 
 
+def _split(
+    rows: Sequence[dict[str, Any]], key: str, adding: frozenset[str]
+) -> tuple[Callable[[Any], Mapping[str, Any]], list[dict[str, Any]]]:
+    """Whole rows → ``names`` (their columns outside ``adding``, by key) and the rows of
+    their key and ``adding`` columns alone."""
+    others = {row[key]: row for row in rows}
+    moves = [{n: v for n, v in row.items() if n in adding or n == key} for row in rows]
+    return (lambda k: {n: v for n, v in others[k].items() if n not in adding}), moves
+
+
+async def _add_sparse_pg(
+    session: AsyncSession | AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    key: str,
+    add: tuple[str, ...],
+    names: Callable[[Any], Mapping[str, Any]],
+    blank: tuple[str, ...],
+) -> list[Any]:
+    """``add_sparse`` on PostgreSQL: the update, then the insert of the keys it did not find."""
+    changed = frozenset().union(*rows)
+    used = tuple(name for name in add if name in changed)
+    statement = _update_sql(table, key, add, used)
+    missing: set[Any] = set()
+    emptied: list[Any] = []
+    for found, empty in await session.execute(statement, {"rows": orjson.dumps(rows).decode()}):
+        if empty:
+            emptied.append(found)
+        else:
+            missing.add(found)
+    if missing:
+        new = [{**names(row[key]), **row} for row in rows if row[key] in missing]
+        statement = _sparse_sql(table, key, add, used, blank)
+        result = await session.execute(statement, {"rows": orjson.dumps(new).decode()})
+        emptied += result.scalars()
+    return emptied
+
+
+def _record_set(table: Table, names: Sequence[str]) -> str:
+    """The JSON document ``:rows`` read as records ``r`` of just the columns ``names``."""
+    declared = ", ".join(f'"{n}" {table.c[n].type.compile(dialect=_PG)}' for n in names)
+    return f"json_to_recordset(CAST(:rows AS json)) AS r({declared})"
+
+
+@lru_cache(maxsize=256)
+def _update_sql(table: Table, key: str, add: tuple[str, ...], used: tuple[str, ...]) -> Any:
+    """``add_sparse``'s first step for one table and set of changed columns (built once): the
+    ``used`` counters added to the rows whose key exists; answers (key, False) for each key
+    not found and (key, True) for each row now all zeros."""
+    sets = ", ".join(f'"{n}" = t."{n}" + coalesce(r."{n}", 0)' for n in used)
+    update = f'UPDATE "{table.name}" AS t SET {sets} FROM r WHERE t."{key}" = r."{key}"'
+    return text(
+        f"WITH r AS (SELECT * FROM {_record_set(table, (key, *used))}), "
+        f"moved AS ({update} {_keys_emptied(key, add)}) "
+        f'SELECT r."{key}", false FROM r WHERE NOT EXISTS (SELECT FROM moved WHERE k = r."{key}") '
+        "UNION ALL SELECT k, true FROM moved WHERE empty"
+    )
+
+
+def _keys_emptied(key: str, add: Sequence[str]) -> str:
+    """The ``RETURNING`` of a write to ``t``: each row's key ``k`` and whether its ``add``
+    columns are all zero now (``empty``)."""
+    empty = " AND ".join(f't."{n}" = 0' for n in add)
+    return f'RETURNING t."{key}" AS k, ({empty}) AS empty'
+
+
 @lru_cache(maxsize=256)
 def _sparse_sql(
     table: Table, key: str, add: tuple[str, ...], used: tuple[str, ...], blank: tuple[str, ...]
@@ -338,7 +414,6 @@ def _sparse_sql(
     first) into a record of only the columns written, the others keep their defaults."""
     changed = frozenset(used)
     names = [c.name for c in table.columns if c.name not in add or c.name in changed]
-    declared = ", ".join(f'"{n}" {table.c[n].type.compile(dialect=_PG)}' for n in names)
     quoted = ", ".join(f'"{n}"' for n in names)
 
     def pick(name: str) -> str:
@@ -349,12 +424,9 @@ def _sparse_sql(
         return f'r."{name}"'
 
     sets = ", ".join(f'"{n}" = t."{n}" + EXCLUDED."{n}"' for n in used)
-    empty = " AND ".join(f't."{n}" = 0' for n in add)
+    insert = f'INSERT INTO "{table.name}" AS t ({quoted}) SELECT {", ".join(map(pick, names))}'
     return text(
-        f'WITH moved AS (INSERT INTO "{table.name}" AS t ({quoted}) '
-        f"SELECT {', '.join(map(pick, names))} "
-        f"FROM json_to_recordset(CAST(:rows AS json)) AS r({declared}) "
-        f'ON CONFLICT ("{key}") DO UPDATE SET {sets} '
-        f'RETURNING t."{key}" AS k, ({empty}) AS empty) '
+        f"WITH moved AS ({insert} FROM {_record_set(table, names)} "
+        f'ON CONFLICT ("{key}") DO UPDATE SET {sets} {_keys_emptied(key, add)}) '
         "SELECT k FROM moved WHERE empty"
     )

@@ -142,11 +142,26 @@ def cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-@lru_cache(maxsize=1 << 13)  # ~1.4 KB an entry
-def _named(grain: str, start: date, dims: tuple[str, ...]) -> dict[str, Any]:
-    """A cell's key, grain, period start and dimension values as a row, remembered: the live
-    path names the same coarse cells batch after batch."""
-    row: dict[str, Any] = {"cell_key": cell_key(grain, start, dims), "grain": grain}
+Place = tuple[str, date, tuple[str, ...]]
+"""Where a cell is: its grain, period start and kept dimension values (the others "")."""
+
+
+@lru_cache(maxsize=1 << 15)  # ~0.4 KB an entry: ~13 MB
+def _cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
+    """``cell_key``, remembered: the coarse cells are named again for every ticket in them."""
+    return cell_key(grain, start, dims)
+
+
+@lru_cache(maxsize=1 << 13)  # ~3 KB an entry: ~25 MB
+def _places(day: date, dims: tuple[str, ...]) -> tuple[tuple[str, Place], ...]:
+    """The key and place of each grain's cell of one finest cell, remembered: the live path
+    moves a ticket's finest cell again at each of its events."""
+    return tuple((_cell_key(*place), place) for place in _spread(day, dims))
+
+
+def named(grain: str, start: date, dims: tuple[str, ...]) -> dict[str, Any]:
+    """A cell's key, grain, period start and the dimension values that are not "", as a row."""
+    row: dict[str, Any] = {"cell_key": _cell_key(grain, start, dims), "grain": grain}
     row["period_start"] = start
     row.update((name, value) for name, value in zip(DIMENSIONS, dims, strict=True) if value)
     return row
@@ -166,22 +181,40 @@ def add_parts(delta: Delta, parts: Iterable[Part], sign: int) -> None:
             at[name] = at.get(name, 0) + sign * value
 
 
-def spread(delta: Delta) -> dict[str, dict[str, Any]]:
-    """The cells a batch's differences move, each once: rows keyed by cell key holding the
-    key, grain, period start, the dimension values that are not "" and only the counters that
-    change (a cell whose changes cancel out is left out, as is a finest cell whose do)."""
+@dataclass
+class Moves:
+    """The cells a batch's differences move, each once: by cell key, a row of the key and
+    only the counters that change (``changes``), and where the cell is (``places``: grain,
+    period start, kept dimension values) — needed only to insert a cell that does not exist."""
+
+    changes: dict[str, dict[str, Any]]
+    places: dict[str, Place]
+
+    def names(self, key: str) -> dict[str, Any]:
+        """The cell's key, grain, period start and dimension values that are not ""."""
+        return named(*self.places[key])
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """Whole rows: ``names`` and the changes."""
+        return {key: self.names(key) | row for key, row in self.changes.items()}
+
+
+def moves(delta: Delta) -> Moves:
+    """The cells a batch's differences move (a cell whose changes cancel out is left out, as
+    is a finest cell whose do)."""
     rows: dict[str, dict[str, Any]] = {}
+    places: dict[str, Place] = {}
     summed: set[str] = set()  # rows with changes from several finest cells: they may cancel
     for (day, dims), counters in delta.items():
         changes = {name: value for name, value in counters.items() if value}
         if not changes:
             continue
-        for name, start, at in _spread(day, dims):
-            named = _named(name, start, at)
-            key = named["cell_key"]
+        for key, place in _places(day, dims):
             row = rows.get(key)
             if row is None:
-                rows[key] = named | changes
+                rows[key] = row = dict(changes)
+                row["cell_key"] = key
+                places[key] = place
                 continue
             summed.add(key)
             for counter, value in changes.items():
@@ -194,7 +227,14 @@ def spread(delta: Delta) -> dict[str, dict[str, Any]]:
                 del row[name]
             if _COUNTED.isdisjoint(row):
                 del rows[key]
-    return rows
+    return Moves(rows, places)
+
+
+def spread(delta: Delta) -> dict[str, dict[str, Any]]:
+    """The cells a batch's differences move, each once, as whole rows keyed by cell key: the
+    key, grain, period start, the dimension values that are not "" and only the counters that
+    change (``moves``)."""
+    return moves(delta).rows()
 
 
 def _spread(day: date, dims: tuple[str, ...]) -> Iterator[tuple[str, date, tuple[str, ...]]]:

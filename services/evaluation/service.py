@@ -218,7 +218,7 @@ async def move_cells(*, session: AsyncSession, parts: Mapping[str, Sequence[cell
             cells.add_parts(delta, cells.from_stored_parts(stored or ()), -1)
     for key in keys:
         cells.add_parts(delta, parts[key], 1)
-    await apply_delta(session=session, rows=list(cells.spread(delta).values()))
+    await apply_delta(session=session, moves=cells.moves(delta))
     await bulk.upsert(
         session,
         contributions_table,
@@ -229,11 +229,18 @@ async def move_cells(*, session: AsyncSession, parts: Mapping[str, Sequence[cell
     )
 
 
-async def apply_delta(*, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Add sparse counter differences (``cells.spread``) to the cells, creating the new ones;
-    a cell left all zeros is dropped, so the cells are exactly those a rebuild writes."""
+async def apply_delta(*, session: AsyncSession, moves: cells.Moves) -> None:
+    """Add sparse counter differences (``cells.moves``) to the cells, creating the new ones
+    (their grain, period and dimensions named only for those); a cell left all zeros is
+    dropped, so the cells are exactly those a rebuild writes."""
     emptied = await bulk.add_sparse(
-        session, cells_table, rows, key="cell_key", add=CELL_COLUMNS, blank=DIMENSIONS
+        session,
+        cells_table,
+        list(moves.changes.values()),
+        key="cell_key",
+        add=CELL_COLUMNS,
+        blank=DIMENSIONS,
+        names=moves.names,
     )
     for among in bulk.among(session, cells_table.c.cell_key, emptied):
         await session.execute(delete(cells_table).where(among))
