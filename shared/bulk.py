@@ -261,7 +261,7 @@ async def update_many(
         return
     columns = tuple(rows[0])
     if _dialect(session) == "postgresql":
-        sql, binders = _update_sql(table, columns, key)
+        sql, binders = _update_many_sql(table, columns, key)
         await session.execute(sql, _array_values(rows, columns, binders))
         return
     await session.execute(
@@ -273,7 +273,7 @@ async def update_many(
 
 
 @cache
-def _update_sql(
+def _update_many_sql(
     table: Table, columns: tuple[str, ...], key: str
 ) -> tuple[Any, tuple[Callable[[Any], Any] | None, ...]]:
     casts, binders = _arrays(table, columns)
