@@ -170,7 +170,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         return
     settings = IntakeSettings(
         database_url=args.postgres.replace("postgresql://", "postgresql+asyncpg://"),
-        database_schema=f"inproc_{uuid.uuid4().hex[:8]}",
+        database_schema=f"{args.schema_prefix}_{uuid.uuid4().hex[:8]}",
         kafka_bootstrap_servers=bootstrap,
         kafka_topic_prefix="inproc",
         auth_token_secret=secrets.token_hex(32),
@@ -238,6 +238,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
+    parser.add_argument(
+        "--schema-prefix", default="inproc", help="the prefix of the scratch schema's name"
+    )
     args = parser.parse_args()
     run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
 

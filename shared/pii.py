@@ -95,7 +95,12 @@ def _mask_digits(digits: str) -> str:
 
 def mask_phone(raw: str | None) -> str | None:
     """A phone number for display: ``138****5678``, ``0571****4321``."""
-    digits = normalize_phone(raw)
+    return mask_phone_digits(normalize_phone(raw))
+
+
+def mask_phone_digits(digits: str | None) -> str | None:
+    """``mask_phone`` of a number already reduced to its digits by ``normalize_phone`` (the
+    citizen hash needs the same digits: a caller wanting both normalizes once)."""
     return _mask_digits(digits) if digits else None
 
 
@@ -190,7 +195,11 @@ def citizen_hash(
     *, phone: str | None = None, id_number: str | None = None, salt: str
 ) -> str | None:
     """The citizen's identity hash: of the phone when there is a usable one, else of the ID."""
-    digits = normalize_phone(phone)
+    return citizen_hash_of_digits(normalize_phone(phone), id_number=id_number, salt=salt)
+
+
+def citizen_hash_of_digits(digits: str | None, *, id_number: str | None, salt: str) -> str | None:
+    """``citizen_hash`` given the phone's digits as ``normalize_phone`` returns them."""
     if digits and len(digits) >= 7:
         return hash_identifier("phone", digits, salt=salt)
     ident = normalize_id_number(id_number)

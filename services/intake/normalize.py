@@ -172,31 +172,81 @@ def _masked(value: str | None) -> Scrubbed | None:
 _NO_TEXT: frozenset[type] = frozenset({type(None), bool, int, float, datetime, Scrubbed})
 
 
-def scrub_public(value: Any, *, key: str | None = None) -> Any:
+def scrub_public(value: Any, *, key: str | None = None, memo: GroupMemo | None = None) -> Any:
     """``value`` with every string scrubbed of phone, ID numbers and e-mail addresses, except
-    text already ``Scrubbed`` and the structured fields (by key) in their expected shape."""
+    text already ``Scrubbed`` and the structured fields (by key) in their expected shape.
+    ``memo``, shared by a group, gives a dict's plain strings once per distinct key and value
+    (a file's channel, codes, grids and profiles repeat on every row)."""
     if type(value) is dict:  # the common case first, its textless fields and strings inline
         out = {}
+        known = memo.public if memo is not None else None
         for k, v in value.items():
             kind = type(v)
             if kind in _NO_TEXT:
                 out[k] = v
             elif kind is str:
-                check = _STRUCTURED.get(k)
-                out[k] = v if check is not None and check(v) else pii.scrub_text(v)
+                if known is not None:  # by key, then value: no tuple to allocate and collect
+                    seen = known.get(k)
+                    if seen is None:
+                        seen = known[k] = {}
+                    found = seen.get(v)
+                    if found is None:
+                        found = seen[v] = _public_text(k, v)
+                    out[k] = found
+                else:
+                    check = _STRUCTURED.get(k)
+                    out[k] = v if check is not None and check(v) else pii.scrub_text(v)
+            elif kind is tuple and not v:  # no attachments: the same empty tuple
+                out[k] = v
             else:
-                out[k] = scrub_public(v, key=k)
+                out[k] = scrub_public(v, key=k, memo=memo)
         return out
     if isinstance(value, Scrubbed):
         return value
     if isinstance(value, str):
-        check = _STRUCTURED.get(key) if key is not None else None
-        return value if check is not None and check(value) else pii.scrub_text(value)
+        return _public_text(key, value)
     if isinstance(value, dict):
-        return {k: scrub_public(v, key=k) for k, v in value.items()}
+        return {k: scrub_public(v, key=k, memo=memo) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(scrub_public(v, key=key) for v in value)
+        return type(value)(scrub_public(v, key=key, memo=memo) for v in value)
     return value
+
+
+def _public_text(key: str | None, value: str) -> str:
+    """A plain string of the public view under ``key``: as it is if the key is a structured
+    field and the value has its shape, else scrubbed."""
+    check = _STRUCTURED.get(key) if key is not None else None
+    return value if check is not None and check(value) else pii.scrub_text(value)
+
+
+class GroupMemo:
+    """What normalization derives from one value alone, computed once per distinct value of a
+    group: a file's rows share titles, addresses, names and texts (a patrol walks its own grid).
+    Each entry is exactly what the call gives; the memo lives for one group and holds nothing
+    of the salt or clear-text contact (names and texts are keyed by themselves, already in
+    the group's memory)."""
+
+    __slots__ = ("_names", "_texts", "public")
+
+    def __init__(self) -> None:
+        self._names: dict[str | None, Scrubbed | None] = {}
+        self._texts: dict[str, Scrubbed] = {}
+        self.public: dict[str, dict[str, str]] = {}  # scrub_public's, by key and value
+
+    def scrubbed(self, text: str) -> Scrubbed:
+        """``Scrubbed(pii.scrub_text(text))``."""
+        found = self._texts.get(text)
+        if found is None:
+            found = self._texts[text] = Scrubbed(pii.scrub_text(text))
+        return found
+
+    def name(self, name: str | None) -> Scrubbed | None:
+        """``_masked(pii.mask_name(name))``."""
+        try:
+            return self._names[name]
+        except KeyError:
+            found = self._names[name] = _masked(pii.mask_name(name))
+            return found
 
 
 def raised_urgency(urgency: Urgency, text: str) -> Urgency:
@@ -215,11 +265,13 @@ def normalize(
     locate: GridLocator | None = None,
     classify: Classifier | None = None,
     classification: Classification | None = None,
+    memo: GroupMemo | None = None,
 ) -> NormalizedTicket:
     """Mask, hash, scrub, locate, classify and set time limits for one draft.
 
     ``classification``, when given, is the draft's already computed (a group is classified in
-    one matrix product); it is used only for a draft without a category of its own."""
+    one matrix product); it is used only for a draft without a category of its own. ``memo``,
+    shared by a group's drafts, gives the per-value results once per distinct value."""
     if draft.channel_code != channel.code:
         raise ValueError(f"draft of {draft.channel_code!r} normalized as {channel.code!r}")
     if now.tzinfo is None:
@@ -237,19 +289,23 @@ def normalize(
         category, source = classification.code, "classifier"
     urgency = raised_urgency(draft.urgency, f"{draft.title}\n{draft.content}")
     is_enterprise = draft.is_enterprise or channel.is_enterprise_channel
+    if memo is None:
+        memo = GroupMemo()
+    digits = pii.normalize_phone(draft.citizen_phone)  # once, for the hash and the mask
+    address = draft.address
     return NormalizedTicket(
         draft=draft,
         received_at=received_at,
-        citizen_hash=pii.citizen_hash(
-            phone=draft.citizen_phone, id_number=draft.citizen_id_number, salt=salt
+        citizen_hash=pii.citizen_hash_of_digits(
+            digits, id_number=draft.citizen_id_number, salt=salt
         ),
-        citizen_display_name=_masked(pii.mask_name(draft.citizen_name)),
-        citizen_phone_masked=_masked(pii.mask_phone(draft.citizen_phone)),
+        citizen_display_name=memo.name(draft.citizen_name),
+        citizen_phone_masked=_masked(pii.mask_phone_digits(digits)),
         citizen_id_masked=_masked(pii.mask_id_number(draft.citizen_id_number)),
         citizen_email_masked=_masked(pii.mask_email(draft.citizen_email)),
-        public_title=Scrubbed(pii.scrub_text(draft.title)),
-        public_content=Scrubbed(pii.scrub_text(draft.content)),
-        public_address=_scrubbed(draft.address),
+        public_title=memo.scrubbed(draft.title),
+        public_content=memo.scrubbed(draft.content),
+        public_address=memo.scrubbed(address) if address else None,
         grid_code=grid_code,
         category_code=category,
         category_source=source,  # type: ignore[arg-type]

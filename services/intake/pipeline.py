@@ -22,7 +22,13 @@ from services.intake.channels import Channel
 from services.intake.classifier import Classification
 from services.intake.ids import TicketIdAllocator
 from services.intake.locate import Located, locate
-from services.intake.normalize import Classifier, NormalizedTicket, normalize, scrub_public
+from services.intake.normalize import (
+    Classifier,
+    GroupMemo,
+    NormalizedTicket,
+    normalize,
+    scrub_public,
+)
 from services.intake.repeat_lookup import (
     NOT_A_REPEAT,
     CandidateLoader,
@@ -99,8 +105,10 @@ class Pipeline:
         *,
         now: datetime,
         classification: Classification | None = None,
+        memo: GroupMemo | None = None,
     ) -> tuple[NormalizedTicket, Located]:
-        """PII, grid, category, urgency and time limits for one draft (pure, no I/O)."""
+        """PII, grid, category, urgency and time limits for one draft (pure, no I/O); ``memo``
+        shared by the drafts of a group."""
         located = locate(
             address=draft.address,
             longitude=draft.longitude,
@@ -115,6 +123,7 @@ class Pipeline:
             locate=lambda _address, _lon, _lat: located.grid_code,
             classify=self._classify,
             classification=classification,
+            memo=memo,
         )
         return normalized, located
 
@@ -136,13 +145,14 @@ class Pipeline:
         outcomes: list[list[Prepared] | Exception | None] = [None] * len(units)
         classified = self._classify_group(units)
         pending: list[_Pending] = []
+        memo = GroupMemo()
         for u, unit in enumerate(units):
             try:
                 made: list[_Pending] = []
                 for channel, draft in unit:
                     got = classified.get(id(draft))
                     normalized, located = self.normalize(
-                        draft, channel, now=now, classification=got
+                        draft, channel, now=now, classification=got, memo=memo
                     )
                     made.append(_Pending(u, len(pending) + len(made), channel, normalized, located))
             except Exception as exc:
@@ -171,7 +181,7 @@ class Pipeline:
         for u, members in by_unit.items():
             try:
                 verdicts = self._judge(members, stored)
-                built = [self._build(p, verdicts[p.index], now=now) for p in members]
+                built = [self._build(p, verdicts[p.index], now=now, memo=memo) for p in members]
                 # The unit's events written straight to their records from their fields when
                 # every value is one the model keeps as it is; else one validation for the unit
                 # (pydantic-core's loop, not an __init__ per event) and one dump.
@@ -323,7 +333,7 @@ class Pipeline:
         return verdicts
 
     def _build(
-        self, p: _Pending, verdict: Verdict, *, now: datetime
+        self, p: _Pending, verdict: Verdict, *, now: datetime, memo: GroupMemo | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The ticket's row (clear text) and its event's fields (scrubbed)."""
         n, draft, located = p.normalized, p.normalized.draft, p.located
@@ -407,6 +417,7 @@ class Pipeline:
                 ),
                 "time_limit_profile": n.time_limit_profile,
                 "category_source": n.category_source,
-            }
+            },
+            memo=memo,
         )
         return row, public

@@ -9,6 +9,7 @@ events stay in order on one partition.
 
 from __future__ import annotations
 
+import os
 import types
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -221,8 +222,11 @@ def encode_fields(cls: type[Event], fields: Sequence[Mapping[str, Any]]) -> list
         return None
     out: list[Encoded] = []
     keyed = "ticket_id" in cls.model_fields
-    for f in fields:
-        event_id, occurred_at = uuid.uuid4(), utcnow()
+    # The ids as ``uuid4`` makes them, the random bytes of all of them read in one call.
+    random = os.urandom(16 * len(fields))
+    for at, f in enumerate(fields):
+        event_id = uuid.UUID(bytes=random[16 * at : 16 * at + 16], version=4)
+        occurred_at = utcnow()
         data = orjson.dumps(f, option=orjson.OPT_UTC_Z)
         ticket_id = f["ticket_id"] if keyed else None
         text_id = str(event_id)

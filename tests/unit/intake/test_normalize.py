@@ -10,12 +10,21 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.intake.adapters import adapt
 from services.intake.canonical import TicketDraft
 from services.intake.channels import channels, get_channel
 from services.intake.classifier import Classification
-from services.intake.normalize import normalize, raised_urgency, scrub_public
+from services.intake.normalize import (
+    GroupMemo,
+    Scrubbed,
+    normalize,
+    raised_urgency,
+    scrub_public,
+)
+from shared import pii
 from shared.pii import citizen_hash
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -181,3 +190,94 @@ def test_public_fields_are_scrubbed_whatever_their_name() -> None:
     assert public["a_field_added_later"] == "回电138****0001"
     assert public["repeat_of"] == public["grid_code"] == "138****0001"
     assert (public["received_at"], public["repeat_count"]) == (NOW, 3)
+
+
+# --- a group's shared memo gives what each draft alone gives ---------------------------------
+
+_PHONES = st.sampled_from(
+    ["139-5712-3468", "13957123468", "+86 139 5712 3468", "0571-87654321", "12", "", None]
+)
+_NAMES = st.sampled_from(["王建国", " 张 ", "李", "   ", None])
+_TEXTS = st.sampled_from(
+    [
+        "路灯不亮",
+        "回电13957123468",
+        "身份证330106198503120415",
+        "邮箱 a.b@163.com 燃气泄漏",
+        "翠苑三区（电话0571-87654321）",
+        "第3栋",
+    ]
+)
+
+
+@st.composite
+def _drafts(draw: st.DrawFn) -> TicketDraft:
+    fields: dict[str, Any] = {
+        "title": draw(_TEXTS),
+        "content": draw(_TEXTS) + draw(st.text(max_size=8)).replace("\x00", ""),
+        "citizen_name": draw(_NAMES),
+        "citizen_phone": draw(_PHONES),
+        "citizen_id_number": draw(st.sampled_from(["330106198503120415", "33010685031204", None])),
+        "address": draw(st.one_of(st.none(), _TEXTS)),
+    }
+    try:
+        return draft(**fields)
+    except ValueError:
+        return draft()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_drafts(), min_size=1, max_size=12))
+def test_a_group_memo_normalizes_each_draft_as_it_would_alone(drafts: list[TicketDraft]) -> None:
+    memo = GroupMemo()
+    for d in drafts:
+        shared = normalize(d, channel=PHONE, salt=SALT, now=NOW, memo=memo)
+        assert shared == normalize(d, channel=PHONE, salt=SALT, now=NOW)
+        # Each value as its own definition gives it (not only as another memo would).
+        assert shared.citizen_hash == pii.citizen_hash(
+            phone=d.citizen_phone, id_number=d.citizen_id_number, salt=SALT
+        )
+        assert shared.citizen_phone_masked == pii.mask_phone(d.citizen_phone)
+        assert shared.citizen_display_name == pii.mask_name(d.citizen_name)
+        assert shared.public_title == pii.scrub_text(d.title)
+        assert shared.public_content == pii.scrub_text(d.content)
+        assert shared.public_address == (pii.scrub_text(d.address) if d.address else None)
+        for name in ("citizen_display_name", "public_title", "public_content", "public_address"):
+            value = getattr(shared, name)
+            assert value is None or type(value) is Scrubbed
+
+
+_PUBLIC_KEYS = st.sampled_from(
+    ["ticket_id", "channel", "grid_code", "area_code", "category_code", "citizen_hash", "note"]
+)
+_PUBLIC_VALUES = st.one_of(
+    _TEXTS,
+    st.sampled_from(
+        [
+            "20261205-0000123",
+            "hotline-12345-phone",
+            "0102",
+            "standard",
+            "a" * 64,
+            "13812345678",
+            "339902001001004",  # a grid's code: kept as a grid or area code, masked elsewhere
+        ]
+    ),
+    st.text(max_size=12),
+)
+_PUBLIC = st.recursive(
+    st.one_of(st.none(), st.integers(), _PUBLIC_VALUES),
+    lambda inner: st.one_of(
+        st.dictionaries(_PUBLIC_KEYS, inner, max_size=4),
+        st.lists(inner, max_size=3).map(tuple),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(_PUBLIC_KEYS, _PUBLIC, max_size=6), min_size=1, max_size=6))
+def test_scrub_public_with_a_group_memo_is_scrub_public(values: list[dict[str, Any]]) -> None:
+    memo = GroupMemo()
+    for value in values:
+        assert scrub_public(value, memo=memo) == scrub_public(value)

@@ -3,6 +3,7 @@ validated from the same fields; fields the writer cannot vouch for go the model'
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -175,3 +176,13 @@ def test_every_registered_class_is_either_written_or_declined() -> None:
     for cls in registry().values():
         encode_fields(cls, [])
     assert encode_fields(FeedbackReceived, []) == []
+
+
+def test_written_ids_are_distinct_random_uuids_as_the_model_makes_them() -> None:
+    written = encode_fields(TicketReceived, [ticket_fields() for _ in range(64)])
+    assert written is not None
+    ids = [w.event_id for w in written]
+    assert len(set(ids)) == len(ids)
+    for event_id, w in zip(ids, written, strict=True):
+        assert (event_id.version, event_id.variant) == (4, uuid.RFC_4122)
+        assert dict(w.record.headers)["ce_id"] == str(event_id).encode()
