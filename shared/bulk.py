@@ -198,11 +198,7 @@ def _unnest_sql(
     document (``:rows``) instead of arrays if ``document``."""
     casts, binders = _arrays(table, columns)
     quoted = ", ".join(f'"{c}"' for c in columns)
-    if document:
-        declared = ", ".join(f'"{c}" {table.c[c].type.compile(dialect=_PG)}' for c in columns)
-        source = f"json_to_recordset(CAST(:rows AS json)) AS r({declared})"
-    else:
-        source = f"unnest({', '.join(casts)})"
+    source = _record_set(table, columns) if document else f"unnest({', '.join(casts)})"
     sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM {source}'
     conflict = ", ".join(f'"{c}"' for c in key)
     if how is OnConflict.NOTHING:

@@ -44,7 +44,6 @@ async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) ->
     for chunk in chunks(named):
         found = await session.execute(select(d).where(d.c.dispatch_id.in_(chunk)))
         rows.update((r.dispatch_id, dict(r._mapping)) for r in found)
-    stored = set(rows)
     changed: set[str] = set()
     history: list[dict[str, Any]] = []
     ticket_values: dict[str, dict[str, Any]] = {}
@@ -100,13 +99,12 @@ async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) ->
                 "status": status,
             }
         )
-    await _write(session, rows, stored, changed, ticket_values, history)
+    await _write(session, rows, changed, ticket_values, history)
 
 
 async def _write(
     session: AsyncSession,
     rows: dict[str, dict[str, Any]],
-    stored: set[str],
     changed: set[str],
     ticket_values: dict[str, dict[str, Any]],
     history: list[dict[str, Any]],
@@ -115,11 +113,9 @@ async def _write(
     ``executemany`` is a statement planned and run once a row."""
     d = DISPATCHES
     columns = [c.name for c in d.columns]
-    new = [{c: rows[k][c] for c in columns} for k in sorted(changed - stored)]
-    if new:
-        await bulk.upsert(session, d, new, key=["dispatch_id"], on_conflict=OnConflict.FAIL)
-    moved = [{c: rows[k][c] for c in columns} for k in sorted(changed & stored)]
-    await bulk.update_many(session, d, moved, key="dispatch_id")
+    # New and stored alike: the rows as they now stand, inserted or replaced.
+    written = [{c: rows[k][c] for c in columns} for k in sorted(changed)]
+    await bulk.upsert(session, d, written, key=["dispatch_id"], on_conflict=OnConflict.REPLACE)
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for ticket_id, values in sorted(ticket_values.items()):
         by_shape.setdefault(tuple(values), []).append({"ticket_id": ticket_id, **values})
