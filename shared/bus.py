@@ -10,16 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from shared.events import ALL_TOPICS
+from shared.partition import partitions_for_keys
 from shared.settings import BusSettings
 
 log = logging.getLogger(__name__)
+
+# The largest produce request and so the largest record (aiokafka's default, stated here because
+# batches built by hand are checked against it: aiokafka checks only what ``send()`` takes).
+MAX_REQUEST_SIZE = 1 << 20
+# key, value, headers: one record to publish.
+Outgoing = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 def topic_name(settings: BusSettings, logical: str) -> str:
@@ -36,8 +44,71 @@ def make_producer(settings: BusSettings, *, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=2,
         max_batch_size=1 << 20,
+        max_request_size=MAX_REQUEST_SIZE,
         request_timeout_ms=15000,
     )
+
+
+async def partition_batches(
+    producer: AIOKafkaProducer, topic: str, records: Sequence[Outgoing]
+) -> list[tuple[str, int, Any]]:
+    """``records`` built into aiokafka batches, one per partition (more where a partition's
+    records overflow ``max_batch_size``), each partition's records in the order given: what
+    ``send()`` of each record in turn would have queued, partitioned by the same rule (every
+    key's partition computed in one pass over the whole set) and nothing sent yet. Raises
+    ``MessageSizeTooLargeError``, as ``send()`` would, for a record over the request size."""
+    partitions = list(await producer.partitions_for(topic))
+    available = producer.client.cluster.available_partitions_for_topic(topic) or ()
+    chosen = partitions_for_keys([r[0] for r in records], partitions, list(available))
+    grouped: dict[int, list[Outgoing]] = {}
+    for record, partition in zip(records, chosen, strict=True):
+        group = grouped.get(partition)
+        if group is None:
+            grouped[partition] = [record]
+        else:
+            group.append(record)
+    batches: list[tuple[str, int, Any]] = []
+    for partition, group in grouped.items():
+        batch = producer.create_batch()
+        for key, value, headers in group:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                batches.append((topic, partition, _within_limit(batch)))
+                batch = producer.create_batch()  # a fresh batch always takes its first record
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
+        batches.append((topic, partition, _within_limit(batch)))
+    return batches
+
+
+def _within_limit(batch: Any) -> Any:
+    # Only a batch's first record may take it past ``max_batch_size``.
+    if batch.record_count() == 1 and batch.size() > MAX_REQUEST_SIZE:
+        raise MessageSizeTooLargeError(
+            f"a record of {batch.size()} bytes is over the {MAX_REQUEST_SIZE}-byte request size"
+        )
+    return batch
+
+
+async def send_batches(producer: AIOKafkaProducer, batches: Sequence[tuple[str, int, Any]]) -> None:
+    """Queue every batch and wait for the broker's acknowledgement of all of them (one future
+    a batch); the first failure is raised once every batch has been answered, so nothing of
+    this publication is still in flight when the caller gives up on it."""
+    futures: list[asyncio.Future[Any]] = []
+    try:
+        for topic, partition, batch in batches:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+    except BaseException:
+        for future in futures:  # their outcome no longer matters: do not log it as unread
+            future.add_done_callback(_read_outcome)
+        raise
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def make_consumer(

@@ -53,10 +53,13 @@ from shared import bulk
 from shared.auth import SYSTEM_ROLE, Principal, acting_principal
 from shared.bus import (
     BrokerWatch,
+    Outgoing,
     ensure_topics,
     fetch_cluster_id,
     make_admin,
     make_producer,
+    partition_batches,
+    send_batches,
     topic_name,
 )
 from shared.db import AwareDateTime
@@ -539,19 +542,26 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, rows: Sequence[Any]) -> None:
+        """Publish rows (in id order) and return once the broker has acknowledged every one:
+        each topic's rows go out as one batch per partition, in id order within it."""
         assert self._producer is not None
-        futures = []
+        by_topic: dict[str, list[Outgoing]] = {}
         for row in rows:
-            headers = [(k, v.encode()) for k, v in orjson.loads(row.headers)]
-            futures.append(
-                await self._producer.send(
-                    topic_name(self._settings, row.topic),
-                    value=row.payload,
-                    key=row.key.encode(),
-                    headers=headers,
-                )
+            record = (
+                row.key.encode(),
+                row.payload,
+                [(k, v.encode()) for k, v in orjson.loads(row.headers)],
             )
-        await asyncio.gather(*futures)
+            records = by_topic.get(row.topic)
+            if records is None:
+                by_topic[row.topic] = [record]
+            else:
+                records.append(record)
+        batches = []
+        for logical, records in by_topic.items():
+            topic = topic_name(self._settings, logical)
+            batches += await partition_batches(self._producer, topic, records)
+        await send_batches(self._producer, batches)
 
     async def _mark(self, conn: AsyncConnection, ids: list[int]) -> None:
         """SQLite: the rows sent are published (PostgreSQL marks them as it claims them)."""

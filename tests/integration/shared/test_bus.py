@@ -11,11 +11,22 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
+from aiokafka.errors import MessageSizeTooLargeError, RequestTimedOutError
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Column, MetaData, String, Table, func, select, update
 from sqlalchemy import event as sa_event
 
 from shared.broker import EmbeddedBroker
-from shared.bus import BrokerWatch, consumer_group_id, create_topics, make_admin, topic_name
+from shared.bus import (
+    MAX_REQUEST_SIZE,
+    BrokerWatch,
+    consumer_group_id,
+    create_topics,
+    make_admin,
+    partition_batches,
+    send_batches,
+    topic_name,
+)
 from shared.db import create_engine, ensure_schema, session_factory
 from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
 from shared.events.base import header, utcnow
@@ -229,11 +240,8 @@ async def _count_is(h: Harness, table: Table, expected: int, *where: Any) -> boo
     return await h.count(table, *where) == expected
 
 
-async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statement(
-    broker, database: Database, prefix: str
-) -> None:
-    """PostgreSQL claims and marks a batch in one statement, committed after the send: a send
-    that fails leaves every row pending; a send that succeeds publishes them in id order."""
+async def driven_harness(broker: EmbeddedBroker, database: Database, prefix: str) -> Harness:
+    """A harness whose relay the test drives step by step, the broker already adopted."""
     settings = ServiceSettings(
         **bus_settings(broker.bootstrap, prefix), **database.settings_for("harness")
     )
@@ -242,6 +250,19 @@ async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statemen
     await h.start(relay_task=False)
     try:
         await h.relay.check_broker()
+    except BaseException:
+        await h.stop()
+        raise
+    return h
+
+
+async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statement(
+    broker, database: Database, prefix: str
+) -> None:
+    """PostgreSQL claims and marks a batch in one statement, committed after the send: a send
+    that fails leaves every row pending; a send that succeeds publishes them in id order."""
+    h = await driven_harness(broker, database, prefix)
+    try:
         await h.emit(*(ticket(n) for n in range(1, 6)))
         pending = h.outbox_table.c.published_at.is_(None)
         send = h.relay._send
@@ -278,6 +299,100 @@ async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statemen
         assert await h.relay.publish_batch() == 0
     finally:
         await h.stop()
+
+
+async def test_a_batch_goes_out_one_batch_a_partition_and_one_failed_partition_keeps_all_pending(
+    broker, database: Database, prefix: str
+) -> None:
+    """The claimed rows go out as one aiokafka batch per partition (no ``send()`` a record), each
+    key on the partition aiokafka's partitioner gives it and each partition's records in id
+    order. When one partition's batch fails, every row of the claim stays pending, those the
+    broker did acknowledge on the other partitions included; the next batch publishes them all."""
+    h = await driven_harness(broker, database, prefix)
+    settings = h.settings
+    try:
+        events = [ticket(n) for n in range(1, 41)]
+        await h.emit(*events)
+        pending = h.outbox_table.c.published_at.is_(None)
+        producer = h.relay._producer
+        assert producer is not None
+        topic = topic_name(settings, INTAKE_TOPIC)
+        every = list(await producer.partitions_for(topic))
+        keys = [e.ticket_id.encode() for e in events]
+        expected = {k: DefaultPartitioner()(k, every, every) for k in keys}
+        failing = expected[keys[0]]
+        assert len(set(expected.values())) > 2  # the batch spans several partitions
+        send_batch, calls = producer.send_batch, []
+
+        async def one_partition_refused(batch: Any, topic: str, *, partition: int) -> Any:
+            calls.append((partition, batch.record_count()))
+            if partition != failing:
+                return await send_batch(batch, topic, partition=partition)
+            refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            refused.set_exception(RequestTimedOutError("partition's leader did not answer"))
+            return refused
+
+        async def no_single_sends(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a record sent alone")
+
+        producer.send_batch = one_partition_refused  # type: ignore[method-assign]
+        producer.send = no_single_sends  # type: ignore[method-assign]
+        with pytest.raises(RequestTimedOutError):
+            await h.relay.publish_batch()
+        assert await h.count(h.outbox_table, pending) == 40
+        assert sorted(p for p, _ in calls) == sorted(set(expected.values()))
+        assert sum(n for _, n in calls) == 40
+        assert h.relay.published == 0
+        assert h.metrics.events_produced.labels("intake.ticket.received")._value.get() == 0
+        acknowledged = sum(1 for k in keys if expected[k] != failing)
+        first = await read_topic(settings, INTAKE_TOPIC, acknowledged)
+        assert all(r.partition != failing for r in first)
+
+        producer.send_batch = send_batch  # type: ignore[method-assign]
+        assert await h.relay.publish_batch() == 40
+        assert await h.count(h.outbox_table, pending) == 0
+        assert h.metrics.events_produced.labels("intake.ticket.received")._value.get() == 40
+        records = await read_topic(settings, INTAKE_TOPIC, acknowledged + 40)
+        assert len(records) == acknowledged + 40
+        by_partition: dict[int, list[bytes]] = {}
+        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+            assert record.partition == expected[record.key]
+            by_partition.setdefault(record.partition, []).append(record.key)
+        for partition, on_it in by_partition.items():
+            mine = [k for k in keys if expected[k] == partition]  # id order
+            assert on_it[-len(mine) :] == mine
+    finally:
+        await h.stop()
+
+
+async def test_partition_batches_overflow_in_order_and_refuse_an_oversized_record(
+    broker, prefix: str
+) -> None:
+    """Records over one batch's size go out in several batches of their partition, in order; a
+    record over the request size is refused before anything of the set is sent."""
+    settings = ServiceSettings(**bus_settings(broker.bootstrap, prefix))
+    await create_topics(settings)
+    topic = topic_name(settings, INTAKE_TOPIC)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=2048)
+    await producer.start()
+    try:
+        records = [
+            (b"one-key", f"{n:04d}".encode() * 100, [("n", str(n).encode())]) for n in range(30)
+        ]
+        batches = await partition_batches(producer, topic, records)
+        assert len({partition for _, partition, _ in batches}) == 1
+        assert len(batches) > 5 and sum(b.record_count() for _, _, b in batches) == 30
+
+        too_large = (b"other", b"x" * (MAX_REQUEST_SIZE + 1), [])
+        with pytest.raises(MessageSizeTooLargeError):
+            await partition_batches(producer, topic, [records[0], too_large])
+
+        await send_batches(producer, batches)
+    finally:
+        await producer.stop()
+    got = await read_topic(settings, INTAKE_TOPIC, 30)
+    assert [r.value for r in got] == [value for _, value, _ in records]
+    assert [r.headers for r in got] == [tuple(h) for _, _, h in records]
 
 
 async def test_rows_no_commit_of_the_relay_s_process_announced_are_found_by_its_poll(
