@@ -43,6 +43,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     select,
     update,
@@ -258,7 +259,33 @@ class OutboxRelay:
         self._force_check = True
         self._postgres = engine.dialect.name == "postgresql"
         self._replay: tuple[int, int] | None = None
+        self._claim, self._pending_rows, self._any_pending = self._statements()
         self.published = 0
+
+    def _statements(self) -> tuple[Any, Any, Any]:
+        """The relay's statements, built once: building one and finding its compiled form by
+        its cache key cost ~0.1 ms a batch; a kept statement's key is memoized. They are the
+        PostgreSQL claim (``now`` bound at each execution), SQLite's read of a batch, and the
+        probe for any pending row."""
+        t = self._outbox
+        columns = (t.c.id, t.c.event_type, t.c.topic, t.c.key, t.c.headers, t.c.payload)
+        pending = t.c.published_at.is_(None)
+        size = self._settings.outbox_batch_size
+        claimed = (
+            select(t.c.id)
+            .where(pending)
+            .order_by(t.c.id)
+            .limit(size)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(t)
+            .where(t.c.id.in_(claimed))
+            .values(published_at=bindparam("now", type_=t.c.published_at.type))
+            .returning(*columns)
+        )
+        batch = select(*columns).where(pending).order_by(t.c.id).limit(size)
+        return claim, batch, select(t.c.id).where(pending).limit(1)
 
     def wake(self) -> None:
         """Tell the relay new rows were committed (saves waiting for the next poll)."""
@@ -446,10 +473,8 @@ class OutboxRelay:
         itself."""
         if not self._postgres or self._replay is None or self._replay[0] < self._replay[1]:
             return True
-        t = self._outbox
         async with self._read_alone() as conn:
-            found = await conn.execute(select(t.c.id).where(t.c.published_at.is_(None)).limit(1))
-            return found.first() is not None
+            return (await conn.execute(self._any_pending)).first() is not None
 
     @contextlib.asynccontextmanager
     async def _read_alone(self) -> AsyncIterator[AsyncConnection]:
@@ -493,42 +518,21 @@ class OutboxRelay:
         replayed = await self.replay_batch()
         if replayed:
             return replayed
-        t = self._outbox
-        columns = (t.c.id, t.c.event_type, t.c.topic, t.c.key, t.c.headers, t.c.payload)
-        pending = t.c.published_at.is_(None)
         if self._postgres:
             # Several replicas may relay one database: each claims rows the others have not.
             # The claim marks them in the same statement (one round trip, not a select and an
             # update); the mark is committed only once the broker has every record, so a failed
             # send rolls it back and the rows stay pending.
-            claimed = (
-                select(t.c.id)
-                .where(pending)
-                .order_by(t.c.id)
-                .limit(self._settings.outbox_batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            claim = (
-                update(t)
-                .where(t.c.id.in_(claimed))
-                .values(published_at=utcnow())
-                .returning(*columns)
-            )
             async with self._engine.begin() as conn:
                 rows: Sequence[Any] = sorted(
-                    (await conn.execute(claim)).all(), key=lambda row: row.id
+                    (await conn.execute(self._claim, {"now": utcnow()})).all(),
+                    key=lambda row: row.id,
                 )
                 if rows:
                     await self._send(rows)
         else:
-            query = (
-                select(*columns)
-                .where(pending)
-                .order_by(t.c.id)
-                .limit(self._settings.outbox_batch_size)
-            )
             async with self._reader.connect() as conn:
-                rows = (await conn.execute(query)).all()
+                rows = (await conn.execute(self._pending_rows)).all()
                 await conn.rollback()
             if rows:
                 await self._send(rows)
