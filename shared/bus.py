@@ -67,16 +67,26 @@ async def partition_batches(
             grouped[partition] = [record]
         else:
             group.append(record)
-    batches: list[tuple[str, int, Any]] = []
+    # Each partition's first batch ahead of any partition's second: ``send_batch`` of a second
+    # waits until its partition's first has left, and would hold up the other partitions.
+    rounds: list[list[tuple[str, int, Any]]] = []
     for partition, group in grouped.items():
-        batch = producer.create_batch()
+        batch, made = producer.create_batch(), 0
         for key, value, headers in group:
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                batches.append((topic, partition, _within_limit(batch)))
-                batch = producer.create_batch()  # a fresh batch always takes its first record
-                batch.append(key=key, value=value, timestamp=None, headers=headers)
-        batches.append((topic, partition, _within_limit(batch)))
-    return batches
+                _add_to_round(rounds, made, (topic, partition, _within_limit(batch)))
+                batch, made = producer.create_batch(), made + 1
+                batch.append(key=key, value=value, timestamp=None, headers=headers)  # a first fits
+        _add_to_round(rounds, made, (topic, partition, _within_limit(batch)))
+    return [batch for batches in rounds for batch in batches]
+
+
+def _add_to_round(
+    rounds: list[list[tuple[str, int, Any]]], index: int, batch: tuple[str, int, Any]
+) -> None:
+    if index == len(rounds):
+        rounds.append([])
+    rounds[index].append(batch)
 
 
 def _within_limit(batch: Any) -> Any:

@@ -368,20 +368,27 @@ async def test_a_batch_goes_out_one_batch_a_partition_and_one_failed_partition_k
 async def test_partition_batches_overflow_in_order_and_refuse_an_oversized_record(
     broker, prefix: str
 ) -> None:
-    """Records over one batch's size go out in several batches of their partition, in order; a
-    record over the request size is refused before anything of the set is sent."""
+    """Records over one batch's size go out in several batches of their partition, in order,
+    every partition's first batch queued before any second; a record over the request size is
+    refused before anything of the set is sent."""
     settings = ServiceSettings(**bus_settings(broker.bootstrap, prefix))
     await create_topics(settings)
     topic = topic_name(settings, INTAKE_TOPIC)
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=2048)
     await producer.start()
     try:
+        every = list(await producer.partitions_for(topic))
+        keys = [b"one-key"]
+        keys += [
+            k for k in (b"key-%d" % n for n in range(50)) if _on(k, every) != _on(keys[0], every)
+        ][:1]
         records = [
-            (b"one-key", f"{n:04d}".encode() * 100, [("n", str(n).encode())]) for n in range(30)
+            (keys[n % 2], f"{n:04d}".encode() * 100, [("n", str(n).encode())]) for n in range(60)
         ]
         batches = await partition_batches(producer, topic, records)
-        assert len({partition for _, partition, _ in batches}) == 1
-        assert len(batches) > 5 and sum(b.record_count() for _, _, b in batches) == 30
+        partitions = [partition for _, partition, _ in batches]
+        assert len(batches) > 10 and sum(b.record_count() for _, _, b in batches) == 60
+        assert sorted(partitions[:2]) == sorted(_on(k, every) for k in keys)
 
         too_large = (b"other", b"x" * (MAX_REQUEST_SIZE + 1), [])
         with pytest.raises(MessageSizeTooLargeError):
@@ -390,9 +397,14 @@ async def test_partition_batches_overflow_in_order_and_refuse_an_oversized_recor
         await send_batches(producer, batches)
     finally:
         await producer.stop()
-    got = await read_topic(settings, INTAKE_TOPIC, 30)
-    assert [r.value for r in got] == [value for _, value, _ in records]
-    assert [r.headers for r in got] == [tuple(h) for _, _, h in records]
+    got = await read_topic(settings, INTAKE_TOPIC, 60)
+    for key in keys:
+        sent = [(value, tuple(headers)) for k, value, headers in records if k == key]
+        assert [(r.value, r.headers) for r in got if r.key == key] == sent
+
+
+def _on(key: bytes, partitions: list[int]) -> int:
+    return int(DefaultPartitioner()(key, partitions, partitions))
 
 
 async def test_rows_no_commit_of_the_relay_s_process_announced_are_found_by_its_poll(
