@@ -38,8 +38,8 @@ from shared.events.evaluation import ProactiveWorkProposed
 from shared.outbox import Outbox
 
 TRAILING = 3
-# Inline, not bound: a prepared statement's generic plan cannot prove a bound grain matches the
-# partial indexes these reads are served from, and would read the wide rows instead.
+# Inline, not bound, as every read of the cells names its grain (``queries._where``). Both reads
+# go through the period index: no index holds ``received``, so that moving it stays heap-only.
 _MONTH_CATEGORY: ColumnElement[str] = literal_column("'month_category'")
 _MONTH_PLACE: ColumnElement[str] = literal_column("'month_place'")
 YEARS_BACK = 3
@@ -246,7 +246,6 @@ async def _places(engine: AsyncEngine, period: Period, minimum: int) -> list[Pla
             and_(
                 c.grain == _MONTH_PLACE,
                 c.kind == "appeal",
-                # one month: equality, so the index hands the cells over by count
                 c.period_start == period.start
                 if period.kind == "month"
                 else and_(c.period_start >= period.start, c.period_start < period.end),
