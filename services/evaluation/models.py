@@ -19,6 +19,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Computed,
     Date,
     Index,
     Integer,
@@ -199,6 +200,13 @@ TOWN_INDEXED = "grain IN ('day', 'day_coarse', 'month_place', 'month')"
 # Every summed column of a cell: the published counters, then the handling-time buckets.
 CELL_COLUMNS = (*COUNTERS, *BUCKETS)
 
+# The hot-spot reads rank by appeals received, from indexes alone. An index holding ``received``
+# itself would keep every move that changes it, on any grain, from being a heap-only update
+# (PostgreSQL compares the indexed columns' values); this copy, computed by the database, is
+# ``received`` on the two hot-spot grains and 0 on the others, whose moves it never changes.
+HOTSPOT_GRAINS = "grain IN ('month_category', 'month_place')"
+SPOT_RECEIVED = f"CASE WHEN {HOTSPOT_GRAINS} THEN received ELSE 0 END"
+
 cells_table = Table(
     "eval_cells",
     metadata,
@@ -208,11 +216,12 @@ cells_table = Table(
     *(Column(name, String(64), nullable=False) for name in DIMENSIONS),
     *(Column(name, BigInteger, nullable=False, server_default="0") for name in COUNTERS),
     *(Column(name, Integer, nullable=False, server_default="0") for name in BUCKETS),
+    Column("spot_received", BigInteger, Computed(SPOT_RECEIVED, persisted=True)),
     # Every read sums one grain over a period: this index bounds it to the period's cells.
     Index("ix_eval_cells_period", "grain", "period_start"),
     # A department's or a town's cells among a period's many, on the grains named above. No
-    # index holds a counter, so a move that changes only counters (``received`` included) can
-    # be a heap-only update (migration 0008; which query reads which index: docs/evaluation.md).
+    # index holds a counter, so a move that changes only counters can be a heap-only update
+    # (migration 0008; which query reads which index: docs/evaluation.md).
     Index(
         "ix_eval_cells_department",
         "grain",
@@ -228,6 +237,31 @@ cells_table = Table(
         "period_start",
         postgresql_where=text(TOWN_INDEXED),
         sqlite_where=text(TOWN_INDEXED),
+    ),
+    # Hot spots read the appeals received per category and town (or grid) and month from this
+    # index alone, without touching the wide rows ...
+    Index(
+        "ix_eval_cells_hotspots",
+        "grain",
+        "period_start",
+        "kind",
+        "category_code",
+        "town_code",
+        "grid_code",
+        "spot_received",
+        postgresql_where=text(HOTSPOT_GRAINS),
+        sqlite_where=text(HOTSPOT_GRAINS),
+    ),
+    # ... and a month's recurring places, busiest first, from the first hundred entries.
+    Index(
+        "ix_eval_cells_places",
+        "period_start",
+        "spot_received",
+        "grid_code",
+        "category_code",
+        "kind",
+        postgresql_where=text("grain = 'month_place'"),
+        sqlite_where=text("grain = 'month_place'"),
     ),
     # Room on each page for a cell's next version: a move is then a heap-only update that
     # touches none of the indexes above (migration 0006_apply).

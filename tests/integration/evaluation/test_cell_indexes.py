@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from fengqiao import registry
 from services.evaluation import cells
@@ -134,3 +134,33 @@ async def test_a_department_read_uses_its_partial_index_in_a_generic_plan(
     finally:
         await engine.dispose()
     assert "ix_eval_cells_department" in plan, plan
+
+
+async def test_received_moves_off_the_hot_spot_grains_are_heap_only(database: Database) -> None:
+    """``spot_received`` is ``received`` on the hot-spot grains and 0 elsewhere; on PostgreSQL a
+    move of ``received`` on any other grain changes no indexed value, so it is heap-only."""
+    engine = await _migrated(database, "evaluation_heap_only")
+    blank = dict.fromkeys(DIMENSIONS, "")
+    rows = [
+        {"cell_key": grain, "grain": grain, "period_start": date(2026, 5, 1), **blank}
+        for grain in ("day_coarse", "month_town", "month_place", "month_category")
+    ]
+    received = cells_table.c.received
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(cells_table.insert(), [{**r, "received": 2} for r in rows])
+        async with engine.begin() as conn:
+            moved = await conn.execute(cells_table.update().values(received=received + 1))
+            assert moved.rowcount == 4
+            if database.kind == "postgres":
+                hot = await conn.scalar(
+                    text("SELECT pg_stat_get_xact_tuples_hot_updated('eval_cells'::regclass)")
+                )
+                assert hot == 2  # day_coarse and month_town; the hot-spot grains' index moves
+        async with engine.connect() as conn:
+            spots = dict(
+                (await conn.execute(select(cells_table.c.grain, cells_table.c.spot_received))).all()
+            )
+    finally:
+        await engine.dispose()
+    assert spots == {"day_coarse": 0, "month_town": 0, "month_place": 3, "month_category": 3}
