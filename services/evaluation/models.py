@@ -220,8 +220,9 @@ cells_table = Table(
     # Every read sums one grain over a period: this index bounds it to the period's cells.
     Index("ix_eval_cells_period", "grain", "period_start"),
     # A department's or a town's cells among a period's many, on the grains named above. No
-    # index holds a counter, so a move that changes only counters can be a heap-only update
-    # (migration 0008; which query reads which index: docs/evaluation.md).
+    # index holds a counter (``spot_received`` moves on the hot-spot grains alone), so a move
+    # that changes only counters can be a heap-only update (migration 0008; which query reads
+    # which index: docs/evaluation.md).
     Index(
         "ix_eval_cells_department",
         "grain",
