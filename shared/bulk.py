@@ -407,9 +407,14 @@ def _sparse_sql(
 ) -> Any:
     """``add_sparse``'s statement for one table and set of changed columns (built once): the
     document is read as ``json`` (parsed as it is read; ``jsonb`` would build a binary copy
-    first) into a record of only the columns written, the others keep their defaults."""
+    first) into a record of only the columns written, the others keep their defaults (and
+    the ones the database computes are never written)."""
     changed = frozenset(used)
-    names = [c.name for c in table.columns if c.name not in add or c.name in changed]
+    names = [
+        c.name
+        for c in table.columns
+        if c.computed is None and (c.name not in add or c.name in changed)
+    ]
     quoted = ", ".join(f'"{n}"' for n in names)
 
     def pick(name: str) -> str:

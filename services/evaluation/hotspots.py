@@ -39,7 +39,8 @@ from shared.outbox import Outbox
 
 TRAILING = 3
 # Inline, not bound: a prepared statement's generic plan cannot prove a bound grain matches the
-# partial indexes these reads are served from, and would read the wide rows instead.
+# partial indexes these reads are served from, and would read the wide rows instead. Both read
+# ``spot_received`` (``received`` on these grains), which those indexes hold.
 _MONTH_CATEGORY: ColumnElement[str] = literal_column("'month_category'")
 _MONTH_PLACE: ColumnElement[str] = literal_column("'month_place'")
 YEARS_BACK = 3
@@ -101,7 +102,7 @@ async def _windows(engine: AsyncEngine, starts: set[date], months: int) -> Count
     # ``received`` as an integer: a sum of integers comes back as a bigint, where a sum of
     # bigints comes back as numeric (slower to sum, then cast); a category's appeals in one town
     # and month stay far below 2³¹.
-    received = cast(c.received, Integer)
+    received = cast(c.spot_received, Integer)
     sums = [
         func.coalesce(
             func.sum(received).filter(
@@ -239,7 +240,7 @@ def _tests(observed: Any, expected: Any) -> Any:
 async def _places(engine: AsyncEngine, period: Period, minimum: int) -> list[Place]:
     c = cells_table.c
     # A month's place cells of appeals are one per grid and category already: no grouping.
-    total = c.received if period.kind == "month" else func.sum(c.received)
+    total = c.spot_received if period.kind == "month" else func.sum(c.spot_received)
     query = (
         select(c.grid_code, c.category_code, total)
         .where(

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typing_extensions import TypedDict
 
@@ -239,7 +239,9 @@ def grain_for(period: Period, filters: Filters, dimension: str | None) -> str:
 def _where(period: Period, filters: Filters, grain: str) -> list[ColumnElement[bool]]:
     c = cells_table.c
     return [
-        c.grain == grain,
+        # inline, not bound: a prepared statement's generic plan cannot prove a bound grain
+        # matches the partial department and town indexes (``models.DEPARTMENT_INDEXED``)
+        c.grain == literal(grain, literal_execute=True),
         c.period_start >= period.start,
         c.period_start < period.end,
         *filters.conditions(),
