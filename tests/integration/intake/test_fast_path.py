@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from services.intake.fastpath import TicketFastPath
-from services.intake.models import TICKETS
+from services.intake.models import TICKETS, TicketAccepted
 from tests.integration.intake.support import IntakeEnv
 from tests.integration.intake.support import ticket_body as ticket
 
@@ -74,6 +74,10 @@ async def test_an_accepted_ticket_answers_alike_and_is_stored_once(env: IntakeEn
     assert (fast.status_code, again.status_code) == (201, 200), fast.text
     assert fast.headers["content-type"] == "application/json"
     assert {**fast.json(), "created": False} == again.json()
+    # The answer is written from the stored row, not by the model: the bytes are the model's.
+    for answer in (fast, again):
+        model = TicketAccepted.model_validate_json(answer.content)
+        assert answer.content == model.model_dump_json().encode()
     assert await env.count(TICKETS, TICKETS.c.external_id == body["external_id"]) == 1
     stored = await env.ticket(fast.json()["ticket_id"])
     assert (stored.citizen_name, stored.is_enterprise) == ("王先生", True)
@@ -137,3 +141,12 @@ async def test_the_fast_path_records_the_routes_latency(env: IntakeEnv) -> None:
     await env.client.post("/tickets", json=ticket(env), headers=COMMITTEE)
     assert (counted("2xx"), counted("4xx")) == (before[0] + 1, before[1] + 1)
     assert observed("2xx") > 0
+
+
+async def test_the_route_still_publishes_the_answers_schema(env: IntakeEnv) -> None:
+    document = (await env.client.get("/openapi.json")).json()
+    created = document["paths"]["/tickets"]["post"]["responses"]["201"]
+    schema = created["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/TicketAccepted"}
+    published = document["components"]["schemas"]["TicketAccepted"]
+    assert set(published["properties"]) == set(TicketAccepted.model_fields)
