@@ -50,7 +50,7 @@ def _check_phone(value: str | None) -> str | None:
         return None
     if not _PHONE_CHARS.match(value):
         raise ValueError("not a phone number (digits, spaces, dashes, brackets, a leading +)")
-    digits = sum(ch.isdigit() for ch in value)
+    digits = sum(map(str.isdigit, value))
     if not 3 <= digits <= 20:
         raise ValueError("a phone number has 3 to 20 digits")
     return value
@@ -222,9 +222,14 @@ class TicketDraft(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _blank_optionals_are_missing(cls, data: Any) -> Any:
+    def _blank_optionals_are_missing(cls, data: Any, info: ValidationInfo) -> Any:
         """Channels send ``""`` for "not given"; treat it as missing for the optional fields.
-        Control characters are dropped first (a NUL in a title would fail the database)."""
+        Control characters are dropped first (a NUL in a title would fail the database).
+        Data ``clean_ticket_draft`` has checked needs neither: only the enterprise flag."""
+        if info.context is _ALREADY_CLEAN:
+            if data.get("enterprise_name") is not None:
+                data = {**data, "is_enterprise": True}
+            return data
         if isinstance(data, dict):
             data = without_control_characters(data)
             required = {"channel_code", "title", "content"}
@@ -271,18 +276,9 @@ class CallbackDraft(BaseModel):
 
 
 _REQUIRED_DRAFT_TEXT = frozenset({"channel_code", "title", "content"})
-
-
-class _CleanTicketDraft(TicketDraft):
-    """``TicketDraft`` for data already known clean (``clean_ticket_draft``): its before-step
-    is the original's on such data — nothing to remove, nothing blank — less the walk."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blank_optionals_are_missing(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("enterprise_name") is not None:
-            data = {**data, "is_enterprise": True}
-        return data
+# The validation context ``clean_ticket_draft`` passes (by identity: no caller's context is it),
+# telling the draft's before-step that the walk would change nothing.
+_ALREADY_CLEAN: dict[str, Any] = {}
 
 
 def clean_ticket_draft(data: dict[str, Any]) -> TicketDraft | None:
@@ -300,7 +296,6 @@ def clean_ticket_draft(data: dict[str, Any]) -> TicketDraft | None:
         elif isinstance(value, dict | list | tuple):
             return None
     try:
-        draft = _CleanTicketDraft.model_validate(data)
+        return TicketDraft.model_validate(data, context=_ALREADY_CLEAN)
     except ValueError:  # pydantic's ValidationError is one
         return None
-    return TicketDraft.model_construct(draft.model_fields_set, **draft.__dict__)
