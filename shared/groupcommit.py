@@ -13,14 +13,18 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ARRAY, String, Table
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
 )
+
+from shared.db import AwareDateTime
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,7 @@ class DirectInserts:
             impl = column.type.dialect_impl(d)
             if isinstance(column.type, ARRAY) or isinstance(impl, ARRAY):
                 return None  # unnest would flatten it
-            processors.append(impl.bind_processor(d))
+            processors.append(_sqlite_utc_text(impl, d) or impl.bind_processor(d))
             if self._postgres:
                 # Strings go in as text and are checked by the column on assignment: an explicit
                 # cast to varchar(n) would truncate silently where Core raises.
@@ -218,6 +222,37 @@ class DirectInserts:
                     columns=list(plan.keys),
                     records=_records(plan, rows_by_table[plan.table]),
                 )
+
+
+# SQLAlchemy's storage format for SQLite's DATETIME, the one ``_sqlite_utc_text`` writes.
+_SQLITE_DATETIME = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+
+
+def _sqlite_utc_text(impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """For ``AwareDateTime`` on SQLite in the default storage format: its bind processor (to
+    UTC, then SQLAlchemy's text of the fields) as one ``isoformat`` call for an aware
+    ``datetime`` — the same text (a test holds them equal), without the dict of seven fields and
+    the format per value; anything else goes through the processor itself. None for other
+    types."""
+    if not (
+        type(impl) is AwareDateTime
+        and type(impl.impl) is SQLITE_DATETIME
+        and impl.impl._storage_format == _SQLITE_DATETIME
+        and impl.impl._reg is None
+    ):
+        return None
+    slow = impl.bind_processor(dialect)
+    assert slow is not None
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime and value.utcoffset() is not None:
+            # "YYYY-MM-DD HH:MM:SS.ffffff+00:00" less its offset
+            return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+        return slow(value)
+
+    return process
 
 
 def _records(plan: _TablePlan, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
