@@ -102,7 +102,7 @@ def accepted_json(prepared: Prepared) -> bytes:
 
 def _count(ctx: IntakeContext, channel: str, outcome: str, n: int = 1) -> None:
     if ctx.metrics is not None and n:
-        ctx.metrics.tickets.labels(channel, outcome).inc(n)
+        ctx.metrics.count_tickets(channel, outcome, n)
 
 
 async def accept_ticket(

@@ -150,3 +150,20 @@ async def test_the_route_still_publishes_the_answers_schema(env: IntakeEnv) -> N
     assert schema == {"$ref": "#/components/schemas/TicketAccepted"}
     published = document["components"]["schemas"]["TicketAccepted"]
     assert set(published["properties"]) == set(TicketAccepted.model_fields)
+
+
+async def test_accepted_tickets_are_counted_by_channel_and_outcome(env: IntakeEnv) -> None:
+    metrics = env.ctx.metrics
+    assert metrics is not None
+
+    def counted(outcome: str) -> float:
+        value = metrics.tickets.labels("hotline-12345-phone", outcome)._value.get()
+        return float(value)
+
+    before = counted("created"), counted("existing")
+    body = ticket(env)
+    fast, again = await post_both(env, body)
+    assert (fast.status_code, again.status_code) == (201, 200)
+    fresh = await env.client.post("/tickets", json=ticket(env))
+    assert fresh.status_code == 201
+    assert (counted("created"), counted("existing")) == (before[0] + 2, before[1] + 1)
