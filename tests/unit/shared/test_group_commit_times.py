@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Column, MetaData, Table
+from sqlalchemy import Boolean, Column, MetaData, Table
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 
@@ -53,11 +53,45 @@ def test_other_values_go_through_core() -> None:
     assert process(datetime(2026, 12, 6, 1, 2, 3, tzinfo=UTC)) == "2026-12-06 01:02:03.000000"
 
 
-def test_postgresql_keeps_its_own_processor() -> None:
-    dialect = asyncpg_dialect()
-    plan = DirectInserts(dialect).plan(TABLE, ("at",))
+POSTGRES = asyncpg_dialect()
+FLAGS = Table("flags", MetaData(), Column("at", AwareDateTime()), Column("on", Boolean()))
+
+
+def _postgres(key: str, shortcut: str) -> tuple[Any, Any]:
+    """The plan's processor for ``key`` on asyncpg (checked to be the shortcut) and Core's."""
+    plan = DirectInserts(POSTGRES).plan(FLAGS, ("at", "on"))
     assert plan is not None
-    core = AwareDateTime().dialect_impl(dialect).bind_processor(dialect)
-    moment = datetime(2026, 12, 6, 9, tzinfo=timezone(timedelta(hours=8)))
-    assert plan.processors[0] is not None and core is not None
-    assert plan.processors[0](moment) == core(moment)
+    fast = dict(zip(plan.keys, plan.processors, strict=True))[key]
+    assert fast is not None and fast.__qualname__.startswith(shortcut)
+    core = FLAGS.c[key].type.dialect_impl(POSTGRES).bind_processor(POSTGRES)
+    return fast, core
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=_ZONES) | st.datetimes(timezones=st.just(UTC)))
+def test_postgresql_binds_an_aware_time_as_core_does(value: datetime) -> None:
+    fast, core = _postgres("at", "_postgres_utc")
+    try:
+        expected = core(value)
+    except OverflowError:
+        with pytest.raises(OverflowError):
+            fast(value)
+        return
+    got = fast(value)
+    assert (got, got.tzinfo, got.utcoffset()) == (expected, expected.tzinfo, expected.utcoffset())
+    assert fast(None) is core(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        fast(value.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize("value", [True, False, None, 1, 0])
+def test_postgresql_binds_a_flag_as_core_does(value: Any) -> None:
+    fast, core = _postgres("on", "_native_bool")
+    assert fast(value) is core(value)
+
+
+def test_postgresql_refuses_what_core_refuses() -> None:
+    fast, core = _postgres("on", "_native_bool")
+    for process in (fast, core):
+        with pytest.raises(TypeError):
+            process("yes")
