@@ -167,3 +167,21 @@ async def test_accepted_tickets_are_counted_by_channel_and_outcome(env: IntakeEn
     fresh = await env.client.post("/tickets", json=ticket(env))
     assert fresh.status_code == 201
     assert (counted("created"), counted("existing")) == (before[0] + 2, before[1] + 1)
+
+
+async def test_the_fast_path_answers_a_repeated_external_id_as_the_route_does(
+    env: IntakeEnv,
+) -> None:
+    """Both posts by the fast path: the second is the first ticket, ``created: false``, in the
+    bytes the model dumps, and nothing new is stored."""
+    body = ticket(env)
+    first = await env.client.post("/tickets", json=body)
+    again = await env.client.post("/tickets", json=body)
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json() == {**first.json(), "created": False}
+    for answer in (first, again):
+        assert (
+            answer.content
+            == TicketAccepted.model_validate_json(answer.content).model_dump_json().encode()
+        )
+    assert await env.count(TICKETS, TICKETS.c.external_id == body["external_id"]) == 1
