@@ -2,14 +2,16 @@
 neighbours on a shared machine do to a wrk run's rate.
 
     python -m bench.intake_inprocess [--case app|accept|batch] [--count 6000] [--files 16]
-                                     [--postgres URL] [--broker]
+                                     [--postgres URL | --sqlite] [--broker]
 
 Cases: ``app`` calls the whole ASGI app (middlewares, routing, the route, the pipeline, the
 commit) for ``POST /tickets`` from 64 concurrent tasks, with ``--ceiling`` the bare ceiling app
 instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP layer);
 ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for ``--files``
 files at once. Without ``--broker`` the relay has nowhere to publish (it retries quietly), so the
-numbers leave it out; with it, an embedded broker is started and its cost is included. Prints
+numbers leave it out; with it, an embedded broker is started and its cost is included.
+``--sqlite`` stores in a SQLite file in a temporary directory instead of PostgreSQL (its writes run
+on aiosqlite's thread in this process, so they count here). Prints
 tickets (or rows) per second of wall time and this process's CPU milliseconds per item; the
 batch case also prints the CPU seconds of the PostgreSQL backends that served this process's
 connections over the measured run (a local server: their /proc entries are read).
@@ -168,14 +170,23 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         wall, cpu, n = await timed(bare, args.count, TASKS)
         print(f"ceiling app: {n / wall:,.0f}/s wall, {cpu / n * 1e3:.3f} ms CPU per request")
         return
+    common: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "kafka_topic_prefix": "inproc",
+        "auth_token_secret": secrets.token_hex(32),
+        "citizen_hash_salt": secrets.token_hex(32),
+        "public_rate_limit": "",
+    }
+    if args.sqlite:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = IntakeSettings(database_url=f"sqlite+aiosqlite:///{tmp}/intake.db", **common)
+            await upgrade_async("intake", settings)
+            await measure(args, settings)
+        return
     settings = IntakeSettings(
         database_url=args.postgres.replace("postgresql://", "postgresql+asyncpg://"),
         database_schema=f"{args.schema_prefix}_{uuid.uuid4().hex[:8]}",
-        kafka_bootstrap_servers=bootstrap,
-        kafka_topic_prefix="inproc",
-        auth_token_secret=secrets.token_hex(32),
-        citizen_hash_salt=secrets.token_hex(32),
-        public_rate_limit="",
+        **common,
     )
     await upgrade_async("intake", settings)
     try:
@@ -220,7 +231,11 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
                 assert result.created == len(lines), result
 
             wall, cpu, files = await timed(
-                one, args.files, args.files, warmup=args.files, database=args.postgres
+                one,
+                args.files,
+                args.files,
+                warmup=args.files,
+                database=None if args.sqlite else args.postgres,
             )
             n = files * len(lines)
         unit = "rows" if args.case == "batch" else "tickets"
@@ -237,6 +252,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=6000)
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--postgres", default=POSTGRES_URL)
+    parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
     parser.add_argument(
         "--schema-prefix", default="inproc", help="the prefix of the scratch schema's name"

@@ -28,6 +28,7 @@ from services.intake.canonical import (
     TicketDraft,
     TimeBound,
     clean_ticket_draft,
+    draft_of_ticket_in,
 )
 from services.intake.channels import (
     Channel,
@@ -97,7 +98,9 @@ def draft_from(ticket: TicketIn) -> tuple[Channel, TicketDraft]:
     except UnknownChannel:
         raise PayloadError("channel", f"unknown channel code {code!r}") from None
     data["channel_code"] = channel.code
-    draft = clean_ticket_draft(dict(data))
+    # Checked fields straight into the draft; else one validation without the walk; else the
+    # ordinary one, which names what is wrong.
+    draft = draft_of_ticket_in(data) or clean_ticket_draft(dict(data))
     if draft is None:
         draft = validate_draft(TicketDraft, data, {"channel_code": "channel"})
     return channel, draft

@@ -50,7 +50,7 @@ def _check_phone(value: str | None) -> str | None:
         return None
     if not _PHONE_CHARS.match(value):
         raise ValueError("not a phone number (digits, spaces, dashes, brackets, a leading +)")
-    digits = sum(ch.isdigit() for ch in value)
+    digits = sum(map(str.isdigit, value))
     if not 3 <= digits <= 20:
         raise ValueError("a phone number has 3 to 20 digits")
     return value
@@ -222,9 +222,14 @@ class TicketDraft(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _blank_optionals_are_missing(cls, data: Any) -> Any:
+    def _blank_optionals_are_missing(cls, data: Any, info: ValidationInfo) -> Any:
         """Channels send ``""`` for "not given"; treat it as missing for the optional fields.
-        Control characters are dropped first (a NUL in a title would fail the database)."""
+        Control characters are dropped first (a NUL in a title would fail the database).
+        Data ``clean_ticket_draft`` has checked needs neither: only the enterprise flag."""
+        if info.context is _ALREADY_CLEAN:
+            if data.get("enterprise_name") is not None:
+                data = {**data, "is_enterprise": True}
+            return data
         if isinstance(data, dict):
             data = without_control_characters(data)
             required = {"channel_code", "title", "content"}
@@ -271,18 +276,24 @@ class CallbackDraft(BaseModel):
 
 
 _REQUIRED_DRAFT_TEXT = frozenset({"channel_code", "title", "content"})
+# The validation context ``clean_ticket_draft`` passes (by identity: no caller's context is it),
+# telling the draft's before-step that the walk would change nothing.
+_ALREADY_CLEAN: dict[str, Any] = {}
 
 
-class _CleanTicketDraft(TicketDraft):
-    """``TicketDraft`` for data already known clean (``clean_ticket_draft``): its before-step
-    is the original's on such data — nothing to remove, nothing blank — less the walk."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blank_optionals_are_missing(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("enterprise_name") is not None:
-            data = {**data, "is_enterprise": True}
-        return data
+def _is_clean(data: dict[str, Any]) -> bool:
+    """Whether ``data`` is a flat dict of scalars in which no string holds a control character
+    and no optional one is blank: the draft's before-step would change nothing but the
+    enterprise flag."""
+    for key, value in data.items():
+        if type(key) is not str or _CONTROL.search(key):
+            return False
+        if type(value) is str:
+            if _CONTROL.search(value) or (key not in _REQUIRED_DRAFT_TEXT and not value.strip()):
+                return False
+        elif isinstance(value, dict | list | tuple):
+            return False
+    return True
 
 
 def clean_ticket_draft(data: dict[str, Any]) -> TicketDraft | None:
@@ -291,16 +302,96 @@ def clean_ticket_draft(data: dict[str, Any]) -> TicketDraft | None:
     would change nothing but the enterprise flag), without walking it again; None when ``data``
     is not such a dict or does not validate — the caller validates it the ordinary way, which
     names the fault exactly as always."""
-    for key, value in data.items():
-        if type(key) is not str or _CONTROL.search(key):
-            return None
-        if type(value) is str:
-            if _CONTROL.search(value) or (key not in _REQUIRED_DRAFT_TEXT and not value.strip()):
-                return None
-        elif isinstance(value, dict | list | tuple):
-            return None
+    if not _is_clean(data):
+        return None
     try:
-        draft = _CleanTicketDraft.model_validate(data)
+        return TicketDraft.model_validate(data, context=_ALREADY_CLEAN)
     except ValueError:  # pydantic's ValidationError is one
         return None
-    return TicketDraft.model_construct(draft.model_fields_set, **draft.__dict__)
+
+
+# The fields of a canonical ticket (``models.TicketIn``, its ``channel`` as ``channel_code``).
+TICKET_IN_FIELDS = frozenset(
+    {
+        "channel_code",
+        "external_id",
+        "title",
+        "content",
+        "citizen_name",
+        "citizen_phone",
+        "citizen_id_number",
+        "citizen_email",
+        "address",
+        "longitude",
+        "latitude",
+        "grid_code",
+        "category_code",
+        "urgency",
+        "is_enterprise",
+        "enterprise_name",
+        "received_at",
+    }
+)
+_OPTIONAL_TEXT = tuple(
+    sorted(
+        TICKET_IN_FIELDS
+        - _REQUIRED_DRAFT_TEXT
+        - {"longitude", "latitude", "is_enterprise", "received_at"}
+    )
+)
+_CHANNEL_CODE_FULL = re.compile(_CHANNEL_CODE.removeprefix("^").removesuffix("$"))
+_new_draft = TicketDraft.__new__
+_set = object.__setattr__
+
+
+def draft_of_ticket_in(data: dict[str, Any]) -> TicketDraft | None:
+    """``TicketDraft.model_validate(data)`` for the fields of a validated ``TicketIn`` (types,
+    lengths, ranges, the urgency, the time and whitespace as the draft takes them, and no blank
+    or control character), without validating them a second time: the draft's own checks that
+    ``TicketIn`` does not make (the channel code's shape, the phone, the grid, the category,
+    coordinates in pairs) are made here. None when ``data`` is not such a set of fields or holds
+    a value this does not check (an ID number, an e-mail), or one the draft would refuse: the
+    caller validates it the ordinary way, which names the fault exactly as always. A property
+    test holds the two equal for every ``TicketIn``."""
+    if data.keys() != TICKET_IN_FIELDS:
+        return None
+    # ``_is_clean`` for these fields: known names, every string in one search for a control
+    # character (a line feed, which is none, between them), and the optional ones not blank.
+    if _CONTROL.search("\n".join([v for v in data.values() if type(v) is str])):
+        return None
+    for key in _OPTIONAL_TEXT:
+        value = data[key]
+        if type(value) is str and not value.strip():
+            return None
+    if data["citizen_id_number"] is not None or data["citizen_email"] is not None:
+        return None
+    code = data["channel_code"]
+    if len(code) > 64 or not _CHANNEL_CODE_FULL.fullmatch(code):
+        return None
+    phone, grid, category = data["citizen_phone"], data["grid_code"], data["category_code"]
+    try:
+        if phone is not None:
+            _check_phone(phone)
+        if grid is not None:
+            _check_grid_code(grid)
+        if category is not None:
+            _check_category(category)
+    except ValueError:
+        return None
+    if (data["longitude"] is None) != (data["latitude"] is None):
+        return None
+    fields_set = set(data)
+    values = {name: data[name] for name in _DRAFT_ORDER if name in fields_set}
+    if values["enterprise_name"] is not None:
+        values["is_enterprise"] = True
+    values["attachments"] = ()
+    values["extra"] = {}
+    draft = _new_draft(TicketDraft)
+    _set(draft, "__dict__", values)
+    _set(draft, "__pydantic_fields_set__", fields_set)
+    _set(draft, "__pydantic_extra__", None)
+    _set(draft, "__pydantic_private__", None)
+    return draft
+
+
+_DRAFT_ORDER = tuple(TicketDraft.model_fields)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -32,6 +33,15 @@ class IntakeMetrics:
 
     tickets: Counter
     rows_rejected: Counter
+    # The tickets counter's children by (channel, outcome): the ones ``labels`` returns, looked
+    # up once rather than through its lock and label checks for every appeal.
+    _ticket_children: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def count_tickets(self, channel: str, outcome: str, n: int = 1) -> None:
+        child = self._ticket_children.get((channel, outcome))
+        if child is None:
+            child = self._ticket_children[channel, outcome] = self.tickets.labels(channel, outcome)
+        child.inc(n)
 
     @classmethod
     def on(cls, registry: CollectorRegistry) -> IntakeMetrics:

@@ -5,9 +5,11 @@ as the FastAPI route would — ``POST /tickets`` declaring a JSON body and its l
 route's limit — and hands every other request, untouched, to the app. On the ones it takes it
 reads the headers once, checks the caller's role and rate limit with the route's own functions
 (``api.admit``), validates the body into the draft (``api.draft_from``), accepts the ticket
-through the same service call, and writes the answer as pre-encoded bytes. A refusal is answered
-by the app's own exception handlers, so every status and error body is the route's; the latency
-histogram gets the route's labels, as the metrics middleware would record them.
+through the same service, and writes the answer from the ticket's stored row
+(``service.accept_ticket_json``: the bytes the route's ``TicketAccepted`` dumps, without the
+model). A refusal is answered by the app's own exception handlers, so every status and error
+body is the route's; the latency histogram gets the route's labels, as the metrics middleware
+would record them.
 
 The FastAPI route stays declared: it publishes the operation in the OpenAPI document and serves
 what this layer hands on (a body of another type, no length, a length over the limit).
@@ -124,7 +126,9 @@ class TicketFastPath:
             if len(body) > limit:
                 raise BodyTooLarge("body", limit=limit, size=len(body))
             channel, draft = api.draft_from(validate_json(body, TicketIn))
-            accepted = await service.accept_ticket(ctx=ctx, channel=channel, draft=draft)
+            created, answer = await service.accept_ticket_json(
+                ctx=ctx, channel=channel, draft=draft
+            )
         except Exception as exc:
             handler = _handler_for(app, exc)
             if handler is None:
@@ -134,8 +138,7 @@ class TicketFastPath:
                 response = await response
             await response(scope, receive, send)
             return int(response.status_code)
-        status = 201 if accepted.created else 200
-        answer = accepted.model_dump_json().encode()
+        status = 201 if created else 200
         await send(
             {
                 "type": "http.response.start",

@@ -68,6 +68,7 @@ class _Pending:
 
 
 _EVENTS = TypeAdapter(list[TicketReceived])
+_Built = tuple[dict[str, Any], dict[str, Any]]  # a ticket's row and its event's fields
 
 Unit = Sequence[tuple[Channel, TicketDraft]]
 """What is stored all or nothing: one appeal, or a batch file's good rows."""
@@ -178,23 +179,43 @@ class Pipeline:
         for p in pending:
             if outcomes[p.unit] is None:
                 by_unit.setdefault(p.unit, []).append(p)
+        built_units: list[tuple[int, list[_Pending], dict[int, Verdict], list[_Built]]] = []
         for u, members in by_unit.items():
             try:
                 verdicts = self._judge(members, stored)
                 built = [self._build(p, verdicts[p.index], now=now, memo=memo) for p in members]
-                # The unit's events written straight to their records from their fields when
-                # every value is one the model keeps as it is; else one validation for the unit
-                # (pydantic-core's loop, not an __init__ per event) and one dump.
-                publics = [public for _, public in built]
-                events = encode_fields(TicketReceived, publics)
-                if events is None:
-                    events = encoded(_EVENTS.validate_python(publics))
+            except Exception as exc:
+                outcomes[u] = exc
+            else:
+                built_units.append((u, members, verdicts, built))
+        # The group's events written straight to their records from their fields in one call
+        # (one read of random bytes for all their ids) when every value is one the model keeps
+        # as it is; else each unit's by itself, so a value only the model can vouch for costs
+        # its own unit one validation (pydantic-core's loop, not an __init__ per event) and
+        # one dump, and a failure fails that unit alone.
+        try:
+            group_events = encode_fields(
+                TicketReceived, [public for *_, built in built_units for _, public in built]
+            )
+        except Exception:
+            group_events = None
+        start = 0
+        for u, members, verdicts, built in built_units:
+            try:
+                if group_events is not None:
+                    events = group_events[start : start + len(built)]
+                else:
+                    publics = [public for _, public in built]
+                    events = encode_fields(TicketReceived, publics) or encoded(
+                        _EVENTS.validate_python(publics)
+                    )
                 outcomes[u] = [
                     Prepared(p.ticket_id, row, event, p.normalized, p.located, verdicts[p.index])
                     for p, (row, _), event in zip(members, built, events, strict=True)
                 ]
             except Exception as exc:
                 outcomes[u] = exc
+            start += len(built)
         return [o if o is not None else RuntimeError("unit not prepared") for o in outcomes]
 
     def _classify_group(self, units: Sequence[Unit]) -> dict[int, Classification]:
@@ -334,7 +355,7 @@ class Pipeline:
 
     def _build(
         self, p: _Pending, verdict: Verdict, *, now: datetime, memo: GroupMemo | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> _Built:
         """The ticket's row (clear text) and its event's fields (scrubbed)."""
         n, draft, located = p.normalized, p.normalized.draft, p.located
         assert p.appeal is not None

@@ -206,6 +206,29 @@ _ZERO_FLAT = _ZERO_TABLES.ravel()
 _FINAL = np.bitwise_xor.reduce(_ZERO_TABLES[:, :, 0xFF], axis=1) ^ np.uint32(0xFFFFFFFF)
 
 
+class _CarriedRegisters:
+    """``[k * 0x10000 + c]``: BMP character ``c``'s register carried through ``k`` zero bytes,
+    one table lookup where the four byte tables take four. Rows are filled on first use, up to
+    the most bytes a gram has after a character (at most 7 rows for the usual 3-grams)."""
+
+    def __init__(self) -> None:
+        self.flat = np.zeros((_MAX_GRAM_BYTES + 1) * 0x10000, dtype=np.uint32)
+        self.rows = 0
+
+    def upto(self, most: int) -> np.ndarray:
+        while self.rows <= most:
+            k = self.rows
+            carried = np.zeros(0x10000, dtype=np.uint32)
+            for i in range(4):
+                carried ^= _ZERO_TABLES[k, i][(_BMP_REGISTERS >> np.uint32(8 * i)) & 0xFF]
+            self.flat[k * 0x10000 : (k + 1) * 0x10000] = carried
+            self.rows += 1
+        return self.flat
+
+
+_CARRIED = _CarriedRegisters()
+
+
 def shingles_many(texts: Sequence[str], size: int = 3) -> list[np.ndarray]:
     """``shingles`` of many texts at once, each as a sorted array of unique uint32 values.
 
@@ -240,19 +263,28 @@ def shingles_many(texts: Sequence[str], size: int = 3) -> list[np.ndarray]:
     first_char = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     starts = first_char[owner] + (np.arange(owner.size) - first_gram[owner])
     width = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
-    registers = _BMP_REGISTERS[np.minimum(points, 0xFFFF)]
     astral = np.flatnonzero(points >= 0x10000)
     if astral.size:
+        registers = _BMP_REGISTERS[np.minimum(points, 0xFFFF)]
         registers[astral] = _char_registers(*_utf8_bytes(points[astral].astype(np.uint32)))
-    crc = np.zeros(starts.size, dtype=np.uint32)
-    after = np.zeros(starts.size, dtype=np.int64)  # bytes of the gram after this character
-    for offset in range(size - 1, -1, -1):
-        at = starts + offset
-        carried = registers[at].astype(np.int64)
-        row = after * 1024  # _ZERO_TABLES[after] flattened: 4 rows of 256 per count
-        for i in range(4):
-            crc ^= _ZERO_FLAT[row + (256 * i + ((carried >> (8 * i)) & 0xFF))]
-        after += width[at]
+        crc = np.zeros(starts.size, dtype=np.uint32)
+        after = np.zeros(starts.size, dtype=np.int64)  # bytes of the gram after this character
+        for offset in range(size - 1, -1, -1):
+            at = starts + offset
+            carried = registers[at].astype(np.int64)
+            row = after * 1024  # _ZERO_TABLES[after] flattened: 4 rows of 256 per count
+            for i in range(4):
+                crc ^= _ZERO_FLAT[row + (256 * i + ((carried >> (8 * i)) & 0xFF))]
+            after += width[at]
+    else:  # the BMP only (the usual case): a character's carried register in one lookup
+        carried_flat = _CARRIED.upto(3 * (size - 1))
+        last = starts + (size - 1)
+        crc = _BMP_REGISTERS[points[last]]  # nothing after the last character
+        after = width[last]
+        for offset in range(size - 2, -1, -1):
+            at = starts + offset
+            crc ^= carried_flat[after * 0x10000 + points[at]]
+            after += width[at]
     crc ^= _FINAL[after]
     keys = (owner.astype(np.uint64) << np.uint64(32)) | crc.astype(np.uint64)
     keys.sort()

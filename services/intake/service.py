@@ -73,9 +73,36 @@ def _accepted(prepared: Prepared) -> TicketAccepted:
     )
 
 
+def accepted_json(prepared: Prepared) -> bytes:
+    """``_accepted(prepared).model_dump_json()`` as bytes, written by orjson from the row
+    without building the model, when every value is of the type the model keeps as it is (a
+    test holds the two equal); through the model otherwise."""
+    row = prepared.row
+    ticket_id = prepared.ticket_id
+    category, repeat_of, count = row["category_code"], row["repeat_of"], row["repeat_count"]
+    if (
+        type(ticket_id) is str
+        and (category is None or type(category) is str)
+        and (repeat_of is None or type(repeat_of) is str)
+        and type(count) is int
+        and -(2**63) <= count < 2**63
+    ):
+        return orjson.dumps(
+            {
+                "ticket_id": ticket_id,
+                "status": "received",
+                "created": True,
+                "category_code": category,
+                "repeat_of": repeat_of,
+                "repeat_count": count,
+            }
+        )
+    return _accepted(prepared).model_dump_json().encode()
+
+
 def _count(ctx: IntakeContext, channel: str, outcome: str, n: int = 1) -> None:
     if ctx.metrics is not None and n:
-        ctx.metrics.tickets.labels(channel, outcome).inc(n)
+        ctx.metrics.count_tickets(channel, outcome, n)
 
 
 async def accept_ticket(
@@ -89,6 +116,25 @@ async def accept_ticket(
 
     The same (channel, external id) answers with the first ticket and ``created=False``.
     """
+    outcome = await _accept_one(ctx, channel, draft, blobs)
+    return outcome if isinstance(outcome, TicketAccepted) else _accepted(outcome)
+
+
+async def accept_ticket_json(
+    *, ctx: IntakeContext, channel: Channel, draft: TicketDraft
+) -> tuple[bool, bytes]:
+    """``accept_ticket``, answered as (created, the ``TicketAccepted`` JSON it would dump): a
+    new ticket's answer written from its prepared row (``accepted_json``)."""
+    outcome = await _accept_one(ctx, channel, draft, ())
+    if isinstance(outcome, TicketAccepted):
+        return outcome.created, outcome.model_dump_json().encode()
+    return True, accepted_json(outcome)
+
+
+async def _accept_one(
+    ctx: IntakeContext, channel: Channel, draft: TicketDraft, blobs: Sequence[AttachmentBlob]
+) -> Prepared | TicketAccepted:
+    """The new ticket stored (its prepared row), or the stored one of its external id."""
     staged = await ctx.groups.submit([(channel, draft)], actor=acting_principal(), blobs=blobs)
     (prepared,) = staged.prepared
     try:
@@ -101,7 +147,7 @@ async def accept_ticket(
         _count(ctx, channel.code, "existing")
         return found
     _count(ctx, channel.code, "repeat" if prepared.verdict.is_repeat else "created")
-    return _accepted(prepared)
+    return prepared
 
 
 async def _existing(

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from services.intake.fastpath import TicketFastPath
-from services.intake.models import TICKETS
+from services.intake.models import TICKETS, TicketAccepted
 from tests.integration.intake.support import IntakeEnv
 from tests.integration.intake.support import ticket_body as ticket
 
@@ -74,6 +74,10 @@ async def test_an_accepted_ticket_answers_alike_and_is_stored_once(env: IntakeEn
     assert (fast.status_code, again.status_code) == (201, 200), fast.text
     assert fast.headers["content-type"] == "application/json"
     assert {**fast.json(), "created": False} == again.json()
+    # The answer is written from the stored row, not by the model: the bytes are the model's.
+    for answer in (fast, again):
+        model = TicketAccepted.model_validate_json(answer.content)
+        assert answer.content == model.model_dump_json().encode()
     assert await env.count(TICKETS, TICKETS.c.external_id == body["external_id"]) == 1
     stored = await env.ticket(fast.json()["ticket_id"])
     assert (stored.citizen_name, stored.is_enterprise) == ("王先生", True)
@@ -137,3 +141,47 @@ async def test_the_fast_path_records_the_routes_latency(env: IntakeEnv) -> None:
     await env.client.post("/tickets", json=ticket(env), headers=COMMITTEE)
     assert (counted("2xx"), counted("4xx")) == (before[0] + 1, before[1] + 1)
     assert observed("2xx") > 0
+
+
+async def test_the_route_still_publishes_the_answers_schema(env: IntakeEnv) -> None:
+    document = (await env.client.get("/openapi.json")).json()
+    created = document["paths"]["/tickets"]["post"]["responses"]["201"]
+    schema = created["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/TicketAccepted"}
+    published = document["components"]["schemas"]["TicketAccepted"]
+    assert set(published["properties"]) == set(TicketAccepted.model_fields)
+
+
+async def test_accepted_tickets_are_counted_by_channel_and_outcome(env: IntakeEnv) -> None:
+    metrics = env.ctx.metrics
+    assert metrics is not None
+
+    def counted(outcome: str) -> float:
+        value = metrics.tickets.labels("hotline-12345-phone", outcome)._value.get()
+        return float(value)
+
+    before = counted("created"), counted("existing")
+    body = ticket(env)
+    fast, again = await post_both(env, body)
+    assert (fast.status_code, again.status_code) == (201, 200)
+    fresh = await env.client.post("/tickets", json=ticket(env))
+    assert fresh.status_code == 201
+    assert (counted("created"), counted("existing")) == (before[0] + 2, before[1] + 1)
+
+
+async def test_the_fast_path_answers_a_repeated_external_id_as_the_route_does(
+    env: IntakeEnv,
+) -> None:
+    """Both posts by the fast path: the second is the first ticket, ``created: false``, in the
+    bytes the model dumps, and nothing new is stored."""
+    body = ticket(env)
+    first = await env.client.post("/tickets", json=body)
+    again = await env.client.post("/tickets", json=body)
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json() == {**first.json(), "created": False}
+    for answer in (first, again):
+        assert (
+            answer.content
+            == TicketAccepted.model_validate_json(answer.content).model_dump_json().encode()
+        )
+    assert await env.count(TICKETS, TICKETS.c.external_id == body["external_id"]) == 1

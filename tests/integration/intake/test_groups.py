@@ -13,8 +13,13 @@ import pytest
 from sqlalchemy import select
 
 from services.intake import classifier
+from services.intake import pipeline as pipeline_module
+from services.intake.canonical import AttachmentMeta, TicketDraft
+from services.intake.channels import get_channel
 from services.intake.ids import TicketIdAllocator
 from services.intake.models import TICKETS, metadata, outbox_table
+from shared.events.base import encode, encode_fields
+from shared.events.intake import TicketReceived
 from tests.integration.intake.support import IntakeEnv, running
 from tests.integration.intake.support import ticket_body as ticket
 from tests.support import Database, as_role
@@ -152,3 +157,51 @@ async def test_a_group_reserves_the_numbers_it_needs_at_once(env: IntakeEnv) -> 
     assert reserved == [300, 100]
     numbers = [int(t.split("-")[1]) for t in first + second + third if t.startswith("20310506-")]
     assert sorted(numbers) == list(range(1, 301))
+
+
+async def test_a_groups_events_are_written_in_one_call_and_a_unit_it_cannot_vouch_for_alone(
+    env: IntakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group's events are written from their fields at once; a unit whose fields only the
+    model can take (an attachment) makes each unit go by itself, the others still written from
+    their fields, and every record is the one ``encode`` gives for the validated event."""
+    calls: list[tuple[list[dict[str, Any]], Any]] = []
+
+    def spy(cls: Any, fields: Any) -> Any:
+        out = encode_fields(cls, fields)
+        calls.append((list(fields), out))
+        return out
+
+    monkeypatch.setattr(pipeline_module, "encode_fields", spy)
+    pipeline = env.ctx.ready_pipeline
+    channel = get_channel("hotline-12345-phone")
+
+    def unit(**extra: Any) -> list[tuple[Any, TicketDraft]]:
+        fields = {"title": "路灯不亮", "content": "门口路灯坏了", "category_code": "0102"}
+        draft = TicketDraft(channel_code=channel.code, citizen_phone=env.phone(), **fields, **extra)
+        return [(channel, draft)]
+
+    photo = AttachmentMeta(filename="a.jpg", content_type="image/jpeg", size=3, sha256="0" * 64)
+    plain = [unit() for _ in range(3)]
+    outcomes = await pipeline.prepare_group(plain, now=datetime.now(UTC))
+    assert all(isinstance(o, list) for o in outcomes), outcomes
+    assert [len(f) for f, out in calls] == [3] and calls[0][1] is not None
+
+    calls.clear()
+    mixed = [unit(), unit(attachments=(photo,)), unit()]
+    outcomes = await pipeline.prepare_group(mixed, now=datetime.now(UTC))
+    assert all(isinstance(o, list) and len(o) == 1 for o in outcomes), outcomes
+    assert [(len(f), out is not None) for f, out in calls] == [
+        (3, False),
+        (1, True),
+        (1, False),
+        (1, True),
+    ]
+    written = [(f[0], out[0]) for f, out in calls[1:] if out is not None]
+    assert [w for _, w in written] == [outcomes[0][0].event, outcomes[2][0].event]  # type: ignore[index]
+    for fields, w in written:
+        event = TicketReceived.model_validate(
+            {**fields, "event_id": w.event_id, "occurred_at": w.occurred_at}
+        )
+        assert w.record == encode(event)
+    assert outcomes[1][0].event.record.value.count(b"a.jpg") == 1  # type: ignore[index]

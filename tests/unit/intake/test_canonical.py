@@ -16,8 +16,10 @@ from services.intake.canonical import (
     CallbackDraft,
     TicketDraft,
     clean_ticket_draft,
+    draft_of_ticket_in,
     without_control_characters,
 )
+from services.intake.models import TicketIn
 
 
 def draft(**fields: Any) -> TicketDraft:
@@ -239,15 +241,27 @@ _DRAFT_FIELDS = st.fixed_dictionaries(
 @settings(max_examples=400, deadline=None)
 @given(_DRAFT_FIELDS)
 def test_the_clean_shortcut_gives_the_drafts_answer_or_none(data: dict[str, Any]) -> None:
+    _same_draft_or_none(clean_ticket_draft(dict(data)), data)
+
+
+def _same_draft_or_none(shortcut: TicketDraft | None, data: dict[str, Any]) -> None:
+    """A shortcut's draft is ``TicketDraft.model_validate(data)`` to the field (values, their
+    types and order, the fields set), or there is none."""
     try:
         expected: TicketDraft | None = TicketDraft.model_validate(dict(data))
     except ValidationError:
         expected = None
-    shortcut = clean_ticket_draft(dict(data))
-    if shortcut is not None:
-        assert type(shortcut) is TicketDraft
-        assert shortcut == expected
-        assert shortcut.model_fields_set == expected.model_fields_set  # type: ignore[union-attr]
+    if shortcut is None:
+        return
+    assert expected is not None
+    assert type(shortcut) is TicketDraft
+    assert shortcut == expected
+    assert list(shortcut.__dict__.items()) == list(expected.__dict__.items())
+    assert [type(v) for v in shortcut.__dict__.values()] == [
+        type(v) for v in expected.__dict__.values()
+    ]
+    assert shortcut.model_fields_set == expected.model_fields_set
+    assert shortcut.model_dump_json() == expected.model_dump_json()
 
 
 def test_the_clean_shortcut_takes_a_plain_ticket_and_leaves_what_needs_cleaning() -> None:
@@ -257,3 +271,56 @@ def test_the_clean_shortcut_takes_a_plain_ticket_and_leaves_what_needs_cleaning(
     assert clean_ticket_draft({**plain, "title": "路灯\x00不亮"}) is None
     assert clean_ticket_draft({**plain, "address": "  "}) is None
     assert clean_ticket_draft({**plain, "extra": {}}) is None
+
+
+# ``draft_of_ticket_in``: a validated canonical ticket's fields straight into the draft must give
+# what ``TicketDraft`` gives, or nothing (and the caller validates the ordinary way).
+_SOME_TEXT = st.sampled_from(["路灯不亮", " 坏了 "]) | _TEXT
+_TICKET_IN = st.fixed_dictionaries(
+    {"title": _SOME_TEXT, "content": _SOME_TEXT},
+    optional={
+        "channel": st.sampled_from(["hotline-12345-phone", "Bad Code", "a-", "ok\n"]),
+        "external_id": st.none() | _TEXT,
+        "citizen_name": st.none() | _TEXT,
+        "citizen_phone": st.none()
+        | st.sampled_from(["13812345678", "12", " 0571-87654321 ", "call", "+86 138 1234 5678"]),
+        "citizen_id_number": st.none() | st.sampled_from(["330106198503120415", "1"]),
+        "citizen_email": st.none() | st.sampled_from(["a@b.cn", "a b@c"]),
+        "address": st.none() | _TEXT,
+        "longitude": st.none() | st.floats(-200, 200) | st.integers(-200, 200),
+        "latitude": st.none() | st.floats(-100, 100) | st.integers(-100, 100),
+        "grid_code": st.none() | st.sampled_from(["339902001001001", "123", "339902001"]),
+        "category_code": st.none() | st.sampled_from(["0102", "9999", "01", "99"]),
+        "urgency": st.sampled_from(["normal", "urgent", "critical"]),
+        "is_enterprise": st.booleans(),
+        "enterprise_name": st.none() | _TEXT,
+        "received_at": st.none()
+        | st.datetimes(timezones=st.just(UTC), max_value=datetime(2026, 1, 1)),
+    },
+)
+
+
+def _ticket_in_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """A canonical ticket's validated fields, its channel as the draft's ``channel_code``."""
+    data = dict(TicketIn.model_validate(body).__dict__)
+    data["channel_code"] = data.pop("channel")
+    return data
+
+
+@settings(max_examples=600, deadline=None)
+@given(_TICKET_IN)
+def test_a_ticket_in_straight_to_its_draft_is_the_drafts_answer_or_none(body: Any) -> None:
+    try:
+        data = _ticket_in_fields(body)
+    except ValidationError:
+        return
+    _same_draft_or_none(draft_of_ticket_in(dict(data)), data)
+
+
+def test_a_plain_ticket_in_goes_straight_to_its_draft() -> None:
+    data = _ticket_in_fields({"title": "路灯不亮", "content": "坏了", "enterprise_name": "厂"})
+    draft = draft_of_ticket_in({**data, "citizen_phone": "13812345678"})
+    assert draft is not None and draft.is_enterprise and draft.citizen_phone == "13812345678"
+    assert draft_of_ticket_in({**data, "citizen_email": "a@b.cn"}) is None  # not checked here
+    assert draft_of_ticket_in({**data, "longitude": 120.0}) is None  # no latitude
+    assert draft_of_ticket_in({**data, "title": "路\x00灯"}) is None

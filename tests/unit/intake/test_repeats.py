@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.intake.repeats import (
@@ -172,6 +172,21 @@ def test_jaccard_is_a_symmetric_similarity(a: str, b: str) -> None:
     st.integers(1, 9),
 )
 def test_shingles_of_many_texts_at_once_are_each_texts_own(texts: list[str], size: int) -> None:
+    assert [a.tolist() for a in shingles_many(texts, size)] == [
+        sorted(shingles(t, size)) for t in texts
+    ]
+
+
+# The Basic Multilingual Plane only (one lookup per character), 1-, 2- and 3-byte characters
+# mixed, at the edges of each width.
+_BMP = st.characters(max_codepoint=0xFFFF, exclude_categories=["Cs"]) | st.sampled_from(
+    ["a", "\x7f", "\x80", "é", "\u07ff", "\u0800", "路", "\uffff"]
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.text(alphabet=_BMP, max_size=40), max_size=8), st.integers(1, 9))
+def test_shingles_of_many_texts_of_the_bmp_are_each_texts_own(texts: list[str], size: int) -> None:
     assert [a.tolist() for a in shingles_many(texts, size)] == [
         sorted(shingles(t, size)) for t in texts
     ]
