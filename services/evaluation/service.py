@@ -7,6 +7,7 @@ ledger holds changes nothing, and a replay under a new id folds to the same fact
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +31,15 @@ from services.evaluation.models import (
     ledger_table,
 )
 from shared import bulk
-from shared.bulk import Draft, OnConflict
+from shared.bulk import OnConflict
 from shared.events import mediation as m
 from shared.events.base import Event, registry
 from shared.workcalendar import WorkCalendar
 
 TICKET, CASE = "T:", "C:"
+
+YIELD_EVERY = 64
+"""Facts folded between two turns given to the event loop while a batch is staged."""
 
 
 def fact_key(event: Event) -> str | None:
@@ -80,9 +84,10 @@ class Staged:
 
     applied: list[str]
     carry: Carry
-    tickets: list[Draft] = field(default_factory=list)
-    dispatches: list[Draft] = field(default_factory=list)
-    cases: list[CaseFact] = field(default_factory=list)
+    # The facts' rows, dumped when staged (not while the batch before is being written).
+    tickets: list[dict[str, Any]] = field(default_factory=list)
+    dispatches: list[dict[str, Any]] = field(default_factory=list)
+    cases: list[dict[str, Any]] = field(default_factory=list)
     contributions: list[dict[str, Any]] = field(default_factory=list)
     moves: cells.Moves | None = None
 
@@ -260,17 +265,20 @@ async def refold(
     ledgers = await ledger_events_of(session, keys, in_hand, carry.ledgers)
     staged = Staged(applied=[], carry=NO_CARRY)
     parts: dict[str, list[cells.Part]] = {}
-    for key in keys:
+    for n, key in enumerate(keys, 1):
         events = ledgers.get(key, [])
         if key.startswith(CASE):
             case_fact = fold_case(key[len(CASE) :], events)
-            staged.cases.append(case_fact)
+            staged.cases.append(case_fact.model_dump())
             parts[key] = cells.case_parts(case_fact)
         else:
             fold = fold_ticket(key[len(TICKET) :], events, calendar=calendar)
-            staged.tickets.append(fold.draft)
-            staged.dispatches.extend(fold.dispatch_drafts)
+            staged.tickets.append(fold.draft.model_dump())
+            staged.dispatches.extend(d.model_dump() for d in fold.dispatch_drafts)
             parts[key] = cells.ticket_parts(fold)
+        if n % YIELD_EVERY == 0:
+            # Pipelined, the batch before is being written: let it send its next statement.
+            await asyncio.sleep(0)
     staged.moves = await cell_moves(session=session, parts=parts, carried=carry.parts)
     staged.contributions = [{"fact_key": k, "cells": cells.stored(parts[k])} for k in keys]
     staged.carry = Carry(
@@ -279,14 +287,15 @@ async def refold(
     return staged
 
 
-async def upsert(session: AsyncSession, model: Any, rows: Sequence[Any]) -> None:
-    """Write facts whole, inserted or replaced, in one statement (no read first)."""
+async def upsert(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Write facts whole (``model_dump``'s rows), inserted or replaced, in one statement (no
+    read first)."""
     table = model.__table__
     (key,) = (c.name for c in table.primary_key.columns)
     await bulk.upsert(
         session,
         table,
-        [row.model_dump() for row in rows],
+        rows,
         key=[key],
         on_conflict=OnConflict.REPLACE,
         document=True,
