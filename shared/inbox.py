@@ -104,9 +104,11 @@ class Batch:
 
 @dataclass
 class _InFlight:
-    task: asyncio.Task[Any]
+    session: AsyncSession
     carry: Any
     context: Any
+    task: asyncio.Task[Any] | None = None
+    closed: bool = False
 
 
 class Pipeline:
@@ -159,15 +161,17 @@ class Pipeline:
         if self._inflight is not None:
             raise RuntimeError("a fetch is in flight: settle it first")
         session, stage = staged
-        task = asyncio.ensure_future(self._write(session, stage, then))
-        self._inflight = _InFlight(task=task, carry=stage.carry, context=context)
+        flight = _InFlight(session=session, carry=stage.carry, context=context)
+        flight.task = asyncio.ensure_future(self._write(flight, stage, then))
+        self._inflight = flight
 
     @staticmethod
     async def _write(
-        session: AsyncSession,
+        flight: _InFlight,
         stage: Stage,
         then: Callable[[AsyncSession, Any], Awaitable[None]] | None,
     ) -> Any:
+        session = flight.session
         try:
             written = await stage.write(session)
             if then is not None:
@@ -175,13 +179,14 @@ class Pipeline:
             await session.commit()
             return written
         finally:
+            flight.closed = True
             await session.close()
 
     async def settle(self) -> Any:
         """Wait for the fetch in flight to commit; what its ``write`` returned (None if none
         was in flight). Raises its failure; either way its carry is gone."""
         inflight, self._inflight = self._inflight, None
-        if inflight is None:
+        if inflight is None or inflight.task is None:
             return None
         return await inflight.task
 
@@ -194,11 +199,14 @@ class Pipeline:
         """Stop: the fetch in flight is cancelled (rolled back unless its commit got through;
         its records are delivered again either way, and refused as duplicates if it did)."""
         inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            inflight.task.cancel()
-            await asyncio.wait([inflight.task])
-            if not inflight.task.cancelled():
-                inflight.task.exception()  # retrieved: it is not this caller's failure
+        if inflight is None or inflight.task is None:
+            return
+        inflight.task.cancel()
+        await asyncio.wait([inflight.task])
+        if not inflight.task.cancelled():
+            inflight.task.exception()  # retrieved: it is not this caller's failure
+        if not inflight.closed:  # cancelled before it started
+            await inflight.session.close()
 
 
 @dataclass(frozen=True)
@@ -463,7 +471,13 @@ class InboxConsumer:
                     staged = await pipe.stage(handler, [e for _, e, _ in fresh])
                 except Exception as exc:
                     log.info("consumer %s: fetch not staged (%r)", self.name, exc)
-                if not await self._settle(consumer, pipe, epoch, refetch=batches):
+                try:
+                    settled = await self._settle(consumer, pipe, epoch, refetch=batches)
+                except BaseException:
+                    if staged is not None:
+                        await pipe.discard(staged)  # its ledger rows must not stay locked
+                    raise
+                if not settled:
                     if staged is not None:
                         await pipe.discard(staged)  # staged on a carry that never committed
                     continue
