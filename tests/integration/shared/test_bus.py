@@ -8,10 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, update
 from sqlalchemy import event as sa_event
@@ -596,6 +596,88 @@ async def test_a_staging_handler_s_fetches_are_pipelined_and_a_failed_one_redone
         assert "fetch not committed" in caplog.text  # redone by the pipeline, not a fallback
     else:
         assert not tallied.carried
+
+
+class _ScriptedConsumer:
+    """Stands in for the Kafka consumer: hands out scripted fetches, each under an assignment,
+    then moves the watch's epoch on (the loop ends); records commits and seeks."""
+
+    def __init__(self, watch: BrokerWatch, fetches: list[tuple[set[int], list[ConsumerRecord]]]):
+        self.watch = watch
+        self.fetches = fetches
+        self.current: set[int] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        await asyncio.sleep(0)
+        if not self.fetches:
+            self.watch.epoch += 1
+            return {}
+        partitions, records = self.fetches.pop(0)
+        self.current = partitions
+        batches: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for record in records:
+            batches.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        return batches
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", p) for p in self.current}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def _record(partition: int, offset: int, event: TicketReceived) -> ConsumerRecord:
+    encoded = encode(event)
+    return ConsumerRecord(
+        "t", partition, offset, 0, 0, encoded.key, encoded.value, None, 0, 0, encoded.headers
+    )
+
+
+async def test_no_carry_crosses_a_rebalance_and_a_failed_fetch_s_successor_is_fetched_again(
+    harness: Harness, database: Database
+) -> None:
+    """The pipelined loop, fetch by fetch (the broker scripted): the second fetch is staged on
+    the first's carry; the third comes after the assignment changed, so it waits for the second
+    and is applied unpipelined, with no carry; the fifth is staged on the fourth's carry, the
+    fourth's write fails, so the fifth is thrown away and sought back to be fetched again, and
+    the fourth redone alone. Offsets are committed for the committed fetches only, in order."""
+    if database.kind != "postgres":
+        pytest.skip("the consumer pipelines on PostgreSQL only")
+    tallied = _Tallied(harness, fail_at=4)
+    await tallied.create()
+    given: list[Any] = []
+
+    async def stage(events: list[TicketReceived], *, session, carry) -> Any:
+        given.append(carry)
+        return await tallied.stage(events, session=session, carry=carry)
+
+    consumer = harness.consume(Batch(tallied.many, deduplicates=True, stage=stage))
+    for task in harness.tasks[-1:]:  # driven by hand below
+        task.cancel()
+    events = [ticket(n) for n in range(15)]
+    fetch = [
+        [_record(n % 2, n, e) for n, e in enumerate(events[i : i + 3], i)] for i in (0, 3, 6, 9, 12)
+    ]
+    scripted = _ScriptedConsumer(
+        harness.watch,
+        [({0, 1}, fetch[0]), ({0, 1}, fetch[1]), ({0}, fetch[2]), ({0}, fetch[3]), ({0}, fetch[4])],
+    )
+    await consumer._consume_pipelined(cast(Any, scripted), harness.watch.epoch)
+    ids = [frozenset(str(e.event_id) for e in events[i : i + 3]) for i in (0, 3, 6, 9, 12)]
+    # Staged: 1 (none in flight), 2 (on 1's carry); 3 came after the rebalance: 2 settled
+    # first, 3 applied unpipelined (not staged); 4 (none in flight), 5 (on 4's carry, thrown
+    # away when 4 failed); 4 then redone unpipelined.
+    assert given == [None, ids[0], None, ids[3]]
+    assert (TopicPartition("t", 0), fetch[4][0].offset) in scripted.seeks
+    committed = [max(c.values()) for c in scripted.commits]
+    assert committed == sorted(committed)  # in order, each after its commit
+    assert await harness.count(harness.applied) == 12  # fetch 5: fetched again later
+    assert await tallied.count() == 12
 
 
 def _committed_total(harness: Harness, expected: int) -> Callable[[], Awaitable[bool]]:
