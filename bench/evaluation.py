@@ -16,10 +16,13 @@ database), in a schema of its own that is dropped afterwards:
 2. **rebuild**: ``--rebuild-events`` encoded CloudEvents records (a realistic mix: receipt,
    assignment, sign-for, contact, completion, callback per ticket) go through ``rebuild`` (decode,
    ledger, fold, cells) from memory — the broker's own read is not in the figure.
-3. **apply**: ``--apply-events`` events through the live handler path (``service.record_many``),
-   in fetches of 500 as the inbox consumer hands them over; with this process's CPU and the
-   PostgreSQL backends' CPU (``/proc``, when the database runs on this machine) per event.
-   ``--facts 0 --rebuild-events 0`` runs the apply case alone.
+3. **apply**: ``--apply-events`` events through the live handler path (evaluation's staging
+   ``Batch`` handler in the inbox's ``Pipeline``: fetch N+1 read and folded while N is written
+   and committed, as the consumer does on PostgreSQL; ``--apply-serial`` for one fetch after
+   the other, ``service.record_many``), in fetches of 500 as the inbox consumer hands them
+   over; with this process's CPU and the PostgreSQL backends' CPU (``/proc``, when the
+   database runs on this machine) per event. ``--apply-only`` (or ``--facts 0
+   --rebuild-events 0``) runs the apply case alone.
 """
 
 from __future__ import annotations
@@ -37,15 +40,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import sqlalchemy
 
 from bench.evaluation_data import City, month_cells
 from fengqiao import registry
-from services.evaluation import cells, hotspots, ranking, service
-from services.evaluation.context import evaluation_calendar, settle_heap, tune_collector
+from services.evaluation import cells, hotspots, ranking
+from services.evaluation.context import (
+    EvaluationContext,
+    evaluation_calendar,
+    settle_heap,
+    tune_collector,
+)
+from services.evaluation.handlers import event_handlers
 from services.evaluation.models import CELL_COLUMNS, DIMENSIONS
 from services.evaluation.periods import period_of, resolve
 from services.evaluation.queries import Filters, figures, grain_for, period_out, sums
@@ -56,6 +65,7 @@ from shared.events import dispatch as d
 from shared.events import intake as i
 from shared.events.base import Event, encode
 from shared.geo import city
+from shared.inbox import Batch, Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -331,11 +341,15 @@ async def time_rebuild(settings: EvaluationSettings, n_events: int) -> dict[str,
     }
 
 
-async def time_apply(settings: EvaluationSettings, n_events: int) -> dict[str, Any]:
-    """The live path as the inbox consumer drives it: fetches of 500 handed to the batch
-    handler (``service.record_many``). The events go stage by stage (every ticket's receipt,
-    then every assignment, ...), so a batch holds 500 different tickets and every event costs a
-    refold of its ticket: the worst case for batching, and what a steady stream looks like."""
+async def time_apply(
+    settings: EvaluationSettings, n_events: int, *, pipelined: bool = True
+) -> dict[str, Any]:
+    """The live path as the inbox consumer drives it: fetches of 500 handed to evaluation's
+    batch handler, pipelined (the next fetch staged while the one before is written and
+    committed, ``shared.inbox.Pipeline``) unless ``pipelined`` is False. The events go stage
+    by stage (every ticket's receipt, then every assignment, ...), so a batch holds 500
+    different tickets and every event costs a refold of its ticket: the worst case for
+    batching, and what a steady stream looks like."""
     per_ticket = 6
     tickets = ticket_events(n_events // per_ticket, seed=2)
     events = [tickets[k] for s in range(per_ticket) for k in range(s, len(tickets), per_ticket)]
@@ -343,15 +357,39 @@ async def time_apply(settings: EvaluationSettings, n_events: int) -> dict[str, A
     backends = backend_pids(engine)
     sessions = db.session_factory(engine)
     calendar = evaluation_calendar(settings)
+    (handler,) = {
+        id(h): h for h in event_handlers(cast(EvaluationContext, _Bench(calendar))).values()
+    }.values()
+    assert isinstance(handler, Batch)
     # The started service's collector settings; its start-up heap is frozen too, but freezing
     # here would also hide from the collector the events the service only gets one by one.
     tune_collector()
     started, cpu = time.monotonic(), time.process_time()
+    assert handler.stage is not None
+    staging = 0.0  # wall time spent staging (reads, folds, cell moves)
+    waited = 0.0  # pipelined: time a staged fetch then waited for the one in flight
     try:
-        for start in range(0, len(events), 500):
-            async with sessions() as session, session.begin():
-                batch = events[start : start + 500]
-                await service.record_many(session=session, events=batch, calendar=calendar)
+        batches = [events[start : start + 500] for start in range(0, len(events), 500)]
+        if pipelined:
+            pipe = Pipeline(sessions)
+            for batch in batches:
+                at = time.monotonic()
+                staged = await pipe.stage(handler, batch)
+                staging += time.monotonic() - at
+                at = time.monotonic()
+                await pipe.settle()
+                waited += time.monotonic() - at
+                pipe.launch(staged)
+            at = time.monotonic()
+            await pipe.settle()
+            waited += time.monotonic() - at
+        else:
+            for batch in batches:  # handler.many, its two halves timed apart
+                async with sessions() as session, session.begin():
+                    at = time.monotonic()
+                    stage = await handler.stage(batch, session=session, carry=None)
+                    staging += time.monotonic() - at
+                    await stage.write(session)
         cpu = time.process_time() - cpu
         db_cpu = sum(map(process_cpu, backends))  # before the connections close
     finally:
@@ -360,12 +398,24 @@ async def time_apply(settings: EvaluationSettings, n_events: int) -> dict[str, A
     return {
         "events": len(events),
         "batch": 500,
+        "pipelined": pipelined,
         "seconds": round(seconds, 1),
+        # Serial: seconds = staging + writing. Pipelined: the writes overlap the next staging,
+        # and seconds = staging + the wait for the fetch in flight.
+        "staging_s": round(staging, 1),
+        "waited_for_commit_s": round(waited, 1),
         "events_per_s": round(len(events) / seconds),
         "python_cpu_ms_per_event": round(cpu * 1000 / len(events), 3),
         "postgres_cpu_ms_per_event": round(db_cpu * 1000 / len(events), 3),
         "load_average": os.getloadavg(),
     }
+
+
+class _Bench:
+    """What evaluation's handlers need of the service's context."""
+
+    def __init__(self, calendar: Any) -> None:
+        self.calendar = calendar
 
 
 def backend_pids(engine: Any) -> list[int]:
@@ -399,6 +449,12 @@ async def main() -> None:
     parser.add_argument("--apply-events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument(
+        "--apply-only", action="store_true", help="the apply case alone (no facts, no rebuild)"
+    )
+    parser.add_argument(
+        "--apply-serial", action="store_true", help="apply one fetch after the other (no overlap)"
+    )
+    parser.add_argument(
         "--postgres", default=os.environ.get("FENGQIAO_TEST_POSTGRES_URL", DEFAULT_PG)
     )
     parser.add_argument(
@@ -412,6 +468,8 @@ async def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/evaluation.json")
     args = parser.parse_args()
+    if args.apply_only:
+        args.facts = args.rebuild_events = 0
     settings = settings_for(args.postgres)
     await registry.upgrade_async("evaluation", settings)  # a no-op on a kept schema
     results: dict[str, Any] = {"facts": args.facts, "schema": SCHEMA}
@@ -427,7 +485,9 @@ async def main() -> None:
             results["queries"] = [q.__dict__ for q in timed]
         if args.apply_events:
             print(f"apply {args.apply_events:,} events", flush=True)
-            results["apply"] = await time_apply(settings, args.apply_events)
+            results["apply"] = await time_apply(
+                settings, args.apply_events, pipelined=not args.apply_serial
+            )
         if args.rebuild_events:
             print(f"rebuild {args.rebuild_events:,} events", flush=True)
             results["rebuild"] = await time_rebuild(settings, args.rebuild_events)

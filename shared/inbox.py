@@ -11,6 +11,12 @@ after ``consumer_max_tries``, its record goes to the dead-letter topic (through 
 that too is transactional) and the consumer moves on. A record that does not decode is
 dead-lettered at once: retrying cannot fix it.
 
+A ``Batch`` handler that stages (``Batch.stage``: reads and computes first, writes later) is
+pipelined on PostgreSQL (``Pipeline``): while one fetch's writes and commit are in flight on its
+connection, the next fetch is staged on another, given what the first will have written (its
+``carry``) where the database does not show it yet. If the fetch in flight fails, the staged
+one is thrown away, its records fetched again, and the failed fetch redone alone (as above).
+
 A database that cannot be reached (refused, dropped, locked past the busy timeout) is not the
 message's fault: such a failure burns none of its tries; the consumer pauses until the database
 answers again and then redelivers from the record it was on.
@@ -24,7 +30,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -56,6 +62,19 @@ Handler = Callable[..., Awaitable[None]]
 """``async def handle(event, *, session) -> None``: write through the session, never commit."""
 
 
+class Stage(Protocol):
+    """A fetch staged by ``Batch.stage``: read and computed, its writes not sent yet."""
+
+    @property
+    def carry(self) -> Any:
+        """What the next fetch, staged while this one's writes are in flight, must be given
+        in place of the database (which shows none of it until this one commits)."""
+
+    async def write(self, session: AsyncSession) -> Any:
+        """Send the writes through ``session`` (the one it was staged on; not committed).
+        Returns what ``many`` returns."""
+
+
 @dataclass(frozen=True)
 class Batch:
     """A handler that takes a list: ``async def many(events, *, session) -> None``.
@@ -66,14 +85,128 @@ class Batch:
     A handler that itself refuses an event id it has applied before (a ledger keyed by event
     id) says so with ``deduplicates``: it returns the ids of the events it applied, and a
     batch's events go to it without the inbox look-up — the refusal in its own write is the
-    look-up, in the same statement. Whatever it did not apply is counted as a duplicate."""
+    look-up, in the same statement. Whatever it did not apply is counted as a duplicate.
+
+    A deduplicating handler may also ``stage``: ``async def stage(events, *, session, carry)
+    -> Stage``, ``many`` in two halves — the reads, the duplicates refused and what to write
+    (given ``carry``, the ``Stage.carry`` of the fetch before when its writes may still be
+    uncommitted, else None), then ``Stage.write``. The consumer then pipelines its fetches
+    (``Pipeline``; PostgreSQL only)."""
 
     many: Callable[..., Awaitable[Any]]
     deduplicates: bool = False
+    stage: Callable[..., Awaitable[Stage]] | None = None
 
     async def __call__(self, event: Event, *, session: AsyncSession) -> None:
         """One event alone."""
         await self.many([event], session=session)
+
+
+@dataclass
+class _InFlight:
+    session: AsyncSession
+    carry: Any
+    context: Any
+    task: asyncio.Task[Any] | None = None
+    closed: bool = False
+
+
+class Pipeline:
+    """Two fetches of a staging ``Batch`` handler at once: while one fetch's writes and commit
+    are in flight (a task of their own, on the connection it was staged on), the next is staged
+    — its reads on a second connection, its computing in this process, which the first's
+    awaits leave free — given the first's ``carry`` for what the database does not show yet.
+
+    A carry is valid only if its fetch commits: it is passed on only while that fetch is in
+    flight (once committed, the database shows it all), and dropped if it fails; the caller
+    must then throw away (``discard``) whatever it staged meanwhile, and redo both."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._inflight: _InFlight | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a fetch's writes are in flight (not yet ``settle``d)."""
+        return self._inflight is not None
+
+    @property
+    def context(self) -> Any:
+        """The ``context`` the fetch in flight was launched with (None if there is none)."""
+        return self._inflight.context if self._inflight is not None else None
+
+    async def stage(self, handler: Batch, events: Sequence[Event]) -> tuple[AsyncSession, Stage]:
+        """Open a transaction and stage ``events`` in it; rolled back if staging fails."""
+        if handler.stage is None:
+            raise TypeError("the handler does not stage")
+        carry = self._inflight.carry if self._inflight is not None else None
+        session = self._sessions()
+        try:
+            await session.begin()
+            stage = await handler.stage(events, session=session, carry=carry)
+        except BaseException:
+            await session.close()
+            raise
+        return session, stage
+
+    def launch(
+        self,
+        staged: tuple[AsyncSession, Stage],
+        *,
+        then: Callable[[AsyncSession, Any], Awaitable[None]] | None = None,
+        context: Any = None,
+    ) -> None:
+        """Send a staged fetch's writes and commit them, in a task: ``then(session, written)``
+        runs in the same transaction after the handler's writes. One fetch in flight at once."""
+        if self._inflight is not None:
+            raise RuntimeError("a fetch is in flight: settle it first")
+        session, stage = staged
+        flight = _InFlight(session=session, carry=stage.carry, context=context)
+        flight.task = asyncio.ensure_future(self._write(flight, stage, then))
+        self._inflight = flight
+
+    @staticmethod
+    async def _write(
+        flight: _InFlight,
+        stage: Stage,
+        then: Callable[[AsyncSession, Any], Awaitable[None]] | None,
+    ) -> Any:
+        session = flight.session
+        try:
+            written = await stage.write(session)
+            if then is not None:
+                await then(session, written)
+            await session.commit()
+            return written
+        finally:
+            flight.closed = True
+            await session.close()
+
+    async def settle(self) -> Any:
+        """Wait for the fetch in flight to commit; what its ``write`` returned (None if none
+        was in flight). Raises its failure; either way its carry is gone."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None or inflight.task is None:
+            return None
+        return await inflight.task
+
+    @staticmethod
+    async def discard(staged: tuple[AsyncSession, Stage]) -> None:
+        """Roll back a staged fetch that will not be launched."""
+        await staged[0].close()
+
+    async def close(self) -> None:
+        """Stop: the fetch in flight is cancelled (rolled back unless its commit got through;
+        its records are delivered again either way, and refused as duplicates if it did)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None or inflight.task is None:
+            return
+        inflight.task.cancel()
+        await asyncio.wait([inflight.task])
+        if not inflight.task.cancelled():
+            inflight.task.exception()  # retrieved: it is not this caller's failure
+        if not inflight.closed:  # cancelled before it started
+            await inflight.session.close()
 
 
 @dataclass(frozen=True)
@@ -100,12 +233,62 @@ def _deduplicates(handler: Handler | Batch) -> bool:
     return isinstance(handler, Batch) and handler.deduplicates
 
 
+_Todo = tuple[ConsumerRecord, Event, "Handler | Batch"]
+
+
 @dataclass
 class _Plan:
     """A run of records decoded: what to apply, what to dead-letter, what to skip."""
 
-    todo: list[tuple[ConsumerRecord, Event, Handler | Batch]] = field(default_factory=list)
+    todo: list[_Todo] = field(default_factory=list)
     undecodable: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
+
+
+def _unique(plan: _Plan) -> tuple[list[_Todo], list[Event]]:
+    """A plan's events to hand over, each event id once, and the repeats."""
+    seen: set[str] = set()
+    fresh: list[_Todo] = []
+    repeats: list[Event] = []
+    for item in plan.todo:
+        event_id = str(item[1].event_id)
+        if event_id in seen:
+            repeats.append(item[1])
+        else:
+            seen.add(event_id)
+            fresh.append(item)
+    return fresh, repeats
+
+
+@dataclass
+class _Fetch:
+    """A pipelined fetch in flight: what to commit and count once its database commit is in."""
+
+    batches: Mapping[TopicPartition, list[ConsumerRecord]]
+    assignment: frozenset[TopicPartition]
+    plan: _Plan
+    fresh: list[_Todo]
+    duplicates: list[Event]
+
+    def record_inbox(
+        self, consumer: InboxConsumer
+    ) -> Callable[[AsyncSession, Any], Awaitable[None]]:
+        """The inbox rows of the events the handler applied, in its transaction."""
+
+        async def write(session: AsyncSession, applied_ids: Any) -> None:
+            ids = set(applied_ids)
+            await bulk.upsert(
+                session,
+                consumer._inbox,
+                [
+                    consumer._inbox_row(r, str(e.event_id), e.event_type, "applied")
+                    for r, e, _ in self.fresh
+                    if str(e.event_id) in ids
+                ],
+                key=["consumer", "event_id"],
+                on_conflict=bulk.OnConflict.NOTHING,
+            )
+
+        return write
 
 
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open")
@@ -182,6 +365,17 @@ class InboxConsumer:
         self._watch = watch
         self._on_commit = on_commit
         self._tries: dict[tuple[str, int, int], int] = {}
+        # Staging handlers are pipelined on PostgreSQL; SQLite has one writer at a time, so a
+        # second transaction could not stage while the first writes.
+        self._pipelines = (
+            frozenset(
+                h
+                for h in handlers.values()
+                if isinstance(h, Batch) and h.deduplicates and h.stage is not None
+            )
+            if engine.dialect.name == "postgresql"
+            else frozenset()
+        )
         self.joined = asyncio.Event()
         self.applied = 0
         self.paused = False  # waiting for the database to come back
@@ -214,6 +408,9 @@ class InboxConsumer:
                     await consumer.stop()
 
     async def _consume(self, consumer: AIOKafkaConsumer, epoch: int) -> None:
+        if self._pipelines:
+            await self._consume_pipelined(consumer, epoch)
+            return
         while self._watch.epoch == epoch:
             batches = await consumer.getmany(
                 timeout_ms=200, max_records=self._settings.consumer_batch_max_records
@@ -222,12 +419,117 @@ class InboxConsumer:
                 self.joined.set()
             if self._watch.epoch != epoch:
                 return
-            if len(batches) > 1 and await self._apply_fetch(consumer, batches):
-                continue
-            for tp, records in batches.items():
+            await self._apply_serially(consumer, batches, epoch)
+
+    async def _apply_serially(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: Mapping[TopicPartition, list[ConsumerRecord]],
+        epoch: int,
+    ) -> None:
+        """Apply a fetch in one transaction, else partition by partition (isolating a failure)."""
+        if len(batches) > 1 and await self._apply_fetch(consumer, batches):
+            return
+        for tp, records in batches.items():
+            if self._watch.epoch != epoch:
+                return
+            await self._process_partition(consumer, tp, records)
+
+    async def _consume_pipelined(self, consumer: AIOKafkaConsumer, epoch: int) -> None:
+        """As ``_consume``, with the fetches of a staging ``Batch`` handler pipelined: fetch N+1
+        is staged while N's writes and commit are in flight, then N is settled (its offsets
+        committed after its database commit), then N+1 launched. If N did not commit, N+1's
+        staging (which read N's carry) is rolled back and its records fetched again, and N is
+        redone alone. A fetch with other handlers' events, or after the assignment changed (a
+        rebalance), waits for the one in flight and is applied as ``_consume`` would: no carry
+        crosses a rebalance."""
+        pipe = Pipeline(self._sessions)
+        try:
+            while self._watch.epoch == epoch:
+                batches = await consumer.getmany(
+                    timeout_ms=0 if pipe.busy else 200,
+                    max_records=self._settings.consumer_batch_max_records,
+                )
+                assignment = frozenset(consumer.assignment())
+                if assignment:
+                    self.joined.set()
                 if self._watch.epoch != epoch:
-                    return
-                await self._process_partition(consumer, tp, records)
+                    break
+                if not batches:
+                    await self._settle(consumer, pipe, epoch, refetch={})
+                    continue
+                plan = self._plan([r for records in batches.values() for r in records])
+                handler = self._stager(plan)
+                flight = pipe.context
+                if handler is None or (flight is not None and flight.assignment != assignment):
+                    if await self._settle(consumer, pipe, epoch, refetch=batches):
+                        await self._apply_serially(consumer, batches, epoch)
+                    continue
+                fresh, duplicates = _unique(plan)
+                staged: tuple[AsyncSession, Stage] | None = None
+                try:
+                    staged = await pipe.stage(handler, [e for _, e, _ in fresh])
+                except Exception as exc:
+                    log.info("consumer %s: fetch not staged (%r)", self.name, exc)
+                try:
+                    settled = await self._settle(consumer, pipe, epoch, refetch=batches)
+                except BaseException:
+                    if staged is not None:
+                        await pipe.discard(staged)  # its ledger rows must not stay locked
+                    raise
+                if not settled:
+                    if staged is not None:
+                        await pipe.discard(staged)  # staged on a carry that never committed
+                    continue
+                if staged is None:
+                    await self._apply_serially(consumer, batches, epoch)
+                    continue
+                flight = _Fetch(batches, assignment, plan, fresh, duplicates)
+                pipe.launch(staged, then=flight.record_inbox(self), context=flight)
+            await self._settle(consumer, pipe, epoch, refetch={})
+        finally:
+            await pipe.close()
+
+    def _stager(self, plan: _Plan) -> Batch | None:
+        """The staging ``Batch`` handler every event of ``plan`` goes to, if there is one."""
+        handlers = {id(h): h for _, _, h in plan.todo}
+        if len(handlers) != 1:
+            return None
+        (handler,) = handlers.values()
+        return handler if isinstance(handler, Batch) and handler in self._pipelines else None
+
+    async def _settle(
+        self,
+        consumer: AIOKafkaConsumer,
+        pipe: Pipeline,
+        epoch: int,
+        *,
+        refetch: Mapping[TopicPartition, list[ConsumerRecord]],
+    ) -> bool:
+        """Wait for the fetch in flight: committed, commit its offsets and count it (True).
+        Not committed: seek ``refetch`` (the fetch after it, staged on its carry) back to be
+        fetched again, then redo the failed fetch alone, as an unpipelined one (False)."""
+        flight = pipe.context
+        if flight is None:
+            return True
+        try:
+            applied_ids = await pipe.settle()
+        except Exception as exc:
+            log.info("consumer %s: fetch not committed (%r); redoing it", self.name, exc)
+            for tp, records in refetch.items():
+                consumer.seek(tp, records[0].offset)
+            await self._apply_serially(consumer, flight.batches, epoch)
+            return False
+        await consumer.commit(
+            {tp: records[-1].offset + 1 for tp, records in flight.batches.items()}
+        )
+        ids = set(applied_ids)
+        applied = [item for item in flight.fresh if str(item[1].event_id) in ids]
+        duplicates = flight.duplicates + [
+            e for _, e, _ in flight.fresh if str(e.event_id) not in ids
+        ]
+        await self._applied(flight.plan, applied, duplicates)
+        return True
 
     async def _apply_fetch(
         self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[ConsumerRecord]]
@@ -410,6 +712,15 @@ class InboxConsumer:
                 key=["consumer", "event_id"],
                 on_conflict=bulk.OnConflict.NOTHING,
             )
+        await self._applied(plan, applied, duplicates)
+
+    async def _applied(
+        self,
+        plan: _Plan,
+        applied: Sequence[tuple[ConsumerRecord, Event, Handler | Batch]],
+        duplicates: Sequence[Event],
+    ) -> None:
+        """After a plan's commit: count it, and dead-letter what did not decode."""
         for event in duplicates:
             self._metrics.events_duplicate.labels(event.event_type).inc()
         for _, event, _ in applied:

@@ -59,5 +59,13 @@ def event_handlers(ctx: EvaluationContext) -> HandlerMap:
     async def on_events(events: Sequence[Event], *, session: AsyncSession) -> list[str]:
         return await service.record_many(session=session, events=events, calendar=ctx.calendar)
 
-    # The ledger refuses an event id it holds: its insert is the inbox's look-up.
-    return dict.fromkeys(FOLDED, Batch(on_events, deduplicates=True))
+    async def stage(
+        events: Sequence[Event], *, session: AsyncSession, carry: service.Carry | None
+    ) -> service.Staged:
+        return await service.stage_many(
+            session=session, events=events, calendar=ctx.calendar, carry=carry
+        )
+
+    # The ledger refuses an event id it holds: its insert is the inbox's look-up. Staged, the
+    # consumer folds the next fetch while the one before is written and committed.
+    return dict.fromkeys(FOLDED, Batch(on_events, deduplicates=True, stage=stage))

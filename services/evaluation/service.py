@@ -7,8 +7,10 @@ ledger holds changes nothing, and a replay under a new id folds to the same fact
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, select
@@ -29,12 +31,15 @@ from services.evaluation.models import (
     ledger_table,
 )
 from shared import bulk
-from shared.bulk import Draft, OnConflict
+from shared.bulk import OnConflict
 from shared.events import mediation as m
 from shared.events.base import Event, registry
 from shared.workcalendar import WorkCalendar
 
 TICKET, CASE = "T:", "C:"
+
+YIELD_EVERY = 64
+"""Facts folded between two turns given to the event loop while a batch is staged."""
 
 
 def fact_key(event: Event) -> str | None:
@@ -57,11 +62,79 @@ async def record_many(
     is skipped), then each touched fact refolded once, however many of its events came.
     Returns the ids of the events applied: all but those the ledger held already (the
     inbox's look-up, answered by the ledger's own insert)."""
+    staged = await stage_many(session=session, events=events, calendar=calendar)
+    return await staged.write(session)
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What a staged batch will have written once it commits, for the batch staged after it
+    while its writes are still in flight: the whole ledger of each fact it refolded (its own
+    events included), each such fact's new contribution, and the event ids it applied. Read
+    in place of what the database does not show yet; valid only if that batch commits."""
+
+    ledgers: Mapping[str, Sequence[Event]]
+    parts: Mapping[str, Sequence[cells.Part]]
+    applied: frozenset[str]
+
+
+@dataclass
+class Staged:
+    """A batch read and folded, its writes not yet sent (``write``)."""
+
+    applied: list[str]
+    carry: Carry
+    # The facts' rows, dumped when staged (not while the batch before is being written).
+    tickets: list[dict[str, Any]] = field(default_factory=list)
+    dispatches: list[dict[str, Any]] = field(default_factory=list)
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    contributions: list[dict[str, Any]] = field(default_factory=list)
+    moves: cells.Moves | None = None
+
+    async def write(self, session: AsyncSession) -> list[str]:
+        """Send the batch's writes (facts, cells, contributions) through ``session``; returns
+        the ids of the events applied."""
+        if not self.contributions:
+            return self.applied  # nothing refolded: every event was folded already
+        await upsert(session, TicketFact, self.tickets)
+        await upsert(session, DispatchFact, self.dispatches)
+        await upsert(session, CaseFact, self.cases)
+        if self.moves is not None:
+            await apply_delta(session=session, moves=self.moves)
+        await bulk.upsert(
+            session,
+            contributions_table,
+            self.contributions,
+            key=["fact_key"],
+            on_conflict=OnConflict.REPLACE,
+            document=True,
+        )
+        return self.applied
+
+
+NO_CARRY = Carry(ledgers={}, parts={}, applied=frozenset())
+
+
+async def stage_many(
+    *,
+    session: AsyncSession,
+    events: Sequence[Event],
+    calendar: WorkCalendar,
+    carry: Carry | None = None,
+) -> Staged:
+    """Everything of ``record_many`` but the writes of facts, cells and contributions: the
+    ledger insert (which answers which events are new), the reads, the folds and the cell
+    moves. ``carry`` is the batch before, staged and still being written: its events are not
+    inserted again (they are duplicates), and its facts' ledgers and contributions are taken
+    from it rather than from the database, which may not show them yet."""
+    carry = carry or NO_CARRY
     keys: dict[str, str] = {}
     rows = []
     unkeyed = []
     for event in events:
         event_id = str(event.event_id)
+        if event_id in carry.applied:
+            continue  # the batch before applies it: a duplicate, as the ledger would say
         key = fact_key(event)
         if key is None:
             unkeyed.append(event_id)  # about no ticket or case: nothing to fold
@@ -84,15 +157,22 @@ async def record_many(
         on_conflict=OnConflict.NOTHING,
         returning="event_id",
     )
-    if applied:  # else every event was folded already
-        in_hand = {str(e.event_id): e for e in events}
-        await refold(
-            session=session,
-            keys=sorted({keys[i] for i in applied}),
-            calendar=calendar,
-            in_hand=in_hand,
-        )
-    return [*applied, *unkeyed]
+    done = [*applied, *unkeyed]
+    if not applied:  # every event was folded already
+        return Staged(applied=done, carry=NO_CARRY)
+    in_hand = {str(e.event_id): e for e in events}
+    staged = await refold(
+        session=session,
+        keys=sorted({keys[i] for i in applied}),
+        calendar=calendar,
+        in_hand=in_hand,
+        carry=carry,
+    )
+    staged.applied = done
+    staged.carry = Carry(
+        ledgers=staged.carry.ledgers, parts=staged.carry.parts, applied=frozenset(applied)
+    )
+    return staged
 
 
 class DecodedEvents:
@@ -124,13 +204,18 @@ DECODED = DecodedEvents()
 
 
 async def ledger_events_of(
-    session: AsyncSession, keys: Sequence[str], in_hand: Mapping[str, Event] | None = None
+    session: AsyncSession,
+    keys: Sequence[str],
+    in_hand: Mapping[str, Event] | None = None,
+    carried: Mapping[str, Sequence[Event]] | None = None,
 ) -> dict[str, list[Event]]:
     """Every event the ledger holds for each of ``keys``, by key, in the ledger's order. The
     ledger is asked which events each key holds; the payloads of only those neither in
     ``in_hand`` (by event id: the batch being applied) nor decoded before (``DECODED``) are
-    read and decoded."""
+    read and decoded. ``carried`` (by key) are events a batch still being written holds for
+    it: added to what the ledger answers, whether or not that batch has committed yet."""
     in_hand = in_hand or {}
+    carried = carried or {}
     c = ledger_table.c
     held: list[tuple[str, str, str]] = []
     for among in bulk.among(session, c.fact_key, keys):
@@ -157,6 +242,11 @@ async def ledger_events_of(
     found: dict[str, list[Event]] = defaultdict(list)
     for key, event_id, _ in held:
         found[key].append(events[event_id])
+    for key in keys:
+        more = carried.get(key)
+        if more:
+            have = {str(e.event_id) for e in found[key]}
+            found[key].extend(e for e in more if str(e.event_id) not in have)
     return found
 
 
@@ -166,67 +256,75 @@ async def refold(
     keys: Iterable[str],
     calendar: WorkCalendar,
     in_hand: Mapping[str, Event] | None = None,
-) -> None:
-    """Refold the facts of ``keys`` from their ledgers and move the cells by the difference:
-    a few statements for all of them."""
+    carry: Carry | None = None,
+) -> Staged:
+    """Refold the facts of ``keys`` from their ledgers and work out how the cells move (the
+    writes are ``Staged.write``'s): a few statements for all of them."""
+    carry = carry or NO_CARRY
     keys = list(keys)
-    ledgers = await ledger_events_of(session, keys, in_hand)
-    tickets: list[Draft] = []
-    dispatches: list[Draft] = []
-    cases: list[CaseFact] = []
+    ledgers = await ledger_events_of(session, keys, in_hand, carry.ledgers)
+    staged = Staged(applied=[], carry=NO_CARRY)
     parts: dict[str, list[cells.Part]] = {}
-    for key in keys:
+    for n, key in enumerate(keys, 1):
         events = ledgers.get(key, [])
         if key.startswith(CASE):
             case_fact = fold_case(key[len(CASE) :], events)
-            cases.append(case_fact)
+            staged.cases.append(case_fact.model_dump())
             parts[key] = cells.case_parts(case_fact)
         else:
             fold = fold_ticket(key[len(TICKET) :], events, calendar=calendar)
-            tickets.append(fold.draft)
-            dispatches.extend(fold.dispatch_drafts)
+            staged.tickets.append(fold.draft.model_dump())
+            staged.dispatches.extend(d.model_dump() for d in fold.dispatch_drafts)
             parts[key] = cells.ticket_parts(fold)
-    await upsert(session, TicketFact, tickets)
-    await upsert(session, DispatchFact, dispatches)
-    await upsert(session, CaseFact, cases)
-    await move_cells(session=session, parts=parts)
+        if n % YIELD_EVERY == 0:
+            # Pipelined, the batch before is being written: let it send its next statement.
+            await asyncio.sleep(0)
+    staged.moves = await cell_moves(session=session, parts=parts, carried=carry.parts)
+    staged.contributions = [{"fact_key": k, "cells": cells.stored(parts[k])} for k in keys]
+    staged.carry = Carry(
+        ledgers={k: ledgers.get(k, []) for k in keys}, parts=parts, applied=frozenset()
+    )
+    return staged
 
 
-async def upsert(session: AsyncSession, model: Any, rows: Sequence[Any]) -> None:
-    """Write facts whole, inserted or replaced, in one statement (no read first)."""
+async def upsert(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Write facts whole (``model_dump``'s rows), inserted or replaced, in one statement (no
+    read first)."""
     table = model.__table__
     (key,) = (c.name for c in table.primary_key.columns)
     await bulk.upsert(
         session,
         table,
-        [row.model_dump() for row in rows],
+        rows,
         key=[key],
         on_conflict=OnConflict.REPLACE,
         document=True,
     )
 
 
-async def move_cells(*, session: AsyncSession, parts: Mapping[str, Sequence[cells.Part]]) -> None:
-    """Take each fact's old contribution away from the cells and add its new one: the
-    differences of all the facts summed per finest cell, spread over the grains once, and
-    each cell that moves written once, with only the counters that change."""
+async def cell_moves(
+    *,
+    session: AsyncSession,
+    parts: Mapping[str, Sequence[cells.Part]],
+    carried: Mapping[str, Sequence[cells.Part]] | None = None,
+) -> cells.Moves:
+    """How the cells move when each fact's old contribution is taken away and its new one
+    added: the differences of all the facts summed per finest cell and spread over the grains
+    once, each cell that moves with only the counters that change. A fact's old contribution
+    is the stored one, or ``carried``'s (a batch still being written) where it has one."""
+    carried = carried or {}
     keys = list(parts)
     c = contributions_table.c
     delta: cells.Delta = {}
-    for among in bulk.among(session, c.fact_key, keys):
+    stored_keys = [k for k in keys if k not in carried]
+    for among in bulk.among(session, c.fact_key, stored_keys):
         for _, stored in await session.execute(select(c.fact_key, c.cells).where(among)):
             cells.add_parts(delta, cells.from_stored_parts(stored or ()), -1)
     for key in keys:
+        if key in carried:
+            cells.add_parts(delta, carried[key], -1)
         cells.add_parts(delta, parts[key], 1)
-    await apply_delta(session=session, moves=cells.moves(delta))
-    await bulk.upsert(
-        session,
-        contributions_table,
-        [{"fact_key": key, "cells": cells.stored(parts[key])} for key in keys],
-        key=["fact_key"],
-        on_conflict=OnConflict.REPLACE,
-        document=True,
-    )
+    return cells.moves(delta)
 
 
 async def apply_delta(*, session: AsyncSession, moves: cells.Moves) -> None:

@@ -4,14 +4,16 @@ ticket among them) are summed before they are written."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncEngine
+import pytest
+from sqlalchemy import delete, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from fengqiao import registry
 from services.evaluation import cells, service
@@ -20,6 +22,7 @@ from services.evaluation.models import cells_table
 from services.evaluation.rebuild import TABLES, rebuild
 from services.evaluation.settings import EvaluationSettings
 from shared import db
+from shared.inbox import Batch, Pipeline
 from tests.integration.evaluation.committee_fixture import committee_events
 from tests.integration.evaluation.test_rebuild import dump
 from tests.support import Database
@@ -40,8 +43,17 @@ async def _evaluation(database: Database, name: str) -> AsyncIterator[_Apply]:
             if then is not None:
                 then()
 
+    async def stage(
+        events: list[Any], *, session: Any, carry: service.Carry | None
+    ) -> service.Staged:
+        return await service.stage_many(
+            session=session, events=events, calendar=calendar, carry=carry
+        )
+
     try:
-        yield _Apply(settings, engine, apply)
+        yield _Apply(
+            settings, engine, apply, sessions, Batch(apply, deduplicates=True, stage=stage)
+        )
     finally:
         await engine.dispose()
 
@@ -51,6 +63,66 @@ class _Apply:
     settings: EvaluationSettings
     engine: AsyncEngine
     batch: Callable[..., Awaitable[None]]
+    sessions: async_sessionmaker[AsyncSession]
+    staging: Batch
+
+
+class _CommitLost(Exception):
+    pass
+
+
+async def _pipelined(
+    evaluation: _Apply,
+    batches: list[list[Any]],
+    *,
+    fail: Callable[[int, AsyncSession], Awaitable[None]] | None = None,
+) -> dict[str, int]:
+    """Apply ``batches`` as the consumer does on PostgreSQL (``Pipeline``): batch i+1 staged
+    while batch i is written and committed. ``fail(i, session)`` runs in batch i's transaction
+    after its writes (to make its commit fail). A batch that fails is redone alone and the one
+    staged on its carry thrown away and staged again, as the consumer does."""
+    pipe = Pipeline(evaluation.sessions)
+    seen = {"carried": 0, "discarded": 0, "redone": 0}
+    stage = evaluation.staging.stage
+    assert stage is not None
+
+    async def counting(events: list[Any], *, session: Any, carry: Any) -> Any:
+        keys = {service.fact_key(e) for e in events}
+        if carry is not None and keys & set(carry.ledgers):
+            seen["carried"] += 1
+        return await stage(events, session=session, carry=carry)
+
+    handler = Batch(evaluation.staging.many, deduplicates=True, stage=counting)
+    index = 0
+    staged_next = asyncio.Event()  # the batch in flight commits only once the next is staged
+    while index < len(batches) or pipe.busy:
+        staged = await pipe.stage(handler, batches[index]) if index < len(batches) else None
+        staged_next.set()
+        failed = pipe.context
+        try:
+            await pipe.settle()
+        except Exception:  # as the consumer: whatever kept the batch from committing
+            if staged is not None:
+                await pipe.discard(staged)
+                seen["discarded"] += 1
+            await evaluation.batch(batches[failed])
+            seen["redone"] += 1
+            continue
+        if staged is None:
+            break
+        staged_next = asyncio.Event()
+
+        async def then(
+            session: AsyncSession, _written: Any, at: int = index, gate: asyncio.Event = staged_next
+        ) -> None:
+            async with asyncio.timeout(30):  # the next batch's staging must not wait on this one
+                await gate.wait()
+            if fail is not None:
+                await fail(at, session)
+
+        pipe.launch(staged, then=then, context=index)
+        index += 1
+    return seen
 
 
 async def _fold(database: Database, name: str, batches: list[list[Any]]) -> dict[str, Any]:
@@ -111,16 +183,33 @@ async def test_a_rolled_back_batch_is_not_folded_later(database: Database) -> No
         assert rolled_back[name] == rows, name
 
 
-async def test_batches_of_many_tickets_give_the_cells_a_rebuild_gives(database: Database) -> None:
+@pytest.mark.parametrize("pipelined", [False, True], ids=["serial", "pipelined"])
+async def test_batches_of_many_tickets_give_the_cells_a_rebuild_gives(
+    database: Database, pipelined: bool
+) -> None:
     """The live apply writes only what a batch changes: a cell it knows nothing about is
     inserted whole, a stored one is sent its key and differences alone (on PostgreSQL an
     update, then an insert of only the keys it did not find). Whatever it wrote must be the
     cells a rebuild from the same ledger sums: events in time order, batches of several
-    tickets, so cells are created, moved, emptied and created again across batches."""
+    tickets, so cells are created, moved, emptied and created again across batches.
+
+    Pipelined (PostgreSQL only: the consumer does not pipeline on SQLite), each batch is
+    staged while the one before is written, consecutive batches sharing tickets — so their
+    ledgers and contributions come from the carry — and some events delivered again in the
+    next batch (refused, folded once)."""
+    if pipelined and database.kind != "postgres":
+        pytest.skip("the consumer pipelines on PostgreSQL only")
     events = sorted(committee_events("MANY"), key=lambda e: e.occurred_at)
+    batches = [events[start : start + 13] for start in range(0, len(events), 13)]
+    if pipelined:
+        batches = [b + batches[i - 1][:2] if i else b for i, b in enumerate(batches)]
     async with _evaluation(database, "evaluation_many") as evaluation:
-        for start in range(0, len(events), 13):
-            await evaluation.batch(events[start : start + 13])
+        if pipelined:
+            seen = await _pipelined(evaluation, batches)
+            assert seen["carried"] > len(batches) // 2, seen
+        else:
+            for batch in batches:
+                await evaluation.batch(batch)
         live = await dump(evaluation.engine)
         async with evaluation.engine.begin() as conn:
             await conn.execute(delete(cells_table))
@@ -128,3 +217,41 @@ async def test_batches_of_many_tickets_give_the_cells_a_rebuild_gives(database: 
         rebuilt = await dump(evaluation.engine)
     assert len(live["eval_cells"]) > len(cells.GRAINS)
     assert rebuilt == live
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("how", ["raise", "kill"])
+async def test_a_batch_whose_commit_fails_is_redone_and_the_next_staged_again(
+    database: Database, how: str
+) -> None:
+    """Pipelined, batch i+1 is staged on batch i's carry while i is written. When i's commit
+    fails — an error after its writes, or its connection killed under it — i+1's staging is
+    thrown away and both are done again: the result is the serial one, nothing counted twice
+    and nothing lost (several times over, at several batches)."""
+    if database.kind != "postgres":
+        pytest.skip("the consumer pipelines on PostgreSQL only")
+    events = committee_events("FAIL")
+    random.Random(3).shuffle(events)
+    events.sort(key=lambda e: service.fact_key(e) or "")  # a ticket's events in consecutive batches
+    batches = [events[i : i + 9] for i in range(0, len(events), 9)]
+    expected = await _fold(database, "evaluation_serial", batches)
+    failing = {2, 5, 6, len(batches) - 1}
+    failed: set[int] = set()
+
+    async def fail(index: int, session: AsyncSession) -> None:
+        if index in failing and index not in failed:
+            failed.add(index)
+            if how == "kill":
+                await session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            raise _CommitLost
+
+    async with _evaluation(database, f"evaluation_{how}") as evaluation:
+        seen = await _pipelined(evaluation, batches, fail=fail)
+        got = await dump(evaluation.engine)
+    assert failed == failing
+    assert seen["redone"] == len(failing)
+    assert seen["discarded"] == len(failing) - 1  # the last one had none after it
+    assert seen["carried"] > 0, seen
+    assert expected["ticket_facts"] and expected["eval_cells"]
+    for name, rows in expected.items():
+        assert got[name] == rows, name

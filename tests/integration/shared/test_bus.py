@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, RequestTimedOutError
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy import Column, MetaData, String, Table, func, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, update
 from sqlalchemy import event as sa_event
 
+from shared import bulk
 from shared.broker import EmbeddedBroker
 from shared.bus import (
     MAX_REQUEST_SIZE,
@@ -531,29 +534,9 @@ async def test_offsets_are_committed_after_the_database_commit(harness: Harness)
     await harness.emit(*(ticket(n) for n in range(10)))
     harness.consume(harness.record)
     await wait_until(lambda: _count_is(harness, harness.applied, 10), what="ten applied")
-    assert harness.watch.cluster_id is not None
-    group = consumer_group_id(harness.settings, "harness", harness.watch.cluster_id)
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=harness.settings.kafka_bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
+    await wait_until(
+        _committed_total(harness, 10), what="the group's committed offsets to reach 10"
     )
-    await probe.start()
-    try:
-        topic = topic_name(harness.settings, INTAKE_TOPIC)
-        partitions = probe.partitions_for_topic(topic) or set()
-        assert partitions, "topic has partitions"
-
-        async def committed_total() -> bool:
-            total = 0
-            for p in partitions:
-                offset = await probe.committed(TopicPartition(topic, p))
-                total += offset or 0
-            return total == 10
-
-        await wait_until(committed_total, what="the group's committed offsets to reach 10")
-    finally:
-        await probe.stop()
 
 
 async def test_transient_failure_is_retried_then_applied(harness: Harness) -> None:
@@ -647,6 +630,205 @@ async def test_a_deduplicating_batch_handler_answers_seen_itself(harness: Harnes
     )
     assert str(events[5].event_id) in handed, "the handler, not the inbox, refused it"
     assert await harness.count(harness.inbox_table) == 39  # a refused event gets no inbox row
+
+
+class _Tallied:
+    """A staging handler (``Batch.stage``): the stage inserts the events into ``applied``
+    (refusing ids it holds, as evaluation's ledger) and the write adds how many it applied to
+    a running total — counted twice if an event were ever applied twice."""
+
+    def __init__(self, harness: Harness, fail_at: int) -> None:
+        self.harness = harness
+        self.total = Table(
+            "tally",
+            harness.metadata,
+            Column("name", String(8), primary_key=True),
+            Column("n", Integer),
+        )
+        self.fail_at = fail_at
+        self.writes = 0
+        self.carried: list[frozenset[str]] = []
+
+    async def create(self) -> None:
+        async with self.harness.engine.begin() as conn:
+            await conn.run_sync(self.total.create)
+            await conn.execute(self.total.insert().values(name="all", n=0))
+
+    async def stage(self, events: list[TicketReceived], *, session, carry) -> Any:
+        if carry is not None:
+            self.carried.append(carry)
+        ids = [str(e.event_id) for e in events if str(e.event_id) not in (carry or ())]
+        applied = await bulk.upsert(
+            session,
+            self.harness.applied,
+            [{"event_id": i, "ticket_id": None} for i in ids],
+            key=["event_id"],
+            on_conflict=bulk.OnConflict.NOTHING,
+            returning="event_id",
+        )
+        return _TallyStage(self, applied)
+
+    async def many(self, events: list[TicketReceived], *, session) -> list[str]:
+        stage = await self.stage(events, session=session, carry=None)
+        return await stage.write(session)
+
+    async def count(self) -> int:
+        async with self.harness.engine.connect() as conn:
+            return int((await conn.execute(select(self.total.c.n))).scalar_one())
+
+
+class _TallyStage:
+    def __init__(self, tallied: _Tallied, applied: list[str]) -> None:
+        self.tallied = tallied
+        self.applied = applied
+        self.carry = frozenset(applied)
+
+    async def write(self, session) -> list[str]:
+        t = self.tallied
+        await session.execute(update(t.total).values(n=t.total.c.n + len(self.applied)))
+        t.writes += 1
+        if t.writes == t.fail_at:
+            raise ConnectionResetError("the commit did not get through")
+        return self.applied
+
+
+async def test_a_staging_handler_s_fetches_are_pipelined_and_a_failed_one_redone(
+    harness: Harness, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On PostgreSQL a staging handler's fetches overlap: fetch N+1 is staged (given N's
+    carry) while N is written. N's write fails once: N+1's staging is thrown away, both are
+    done again, every event applied once (the running total is not counted twice), the
+    redelivered ones refused, and every offset committed. On SQLite nothing overlaps."""
+    caplog.set_level(logging.INFO, logger="shared.inbox")
+    harness.settings.consumer_batch_max_records = 6
+    tallied = _Tallied(harness, fail_at=3)
+    await tallied.create()
+    events = [ticket(n) for n in range(60)]
+    await harness.emit(*events)
+    await harness.deliver(events[3], events[40])  # delivered again: refused
+    harness.consume(Batch(tallied.many, deduplicates=True, stage=tallied.stage))
+    await wait_until(lambda: _count_is(harness, harness.applied, 60), what="sixty applied")
+    await wait_until(
+        lambda: _true(
+            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 2
+        ),
+        what="two duplicates counted",
+    )
+    assert await harness.count(harness.inbox_table) == 60
+    await wait_until(_committed_total(harness, 62), what="every offset committed")
+    assert await tallied.count() == 60  # the failed write's addition rolled back, none twice
+    assert tallied.writes > tallied.fail_at
+    if database.kind == "postgres":
+        assert tallied.carried, "a fetch was staged while the one before was in flight"
+        assert "fetch not committed" in caplog.text  # redone by the pipeline, not a fallback
+    else:
+        assert not tallied.carried
+
+
+class _ScriptedConsumer:
+    """Stands in for the Kafka consumer: hands out scripted fetches, each under an assignment,
+    then moves the watch's epoch on (the loop ends); records commits and seeks."""
+
+    def __init__(self, watch: BrokerWatch, fetches: list[tuple[set[int], list[ConsumerRecord]]]):
+        self.watch = watch
+        self.fetches = fetches
+        self.current: set[int] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        await asyncio.sleep(0)
+        if not self.fetches:
+            self.watch.epoch += 1
+            return {}
+        partitions, records = self.fetches.pop(0)
+        self.current = partitions
+        batches: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for record in records:
+            batches.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        return batches
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", p) for p in self.current}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def _record(partition: int, offset: int, event: TicketReceived) -> ConsumerRecord:
+    encoded = encode(event)
+    return ConsumerRecord(
+        "t", partition, offset, 0, 0, encoded.key, encoded.value, None, 0, 0, encoded.headers
+    )
+
+
+async def test_no_carry_crosses_a_rebalance_and_a_failed_fetch_s_successor_is_fetched_again(
+    harness: Harness, database: Database
+) -> None:
+    """The pipelined loop, fetch by fetch (the broker scripted): the second fetch is staged on
+    the first's carry; the third comes after the assignment changed, so it waits for the second
+    and is applied unpipelined, with no carry; the fifth is staged on the fourth's carry, the
+    fourth's write fails, so the fifth is thrown away and sought back to be fetched again, and
+    the fourth redone alone. Offsets are committed for the committed fetches only, in order."""
+    if database.kind != "postgres":
+        pytest.skip("the consumer pipelines on PostgreSQL only")
+    tallied = _Tallied(harness, fail_at=4)
+    await tallied.create()
+    given: list[Any] = []
+
+    async def stage(events: list[TicketReceived], *, session, carry) -> Any:
+        given.append(carry)
+        return await tallied.stage(events, session=session, carry=carry)
+
+    consumer = harness.consume(Batch(tallied.many, deduplicates=True, stage=stage))
+    for task in harness.tasks[-1:]:  # driven by hand below
+        task.cancel()
+    events = [ticket(n) for n in range(15)]
+    fetch = [
+        [_record(n % 2, n, e) for n, e in enumerate(events[i : i + 3], i)] for i in (0, 3, 6, 9, 12)
+    ]
+    scripted = _ScriptedConsumer(
+        harness.watch,
+        [({0, 1}, fetch[0]), ({0, 1}, fetch[1]), ({0}, fetch[2]), ({0}, fetch[3]), ({0}, fetch[4])],
+    )
+    await consumer._consume_pipelined(cast(Any, scripted), harness.watch.epoch)
+    ids = [frozenset(str(e.event_id) for e in events[i : i + 3]) for i in (0, 3, 6, 9, 12)]
+    # Staged: 1 (none in flight), 2 (on 1's carry); 3 came after the rebalance: 2 settled
+    # first, 3 applied unpipelined (not staged); 4 (none in flight), 5 (on 4's carry, thrown
+    # away when 4 failed); 4 then redone unpipelined.
+    assert given == [None, ids[0], None, ids[3]]
+    assert (TopicPartition("t", 0), fetch[4][0].offset) in scripted.seeks
+    committed = [max(c.values()) for c in scripted.commits]
+    assert committed == sorted(committed)  # in order, each after its commit
+    assert await harness.count(harness.applied) == 12  # fetch 5: fetched again later
+    assert await tallied.count() == 12
+
+
+def _committed_total(harness: Harness, expected: int) -> Callable[[], Awaitable[bool]]:
+    """Whether the harness group's committed offsets add up to ``expected``."""
+
+    async def check() -> bool:
+        assert harness.watch.cluster_id is not None
+        group = consumer_group_id(harness.settings, "harness", harness.watch.cluster_id)
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=harness.settings.kafka_bootstrap_servers,
+            group_id=group,
+            enable_auto_commit=False,
+        )
+        await probe.start()
+        try:
+            topic = topic_name(harness.settings, INTAKE_TOPIC)
+            total = 0
+            for p in probe.partitions_for_topic(topic) or set():
+                total += await probe.committed(TopicPartition(topic, p)) or 0
+            return total == expected
+        finally:
+            await probe.stop()
+
+    return check
 
 
 async def test_events_an_only_handler_refuses_are_passed_over_before_the_inbox(
