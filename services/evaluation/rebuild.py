@@ -7,9 +7,12 @@ written to an emptied ledger (once per event id); with ``from_ledger`` the kept 
 instead. *Fold*: each ticket or case is folded once from its decoded events, with the same
 ``fold_*`` and ``cells.*_parts`` the live handlers use, and the cells of all of them summed in
 memory (``cells.roll_up``). Writes go through a background task, on PostgreSQL as ``COPY``, so
-the database works while Python decodes and folds. Rebuilt equals live, row for row (a test
-checks it). The decoded events are held in memory (about 1–2 KB an event). The live consumer's
-offsets are untouched: it carries on from where it was.
+the database works while Python decodes and folds. The fold runs in ``workers`` forked processes
+(``_fold_apart``): each inherits the events, folds its share of the facts and writes their rows;
+their sums by finest cell are added here, and each grain's cells summed and written by one.
+Rebuilt equals live, row for row, with one worker or more (tests check both). The decoded events
+are held in memory (about 1–2 KB an event). The live consumer's offsets are untouched: it
+carries on from where it was.
 """
 
 from __future__ import annotations
@@ -403,10 +406,11 @@ async def _fold_apart(
     workers: int,
 ) -> int:
     """The fold in ``workers`` forked processes, in two rounds; each process writes what it
-    makes through a ``Sink`` of its own (so the ``COPY`` encoding is spread too). First each
-    folds every ``workers``-th fact, writes the facts and contributions and returns the sums of
-    its parts by finest cell; these are added up here (``cells.add_fine``), then the cells of
-    each grain are summed from them and written by one process. Returns the number of cells."""
+    makes through a ``Sink`` of its own (so the ``COPY`` encoding is spread too; on SQLite, one
+    writer, the rows come back and go out through ``sink``). First each folds every
+    ``workers``-th fact, writes the facts and contributions and returns the sums of its parts by
+    finest cell; these are added up here (``cells.add_fine``), then the cells of each grain are
+    summed from them and written by one process. Returns the number of cells."""
     global _SHARED
     context = multiprocessing.get_context("fork")
     shared = _SHARED = _Shared(settings, by_key, keys, calendar, context.Value("q", 0))
