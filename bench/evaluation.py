@@ -351,9 +351,11 @@ async def time_rebuild(
 
 class PeakMemory:
     """Samples the proportional set size of this process and its children (``/proc``) every
-    ``every`` seconds in a thread; ``peak`` is the largest sum seen, in KB."""
+    ``every`` seconds in a thread; ``peak`` is the largest sum seen, in KB. Not more often:
+    reading ``smaps_rollup`` walks every page of a process of several GB (a few hundredths of
+    a second each time, in this process's CPU)."""
 
-    def __init__(self, every: float = 0.25) -> None:
+    def __init__(self, every: float = 2.0) -> None:
         self.peak = 0
         self._every = every
         self._stop = threading.Event()

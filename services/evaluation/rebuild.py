@@ -358,11 +358,11 @@ async def _fold(
     """Fold every ticket and case once; facts and contributions go out in batches as they are
     folded, the summed cells at the end. With more than one worker (and more than one fact)
     the work is done in forked processes (``_fold_apart``), else here."""
-    keys = sorted(by_key)
-    total = len(keys)
+    total = len(by_key)
     if min(workers, total) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        summed = await _fold_apart(sink, by_key, keys, calendar, progress, settings, workers)
+        summed = await _fold_apart(sink, by_key, calendar, progress, settings, workers)
     else:
+        keys = sorted(by_key)
         parts: list[cells.Part] = []
         for start in range(0, total, BATCH):
             rows, own = _fold_some(keys[start : start + BATCH], by_key.pop, calendar)
@@ -399,7 +399,6 @@ _GRAINS_BY_SIZE = ("day", "month", "month_place", "day_coarse", "week_coarse", "
 async def _fold_apart(
     sink: Sink,
     by_key: dict[str, list[Event]],
-    keys: list[str],
     calendar: WorkCalendar,
     progress: Progress,
     settings: EvaluationSettings,
@@ -407,21 +406,25 @@ async def _fold_apart(
 ) -> int:
     """The fold in ``workers`` forked processes, in two rounds; each process writes what it
     makes through a ``Sink`` of its own (so the ``COPY`` encoding is spread too; on SQLite, one
-    writer, the rows come back and go out through ``sink``). First each folds every
-    ``workers``-th fact, writes the facts and contributions and returns the sums of its parts by
-    finest cell; these are added up here (``cells.add_fine``), then the cells of each grain are
-    summed from them and written by one process. Returns the number of cells."""
+    writer, the rows come back and go out through ``sink``). First each folds an equal share of
+    the facts (in the order they were read), writes the facts and contributions and returns the
+    sums of its parts by finest cell; these are added up here (``cells.add_fine``), then the
+    cells of each grain are summed from them and written by one process. Returns the number of
+    cells."""
     global _SHARED
     context = multiprocessing.get_context("fork")
-    shared = _SHARED = _Shared(settings, by_key, keys, calendar, context.Value("q", 0))
+    # shares in the order the events were read, not interleaved: a worker then touches (and
+    # copies, as it counts references) mostly the memory of its own facts' events
+    first_read = list(by_key)
+    shared = _SHARED = _Shared(settings, by_key, first_read, calendar, context.Value("q", 0))
     loop = asyncio.get_running_loop()
-    n = min(workers, len(keys))
+    n = min(workers, len(first_read))
     try:
         with ProcessPoolExecutor(n, mp_context=context) as pool:
             shares = [loop.run_in_executor(pool, _fold_share, i, n) for i in range(n)]
             while not all(share.done() for share in shares):
                 await asyncio.wait(shares, timeout=0.25, return_when=asyncio.FIRST_EXCEPTION)
-                progress("fold", shared.folded.value, len(keys))
+                progress("fold", shared.folded.value, len(first_read))
                 if any(share.done() and share.exception() for share in shares):
                     pool.shutdown(cancel_futures=True)
                     break
@@ -481,10 +484,13 @@ async def _write_kept(sink: Sink, batches: Batches) -> None:
 
 
 def _fold_share(index: int, of: int) -> tuple[cells.Fine, Batches]:
-    """In a worker: fold every ``of``-th fact from ``index``, write their rows; return the sums
-    of their parts by finest cell (and on SQLite the rows)."""
+    """In a worker: fold the ``index``-th of ``of`` equal shares of the facts, write their rows;
+    return the sums of their parts by finest cell (and on SQLite the rows)."""
     assert _SHARED is not None, "a worker forked without the events"
-    return asyncio.run(_fold_and_write(_SHARED, _SHARED.keys[index::of]))
+    keys = _SHARED.keys
+    return asyncio.run(
+        _fold_and_write(_SHARED, keys[index * len(keys) // of : (index + 1) * len(keys) // of])
+    )
 
 
 async def _fold_and_write(shared: _Shared, keys: Sequence[str]) -> tuple[cells.Fine, Batches]:
