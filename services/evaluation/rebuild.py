@@ -9,7 +9,8 @@ instead. *Fold*: each ticket or case is folded once from its decoded events, wit
 memory (``cells.roll_up``). Writes go through a background task, on PostgreSQL as ``COPY``, so
 the database works while Python decodes and folds. The fold runs in ``workers`` forked processes
 (``_fold_apart``): each inherits the events, folds its share of the facts and writes their rows;
-their sums by finest cell are added here, and each grain's cells summed and written by one.
+their sums by finest cell are added here, and the cells summed and written a share of the grains
+a process.
 Rebuilt equals live, row for row, with one worker or more (tests check both). The decoded events
 are held in memory (about 1–2 KB an event). The live consumer's offsets are untouched: it
 carries on from where it was.
@@ -81,6 +82,7 @@ class Report:
     facts: int = 0
     cells: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    """By stage: "read", "fold" (with "cells", the cells' sums and writes at its end), "indexes"."""
 
 
 def _quiet(stage: str, done: int, total: int | None) -> None:
@@ -360,7 +362,7 @@ async def _fold(
     the work is done in forked processes (``_fold_apart``), else here."""
     total = len(by_key)
     if min(workers, total) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        summed = await _fold_apart(sink, by_key, calendar, progress, settings, workers)
+        summed = await _fold_apart(sink, by_key, calendar, report, progress, settings, workers)
     else:
         keys = sorted(by_key)
         parts: list[cells.Part] = []
@@ -369,10 +371,11 @@ async def _fold(
             parts += own
             await _put(sink, rows)
             progress("fold", min(start + BATCH, total), total)
-        summed = 0
+        summed, started = 0, time.monotonic()
         for block in cells.roll_up(parts):
             await sink.put(cells_table, cells.ROW_COLUMNS, block)
             summed += len(block)
+        report.seconds["cells"] = round(time.monotonic() - started, 2)
     report.facts, report.cells = total, summed
     progress("fold", total, total)
 
@@ -400,6 +403,7 @@ async def _fold_apart(
     sink: Sink,
     by_key: dict[str, list[Event]],
     calendar: WorkCalendar,
+    report: Report,
     progress: Progress,
     settings: EvaluationSettings,
     workers: int,
@@ -409,8 +413,8 @@ async def _fold_apart(
     writer, the rows come back and go out through ``sink``). First each folds an equal share of
     the facts (in the order they were read), writes the facts and contributions and returns the
     sums of its parts by finest cell; these are added up here (``cells.add_fine``), then the
-    cells of each grain are summed from them and written by one process. Returns the number of
-    cells."""
+    cells are summed from them and written, each process a share of the grains. Returns the
+    number of cells."""
     global _SHARED
     context = multiprocessing.get_context("fork")
     # shares in the order the events were read, not interleaved: a worker then touches (and
@@ -429,18 +433,21 @@ async def _fold_apart(
                     pool.shutdown(cancel_futures=True)
                     break
             folded = [share.result() for share in shares]
+        started = time.monotonic()
         shared.fine = cells.add_fine(fine for fine, _ in folded)
         for _, kept in folded:
             await _write_kept(sink, kept)
         by_key.clear()  # before the second fork: the events are folded
+        # one pass over the finest cells a worker: each takes every n-th grain, largest first
         grains = sorted((g.name for g in cells.GRAINS), key=_by_size)
-        with ProcessPoolExecutor(min(n, len(grains)), mp_context=context) as pool:
-            written = [loop.run_in_executor(pool, _write_grain, grain) for grain in grains]
+        with ProcessPoolExecutor(n, mp_context=context) as pool:
+            written = [loop.run_in_executor(pool, _write_grains, grains[i::n]) for i in range(n)]
             summed = 0
             for count, kept in await asyncio.gather(*written):
                 await _write_kept(sink, kept)
                 summed += count
-            return summed
+        report.seconds["cells"] = round(time.monotonic() - started, 2)
+        return summed
     finally:
         _SHARED = None
 
@@ -506,12 +513,12 @@ async def _fold_and_write(shared: _Shared, keys: Sequence[str]) -> tuple[cells.F
     return cells.fine_sums(parts), getattr(sink, "batches", [])
 
 
-def _write_grain(grain: str) -> tuple[int, Batches]:
-    """In a worker: sum the cells of one grain from the inherited sums and write them; how many
-    (and on SQLite the rows)."""
+def _write_grains(grains: Sequence[str]) -> tuple[int, Batches]:
+    """In a worker: sum the cells of ``grains`` from the inherited sums and write them; how
+    many (and on SQLite the rows)."""
     assert _SHARED is not None and _SHARED.fine is not None, "a worker forked without the sums"
     return asyncio.run(
-        _write_cells(_SHARED.settings, cells.grain_rows(_SHARED.fine, grains=[grain]))
+        _write_cells(_SHARED.settings, cells.grain_rows(_SHARED.fine, grains=grains))
     )
 
 
