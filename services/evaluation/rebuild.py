@@ -427,12 +427,9 @@ async def _fold_apart(
         with ProcessPoolExecutor(n, mp_context=context) as pool:
             shares = [loop.run_in_executor(pool, _fold_share, i, n) for i in range(n)]
             while not all(share.done() for share in shares):
-                await asyncio.wait(shares, timeout=0.25, return_when=asyncio.FIRST_EXCEPTION)
+                await asyncio.wait(shares, timeout=0.25)
                 progress("fold", shared.folded.value, len(first_read))
-                if any(share.done() and share.exception() for share in shares):
-                    pool.shutdown(cancel_futures=True)
-                    break
-            folded = [share.result() for share in shares]
+            folded = await _all(shares)
         started = time.monotonic()
         shared.fine = cells.add_fine(fine for fine, _ in folded)
         for _, kept in folded:
@@ -443,13 +440,23 @@ async def _fold_apart(
         with ProcessPoolExecutor(n, mp_context=context) as pool:
             written = [loop.run_in_executor(pool, _write_grains, grains[i::n]) for i in range(n)]
             summed = 0
-            for count, kept in await asyncio.gather(*written):
+            for count, kept in await _all(written):
                 await _write_kept(sink, kept)
                 summed += count
         report.seconds["cells"] = round(time.monotonic() - started, 2)
         return summed
     finally:
         _SHARED = None
+
+
+async def _all(futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
+    """Every worker's result once all of them have ended (none still writes), or the first
+    failure among them."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 def _by_size(grain: str) -> int:

@@ -16,7 +16,7 @@ from services.evaluation.settings import EvaluationSettings
 from shared import db
 from shared.events.base import Event, encode
 from tests.integration.evaluation.committee_fixture import committee_events
-from tests.integration.evaluation.test_rebuild import dump
+from tests.integration.evaluation.test_rebuild import dump, index_names
 from tests.support import Database
 
 
@@ -89,3 +89,23 @@ def test_the_command_takes_a_number_of_workers_and_refuses_none() -> None:
     assert "--workers" in runner.invoke(app, ["evaluation", "rebuild", "--help"]).output
     refused = runner.invoke(app, ["evaluation", "rebuild", "--workers", "0"])
     assert refused.exit_code == 2 and "--workers" in refused.output
+
+
+async def test_a_worker_that_fails_fails_the_rebuild_and_the_indexes_are_back(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = EvaluationSettings(**database.settings_for("evaluation_workers"))
+    await registry.upgrade_async("evaluation", settings)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a fold that fails")
+
+    monkeypatch.setattr(rebuilding, "fold_ticket", broken)  # inherited by the forked workers
+    with pytest.raises(RuntimeError, match="a fold that fails"):
+        await rebuilding.rebuild(settings, source=batches(committee_events("F")), workers=2)
+    engine = db.create_engine(settings)
+    try:
+        tables = rebuilding.TABLES
+        assert await index_names(engine) == {t.name: {i.name for i in t.indexes} for t in tables}
+    finally:
+        await engine.dispose()
