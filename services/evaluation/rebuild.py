@@ -9,11 +9,10 @@ instead. *Fold*: each ticket or case is folded once from its decoded events, wit
 memory (``cells.roll_up``). Writes go through a background task, on PostgreSQL as ``COPY``, so
 the database works while Python decodes and folds. The fold runs in ``workers`` forked processes
 (``_fold_apart``): each inherits the events, folds its share of the facts and writes their rows;
-their sums by finest cell are added here, and the cells summed and written a share of the grains
-a process.
-Rebuilt equals live, row for row, with one worker or more (tests check both). The decoded events
-are held in memory (about 1–2 KB an event). The live consumer's offsets are untouched: it
-carries on from where it was.
+their sums by finest cell are added here, and the cells summed and written a share of the
+grains a process. Rebuilt equals live, row for row, with one worker or more (tests check both).
+The decoded events are held in memory (about 1–2 KB an event). The live consumer's offsets are
+untouched: it carries on from where it was.
 """
 
 from __future__ import annotations
@@ -137,7 +136,8 @@ async def rebuild(
     """Empty the projections and rebuild them from the topics (or ``source`` batches); or,
     ``from_ledger``, keep the ledger and refold every fact from it (after an upgrade that
     changed what a fact adds, when the topics no longer hold every event). The fold runs in
-    ``workers`` processes (1: in this one)."""
+    ``workers`` processes (1: in this one), which connect to the database ``settings`` names
+    (``engine``, when given, must be that database's)."""
     if workers < 1:
         raise ValueError(f"a rebuild needs at least one worker, not {workers}")
     own = engine is None
