@@ -181,7 +181,7 @@ async def _indexed_after(
 ) -> AsyncIterator[None]:
     """The secondary indexes of the emptied ``tables`` dropped while they are loaded and built
     again afterwards (also when the load fails): one sort each instead of a B-tree insertion per
-    row (the cells alone have six). On PostgreSQL two connections build them side by side
+    row (the cells alone have five). On PostgreSQL two connections build them side by side
     (each build is one sort, bound to one core)."""
     indexes = [index for table in tables for index in table.indexes]
     async with engine.begin() as conn:
