@@ -15,7 +15,9 @@ database), in a schema of its own that is dropped afterwards:
    routes call; p50 and p99 per query, and the grain each sums.
 2. **rebuild**: ``--rebuild-events`` encoded CloudEvents records (a realistic mix: receipt,
    assignment, sign-for, contact, completion, callback per ticket) go through ``rebuild`` (decode,
-   ledger, fold, cells) from memory — the broker's own read is not in the figure.
+   ledger, fold, cells) from memory — the broker's own read is not in the figure; with the
+   CPU of the process and of its fold workers (``--rebuild-workers``), and the peak memory of
+   both. ``--facts 0 --apply-events 0`` runs the rebuild case alone.
 3. **apply**: ``--apply-events`` events through the live handler path (evaluation's staging
    ``Batch`` handler in the inbox's ``Pipeline``: fetch N+1 read and folded while N is written
    and committed, as the consumer does on PostgreSQL; ``--apply-serial`` for one fetch after
@@ -32,8 +34,10 @@ import asyncio
 import json
 import os
 import random
+import resource
 import secrets
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -318,7 +322,12 @@ class _Rec:
     key: bytes
 
 
-async def time_rebuild(settings: EvaluationSettings, n_events: int) -> dict[str, Any]:
+async def time_rebuild(
+    settings: EvaluationSettings, n_events: int, workers: int | None = None
+) -> dict[str, Any]:
+    """The rebuild of ``n_events`` from memory, with its CPU (this process's and its fold
+    workers') and the peak memory of the process and its workers together (proportional set
+    size: a page the workers share with the parent, copy on write, counted once)."""
     events = ticket_events(n_events // 6, seed=1)
     records = [_Rec(r.value, r.headers, r.key) for r in map(encode, events)]
 
@@ -326,19 +335,76 @@ async def time_rebuild(settings: EvaluationSettings, n_events: int) -> dict[str,
         for start in range(0, len(records), 2000):
             yield records[start : start + 2000]
 
-    started, cpu = time.monotonic(), time.process_time()
-    report = await rebuild(settings, source=source())
-    seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+    options: dict[str, Any] = {} if workers is None else {"workers": workers}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with PeakMemory() as memory:
+        load = os.getloadavg()
+        started, cpu = time.monotonic(), time.process_time()
+        report = await rebuild(settings, source=source(), **options)
+        seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     return {
         "events": len(records),
+        "workers": workers,
         "seconds": round(seconds, 1),
         "cpu_s": round(cpu, 1),  # this process's (decode, fold, roll-up, COPY encoding)
-        "load_average": os.getloadavg(),
+        "workers_cpu_s": round(workers_cpu, 1),  # the fold workers' (ended and waited for)
+        "peak_pss_mb": round(memory.peak / 1024),  # this process and its workers, with inputs
+        "load_average": (load, os.getloadavg()),
         "events_per_s": round(len(records) / seconds),
         "stages_s": report.seconds,
         "facts": report.facts,
         "cells": report.cells,
     }
+
+
+class PeakMemory:
+    """Samples the proportional set size of this process and its children (``/proc``) every
+    ``every`` seconds in a thread; ``peak`` is the largest sum seen, in KB. Not more often:
+    reading ``smaps_rollup`` walks every page of a process of several GB (a few hundredths of
+    a second each time, in this process's CPU)."""
+
+    def __init__(self, every: float = 2.0) -> None:
+        self.peak = 0
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(self._every):
+            pids = [me, *(pid for pid in _pids() if _parent(pid) == me)]
+            self.peak = max(self.peak, sum(map(_pss_kb, pids)))
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 async def time_apply(
@@ -447,6 +513,12 @@ async def main() -> None:
     parser.add_argument("--facts", type=int, default=10_000_000)
     parser.add_argument("--rebuild-events", type=int, default=1_000_000)
     parser.add_argument("--apply-events", type=int, default=20_000)
+    parser.add_argument(
+        "--rebuild-workers",
+        type=int,
+        default=None,
+        help="fold processes of the rebuild (default: the rebuild's own default)",
+    )
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument(
         "--apply-only", action="store_true", help="the apply case alone (no facts, no rebuild)"
@@ -490,7 +562,9 @@ async def main() -> None:
             )
         if args.rebuild_events:
             print(f"rebuild {args.rebuild_events:,} events", flush=True)
-            results["rebuild"] = await time_rebuild(settings, args.rebuild_events)
+            results["rebuild"] = await time_rebuild(
+                settings, args.rebuild_events, args.rebuild_workers
+            )
     finally:
         if not args.keep:
             conn = await asyncpg.connect(args.postgres)

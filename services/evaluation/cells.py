@@ -257,11 +257,22 @@ ROW_COLUMNS = ("cell_key", "grain", "period_start", *DIMENSIONS, *CELL_COLUMNS)
 _COLUMN = {name: i for i, name in enumerate(CELL_COLUMNS)}
 
 
+Fine = tuple[list[tuple[date, tuple[str, ...]]], csr_array]
+"""Counters summed by day and full dimensions (the finest cell): the distinct (day, dimensions)
+and a sparse matrix of their sums, a row each, in ``CELL_COLUMNS`` order. Additive: the sums of
+some facts and of others add up to those of all (``add_fine``)."""
+
+
 def roll_up(parts: Iterable[Part], *, block: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
     """The cells of many parts summed at once, as rows in ``ROW_COLUMNS`` order, in blocks of
     ``block`` (the rebuild). The sums are two sparse matrix products, not a Python addition per
     counter: parts → their day and full dimensions (a ticket and its one dispatch usually share
-    them) → every grain's cell."""
+    them, ``fine_sums``) → every grain's cell (``grain_rows``)."""
+    return grain_rows(fine_sums(parts), block=block)
+
+
+def fine_sums(parts: Iterable[Part]) -> Fine:
+    """What ``parts`` add to each finest cell."""
     fine: dict[tuple[date, tuple[str, ...]], int] = {}
     rows: array[int] = array("q")
     columns: array[int] = array("q")
@@ -271,22 +282,60 @@ def roll_up(parts: Iterable[Part], *, block: int = 20_000) -> Iterator[list[tupl
         rows.extend(repeat(at, len(counters)))
         columns.extend(map(_COLUMN.__getitem__, counters))
         values.extend(counters.values())
+    return list(fine), _summed(len(fine), rows, columns, values)
+
+
+def add_fine(sums: Iterable[Fine]) -> Fine:
+    """Several ``fine_sums`` added up (of disjoint sets of facts, e.g. folded apart)."""
+    fine: dict[tuple[date, tuple[str, ...]], int] = {}
+    rows: array[int] = array("q")
+    columns: list[Any] = []
+    values: list[Any] = []
+    for keys, matrix in sums:
+        coo = matrix.tocoo()
+        at = np.fromiter((fine.setdefault(key, len(fine)) for key in keys), np.int64, len(keys))
+        rows.extend(at[coo.row].tolist())
+        columns.append(coo.col)
+        values.append(coo.data)
+    return list(fine), _summed(
+        len(fine),
+        rows,
+        np.concatenate(columns) if columns else array("q"),
+        np.concatenate(values) if values else array("q"),
+    )
+
+
+def _summed(n: int, rows: Any, columns: Any, values: Any) -> csr_array:
     # duplicate (row, column) entries are summed by the conversion
-    by_fine = coo_array(
+    return coo_array(
         (
-            np.frombuffer(values, np.int64),
-            (np.frombuffer(rows, np.int64), np.frombuffer(columns, np.int64)),
+            np.asarray(values, np.int64),
+            (np.asarray(rows, np.int64), np.asarray(columns, np.int64)),
         ),
-        shape=(len(fine), len(CELL_COLUMNS)),
+        shape=(n, len(CELL_COLUMNS)),
     ).tocsr()
+
+
+def grain_rows(
+    sums: Fine, *, grains: Iterable[str] | None = None, block: int = 20_000
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The cells of ``grains`` (all by default) that the finest cells' ``sums`` add up to, as
+    rows in ``ROW_COLUMNS`` order, in blocks of ``block``."""
+    fine, by_fine = sums
+    wanted = None if grains is None else frozenset(grains)
+    project = [p for p in _PROJECT if wanted is None or p[0] in wanted]
     cells: dict[tuple[str, date, tuple[str, ...]], int] = {}
     into: array[int] = array("q")
     for day, dims in fine:
-        into.extend(cells.setdefault(cell, len(cells)) for cell in _spread(day, dims))
+        starts, values = _starts(day), (*dims, "")
+        into.extend(
+            cells.setdefault((name, starts[period], at(values)), len(cells))
+            for name, period, at in project
+        )
     spread = csr_array(
         (
             np.ones(len(into), np.int64),
-            (np.frombuffer(into, np.int64), np.repeat(np.arange(len(fine)), len(GRAINS))),
+            (np.frombuffer(into, np.int64), np.repeat(np.arange(len(fine)), len(project))),
         ),
         shape=(len(cells), len(fine)),
     )
@@ -295,10 +344,10 @@ def roll_up(parts: Iterable[Part], *, block: int = 20_000) -> Iterator[list[tupl
     for first in range(0, len(cells), block):
         out = []
         # the block's sums first: zip stops on them before taking a key too many
-        for sums, (name, start, dims) in zip(
+        for row_sums, (name, start, dims) in zip(
             summed[first : first + block].toarray().tolist(), keys, strict=False
         ):
-            out.append((cell_key(name, start, dims), name, start, *dims, *sums))
+            out.append((cell_key(name, start, dims), name, start, *dims, *row_sums))
         yield out
 
 

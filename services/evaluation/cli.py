@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from services.evaluation import hotspots
 from services.evaluation.context import EvaluationContext
 from services.evaluation.periods import resolve
+from services.evaluation.rebuild import WORKERS
 from services.evaluation.rebuild import rebuild as rebuild_projections
 from services.evaluation.settings import EvaluationSettings
 from shared import db
@@ -34,6 +35,14 @@ def rebuild(
             "--from-ledger", help="Keep the event ledger and refold every fact from it instead."
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes that fold the facts and sum the cells (1: all in this process).",
+        ),
+    ] = WORKERS,
 ) -> None:
     """Empty evaluation's projections and rebuild them from the intake, dispatch and mediation
     topics, from their first retained record (or refold them from the ledger)."""
@@ -54,7 +63,9 @@ def rebuild(
             bar.update(task, completed=done, total=total)
 
         report = asyncio.run(
-            rebuild_projections(settings, progress=progress, from_ledger=from_ledger)
+            rebuild_projections(
+                settings, progress=progress, from_ledger=from_ledger, workers=workers
+            )
         )
     console.print(
         f"rebuilt from {report.records:,} records: {report.events:,} events folded into "
