@@ -138,6 +138,7 @@ def make_consumer(
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_records=None,
         fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+        fetch_min_bytes=settings.consumer_fetch_min_bytes,
         isolation_level="read_uncommitted",
     )
 
