@@ -23,7 +23,7 @@ from services.dispatch.deadlines.profiles import ClockName, ProfileSet
 from services.dispatch.deadlines.rows import start_clocks
 from services.dispatch.models import Dispatch, GrabOffer, TicketRecord
 from services.dispatch.organisation.chart import Department, OrgChart
-from services.dispatch.routing import RoutingDecision, TicketFacts, route, route_for
+from services.dispatch.routing import RoutingDecision, TicketFacts, route_for
 from services.dispatch.rules import HandlingLine, HandlingMode, RuleSet
 from services.dispatch.staging import Staged, Writer, emit, new_row
 from services.dispatch.transitions import SYSTEM, record
@@ -284,6 +284,7 @@ async def route_tickets(
         routed.update((await session.execute(select(column).where(among))).scalars())
     org, active = await ctx.org.current(session)
     now = ctx.now()
+    memo = ctx.org.memo(org, active.rules)
     created: list[Dispatch] = []
     staged = Staged()
     for ticket in tickets:
@@ -293,7 +294,7 @@ async def route_tickets(
         if applied is not None:
             applied.append(str(ticket.event_id))
         facts = facts_for(ticket, org, ctx.profiles)
-        decision = route(facts, active.rules, org, explain=False)
+        decision = memo.route(facts)
         stored = new_row(
             staged,
             TicketRecord,

@@ -357,6 +357,72 @@ def route(
     )
 
 
+class RoutingMemo:
+    """Decisions of one rule set on one org chart, remembered by everything routing reads.
+
+    Routing reads a ticket's category, area, channel, flags, repeat count and default profile,
+    and its text only through the keyword conditions of the rules that could apply to its
+    category: a decision is a function of those, so a ticket whose values and keyword hits were
+    seen before gets the decision made then, with its own ticket id. A batch of a few hundred
+    tickets holds a few dozen such keys. Build one per org revision and rule set (``OrgCache``
+    does); decisions are routed without the explanation.
+    """
+
+    def __init__(self, rules: RuleSet, org: OrgChart, *, size: int = 4096) -> None:
+        self.rules, self.org = rules, org
+        self._size = size
+        self._decisions: dict[tuple[object, ...], RoutingDecision] = {}
+        self._keywords: dict[str, tuple[str, ...]] = {}
+
+    def _keywords_for(self, category: str) -> tuple[str, ...]:
+        """The keywords (normalised) of the rules whose category condition admits
+        ``category``: the only ones routing may look for in its text."""
+        found = self._keywords.get(category)
+        if found is None:
+            node = taxonomy.get(category)
+            kept: dict[str, None] = {}
+            for rule in self.rules.rules:
+                match = rule.match
+                if match.keywords is None:
+                    continue
+                if match.categories is not None and not any(
+                    c in (node.code, node.parent) for c in match.categories
+                ):
+                    continue
+                kept.update((_normalise(k), None) for k in match.keywords)
+            found = self._keywords[category] = tuple(kept)
+        return found
+
+    def route(self, facts: TicketFacts, *, exclude: Collection[str] = ()) -> RoutingDecision:
+        """``route(facts, rules, org, exclude=exclude, explain=False)``, from memory when a
+        ticket with the same values and keyword hits was routed before."""
+        keywords = self._keywords_for(facts.category)
+        hits: tuple[str, ...] = ()
+        if keywords:
+            text = _normalise(facts.text)
+            hits = tuple(k for k in keywords if k in text)
+        key = (
+            facts.category,
+            facts.area_code,
+            facts.channel,
+            facts.enterprise,
+            facts.urgency,
+            facts.repeat_count,
+            facts.default_profile,
+            tuple(sorted(set(exclude))),
+            hits,
+        )
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = route(facts, self.rules, self.org, exclude=exclude, explain=False)
+            if len(self._decisions) >= self._size:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        if decision.ticket_id == facts.ticket_id:
+            return decision
+        return decision.model_copy(update={"ticket_id": facts.ticket_id})
+
+
 # The channel of work nobody called about: evaluation's proposals (未诉先办).
 PROACTIVE_CHANNEL = "proactive"
 

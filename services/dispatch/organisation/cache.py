@@ -14,6 +14,7 @@ from services.dispatch.deadlines.profiles import ProfileSet
 from services.dispatch.models import MetaEntry, RuleSetRow
 from services.dispatch.organisation import store
 from services.dispatch.organisation.chart import OrgChart
+from services.dispatch.routing import RoutingMemo
 from services.dispatch.rules import RuleSet, load_rules
 
 
@@ -35,6 +36,15 @@ class OrgCache:
         self.profiles = profiles
         self._org: tuple[int, OrgChart] | None = None
         self._rules: ActiveRules | None = None
+        self._memo: RoutingMemo | None = None
+
+    def memo(self, org: OrgChart, rules: RuleSet) -> RoutingMemo:
+        """The routing memo of this chart and rule set: kept while both stay in force (a new
+        revision of either is a new object, and starts a new memo)."""
+        memo = self._memo
+        if memo is None or memo.org is not org or memo.rules is not rules:
+            memo = self._memo = RoutingMemo(rules, org)
+        return memo
 
     async def chart(self, session: AsyncSession) -> OrgChart:
         """The active org chart as the database holds it now."""

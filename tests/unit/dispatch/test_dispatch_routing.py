@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.dispatch.deadlines.profiles import default_profiles
 from services.dispatch.organisation.chart import default_org
 from services.dispatch.routing import (
     PROACTIVE_CHANNEL,
     RoutingDecision,
+    RoutingMemo,
     TicketFacts,
     route,
     route_for,
@@ -512,3 +517,60 @@ def test_a_decision_without_its_explanation_is_the_same_decision() -> None:
         quick = route(ticket, RULES, ORG, explain=False)
         assert quick.explanation == ()
         assert quick == explained.model_copy(update={"explanation": ()}), ticket
+
+
+_KEYWORDS = sorted({k for rule in RULES.rules for k in rule.match.keywords or ()})
+_CHANNELS = sorted(
+    {c for rule in RULES.rules for c in rule.match.channels or ()} | {"hotline-12345-phone"}
+)
+_FILLER = ["路灯不亮", "噪音扰民", "ＦＵＬＬ-width ", "法", "生活", "困 难", "\n", "院"]
+
+
+@st.composite
+def _memo_batch(draw: st.DrawFn) -> list[TicketFacts]:
+    """A batch as a fetch brings it: one or two values of each field routing reads (category,
+    area depth, a channel a rule names, flags, repeat count, profile) mixed ticket by ticket,
+    with texts mixing the rules' keywords (some split or full-width) into filler — tickets
+    often share all but their text and id, when the memo answers, and differ in one field."""
+
+    def few(values: list[Any]) -> Any:
+        return draw(st.lists(st.sampled_from(values), min_size=1, max_size=2, unique=True))
+
+    fields = {
+        "category": few([c.code for c in taxonomy.leaves()]),
+        "area_code": few([GRID, VILLAGE, TOWN, DISTRICT, FENGQIAO_VILLAGE, None]),
+        "channel": few(_CHANNELS),
+        "enterprise": few([False, True]),
+        "urgency": few(["normal", "urgent", "critical"]),
+        "repeat_count": few([0, 1, 2, 3]),
+        "default_profile": few([None, *sorted(RULES.profile_codes)]),
+    }
+    texts = st.lists(st.sampled_from(_KEYWORDS + _FILLER), max_size=5).map("".join)
+    return [
+        TicketFacts(
+            ticket_id=f"T-{n}",
+            text=draw(texts),
+            **{name: draw(st.sampled_from(values)) for name, values in fields.items()},
+        )
+        for n in range(draw(st.integers(1, 40)))
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tickets=_memo_batch(),
+    exclude=st.lists(st.sampled_from(sorted(ORG.departments)), max_size=3),
+    order=st.randoms(use_true_random=False),
+)
+def test_a_remembered_decision_is_the_decision_routing_makes(
+    tickets: list[TicketFacts], exclude: list[str], order: object
+) -> None:
+    # A batch routes through a memo keyed on what routing reads (the text only through the
+    # keywords): whatever the order and repetition, each answer must be what routing decides.
+    memo = RoutingMemo(RULES, ORG)
+    again = tickets + [t.model_copy(update={"ticket_id": f"{t.ticket_id}-b"}) for t in tickets]
+    order.shuffle(again)  # type: ignore[attr-defined]
+    for ticket in tickets + again:
+        for excluded in ((), exclude):
+            expected = route(ticket, RULES, ORG, exclude=excluded, explain=False)
+            assert memo.route(ticket, exclude=excluded) == expected, ticket
