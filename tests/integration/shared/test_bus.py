@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
@@ -260,10 +261,11 @@ async def driven_harness(broker: EmbeddedBroker, database: Database, prefix: str
 
 
 async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statement(
-    broker, database: Database, prefix: str
+    broker, database: Database, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PostgreSQL claims and marks a batch in one statement, committed after the send: a send
-    that fails leaves every row pending; a send that succeeds publishes them in id order."""
+    """PostgreSQL claims and marks a batch in one statement on the driver, committed after the
+    send: a send that fails leaves every row pending; a send that succeeds publishes them in id
+    order."""
     h = await driven_harness(broker, database, prefix)
     try:
         await h.emit(*(ticket(n) for n in range(1, 6)))
@@ -282,23 +284,35 @@ async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statemen
         statements: list[str] = []
 
         async def recorded(rows: Any) -> None:
-            sent.extend(r.id for r in rows)
+            sent.extend(r[0] for r in rows)
             await send(rows)
 
         def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             if not statement.startswith("BEGIN"):  # SQLite's own, on the connection
                 statements.append(statement)
 
+        fetch, driven = asyncpg.Connection.fetch, cast(list[str], [])
+
+        async def fetched(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            driven.append(query)  # the relay's own statements on the driver
+            return await fetch(conn, query, *args, **kwargs)
+
         h.relay._send = recorded  # type: ignore[method-assign]
+        monkeypatch.setattr(asyncpg.Connection, "fetch", fetched)
         sa_event.listen(h.engine.sync_engine, "before_cursor_execute", seen)
         try:
             assert await h.relay.publish_batch() == 5
         finally:
             sa_event.remove(h.engine.sync_engine, "before_cursor_execute", seen)
+            monkeypatch.undo()
         assert sent == sorted(sent) and len(sent) == 5
         assert await h.count(h.outbox_table, pending) == 0
         # The claim and the mark: one statement on PostgreSQL; a read and an update on SQLite.
-        assert len(statements) == (1 if database.kind == "postgres" else 2)
+        # On PostgreSQL straight on the driver: no SQLAlchemy execution at all.
+        if database.kind == "postgres":
+            assert statements == [] and len(driven) == 1 and driven[0].startswith("UPDATE")
+        else:
+            assert len(statements) == 2 and driven == []
         assert await h.relay.publish_batch() == 0
     finally:
         await h.stop()
