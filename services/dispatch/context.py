@@ -17,6 +17,7 @@ from services.dispatch.models import outbox_table
 from services.dispatch.organisation import store
 from services.dispatch.organisation.cache import OrgCache
 from services.dispatch.settings import DispatchSettings
+from shared import heap
 from shared.clock import Clock
 from shared.outbox import Outbox
 from shared.runtime import Runtime, ServiceContext
@@ -57,9 +58,11 @@ class DispatchContext(ServiceContext):
         self.deadlines.update_calendar_gauge()
 
     async def start(self) -> None:
-        """Load the packaged organisation and rules into an empty database."""
+        """Load the packaged organisation and rules into an empty database; settle the
+        collector before the first fetch (``shared.heap``)."""
         if self.settings.load_organisation_on_startup:
             async with self.sessions() as session, session.begin():
                 await store.load(
                     session, outbox=self.outbox, profiles=self.profiles, now=self.now()
                 )
+        heap.settle()

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from services.mediation.models import outbox_table
 from services.mediation.settings import MediationSettings
+from shared import heap
 from shared.clock import Clock
 from shared.outbox import Outbox
 from shared.runtime import Runtime, ServiceContext
@@ -66,6 +67,10 @@ class MediationContext(ServiceContext):
         """Register mediation's metrics on the running service's registry."""
         super().bind(runtime)
         self.metrics = MediationMetrics(runtime.metrics.registry)
+
+    async def start(self) -> None:
+        """Settle the collector before the first fetch (``shared.heap``)."""
+        heap.settle()
 
     def refused(self, rule: str) -> None:
         """Count a request a mediation rule refused."""

@@ -1,0 +1,44 @@
+"""The collector settings of the consumers that apply fetched batches."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from services.dispatch.context import DispatchContext
+from services.dispatch.settings import DispatchSettings
+from services.mediation.context import MediationContext
+from services.mediation.settings import MediationSettings
+from shared import heap
+
+
+@pytest.fixture
+def default_collector() -> Iterator[None]:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_settling_freezes_the_heap_and_collects_young_objects_less_often(
+    default_collector: None,
+) -> None:
+    heap.settle()
+    assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, 20, 20)
+    assert heap.YOUNG_THRESHOLD > 700
+    assert gc.get_freeze_count() > 0
+
+
+async def test_dispatch_and_mediation_settle_their_collector_when_they_start(
+    default_collector: None,
+) -> None:
+    dispatch = DispatchContext(DispatchSettings(load_organisation_on_startup=False))
+    await dispatch.start()
+    assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD
+    gc.set_threshold(700, 10, 10)
+    await MediationContext(MediationSettings()).start()
+    assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD
