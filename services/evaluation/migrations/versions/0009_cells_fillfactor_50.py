@@ -7,7 +7,7 @@ updates that are not heap-only, each adding an entry to every index of ``eval_ce
 the updates in the apply benchmark; 10 % at 50 %, 0.4 % at 40 %). New pages are now filled to
 50 %. No page is rewritten: existing pages keep their fill until the table is rewritten (a
 rebuild, ``VACUUM FULL``), so the migration is instant on a table of any size. A rebuilt table
-takes about 1.4 times the pages it took at 70 %. SQLite has no such setting.
+takes more pages (4.3 against 3.5 GB for the cells of 10 M facts). SQLite has no such setting.
 
 Revision ID: 0009_fill50
 Revises: 0008_indexes
