@@ -408,7 +408,7 @@ def _pss_kb(pid: int) -> int:
 
 
 async def time_apply(
-    settings: EvaluationSettings, n_events: int, *, pipelined: bool = True
+    settings: EvaluationSettings, n_events: int, *, pipelined: bool = True, seed: int = 2
 ) -> dict[str, Any]:
     """The live path as the inbox consumer drives it: fetches of 500 handed to evaluation's
     batch handler, pipelined (the next fetch staged while the one before is written and
@@ -417,7 +417,7 @@ async def time_apply(
     different tickets and every event costs a refold of its ticket: the worst case for
     batching, and what a steady stream looks like."""
     per_ticket = 6
-    tickets = ticket_events(n_events // per_ticket, seed=2)
+    tickets = ticket_events(n_events // per_ticket, seed=seed)
     events = [tickets[k] for s in range(per_ticket) for k in range(s, len(tickets), per_ticket)]
     engine = db.create_engine(settings)
     backends = backend_pids(engine)
@@ -527,6 +527,12 @@ async def main() -> None:
         "--apply-serial", action="store_true", help="apply one fetch after the other (no overlap)"
     )
     parser.add_argument(
+        "--apply-seed",
+        type=int,
+        default=2,
+        help="the apply's tickets (another seed, other tickets: runs beside a --reuse schema)",
+    )
+    parser.add_argument(
         "--postgres", default=os.environ.get("FENGQIAO_TEST_POSTGRES_URL", DEFAULT_PG)
     )
     parser.add_argument(
@@ -558,7 +564,7 @@ async def main() -> None:
         if args.apply_events:
             print(f"apply {args.apply_events:,} events", flush=True)
             results["apply"] = await time_apply(
-                settings, args.apply_events, pipelined=not args.apply_serial
+                settings, args.apply_events, pipelined=not args.apply_serial, seed=args.apply_seed
             )
         if args.rebuild_events:
             print(f"rebuild {args.rebuild_events:,} events", flush=True)

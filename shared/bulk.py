@@ -12,13 +12,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from functools import cache, lru_cache
 from typing import Any
 
 import orjson
 from pydantic_core import PydanticUndefined
-from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, select, text, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import SQLModel
@@ -384,10 +395,15 @@ def _update_sql(table: Table, key: str, add: tuple[str, ...], used: tuple[str, .
     """``add_sparse``'s first step for one table and set of changed columns (built once): the
     ``used`` counters added to the rows whose key exists; answers (key, False) for each key
     not found and (key, True) for each row now all zeros."""
+    return text(f"WITH {_update_parts(table, key, add, used)}")
+
+
+def _update_parts(table: Table, key: str, add: tuple[str, ...], used: tuple[str, ...]) -> str:
+    """``_update_sql`` after its ``WITH``: the parts ``r`` and ``moved`` and the answer."""
     sets = ", ".join(f'"{n}" = t."{n}" + coalesce(r."{n}", 0)' for n in used)
     update = f'UPDATE "{table.name}" AS t SET {sets} FROM r WHERE t."{key}" = r."{key}"'
-    return text(
-        f"WITH r AS (SELECT * FROM {_record_set(table, (key, *used))}), "
+    return (
+        f"r AS (SELECT * FROM {_record_set(table, (key, *used))}), "
         f"moved AS ({update} {_keys_emptied(key, add)}) "
         f'SELECT r."{key}", false FROM r WHERE NOT EXISTS (SELECT FROM moved WHERE k = r."{key}") '
         "UNION ALL SELECT k, true FROM moved WHERE empty"
@@ -403,7 +419,12 @@ def _keys_emptied(key: str, add: Sequence[str]) -> str:
 
 @lru_cache(maxsize=256)
 def _sparse_sql(
-    table: Table, key: str, add: tuple[str, ...], used: tuple[str, ...], blank: tuple[str, ...]
+    table: Table,
+    key: str,
+    add: tuple[str, ...],
+    used: tuple[str, ...],
+    blank: tuple[str, ...],
+    deleting: bool = False,
 ) -> Any:
     """``add_sparse``'s statement for one table and set of changed columns (built once): the
     document is read as ``json`` (parsed as it is read; ``jsonb`` would build a binary copy
@@ -426,8 +447,157 @@ def _sparse_sql(
 
     sets = ", ".join(f'"{n}" = t."{n}" + EXCLUDED."{n}"' for n in used)
     insert = f'INSERT INTO "{table.name}" AS t ({quoted}) SELECT {", ".join(map(pick, names))}'
+    # ``deleting``: in the same statement the rows of keys ``:gone`` (emptied by the update
+    # before; never among the keys inserted here, which that update did not find).
+    key_type = table.c[key].type.compile(dialect=_PG)
+    gone = (
+        f'gone AS (DELETE FROM "{table.name}" WHERE "{key}" = ANY(CAST(:gone AS {key_type}[]))), '
+        if deleting
+        else ""
+    )
     return text(
-        f"WITH moved AS ({insert} FROM {_record_set(table, names)} "
+        f"WITH {gone}moved AS ({insert} FROM {_record_set(table, names)} "
         f'ON CONFLICT ("{key}") DO UPDATE SET {sets} {_keys_emptied(key, add)}) '
         "SELECT k FROM moved WHERE empty"
     )
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """An ``upsert`` made ready before it is sent (``ready_upsert``): on PostgreSQL its rows are
+    already the JSON document its statement reads."""
+
+    table: Table
+    rows: Sequence[dict[str, Any]]
+    key: tuple[str, ...]
+    on_conflict: OnConflict
+    document: str | None
+
+
+def ready_upsert(
+    session: AsyncSession | AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: Sequence[str],
+    on_conflict: OnConflict,
+) -> Upsert:
+    """``upsert(…, document=True)`` made ready to send with others (``write_ready``): the rows
+    serialised now, where the caller has time (a fetch staged while the one before commits),
+    rather than while the statement is waited for."""
+    document = orjson.dumps(rows).decode() if _dialect(session) == "postgresql" else None
+    return Upsert(table, rows, tuple(key), on_conflict, document)
+
+
+@dataclass(frozen=True)
+class SparseAdd:
+    """An ``add_sparse`` made ready before it is sent (``ready_add_sparse``); a row whose ``add``
+    columns end all zero is deleted."""
+
+    table: Table
+    rows: Sequence[dict[str, Any]]
+    key: str
+    add: tuple[str, ...]
+    blank: tuple[str, ...]
+    names: Callable[[Any], Mapping[str, Any]]
+    used: tuple[str, ...]  # the ``add`` columns some row changes
+    document: str | None
+
+
+def ready_add_sparse(
+    session: AsyncSession | AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: str,
+    add: Sequence[str],
+    blank: Sequence[str],
+    names: Callable[[Any], Mapping[str, Any]],
+) -> SparseAdd:
+    """``add_sparse`` (rows of the key and the changes, ``names`` for the rest) made ready to
+    send with others (``write_ready``), its document serialised now; rows left all zeros are
+    deleted."""
+    changed = frozenset().union(*rows)
+    used = tuple(name for name in add if name in changed)
+    document = orjson.dumps(rows).decode() if _dialect(session) == "postgresql" else None
+    return SparseAdd(table, rows, key, tuple(add), tuple(blank), names, used, document)
+
+
+async def write_ready(
+    session: AsyncSession | AsyncConnection,
+    upserts: Sequence[Upsert],
+    adds: SparseAdd | None = None,
+) -> None:
+    """Send made-ready writes. On PostgreSQL in one statement (each write one part of a ``WITH``:
+    they touch different tables), then, only if ``adds`` found keys it must insert or rows it
+    emptied, one more for those; elsewhere one statement a write, as ``upsert`` and
+    ``add_sparse`` do. Each round trip is waited for by the commit that follows."""
+    upserts = [u for u in upserts if u.rows]
+    if adds is not None and not adds.rows:
+        adds = None
+    if _dialect(session) != "postgresql":
+        for u in upserts:
+            await upsert(session, u.table, u.rows, key=u.key, on_conflict=u.on_conflict)
+        if adds is not None:
+            keys = await add_sparse(
+                session,
+                adds.table,
+                adds.rows,
+                key=adds.key,
+                add=adds.add,
+                blank=adds.blank,
+                names=adds.names,
+            )
+            await _delete(session, adds, keys)
+        return
+    if not upserts and adds is None:
+        return
+    shapes = tuple((u.table, tuple(u.rows[0]), u.key, u.on_conflict) for u in upserts)
+    spec = None if adds is None else (adds.table, adds.key, adds.add, adds.used)
+    params = {f"d{i}": u.document for i, u in enumerate(upserts)}
+    if adds is not None:
+        params["rows"] = adds.document
+    result = await session.execute(_together_sql(shapes, spec), params)
+    if adds is None:
+        return
+    missing: set[Any] = set()
+    emptied: list[Any] = []
+    for found, empty in result:
+        if empty:
+            emptied.append(found)
+        else:
+            missing.add(found)
+    if missing:
+        key = adds.key
+        new = [{**adds.names(row[key]), **row} for row in adds.rows if row[key] in missing]
+        statement = _sparse_sql(adds.table, adds.key, adds.add, adds.used, adds.blank, True)
+        found = await session.execute(
+            statement, {"rows": orjson.dumps(new).decode(), "gone": emptied}
+        )
+        emptied = list(found.scalars())  # a row another transaction inserted meanwhile
+    await _delete(session, adds, emptied)
+
+
+async def _delete(
+    session: AsyncSession | AsyncConnection, adds: SparseAdd, keys: Sequence[Any]
+) -> None:
+    column = adds.table.c[adds.key]
+    for condition in among(session, column, keys):
+        await session.execute(delete(adds.table).where(condition))
+
+
+@lru_cache(maxsize=256)
+def _together_sql(
+    shapes: tuple[tuple[Table, tuple[str, ...], tuple[str, ...], OnConflict], ...],
+    adds: tuple[Table, str, tuple[str, ...], tuple[str, ...]] | None,
+) -> Any:
+    """``write_ready``'s statement (built once a shape): each upsert a ``WITH`` part reading its
+    document ``:d<i>``; the sparse update, if any, last, answering as ``_update_sql`` does."""
+    parts = []
+    for i, (table, columns, keys, how) in enumerate(shapes):
+        sql = _unnest_sql(table, columns, keys, how, (), None, True)[0].text
+        parts.append(f"w{i} AS ({sql.replace(':rows', f':d{i}')})")
+    if adds is None:
+        return text(f"WITH {', '.join(parts)} SELECT")
+    cells, key, add, used = adds
+    return text(f"WITH {''.join(p + ', ' for p in parts)}{_update_parts(cells, key, add, used)}")

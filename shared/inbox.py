@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +69,11 @@ class Stage(Protocol):
     def carry(self) -> Any:
         """What the next fetch, staged while this one's writes are in flight, must be given
         in place of the database (which shows none of it until this one commits)."""
+
+    @property
+    def applied(self) -> Sequence[str]:
+        """The ids of the events ``write`` applies (known once staged: the consumer writes
+        their inbox rows then, in the same transaction, rather than after the writes)."""
 
     async def write(self, session: AsyncSession) -> Any:
         """Send the writes through ``session`` (the one it was staged on; not committed).
@@ -269,26 +274,25 @@ class _Fetch:
     fresh: list[_Todo]
     duplicates: list[Event]
 
-    def record_inbox(
-        self, consumer: InboxConsumer
-    ) -> Callable[[AsyncSession, Any], Awaitable[None]]:
-        """The inbox rows of the events the handler applied, in its transaction."""
-
-        async def write(session: AsyncSession, applied_ids: Any) -> None:
-            ids = set(applied_ids)
-            await bulk.upsert(
-                session,
-                consumer._inbox,
-                [
-                    consumer._inbox_row(r, str(e.event_id), e.event_type, "applied")
-                    for r, e, _ in self.fresh
-                    if str(e.event_id) in ids
-                ],
-                key=["consumer", "event_id"],
-                on_conflict=bulk.OnConflict.NOTHING,
-            )
-
-        return write
+    async def record_inbox(
+        self, consumer: InboxConsumer, session: AsyncSession, applied_ids: Iterable[str]
+    ) -> None:
+        """The inbox rows of the events the handler applies, in its transaction: written while
+        the fetch is staged (the fetch before may still be in flight; their event ids differ,
+        as the carry keeps the one's events out of the other), off the path its commit waits
+        on."""
+        ids = set(applied_ids)
+        await bulk.upsert(
+            session,
+            consumer._inbox,
+            [
+                consumer._inbox_row(r, str(e.event_id), e.event_type, "applied")
+                for r, e, _ in self.fresh
+                if str(e.event_id) in ids
+            ],
+            key=["consumer", "event_id"],
+            on_conflict=bulk.OnConflict.NOTHING,
+        )
 
 
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open")
@@ -466,10 +470,17 @@ class InboxConsumer:
                         await self._apply_serially(consumer, batches, epoch)
                     continue
                 fresh, duplicates = _unique(plan)
+                flight = _Fetch(batches, assignment, plan, fresh, duplicates)
                 staged: tuple[AsyncSession, Stage] | None = None
                 try:
                     staged = await pipe.stage(handler, [e for _, e, _ in fresh])
-                except Exception as exc:
+                    await flight.record_inbox(self, staged[0], staged[1].applied)
+                except BaseException as exc:
+                    if staged is not None:
+                        await pipe.discard(staged)
+                        staged = None
+                    if not isinstance(exc, Exception):
+                        raise
                     log.info("consumer %s: fetch not staged (%r)", self.name, exc)
                 try:
                     settled = await self._settle(consumer, pipe, epoch, refetch=batches)
@@ -484,8 +495,7 @@ class InboxConsumer:
                 if staged is None:
                     await self._apply_serially(consumer, batches, epoch)
                     continue
-                flight = _Fetch(batches, assignment, plan, fresh, duplicates)
-                pipe.launch(staged, then=flight.record_inbox(self), context=flight)
+                pipe.launch(staged, context=flight)
             await self._settle(consumer, pipe, epoch, refetch={})
         finally:
             await pipe.close()

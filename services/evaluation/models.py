@@ -264,9 +264,9 @@ cells_table = Table(
         postgresql_where=text("grain = 'month_place'"),
         sqlite_where=text("grain = 'month_place'"),
     ),
-    # Room on each page for a cell's next version: a move is then a heap-only update that
-    # touches none of the indexes above (migration 0006_apply).
-    postgresql_with={"fillfactor": 70},
+    # Room on each page for its cells' next versions: a move is then a heap-only update that
+    # touches none of the indexes above (migrations 0006_apply, 0009_fill50).
+    postgresql_with={"fillfactor": 50},
 )
 
 proposals_table = Table(

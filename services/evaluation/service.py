@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -80,35 +80,20 @@ class Carry:
 
 @dataclass
 class Staged:
-    """A batch read and folded, its writes not yet sent (``write``)."""
+    """A batch read and folded, its writes made ready (their documents serialised while the
+    batch before is being written) but not yet sent (``write``)."""
 
     applied: list[str]
     carry: Carry
-    # The facts' rows, dumped when staged (not while the batch before is being written).
-    tickets: list[dict[str, Any]] = field(default_factory=list)
-    dispatches: list[dict[str, Any]] = field(default_factory=list)
-    cases: list[dict[str, Any]] = field(default_factory=list)
-    contributions: list[dict[str, Any]] = field(default_factory=list)
-    moves: cells.Moves | None = None
+    # The facts and contributions (upserts) and the cell moves, ready to send.
+    upserts: list[bulk.Upsert] = field(default_factory=list)
+    adds: bulk.SparseAdd | None = None
 
     async def write(self, session: AsyncSession) -> list[str]:
-        """Send the batch's writes (facts, cells, contributions) through ``session``; returns
+        """Send the batch's writes (facts, cells, contributions) through ``session``: on
+        PostgreSQL one statement, and one more only when cells are created or emptied. Returns
         the ids of the events applied."""
-        if not self.contributions:
-            return self.applied  # nothing refolded: every event was folded already
-        await upsert(session, TicketFact, self.tickets)
-        await upsert(session, DispatchFact, self.dispatches)
-        await upsert(session, CaseFact, self.cases)
-        if self.moves is not None:
-            await apply_delta(session=session, moves=self.moves)
-        await bulk.upsert(
-            session,
-            contributions_table,
-            self.contributions,
-            key=["fact_key"],
-            on_conflict=OnConflict.REPLACE,
-            document=True,
-        )
+        await bulk.write_ready(session, self.upserts, self.adds)
         return self.applied
 
 
@@ -263,75 +248,40 @@ async def refold(
     carry = carry or NO_CARRY
     keys = list(keys)
     ledgers = await ledger_events_of(session, keys, in_hand, carry.ledgers)
-    staged = Staged(applied=[], carry=NO_CARRY)
+    tickets: list[dict[str, Any]] = []
+    dispatches: list[dict[str, Any]] = []
+    cases: list[dict[str, Any]] = []
     parts: dict[str, list[cells.Part]] = {}
     for n, key in enumerate(keys, 1):
         events = ledgers.get(key, [])
         if key.startswith(CASE):
             case_fact = fold_case(key[len(CASE) :], events)
-            staged.cases.append(case_fact.model_dump())
+            cases.append(case_fact.model_dump())
             parts[key] = cells.case_parts(case_fact)
         else:
             fold = fold_ticket(key[len(TICKET) :], events, calendar=calendar)
-            staged.tickets.append(fold.draft.model_dump())
-            staged.dispatches.extend(d.model_dump() for d in fold.dispatch_drafts)
+            tickets.append(fold.draft.model_dump())
+            dispatches.extend(d.model_dump() for d in fold.dispatch_drafts)
             parts[key] = cells.ticket_parts(fold)
         if n % YIELD_EVERY == 0:
             # Pipelined, the batch before is being written: let it send its next statement.
             await asyncio.sleep(0)
-    staged.moves = await cell_moves(session=session, parts=parts, carried=carry.parts)
-    staged.contributions = [{"fact_key": k, "cells": cells.stored(parts[k])} for k in keys]
-    staged.carry = Carry(
-        ledgers={k: ledgers.get(k, []) for k in keys}, parts=parts, applied=frozenset()
-    )
-    return staged
-
-
-async def upsert(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Write facts whole (``model_dump``'s rows), inserted or replaced, in one statement (no
-    read first)."""
-    table = model.__table__
-    (key,) = (c.name for c in table.primary_key.columns)
-    await bulk.upsert(
-        session,
-        table,
-        rows,
-        key=[key],
-        on_conflict=OnConflict.REPLACE,
-        document=True,
-    )
-
-
-async def cell_moves(
-    *,
-    session: AsyncSession,
-    parts: Mapping[str, Sequence[cells.Part]],
-    carried: Mapping[str, Sequence[cells.Part]] | None = None,
-) -> cells.Moves:
-    """How the cells move when each fact's old contribution is taken away and its new one
-    added: the differences of all the facts summed per finest cell and spread over the grains
-    once, each cell that moves with only the counters that change. A fact's old contribution
-    is the stored one, or ``carried``'s (a batch still being written) where it has one."""
-    carried = carried or {}
-    keys = list(parts)
-    c = contributions_table.c
-    delta: cells.Delta = {}
-    stored_keys = [k for k in keys if k not in carried]
-    for among in bulk.among(session, c.fact_key, stored_keys):
-        for _, stored in await session.execute(select(c.fact_key, c.cells).where(among)):
-            cells.add_parts(delta, cells.from_stored_parts(stored or ()), -1)
-    for key in keys:
-        if key in carried:
-            cells.add_parts(delta, carried[key], -1)
-        cells.add_parts(delta, parts[key], 1)
-    return cells.moves(delta)
-
-
-async def apply_delta(*, session: AsyncSession, moves: cells.Moves) -> None:
-    """Add sparse counter differences (``cells.moves``) to the cells, creating the new ones
-    (their grain, period and dimensions named only for those); a cell left all zeros is
-    dropped, so the cells are exactly those a rebuild writes."""
-    emptied = await bulk.add_sparse(
+    moves, unchanged = await cell_moves(session=session, parts=parts, carried=carry.parts)
+    await asyncio.sleep(0)
+    contributions = [
+        {"fact_key": k, "cells": cells.stored(parts[k])} for k in keys if k not in unchanged
+    ]
+    replace = OnConflict.REPLACE
+    upserts = [
+        _ready_facts(session, TicketFact, tickets),
+        _ready_facts(session, DispatchFact, dispatches),
+        _ready_facts(session, CaseFact, cases),
+        bulk.ready_upsert(
+            session, contributions_table, contributions, key=["fact_key"], on_conflict=replace
+        ),
+    ]
+    await asyncio.sleep(0)
+    adds = bulk.ready_add_sparse(
         session,
         cells_table,
         list(moves.changes.values()),
@@ -340,8 +290,50 @@ async def apply_delta(*, session: AsyncSession, moves: cells.Moves) -> None:
         blank=DIMENSIONS,
         names=moves.names,
     )
-    for among in bulk.among(session, cells_table.c.cell_key, emptied):
-        await session.execute(delete(cells_table).where(among))
+    carried = Carry(ledgers={k: ledgers.get(k, []) for k in keys}, parts=parts, applied=frozenset())
+    return Staged(applied=[], carry=carried, upserts=upserts, adds=adds)
+
+
+def _ready_facts(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]]) -> bulk.Upsert:
+    """Facts written whole (``model_dump``'s rows), inserted or replaced (no read first)."""
+    table = model.__table__
+    (key,) = (c.name for c in table.primary_key.columns)
+    return bulk.ready_upsert(session, table, rows, key=[key], on_conflict=OnConflict.REPLACE)
+
+
+async def cell_moves(
+    *,
+    session: AsyncSession,
+    parts: Mapping[str, Sequence[cells.Part]],
+    carried: Mapping[str, Sequence[cells.Part]] | None = None,
+) -> tuple[cells.Moves, set[str]]:
+    """How the cells move when each fact's old contribution is taken away and its new one
+    added: the differences of all the facts summed per finest cell and spread over the grains
+    once, each cell that moves with only the counters that change. A fact's old contribution
+    is the stored one, or ``carried``'s (a batch still being written) where it has one. Also
+    the facts whose contribution is as it was (nothing of theirs to move or store again)."""
+    carried = carried or {}
+    keys = list(parts)
+    c = contributions_table.c
+    delta: cells.Delta = {}
+    unchanged: set[str] = set()
+    stored: dict[str, Any] = {}
+    for among in bulk.among(session, c.fact_key, [k for k in keys if k not in carried]):
+        rows = await session.execute(select(c.fact_key, c.cells).where(among))
+        stored.update((key, value) for key, value in rows)
+    for key in keys:
+        if key in carried:
+            if list(carried[key]) == list(parts[key]):
+                unchanged.add(key)
+                continue
+            cells.add_parts(delta, carried[key], -1)
+        elif key in stored:
+            if stored[key] == cells.stored(parts[key]):
+                unchanged.add(key)
+                continue
+            cells.add_parts(delta, cells.from_stored_parts(stored[key] or ()), -1)
+        cells.add_parts(delta, parts[key], 1)
+    return cells.moves(delta), unchanged
 
 
 async def summary(*, session: AsyncSession) -> Summary:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import delete, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from fengqiao import registry
@@ -255,3 +256,65 @@ async def test_a_batch_whose_commit_fails_is_redone_and_the_next_staged_again(
     assert expected["ticket_facts"] and expected["eval_cells"]
     for name, rows in expected.items():
         assert got[name] == rows, name
+
+
+@asynccontextmanager
+async def _statements(engine: AsyncEngine) -> AsyncIterator[list[str]]:
+    """The statements sent through ``engine`` while in the block."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_batch_s_writes_go_as_one_statement_and_one_more_for_new_or_emptied_cells(
+    database: Database,
+) -> None:
+    """On PostgreSQL the facts, contributions and stored cells of a staged batch are written by
+    one statement, and the cells it must create or emptied by at most one more: each round trip
+    is waited for by the commit the next batch waits for."""
+    if database.kind != "postgres":
+        pytest.skip("one statement a write on PostgreSQL; SQLite writes table by table")
+    events = sorted(committee_events("ONE"), key=lambda e: e.occurred_at)
+    async with _evaluation(database, "evaluation_one") as evaluation:
+        counts = []
+        for start in range(0, len(events), 13):
+            async with evaluation.sessions() as session, session.begin():
+                staged = await _stage_of(evaluation, events[start : start + 13], session)
+                async with _statements(evaluation.engine) as sent:
+                    await staged.write(session)
+                counts.append(len(sent))
+    assert counts and all(1 <= n <= 2 for n in counts), counts
+
+
+async def _stage_of(evaluation: _Apply, events: list[Any], session: AsyncSession) -> Any:
+    assert evaluation.staging.stage is not None
+    return await evaluation.staging.stage(events, session=session, carry=None)
+
+
+async def test_a_fact_refolded_to_the_same_contribution_is_not_written_again(
+    database: Database,
+) -> None:
+    """An event delivered again under a new id (a replay) refolds its ticket to the same
+    contribution: nothing of it moves, and its stored contribution is not rewritten."""
+    events = sorted(committee_events("SAME"), key=lambda e: e.occurred_at)
+    async with _evaluation(database, "evaluation_same") as evaluation:
+        await evaluation.batch(events)
+        before = await dump(evaluation.engine)
+        replay = events[0].model_copy(update={"event_id": uuid.uuid4()})
+        async with evaluation.sessions() as session, session.begin():
+            staged = await _stage_of(evaluation, [replay], session)
+            async with _statements(evaluation.engine) as sent:
+                await staged.write(session)
+        after = await dump(evaluation.engine)
+    assert staged.applied == [str(replay.event_id)]
+    assert not [s for s in sent if "eval_contributions" in s], sent
+    assert not [s for s in sent if "eval_cells" in s], sent
+    for name in ("eval_contributions", "eval_cells", "ticket_facts"):
+        assert after[name] == before[name], name

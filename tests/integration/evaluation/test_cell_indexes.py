@@ -164,3 +164,45 @@ async def test_received_moves_off_the_hot_spot_grains_are_heap_only(database: Da
     finally:
         await engine.dispose()
     assert spots == {"day_coarse": 0, "month_town": 0, "month_place": 3, "month_category": 3}
+
+
+@pytest.mark.postgres
+async def test_cells_created_together_and_moved_together_are_moved_heap_only(
+    database: Database,
+) -> None:
+    """A fetch creates cells side by side on the same pages, and a later fetch of the same
+    tickets moves them all in one statement: each page keeps room for every one of its cells'
+    new versions (``fillfactor`` 50), so none of those moves touches an index."""
+    if database.kind != "postgres":
+        pytest.skip("heap-only updates and fillfactor are PostgreSQL's")
+    engine = await _migrated(database, "evaluation_fill")
+    blank = dict.fromkeys(DIMENSIONS, "")
+    counted = dict.fromkeys(CELL_COLUMNS, 1)
+    rows = [
+        {
+            "cell_key": f"k{n:04d}",
+            "grain": "day",
+            "period_start": date(2026, 5, 1),
+            **blank,
+            "grid_code": f"G{n:04d}",
+            **counted,
+        }
+        for n in range(400)
+    ]
+    received = cells_table.c.received
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(cells_table.insert(), rows)
+        async with engine.begin() as conn:
+            moved = await conn.execute(cells_table.update().values(received=received + 1))
+            hot = await conn.scalar(
+                text("SELECT pg_stat_get_xact_tuples_hot_updated('eval_cells'::regclass)")
+            )
+            fill = await conn.scalar(
+                text("SELECT reloptions FROM pg_class WHERE oid = 'eval_cells'::regclass")
+            )
+    finally:
+        await engine.dispose()
+    assert fill == ["fillfactor=50"]
+    assert moved.rowcount == len(rows)
+    assert hot == len(rows)

@@ -662,6 +662,8 @@ class _Tallied:
         self.fail_at = fail_at
         self.writes = 0
         self.carried: list[frozenset[str]] = []
+        # per write: (events it applies, how many of their inbox rows its transaction held)
+        self.inbox_at_write: list[tuple[int, int]] = []
 
     async def create(self) -> None:
         async with self.harness.engine.begin() as conn:
@@ -699,6 +701,9 @@ class _TallyStage:
 
     async def write(self, session) -> list[str]:
         t = self.tallied
+        inbox = t.harness.inbox_table
+        held = await session.scalar(select(func.count()).where(inbox.c.event_id.in_(self.applied)))
+        t.inbox_at_write.append((len(self.applied), int(held or 0)))
         await session.execute(update(t.total).values(n=t.total.c.n + len(self.applied)))
         t.writes += 1
         if t.writes == t.fail_at:
@@ -735,6 +740,8 @@ async def test_a_staging_handler_s_fetches_are_pipelined_and_a_failed_one_redone
     if database.kind == "postgres":
         assert tallied.carried, "a fetch was staged while the one before was in flight"
         assert "fetch not committed" in caplog.text  # redone by the pipeline, not a fallback
+        # pipelined, a fetch's inbox rows are written as it is staged, before its writes
+        assert any(n and held == n for n, held in tallied.inbox_at_write), tallied.inbox_at_write
     else:
         assert not tallied.carried
 
