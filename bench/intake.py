@@ -174,12 +174,14 @@ def demo_places() -> list[str]:
     return places
 
 
-def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
+def batch_template(path: Path, rows: int, *, seed: int = 12345, places: int | None = None) -> None:
     """A CSV batch file in the grid patrol log's columns: real addresses of the demo city (so
     grids resolve), varied texts, categories given, a distinct citizen per row. Each data line
-    starts with the row's part of the external id; wrk prepends a per-request prefix."""
+    starts with the row's part of the external id; wrk prepends a per-request prefix.
+    ``places``: the rows spread over the first this many addresses only (1: a patrol's log of
+    its own grid), instead of all of them."""
     rng = random.Random(seed)
-    places = demo_places()
+    addresses = demo_places()[:places]
     names = ["张", "王", "李", "赵", "陈", "刘", "杨", "黄", "周", "吴"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -188,7 +190,7 @@ def batch_template(path: Path, rows: int, *, seed: int = 12345) -> None:
     )
     for i in range(rows):
         code, title, text = rng.choice(PROBLEMS)
-        place = rng.choice(places)
+        place = rng.choice(addresses)
         writer.writerow(
             [
                 f"{i:05d}",

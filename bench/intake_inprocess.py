@@ -2,7 +2,7 @@
 neighbours on a shared machine do to a wrk run's rate.
 
     python -m bench.intake_inprocess [--case app|accept|batch] [--count 6000] [--files 16]
-                                     [--postgres URL | --sqlite] [--broker]
+                                     [--postgres URL | --sqlite] [--broker] [--places N]
 
 Cases: ``app`` calls the whole ASGI app (middlewares, routing, the route, the pipeline, the
 commit) for ``POST /tickets`` from 64 concurrent tasks, with ``--ceiling`` the bare ceiling app
@@ -220,7 +220,7 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
             channel = get_channel(BATCH_CHANNEL)
             with tempfile.TemporaryDirectory() as tmp:
                 template = Path(tmp) / "batch.csv"
-                batch_template(template, 1000)
+                batch_template(template, 1000, places=args.places)
                 header, *lines = template.read_text(encoding="utf-8").splitlines()
 
             async def one() -> None:
@@ -254,6 +254,12 @@ def main() -> None:
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
+    parser.add_argument(
+        "--places",
+        type=int,
+        default=None,
+        help="batch: the file's rows at this many addresses (1: one grid's patrol log)",
+    )
     parser.add_argument(
         "--schema-prefix", default="inproc", help="the prefix of the scratch schema's name"
     )

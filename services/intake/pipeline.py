@@ -33,6 +33,7 @@ from services.intake.repeat_lookup import (
     NOT_A_REPEAT,
     CandidateLoader,
     Earlier,
+    EarlierInUnit,
     Verdict,
     decide,
     keys_of,
@@ -65,6 +66,7 @@ class _Pending:
     appeal: repeats.Appeal | None = None
     earlier: Earlier | None = None  # how later appeals of its unit will see this one
     packed: bytes = b""  # its shingles as stored
+    grams: list[int] | None = None  # its shingles, sorted
 
 
 _EVENTS = TypeAdapter(list[TicketReceived])
@@ -264,7 +266,8 @@ class Pipeline:
                 out.append(None)
                 continue
             p.packed = found.astype("<u4", copy=False).tobytes()
-            out.append((text, frozenset(found.tolist())))
+            p.grams = found.tolist()
+            out.append((text, frozenset(p.grams)))
         return out
 
     def _appeal(self, p: _Pending, text_shingles: tuple[str, frozenset[int]]) -> repeats.Appeal:
@@ -315,22 +318,27 @@ class Pipeline:
         if not self._detect_repeats:
             return {p.index: NOT_A_REPEAT for p in members}
         # A row sharing several keys with an earlier one (citizen, grid, address) is one
-        # candidate.
-        local: dict[tuple[str, str], list[Earlier]] = {}
+        # candidate; a stored ticket is taken as loaded.
+        in_unit, grams = None, {}
+        if len(members) > 1:
+            grams = {
+                p.index: p.grams if p.grams is not None else sorted(p.appeal.shingles)
+                for p in members
+                if p.appeal is not None
+            }
+            in_unit = EarlierInUnit(self.policy, list(grams.values()))
         verdicts: dict[int, Verdict] = {}
         for p in sorted(members, key=lambda q: (q.normalized.received_at, q.index)):
             appeal = p.appeal
             assert appeal is not None
             keys = keys_of(appeal)
             candidates = stored.get(p.index, [])
-            nearby = [e for key in keys for e in local.get(key, ())]
-            if nearby:
-                known = {e.appeal.ticket_id for e in candidates}
-                candidates = list(candidates)
-                for e in nearby:
-                    if e.appeal.ticket_id not in known:
-                        known.add(e.appeal.ticket_id)
-                        candidates.append(e)
+            if in_unit is not None:
+                nearby = in_unit.candidates(keys, p.ticket_id, grams[p.index])
+                if nearby:
+                    for e in candidates:
+                        nearby.pop(e.appeal.ticket_id, None)  # type: ignore[arg-type]
+                    candidates = [*candidates, *nearby.values()]
             verdict = decide(appeal, candidates, self.policy)
             verdicts[p.index] = verdict
             p.earlier = Earlier(
@@ -348,9 +356,8 @@ class Pipeline:
                 ),
                 verdict.repeat_count,
             )
-            if len(members) > 1:
-                for key in keys:
-                    local.setdefault(key, []).append(p.earlier)
+            if in_unit is not None:
+                in_unit.add(keys, p.earlier, grams[p.index])
         return verdicts
 
     def _build(

@@ -15,10 +15,11 @@ nine earlier ones even though only the latest few are compared.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from array import array
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -31,6 +32,7 @@ from services.intake import repeats
 from shared.db import AwareDateTime
 
 _KEY_COLUMNS = ("citizen_hash", "grid_code", "address_key")
+Key = tuple[str, str]  # (key column, value)
 _COLUMNS = (
     "ticket_id, received_at, citizen_hash, grid_code, address_key, longitude, latitude, "
     "repeat_of, repeat_count"
@@ -80,7 +82,7 @@ class Verdict:
 NOT_A_REPEAT = Verdict()
 
 
-def keys_of(appeal: repeats.Appeal) -> tuple[tuple[str, str], ...]:
+def keys_of(appeal: repeats.Appeal) -> tuple[Key, ...]:
     """The (column, value) pairs an appeal's candidates are found by."""
     keys = []
     if appeal.citizen_hash:
@@ -148,6 +150,110 @@ def decide(
         repeat_count=max(len(found), chain),
         reason=reason,
     )
+
+
+# A grid's or an address's earlier rows in a unit are candidates as they are up to this many;
+# from then on they are found through their texts' prefix grams.
+INDEX_FROM = 32
+
+
+class EarlierInUnit:
+    """The appeals of one unit judged so far (a batch file's earlier rows), as candidates for
+    the next: every one sharing a key with it, less — once a grid or an address holds
+    ``INDEX_FROM`` of them — those whose texts cannot reach the similarity threshold.
+
+    Without it a file of one grid compares each row with every earlier row (a patrol's log
+    walks its own grid: 1,000 rows, ~500,000 comparisons). Rows found through a grid or an
+    address repeat only by text, Jaccard ≥ t, so sharing at least ``ceil(t·|A|)`` grams for
+    either set ``A``; two sets sharing that many have a gram in common among the first
+    ``|A| − ceil(t·|A|) + 1`` of each in one fixed order (prefix filtering), so a posting list
+    per prefix gram finds every such row. The order is the unit's rarest grams first (a place
+    or a phrase every row has comes last and finds nothing), computed once an index is needed.
+    The citizen's rows are all kept (the same citizen repeats whatever the text), and
+    ``decide`` counts matches only, so its verdict over these candidates is its verdict over
+    all of them (a property test holds the two equal). A threshold outside (0, 1] keeps every
+    row.
+    """
+
+    __slots__ = ("_grams", "_index", "_prefixes", "_rank", "_rows", "_threshold", "_unit")
+
+    def __init__(self, policy: repeats.RepeatPolicy, unit: Sequence[Sequence[int]]) -> None:
+        """``unit``: the grams of every appeal of the unit (for the order)."""
+        t = policy.text_similarity
+        self._threshold = t if 0 < t <= 1 else None
+        self._unit = unit
+        self._rank: dict[int, int] | None = None
+        self._rows: dict[Key, dict[str, Earlier]] = {}
+        self._index: dict[Key, dict[int, dict[str, Earlier]]] = {}
+        self._grams: dict[str, Sequence[int]] = {}
+        self._prefixes: dict[str, list[int]] = {}
+
+    def _prefix(self, ticket_id: str, grams: Sequence[int]) -> list[int]:
+        """The grams a match must share one of: the first, rarest first, of the set."""
+        found = self._prefixes.get(ticket_id)
+        if found is not None:
+            return found
+        assert self._threshold is not None
+        if self._rank is None:
+            counts: Counter[int] = Counter()
+            for each in self._unit:
+                counts.update(each)
+            order = sorted(counts, key=lambda gram: (counts[gram], gram))
+            self._rank = {gram: at for at, gram in enumerate(order)}
+        n = len(grams)
+        # At least one shared gram whenever Jaccard ≥ t > 0; the margin keeps a product rounded
+        # up from costing a gram that the float comparison in ``decide`` would accept.
+        overlap = max(1, math.ceil(self._threshold * n - 1e-6))
+        found = sorted(grams, key=self._rank.__getitem__)[: n - overlap + 1] if n else []
+        self._prefixes[ticket_id] = found
+        return found
+
+    def candidates(
+        self, keys: Sequence[Key], ticket_id: str, grams: Sequence[int]
+    ) -> dict[str, Earlier]:
+        """The earlier appeals, by ticket id, that a new one may repeat."""
+        found: dict[str, Earlier] = {}
+        for key in keys:
+            rows = self._rows.get(key)
+            if not rows:
+                continue
+            index = self._index.get(key)
+            if index is None:
+                found.update(rows)
+                continue
+            for gram in self._prefix(ticket_id, grams):
+                posting = index.get(gram)
+                if posting is not None:
+                    found.update(posting)
+        return found
+
+    def add(self, keys: Sequence[Key], earlier: Earlier, grams: Sequence[int]) -> None:
+        """One more judged appeal, found by its keys (through its prefix once indexed)."""
+        ticket_id = earlier.appeal.ticket_id
+        assert ticket_id is not None
+        self._grams[ticket_id] = grams
+        for key in keys:
+            rows = self._rows.get(key)
+            if rows is None:
+                rows = self._rows[key] = {}
+            rows[ticket_id] = earlier
+            if self._threshold is None or key[0] == "citizen_hash":
+                continue
+            index = self._index.get(key)
+            if index is None:
+                if len(rows) < INDEX_FROM:
+                    continue
+                index = self._index[key] = {}
+                members: Iterable[tuple[str, Earlier]] = rows.items()
+            else:
+                members = ((ticket_id, earlier),)
+            for other_id, other in members:
+                for gram in self._prefix(other_id, self._grams[other_id]):
+                    posting = index.get(gram)
+                    if posting is None:
+                        index[gram] = {other_id: other}
+                    else:
+                        posting[other_id] = other
 
 
 @cache

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import String, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from services.intake.adapters import AttachmentBlob, BatchRow
@@ -159,45 +158,49 @@ async def _existing(
     if not wanted:
         return found
     # The readers' engine: on SQLite a deferred BEGIN, so the check never queues for the write
-    # lock behind another process's group commit.
+    # lock behind another process's group commit. On PostgreSQL one statement on the driver,
+    # outside a transaction: no BEGIN and ROLLBACK round trips, no SQLAlchemy result rows.
     async with ctx.reader.connect() as conn:
         dialect = conn.dialect.name
+        driver = None
+        if dialect == "postgresql":
+            driver = (await conn.get_raw_connection()).driver_connection
         for start in range(0, len(wanted), 2000):
             chunk: Any = wanted[start : start + 2000]
-            if dialect != "postgresql":
-                chunk = orjson.dumps(chunk).decode()
-            rows = await conn.execute(_existing_statement(dialect), {"c": channel, "ids": chunk})
-            for row in rows:
-                found[row.external_id] = TicketAccepted(
-                    ticket_id=row.ticket_id,
-                    status=row.status,
+            if driver is not None:
+                rows: Any = await driver.fetch(_POSTGRES_EXISTING, channel, chunk)
+            else:
+                params = {"c": channel, "ids": orjson.dumps(chunk).decode()}
+                rows = await conn.execute(_sqlite_existing(), params)
+            for external_id, ticket_id, status, category_code, repeat_of, count in rows:
+                found[external_id] = TicketAccepted(
+                    ticket_id=ticket_id,
+                    status=status,
                     created=False,
-                    category_code=row.category_code,
-                    repeat_of=row.repeat_of,
-                    repeat_count=row.repeat_count,
+                    category_code=category_code,
+                    repeat_of=repeat_of,
+                    repeat_count=count,
                 )
         await conn.rollback()
     return found
 
 
+_EXISTING_COLUMNS = "external_id, ticket_id, status, category_code, repeat_of, repeat_count"
+# Tickets of a channel by many external ids: one array (PostgreSQL) or JSON (SQLite) parameter,
+# so the statement and its plan never depend on how many ids a file has.
+_POSTGRES_EXISTING = (
+    f"SELECT {_EXISTING_COLUMNS} FROM unnest($2::varchar[]) AS k(v)"
+    " JOIN tickets ON channel = $1 AND external_id = k.v"
+)
+
+
 @cache
-def _existing_statement(dialect: str) -> Any:
-    """Tickets of a channel by many external ids: one array (PostgreSQL) or JSON (SQLite)
-    parameter, so the statement and its plan never depend on how many ids a file has."""
-    columns = "external_id, ticket_id, status, category_code, repeat_of, repeat_count"
-    if dialect == "postgresql":
-        sql = (
-            f"SELECT {columns} FROM unnest(CAST(:ids AS varchar[])) AS k(v)"
-            " JOIN tickets ON channel = :c AND external_id = k.v"
-        )
-        ids = bindparam("ids", type_=ARRAY(String()))
-    else:
-        sql = (
-            f"SELECT {columns} FROM tickets WHERE channel = :c"
-            " AND external_id IN (SELECT value FROM json_each(:ids))"
-        )
-        ids = bindparam("ids", type_=String())
-    return text(sql).bindparams(ids)
+def _sqlite_existing() -> Any:
+    """``_POSTGRES_EXISTING`` for SQLite, the ids as a JSON array."""
+    return text(
+        f"SELECT {_EXISTING_COLUMNS} FROM tickets WHERE channel = :c"
+        " AND external_id IN (SELECT value FROM json_each(:ids))"
+    ).bindparams(bindparam("ids", type_=String()))
 
 
 async def accept_batch(

@@ -173,7 +173,12 @@ def _records(
     header: list[str] | None = None
     body: list[tuple[int, Sequence[Any]]] = []
     for number, cells in records:
-        if not any(_cell_text(c) for c in cells):
+        # A row whose first cell is text with something in it is not blank (CSV's rows, nearly
+        # always): the first cell that ``any`` would have looked at decides it without a call.
+        first = cells[0] if cells else None
+        if not (type(first) is str and first and not first.isspace()) and not any(
+            _cell_text(c) for c in cells
+        ):
             continue
         if header is None:
             try:

@@ -108,6 +108,24 @@ def test_channel_specific_columns_replace_the_standard_ones() -> None:
     assert (draft.external_id, draft.title, draft.content) == ("TJ1", "邻里纠纷", "楼上漏水")
 
 
+def test_rows_of_blank_cells_are_skipped_whatever_their_first_cell() -> None:
+    """Blank is every cell empty or whitespace (an ideographic space too); a row whose first
+    cell is blank but another is not is a row like any other, numbered where it stands."""
+    rows = [
+        HEADER,
+        ["", "", "", "", "", "", "", ""],
+        [" ", "\u3000", "\t", "", "", "", "", ""],
+        ["\u3000", "", "", "", "路灯不亮", "", "", ""],
+        ["", "", "", "", "", "", "", "备注而已"],
+        ["B1", "", "", "", "楼道堆物", "", "", ""],
+    ]
+    result = parse_csv(csv_bytes(rows), PATROL, max_rows=3)
+    assert [n for n, _ in result.drafts] == [4, 6]
+    assert [(e.row, e.field) for e in result.errors] == [(5, "内容")]
+    with pytest.raises(PayloadError, match="more than 2 rows"):
+        parse_csv(csv_bytes(rows), PATROL, max_rows=2)
+
+
 @pytest.mark.parametrize(
     ("rows", "field", "row"),
     [

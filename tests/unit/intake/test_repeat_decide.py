@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.intake.repeat_lookup import NOT_A_REPEAT, Earlier, Verdict, decide
-from services.intake.repeats import RepeatPolicy, appeal, find_repeats
+from services.intake import repeat_lookup
+from services.intake.repeat_lookup import (
+    NOT_A_REPEAT,
+    Earlier,
+    EarlierInUnit,
+    Verdict,
+    decide,
+    keys_of,
+)
+from services.intake.repeats import Appeal, RepeatPolicy, appeal, find_repeats
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 TEXTS = (
@@ -77,3 +88,94 @@ def test_decide_is_find_repeats_with_the_chain_count(
         for i, o in enumerate(olds)
     ]
     assert decide(fresh, earlier, policy) == reference(fresh, earlier, policy)  # type: ignore[arg-type]
+
+
+# Shingle sets near one of a few texts' (so a unit holds matches, near misses and strangers),
+# or none (a text too short).
+_BASES = (
+    frozenset(range(0, 20)),
+    frozenset(range(5, 25)),
+    frozenset(range(18, 40)),
+    frozenset(range(0, 40, 3)),
+    frozenset(),
+)
+_unit_appeal = st.fixed_dictionaries(
+    {
+        "base": st.sampled_from(_BASES),
+        "extra": st.frozensets(st.integers(0, 45), max_size=4),
+        "drop": st.frozensets(st.integers(0, 45), max_size=8),
+        "minutes": st.integers(0, 5),
+        "citizen": st.sampled_from([None, "h1", "h2", "h3"]),
+        "grid": st.sampled_from([None, "g1", "g1", "g2"]),
+        "address": st.sampled_from([None, "a1", "a1", "a2"]),
+    }
+)
+
+
+def _judged(appeals: list[Appeal], policy: RepeatPolicy, *, indexed: bool) -> list[Verdict]:
+    """Each appeal of a unit decided in order against the earlier ones sharing a key: all of
+    them (the definition), or those ``EarlierInUnit`` finds."""
+    in_unit = EarlierInUnit(policy, [sorted(a.shingles) for a in appeals])
+    local: dict[tuple[str, str], list[Earlier]] = {}
+    verdicts = []
+    for a in appeals:
+        assert a.ticket_id is not None
+        keys = keys_of(a)
+        if indexed:
+            candidates = list(in_unit.candidates(keys, a.ticket_id, sorted(a.shingles)).values())
+        else:
+            seen: dict[str | None, Earlier] = {}
+            for key in keys:
+                for e in local.get(key, ()):
+                    seen.setdefault(e.appeal.ticket_id, e)
+            candidates = list(seen.values())
+        verdict = decide(a, candidates, policy)
+        verdicts.append(verdict)
+        earlier = Earlier(dataclasses.replace(a, repeat_of=verdict.repeat_of), verdict.repeat_count)
+        in_unit.add(keys, earlier, sorted(a.shingles))
+        for key in keys:
+            local.setdefault(key, []).append(earlier)
+    return verdicts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(_unit_appeal, min_size=2, max_size=40),
+    threshold=st.sampled_from([0.0, 0.2, 0.5, 0.6, 0.6, 0.95, 1.0, 1.5]),
+    citizen_min=st.sampled_from([0.0, 0.3]),
+    index_from=st.sampled_from([1, 2, 5, 32]),
+)
+def test_a_units_earlier_rows_found_through_prefixes_give_the_same_verdicts(
+    rows: list[dict[str, Any]], threshold: float, citizen_min: float, index_from: int
+) -> None:
+    policy = RepeatPolicy(text_similarity=threshold, citizen_min_similarity=citizen_min)
+    appeals = [
+        Appeal(
+            received_at=T0 + timedelta(minutes=r["minutes"]),
+            text="",
+            shingles=(r["base"] | r["extra"]) - r["drop"],
+            ticket_id=f"T{n}",
+            citizen_hash=r["citizen"],
+            grid_code=r["grid"],
+            address_key=r["address"],
+        )
+        for n, r in enumerate(rows)
+    ]
+    appeals.sort(key=lambda a: a.received_at)
+    with mock.patch.object(repeat_lookup, "INDEX_FROM", index_from):
+        assert _judged(appeals, policy, indexed=True) == _judged(appeals, policy, indexed=False)
+
+
+def test_a_file_of_one_grid_judges_its_rows_against_fewer_candidates() -> None:
+    """Rows of one grid whose texts share nothing but the place are not compared."""
+    policy = RepeatPolicy()
+    texts = [frozenset(range(10 * (n % 5), 10 * (n % 5) + 10)) | {1000, 1001} for n in range(60)]
+    in_unit = EarlierInUnit(policy, [sorted(t) for t in texts])
+    sizes = []
+    for n, grams in enumerate(texts):
+        a = Appeal(received_at=T0, text="", shingles=grams, ticket_id=f"T{n}", grid_code="g1")
+        found = in_unit.candidates(keys_of(a), f"T{n}", sorted(grams))
+        sizes.append(len(found))
+        in_unit.add(keys_of(a), Earlier(a, 0), sorted(grams))
+    assert sizes[repeat_lookup.INDEX_FROM - 1] == repeat_lookup.INDEX_FROM - 1  # not yet indexed
+    assert max(sizes[repeat_lookup.INDEX_FROM + 1 :]) <= 60 // 5  # its own text's rows only

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.intake import repeats
+from services.intake.nfkc import nfkc
 from services.intake.repeats import (
     Appeal,
     RepeatPolicy,
@@ -190,6 +195,51 @@ def test_shingles_of_many_texts_of_the_bmp_are_each_texts_own(texts: list[str], 
     assert [a.tolist() for a in shingles_many(texts, size)] == [
         sorted(shingles(t, size)) for t in texts
     ]
+
+
+_PUNCTUATED = st.lists(
+    st.characters(exclude_categories=["Cs"])
+    | st.sampled_from(
+        ["_", " ", "，", "：", "！", "Ａ", "１", "\u3000", "来电人反映", "诉求：", "浙江省杭州市"]
+    )
+).map("".join)
+
+
+@settings(max_examples=400)
+@given(_PUNCTUATED)
+def test_compared_text_and_address_key_drop_exactly_the_non_word_characters(text: str) -> None:
+    """The joined runs of word characters equal removing ``[\\W_]+`` (the definition)."""
+    folded = nfkc(text).lower()
+    assert normalize_text(text) == re.sub(r"[\W_]+", "", repeats._BOILERPLATE.sub("", folded))
+    compact = re.sub(r"[\W_]+", "", folded)
+    key = repeats._ADMIN_PREFIX.sub("", compact, count=1)
+    assert normalize_address(text) == ((key or compact or None) if text else None)
+
+
+def test_a_group_of_one_long_text_among_short_ones_gives_each_texts_own() -> None:
+    """Padding every text to the longest would outweigh the grams: sorted as one array."""
+    texts = [FLOOD * 40, *(f"{FLOOD[i : i + 5]}" for i in range(40)), "", "ab", FLOOD]
+    assert [a.tolist() for a in shingles_many(texts)] == [sorted(shingles(t)) for t in texts]
+
+
+# Gram values anywhere in 32 bits, the largest among them (the grid's padding value), repeats.
+_GRAM_VALUES = st.integers(0, 0xFFFFFFFF) | st.sampled_from([0, 1, 0xFFFFFFFE, 0xFFFFFFFF])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(_GRAM_VALUES, min_size=1, max_size=30), min_size=1, max_size=12))
+def test_each_texts_gram_values_sorted_and_unique_by_either_way(values: list[list[int]]) -> None:
+    crc = np.array([v for row in values for v in row], dtype=np.uint32)
+    owner = np.repeat(np.arange(len(values)), [len(row) for row in values])
+    column = np.concatenate([np.arange(len(row)) for row in values])
+    grams = np.array([len(row) for row in values], dtype=np.int64)
+    expected = [sorted(set(row)) for row in values]
+    for slack, extra in ((2, 4096), (0, 0)):  # as rows of a grid; as one array of keys
+        with mock.patch.multiple(repeats, _GRID_SLACK=slack, _GRID_EXTRA=extra):
+            found, bounds = repeats._sorted_unique(crc, owner, column, grams)
+        assert found.dtype == np.uint32
+        got = [found[bounds[n] : bounds[n + 1]].tolist() for n in range(len(values))]
+        assert got == expected
 
 
 @given(texts.filter(lambda t: len(t) >= 20))
