@@ -55,8 +55,6 @@ from services.evaluation import cells, hotspots, ranking
 from services.evaluation.context import (
     EvaluationContext,
     evaluation_calendar,
-    settle_heap,
-    tune_collector,
 )
 from services.evaluation.handlers import event_handlers
 from services.evaluation.models import CELL_COLUMNS, DIMENSIONS
@@ -64,7 +62,7 @@ from services.evaluation.periods import period_of, resolve
 from services.evaluation.queries import Filters, figures, grain_for, period_out, sums
 from services.evaluation.rebuild import rebuild
 from services.evaluation.settings import EvaluationSettings
-from shared import db, taxonomy
+from shared import db, heap, taxonomy
 from shared.events import dispatch as d
 from shared.events import intake as i
 from shared.events.base import Event, encode
@@ -224,7 +222,7 @@ async def time_queries(
             lambda: hotspots.find(engine, period=month, settings=settings),
         ),
     }
-    settle_heap()  # as the started service does
+    heap.settle()  # as the started service does
     results = []
     try:
         for name, (needs, run) in cases.items():
@@ -429,7 +427,7 @@ async def time_apply(
     assert isinstance(handler, Batch)
     # The started service's collector settings; its start-up heap is frozen too, but freezing
     # here would also hide from the collector the events the service only gets one by one.
-    tune_collector()
+    heap.tune()
     started, cpu = time.monotonic(), time.process_time()
     assert handler.stage is not None
     staging = 0.0  # wall time spent staging (reads, folds, cell moves)

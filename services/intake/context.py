@@ -7,7 +7,6 @@ One ``IntakeContext`` is built per app in ``app.create_app`` and bound to the ru
 from __future__ import annotations
 
 import asyncio
-import gc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from services.intake.pipeline import Pipeline
 from services.intake.ratelimit import ClientLimiter
 from services.intake.repeat_lookup import CandidateLoader, policy_from
 from services.intake.settings import IntakeSettings
+from shared import heap
 from shared.clock import Clock
 from shared.groupcommit import GroupCommitter
 from shared.outbox import Outbox
@@ -99,15 +99,7 @@ class IntakeContext(ServiceContext):
         """Fit the classifier and settle the collector before the first request."""
         # The classifier fits its model in about a second: at start-up, not on the first request.
         await asyncio.to_thread(classifier.warm_up)
-        # Everything built so far lives as long as the process: keep the collector from
-        # walking it again on every full collection (measured: a batch file's full
-        # collections went from ~150 ms to ~50 ms).
-        gc.collect()
-        gc.freeze()
-        # A batch file allocates a few hundred thousand short-lived objects; at the default
-        # threshold (700) the young collections and the full ones they trigger cost ~70 µs of
-        # every row (measured, 1,000-row files on PostgreSQL); at 100,000 about 7 µs.
-        gc.set_threshold(100_000, 20, 20)
+        heap.settle()
 
     @property
     def committer(self) -> GroupCommitter:

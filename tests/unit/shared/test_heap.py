@@ -33,6 +33,11 @@ def test_settling_freezes_the_heap_and_collects_young_objects_less_often(
     assert gc.get_freeze_count() > 0
 
 
+def test_tuning_alone_collects_young_objects_less_often(default_collector: None) -> None:
+    heap.tune()
+    assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, 20, 20)
+
+
 async def test_dispatch_and_mediation_settle_their_collector_when_they_start(
     default_collector: None,
 ) -> None:
