@@ -110,6 +110,22 @@ class Staged:
         """One round trip for the whole batch (a fetch of a few dozen tickets wrote eight
         statements, and their socket writes were a third of its CPU); False, having written
         nothing, when a table's rows cannot go that way."""
+        direct = _direct_inserts(conn.dialect)
+        count = sum(map(len, self.drafts.values())) + sum(map(len, events.values()))
+        copies = self._copies(direct, events) if count >= direct.copy_min_rows else None
+        if copies is not None:
+            # As the group committer copies a large group, from the drafts' own values.
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            async with driver.transaction():
+                for plan, records in copies:
+                    await driver.copy_records_to_table(
+                        plan.table.name,
+                        schema_name=plan.table.schema,
+                        columns=list(plan.keys),
+                        records=records,
+                    )
+            return True
         rows: dict[Table, list[dict[str, Any]]] = {}
         for model, drafts in self.drafts.items():
             if drafts:
@@ -117,7 +133,6 @@ class Staged:
         rows.update(events)
         if not rows:
             return True
-        direct = _direct_inserts(conn.dialect)
         plans = direct.group_plans(rows)
         if plans is None:
             return False
@@ -126,6 +141,56 @@ class Staged:
         raw = await conn.get_raw_connection()
         await direct.run(raw.driver_connection, plans, rows)
         return True
+
+    def _copies(
+        self, direct: DirectInserts, events: dict[Table, list[dict[str, Any]]]
+    ) -> list[tuple[Any, list[tuple[Any, ...]]]] | None:
+        """Each table's plan and its records for ``COPY``, read from the drafts' attributes
+        (no dict of every column per row first, as ``draft_rows`` makes for an insert); None
+        when a table's rows cannot go that way (the insert path then decides)."""
+        out: list[tuple[Any, list[tuple[Any, ...]]]] = []
+        for model, drafts in self.drafts.items():
+            if not drafts:
+                continue
+            table: Table = model.__table__  # type: ignore[attr-defined]
+            values = [d.__dict__ for d in drafts]
+            keys = _columns(model, table)
+            serial = table.autoincrement_column
+            if serial is not None and serial.name in keys:
+                numbered = [v.get(serial.name) is not None for v in values]
+                if any(numbered) and not all(numbered):
+                    return None  # some numbered, some left to the database: Core's way
+                if not any(numbered):
+                    keys = tuple(k for k in keys if k != serial.name)
+            records = _records(direct.plan(table, keys), values)
+            if records is None:
+                return None
+            out.append(records)
+        for table, rows in events.items():
+            records = _records(direct.plan(table, tuple(rows[0])), rows)
+            if records is None:
+                return None
+            out.append(records)
+        return out
+
+
+def _columns(model: type[SQLModel], table: Table) -> tuple[str, ...]:
+    """A model's columns, in its order (the columns ``Draft.model_dump`` gives)."""
+    names = tuple(model.model_fields)
+    return names if all(n in table.c for n in names) else ()
+
+
+def _records(plan: Any, rows: list[dict[str, Any]]) -> tuple[Any, list[tuple[Any, ...]]] | None:
+    """A table's rows as tuples in the plan's column order through its bind processors, a
+    column at a time (a missing value is None, as ``Draft.model_dump`` has it); None without
+    a plan."""
+    if plan is None or not plan.keys:
+        return None
+    columns = []
+    for key, process in zip(plan.keys, plan.processors, strict=True):
+        column = [row.get(key) for row in rows]
+        columns.append(column if process is None else list(map(process, column)))
+    return plan, list(zip(*columns, strict=True))
 
 
 @cache

@@ -10,12 +10,22 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects.postgresql import asyncpg
 
 from services.dispatch import staging
-from services.dispatch.models import outbox_table
-from services.dispatch.staging import Staged, emit, emit_fields
+from services.dispatch.context import DispatchContext
+from services.dispatch.deadlines.rows import start_clocks
+from services.dispatch.models import Dispatch, TicketRecord, outbox_table
+from services.dispatch.placement import dispatch_values
+from services.dispatch.settings import DispatchSettings
+from services.dispatch.staging import Staged, emit, emit_fields, new_row
+from services.dispatch.transitions import SYSTEM, record
+from services.dispatch.workflow import Status
+from shared.bulk import draft_rows
 from shared.events.base import Encoded, Event, encode, encode_fields, encoded
 from shared.events.dispatch import DispatchSigned, MediationRequested, TicketAssigned
+from shared.groupcommit import DirectInserts
+from shared.groupcommit import _records as bound_records
 from shared.outbox import Outbox, event_row
 
 TEXT = st.text(max_size=12).filter(lambda t: not any(0xD800 <= ord(c) < 0xE000 for c in t))
@@ -189,3 +199,62 @@ async def test_a_batch_writes_the_rows_the_models_would_in_the_order_made(
         assert comparable(row, drop="created_at") == comparable(event_row(model), drop="created_at")
     for row, expected in zip(audited, outbox.audit_rows(models), strict=True):
         assert comparable(row, drop="recorded_at") == comparable(expected, drop="recorded_at")
+
+
+async def test_a_large_batch_copies_the_records_its_rows_would_insert() -> None:
+    """The records ``COPY`` takes, read from the drafts, are the ones the insert path binds
+    from the drafts' rows: the same tables, columns, order and values."""
+    ctx = DispatchContext(DispatchSettings(load_organisation_on_startup=False))
+    staged = Staged()
+    now = datetime(2026, 12, 7, 1, 2, 3, 456789, tzinfo=UTC)
+    for n in range(3):
+        ticket = new_row(
+            staged,
+            TicketRecord,
+            ticket_id=f"T-{n}",
+            channel="hotline-12345",
+            category_code="0102",
+            area_code=None if n else "grid-001",
+            title="路灯不亮",
+            facts={"text": "门口路灯坏了", "n": n},
+            excluded=[],
+            received_at=now - timedelta(minutes=n),
+            routed_at=now,
+        )
+        values = dispatch_values(
+            ticket,
+            department="town-streetworks",
+            line="normal",
+            profile="standard",
+            mode="assign",
+            status=Status.ASSIGNED,
+            now=now,
+            rule_id="r-lights",
+        )
+        d = new_row(staged, Dispatch, **values)
+        due = start_clocks(staged, ctx, d, now)
+        record(staged, d, "assign", SYSTEM, before=None, after=d.status, now=now, note="n")
+        await emit_fields(staged, ctx.outbox, (TicketAssigned, assigned_fields(ticket_id=f"T-{n}")))
+    events = staged._outbox_rows(ctx.outbox)
+    direct = DirectInserts(asyncpg.dialect())
+    copies = staged._copies(direct, events)
+    assert copies is not None
+    rows = {
+        model.__table__: draft_rows(drafts, model.__table__)  # type: ignore[attr-defined]
+        for model, drafts in staged.drafts.items()
+    } | events
+    plans = direct.group_plans(rows)
+    assert plans is not None
+    assert [(plan.table.name, plan.keys, records) for plan, records in copies] == [
+        (plan.table.name, plan.keys, bound_records(plan, rows[plan.table])) for plan in plans
+    ]
+    assert [plan.table.name for plan, _ in copies] == [
+        "tickets",
+        "dispatches",
+        "dispatch_clocks",
+        "dispatch_actions",
+        "outbox",
+        "audit_trail",
+    ]
+    assert "id" not in copies[3][0].keys  # numbered by the database
+    assert due  # the profile's clocks were started, so their rows are compared too
