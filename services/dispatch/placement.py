@@ -25,7 +25,7 @@ from services.dispatch.models import Dispatch, GrabOffer, TicketRecord
 from services.dispatch.organisation.chart import Department, OrgChart
 from services.dispatch.routing import RoutingDecision, TicketFacts, route_for
 from services.dispatch.rules import HandlingLine, HandlingMode, RuleSet
-from services.dispatch.staging import Staged, Writer, emit, new_row
+from services.dispatch.staging import Staged, Writer, emit, emit_fields, new_row
 from services.dispatch.transitions import SYSTEM, record
 from services.dispatch.workflow import Status
 from shared import bulk
@@ -95,38 +95,50 @@ def assigned_event(
     d: Dispatch, unit: Department, due: dict[ClockName, datetime], *, mode: str
 ) -> TicketAssigned:
     """The ``TicketAssigned`` of a dispatch that has just reached its department."""
-    return TicketAssigned(
-        ticket_id=d.ticket_id,
-        dispatch_id=d.dispatch_id,
-        department_code=unit.code,
-        department_tier=unit.tier.value,
-        area_code=d.area_code,
-        category_code=d.category_code,
-        channel=d.channel,
-        handling_line=d.handling_line,
-        time_limit_profile=d.time_limit_profile,
-        rule_id=d.rule_id,
-        deadlines={name.value: at for name, at in due.items()},
-        mode=mode,
-        supervised=d.supervised,
-        focused=d.focused,
-        rules_version=d.rules_version,
-        parent_dispatch_id=d.parent_dispatch_id,
-    )
+    return TicketAssigned.model_validate(assigned_fields(d, unit, due, mode=mode))
+
+
+def assigned_fields(
+    d: Dispatch, unit: Department, due: dict[ClockName, datetime], *, mode: str
+) -> dict[str, Any]:
+    """``assigned_event``'s fields, in the model's order (what ``emit_fields`` takes)."""
+    return {
+        "ticket_id": d.ticket_id,
+        "dispatch_id": d.dispatch_id,
+        "department_code": unit.code,
+        "department_tier": unit.tier.value,
+        "area_code": d.area_code,
+        "category_code": d.category_code,
+        "channel": d.channel,
+        "handling_line": d.handling_line,
+        "time_limit_profile": d.time_limit_profile,
+        "rule_id": d.rule_id,
+        "deadlines": {name.value: at for name, at in due.items()},
+        "mode": mode,
+        "supervised": d.supervised,
+        "focused": d.focused,
+        "rules_version": d.rules_version,
+        "parent_dispatch_id": d.parent_dispatch_id,
+    }
 
 
 def mediation_requested(d: Dispatch, *, by: str, reason: str | None) -> MediationRequested:
     """The ``MediationRequested`` that asks mediation to open a case for a dispatch."""
+    return MediationRequested.model_validate(mediation_fields(d, by=by, reason=reason))
+
+
+def mediation_fields(d: Dispatch, *, by: str, reason: str | None) -> dict[str, Any]:
+    """``mediation_requested``'s fields, in the model's order."""
     assert d.department_code is not None
-    return MediationRequested(
-        ticket_id=d.ticket_id,
-        dispatch_id=d.dispatch_id,
-        department_code=d.department_code,
-        category_code=d.category_code,
-        area_code=d.area_code,
-        requested_by=by,
-        reason=reason,
-    )
+    return {
+        "ticket_id": d.ticket_id,
+        "dispatch_id": d.dispatch_id,
+        "department_code": d.department_code,
+        "category_code": d.category_code,
+        "area_code": d.area_code,
+        "requested_by": by,
+        "reason": reason,
+    }
 
 
 def facts_for(ticket: TicketReceived, org: OrgChart, profiles: ProfileSet) -> TicketFacts:
@@ -227,7 +239,7 @@ async def place(
     if decision.handling is HandlingMode.GRAB and not decision.supervised:
         return [await _offer(session, ctx, ticket, decision, common)]
     created: list[Dispatch] = []
-    events: list[Event] = []
+    events: list[tuple[type[Event], dict[str, Any]]] = []
     for ref in decision.departments:
         unit = org.department(ref.code)
         values = dispatch_values(
@@ -251,11 +263,12 @@ async def place(
             note=decision.summary,
             data={"rule_id": decision.rule_id, "mode": mode},
         )
-        events.append(assigned_event(d, unit, due, mode=mode))
+        events.append((TicketAssigned, assigned_fields(d, unit, due, mode=mode)))
         if d.handling_line == HandlingLine.MEDIATION:
-            events.append(mediation_requested(d, by="routing", reason=decision.summary))
+            fields = mediation_fields(d, by="routing", reason=decision.summary)
+            events.append((MediationRequested, fields))
         created.append(d)
-    await emit(session, ctx.outbox, *events)
+    await emit_fields(session, ctx.outbox, *events)
     return created
 
 

@@ -322,6 +322,14 @@ def _value_check(annotation: Any) -> Check | None:
         return lambda v: type(v) is str and v in allowed
     if origin is tuple:
         return lambda v: type(v) is tuple and not v  # items would need their own models
+    if origin is dict:
+        key, item = get_args(annotation)
+        check_item = _value_check(item) if key is str else None
+        if check_item is None:
+            return None
+        return lambda v: (
+            type(v) is dict and all(type(k) is str and check_item(x) for k, x in v.items())
+        )
     if annotation is str:
         return lambda v: isinstance(v, str)
     if annotation is bool:
