@@ -70,10 +70,14 @@ class DirectInserts:
     its async adapter, and needs several event-loop round trips per transaction; under load each
     of those waits behind every other request's work, so a group commit took ~25 ms. Here:
 
-    * PostgreSQL: ``INSERT … SELECT * FROM unnest($1::t[], …)`` per table, all tables of the group
-      chained in one statement with data-modifying CTEs: atomic on its own (implicit transaction),
-      one round trip, no BEGIN/COMMIT; a group of ``copy_min_rows`` rows or more (batch files)
-      by binary ``COPY`` per table in one transaction instead;
+    * PostgreSQL: ``INSERT … SELECT … FROM unnest($1::t[])`` per table — one array of the
+      table's own row type, each row a tuple — all tables of the group chained in one statement
+      with data-modifying CTEs: atomic on its own (implicit transaction), one round trip, no
+      BEGIN/COMMIT; a group of ``copy_min_rows`` rows or more (batch files) by binary ``COPY``
+      per table in one transaction instead. One array per column (``row_arrays=False``) stores
+      the same, but asyncpg's array encoder checks every element against ``collections.abc``
+      (a Python-level ``isinstance`` for every value of the group), where an array of rows
+      checks each row once;
     * SQLite: ``BEGIN IMMEDIATE``, one ``executemany`` per table and ``COMMIT`` in a single call on
       aiosqlite's thread, so the write lock is held only while SQLite works, not across event
       loop turns (the other worker process waits on it with SQLite's sleep-and-retry backoff).
@@ -84,14 +88,20 @@ class DirectInserts:
     table with different keys) go through Core.
     """
 
-    def __init__(self, dialect: Any, *, copy_min_rows: int = 1000) -> None:
+    def __init__(self, dialect: Any, *, copy_min_rows: int = 1000, row_arrays: bool = True) -> None:
         self._dialect = dialect
         # Groups of at least this many rows (every table's together) go by COPY on PostgreSQL.
         self.copy_min_rows = copy_min_rows
+        self.row_arrays = row_arrays
+        # PostgreSQL: each table's columns in its row type's order, read from the catalogue.
+        self._attributes: dict[Table, tuple[str, ...]] = {}
+        # Per plan: for each attribute of the row type, the index of its key in the plan (or
+        # None: left NULL in the row, and not inserted); None where the keys are the row type.
+        self._orders: dict[_TablePlan, tuple[int | None, ...] | None] = {}
         self._postgres = dialect.name == "postgresql"
         self._sqlite = dialect.name == "sqlite"
         self._plans: dict[tuple[Table, tuple[str, ...]], _TablePlan | None] = {}
-        self._statements: dict[tuple[_TablePlan, ...], str] = {}
+        self._statements: dict[tuple[tuple[_TablePlan, ...], bool], str] = {}
 
     @property
     def supported(self) -> bool:
@@ -140,22 +150,29 @@ class DirectInserts:
             plans.append(plan)
         return plans
 
-    def _postgres_statement(self, plans: tuple[_TablePlan, ...]) -> str:
-        sql = self._statements.get(plans)
+    def _postgres_statement(self, plans: tuple[_TablePlan, ...], rows: bool) -> str:
+        key = (plans, rows)
+        sql = self._statements.get(key)
         if sql is not None:
             return sql
         prep = self._dialect.identifier_preparer
         inserts = []
         n = 0
         for plan in plans:
-            columns = ", ".join(prep.quote(k) for k in plan.keys)
+            table = prep.format_table(plan.table)
+            columns = ", ".join(prep.quote(plan.table.columns[k].name) for k in plan.keys)
+            if rows:
+                n += 1
+                inserts.append(
+                    f"INSERT INTO {table} ({columns}) SELECT {columns} FROM unnest(${n}::{table}[])"
+                )
+                continue
             arrays = []
             for t in plan.array_types:
                 n += 1
                 arrays.append(f"${n}::{t}[]")
             inserts.append(
-                f"INSERT INTO {prep.format_table(plan.table)} ({columns}) "
-                f"SELECT * FROM unnest({', '.join(arrays)})"
+                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({', '.join(arrays)})"
             )
         *first, last = inserts
         sql = (
@@ -163,11 +180,11 @@ class DirectInserts:
             if first
             else last
         )
-        self._statements[plans] = sql
+        self._statements[key] = sql
         return sql
 
     def _sqlite_statement(self, plan: _TablePlan) -> str:
-        key = (plan,)
+        key = ((plan,), False)
         sql = self._statements.get(key)
         if sql is None:
             prep = self._dialect.identifier_preparer
@@ -187,8 +204,15 @@ class DirectInserts:
         if self._postgres and sum(len(r) for r in rows_by_table.values()) >= self.copy_min_rows:
             await self._copy(driver, plans, rows_by_table)
             return
+        if self._postgres and self.row_arrays:
+            args: list[Any] = []
+            for plan in plans:
+                order = await self._order(driver, plan)
+                args.append(_records(plan, rows_by_table[plan.table], order))
+            await driver.execute(self._postgres_statement(tuple(plans), True), *args)
+            return
         if self._postgres:
-            args: list[list[Any]] = []
+            args = []
             for plan in plans:
                 rows = rows_by_table[plan.table]
                 for key, proc in zip(plan.keys, plan.processors, strict=True):
@@ -196,13 +220,34 @@ class DirectInserts:
                         args.append([r[key] for r in rows])
                     else:
                         args.append([proc(r[key]) for r in rows])
-            await driver.execute(self._postgres_statement(tuple(plans)), *args)
+            await driver.execute(self._postgres_statement(tuple(plans), False), *args)
             return
         batches = [
             (self._sqlite_statement(plan), _records(plan, rows_by_table[plan.table]))
             for plan in plans
         ]
         await in_sqlite_thread(driver, _sqlite_transaction, batches)
+
+    async def _order(self, driver: Any, plan: _TablePlan) -> tuple[int | None, ...] | None:
+        """Where each attribute of the table's row type comes from in the plan's keys (None
+        for the whole: the keys are the row type, in its order)."""
+        if plan in self._orders:
+            return self._orders[plan]
+        table = plan.table
+        attributes = self._attributes.get(table)
+        if attributes is None:
+            names = await driver.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass"
+                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                self._dialect.identifier_preparer.format_table(table),
+            )
+            attributes = self._attributes[table] = tuple(r[0] for r in names)
+        position = {table.columns[k].name: i for i, k in enumerate(plan.keys)}
+        order: tuple[int | None, ...] | None = tuple(position.get(a) for a in attributes)
+        if order == tuple(range(len(plan.keys))):
+            order = None
+        self._orders[plan] = order
+        return order
 
     async def _copy(
         self,
@@ -303,14 +348,20 @@ def _shortcut(impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
     return None
 
 
-def _records(plan: _TablePlan, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+def _records(
+    plan: _TablePlan, rows: list[dict[str, Any]], order: tuple[int | None, ...] | None = None
+) -> list[tuple[Any, ...]]:
     """A table's rows as tuples in the plan's column order, through its bind processors: a
     column at a time (a list per column, each processor mapped over its column, the columns
-    zipped into rows), not a generator per row, which cost more than the values themselves."""
+    zipped into rows), not a generator per row, which cost more than the values themselves.
+    With ``order``, in that order instead: for each place the index of a key, or None (NULL)."""
     columns = []
     for key, process in zip(plan.keys, plan.processors, strict=True):
         column = [row[key] for row in rows]
         columns.append(column if process is None else list(map(process, column)))
+    if order is not None:
+        nulls = [None] * len(rows)
+        columns = [nulls if i is None else columns[i] for i in order]
     return list(zip(*columns, strict=True)) if columns else [() for _ in rows]
 
 
@@ -395,6 +446,7 @@ class GroupCommitter:
         on_commit: Callable[[int], None] | None = None,
         direct: bool = True,
         copy_min_rows: int = 1000,
+        row_arrays: bool = True,
         lanes: int = 1,
     ) -> None:
         self._engine = engine
@@ -403,7 +455,9 @@ class GroupCommitter:
         self._queue: asyncio.Queue[_Unit] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._lanes = [_Lane() for _ in range(max(1, lanes))]
-        direct_inserts = DirectInserts(engine.dialect, copy_min_rows=copy_min_rows)
+        direct_inserts = DirectInserts(
+            engine.dialect, copy_min_rows=copy_min_rows, row_arrays=row_arrays
+        )
         self._direct = direct_inserts if direct and direct_inserts.supported else None
         self.batches = 0
         self.units = 0

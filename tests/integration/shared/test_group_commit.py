@@ -238,8 +238,101 @@ async def test_large_groups_by_copy_store_exactly_what_core_stores(rich_engine) 
     assert await _read(rich_engine, rich) == await _read(rich_engine, rich_twin)
 
 
-async def test_a_value_too_long_for_its_column_fails_its_copied_unit_only(engine) -> None:
-    committer = GroupCommitter(engine, copy_min_rows=1)
+async def _direct_statements(monkeypatch, committer: GroupCommitter, rows: list[Any]) -> list[str]:
+    """Submit each unit's inserts concurrently; the statements the direct path executed
+    (PostgreSQL), having checked that none went through Core (a failed group retried)."""
+    sent: list[str] = []
+    core: list[str] = []
+    execute = asyncpg.Connection.execute
+
+    async def spy(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query)
+        return await execute(self, query, *args, **kwargs)
+
+    def through_core(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            core.append(statement)
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", spy)
+    engine = committer._engine.sync_engine
+    event.listen(engine, "before_cursor_execute", through_core)
+    await committer.start()
+    try:
+        await asyncio.gather(*(committer.submit(inserts=unit) for unit in rows))
+    finally:
+        await committer.stop()
+        event.remove(engine, "before_cursor_execute", through_core)
+        monkeypatch.undo()
+    assert core == [], "the direct path failed and the units went through Core"
+    return [q for q in sent if q.lstrip().upper().startswith(("INSERT", "WITH"))]
+
+
+async def test_rows_by_row_type_store_exactly_what_column_arrays_store(
+    rich_engine, database: Database, monkeypatch
+) -> None:
+    """PostgreSQL sends each table's rows as one array of the table's row type; the rows it
+    stores are byte for byte those one array per column stored (SQLite: one path only)."""
+    units = [[(rich, _rich_row(i))] for i in range(12)]
+    twin_units = [[(rich_twin, _rich_row(i))] for i in range(12)]
+    by_rows = await _direct_statements(monkeypatch, GroupCommitter(rich_engine), units)
+    by_columns = await _direct_statements(
+        monkeypatch, GroupCommitter(rich_engine, row_arrays=False), twin_units
+    )
+    if database.kind == "postgres":
+        assert by_rows and all("unnest($1::gc_rich[])" in q and "$2" not in q for q in by_rows)
+        assert by_columns and all("$11::" in q for q in by_columns), by_columns
+        async with rich_engine.connect() as conn:
+            stored = [
+                (await conn.execute(text(f"SELECT t::text FROM {name} t ORDER BY id")))
+                .scalars()
+                .all()
+                for name in ("gc_rich", "gc_rich_core")
+            ]
+        assert len(stored[0]) == 12 and stored[0] == stored[1]
+    assert await _read(rich_engine, rich) == await _read(rich_engine, rich_twin)
+
+
+async def test_rows_by_row_type_follow_the_tables_own_column_order(
+    database: Database, monkeypatch
+) -> None:
+    """The row type is the table as the database has it: columns in another order than the
+    model's, one dropped, one left to its server default — each value lands in its column."""
+    model = MetaData()
+    shuffled = Table(
+        "gc_shuffled",
+        model,
+        Column("id", Integer, primary_key=True),
+        Column("name", String(8), nullable=False),
+        Column("note", Text),
+    )
+    engine = await _engine_with(database, "gcshuffled", MetaData())
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "CREATE TABLE gc_shuffled (gone INTEGER, note TEXT, extra INTEGER DEFAULT 7,"
+                    " id INTEGER PRIMARY KEY, name VARCHAR(8) NOT NULL)"
+                )
+            )
+            await conn.execute(text("ALTER TABLE gc_shuffled DROP COLUMN gone"))
+        units = [[(shuffled, {"id": i, "name": f"n{i}", "note": f"路灯 {i}"})] for i in range(5)]
+        await _direct_statements(monkeypatch, GroupCommitter(engine), units)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text("SELECT id, name, note, extra FROM gc_shuffled ORDER BY id")
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in rows] == [(i, f"n{i}", f"路灯 {i}", 7) for i in range(5)]
+
+
+@pytest.mark.parametrize("copy_min_rows", [1, 1000], ids=["copy", "row-arrays"])
+async def test_a_value_too_long_for_its_column_fails_its_unit_only(
+    engine, copy_min_rows: int
+) -> None:
+    committer = GroupCommitter(engine, copy_min_rows=copy_min_rows)
     await committer.start()
     try:
         results = await asyncio.gather(
@@ -251,7 +344,7 @@ async def test_a_value_too_long_for_its_column_fails_its_copied_unit_only(engine
         await committer.stop()
     assert results[0] is None
     if engine.dialect.name == "postgresql":  # SQLite keeps any length in a varchar column
-        assert isinstance(results[1], Exception), "COPY must refuse, not truncate"
+        assert isinstance(results[1], Exception), "the insert must refuse, not truncate"
         assert await _count(engine, items) == 1
 
 
