@@ -209,7 +209,13 @@ class DirectInserts:
             for plan in plans:
                 order = await self._order(driver, plan)
                 args.append(_records(plan, rows_by_table[plan.table], order))
-            await driver.execute(self._postgres_statement(tuple(plans), True), *args)
+            try:
+                await driver.execute(self._postgres_statement(tuple(plans), True), *args)
+            except BaseException:
+                # A column added or dropped while the service runs makes the remembered order
+                # stale: read the row types again for the next group.
+                self._forget(plans)
+                raise
             return
         if self._postgres:
             args = []
@@ -227,6 +233,14 @@ class DirectInserts:
             for plan in plans
         ]
         await in_sqlite_thread(driver, _sqlite_transaction, batches)
+
+    def _forget(self, plans: list[_TablePlan]) -> None:
+        """Drop the remembered row types of the plans' tables."""
+        tables = {plan.table for plan in plans}
+        for table in tables:
+            self._attributes.pop(table, None)
+        for remembered in [p for p in self._orders if p.table in tables]:
+            del self._orders[remembered]
 
     async def _order(self, driver: Any, plan: _TablePlan) -> tuple[int | None, ...] | None:
         """Where each attribute of the table's row type comes from in the plan's keys (None

@@ -328,6 +328,51 @@ async def test_rows_by_row_type_follow_the_tables_own_column_order(
     assert [tuple(r) for r in rows] == [(i, f"n{i}", f"路灯 {i}", 7) for i in range(5)]
 
 
+async def test_a_column_added_while_running_is_read_again_and_nothing_is_lost(
+    database: Database,
+) -> None:
+    """The row type remembered for a table goes stale when a column is added under a running
+    service: the group that meets it still stores its units (one by one), and the next group
+    reads the row type again and goes the direct way with the new column's default."""
+    if database.kind != "postgres":
+        pytest.skip("SQLite inserts column by column: no row type to remember")
+    model = MetaData()
+    grown = Table(
+        "gc_grown",
+        model,
+        Column("id", Integer, primary_key=True),
+        Column("name", String(8), nullable=False),
+    )
+    engine = await _engine_with(database, "gcgrown", model)
+    core: list[str] = []
+
+    def through_core(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            core.append(statement)
+
+    committer = GroupCommitter(engine)
+    await committer.start()
+    try:
+        await committer.submit(inserts=[(grown, {"id": 1, "name": "before"})])
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE gc_grown ADD COLUMN extra INTEGER DEFAULT 7"))
+        await committer.submit(inserts=[(grown, {"id": 2, "name": "meets"})])
+        event.listen(engine.sync_engine, "before_cursor_execute", through_core)
+        try:
+            await committer.submit(inserts=[(grown, {"id": 3, "name": "after"})])
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", through_core)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT id, name, extra FROM gc_grown ORDER BY id"))
+            ).all()
+    finally:
+        await committer.stop()
+        await engine.dispose()
+    assert [tuple(r) for r in rows] == [(1, "before", 7), (2, "meets", 7), (3, "after", 7)]
+    assert core == [], "the group after the change still failed the direct way"
+
+
 @pytest.mark.parametrize("copy_min_rows", [1, 1000], ids=["copy", "row-arrays"])
 async def test_a_value_too_long_for_its_column_fails_its_unit_only(
     engine, copy_min_rows: int
