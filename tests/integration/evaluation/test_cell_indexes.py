@@ -203,6 +203,6 @@ async def test_cells_created_together_and_moved_together_are_moved_heap_only(
             )
     finally:
         await engine.dispose()
-    assert fill == ["fillfactor=50"]
+    assert fill[0] == "fillfactor=50"
     assert moved.rowcount == len(rows)
     assert hot == len(rows)
