@@ -36,7 +36,14 @@ class Sink:
         if kind is None:
             await self.drain()
             return
-        self._task.cancel()
+        # What is still queued is dropped; the batch being written is let finish. Cancelled
+        # mid-write, its transaction would be left to a connection torn down behind the pool's
+        # back: on SQLite the write lock stays held until that connection is collected, and
+        # whatever writes next (the indexes built again after a failed rebuild) times out.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        if not self._task.done():
+            await self._queue.put(None)
         await asyncio.gather(self._task, return_exceptions=True)
 
     async def put(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
