@@ -238,6 +238,45 @@ async def test_large_groups_by_copy_store_exactly_what_core_stores(rich_engine) 
     assert await _read(rich_engine, rich) == await _read(rich_engine, rich_twin)
 
 
+_APPEAL = "路灯不亮已经三天了，晚上回家很不安全 😀𠀋"
+
+
+def _cjk_row(i: int) -> dict[str, Any]:
+    return {
+        **_rich_row(i),
+        "doc": {"text": _APPEAL, "tags": ["照明", None, i, 0.5, True], "nested": {"区": "越城"}},
+        "maybe_doc": [_APPEAL] if i % 2 else None,
+    }
+
+
+@pytest.mark.parametrize("copy_min_rows", [1000, 1], ids=["direct", "copy"])
+async def test_json_columns_are_stored_as_utf8_by_every_path_and_read_back_alike(
+    rich_engine, copy_min_rows: int
+) -> None:
+    """Group commit (one statement, or COPY on PostgreSQL) and Core write a JSON column's
+    CJK and astral text unescaped (half the bytes of the stdlib's ``\\uXXXX`` escapes) and both read
+    back as the values written."""
+    committer = GroupCommitter(rich_engine, copy_min_rows=copy_min_rows)
+    await committer.start()
+    try:
+        await asyncio.gather(*(committer.submit(inserts=[(rich, _cjk_row(i))]) for i in range(6)))
+    finally:
+        await committer.stop()
+    async with rich_engine.begin() as conn:
+        await conn.execute(rich_twin.insert(), [_cjk_row(i) for i in range(6)])
+    direct, core = await _read(rich_engine, rich), await _read(rich_engine, rich_twin)
+    assert direct == core
+    assert [(r["doc"], r["maybe_doc"]) for r in direct] == [
+        (_cjk_row(i)["doc"], _cjk_row(i)["maybe_doc"]) for i in range(6)
+    ]
+    async with rich_engine.connect() as conn:
+        for name in ("gc_rich", "gc_rich_core"):
+            stored = (
+                await conn.execute(text(f"SELECT CAST(doc AS TEXT) FROM {name} ORDER BY id"))
+            ).scalars()
+            assert all(_APPEAL in doc and "\\u" not in doc for doc in stored)
+
+
 async def _direct_statements(monkeypatch, committer: GroupCommitter, rows: list[Any]) -> list[str]:
     """Submit each unit's inserts concurrently; the statements the direct path executed
     (PostgreSQL), having checked that none went through Core (a failed group retried)."""
