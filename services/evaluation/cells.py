@@ -361,8 +361,8 @@ def _part(moment: datetime, dims: tuple[str, ...], counters: dict[str, int]) -> 
 def _dims(
     ticket: TicketFact | Draft, *, department: str | None, tier: str | None, line: str | None
 ) -> tuple[str, ...]:
-    # The tuple made directly, in ``DIMENSIONS`` order (test_cells_dims.py checks it): it is
-    # made for every part of every refolded fact, twice a ticket at each of its events.
+    # The tuple made directly, in ``DIMENSIONS`` order (test_cells.py holds each value under
+    # its name): made for every part of every refolded fact, at each of the fact's events.
     category = ticket.category_code or ""
     return (
         ticket.kind,

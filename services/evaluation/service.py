@@ -310,7 +310,7 @@ async def cell_moves(
     once, each cell that moves with only the counters that change. A fact's old contribution
     is the stored one, or ``carried``'s (a batch still being written) where it has one. Also
     the new contribution of each fact whose contribution changed, in its stored form
-    (``cells.stored``, made once): a fact left out is as it was, nothing of its to move or
+    (``cells.stored``, made once): a fact left out is as it was, nothing of it to move or
     store again."""
     carried = carried or {}
     keys = list(parts)
