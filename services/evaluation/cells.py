@@ -361,21 +361,23 @@ def _part(moment: datetime, dims: tuple[str, ...], counters: dict[str, int]) -> 
 def _dims(
     ticket: TicketFact | Draft, *, department: str | None, tier: str | None, line: str | None
 ) -> tuple[str, ...]:
-    values = {
-        "kind": ticket.kind,
-        "department_code": department or "",
-        "department_tier": tier or "",
-        "district_code": ticket.district_code or "",
-        "town_code": ticket.town_code or "",
-        "village_code": ticket.village_code or "",
-        "grid_code": ticket.grid_code or "",
-        "channel": ticket.channel or "",
-        "category_top": (ticket.category_code or "")[:2],
-        "category_code": ticket.category_code or "",
-        "handling_line": line or "",
-        "enterprise": "1" if ticket.is_enterprise else "0",
-    }
-    return tuple(values[name] for name in DIMENSIONS)
+    # The tuple made directly, in ``DIMENSIONS`` order (test_cells.py holds each value under
+    # its name): made for every part of every refolded fact, at each of the fact's events.
+    category = ticket.category_code or ""
+    return (
+        ticket.kind,
+        department or "",
+        tier or "",
+        ticket.district_code or "",
+        ticket.town_code or "",
+        ticket.village_code or "",
+        ticket.grid_code or "",
+        ticket.channel or "",
+        category[:2],
+        category,
+        line or "",
+        "1" if ticket.is_enterprise else "0",
+    )
 
 
 def ticket_counters(t: TicketFact | Draft) -> dict[str, int]:

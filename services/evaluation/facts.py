@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
+from uuid import UUID
 
 from services.evaluation.models import CaseFact, DispatchFact, TicketFact
 from shared.bulk import Draft
@@ -48,35 +49,38 @@ class TicketFold:
         return [DispatchFact(**r.__dict__) for r in self.dispatch_drafts]
 
 
-def _order(event: Event) -> tuple[datetime, str, str]:
-    return (event.occurred_at, event.event_type, str(event.event_id))
+def _order(event: Event) -> tuple[datetime, str, UUID]:
+    # A UUID compares as its text does (fixed-width lower-case hex): the same order as the id's
+    # string, without making one for every event of every refold.
+    return (event.occurred_at, event.event_type, event.event_id)
+
+
+_LEVELS = ("district_code", "town_code", "village_code", "grid_code")
 
 
 def area_levels(code: str | None) -> dict[str, str | None]:
     """The district, town, village and grid codes a (valid) area code lies in; codes nest by
     prefix, so a grid's ancestors are its code's prefixes."""
-    levels: dict[str, str | None] = {
-        "district_code": None,
-        "town_code": None,
-        "village_code": None,
-        "grid_code": None,
-    }
+    return dict(zip(_LEVELS, _levels(code), strict=True))
+
+
+@lru_cache(maxsize=1 << 14)  # a few hundred bytes an entry: a few MB
+def _levels(code: str | None) -> tuple[str | None, ...]:
+    """``area_levels``' values, remembered by code: every refold of a ticket asks again."""
     if not code:
-        return levels
+        return (None,) * 4
     try:
         tier = tier_of(code)
     except ValueError:
-        return levels
+        return (None,) * 4
     if tier is Tier.CITY:
-        return levels
-    levels["district_code"] = code[:6]
-    if tier.level >= Tier.TOWN.level:
-        levels["town_code"] = code[:9]
-    if tier.level >= Tier.VILLAGE.level:
-        levels["village_code"] = code[:12]
-    if tier is Tier.GRID:
-        levels["grid_code"] = code
-    return levels
+        return (None,) * 4
+    return (
+        code[:6],
+        code[:9] if tier.level >= Tier.TOWN.level else None,
+        code[:12] if tier.level >= Tier.VILLAGE.level else None,
+        code if tier is Tier.GRID else None,
+    )
 
 
 def fold_ticket(ticket_id: str, events: Iterable[Event], *, calendar: WorkCalendar) -> TicketFold:

@@ -266,11 +266,9 @@ async def refold(
         if n % YIELD_EVERY == 0:
             # Pipelined, the batch before is being written: let it send its next statement.
             await asyncio.sleep(0)
-    moves, unchanged = await cell_moves(session=session, parts=parts, carried=carry.parts)
+    moves, changed = await cell_moves(session=session, parts=parts, carried=carry.parts)
     await asyncio.sleep(0)
-    contributions = [
-        {"fact_key": k, "cells": cells.stored(parts[k])} for k in keys if k not in unchanged
-    ]
+    contributions = [{"fact_key": k, "cells": changed[k]} for k in keys if k in changed]
     replace = OnConflict.REPLACE
     upserts = [
         _ready_facts(session, TicketFact, tickets),
@@ -306,17 +304,19 @@ async def cell_moves(
     session: AsyncSession,
     parts: Mapping[str, Sequence[cells.Part]],
     carried: Mapping[str, Sequence[cells.Part]] | None = None,
-) -> tuple[cells.Moves, set[str]]:
+) -> tuple[cells.Moves, dict[str, list[Any]]]:
     """How the cells move when each fact's old contribution is taken away and its new one
     added: the differences of all the facts summed per finest cell and spread over the grains
     once, each cell that moves with only the counters that change. A fact's old contribution
     is the stored one, or ``carried``'s (a batch still being written) where it has one. Also
-    the facts whose contribution is as it was (nothing of theirs to move or store again)."""
+    the new contribution of each fact whose contribution changed, in its stored form
+    (``cells.stored``, made once): a fact left out is as it was, nothing of it to move or
+    store again."""
     carried = carried or {}
     keys = list(parts)
     c = contributions_table.c
     delta: cells.Delta = {}
-    unchanged: set[str] = set()
+    changed: dict[str, list[Any]] = {}
     stored: dict[str, Any] = {}
     for among in bulk.among(session, c.fact_key, [k for k in keys if k not in carried]):
         rows = await session.execute(select(c.fact_key, c.cells).where(among))
@@ -324,16 +324,17 @@ async def cell_moves(
     for key in keys:
         if key in carried:
             if list(carried[key]) == list(parts[key]):
-                unchanged.add(key)
                 continue
             cells.add_parts(delta, carried[key], -1)
         elif key in stored:
-            if stored[key] == cells.stored(parts[key]):
-                unchanged.add(key)
+            now = cells.stored(parts[key])
+            if stored[key] == now:
                 continue
+            changed[key] = now
             cells.add_parts(delta, cells.from_stored_parts(stored[key] or ()), -1)
+        changed.setdefault(key, cells.stored(parts[key]))
         cells.add_parts(delta, parts[key], 1)
-    return cells.moves(delta), unchanged
+    return cells.moves(delta), changed
 
 
 async def summary(*, session: AsyncSession) -> Summary:

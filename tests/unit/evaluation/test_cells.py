@@ -9,9 +9,10 @@ from datetime import date
 import pytest
 
 from services.evaluation import cells
-from services.evaluation.models import CELL_COLUMNS, DIMENSIONS
+from services.evaluation.models import CELL_COLUMNS, DIMENSIONS, TicketFact
 from services.evaluation.periods import period_of
 from services.evaluation.queries import Filters, grain_for
+from shared.bulk import Draft
 
 
 @pytest.mark.parametrize(
@@ -127,3 +128,34 @@ def test_whole_weeks_sum_week_cells_but_their_trend_is_by_day() -> None:
     by_department = Filters(department="330602001-A")
     assert grain_for(week, by_department, None) == "week_coarse"
     assert grain_for(week, by_department, "period") == "day_coarse"
+
+
+def test_a_parts_dimension_values_stand_under_their_names() -> None:
+    # ``_dims`` builds its tuple by position: each value must land in its dimension's place.
+    ticket = Draft(
+        TicketFact,
+        ticket_id="T-1",
+        kind="appeal",
+        district_code="330102",
+        town_code="330102001",
+        village_code="330102001001",
+        grid_code="330102001001001",
+        channel="12345",
+        category_code="0104",
+        is_enterprise=True,
+    )
+    dims = cells._dims(ticket, department="D-7", tier="town", line="ordinary")
+    assert dict(zip(DIMENSIONS, dims, strict=True)) == {
+        "kind": "appeal",
+        "department_code": "D-7",
+        "department_tier": "town",
+        "district_code": "330102",
+        "town_code": "330102001",
+        "village_code": "330102001001",
+        "grid_code": "330102001001001",
+        "channel": "12345",
+        "category_top": "01",
+        "category_code": "0104",
+        "handling_line": "ordinary",
+        "enterprise": "1",
+    }
