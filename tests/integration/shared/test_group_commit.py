@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -27,6 +29,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import bulk
 from shared.db import AwareDateTime, create_engine, ensure_schema
@@ -277,31 +280,41 @@ async def test_json_columns_are_stored_as_utf8_by_every_path_and_read_back_alike
             assert all(_APPEAL in doc and "\\u" not in doc for doc in stored)
 
 
+@contextmanager
+def _core_inserts(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The INSERT statements that go through Core (a group the direct path failed, retried unit
+    by unit) while the block runs."""
+    core: list[str] = []
+
+    def through_core(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            core.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", through_core)
+    try:
+        yield core
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", through_core)
+
+
 async def _direct_statements(monkeypatch, committer: GroupCommitter, rows: list[Any]) -> list[str]:
     """Submit each unit's inserts concurrently; the statements the direct path executed
     (PostgreSQL), having checked that none went through Core (a failed group retried)."""
     sent: list[str] = []
-    core: list[str] = []
     execute = asyncpg.Connection.execute
 
     async def spy(self, query: str, *args: Any, **kwargs: Any) -> Any:
         sent.append(query)
         return await execute(self, query, *args, **kwargs)
 
-    def through_core(_conn, _cursor, statement, *_args) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
-            core.append(statement)
-
     monkeypatch.setattr(asyncpg.Connection, "execute", spy)
-    engine = committer._engine.sync_engine
-    event.listen(engine, "before_cursor_execute", through_core)
-    await committer.start()
-    try:
-        await asyncio.gather(*(committer.submit(inserts=unit) for unit in rows))
-    finally:
-        await committer.stop()
-        event.remove(engine, "before_cursor_execute", through_core)
-        monkeypatch.undo()
+    with _core_inserts(committer._engine) as core:
+        await committer.start()
+        try:
+            await asyncio.gather(*(committer.submit(inserts=unit) for unit in rows))
+        finally:
+            await committer.stop()
+            monkeypatch.undo()
     assert core == [], "the direct path failed and the units went through Core"
     return [q for q in sent if q.lstrip().upper().startswith(("INSERT", "WITH"))]
 
@@ -383,12 +396,6 @@ async def test_a_column_added_while_running_is_read_again_and_nothing_is_lost(
         Column("name", String(8), nullable=False),
     )
     engine = await _engine_with(database, "gcgrown", model)
-    core: list[str] = []
-
-    def through_core(_conn, _cursor, statement, *_args) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
-            core.append(statement)
-
     committer = GroupCommitter(engine)
     await committer.start()
     try:
@@ -396,11 +403,8 @@ async def test_a_column_added_while_running_is_read_again_and_nothing_is_lost(
         async with engine.begin() as conn:
             await conn.execute(text("ALTER TABLE gc_grown ADD COLUMN extra INTEGER DEFAULT 7"))
         await committer.submit(inserts=[(grown, {"id": 2, "name": "meets"})])
-        event.listen(engine.sync_engine, "before_cursor_execute", through_core)
-        try:
+        with _core_inserts(engine) as core:
             await committer.submit(inserts=[(grown, {"id": 3, "name": "after"})])
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", through_core)
         async with engine.connect() as conn:
             rows = (
                 await conn.execute(text("SELECT id, name, extra FROM gc_grown ORDER BY id"))
