@@ -2,7 +2,7 @@
 through the suite, less what the neighbours on a shared machine do to a suite run's rate.
 
     python -m bench.dispatch_inprocess [--count 12000] [--batch 500] [--database sqlite|postgres]
-                                       [--postgres URL] [--broker]
+                                       [--postgres URL] [--schema-prefix P] [--broker]
 
 Received tickets of the whole-suite benchmark's kinds (its categories, grids of the demo city,
 ~1 KB texts) are encoded as intake's records and handed to dispatch's own inbox consumer a fetch
@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         auth_token_secret=secrets.token_hex(32),
     )
     if args.database == "postgres":
-        schema = f"inproc_dispatch_{uuid.uuid4().hex[:8]}"
+        schema = f"{args.schema_prefix}_dispatch_{uuid.uuid4().hex[:8]}"
         settings = DispatchSettings(
             database_url=args.postgres.replace("postgresql://", "postgresql+asyncpg://"),
             database_schema=schema,
@@ -172,6 +172,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="postgres")
     parser.add_argument("--postgres", default=POSTGRES_URL)
+    parser.add_argument(
+        "--schema-prefix", default="inproc", help="the prefix of the scratch schema's name"
+    )
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
     args = parser.parse_args()
     run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
