@@ -114,17 +114,18 @@ class Staged:
         count = sum(map(len, self.drafts.values())) + sum(map(len, events.values()))
         copies = self._copies(direct, events) if count >= direct.copy_min_rows else None
         if copies is not None:
-            # As the group committer copies a large group, from the drafts' own values.
+            # As the group committer copies a large group, from the drafts' own values. In the
+            # session's transaction, already open on the driver when the batch has read through
+            # it, the copies are part of it: a savepoint of their own (two more round trips a
+            # fetch) would undo nothing the session's rollback does not. Otherwise they get a
+            # transaction of their own, as before.
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
-            async with driver.transaction():
-                for plan, records in copies:
-                    await driver.copy_records_to_table(
-                        plan.table.name,
-                        schema_name=plan.table.schema,
-                        columns=list(plan.keys),
-                        records=records,
-                    )
+            if driver.is_in_transaction():
+                await _copy(driver, copies)
+            else:
+                async with driver.transaction():
+                    await _copy(driver, copies)
             return True
         rows: dict[Table, list[dict[str, Any]]] = {}
         for model, drafts in self.drafts.items():
@@ -172,6 +173,14 @@ class Staged:
                 return None
             out.append(records)
         return out
+
+
+async def _copy(driver: Any, copies: list[tuple[Any, list[tuple[Any, ...]]]]) -> None:
+    """Each table's records copied on the asyncpg connection, in order."""
+    for plan, records in copies:
+        await driver.copy_records_to_table(
+            plan.table.name, schema_name=plan.table.schema, columns=list(plan.keys), records=records
+        )
 
 
 def _columns(model: type[SQLModel], table: Table) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from sqlalchemy import func, select
@@ -30,9 +31,13 @@ async def env(module_database: Database, broker: Any) -> AsyncIterator[DispatchE
         yield running_env
 
 
-async def test_a_large_fetch_stores_each_tickets_rows_and_events(
-    env: DispatchEnv, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("count", [COUNT, 5])
+async def test_a_fetch_stores_each_tickets_rows_and_events(
+    env: DispatchEnv, monkeypatch: pytest.MonkeyPatch, count: int
 ) -> None:
+    # A large fetch is copied, a small one inserted in one statement (on PostgreSQL): both store
+    # the same rows. The copies run in the session's transaction, without a savepoint of
+    # their own.
     copied: list[bool] = []
     copies = staging.Staged._copies
 
@@ -42,6 +47,15 @@ async def test_a_large_fetch_stores_each_tickets_rows_and_events(
         return out
 
     monkeypatch.setattr(staging.Staged, "_copies", spy)
+    nested: list[object] = []
+    transaction = asyncpg.Connection.transaction
+
+    def spy_transaction(self: asyncpg.Connection, **kwargs: Any) -> Any:
+        if self._top_xact is not None:  # a savepoint inside the session's transaction
+            nested.append(kwargs)
+        return transaction(self, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "transaction", spy_transaction)
     received = TicketReceived(
         ticket_id="T0000",
         channel="hotline-12345-phone",
@@ -55,14 +69,15 @@ async def test_a_large_fetch_stores_each_tickets_rows_and_events(
         received.model_copy(
             update={"ticket_id": f"T{n:04d}-{uuid.uuid4().hex[:8]}", "event_id": uuid.uuid4()}
         )
-        for n in range(COUNT)
+        for n in range(count)
     ]
     ids = [t.ticket_id for t in tickets]
     async with env.runtime.sessions() as session, session.begin():
         created = await placement.route_tickets(session=session, ctx=env.ctx, tickets=tickets)
-    assert len(created) == COUNT
-    if env.settings.database_url.startswith("postgresql"):
+    assert len(created) == count
+    if env.settings.database_url.startswith("postgresql") and count == COUNT:
         assert copied == [True]
+    assert nested == []
 
     async with env.runtime.sessions() as session:
         dispatches = {
@@ -86,7 +101,7 @@ async def test_a_large_fetch_stores_each_tickets_rows_and_events(
                 DispatchAction.dispatch_id.in_(by_dispatch)  # type: ignore[attr-defined]
             )
         )
-        assert tuple(actions.one()) == (COUNT, COUNT)
+        assert tuple(actions.one()) == (count, count)
         rows = await session.execute(
             select(outbox_table.c.payload, outbox_table.c.headers, outbox_table.c.key).where(
                 outbox_table.c.key.in_(ids)
@@ -96,7 +111,7 @@ async def test_a_large_fetch_stores_each_tickets_rows_and_events(
             decode(payload, [(k, v.encode()) for k, v in orjson.loads(headers)], key.encode())
             for payload, headers, key in rows
         ]
-    assert len(assigned) == COUNT
+    assert len(assigned) == count
     for event in assigned:
         assert isinstance(event, TicketAssigned)
         d = dispatches[event.ticket_id]
