@@ -8,9 +8,9 @@ decision carries an explanation of every rule tried, for ``POST /routing/dry-run
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -396,12 +396,7 @@ class RoutingMemo:
     def route(self, facts: TicketFacts, *, exclude: Collection[str] = ()) -> RoutingDecision:
         """``route(facts, rules, org, exclude=exclude, explain=False)``, from memory when a
         ticket with the same values and keyword hits was routed before."""
-        keywords = self._keywords_for(facts.category)
-        hits: tuple[str, ...] = ()
-        if keywords:
-            text = _normalise(facts.text)
-            hits = tuple(k for k in keywords if k in text)
-        key = (
+        key = self._key(
             facts.category,
             facts.area_code,
             facts.channel,
@@ -409,18 +404,85 @@ class RoutingMemo:
             facts.urgency,
             facts.repeat_count,
             facts.default_profile,
-            tuple(sorted(set(exclude))),
-            hits,
+            facts.text,
+            exclude,
         )
         decision = self._decisions.get(key)
         if decision is None:
-            decision = route(facts, self.rules, self.org, exclude=exclude, explain=False)
-            if len(self._decisions) >= self._size:
-                self._decisions.clear()
-            self._decisions[key] = decision
+            decision = self._decide(key, facts, exclude)
         if decision.ticket_id == facts.ticket_id:
             return decision
         return decision.model_copy(update={"ticket_id": facts.ticket_id})
+
+    def route_values(self, values: Mapping[str, Any]) -> RoutingDecision:
+        """``route(TicketFacts.model_validate(values))`` for a ticket's facts as their JSON
+        values (``TicketFacts.model_dump(mode="json")``, its keys and no others): the model is
+        validated (and refuses what it refuses) only when routing must run. A remembered key's
+        values were valid when it was routed; the id and the text, outside the key, are checked
+        to be text here."""
+        ticket_id, text = values["ticket_id"], values["text"]
+        if type(text) is not str or (ticket_id is not None and type(ticket_id) is not str):
+            return self.route(TicketFacts.model_validate(values))
+        key = self._key(
+            values["category"],
+            values["area_code"],
+            values["channel"],
+            values["enterprise"],
+            values["urgency"],
+            values["repeat_count"],
+            values["default_profile"],
+            text,
+            (),
+        )
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(key, TicketFacts.model_validate(values), ())
+        if decision.ticket_id == ticket_id:
+            return decision
+        return decision.model_copy(update={"ticket_id": ticket_id})
+
+    def _key(
+        self,
+        category: str,
+        area_code: str | None,
+        channel: str,
+        enterprise: bool,
+        urgency: str,
+        repeat_count: int,
+        default_profile: str | None,
+        text: str,
+        exclude: Collection[str],
+    ) -> tuple[object, ...]:
+        """What a decision depends on: the values routing reads, the exclusions and the
+        keywords of the category's rules that the text holds (normalised)."""
+        keywords = self._keywords_for(category)
+        hits: tuple[str, ...] = ()
+        if keywords:
+            # Not through ``_normalise``'s cache: each ticket's text is its own (hashing a
+            # kilobyte and evicting a cached one for nothing); routing on a miss caches it.
+            normal = _normalise.__wrapped__(text)
+            hits = tuple(k for k in keywords if k in normal)
+        return (
+            category,
+            area_code,
+            channel,
+            enterprise,
+            urgency,
+            repeat_count,
+            default_profile,
+            tuple(sorted(set(exclude))),
+            hits,
+        )
+
+    def _decide(
+        self, key: tuple[object, ...], facts: TicketFacts, exclude: Collection[str]
+    ) -> RoutingDecision:
+        """Route afresh and remember the decision under ``key``."""
+        decision = route(facts, self.rules, self.org, exclude=exclude, explain=False)
+        if len(self._decisions) >= self._size:
+            self._decisions.clear()
+        self._decisions[key] = decision
+        return decision
 
 
 # The channel of work nobody called about: evaluation's proposals (未诉先办).

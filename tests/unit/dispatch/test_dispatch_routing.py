@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from services.dispatch.deadlines.profiles import default_profiles
 from services.dispatch.organisation.chart import default_org
@@ -574,3 +575,24 @@ def test_a_remembered_decision_is_the_decision_routing_makes(
         for excluded in ((), exclude):
             expected = route(ticket, RULES, ORG, exclude=excluded, explain=False)
             assert memo.route(ticket, exclude=excluded) == expected, ticket
+    # A fetch routes the facts as the JSON values it stores, through the same memory.
+    for ticket in again:
+        expected = route(ticket, RULES, ORG, explain=False)
+        assert memo.route_values(ticket.model_dump(mode="json")) == expected, ticket
+
+
+@pytest.mark.parametrize(
+    "bad", [{"repeat_count": -1}, {"urgency": "whenever"}, {"text": None}, {"ticket_id": 7}]
+)
+def test_facts_routed_as_values_are_refused_as_the_model_refuses_them(
+    bad: dict[str, Any],
+) -> None:
+    # Values are validated whenever routing must run: what the model refuses is refused every
+    # time, never remembered, and the valid values beside it route as before.
+    memo = RoutingMemo(RULES, ORG)
+    good = TicketFacts(ticket_id="T-1", category="0204", area_code=GRID, channel="hotline-12345")
+    values = {**good.model_dump(mode="json"), **bad}
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            memo.route_values(values)
+    assert memo.route_values(good.model_dump(mode="json")) == route(good, RULES, ORG, explain=False)
