@@ -12,7 +12,7 @@ from sqlmodel import col
 from services.dispatch.context import DispatchContext
 from services.dispatch.deadlines.profiles import ClockName
 from services.dispatch.models import Dispatch, DispatchClock
-from services.dispatch.staging import Writer, new_row
+from services.dispatch.staging import Staged, Writer, new_row
 from services.dispatch.workflow import CLOCK_STOPPED_BY, Action
 
 
@@ -49,19 +49,28 @@ def start_clocks(
     *,
     due: dict[ClockName, datetime] | None = None,
 ) -> dict[ClockName, datetime]:
-    """Start a dispatch's clocks at ``start``: its profile's deadlines unless ``due`` is given."""
-    if due is None:
-        due = ctx.deadlines.of(ctx.profiles.get(d.time_limit_profile), start)
-    for name, at in due.items():
+    """Start a dispatch's clocks at ``start``: its profile's deadlines unless ``due`` is given.
+    A staged batch writes its profile's deadlines from ``Deadlines.started`` (computed, put in
+    UTC and made text once per profile and start); a session's mapped clocks keep the
+    calendar's zone, as its answers show them."""
+    if due is None and isinstance(session, Staged):
+        started = ctx.deadlines.started(ctx.profiles.get(d.time_limit_profile), start)
+        times, text, out = started.utc, started.text, dict(started.due)
+    else:
+        if due is None:
+            due = ctx.deadlines.of(ctx.profiles.get(d.time_limit_profile), start)
+        times = tuple((name.value, at) for name, at in due.items())
+        text, out = {name.value: at.isoformat() for name, at in due.items()}, due
+    for clock, at in times:
         new_row(
             session,
             DispatchClock,
             dispatch_id=d.dispatch_id,
-            clock=name.value,
+            clock=clock,
             started_at=start,
             due_at=at,
             original_due_at=at,
             next_escalation_at=at,
         )
-    d.deadlines = {name.value: at.isoformat() for name, at in due.items()}
-    return due
+    d.deadlines = dict(text)
+    return out

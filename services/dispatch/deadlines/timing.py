@@ -5,7 +5,9 @@ logged once per year, and every scheduler step the calendar refuses counted and 
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from services.dispatch.deadlines.clocks import deadline, deadlines, extend
 from services.dispatch.deadlines.profiles import ClockName, Duration, Profile
@@ -15,7 +17,29 @@ from shared.workcalendar import OperationalCalendar
 
 log = logging.getLogger(__name__)
 
-_Computed = tuple[Profile, dict[ClockName, datetime], frozenset[date]]
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A profile's clocks started at one instant, in the forms a batch writes them: the
+    deadlines in the calendar's zone (what ``Deadlines.of`` gives and the events carry), by
+    clock name in UTC (the clock rows' times: the same instants, which the column type would
+    otherwise convert three times a clock), and as ISO text (a dispatch's ``deadlines``).
+    Shared by every dispatch started so: read, never changed."""
+
+    due: Mapping[ClockName, datetime]
+    utc: tuple[tuple[str, datetime], ...]
+    text: Mapping[str, str]
+
+    @classmethod
+    def of(cls, due: Mapping[ClockName, datetime]) -> Started:
+        return cls(
+            due=dict(due),
+            utc=tuple((name.value, at.astimezone(UTC)) for name, at in due.items()),
+            text={name.value: at.isoformat() for name, at in due.items()},
+        )
+
+
+_Computed = tuple[Profile, Started, frozenset[date]]
 
 
 class Deadlines:
@@ -36,6 +60,11 @@ class Deadlines:
     def of(self, profile: Profile, start: datetime) -> dict[ClockName, datetime]:
         """Every clock of a profile started at ``start``; counts a calendar fallback (at every
         call, computed or remembered)."""
+        return dict(self.started(profile, start).due)
+
+    def started(self, profile: Profile, start: datetime) -> Started:
+        """``of(profile, start)`` with its UTC times and text, remembered for the start (the
+        caller must not change it); counts a calendar fallback at every call, as ``of``."""
         memo = self._memo
         if memo is None or memo[0] != start or memo[1] is not self.calendar:
             memo = self._memo = (start, self.calendar, {})
@@ -43,9 +72,9 @@ class Deadlines:
         if known is None or known[0] is not profile:
             with self.calendar.observe() as fallback:
                 due = deadlines(profile, start, calendar=self.calendar)
-            known = memo[2][profile.code] = (profile, due, frozenset(fallback))
+            known = memo[2][profile.code] = (profile, Started.of(due), frozenset(fallback))
         self._note_fallback(set(known[2]), what=f"profile {profile.code}")
-        return dict(known[1])
+        return known[1]
 
     def next_step(self, profile: Profile, clock: ClockName, start: datetime) -> datetime:
         """When a missed clock escalates again: the clock's own duration after ``start``."""

@@ -6,7 +6,7 @@ overrides file; a strict deployment can refuse instead."""
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,27 @@ def test_deadlines_remembered_for_a_batch_still_count_each_fallback() -> None:
     assert _fallback_count(ctx, "2027") == 2  # 2027 is complete now: no fallback
     later = ctx.deadlines.of(ENTERPRISE, DECEMBER + timedelta(days=1))
     assert later[ClockName.RESOLUTION] == datetime(2027, 1, 6, 17, 30, tzinfo=SHANGHAI)
+
+
+def test_a_batchs_started_clocks_are_the_deadlines_in_utc_and_as_text() -> None:
+    # A staged batch writes each clock row's times in UTC and each dispatch's deadlines as text
+    # from ``started``, made once per profile and start: the same instants as ``of`` (which
+    # keeps the calendar's zone, for the events), every call counted like ``of``.
+    ctx = _context()
+    for profile in default_profiles().profiles.values():
+        for start in (DECEMBER, DECEMBER + timedelta(hours=7, minutes=13)):
+            due = ctx.deadlines.of(profile, start)
+            started = ctx.deadlines.started(profile, start)
+            assert started.due == due
+            assert [name for name, _ in started.utc] == [name.value for name in due]
+            for (name, at), expected in zip(started.utc, due.values(), strict=True):
+                assert at == expected and at.tzinfo is UTC, (profile.code, name)
+            assert started.text == {name.value: at.isoformat() for name, at in due.items()}
+            assert ctx.deadlines.started(profile, start) is started  # remembered per start
+    before = _fallback_count(ctx, "2027")
+    ctx.deadlines.started(ENTERPRISE, DECEMBER)
+    ctx.deadlines.started(ENTERPRISE, DECEMBER)
+    assert _fallback_count(ctx, "2027") == before + 2
 
 
 def test_operators_enter_the_published_schedule_in_the_overrides_file(
