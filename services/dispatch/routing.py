@@ -414,12 +414,14 @@ class RoutingMemo:
             return decision
         return decision.model_copy(update={"ticket_id": facts.ticket_id})
 
-    def route_values(self, values: Mapping[str, Any]) -> RoutingDecision:
+    def route_values(self, values: Mapping[str, Any], *, with_id: bool = True) -> RoutingDecision:
         """``route(TicketFacts.model_validate(values))`` for a ticket's facts as their JSON
         values (``TicketFacts.model_dump(mode="json")``, its keys and no others): the model is
         validated (and refuses what it refuses) only when routing must run. A remembered key's
         values were valid when it was routed; the id and the text, outside the key, are checked
-        to be text here."""
+        to be text here. ``with_id=False`` gives a remembered decision as it is, its
+        ``ticket_id`` the one it was made for: for a caller that never reads it (placing a
+        fetch), without a copy of the decision per ticket."""
         ticket_id, text = values["ticket_id"], values["text"]
         if type(text) is not str or (ticket_id is not None and type(ticket_id) is not str):
             return self.route(TicketFacts.model_validate(values))
@@ -437,7 +439,7 @@ class RoutingMemo:
         decision = self._decisions.get(key)
         if decision is None:
             decision = self._decide(key, TicketFacts.model_validate(values), ())
-        if decision.ticket_id == ticket_id:
+        if not with_id or decision.ticket_id == ticket_id:
             return decision
         return decision.model_copy(update={"ticket_id": ticket_id})
 

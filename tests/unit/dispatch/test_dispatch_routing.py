@@ -579,6 +579,8 @@ def test_a_remembered_decision_is_the_decision_routing_makes(
     for ticket in again:
         expected = route(ticket, RULES, ORG, explain=False)
         assert memo.route_values(ticket.model_dump(mode="json")) == expected, ticket
+        shared = memo.route_values(ticket.model_dump(mode="json"), with_id=False)
+        assert shared.model_copy(update={"ticket_id": ticket.ticket_id}) == expected, ticket
 
 
 @pytest.mark.parametrize(
