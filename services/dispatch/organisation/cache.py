@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -57,16 +58,26 @@ class OrgCache:
     async def current(self, session: AsyncSession) -> tuple[OrgChart, ActiveRules]:
         """The org chart and the routing rules in force, both revisions read in one query (a
         fetched batch of tickets needs both; three look-ups were a third of its statements)."""
-        revision, newest = (
-            await session.execute(
-                select(
-                    select(col(MetaEntry.value))
-                    .where(col(MetaEntry.name) == store.ORG_REVISION)
-                    .scalar_subquery(),
-                    select(func.max(RuleSetRow.id)).scalar_subquery(),
-                )
-            )
-        ).one()
+        org, rules, _ = await self.current_with(session)
+        return org, rules
+
+    async def current_with(
+        self, session: AsyncSession, also: ColumnElement[Any] | None = None
+    ) -> tuple[OrgChart, ActiveRules, Any]:
+        """``current``, and the value of ``also`` (a scalar subquery; None without one) read in
+        the same query: a fetch's look-up of its tickets already routed rides with the
+        revisions, a round trip a fetch fewer."""
+        columns: list[ColumnElement[Any]] = [
+            select(col(MetaEntry.value))
+            .where(col(MetaEntry.name) == store.ORG_REVISION)
+            .scalar_subquery(),
+            select(func.max(RuleSetRow.id)).scalar_subquery(),
+        ]
+        if also is not None:
+            columns.append(also)
+        read = (await session.execute(select(*columns))).one()
+        revision, newest = read[0], read[1]
+        value = read[2] if also is not None else None
         if newest is None:
             raise LookupError("no routing rules are loaded; run `fengqiao dispatch load-org`")
         if revision is None:
@@ -79,7 +90,7 @@ class OrgCache:
             rules = load_rules(row.text, org=org, profiles=self.profiles)
             cached = ActiveRules(row.id, rules, row.text, row.activated_at, row.activated_by)
             self._rules = cached
-        return org, cached
+        return org, cached, value
 
     async def _chart_at(self, session: AsyncSession, revision: int) -> OrgChart:
         """The chart of this revision: the cached one, or built again from the tables."""
