@@ -33,12 +33,12 @@ from shared.bus import (
 )
 from shared.db import create_engine, ensure_schema, session_factory
 from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
-from shared.events.base import header, utcnow
+from shared.events.base import Record, header, utcnow
 from shared.events.intake import TicketReceived
 from shared.inbox import Batch, InboxConsumer, Only
 from shared.lease import HostLease
 from shared.metrics import ServiceMetrics
-from shared.outbox import Outbox, OutboxRelay, bus_tables
+from shared.outbox import Outbox, OutboxRelay, bus_tables, json_headers, record_row
 from shared.settings import ServiceSettings
 from tests.support import Database, bus_settings, wait_until
 
@@ -314,6 +314,31 @@ async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statemen
         else:
             assert len(statements) == 2 and driven == []
         assert await h.relay.publish_batch() == 0
+    finally:
+        await h.stop()
+
+
+async def test_rows_of_either_header_form_are_published_with_their_headers_byte_for_byte(
+    broker, database: Database, prefix: str
+) -> None:
+    """A row written before ``header_block`` (JSON headers), an event's row (the values-only
+    block) and a dead letter's (other headers, bytes that are not UTF-8) all go out with the
+    headers they were written with."""
+    h = await driven_harness(broker, database, prefix)
+    try:
+        old, new, odd = (encode(ticket(n)) for n in range(1, 4))
+        odd = Record(odd.key, odd.value, [*odd.headers, ("x-dlq-origin", b"\xff\xfe\x80;")])
+        rows = [
+            record_row(r, event_id=str(n), event_type="intake.ticket.received", topic=INTAKE_TOPIC)
+            for n, r in enumerate((old, new, odd))
+        ]
+        rows[0] |= {"headers": json_headers(old.headers), "header_block": None}
+        assert rows[1]["header_block"] is not None and rows[2]["header_block"] is not None
+        async with h.engine.begin() as conn:
+            await bulk.insert(conn, h.outbox_table, rows)
+        assert await h.relay.publish_batch() == 3
+        published = {r.key: list(r.headers) for r in await read_topic(h.settings, INTAKE_TOPIC, 3)}
+        assert published == {r.key: list(r.headers) for r in (old, new, odd)}
     finally:
         await h.stop()
 
