@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, RequestTimedOutError
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text, update
 from sqlalchemy import event as sa_event
 
 from shared import bulk
@@ -340,6 +340,55 @@ async def test_rows_of_either_header_form_are_published_with_their_headers_byte_
         published = {r.key: list(r.headers) for r in await read_topic(h.settings, INTAKE_TOPIC, 3)}
         assert published == {r.key: list(r.headers) for r in (old, new, odd)}
     finally:
+        await h.stop()
+
+
+async def test_the_relay_keeps_its_own_connection_and_replaces_one_the_server_closed(
+    broker, database: Database, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: one connection serves every claim and probe (no pool checkout a batch); when
+    the server ends it, the next batch or the one after claims on a new one, and nothing is
+    lost."""
+    if database.kind != "postgres":
+        pytest.skip("the relay claims on a connection of its own on PostgreSQL only")
+    h = await driven_harness(broker, database, prefix)
+    pids: list[int] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def fetched(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        pids.append(conn.get_server_pid())
+        return await fetch(conn, query, *args, **kwargs)
+
+    checkouts: list[Any] = []
+
+    def checkout(*args: Any) -> None:
+        checkouts.append(args)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", fetched)
+    try:
+        for n in range(1, 4):
+            await h.emit(ticket(n))
+            if n > 1:  # the first batch checks the connection out
+                sa_event.listen(h.engine.sync_engine, "checkout", checkout)
+            assert await h.relay.publish_batch() == 1
+            assert not await h.relay.may_have_work()  # the probe, on the same connection
+            if n > 1:
+                sa_event.remove(h.engine.sync_engine, "checkout", checkout)
+        assert len(pids) == 3 and len(set(pids)) == 1 and checkouts == []
+        async with h.engine.connect() as conn:
+            await conn.execute(text(f"SELECT pg_terminate_backend({pids[0]})"))
+        await h.emit(ticket(4), ticket(5))
+        sent, failures = 0, 0
+        while not sent and failures < 2:
+            try:
+                sent = await h.relay.publish_batch()
+            except Exception:  # whatever the driver raises for it, as the relay's loop takes it
+                failures += 1
+        assert sent == 2 and pids[-1] != pids[0]
+        keys = sorted(r.key for r in await read_topic(h.settings, INTAKE_TOPIC, 5))
+        assert keys == [ticket(n).ticket_id.encode() for n in range(1, 6)]
+    finally:
+        monkeypatch.undo()
         await h.stop()
 
 
