@@ -389,15 +389,19 @@ class OutboxRelay:
         asyncio layer (greenlet hand-offs, the adapter's cursor, result processing) BEGIN, the
         claim and COMMIT were ~40 % of the relay's CPU at the batch sizes a service sees. The
         claim binds the time of the mark (``$1``) and returns the columns ``_send`` reads, in
-        the order of ``_batch_read``."""
+        the order of ``_batch_read``. Its order is the pending index's own, ``published_at`` (null
+        throughout) then ``id``: ordered by ``id`` alone, PostgreSQL read the index and sorted
+        every pending row, or, with a backlog, walked the primary key past every published row
+        still retained (253 ms a claim with 100,000 of each), instead of reading the first
+        ``size`` entries."""
         t = self._outbox
         name = f'"{t.schema}"."{t.name}"' if t.schema else f'"{t.name}"'
         size = int(self._settings.outbox_batch_size)
         claim = (
             f"UPDATE {name} SET published_at = $1 WHERE id IN ("
-            f"SELECT id FROM {name} WHERE published_at IS NULL ORDER BY id LIMIT {size} "
-            "FOR UPDATE SKIP LOCKED) RETURNING id, event_type, topic, key, headers, header_block, "
-            "payload"
+            f"SELECT id FROM {name} WHERE published_at IS NULL ORDER BY published_at, id "
+            f"LIMIT {size} FOR UPDATE SKIP LOCKED) RETURNING id, event_type, topic, key, headers, "
+            "header_block, payload"
         )
         return claim, f"SELECT 1 FROM {name} WHERE published_at IS NULL LIMIT 1"
 

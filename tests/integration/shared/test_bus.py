@@ -392,6 +392,35 @@ async def test_the_relay_keeps_its_own_connection_and_replaces_one_the_server_cl
         await h.stop()
 
 
+async def test_the_claim_reads_the_pending_index_in_its_order_whatever_the_backlog(
+    broker, database: Database, prefix: str
+) -> None:
+    """PostgreSQL: with published rows retained and a backlog, the claim takes the first rows of
+    the pending index — no sort of every pending row, no walk of the primary key past the
+    published ones."""
+    if database.kind != "postgres":
+        pytest.skip("the claim is PostgreSQL's")
+    h = await driven_harness(broker, database, prefix)
+    try:
+        rows = [
+            record_row(r, event_id=str(n), event_type="intake.ticket.received", topic=INTAKE_TOPIC)
+            for n, r in enumerate(encode(ticket(n)) for n in range(6000))
+        ]
+        async with h.engine.begin() as conn:
+            await bulk.insert(conn, h.outbox_table, rows)
+            t = h.outbox_table
+            await conn.execute(update(t).where(t.c.id <= 3000).values(published_at=utcnow()))
+            await conn.execute(text(f'ANALYZE "{t.name}"'))
+            raw = (await conn.get_raw_connection()).driver_connection
+            plan = "\n".join(
+                r[0] for r in await raw.fetch("EXPLAIN " + h.relay._driver_claim, utcnow())
+            )
+        assert "ix_outbox_pending" in plan and "Sort" not in plan, plan
+        assert "Filter" not in plan, plan  # no published row read and thrown away
+    finally:
+        await h.stop()
+
+
 async def test_a_batch_goes_out_one_batch_a_partition_and_one_failed_partition_keeps_all_pending(
     broker, database: Database, prefix: str
 ) -> None:
