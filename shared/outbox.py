@@ -181,17 +181,15 @@ async def read_audit_trail(
 
 # The headers ``shared.events.base.encode`` writes, in its order: a block of exactly these holds
 # their values alone (any other list, this one changed included, takes the named form).
-_CLOUDEVENTS_NAMES = tuple(
-    [
-        "ce_id",
-        "ce_source",
-        "ce_type",
-        "ce_specversion",
-        "ce_time",
-        "ce_subject",
-        "content-type",
-        "ce_partitionkey",
-    ]
+_CLOUDEVENTS_NAMES = (
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_specversion",
+    "ce_time",
+    "ce_subject",
+    "content-type",
+    "ce_partitionkey",
 )
 _VALUES_ONLY, _NAMED = b"c", b"n"
 
