@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
@@ -31,6 +30,7 @@ from shared.bus import make_producer
 from shared.clock import ManualClock
 from shared.events import INTAKE_TOPIC, MEDIATION_TOPIC, Event, decode
 from shared.events.intake import Location, TicketReceived
+from shared.outbox import row_headers
 from shared.workcalendar import SHANGHAI
 from tests.support import (
     Database,
@@ -184,7 +184,7 @@ class DispatchEnv:
         async with self.runtime.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(t.c.payload, t.c.headers, t.c.key)
+                    select(t.c.payload, t.c.headers, t.c.header_block, t.c.key)
                     .where(t.c.key == ticket_id)
                     .order_by(t.c.id)
                 )
@@ -192,7 +192,7 @@ class DispatchEnv:
         return [
             decode(
                 row.payload,
-                [(k, v.encode()) for k, v in orjson.loads(row.headers)],
+                row_headers(row.headers, row.header_block),
                 row.key.encode(),
             )
             for row in rows

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -18,6 +17,7 @@ from services.dispatch.models import Dispatch, DispatchAction, DispatchClock, ou
 from shared.events import decode
 from shared.events.dispatch import TicketAssigned
 from shared.events.intake import Location, TicketReceived
+from shared.outbox import row_headers
 from tests.integration.dispatch.support import DispatchEnv, running
 from tests.support import Database
 
@@ -103,13 +103,16 @@ async def test_a_fetch_stores_each_tickets_rows_and_events(
         )
         assert tuple(actions.one()) == (count, count)
         rows = await session.execute(
-            select(outbox_table.c.payload, outbox_table.c.headers, outbox_table.c.key).where(
-                outbox_table.c.key.in_(ids)
-            )
+            select(
+                outbox_table.c.payload,
+                outbox_table.c.headers,
+                outbox_table.c.header_block,
+                outbox_table.c.key,
+            ).where(outbox_table.c.key.in_(ids))
         )
         assigned = [
-            decode(payload, [(k, v.encode()) for k, v in orjson.loads(headers)], key.encode())
-            for payload, headers, key in rows
+            decode(payload, row_headers(headers, block), key.encode())
+            for payload, headers, block, key in rows
         ]
     assert len(assigned) == count
     for event in assigned:

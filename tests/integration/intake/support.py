@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import yaml
 from sqlalchemy import func, select
 
@@ -28,6 +27,7 @@ from services.intake.settings import IntakeSettings
 from shared import geo
 from shared.bus import make_producer
 from shared.events import Event, decode
+from shared.outbox import row_headers
 from shared.settings import BusSettings
 from tests.support import (
     Database,
@@ -131,7 +131,7 @@ class IntakeEnv:
             rows = (await conn.execute(query)).all()
         out = []
         for row in rows:
-            headers = [(k, v.encode()) for k, v in orjson.loads(row.headers)]
+            headers = row_headers(row.headers, row.header_block)
             out.append((decode(row.payload, headers, row.key.encode()), dict(row._mapping)))
         return out
 

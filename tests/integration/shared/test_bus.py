@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, RequestTimedOutError
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text, update
 from sqlalchemy import event as sa_event
 
 from shared import bulk
@@ -33,12 +33,12 @@ from shared.bus import (
 )
 from shared.db import create_engine, ensure_schema, session_factory
 from shared.events import DEAD_LETTER_TOPIC, INTAKE_TOPIC, encode
-from shared.events.base import header, utcnow
+from shared.events.base import Record, header, utcnow
 from shared.events.intake import TicketReceived
 from shared.inbox import Batch, InboxConsumer, Only
 from shared.lease import HostLease
 from shared.metrics import ServiceMetrics
-from shared.outbox import Outbox, OutboxRelay, bus_tables
+from shared.outbox import Outbox, OutboxRelay, bus_tables, json_headers, record_row
 from shared.settings import ServiceSettings
 from tests.support import Database, bus_settings, wait_until
 
@@ -314,6 +314,109 @@ async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statemen
         else:
             assert len(statements) == 2 and driven == []
         assert await h.relay.publish_batch() == 0
+    finally:
+        await h.stop()
+
+
+async def test_rows_of_either_header_form_are_published_with_their_headers_byte_for_byte(
+    broker, database: Database, prefix: str
+) -> None:
+    """A row written before ``header_block`` (JSON headers), an event's row (the values-only
+    block) and a dead letter's (other headers, bytes that are not UTF-8) all go out with the
+    headers they were written with."""
+    h = await driven_harness(broker, database, prefix)
+    try:
+        old, new, odd = (encode(ticket(n)) for n in range(1, 4))
+        odd = Record(odd.key, odd.value, [*odd.headers, ("x-dlq-origin", b"\xff\xfe\x80;")])
+        rows = [
+            record_row(r, event_id=str(n), event_type="intake.ticket.received", topic=INTAKE_TOPIC)
+            for n, r in enumerate((old, new, odd))
+        ]
+        rows[0] |= {"headers": json_headers(old.headers), "header_block": None}
+        assert rows[1]["header_block"] is not None and rows[2]["header_block"] is not None
+        async with h.engine.begin() as conn:
+            await bulk.insert(conn, h.outbox_table, rows)
+        assert await h.relay.publish_batch() == 3
+        published = {r.key: list(r.headers) for r in await read_topic(h.settings, INTAKE_TOPIC, 3)}
+        assert published == {r.key: list(r.headers) for r in (old, new, odd)}
+    finally:
+        await h.stop()
+
+
+async def test_the_relay_keeps_its_own_connection_and_replaces_one_the_server_closed(
+    broker, database: Database, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: one connection serves every claim and probe (no pool checkout a batch); when
+    the server ends it, the next batch or the one after claims on a new one, and nothing is
+    lost."""
+    if database.kind != "postgres":
+        pytest.skip("the relay claims on a connection of its own on PostgreSQL only")
+    h = await driven_harness(broker, database, prefix)
+    pids: list[int] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def fetched(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        pids.append(conn.get_server_pid())
+        return await fetch(conn, query, *args, **kwargs)
+
+    checkouts: list[Any] = []
+
+    def checkout(*args: Any) -> None:
+        checkouts.append(args)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", fetched)
+    try:
+        for n in range(1, 4):
+            await h.emit(ticket(n))
+            if n > 1:  # the first batch checks the connection out
+                sa_event.listen(h.engine.sync_engine, "checkout", checkout)
+            assert await h.relay.publish_batch() == 1
+            assert not await h.relay.may_have_work()  # the probe, on the same connection
+            if n > 1:
+                sa_event.remove(h.engine.sync_engine, "checkout", checkout)
+        assert len(pids) == 3 and len(set(pids)) == 1 and checkouts == []
+        async with h.engine.connect() as conn:
+            await conn.execute(text(f"SELECT pg_terminate_backend({pids[0]})"))
+        await h.emit(ticket(4), ticket(5))
+        sent, failures = 0, 0
+        while not sent and failures < 2:
+            try:
+                sent = await h.relay.publish_batch()
+            except Exception:  # whatever the driver raises for it, as the relay's loop takes it
+                failures += 1
+        assert sent == 2 and pids[-1] != pids[0]
+        keys = sorted(r.key for r in await read_topic(h.settings, INTAKE_TOPIC, 5))
+        assert keys == [ticket(n).ticket_id.encode() for n in range(1, 6)]
+    finally:
+        monkeypatch.undo()
+        await h.stop()
+
+
+async def test_the_claim_reads_the_pending_index_in_its_order_whatever_the_backlog(
+    broker, database: Database, prefix: str
+) -> None:
+    """PostgreSQL: with published rows retained and a backlog, the claim takes the first rows of
+    the pending index — no sort of every pending row, no walk of the primary key past the
+    published ones."""
+    if database.kind != "postgres":
+        pytest.skip("the claim is PostgreSQL's")
+    h = await driven_harness(broker, database, prefix)
+    try:
+        rows = [
+            record_row(r, event_id=str(n), event_type="intake.ticket.received", topic=INTAKE_TOPIC)
+            for n, r in enumerate(encode(ticket(n)) for n in range(6000))
+        ]
+        async with h.engine.begin() as conn:
+            await bulk.insert(conn, h.outbox_table, rows)
+            t = h.outbox_table
+            await conn.execute(update(t).where(t.c.id <= 3000).values(published_at=utcnow()))
+            await conn.execute(text(f'ANALYZE "{t.name}"'))
+            raw = (await conn.get_raw_connection()).driver_connection
+            plan = "\n".join(
+                r[0] for r in await raw.fetch("EXPLAIN " + h.relay._driver_claim, utcnow())
+            )
+        assert "ix_outbox_pending" in plan and "Sort" not in plan, plan
+        assert "Filter" not in plan, plan  # no published row read and thrown away
     finally:
         await h.stop()
 
