@@ -51,7 +51,7 @@ import sqlalchemy
 
 from bench.evaluation_data import City, month_cells
 from fengqiao import registry
-from services.evaluation import cells, hotspots, ranking
+from services.evaluation import cells, hotspots, ranking, service
 from services.evaluation.context import (
     EvaluationContext,
     evaluation_calendar,
@@ -428,6 +428,7 @@ async def time_apply(
     # The started service's collector settings; its start-up heap is frozen too, but freezing
     # here would also hide from the collector the events the service only gets one by one.
     heap.tune()
+    folds = dict(service.FOLDS)
     started, cpu = time.monotonic(), time.process_time()
     assert handler.stage is not None
     staging = 0.0  # wall time spent staging (reads, folds, cell moves)
@@ -472,6 +473,9 @@ async def time_apply(
         "python_cpu_ms_per_event": round(cpu * 1000 / len(events), 3),
         "postgres_cpu_ms_per_event": round(db_cpu * 1000 / len(events), 3),
         "load_average": os.getloadavg(),
+        # Tickets whose new events were folded onto their state of before, and tickets whose
+        # whole ledger was folded (no state kept, or one the ledger did not bear out).
+        "ticket_folds": {k: v - folds.get(k, 0) for k, v in service.FOLDS.items()},
     }
 
 

@@ -1,5 +1,7 @@
 """Evaluation's write side: each event goes into the ledger once, then its ticket (or case) is
-refolded from the whole ledger and the cells move by the difference.
+refolded and the cells move by the difference. A ticket's new events are folded onto its fold
+state of before where the ledger shows that state to be the fold of all its other events
+(``resume``); otherwise, and always for a case, the whole ledger is folded again.
 
 Handlers write through the consumer's session and never commit. Idempotent: an event id the
 ledger holds changes nothing, and a replay under a new id folds to the same facts.
@@ -8,17 +10,18 @@ ledger holds changes nothing, and a replay under a new id folds to the same fact
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.evaluation import cells
-from services.evaluation.facts import fold_case, fold_ticket
+from services.evaluation.facts import TicketState, finish, fold_case, fold_more, fold_state
 from services.evaluation.models import (
     CELL_COLUMNS,
     DIMENSIONS,
@@ -69,13 +72,16 @@ async def record_many(
 @dataclass(frozen=True)
 class Carry:
     """What a staged batch will have written once it commits, for the batch staged after it
-    while its writes are still in flight: the whole ledger of each fact it refolded (its own
-    events included), each such fact's new contribution, and the event ids it applied. Read
-    in place of what the database does not show yet; valid only if that batch commits."""
+    while its writes are still in flight: the events it knows of for each fact it folded
+    (its own at least: every other event of the fact is committed, since the batch before it
+    was settled before it was launched), each such fact's new contribution and fold state
+    (``Folded``), and the event ids it applied. Read in place of what the database does not
+    show yet; valid only if that batch commits."""
 
     ledgers: Mapping[str, Sequence[Event]]
     parts: Mapping[str, Sequence[cells.Part]]
     applied: frozenset[str]
+    states: Mapping[str, Folded] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,10 +120,12 @@ async def stage_many(
     from it rather than from the database, which may not show them yet."""
     carry = carry or NO_CARRY
     keys: dict[str, str] = {}
+    in_hand: dict[str, Event] = {}
     rows = []
     unkeyed = []
     for event in events:
         event_id = str(event.event_id)
+        in_hand[event_id] = event
         if event_id in carry.applied:
             continue  # the batch before applies it: a duplicate, as the ledger would say
         key = fact_key(event)
@@ -145,47 +153,127 @@ async def stage_many(
     done = [*applied, *unkeyed]
     if not applied:  # every event was folded already
         return Staged(applied=done, carry=NO_CARRY)
-    in_hand = {str(e.event_id): e for e in events}
+    new: dict[str, dict[str, Event]] = defaultdict(dict)
+    for event_id in applied:
+        new[keys[event_id]][event_id] = in_hand[event_id]
     staged = await refold(
         session=session,
-        keys=sorted({keys[i] for i in applied}),
+        keys=sorted(new),
         calendar=calendar,
         in_hand=in_hand,
         carry=carry,
+        new=new,
     )
     staged.applied = done
-    staged.carry = Carry(
-        ledgers=staged.carry.ledgers, parts=staged.carry.parts, applied=frozenset(applied)
-    )
+    staged.carry = replace(staged.carry, applied=frozenset(applied))
     return staged
 
 
-class DecodedEvents:
+V = TypeVar("V")
+
+
+class Recent(Generic[V]):
+    """Values remembered by key, the ``bound`` most recently used or remembered."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self._values: OrderedDict[str, V] = OrderedDict()
+
+    def get(self, key: str) -> V | None:
+        value = self._values.get(key)
+        if value is not None:
+            self._values.move_to_end(key)
+        return value
+
+    def remember(self, values: Mapping[str, V]) -> None:
+        """Remember ``values`` (by key) as the most recent."""
+        for key, value in values.items():
+            self._values[key] = value
+            self._values.move_to_end(key)
+        while len(self._values) > self.bound:
+            self._values.popitem(last=False)
+
+
+class DecodedEvents(Recent[Event]):
     """Events decoded from the ledger, remembered by event id (the ``bound`` most recent):
     an event id's payload never changes, so an entry can never be stale — which events a
     fact's ledger holds is still asked of the ledger every time; only the decoding is saved."""
 
     def __init__(self, bound: int = 1 << 15) -> None:  # ~1.6 KB an event: ~50 MB
-        self.bound = bound
-        self._events: OrderedDict[str, Event] = OrderedDict()
-
-    def get(self, event_id: str) -> Event | None:
-        event = self._events.get(event_id)
-        if event is not None:
-            self._events.move_to_end(event_id)
-        return event
-
-    def remember(self, events: Mapping[str, Event]) -> None:
-        """Remember ``events`` (by event id) as the most recent."""
-        for event_id, event in events.items():
-            self._events[event_id] = event
-            self._events.move_to_end(event_id)
-        while len(self._events) > self.bound:
-            self._events.popitem(last=False)
+        super().__init__(bound)
 
 
 DECODED = DecodedEvents()
 """This process's: the batches of a live consumer refold the tickets of the batches before."""
+
+
+@dataclass
+class Folded:
+    """A ticket's fold state and the ids of exactly the events folded into it. An event id's
+    payload never changes, so the state is the fold of those events wherever it was made —
+    in a batch that committed, one rolled back, or against another database — and it stands
+    for a fact's ledger exactly when the ledger holds those ids (``resume``).
+
+    A state is folded onto in place, once: ``resume`` marks the one it folds onto ``spent``
+    (before folding, so a fold that fails midway leaves it spent too), and whoever else holds
+    it — the cache, the carry of a batch — then takes it for absent."""
+
+    state: TicketState
+    ids: frozenset[str]
+    spent: bool = False
+
+
+class FoldStates(Recent[Folded]):
+    """Ticket fold states, remembered by fact key (the ``bound`` most recent), to fold a
+    ticket's new events onto instead of its whole ledger. Never trusted: an entry is used only
+    if the ledger holds exactly its events and the new ones (``resume``), which no failed
+    batch, other consumer or rebalance can fake; anything else refolds from the ledger."""
+
+    def __init__(self, bound: int = 1 << 13) -> None:  # ~7 KB a 14-event ticket: ~60 MB
+        super().__init__(bound)
+
+
+FOLDED = FoldStates()
+"""This process's: a live stream folds each ticket's events onto its state of the batch before."""
+
+FOLDS: Counter[str] = Counter()
+"""How many ticket folds resumed a state (``resumed``) and how many folded a whole ledger
+(``refolded``), in this process."""
+
+
+def resume(prior: Folded | None, held: AbstractSet[str], new: Mapping[str, Event]) -> Folded | None:
+    """``prior`` with ``new`` (by event id) folded onto it, if that is provably the fold of
+    ``held`` (the ids the fact's ledger holds, ``new``'s among them): ``held`` is exactly
+    ``prior``'s events and the new ones, none of the new ones folded before, and every one
+    sorting after the last one folded. Else None (``prior`` as it was): fold the whole
+    ledger. ``prior`` is spent either way once folded onto."""
+    if prior is None or prior.spent:
+        return None
+    if (
+        not prior.ids.isdisjoint(new)
+        or len(held) != len(prior.ids) + len(new)
+        or not prior.ids <= held
+        or not new.keys() <= held
+    ):
+        return None
+    prior.spent = True
+    if not fold_more(prior.state, new.values()):
+        prior.spent = False  # left as it was
+        return None
+    return Folded(prior.state, prior.ids.union(new))
+
+
+async def ledger_ids_of(
+    session: AsyncSession, keys: Sequence[str]
+) -> dict[str, list[tuple[str, str]]]:
+    """The id and type of every event the ledger holds for each of ``keys``, in its order."""
+    c = ledger_table.c
+    held: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for among in bulk.among(session, c.fact_key, keys):
+        rows = await session.execute(select(c.fact_key, c.event_id, c.event_type).where(among))
+        for key, event_id, event_type in rows:
+            held[key].append((event_id, event_type))
+    return held
 
 
 async def ledger_events_of(
@@ -193,41 +281,41 @@ async def ledger_events_of(
     keys: Sequence[str],
     in_hand: Mapping[str, Event] | None = None,
     carried: Mapping[str, Sequence[Event]] | None = None,
+    held: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> dict[str, list[Event]]:
     """Every event the ledger holds for each of ``keys``, by key, in the ledger's order. The
-    ledger is asked which events each key holds; the payloads of only those neither in
-    ``in_hand`` (by event id: the batch being applied) nor decoded before (``DECODED``) are
-    read and decoded. ``carried`` (by key) are events a batch still being written holds for
-    it: added to what the ledger answers, whether or not that batch has committed yet."""
+    ledger is asked which events each key holds (unless ``held`` is its answer already); the
+    payloads of only those neither in ``in_hand`` (by event id: the batch being applied) nor
+    decoded before (``DECODED``) are read and decoded. ``carried`` (by key) are events a batch
+    still being written holds for it: added to what the ledger answers, whether or not that
+    batch has committed yet."""
     in_hand = in_hand or {}
     carried = carried or {}
-    c = ledger_table.c
-    held: list[tuple[str, str, str]] = []
-    for among in bulk.among(session, c.fact_key, keys):
-        rows = await session.execute(select(c.fact_key, c.event_id, c.event_type).where(among))
-        held.extend((key, event_id, event_type) for key, event_id, event_type in rows)
+    if held is None:
+        held = await ledger_ids_of(session, keys)
     events: dict[str, Event] = {}
     fresh: dict[str, Event] = {}  # to remember: in hand, or decoded now
     missing: dict[str, str] = {}
-    for _, event_id, event_type in held:
-        event = DECODED.get(event_id)
-        if event is None:
-            event = in_hand.get(event_id)
+    for key in keys:
+        for event_id, event_type in held.get(key, ()):
+            event = DECODED.get(event_id)
             if event is None:
-                missing[event_id] = event_type
-                continue
-            fresh[event_id] = event
-        events[event_id] = event
+                event = in_hand.get(event_id)
+                if event is None:
+                    missing[event_id] = event_type
+                    continue
+                fresh[event_id] = event
+            events[event_id] = event
     classes = registry()
+    c = ledger_table.c
     for among in bulk.among(session, c.event_id, list(missing)):
         for event_id, payload in await session.execute(select(c.event_id, c.payload).where(among)):
             fresh[event_id] = classes[missing[event_id]].model_validate_json(payload)
     DECODED.remember(fresh)
     events.update(fresh)
     found: dict[str, list[Event]] = defaultdict(list)
-    for key, event_id, _ in held:
-        found[key].append(events[event_id])
     for key in keys:
+        found[key].extend(events[event_id] for event_id, _ in held.get(key, ()))
         more = carried.get(key)
         if more:
             have = {str(e.event_id) for e in found[key]}
@@ -242,40 +330,67 @@ async def refold(
     calendar: WorkCalendar,
     in_hand: Mapping[str, Event] | None = None,
     carry: Carry | None = None,
+    new: Mapping[str, Mapping[str, Event]] | None = None,
 ) -> Staged:
-    """Refold the facts of ``keys`` from their ledgers and work out how the cells move (the
-    writes are ``Staged.write``'s): a few statements for all of them."""
+    """Refold the facts of ``keys`` and work out how the cells move (the writes are
+    ``Staged.write``'s): a few statements for all of them. A ticket's ``new`` events (this
+    batch's, by event id, already in the ledger) are folded onto its state of before
+    (``carry``'s, else ``FOLDED``'s) where ``resume`` proves that the fold of its whole ledger;
+    otherwise, and for mediation cases, the whole ledger is read and folded."""
     carry = carry or NO_CARRY
+    new = new or {}
     keys = list(keys)
-    ledgers = await ledger_events_of(session, keys, in_hand, carry.ledgers)
+    held = await ledger_ids_of(session, keys)
+    states: dict[str, Folded] = {}
+    for key in keys:
+        if not key.startswith(TICKET) or key not in new:
+            continue
+        ids = {event_id for event_id, _ in held.get(key, ())}
+        ids.update(str(e.event_id) for e in carry.ledgers.get(key, ()))
+        folded = resume(carry.states.get(key) or FOLDED.get(key), ids, new[key])
+        if folded is not None:
+            states[key] = folded
+            DECODED.remember(new[key])
+    whole = [k for k in keys if k not in states]
+    FOLDS["resumed"] += len(states)
+    FOLDS["refolded"] += len(whole) - sum(k.startswith(CASE) for k in whole)
+    ledgers = await ledger_events_of(session, whole, in_hand, carry.ledgers, held)
     tickets: list[dict[str, Any]] = []
     dispatches: list[dict[str, Any]] = []
     cases: list[dict[str, Any]] = []
     parts: dict[str, list[cells.Part]] = {}
     for n, key in enumerate(keys, 1):
-        events = ledgers.get(key, [])
         if key.startswith(CASE):
-            case_fact = fold_case(key[len(CASE) :], events)
+            case_fact = fold_case(key[len(CASE) :], ledgers.get(key, []))
             cases.append(case_fact.model_dump())
             parts[key] = cells.case_parts(case_fact)
         else:
-            fold = fold_ticket(key[len(TICKET) :], events, calendar=calendar)
+            folded = states.get(key)
+            if folded is None:
+                events = ledgers.get(key, [])
+                state = fold_state(key[len(TICKET) :], events)
+                folded = states[key] = Folded(state, frozenset(str(e.event_id) for e in events))
+            fold = finish(folded.state, calendar=calendar)
             tickets.append(fold.draft.model_dump())
             dispatches.extend(d.model_dump() for d in fold.dispatch_drafts)
             parts[key] = cells.ticket_parts(fold)
         if n % YIELD_EVERY == 0:
             # Pipelined, the batch before is being written: let it send its next statement.
             await asyncio.sleep(0)
+    FOLDED.remember(states)
     moves, changed = await cell_moves(session=session, parts=parts, carried=carry.parts)
     await asyncio.sleep(0)
     contributions = [{"fact_key": k, "cells": changed[k]} for k in keys if k in changed]
-    replace = OnConflict.REPLACE
     upserts = [
         _ready_facts(session, TicketFact, tickets),
         _ready_facts(session, DispatchFact, dispatches),
         _ready_facts(session, CaseFact, cases),
         bulk.ready_upsert(
-            session, contributions_table, contributions, key=["fact_key"], on_conflict=replace
+            session,
+            contributions_table,
+            contributions,
+            key=["fact_key"],
+            on_conflict=OnConflict.REPLACE,
         ),
     ]
     await asyncio.sleep(0)
@@ -288,7 +403,8 @@ async def refold(
         blank=DIMENSIONS,
         names=moves.names,
     )
-    carried = Carry(ledgers={k: ledgers.get(k, []) for k in keys}, parts=parts, applied=frozenset())
+    known = {k: ledgers[k] if k in ledgers else list(new.get(k, {}).values()) for k in keys}
+    carried = Carry(ledgers=known, parts=parts, applied=frozenset(), states=states)
     return Staged(applied=[], carry=carried, upserts=upserts, adds=adds)
 
 
