@@ -282,7 +282,7 @@ async def refold(
     adds = bulk.ready_add_sparse(
         session,
         cells_table,
-        list(moves.changes.values()),
+        moves.by_column(),
         key="cell_key",
         add=CELL_COLUMNS,
         blank=DIMENSIONS,
