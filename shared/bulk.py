@@ -297,43 +297,10 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
-class Changes:
-    """Counter changes of many rows, by column: the rows' ``keys``, the columns some row
-    changes (``names``) and, for each of them, every row's change in ``keys`` order (0 where
-    a row leaves it) — the arrays the database reads, without a document to parse."""
-
-    keys: Sequence[Any]
-    names: tuple[str, ...]
-    values: Sequence[Sequence[int]]
-
-    @classmethod
-    def of(cls, rows: Sequence[Mapping[str, Any]], key: str, add: Sequence[str]) -> Changes:
-        """Rows of a key and the ``add`` columns each changes, by column."""
-        changed = frozenset().union(*rows)
-        names = tuple(name for name in add if name in changed)
-        at = {name: i for i, name in enumerate(names)}
-        values = [[0] * len(rows) for _ in names]
-        for n, row in enumerate(rows):
-            for name, value in row.items():
-                if name in at:
-                    values[at[name]][n] = value
-        return cls([row[key] for row in rows], names, values)
-
-    def rows(self, key: str) -> list[dict[str, Any]]:
-        """Each row: its key and the columns it changes (those it leaves at 0 left out)."""
-        out: list[dict[str, Any]] = [{key: k} for k in self.keys]
-        for name, values in zip(self.names, self.values, strict=True):
-            for row, value in zip(out, values, strict=True):
-                if value:
-                    row[name] = value
-        return out
-
-
 async def add_sparse(
     session: AsyncSession | AsyncConnection,
     table: Table,
-    rows: Sequence[dict[str, Any]] | Changes,
+    rows: Sequence[dict[str, Any]],
     *,
     key: str,
     add: Sequence[str],
@@ -341,31 +308,28 @@ async def add_sparse(
     names: Callable[[Any], Mapping[str, Any]] | None = None,
 ) -> list[Any]:
     """Add counters to stored rows, a row inserted where its ``key`` is new. Each row names
-    its key and only the ``add`` columns it changes (the others add 0), or ``rows`` are
-    ``Changes``; the columns outside ``add`` (those of ``blank`` only when not "") are in the
-    row too, or, if ``names`` is given, ``names(key)`` gives them — asked only for rows that
-    may have to be inserted. Returns the keys of rows whose ``add`` columns are now all zero
-    (only a row that took something away can be).
+    its key and only the ``add`` columns it changes (the others add 0); the columns outside
+    ``add`` (those of ``blank`` only when not "") are in the row too, or, if ``names`` is
+    given, ``names(key)`` gives them — asked only for rows that may have to be inserted.
+    Returns the keys of rows whose ``add`` columns are now all zero (only a row that took
+    something away can be).
 
-    On PostgreSQL, two statements at most, each reading one array a column, for just the
-    columns some row changes: an ``UPDATE`` of the rows that exist, sent each row's key and
-    changes alone, answers the keys it did not find and the rows it left all zeros; then only
-    the rows not found, whole, go to an insert (which still adds to a row another transaction
-    inserted meanwhile). The other columns are most of a row's bytes, and a row that exists
-    does not need them."""
+    On PostgreSQL, two statements at most, each reading one JSON document expanded into just
+    the columns some row changes (a batch costs what its changes are, not rows times ``add``
+    columns): an ``UPDATE`` of the rows that exist, sent each row's key and changes alone,
+    answers the keys it did not find and the rows it left all zeros; then only the rows not
+    found, whole, go to an insert (which still adds to a row another transaction inserted
+    meanwhile). The other columns are most of a row's bytes, and a row that exists does not
+    need them."""
     if not rows:
         return []
     adding = frozenset(add)
     if names is None:
-        assert not isinstance(rows, Changes), "Changes name no other column: give names"
         named, rows = _split(rows, key, adding)
     else:
         named = names
     if _dialect(session) == "postgresql":
-        adds = ready_add_sparse(session, table, rows, key=key, add=add, blank=blank, names=named)
-        return await _add_sparse_pg(session, adds)
-    if isinstance(rows, Changes):
-        rows = rows.rows(key)
+        return await _add_sparse_pg(session, table, rows, key, tuple(add), named, tuple(blank))
     dense = []
     for row in rows:
         full = dict.fromkeys(blank, "") | dict.fromkeys(add, 0)
@@ -392,20 +356,31 @@ def _split(
     return (lambda k: {n: v for n, v in others[k].items() if n not in adding}), moves
 
 
-async def _add_sparse_pg(session: AsyncSession | AsyncConnection, adds: SparseAdd) -> list[Any]:
+async def _add_sparse_pg(
+    session: AsyncSession | AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    key: str,
+    add: tuple[str, ...],
+    names: Callable[[Any], Mapping[str, Any]],
+    blank: tuple[str, ...],
+) -> list[Any]:
     """``add_sparse`` on PostgreSQL: the update, then the insert of the keys it did not find."""
-    changes = adds.changes
-    statement = _update_sql(adds.table, adds.key, adds.add, changes.names)
+    changed = frozenset().union(*rows)
+    used = tuple(name for name in add if name in changed)
+    statement = _update_sql(table, key, add, used)
     missing: set[Any] = set()
     emptied: list[Any] = []
-    for found, empty in await session.execute(statement, _changes_params(changes)):
+    for found, empty in await session.execute(statement, {"rows": orjson.dumps(rows).decode()}):
         if empty:
             emptied.append(found)
         else:
             missing.add(found)
     if missing:
-        statement, params = _insert_missing(adds, missing)
-        emptied += (await session.execute(statement, params)).scalars()
+        new = [{**names(row[key]), **row} for row in rows if row[key] in missing]
+        statement = _sparse_sql(table, key, add, used, blank)
+        result = await session.execute(statement, {"rows": orjson.dumps(new).decode()})
+        emptied += result.scalars()
     return emptied
 
 
@@ -413,13 +388,6 @@ def _record_set(table: Table, names: Sequence[str]) -> str:
     """The JSON document ``:rows`` read as records ``r`` of just the columns ``names``."""
     declared = ", ".join(f'"{n}" {table.c[n].type.compile(dialect=_PG)}' for n in names)
     return f"json_to_recordset(CAST(:rows AS json)) AS r({declared})"
-
-
-def _changes_params(changes: Changes) -> dict[str, Any]:
-    """``Changes`` as the arrays ``_update_parts`` reads: ``:k`` the keys, ``:c<i>`` a column."""
-    params: dict[str, Any] = {"k": list(changes.keys)}
-    params.update((f"c{i}", values) for i, values in enumerate(changes.values))
-    return params
 
 
 @lru_cache(maxsize=256)
@@ -431,24 +399,15 @@ def _update_sql(table: Table, key: str, add: tuple[str, ...], used: tuple[str, .
 
 
 def _update_parts(table: Table, key: str, add: tuple[str, ...], used: tuple[str, ...]) -> str:
-    """``_update_sql`` after its ``WITH``: the parts ``r`` (the arrays of ``Changes``: keys
-    ``:k``, a column ``:c<i>``) and ``moved``, and the answer."""
-    casts = [_array_cast(table, key, "k")]
-    casts += [_array_cast(table, name, f"c{i}") for i, name in enumerate(used)]
-    declared = ", ".join(f'"{n}"' for n in (key, *used))
-    sets = ", ".join(f'"{n}" = t."{n}" + r."{n}"' for n in used)
+    """``_update_sql`` after its ``WITH``: the parts ``r`` and ``moved`` and the answer."""
+    sets = ", ".join(f'"{n}" = t."{n}" + coalesce(r."{n}", 0)' for n in used)
     update = f'UPDATE "{table.name}" AS t SET {sets} FROM r WHERE t."{key}" = r."{key}"'
     return (
-        f"r AS (SELECT * FROM unnest({', '.join(casts)}) AS r({declared})), "
+        f"r AS (SELECT * FROM {_record_set(table, (key, *used))}), "
         f"moved AS ({update} {_keys_emptied(key, add)}) "
         f'SELECT r."{key}", false FROM r WHERE NOT EXISTS (SELECT FROM moved WHERE k = r."{key}") '
         "UNION ALL SELECT k, true FROM moved WHERE empty"
     )
-
-
-def _array_cast(table: Table, column: str, param: str) -> str:
-    """The array parameter ``:param`` cast to an array of ``column``'s type."""
-    return f"CAST(:{param} AS {table.c[column].type.compile(dialect=_PG)}[])"
 
 
 def _keys_emptied(key: str, add: Sequence[str]) -> str:
@@ -456,34 +415,6 @@ def _keys_emptied(key: str, add: Sequence[str]) -> str:
     columns are all zero now (``empty``)."""
     empty = " AND ".join(f't."{n}" = 0' for n in add)
     return f'RETURNING t."{key}" AS k, ({empty}) AS empty'
-
-
-def _insert_missing(
-    adds: SparseAdd, missing: set[Any], gone: Sequence[Any] | None = None
-) -> tuple[Any, dict[str, Any]]:
-    """The insert of the rows of ``adds`` whose keys are ``missing``, whole: their other
-    columns asked of ``adds.names`` (a ``blank`` one left out is ""), then their changes; and,
-    if ``gone`` is given, the delete of those keys in the same statement."""
-    table, changes, add, names, blank = adds.table, adds.changes, adds.add, adds.names, adds.blank
-    statement = _sparse_sql(table, adds.key, add, changes.names, blank, gone is not None)
-    picked = [n for n, k in enumerate(changes.keys) if k in missing]
-    named = [names(changes.keys[n]) for n in picked]
-    others = _sparse_columns(table, add, changes.names)
-    params: dict[str, Any] = {
-        f"n{i}": [row.get(name, "" if name in blank else None) for row in named]
-        for i, name in enumerate(others)
-    }
-    for i, values in enumerate(changes.values, len(others)):
-        params[f"n{i}"] = [values[n] for n in picked]
-    if gone is not None:
-        params["gone"] = list(gone)
-    return statement, params
-
-
-def _sparse_columns(table: Table, add: tuple[str, ...], used: tuple[str, ...]) -> list[str]:
-    """The columns ``_sparse_sql`` writes before the changed ones: all but the ``add`` ones
-    (and those the database computes)."""
-    return [c.name for c in table.columns if c.computed is None and c.name not in add]
 
 
 @lru_cache(maxsize=256)
@@ -495,21 +426,37 @@ def _sparse_sql(
     blank: tuple[str, ...],
     deleting: bool = False,
 ) -> Any:
-    """``add_sparse``'s insert for one table and set of changed columns (built once): one
-    array a column written (``:n<i>``: the other columns, then the ``used`` counters), the
-    other counters keep their defaults (and the columns the database computes are never
-    written)."""
-    names = [*_sparse_columns(table, add, used), *used]
+    """``add_sparse``'s statement for one table and set of changed columns (built once): the
+    document is read as ``json`` (parsed as it is read; ``jsonb`` would build a binary copy
+    first) into a record of only the columns written, the others keep their defaults (and
+    the ones the database computes are never written)."""
+    changed = frozenset(used)
+    names = [
+        c.name
+        for c in table.columns
+        if c.computed is None and (c.name not in add or c.name in changed)
+    ]
     quoted = ", ".join(f'"{n}"' for n in names)
-    casts = ", ".join(_array_cast(table, name, f"n{i}") for i, name in enumerate(names))
+
+    def pick(name: str) -> str:
+        if name in changed:
+            return f'coalesce(r."{name}", 0)'
+        if name in blank:
+            return f"coalesce(r.\"{name}\", '')"
+        return f'r."{name}"'
+
     sets = ", ".join(f'"{n}" = t."{n}" + EXCLUDED."{n}"' for n in used)
-    insert = f'INSERT INTO "{table.name}" AS t ({quoted}) SELECT * FROM unnest({casts})'
+    insert = f'INSERT INTO "{table.name}" AS t ({quoted}) SELECT {", ".join(map(pick, names))}'
     # ``deleting``: in the same statement the rows of keys ``:gone`` (emptied by the update
     # before; never among the keys inserted here, which that update did not find).
-    keys = _array_cast(table, key, "gone")
-    gone = f'gone AS (DELETE FROM "{table.name}" WHERE "{key}" = ANY({keys})), ' if deleting else ""
+    key_type = table.c[key].type.compile(dialect=_PG)
+    gone = (
+        f'gone AS (DELETE FROM "{table.name}" WHERE "{key}" = ANY(CAST(:gone AS {key_type}[]))), '
+        if deleting
+        else ""
+    )
     return text(
-        f"WITH {gone}moved AS ({insert} "
+        f"WITH {gone}moved AS ({insert} FROM {_record_set(table, names)} "
         f'ON CONFLICT ("{key}") DO UPDATE SET {sets} {_keys_emptied(key, add)}) '
         "SELECT k FROM moved WHERE empty"
     )
@@ -548,27 +495,32 @@ class SparseAdd:
     columns end all zero is deleted."""
 
     table: Table
-    changes: Changes
+    rows: Sequence[dict[str, Any]]
     key: str
     add: tuple[str, ...]
     blank: tuple[str, ...]
     names: Callable[[Any], Mapping[str, Any]]
+    used: tuple[str, ...]  # the ``add`` columns some row changes
+    document: str | None
 
 
 def ready_add_sparse(
     session: AsyncSession | AsyncConnection,
     table: Table,
-    rows: Sequence[dict[str, Any]] | Changes,
+    rows: Sequence[dict[str, Any]],
     *,
     key: str,
     add: Sequence[str],
     blank: Sequence[str],
     names: Callable[[Any], Mapping[str, Any]],
 ) -> SparseAdd:
-    """``add_sparse`` (rows of the key and the changes, or ``Changes``; ``names`` for the
-    rest) made ready to send with others (``write_ready``); rows left all zeros are deleted."""
-    changes = rows if isinstance(rows, Changes) else Changes.of(rows, key, add)
-    return SparseAdd(table, changes, key, tuple(add), tuple(blank), names)
+    """``add_sparse`` (rows of the key and the changes, ``names`` for the rest) made ready to
+    send with others (``write_ready``), its document serialised now; rows left all zeros are
+    deleted."""
+    changed = frozenset().union(*rows)
+    used = tuple(name for name in add if name in changed)
+    document = orjson.dumps(rows).decode() if _dialect(session) == "postgresql" else None
+    return SparseAdd(table, rows, key, tuple(add), tuple(blank), names, used, document)
 
 
 async def write_ready(
@@ -581,7 +533,7 @@ async def write_ready(
     emptied, one more for those; elsewhere one statement a write, as ``upsert`` and
     ``add_sparse`` do. Each round trip is waited for by the commit that follows."""
     upserts = [u for u in upserts if u.rows]
-    if adds is not None and not adds.changes.keys:
+    if adds is not None and not adds.rows:
         adds = None
     if _dialect(session) != "postgresql":
         for u in upserts:
@@ -590,7 +542,7 @@ async def write_ready(
             keys = await add_sparse(
                 session,
                 adds.table,
-                adds.changes,
+                adds.rows,
                 key=adds.key,
                 add=adds.add,
                 blank=adds.blank,
@@ -601,10 +553,10 @@ async def write_ready(
     if not upserts and adds is None:
         return
     shapes = tuple((u.table, tuple(u.rows[0]), u.key, u.on_conflict) for u in upserts)
-    spec = None if adds is None else (adds.table, adds.key, adds.add, adds.changes.names)
+    spec = None if adds is None else (adds.table, adds.key, adds.add, adds.used)
     params = {f"d{i}": u.document for i, u in enumerate(upserts)}
     if adds is not None:
-        params.update(_changes_params(adds.changes))
+        params["rows"] = adds.document
     result = await session.execute(_together_sql(shapes, spec), params)
     if adds is None:
         return
@@ -616,8 +568,12 @@ async def write_ready(
         else:
             missing.add(found)
     if missing:
-        statement, insert_params = _insert_missing(adds, missing, emptied)
-        found = await session.execute(statement, insert_params)
+        key = adds.key
+        new = [{**adds.names(row[key]), **row} for row in adds.rows if row[key] in missing]
+        statement = _sparse_sql(adds.table, adds.key, adds.add, adds.used, adds.blank, True)
+        found = await session.execute(
+            statement, {"rows": orjson.dumps(new).decode(), "gone": emptied}
+        )
         emptied = list(found.scalars())  # a row another transaction inserted meanwhile
     await _delete(session, adds, emptied)
 

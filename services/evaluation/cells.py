@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import cached_property, lru_cache
-from itertools import chain, count, repeat
+from functools import lru_cache
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -35,7 +34,6 @@ from services.evaluation.models import (
     DispatchFact,
     TicketFact,
 )
-from shared.bulk import Changes
 from shared.workcalendar import to_shanghai
 
 _TOWN = frozenset({"kind", "district_code", "town_code"})
@@ -80,6 +78,7 @@ _PROJECT = tuple((g.name, g.period, g.project) for g in GRAINS)
 _VILLAGE_TIERS = frozenset({"village", "grid"})
 _TOWN_TIERS = frozenset({"town", "village", "grid"})
 _SUCCESS = frozenset({"agreed", "fulfilled"})
+_COUNTED = frozenset(CELL_COLUMNS)
 
 
 _SUMMED_FROM = {"day": {"day"}, "week": {"day", "week"}, "month": {"month"}}
@@ -154,11 +153,10 @@ def _cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
 
 
 @lru_cache(maxsize=1 << 13)  # ~3 KB an entry: ~25 MB
-def _places(day: date, dims: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Place, ...]]:
-    """The keys and places of each grain's cell of one finest cell (in ``GRAINS`` order),
-    remembered: the live path moves a ticket's finest cell again at each of its events."""
-    at = tuple(_spread(day, dims))
-    return tuple(_cell_key(*place) for place in at), at
+def _places(day: date, dims: tuple[str, ...]) -> tuple[tuple[str, Place], ...]:
+    """The key and place of each grain's cell of one finest cell, remembered: the live path
+    moves a ticket's finest cell again at each of its events."""
+    return tuple((_cell_key(*place), place) for place in _spread(day, dims))
 
 
 def named(grain: str, start: date, dims: tuple[str, ...]) -> dict[str, Any]:
@@ -185,41 +183,16 @@ def add_parts(delta: Delta, parts: Iterable[Part], sign: int) -> None:
 
 @dataclass
 class Moves:
-    """The cells a batch's differences move, each once: their keys (``keys``), the counters
-    some cell changes (``used``, in ``CELL_COLUMNS`` order) and each one's change for every
-    cell in ``keys`` order (``values``, 0 where it does not), and where each cell is
-    (``places``: grain, period start, kept dimension values — needed only to insert a cell that
-    does not exist)."""
+    """The cells a batch's differences move, each once: by cell key, a row of the key and
+    only the counters that change (``changes``), and where the cell is (``places``: grain,
+    period start, kept dimension values) — needed only to insert a cell that does not exist."""
 
-    keys: list[str]
-    used: tuple[str, ...]
-    values: list[list[int]]
-    found: list[tuple[tuple[str, ...], tuple[Place, ...]]]  # every finest cell's ``_places``
-
-    @cached_property
-    def places(self) -> dict[str, Place]:
-        """By cell key, where the cell is."""
-        every = dict(
-            zip(
-                chain.from_iterable(keys for keys, _ in self.found),
-                chain.from_iterable(at for _, at in self.found),
-                strict=True,
-            )
-        )
-        return {key: every[key] for key in self.keys}
+    changes: dict[str, dict[str, Any]]
+    places: dict[str, Place]
 
     def names(self, key: str) -> dict[str, Any]:
         """The cell's key, grain, period start and dimension values that are not ""."""
         return named(*self.places[key])
-
-    def by_column(self) -> Changes:
-        """The changes as ``bulk.add_sparse`` sends them."""
-        return Changes(self.keys, self.used, self.values)
-
-    @property
-    def changes(self) -> dict[str, dict[str, Any]]:
-        """By cell key, a row of the key and only the counters that change."""
-        return {row["cell_key"]: row for row in self.by_column().rows("cell_key")}
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """Whole rows: ``names`` and the changes."""
@@ -228,43 +201,33 @@ class Moves:
 
 def moves(delta: Delta) -> Moves:
     """The cells a batch's differences move (a cell whose changes cancel out is left out, as
-    is a finest cell whose do), and by how much. Summed for the whole batch at once, by
-    arrays: each finest cell's changes scattered onto its cells of every grain, not added
-    counter by counter, cell by cell."""
-    rows: array[int] = array("q")
-    columns: array[int] = array("q")
-    values: array[int] = array("q")
-    index: defaultdict[str, int] = defaultdict(count().__next__)  # a cell's row, by key
-    into: array[int] = array("q")
-    found: list[tuple[tuple[str, ...], tuple[Place, ...]]] = []
+    is a finest cell whose do)."""
+    rows: dict[str, dict[str, Any]] = {}
+    places: dict[str, Place] = {}
+    summed: set[str] = set()  # rows with changes from several finest cells: they may cancel
     for (day, dims), counters in delta.items():
-        if not any(counters.values()):
+        changes = {name: value for name, value in counters.items() if value}
+        if not changes:
             continue
-        places = _places(day, dims)
-        rows.extend(repeat(len(found), len(counters)))
-        columns.extend(map(_COLUMN.__getitem__, counters))
-        values.extend(counters.values())
-        into.extend(map(index.__getitem__, places[0]))
-        found.append(places)
-    # Each finest cell's changes go to its cells of every grain, summed by (cell, counter)
-    # over the few counters some finest cell changes.
-    changed, column = np.unique(np.frombuffer(columns, np.int64), return_inverse=True)
-    cell = np.frombuffer(into, np.int64).reshape(-1, len(GRAINS))[np.frombuffer(rows, np.int64)]
-    summed = np.zeros((len(index), len(changed)), np.int64)
-    np.add.at(
-        summed,
-        (cell.ravel(), np.repeat(column, len(GRAINS))),
-        np.repeat(np.frombuffer(values, np.int64), len(GRAINS)),
-    )
-    # the cells and counters whose changes did not all cancel out
-    moved = np.flatnonzero(summed.any(axis=1))
-    summed = summed[moved]
-    kept = summed.any(axis=0)
-    dense = summed[:, kept].T
-    every = list(index)
-    keys = every if len(moved) == len(every) else [every[i] for i in moved.tolist()]
-    used = tuple(CELL_COLUMNS[i] for i in changed[kept].tolist())
-    return Moves(keys, used, dense.tolist(), found)
+        for key, place in _places(day, dims):
+            row = rows.get(key)
+            if row is None:
+                rows[key] = row = dict(changes)
+                row["cell_key"] = key
+                places[key] = place
+                continue
+            summed.add(key)
+            for counter, value in changes.items():
+                row[counter] = row.get(counter, 0) + value
+    for key in summed:
+        row = rows[key]
+        cancelled = [name for name in _COUNTED.intersection(row) if not row[name]]
+        if cancelled:
+            for name in cancelled:
+                del row[name]
+            if _COUNTED.isdisjoint(row):
+                del rows[key]
+    return Moves(rows, places)
 
 
 def spread(delta: Delta) -> dict[str, dict[str, Any]]:

@@ -282,7 +282,7 @@ async def refold(
     adds = bulk.ready_add_sparse(
         session,
         cells_table,
-        moves.by_column(),
+        list(moves.changes.values()),
         key="cell_key",
         add=CELL_COLUMNS,
         blank=DIMENSIONS,
