@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -27,7 +28,7 @@ from services.intake.normalize import (
     GroupMemo,
     NormalizedTicket,
     normalize,
-    scrub_public,
+    scrub_public_columns,
 )
 from services.intake.repeat_lookup import (
     NOT_A_REPEAT,
@@ -185,7 +186,7 @@ class Pipeline:
         for u, members in by_unit.items():
             try:
                 verdicts = self._judge(members, stored)
-                built = [self._build(p, verdicts[p.index], now=now, memo=memo) for p in members]
+                built = self._build(members, verdicts, now=now, memo=memo)
             except Exception as exc:
                 outcomes[u] = exc
             else:
@@ -361,9 +362,20 @@ class Pipeline:
         return verdicts
 
     def _build(
-        self, p: _Pending, verdict: Verdict, *, now: datetime, memo: GroupMemo | None = None
-    ) -> _Built:
-        """The ticket's row (clear text) and its event's fields (scrubbed)."""
+        self,
+        members: list[_Pending],
+        verdicts: dict[int, Verdict],
+        *,
+        now: datetime,
+        memo: GroupMemo | None = None,
+    ) -> list[_Built]:
+        """Each ticket's row (clear text) and its event's fields (scrubbed), the fields a column
+        at a time."""
+        rows = [self._row(p, verdicts[p.index], now=now) for p in members]
+        return list(zip(rows, _public_fields(members, verdicts, memo), strict=True))
+
+    def _row(self, p: _Pending, verdict: Verdict, *, now: datetime) -> dict[str, Any]:
+        """The ticket's row, clear text."""
         n, draft, located = p.normalized, p.normalized.draft, p.located
         assert p.appeal is not None
         attachments = [a.model_dump() for a in n.attachments]
@@ -371,7 +383,7 @@ class Pipeline:
         self._loader.shingles.put(p.ticket_id, packed)
         if p.earlier is not None:  # the next files' look-ups find it ready, not to unpack
             self._loader.shingles.keep(p.earlier)
-        row: dict[str, Any] = {
+        return {
             "ticket_id": p.ticket_id,
             "channel": draft.channel_code,
             "external_id": draft.external_id,
@@ -406,46 +418,92 @@ class Pipeline:
             "attachments": attachments,
             "extra": draft.extra,
         }
-        # The event's fields as plain dicts, parts included (validated once for the unit:
-        # building each part as a model first costs a validator call and an __init__ each).
-        # Every string but the structured ones is scrubbed, whichever field it is in.
-        public = scrub_public(
+
+
+def _public_fields(
+    members: list[_Pending], verdicts: dict[int, Verdict], memo: GroupMemo | None
+) -> list[dict[str, Any]]:
+    """The ``TicketReceived`` fields of a unit's tickets as plain dicts, parts included (validated
+    once for the unit if the writer declines them: building each part as a model first costs a
+    validator call and an __init__ each). Every string but the structured ones is scrubbed,
+    whichever field it is in: the values gathered a field at a time, each field's distinct
+    strings scrubbed once (``scrub_public_columns``), then zipped into each ticket's dicts."""
+    ns = [p.normalized for p in members]
+    sources = (
+        (_FROM_NORMALIZED, ns),
+        (_FROM_DRAFT, [n.draft for n in ns]),
+        (_FROM_VERDICT, [verdicts[p.index] for p in members]),
+        (_FROM_PENDING, members),
+    )
+    gathered = {
+        name: list(map(attrgetter(attribute), objects))
+        for names, objects in sources
+        for name, attribute in names
+    }
+    gathered["area_code"] = [p.located.area_code for p in members]
+    gathered["attachments"] = [
+        tuple(
             {
-                "ticket_id": p.ticket_id,
-                "channel": draft.channel_code,
-                "received_at": n.received_at,
-                "title": n.public_title,
-                "content": n.public_content,
-                "citizen": {
-                    "display_name": n.citizen_display_name,
-                    "phone_masked": n.citizen_phone_masked,
-                    "citizen_hash": n.citizen_hash,
-                },
-                "location": {
-                    "address": n.public_address,
-                    "longitude": draft.longitude,
-                    "latitude": draft.latitude,
-                    "grid_code": n.grid_code,
-                    "area_code": located.area_code,
-                },
-                "category_code": n.category_code,
-                "urgency": n.urgency,
-                "is_enterprise": n.is_enterprise,
-                "repeat_of": verdict.repeat_of,
-                "repeat_count": verdict.repeat_count,
-                "external_id": draft.external_id,
-                "attachments": tuple(
-                    {
-                        "filename": a.filename,
-                        "content_type": a.content_type,
-                        "size": a.size,
-                        "sha256": a.sha256,
-                    }
-                    for a in n.attachments
-                ),
-                "time_limit_profile": n.time_limit_profile,
-                "category_source": n.category_source,
-            },
-            memo=memo,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+            }
+            for a in n.attachments
         )
-        return row, public
+        for n in ns
+    ]
+    # One column a field, the parts' fields among them (no name is both a part's and the
+    # event's, and a part's strings are scrubbed by their own field's name as in a dict).
+    columns = scrub_public_columns(gathered, memo=memo)
+    parts = {
+        "citizen": _zipped({name: columns.pop(name) for name in _CITIZEN}),
+        "location": _zipped({name: columns.pop(name) for name in _LOCATION}),
+    }
+    return _zipped(
+        {name: columns.pop(name) for name in _BEFORE_PARTS}
+        | parts
+        | {name: columns.pop(name) for name in _AFTER_PARTS}
+    )
+
+
+def _pairs(spec: str) -> tuple[tuple[str, str], ...]:
+    """``"field=attribute field"`` as (field, attribute) pairs, the attribute the field's name
+    where it has no ``=``."""
+    words = (word.partition("=") for word in spec.split())
+    return tuple((name, attribute or name) for name, _, attribute in words)
+
+
+# Where each event field's value is read: the normalized ticket, the draft, the verdict, the
+# pending entry (the area from the located place, attachments as dicts).
+_FROM_NORMALIZED = _pairs(
+    "display_name=citizen_display_name phone_masked=citizen_phone_masked citizen_hash"
+    " address=public_address grid_code received_at title=public_title"
+    " content=public_content category_code urgency is_enterprise time_limit_profile"
+    " category_source"
+)
+_FROM_DRAFT = _pairs("longitude latitude channel=channel_code external_id")
+_FROM_VERDICT = _pairs("repeat_of repeat_count")
+_FROM_PENDING = _pairs("ticket_id")
+
+
+_CITIZEN = ("display_name", "phone_masked", "citizen_hash")
+_LOCATION = ("address", "longitude", "latitude", "grid_code", "area_code")
+_BEFORE_PARTS = ("ticket_id", "channel", "received_at", "title", "content")
+_AFTER_PARTS = (
+    "category_code",
+    "urgency",
+    "is_enterprise",
+    "repeat_of",
+    "repeat_count",
+    "external_id",
+    "attachments",
+    "time_limit_profile",
+    "category_source",
+)
+
+
+def _zipped(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The rows of equal columns as dicts, keyed in the columns' order."""
+    names = tuple(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
