@@ -71,7 +71,6 @@ class _Pending:
 
 
 _EVENTS = TypeAdapter(list[TicketReceived])
-_Built = tuple[dict[str, Any], dict[str, Any]]  # a ticket's row and its event's fields
 
 Unit = Sequence[tuple[Channel, TicketDraft]]
 """What is stored all or nothing: one appeal, or a batch file's good rows."""
@@ -182,43 +181,54 @@ class Pipeline:
         for p in pending:
             if outcomes[p.unit] is None:
                 by_unit.setdefault(p.unit, []).append(p)
-        built_units: list[tuple[int, list[_Pending], dict[int, Verdict], list[_Built]]] = []
+        judged: list[tuple[int, list[_Pending], dict[int, Verdict], list[dict[str, Any]]]] = []
         for u, members in by_unit.items():
             try:
                 verdicts = self._judge(members, stored)
-                built = self._build(members, verdicts, now=now, memo=memo)
+                rows = [self._row(p, verdicts[p.index], now=now) for p in members]
             except Exception as exc:
                 outcomes[u] = exc
             else:
-                built_units.append((u, members, verdicts, built))
-        # The group's events written straight to their records from their fields in one call
-        # (one read of random bytes for all their ids) when every value is one the model keeps
-        # as it is; else each unit's by itself, so a value only the model can vouch for costs
-        # its own unit one validation (pydantic-core's loop, not an __init__ per event) and
-        # one dump, and a failure fails that unit alone.
+                judged.append((u, members, verdicts, rows))
+        # The group's event fields gathered a field at a time, and its events written straight
+        # to their records from them (one read of random bytes for all their ids) when every
+        # value is one the model keeps as it is, each in one call for the whole group (a group
+        # of single posts is many units of one ticket); else each unit's by itself, so a value
+        # only the model can vouch for costs its own unit one validation (pydantic-core's loop,
+        # not an __init__ per event) and one dump, and a failure fails that unit alone.
+        everyone = [p for _, members, _, _ in judged for p in members]
+        decided = {at: v for _, _, verdicts, _ in judged for at, v in verdicts.items()}
         try:
-            group_events = encode_fields(
-                TicketReceived, [public for *_, built in built_units for _, public in built]
+            group_fields: list[dict[str, Any]] | None = _public_fields(everyone, decided, memo)
+        except Exception:
+            group_fields = None
+        try:
+            group_events = (
+                encode_fields(TicketReceived, group_fields) if group_fields is not None else None
             )
         except Exception:
             group_events = None
         start = 0
-        for u, members, verdicts, built in built_units:
+        for u, members, verdicts, rows in judged:
+            end = start + len(members)
             try:
-                if group_events is not None:
-                    events = group_events[start : start + len(built)]
+                if group_fields is not None:
+                    publics = group_fields[start:end]
                 else:
-                    publics = [public for _, public in built]
+                    publics = _public_fields(members, verdicts, memo)
+                if group_events is not None:
+                    events = group_events[start:end]
+                else:
                     events = encode_fields(TicketReceived, publics) or encoded(
                         _EVENTS.validate_python(publics)
                     )
                 outcomes[u] = [
                     Prepared(p.ticket_id, row, event, p.normalized, p.located, verdicts[p.index])
-                    for p, (row, _), event in zip(members, built, events, strict=True)
+                    for p, row, event in zip(members, rows, events, strict=True)
                 ]
             except Exception as exc:
                 outcomes[u] = exc
-            start += len(built)
+            start = end
         return [o if o is not None else RuntimeError("unit not prepared") for o in outcomes]
 
     def _classify_group(self, units: Sequence[Unit]) -> dict[int, Classification]:
@@ -361,19 +371,6 @@ class Pipeline:
                 in_unit.add(keys, p.earlier, grams[p.index])
         return verdicts
 
-    def _build(
-        self,
-        members: list[_Pending],
-        verdicts: dict[int, Verdict],
-        *,
-        now: datetime,
-        memo: GroupMemo | None = None,
-    ) -> list[_Built]:
-        """Each ticket's row (clear text) and its event's fields (scrubbed), the fields a column
-        at a time."""
-        rows = [self._row(p, verdicts[p.index], now=now) for p in members]
-        return list(zip(rows, _public_fields(members, verdicts, memo), strict=True))
-
     def _row(self, p: _Pending, verdict: Verdict, *, now: datetime) -> dict[str, Any]:
         """The ticket's row, clear text."""
         n, draft, located = p.normalized, p.normalized.draft, p.located
@@ -456,15 +453,60 @@ def _public_fields(
     # One column a field, the parts' fields among them (no name is both a part's and the
     # event's, and a part's strings are scrubbed by their own field's name as in a dict).
     columns = scrub_public_columns(gathered, memo=memo)
-    parts = {
-        "citizen": _zipped({name: columns.pop(name) for name in _CITIZEN}),
-        "location": _zipped({name: columns.pop(name) for name in _LOCATION}),
-    }
-    return _zipped(
-        {name: columns.pop(name) for name in _BEFORE_PARTS}
-        | parts
-        | {name: columns.pop(name) for name in _AFTER_PARTS}
-    )
+    return [
+        {
+            "ticket_id": ticket_id,
+            "channel": channel,
+            "received_at": received_at,
+            "title": title,
+            "content": content,
+            "citizen": {
+                "display_name": display_name,
+                "phone_masked": phone_masked,
+                "citizen_hash": citizen_hash,
+            },
+            "location": {
+                "address": address,
+                "longitude": longitude,
+                "latitude": latitude,
+                "grid_code": grid_code,
+                "area_code": area_code,
+            },
+            "category_code": category_code,
+            "urgency": urgency,
+            "is_enterprise": is_enterprise,
+            "repeat_of": repeat_of,
+            "repeat_count": repeat_count,
+            "external_id": external_id,
+            "attachments": attachments,
+            "time_limit_profile": time_limit_profile,
+            "category_source": category_source,
+        }
+        for (
+            ticket_id,
+            channel,
+            received_at,
+            title,
+            content,
+            display_name,
+            phone_masked,
+            citizen_hash,
+            address,
+            longitude,
+            latitude,
+            grid_code,
+            area_code,
+            category_code,
+            urgency,
+            is_enterprise,
+            repeat_of,
+            repeat_count,
+            external_id,
+            attachments,
+            time_limit_profile,
+            category_source,
+        ) in zip(*(columns[name] for name in _IN_ORDER), strict=True)
+    ]
 
 
 def _pairs(spec: str) -> tuple[tuple[str, str], ...]:
@@ -487,10 +529,21 @@ _FROM_VERDICT = _pairs("repeat_of repeat_count")
 _FROM_PENDING = _pairs("ticket_id")
 
 
-_CITIZEN = ("display_name", "phone_masked", "citizen_hash")
-_LOCATION = ("address", "longitude", "latitude", "grid_code", "area_code")
-_BEFORE_PARTS = ("ticket_id", "channel", "received_at", "title", "content")
-_AFTER_PARTS = (
+# The event's fields in its order, its parts' fields in their place.
+_IN_ORDER = [
+    "ticket_id",
+    "channel",
+    "received_at",
+    "title",
+    "content",
+    "display_name",
+    "phone_masked",
+    "citizen_hash",
+    "address",
+    "longitude",
+    "latitude",
+    "grid_code",
+    "area_code",
     "category_code",
     "urgency",
     "is_enterprise",
@@ -500,10 +553,4 @@ _AFTER_PARTS = (
     "attachments",
     "time_limit_profile",
     "category_source",
-)
-
-
-def _zipped(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """The rows of equal columns as dicts, keyed in the columns' order."""
-    names = tuple(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+]
