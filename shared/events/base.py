@@ -173,9 +173,7 @@ def _record_of(
     cls: type[Event], event_id: str, key_text: str, occurred_at: datetime, data: bytes
 ) -> Record:
     key = key_text.encode()
-    time = occurred_at.isoformat()
-    if time.endswith("+00:00"):
-        time = time[:-6] + "Z"
+    time = _time_text(occurred_at)
     headers = [
         ("ce_id", event_id.encode()),
         ("ce_source", cls.source.encode()),
@@ -274,7 +272,7 @@ _CONTENT_TYPE = ("content-type", b"application/json")
 
 
 def _time_text(occurred_at: datetime) -> str:
-    """The ``ce_time`` header's text, as ``_record_of`` writes it."""
+    """The ``ce_time`` header's text: ISO 8601, UTC as ``Z``."""
     time = occurred_at.isoformat()
     return time[:-6] + "Z" if time.endswith("+00:00") else time
 
