@@ -14,7 +14,7 @@ Two views come out, and only one may leave intake:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -210,6 +210,41 @@ def scrub_public(value: Any, *, key: str | None = None, memo: GroupMemo | None =
     if isinstance(value, list | tuple):
         return type(value)(scrub_public(v, key=key, memo=memo) for v in value)
     return value
+
+
+def scrub_public_columns(
+    columns: Mapping[str, Sequence[Any]], *, memo: GroupMemo | None = None
+) -> dict[str, list[Any]]:
+    """``scrub_public`` of many dicts with the same keys, given as one column a key: each
+    column's distinct plain strings scrubbed once (through ``memo`` when given) and the column
+    mapped through them; a column whose values are anything but strings and textless values is
+    scrubbed value by value as a dict's would be. Row ``i`` of the result is ``scrub_public``
+    of row ``i`` of ``columns`` (a test holds them equal)."""
+    known = memo.public if memo is not None else {}
+    out: dict[str, list[Any]] = {}
+    for key, column in columns.items():
+        kinds = set(map(type, column))
+        if kinds <= _NO_TEXT:
+            out[key] = list(column)
+        elif kinds <= _PLAIN:
+            seen = known.setdefault(key, {})
+            for value in {v for v in column if type(v) is str} - seen.keys():
+                seen[value] = _public_text(key, value)
+            out[key] = (
+                list(map(seen.__getitem__, column))
+                if kinds == _STR
+                else [seen[v] if type(v) is str else v for v in column]
+            )
+        elif kinds == _TUPLE and not any(column):  # no attachments: the same empty tuples
+            out[key] = list(column)
+        else:
+            out[key] = [scrub_public({key: v}, memo=memo)[key] for v in column]
+    return out
+
+
+_STR: frozenset[type] = frozenset({str})
+_TUPLE: frozenset[type] = frozenset({tuple})
+_PLAIN: frozenset[type] = _NO_TEXT | _STR
 
 
 def _public_text(key: str | None, value: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -27,7 +28,7 @@ from services.intake.normalize import (
     GroupMemo,
     NormalizedTicket,
     normalize,
-    scrub_public,
+    scrub_public_columns,
 )
 from services.intake.repeat_lookup import (
     NOT_A_REPEAT,
@@ -70,7 +71,6 @@ class _Pending:
 
 
 _EVENTS = TypeAdapter(list[TicketReceived])
-_Built = tuple[dict[str, Any], dict[str, Any]]  # a ticket's row and its event's fields
 
 Unit = Sequence[tuple[Channel, TicketDraft]]
 """What is stored all or nothing: one appeal, or a batch file's good rows."""
@@ -181,43 +181,54 @@ class Pipeline:
         for p in pending:
             if outcomes[p.unit] is None:
                 by_unit.setdefault(p.unit, []).append(p)
-        built_units: list[tuple[int, list[_Pending], dict[int, Verdict], list[_Built]]] = []
+        judged: list[tuple[int, list[_Pending], dict[int, Verdict], list[dict[str, Any]]]] = []
         for u, members in by_unit.items():
             try:
                 verdicts = self._judge(members, stored)
-                built = [self._build(p, verdicts[p.index], now=now, memo=memo) for p in members]
+                rows = [self._row(p, verdicts[p.index], now=now) for p in members]
             except Exception as exc:
                 outcomes[u] = exc
             else:
-                built_units.append((u, members, verdicts, built))
-        # The group's events written straight to their records from their fields in one call
-        # (one read of random bytes for all their ids) when every value is one the model keeps
-        # as it is; else each unit's by itself, so a value only the model can vouch for costs
-        # its own unit one validation (pydantic-core's loop, not an __init__ per event) and
-        # one dump, and a failure fails that unit alone.
+                judged.append((u, members, verdicts, rows))
+        # The group's event fields gathered a field at a time, and its events written straight
+        # to their records from them (one read of random bytes for all their ids) when every
+        # value is one the model keeps as it is, each in one call for the whole group (a group
+        # of single posts is many units of one ticket); else each unit's by itself, so a value
+        # only the model can vouch for costs its own unit one validation (pydantic-core's loop,
+        # not an __init__ per event) and one dump, and a failure fails that unit alone.
+        everyone = [p for _, members, _, _ in judged for p in members]
+        decided = {at: v for _, _, verdicts, _ in judged for at, v in verdicts.items()}
         try:
-            group_events = encode_fields(
-                TicketReceived, [public for *_, built in built_units for _, public in built]
+            group_fields: list[dict[str, Any]] | None = _public_fields(everyone, decided, memo)
+        except Exception:
+            group_fields = None
+        try:
+            group_events = (
+                encode_fields(TicketReceived, group_fields) if group_fields is not None else None
             )
         except Exception:
             group_events = None
         start = 0
-        for u, members, verdicts, built in built_units:
+        for u, members, verdicts, rows in judged:
+            end = start + len(members)
             try:
-                if group_events is not None:
-                    events = group_events[start : start + len(built)]
+                if group_fields is not None:
+                    publics = group_fields[start:end]
                 else:
-                    publics = [public for _, public in built]
+                    publics = _public_fields(members, verdicts, memo)
+                if group_events is not None:
+                    events = group_events[start:end]
+                else:
                     events = encode_fields(TicketReceived, publics) or encoded(
                         _EVENTS.validate_python(publics)
                     )
                 outcomes[u] = [
                     Prepared(p.ticket_id, row, event, p.normalized, p.located, verdicts[p.index])
-                    for p, (row, _), event in zip(members, built, events, strict=True)
+                    for p, row, event in zip(members, rows, events, strict=True)
                 ]
             except Exception as exc:
                 outcomes[u] = exc
-            start += len(built)
+            start = end
         return [o if o is not None else RuntimeError("unit not prepared") for o in outcomes]
 
     def _classify_group(self, units: Sequence[Unit]) -> dict[int, Classification]:
@@ -360,10 +371,8 @@ class Pipeline:
                 in_unit.add(keys, p.earlier, grams[p.index])
         return verdicts
 
-    def _build(
-        self, p: _Pending, verdict: Verdict, *, now: datetime, memo: GroupMemo | None = None
-    ) -> _Built:
-        """The ticket's row (clear text) and its event's fields (scrubbed)."""
+    def _row(self, p: _Pending, verdict: Verdict, *, now: datetime) -> dict[str, Any]:
+        """The ticket's row, clear text."""
         n, draft, located = p.normalized, p.normalized.draft, p.located
         assert p.appeal is not None
         attachments = [a.model_dump() for a in n.attachments]
@@ -371,7 +380,7 @@ class Pipeline:
         self._loader.shingles.put(p.ticket_id, packed)
         if p.earlier is not None:  # the next files' look-ups find it ready, not to unpack
             self._loader.shingles.keep(p.earlier)
-        row: dict[str, Any] = {
+        return {
             "ticket_id": p.ticket_id,
             "channel": draft.channel_code,
             "external_id": draft.external_id,
@@ -406,46 +415,142 @@ class Pipeline:
             "attachments": attachments,
             "extra": draft.extra,
         }
-        # The event's fields as plain dicts, parts included (validated once for the unit:
-        # building each part as a model first costs a validator call and an __init__ each).
-        # Every string but the structured ones is scrubbed, whichever field it is in.
-        public = scrub_public(
+
+
+def _public_fields(
+    members: list[_Pending], verdicts: dict[int, Verdict], memo: GroupMemo | None
+) -> list[dict[str, Any]]:
+    """The ``TicketReceived`` fields of a unit's tickets as plain dicts, parts included (validated
+    once for the unit if the writer declines them: building each part as a model first costs a
+    validator call and an __init__ each). Every string but the structured ones is scrubbed,
+    whichever field it is in: the values gathered a field at a time, each field's distinct
+    strings scrubbed once (``scrub_public_columns``), then zipped into each ticket's dicts."""
+    ns = [p.normalized for p in members]
+    sources = (
+        (_FROM_NORMALIZED, ns),
+        (_FROM_DRAFT, [n.draft for n in ns]),
+        (_FROM_VERDICT, [verdicts[p.index] for p in members]),
+        (_FROM_PENDING, members),
+    )
+    gathered = {
+        name: list(map(attrgetter(attribute), objects))
+        for names, objects in sources
+        for name, attribute in names
+    }
+    gathered["area_code"] = [p.located.area_code for p in members]
+    gathered["attachments"] = [
+        tuple(
             {
-                "ticket_id": p.ticket_id,
-                "channel": draft.channel_code,
-                "received_at": n.received_at,
-                "title": n.public_title,
-                "content": n.public_content,
-                "citizen": {
-                    "display_name": n.citizen_display_name,
-                    "phone_masked": n.citizen_phone_masked,
-                    "citizen_hash": n.citizen_hash,
-                },
-                "location": {
-                    "address": n.public_address,
-                    "longitude": draft.longitude,
-                    "latitude": draft.latitude,
-                    "grid_code": n.grid_code,
-                    "area_code": located.area_code,
-                },
-                "category_code": n.category_code,
-                "urgency": n.urgency,
-                "is_enterprise": n.is_enterprise,
-                "repeat_of": verdict.repeat_of,
-                "repeat_count": verdict.repeat_count,
-                "external_id": draft.external_id,
-                "attachments": tuple(
-                    {
-                        "filename": a.filename,
-                        "content_type": a.content_type,
-                        "size": a.size,
-                        "sha256": a.sha256,
-                    }
-                    for a in n.attachments
-                ),
-                "time_limit_profile": n.time_limit_profile,
-                "category_source": n.category_source,
-            },
-            memo=memo,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+            }
+            for a in n.attachments
         )
-        return row, public
+        for n in ns
+    ]
+    # One column a field, the parts' fields among them (no name is both a part's and the
+    # event's, and a part's strings are scrubbed by their own field's name as in a dict).
+    columns = scrub_public_columns(gathered, memo=memo)
+    return [
+        {
+            "ticket_id": ticket_id,
+            "channel": channel,
+            "received_at": received_at,
+            "title": title,
+            "content": content,
+            "citizen": {
+                "display_name": display_name,
+                "phone_masked": phone_masked,
+                "citizen_hash": citizen_hash,
+            },
+            "location": {
+                "address": address,
+                "longitude": longitude,
+                "latitude": latitude,
+                "grid_code": grid_code,
+                "area_code": area_code,
+            },
+            "category_code": category_code,
+            "urgency": urgency,
+            "is_enterprise": is_enterprise,
+            "repeat_of": repeat_of,
+            "repeat_count": repeat_count,
+            "external_id": external_id,
+            "attachments": attachments,
+            "time_limit_profile": time_limit_profile,
+            "category_source": category_source,
+        }
+        for (
+            ticket_id,
+            channel,
+            received_at,
+            title,
+            content,
+            display_name,
+            phone_masked,
+            citizen_hash,
+            address,
+            longitude,
+            latitude,
+            grid_code,
+            area_code,
+            category_code,
+            urgency,
+            is_enterprise,
+            repeat_of,
+            repeat_count,
+            external_id,
+            attachments,
+            time_limit_profile,
+            category_source,
+        ) in zip(*(columns[name] for name in _IN_ORDER), strict=True)
+    ]
+
+
+def _pairs(spec: str) -> tuple[tuple[str, str], ...]:
+    """``"field=attribute field"`` as (field, attribute) pairs, the attribute the field's name
+    where it has no ``=``."""
+    words = (word.partition("=") for word in spec.split())
+    return tuple((name, attribute or name) for name, _, attribute in words)
+
+
+# Where each event field's value is read: the normalized ticket, the draft, the verdict, the
+# pending entry (the area from the located place, attachments as dicts).
+_FROM_NORMALIZED = _pairs(
+    "display_name=citizen_display_name phone_masked=citizen_phone_masked citizen_hash"
+    " address=public_address grid_code received_at title=public_title"
+    " content=public_content category_code urgency is_enterprise time_limit_profile"
+    " category_source"
+)
+_FROM_DRAFT = _pairs("longitude latitude channel=channel_code external_id")
+_FROM_VERDICT = _pairs("repeat_of repeat_count")
+_FROM_PENDING = _pairs("ticket_id")
+
+
+# The event's fields in its order, its parts' fields in their place.
+_IN_ORDER = [
+    "ticket_id",
+    "channel",
+    "received_at",
+    "title",
+    "content",
+    "display_name",
+    "phone_masked",
+    "citizen_hash",
+    "address",
+    "longitude",
+    "latitude",
+    "grid_code",
+    "area_code",
+    "category_code",
+    "urgency",
+    "is_enterprise",
+    "repeat_of",
+    "repeat_count",
+    "external_id",
+    "attachments",
+    "time_limit_profile",
+    "category_source",
+]

@@ -14,10 +14,12 @@ import types
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timezone
 from functools import cache
+from operator import attrgetter, itemgetter
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
+import numpy as np
 import orjson
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
@@ -171,9 +173,7 @@ def _record_of(
     cls: type[Event], event_id: str, key_text: str, occurred_at: datetime, data: bytes
 ) -> Record:
     key = key_text.encode()
-    time = occurred_at.isoformat()
-    if time.endswith("+00:00"):
-        time = time[:-6] + "Z"
+    time = _time_text(occurred_at)
     headers = [
         ("ce_id", event_id.encode()),
         ("ce_source", cls.source.encode()),
@@ -209,47 +209,184 @@ def encoded(events: Sequence[Event]) -> list[Encoded]:
 
 def encode_fields(cls: type[Event], fields: Sequence[Mapping[str, Any]]) -> list[Encoded] | None:
     """Events of ``cls`` given their fields (all but the id and time, in the model's order, nested
-    models as dicts in theirs), each written straight to its record: the bytes ``encode`` writes
-    for ``cls.model_validate`` of the same fields with a new id and the current time, without
-    building and dumping a model per event (a test holds the two equal).
+    models as dicts in theirs), written straight to their records: the bytes ``encode`` writes
+    for ``cls.model_validate`` of the same fields with a new id and the time of this call,
+    without building and dumping a model per event (a test holds the two equal).
+
+    The work is done a column at a time, not an event at a time: each field's values are checked
+    together (one type test per distinct type), the payloads are one ``orjson`` call for them
+    all, the ids one random read turned into their texts at once, and the time and the headers
+    every event shares are made once.
 
     None when this writer cannot vouch for every value — a field missing or out of order, a
     value of another type than the model keeps unchanged (an int for a float, a time whose
     offset has seconds), attachments, a class with validators or its own encoding — and the
     caller validates them the ordinary way, which says exactly what is wrong."""
-    check = _payload_check(cls)
-    if check is None or not all(check(f) for f in fields):
+    writer = _writer(cls)
+    if writer is None or not writer.fits(fields):
         return None
-    out: list[Encoded] = []
-    keyed = "ticket_id" in cls.model_fields
-    # The ids as ``uuid4`` makes them, the random bytes of all of them read in one call.
-    random = os.urandom(16 * len(fields))
-    for at, f in enumerate(fields):
-        event_id = uuid.UUID(bytes=random[16 * at : 16 * at + 16], version=4)
-        occurred_at = utcnow()
-        data = orjson.dumps(f, option=orjson.OPT_UTC_Z)
-        ticket_id = f["ticket_id"] if keyed else None
-        text_id = str(event_id)
-        key = text_id if ticket_id is None else ticket_id
-        out.append(
-            Encoded(
-                event_id,
-                cls.event_type,
-                cls.topic,
-                ticket_id,
-                occurred_at,
-                _record_of(cls, text_id, key, occurred_at, data),
-            )
+    count = len(fields)
+    if not count:
+        return []
+    data = _payloads(fields, writer.first)
+    event_ids, raw_ids = _uuid4_texts(count)
+    occurred_at = utcnow()
+    time = ("ce_time", _time_text(occurred_at).encode())
+    event_type, topic = cls.event_type, cls.topic
+    source, ce_type = writer.source, writer.ce_type
+    if writer.keyed:
+        ticket_ids: list[Any] = [f["ticket_id"] for f in fields]
+        keys = [t.encode() for t in ticket_ids]
+    else:
+        ticket_ids, keys = [None] * count, raw_ids
+    return [
+        Encoded(
+            event_id,
+            event_type,
+            topic,
+            ticket_id,
+            occurred_at,
+            Record(
+                key,
+                payload,
+                [
+                    ("ce_id", raw_id),
+                    source,
+                    ce_type,
+                    _SPEC_VERSION,
+                    time,
+                    ("ce_subject", key),
+                    _CONTENT_TYPE,
+                    ("ce_partitionkey", key),
+                ],
+            ),
         )
-    return out
+        for event_id, raw_id, ticket_id, key, payload in zip(
+            event_ids, raw_ids, ticket_ids, keys, data, strict=True
+        )
+    ]
+
+
+_SPEC_VERSION = ("ce_specversion", b"1.0")
+_CONTENT_TYPE = ("content-type", b"application/json")
+
+
+def _time_text(occurred_at: datetime) -> str:
+    """The ``ce_time`` header's text: ISO 8601, UTC as ``Z``."""
+    time = occurred_at.isoformat()
+    return time[:-6] + "Z" if time.endswith("+00:00") else time
+
+
+class _KnownText(uuid.UUID):
+    """A ``uuid.UUID`` that keeps the text ``str`` gives of it and returns it: the outbox and
+    audit rows ask each event's id for its text, and ``encode_fields`` has it already. Made by
+    ``_known_text``, its ``int`` and ``is_safe`` set as ``uuid.UUID.__init__`` sets them."""
+
+    __slots__ = ("_text",)
+    _text: str
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"UUID('{self._text}')"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles as the plain uuid
+        return (uuid.UUID, (self._text,))
+
+
+_new_uuid = object.__new__
+_set_int = uuid.UUID.__dict__["int"].__set__
+_set_safe = uuid.UUID.__dict__["is_safe"].__set__
+_set_text = _KnownText.__dict__["_text"].__set__
+
+
+def _known_text(text: str, value: int) -> uuid.UUID:
+    """The uuid of this value, whose text (``str`` of it) is ``text``."""
+    made = _new_uuid(_KnownText)
+    _set_int(made, value)
+    _set_safe(made, uuid.SafeUUID.unknown)
+    _set_text(made, text)
+    return made
+
+
+# The positions of a uuid's 32 hex digits in its 36-character text (the rest are dashes).
+_HEX_AT = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+def _uuid4_texts(count: int) -> tuple[list[uuid.UUID], list[bytes]]:
+    """``count`` random ids as ``uuid.uuid4()`` makes them, each with its text as ASCII bytes:
+    the random bytes of all of them read in one call, their version and variant bits set and
+    their hex digits written at once."""
+    ids = np.frombuffer(os.urandom(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    ids[:, 6] = (ids[:, 6] & 0x0F) | 0x40  # version 4, as ``uuid.UUID(..., version=4)`` sets
+    ids[:, 8] = (ids[:, 8] & 0x3F) | 0x80  # the RFC 4122 variant
+    hexed = np.frombuffer(ids.tobytes().hex().encode("ascii"), dtype=np.uint8)
+    text = np.full((count, 36), ord("-"), dtype=np.uint8)
+    text[:, _HEX_AT] = hexed.reshape(count, 32)
+    raw = text.tobytes()
+    joined = raw.decode("ascii")
+    random = ids.tobytes()
+    at = range(count)
+    return [
+        _known_text(joined[36 * i : 36 * i + 36], int.from_bytes(random[16 * i : 16 * i + 16]))
+        for i in at
+    ], [raw[36 * i : 36 * i + 36] for i in at]
+
+
+def _payloads(fields: Sequence[Mapping[str, Any]], first: bytes | None) -> list[bytes]:
+    """Each event's fields as ``orjson.dumps`` writes them alone (times in UTC as ``Z``).
+
+    One call for the whole list, cut where each next event's object opens: ``,{"<first
+    field>":`` cannot occur inside a JSON string (its quote would be escaped), so it occurs
+    at every boundary and, if the count says nowhere else, only there; one dump per event
+    otherwise (a nested object with a key of that name)."""
+    if first is not None and len(fields) > 1:
+        joined = orjson.dumps(
+            fields if type(fields) is list else list(fields), option=orjson.OPT_UTC_Z
+        )
+        parts = joined[1:-1].split(first)
+        if len(parts) == len(fields):
+            opening = first[1:]
+            return [parts[0], *[opening + part for part in parts[1:]]]
+    return [orjson.dumps(f, option=orjson.OPT_UTC_Z) for f in fields]
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    """What ``encode_fields`` knows of a class once: its fields' checks and shared headers."""
+
+    fits: Callable[[Sequence[Any]], bool]
+    first: bytes | None  # the separator before each next event's payload in one dump of all
+    keyed: bool
+    source: tuple[str, bytes]
+    ce_type: tuple[str, bytes]
+
+
+@cache
+def _writer(cls: type[Event]) -> _Writer | None:
+    if _payload_check(cls) is None:
+        return None
+    fits = _model_columns(cls, exclude=_HEADER_FIELDS)
+    assert fits is not None  # the same annotations the row check knew
+    names = [n for n in cls.model_fields if n not in _HEADER_FIELDS]
+    return _Writer(
+        fits=fits,
+        first=b',{"' + names[0].encode() + b'":' if names else None,
+        keyed="ticket_id" in cls.model_fields,
+        source=("ce_source", cls.source.encode()),
+        ce_type=("ce_type", cls.cloudevent_type().encode()),
+    )
 
 
 Check = Callable[[Any], bool]
+Columns = Callable[[Sequence[Any]], bool]
 
 
 @cache
 def _payload_check(cls: type[Event]) -> Check | None:
-    """Whether an event's fields are what ``encode_fields`` can write as the model would."""
+    """Whether an event's fields are what ``encode_fields`` can write as the model would (one
+    event's; ``_writer``'s column checks decide the same for many at once)."""
     fields = cls.model_fields
     if (
         cls.data_json is not Event.data_json
@@ -259,6 +396,82 @@ def _payload_check(cls: type[Event]) -> Check | None:
     ):
         return None
     return _model_check(cls, exclude=_HEADER_FIELDS)
+
+
+def _model_columns(
+    cls: type[BaseModel], *, exclude: frozenset[str] | set[str] = frozenset()
+) -> Columns | None:
+    """``_model_check`` of every value of a column at once: plain dicts with exactly the model's
+    keys in its order, then each field's values checked as one column."""
+    if _model_check(cls, exclude=exclude) is None:
+        return None
+    names = [name for name in cls.model_fields if name not in exclude]
+    found = [_column_check(cls.model_fields[name].annotation) for name in names]
+    checks = [check for check in found if check is not None]
+    if len(checks) != len(names):
+        return None
+    order = tuple(names)
+    get: Callable[[Any], Any] = itemgetter(*order) if len(order) > 1 else tuple
+
+    def fits(values: Sequence[Any]) -> bool:
+        if not values:
+            return True
+        if set(map(type, values)) != {dict} or set(map(tuple, values)) != {order}:
+            return False
+        if not order:
+            return True
+        if len(order) == 1:
+            columns: Sequence[Sequence[Any]] = [[v[order[0]] for v in values]]
+        else:
+            columns = list(zip(*map(get, values), strict=True))
+        return all(check(column) for check, column in zip(checks, columns, strict=True))
+
+    return fits
+
+
+def _column_check(annotation: Any) -> Columns | None:
+    """``_value_check`` of every value of a column at once: the test of each distinct type once
+    rather than of each value (the values of one field of a group mostly share one)."""
+    one = _value_check(annotation)
+    if one is None:
+        return None
+    origin = get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        args = get_args(annotation)
+        inner = _column_check(next(a for a in args if a is not type(None)))
+        assert inner is not None
+
+        def optional(values: Sequence[Any]) -> bool:
+            present = [v for v in values if v is not None]
+            return inner(present) if present else True
+
+        return optional
+    if origin is Literal:
+        allowed = frozenset(get_args(annotation))
+        return lambda values: set(map(type, values)) <= {str} and set(values) <= allowed
+    if origin is tuple:
+        return lambda values: set(map(type, values)) <= {tuple} and not any(values)
+    if annotation is str:
+        return lambda values: all(issubclass(t, str) for t in set(map(type, values)))
+    if annotation in (bool, int, float):
+        exact = {annotation}
+        return lambda values: set(map(type, values)) <= exact
+    if annotation is AwareDatetime:
+        return _whole_minute_offsets
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _model_columns(annotation)
+    return lambda values: all(map(one, values))
+
+
+def _whole_minute_offsets(values: Sequence[Any]) -> bool:
+    """``_whole_minute_offset`` of each value: a fixed offset (``timezone``) tested once, any
+    other zone (its offset varies with the date) at each value."""
+    if set(map(type, values)) - {datetime}:
+        return False
+    zones = set(map(attrgetter("tzinfo"), values))
+    if all(type(zone) is timezone for zone in zones):
+        return all(_whole_minute_offset(datetime(2000, 1, 1, tzinfo=zone)) for zone in zones)
+    return all(map(_whole_minute_offset, values))
 
 
 def _model_check(

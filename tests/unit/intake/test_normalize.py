@@ -23,6 +23,7 @@ from services.intake.normalize import (
     normalize,
     raised_urgency,
     scrub_public,
+    scrub_public_columns,
 )
 from shared import pii
 from shared.pii import citizen_hash
@@ -281,3 +282,51 @@ def test_scrub_public_with_a_group_memo_is_scrub_public(values: list[dict[str, A
     memo = GroupMemo()
     for value in values:
         assert scrub_public(value, memo=memo) == scrub_public(value)
+
+
+def _typed(value: Any) -> Any:
+    """A value with the type of each part beside it (``Scrubbed`` and ``str`` compare equal)."""
+    if isinstance(value, dict):
+        return (dict, [(k, _typed(v)) for k, v in value.items()])
+    if isinstance(value, tuple | list):
+        return (type(value), [_typed(v) for v in value])
+    return (type(value), value)
+
+
+_COLUMN_VALUES = st.one_of(
+    _PUBLIC,
+    _PUBLIC_VALUES.map(Scrubbed),
+    st.sampled_from([(), True, 1.5, datetime(2026, 12, 6, tzinfo=UTC)]),
+)
+
+
+@st.composite
+def _rows(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Dicts with the same keys in the same order, each key's values all plain strings or of
+    any kind."""
+    keys = draw(st.lists(_PUBLIC_KEYS, unique=True, min_size=1, max_size=6))
+    kinds = {k: draw(st.sampled_from([_PUBLIC_VALUES, _COLUMN_VALUES])) for k in keys}
+    return draw(
+        st.lists(
+            st.fixed_dictionaries(kinds).map(lambda d: {k: d[k] for k in keys}),
+            min_size=1,
+            max_size=8,
+        )
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_rows(), st.booleans())
+def test_scrub_public_by_columns_is_scrub_public_of_each_row(
+    rows: list[dict[str, Any]], shared_memo: bool
+) -> None:
+    """Columns of strings, ``Scrubbed`` text, textless values, parts and a mix of them, with
+    and without a group memo (one used before by rows of its own)."""
+    memo = GroupMemo() if shared_memo else None
+    if memo is not None:
+        scrub_public({"channel": "13812345678", "note": "13812345678"}, memo=memo)
+    keys = list(rows[0])
+    columns = scrub_public_columns({k: [r[k] for r in rows] for k in keys}, memo=memo)
+    assert list(columns) == keys
+    by_rows = [dict(zip(keys, v, strict=True)) for v in zip(*columns.values(), strict=True)]
+    assert [_typed(r) for r in by_rows] == [_typed(scrub_public(r)) for r in rows]
