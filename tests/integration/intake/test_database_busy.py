@@ -26,7 +26,7 @@ async def test_a_held_write_lock_is_a_503_with_retry_after_and_the_retry_succeed
             "content": "塔山社区3号楼门口路灯坏了三天，晚上很黑。",
             "category_code": "0102",
         }
-        other = sqlite3.connect(tmp_path / "intake.db", isolation_level=None)
+        other = _other_process(tmp_path)
         try:
             other.execute("BEGIN IMMEDIATE")  # another process writing, for longer than 100 ms
             refused = await env.client.post("/tickets", json=body)
@@ -48,7 +48,7 @@ async def test_readiness_holds_while_another_process_holds_the_write_lock(
     database = Database("sqlite", str(tmp_path))
     async with running(database, broker.bootstrap) as env:
         await wait_until(_ready(env), what="intake to be ready")
-        other = sqlite3.connect(tmp_path / "intake.db", isolation_level=None)
+        other = _other_process(tmp_path)
         try:
             other.execute("BEGIN IMMEDIATE")  # another process writing (a catch-up, a batch)
             answer = await env.client.get("/readyz")
@@ -96,6 +96,14 @@ async def test_readiness_holds_while_every_pooled_connection_is_busy_and_writes_
     assert held
     assert answer.status_code == 200, answer.text
     assert answer.json()["checks"]["database"] == "ok"
+
+
+def _other_process(tmp_path: Path) -> sqlite3.Connection:
+    """A connection standing for another process. Its own ``BEGIN IMMEDIATE`` waits up to 30 s
+    for the service's writers (a relay's mark, a consumer's batch) to let go of the lock: on a
+    loaded machine one can hold it past sqlite3's default 5 s, and the test would then fail
+    before holding anything."""
+    return sqlite3.connect(tmp_path / "intake.db", isolation_level=None, timeout=30)
 
 
 def _ready(env: IntakeEnv) -> Any:
