@@ -20,11 +20,13 @@ import sys
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
+from itertools import chain
 from typing import Any
 
+import numpy as np
 from sqlalchemy import String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -60,10 +62,16 @@ def unpack_shingles(data: bytes | None) -> frozenset[int]:
 
 @dataclass(frozen=True, slots=True)
 class Earlier:
-    """An earlier ticket as repeat detection sees it, with the repeat count it got."""
+    """An earlier ticket as repeat detection sees it, with the repeat count it got.
+
+    ``against`` and ``common``: a stored candidate already compared with the new appeal
+    ``against`` (the very object) in a group's one numpy pass, and how many shingles the two
+    share, which ``decide`` takes instead of intersecting the sets again."""
 
     appeal: repeats.Appeal
     repeat_count: int
+    against: repeats.Appeal | None = field(default=None, compare=False, repr=False)
+    common: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +141,10 @@ def decide(
             continue
         # repeats.jaccard, inline (a call per pair is a measurable share of a batch row):
         # sizes both non-zero here unless the same citizen, where 0 is what jaccard says.
-        common = len(new.shingles & old.shingles) if size and other else 0
+        if e.against is new:
+            common = e.common
+        else:
+            common = len(new.shingles & old.shingles) if size and other else 0
         similarity = common / (size + other - common) if size and other else 0.0
         if same_citizen and similarity >= citizen_min:
             found.append((old.received_at, ticket_id, e, "same_citizen"))
@@ -397,10 +408,15 @@ async def load_earlier(
     per_key: int,
     cache: ShingleCache | None = None,
 ) -> list[list[Earlier]]:
-    """For each appeal, the latest earlier tickets sharing one of its keys within the window.
+    """For each appeal, the latest earlier tickets sharing one of its keys within the window
+    that it may repeat.
 
     Two steps: the candidates of every key (small rows; one statement on PostgreSQL, one per
     key column on SQLite), then the shingles of the distinct candidates the cache does not hold.
+    The candidates' shingles stay packed: ``possible_repeats`` compares them with every appeal of
+    the group in one numpy pass and keeps those ``decide`` may match (the same citizen, or a
+    Jaccard that can reach a threshold); only those are unpacked into ``Earlier`` objects.
+    ``decide`` counts matches only, so its verdict over them is its verdict over all of them.
     """
     wanted = [lookup_keys(a) for a in appeals]
     by_column: dict[str, set[str]] = {}
@@ -412,7 +428,6 @@ async def load_earlier(
     cache = cache if cache is not None else ShingleCache(0, 0)
     since = min(a.received_at for a in appeals) - policy.window
     until = max(a.received_at for a in appeals)
-    earlier: dict[str, Earlier] = {}
     rows: dict[str, Sequence[Any]] = {}
     found: dict[tuple[str, str], list[str]] = {}
     async with engine.connect() as conn:
@@ -422,47 +437,236 @@ async def load_earlier(
             found_by, ticket_id = row[_FOUND_BY], row[_TICKET_ID]
             key = (_KEY_COLUMNS[found_by], row[_KEY_AT + found_by])
             found.setdefault(key, []).append(ticket_id)
-            if ticket_id in earlier or ticket_id in rows:
-                continue
-            ready = cache.ready(ticket_id)
-            if ready is not None:
-                earlier[ticket_id] = ready
-            else:
+            if ticket_id not in rows:
                 rows[ticket_id] = row
-        packed = {t: p for t in rows if (p := cache.get(t)) is not None}
-        missing = [t for t in rows if t not in packed]
+        packed: dict[str, bytes] = {}
+        missing = []
+        for ticket_id in rows:
+            data = cache.get(ticket_id)
+            if data is None:
+                ready = cache.ready(ticket_id)
+                if ready is None:
+                    missing.append(ticket_id)
+                    continue
+                data = pack_shingles(ready.appeal.shingles)
+                cache.put(ticket_id, data)
+            packed[ticket_id] = data
         if missing:
             loaded = await _packed_shingles(conn, missing)
             for ticket_id, data in loaded.items():
                 cache.put(ticket_id, data)
             packed.update(loaded)
         await conn.rollback()
-    for ticket_id, row in rows.items():
-        made = Earlier(
-            repeats.Appeal(
-                received_at=row[_RECEIVED_AT],
-                text="",
-                shingles=unpack_shingles(packed.get(ticket_id)),
-                ticket_id=ticket_id,
-                citizen_hash=row[3],
-                grid_code=row[4],
-                address_key=row[5],
-                longitude=row[6],
-                latitude=row[7],
-                repeat_of=row[8],
-            ),
-            row[9],
-        )
-        earlier[ticket_id] = made
-        cache.keep(made)
-    out: list[list[Earlier]] = []
+    ids = list(rows)
+    at = {ticket_id: n for n, ticket_id in enumerate(ids)}
+    per_keys: dict[tuple[Key, ...], list[int]] = {}
+    listed: list[list[int]] = []
     for keys in wanted:
-        seen: dict[str, Earlier] = {}
-        for key in keys:
-            for ticket_id in found.get(key, ()):
-                if ticket_id not in seen:
-                    seen[ticket_id] = earlier[ticket_id]
-        out.append(list(seen.values()))
+        got = per_keys.get(keys)
+        if got is None:
+            got = per_keys[keys] = list(
+                dict.fromkeys(at[t] for key in keys for t in found.get(key, ()))
+            )
+        listed.append(got)
+    kept = possible_repeats(
+        appeals,
+        listed,
+        [rows[t][_KEY_AT] for t in ids],
+        [packed.get(t, b"") for t in ids],
+        policy,
+    )
+    earlier: dict[int, Earlier] = {}
+    out: list[list[Earlier]] = []
+    for new, chosen in zip(appeals, kept, strict=True):
+        made = []
+        for n, common in chosen:
+            e = earlier.get(n)
+            if e is None:
+                e = earlier[n] = _earlier(ids[n], rows[ids[n]], packed.get(ids[n]), cache)
+            made.append(e if common < 0 else _compared(e, new, common))
+        out.append(made)
+    return out
+
+
+_SLOTS = tuple(Earlier.__dict__[name] for name in ("appeal", "repeat_count", "against", "common"))
+
+
+def _compared(e: Earlier, new: repeats.Appeal, common: int) -> Earlier:
+    """``e`` as compared with ``new``: its fields and the shingles they share (the slots set
+    directly, as ``Earlier(e.appeal, e.repeat_count, new, common)`` would, at less cost)."""
+    made = object.__new__(Earlier)
+    for slot, value in zip(_SLOTS, (e.appeal, e.repeat_count, new, common), strict=True):
+        slot.__set__(made, value)
+    return made
+
+
+def _earlier(
+    ticket_id: str, row: Sequence[Any], packed: bytes | None, cache: ShingleCache
+) -> Earlier:
+    """A stored candidate as ``decide`` takes it: the cache's own, or made from its row."""
+    ready = cache.ready(ticket_id)
+    if ready is not None:
+        return ready
+    made = Earlier(
+        repeats.Appeal(
+            received_at=row[_RECEIVED_AT],
+            text="",
+            shingles=unpack_shingles(packed),
+            ticket_id=ticket_id,
+            citizen_hash=row[3],
+            grid_code=row[4],
+            address_key=row[5],
+            longitude=row[6],
+            latitude=row[7],
+            repeat_of=row[8],
+        ),
+        row[9],
+    )
+    cache.keep(made)
+    return made
+
+
+# --- stored candidates compared packed, a group at once ---------------------------------------
+
+# A similarity this close under a threshold keeps its candidate for ``decide`` to judge: the
+# filter is never the one to refuse a match on a rounding.
+_MARGIN = 1e-9
+
+
+def packed_sets(packed: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Packed shingle sets (``pack_shingles``) as one uint32 array, set ``n`` at
+    ``[bounds[n], bounds[n + 1])``, each sorted and unique as ``pack_shingles`` stores them (a
+    set stored otherwise is made so: its values are what ``unpack_shingles`` gives)."""
+    lengths = np.fromiter(map(len, packed), dtype=np.int64, count=len(packed))
+    if (lengths % 4).any():
+        raise ValueError("packed shingles are not a whole number of uint32 values")
+    bounds = np.zeros(len(packed) + 1, dtype=np.int64)
+    np.cumsum(lengths // 4, out=bounds[1:])
+    values = np.frombuffer(b"".join(packed), dtype="<u4").astype(np.uint32, copy=False)
+    if values.size < 2:
+        return values, bounds
+    rising = values[1:] > values[:-1]
+    inner = bounds[1:-1]
+    rising[inner[(inner > 0) & (inner < values.size)] - 1] = True  # one set's last, next's first
+    if rising.all():
+        return values, bounds
+    parts = [values[bounds[n] : bounds[n + 1]] for n in range(len(packed))]
+    bad = np.unique(np.searchsorted(bounds, np.flatnonzero(~rising) + 1, side="right") - 1)
+    for n in bad.tolist():
+        parts[n] = np.unique(parts[n])
+    sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    bounds = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    return np.concatenate(parts).astype(np.uint32, copy=False), bounds
+
+
+def common_counts(
+    a_values: np.ndarray,
+    a_bounds: np.ndarray,
+    b_values: np.ndarray,
+    b_bounds: np.ndarray,
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+) -> np.ndarray:
+    """``|A[pair_a[k]] ∩ B[pair_b[k]]|`` for every pair ``k``, in one numpy pass: sets as in
+    ``packed_sets`` (each A unique, in any order; each B sorted and unique). Each pair's A values
+    are looked up, keyed by the pair's B, in the sorted (B, value) keys of all the B sets."""
+    pairs = pair_a.size
+    if not pairs or not b_values.size:
+        return np.zeros(pairs, dtype=np.int64)
+    a_sizes = np.diff(a_bounds)[pair_a]
+    ends = np.cumsum(a_sizes)
+    total = int(ends[-1])
+    if not total:
+        return np.zeros(pairs, dtype=np.int64)
+    starts = ends - a_sizes
+    at = np.arange(total, dtype=np.int64) + np.repeat(a_bounds[:-1][pair_a] - starts, a_sizes)
+    owner = np.repeat(np.arange(b_bounds.size - 1, dtype=np.uint64), np.diff(b_bounds))
+    keys = (owner << np.uint64(32)) | b_values.astype(np.uint64)
+    wanted = (np.repeat(pair_b.astype(np.uint64), a_sizes) << np.uint64(32)) | a_values[at].astype(
+        np.uint64
+    )
+    place = np.searchsorted(keys, wanted)
+    np.minimum(place, keys.size - 1, out=place)
+    hits = np.zeros(total + 1, dtype=np.int64)
+    np.cumsum(keys[place] == wanted, out=hits[1:])
+    return hits[ends] - hits[starts]
+
+
+def possible_repeats(
+    appeals: Sequence[repeats.Appeal],
+    candidates: Sequence[Sequence[int]],
+    citizens: Sequence[str | None],
+    packed: Sequence[bytes],
+    policy: repeats.RepeatPolicy,
+) -> list[list[tuple[int, int]]]:
+    """Of each appeal's stored candidates (indices into ``citizens`` and ``packed``, their
+    citizen hashes and packed shingles), those ``decide`` may match, in their order, each with
+    the number of shingles it shares with the appeal (-1 where not counted): the same
+    citizen's, unless a similarity is required of them, and any whose Jaccard with the appeal
+    reaches a threshold (its own, or the citizen's). What it drops ``decide`` would not match
+    (size bound, Jaccard under both thresholds); what it keeps ``decide`` judges in full (window,
+    place), so ``decide`` over the kept is ``decide`` over all. The Jaccards of the whole group
+    are counted in one numpy pass over the packed sets (``common_counts``)."""
+    counts = np.fromiter(map(len, candidates), dtype=np.int64, count=len(candidates))
+    pairs = int(counts.sum())
+    if not pairs:
+        return [[] for _ in candidates]
+    pair_a = np.repeat(np.arange(len(candidates), dtype=np.int64), counts)
+    pair_b = np.fromiter(chain.from_iterable(candidates), dtype=np.int64, count=pairs)
+    codes: dict[str, int] = {}
+    new_code = np.fromiter(
+        (codes.setdefault(a.citizen_hash, len(codes)) if a.citizen_hash else -1 for a in appeals),
+        dtype=np.int64,
+        count=len(appeals),
+    )
+    old_code = np.fromiter(
+        (codes.get(c, -2) if c else -2 for c in citizens), dtype=np.int64, count=len(citizens)
+    )
+    same = new_code[pair_a] == old_code[pair_b]
+    threshold, citizen_min = policy.text_similarity, policy.citizen_min_similarity
+    keep = same.copy() if citizen_min <= 0 else np.zeros(pairs, dtype=bool)
+    if keep.all():  # the same citizen's tickets only (a citizen calling again): nothing to count
+        return [[(n, -1) for n in each] for each in candidates]
+    b_values, b_bounds = packed_sets(packed)
+    size = np.fromiter((len(a.shingles) for a in appeals), dtype=np.int64, count=len(appeals))
+    small, big = size[pair_a], np.diff(b_bounds)[pair_b]
+    np.minimum(small, big, out=small)
+    np.maximum(size[pair_a], big, out=big)
+    # decide's size bound (Jaccard ≤ small / big) for another citizen, a margin under it
+    judged = ~keep & (same | ((big > 0) & (small >= threshold * big - _MARGIN * big)))
+    judged &= small > 0  # an empty set's Jaccard is 0
+    which = np.flatnonzero(judged)
+    shared = np.full(pairs, -1, dtype=np.int64)
+    if which.size:
+        # Only the appeals compared are read, each set's values once, in one array.
+        read = np.unique(pair_a[which])
+        lengths = size[read]
+        a_bounds = np.zeros(size.size + 1, dtype=np.int64)
+        a_bounds[read + 1] = lengths
+        np.cumsum(a_bounds, out=a_bounds)
+        a_values = np.fromiter(
+            chain.from_iterable(appeals[n].shingles for n in read.tolist()),
+            dtype=np.uint32,
+            count=int(lengths.sum()),
+        )
+        common = common_counts(a_values, a_bounds, b_values, b_bounds, pair_a[which], pair_b[which])
+        shared[which] = common
+        union = size[pair_a[which]] + np.diff(b_bounds)[pair_b[which]] - common
+        similarity = common / union
+        bar = np.where(same[which], min(threshold, citizen_min), threshold) - _MARGIN
+        keep[which[similarity >= bar]] = True
+    zero = ~judged & ~keep & (small == 0)  # Jaccard 0: kept if 0 reaches a threshold
+    if zero.any():
+        bar_zero = np.where(same, min(threshold, citizen_min), threshold)
+        keep |= zero & (bar_zero <= _MARGIN) & (same | (big > 0))
+    out: list[list[tuple[int, int]]] = []
+    chosen = list(zip(pair_b[keep].tolist(), shared[keep].tolist(), strict=True))
+    per_appeal = np.bincount(pair_a[keep], minlength=len(candidates)).tolist()
+    start = 0
+    for n in per_appeal:
+        out.append(chosen[start : start + n])
+        start += n
     return out
 
 
