@@ -19,9 +19,9 @@ import math
 import sys
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from itertools import chain
 from typing import Any
@@ -64,14 +64,18 @@ def unpack_shingles(data: bytes | None) -> frozenset[int]:
 class Earlier:
     """An earlier ticket as repeat detection sees it, with the repeat count it got.
 
-    ``against`` and ``common``: a stored candidate already compared with the new appeal
-    ``against`` (the very object) in a group's one numpy pass, and how many shingles the two
-    share, which ``decide`` takes instead of intersecting the sets again."""
+    ``against``, ``common`` and ``judged``: a stored candidate already compared with the new
+    appeal ``against`` (the very object) in a group's one numpy pass: how many shingles the two
+    share, which ``decide`` takes instead of intersecting the sets again; and, when the pass
+    could judge them, ``(matches, longest, reason)``: this ticket is the first (by time, then
+    id) of ``matches`` stored tickets the appeal repeats, the longest chain among them counts
+    ``longest`` appeals, and ``reason`` is this ticket's."""
 
     appeal: repeats.Appeal
     repeat_count: int
     against: repeats.Appeal | None = field(default=None, compare=False, repr=False)
     common: int = field(default=0, compare=False, repr=False)
+    judged: tuple[int, int, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +130,16 @@ def decide(
     size, threshold = len(new.shingles), policy.text_similarity
     citizen_min = policy.citizen_min_similarity
     found: list[tuple[datetime, str, Earlier, str]] = []
+    more = longest = 0  # the stored matches judged in the group's pass, past their first
     for e in earlier:
         old = e.appeal
         ticket_id = old.ticket_id
+        if e.judged is not None and e.against is new and ticket_id is not None:
+            matches, chain_of, why = e.judged
+            found.append((old.received_at, ticket_id, e, why))
+            more += matches - 1
+            longest = max(longest, chain_of)
+            continue
         if ticket_id is None or ticket_id == new_id or not since <= old.received_at <= until:
             continue
         same_citizen = bool(citizen) and citizen == old.citizen_hash
@@ -158,7 +169,7 @@ def decide(
     chain = max(counts[hit[1]] + 1 for hit in found)
     return Verdict(
         repeat_of=first.appeal.repeat_of or first_id,
-        repeat_count=max(len(found), chain),
+        repeat_count=max(len(found) + more, chain, longest),
         reason=reason,
     )
 
@@ -413,10 +424,10 @@ async def load_earlier(
 
     Two steps: the candidates of every key (small rows; one statement on PostgreSQL, one per
     key column on SQLite), then the shingles of the distinct candidates the cache does not hold.
-    The candidates' shingles stay packed: ``possible_repeats`` compares them with every appeal of
-    the group in one numpy pass and keeps those ``decide`` may match (the same citizen, or a
-    Jaccard that can reach a threshold); only those are unpacked into ``Earlier`` objects.
-    ``decide`` counts matches only, so its verdict over them is its verdict over all of them.
+    The candidates' shingles stay packed: ``judge_stored`` judges them against every appeal of
+    the group in one numpy pass; an appeal is handed the first of its stored matches standing
+    for them all and the few candidates whose place only ``same_place`` can tell, and only
+    those are unpacked into ``Earlier`` objects.
     """
     wanted = [lookup_keys(a) for a in appeals]
     by_column: dict[str, set[str]] = {}
@@ -468,34 +479,60 @@ async def load_earlier(
                 dict.fromkeys(at[t] for key in keys for t in found.get(key, ()))
             )
         listed.append(got)
-    kept = possible_repeats(
+    judged = judge_stored(
         appeals,
         listed,
-        [rows[t][_KEY_AT] for t in ids],
-        [packed.get(t, b"") for t in ids],
+        Stored(
+            ticket_ids=ids,
+            received_at=[rows[t][_RECEIVED_AT] for t in ids],
+            citizens=[rows[t][_KEY_AT] for t in ids],
+            grids=[rows[t][_KEY_AT + 1] for t in ids],
+            addresses=[rows[t][_KEY_AT + 2] for t in ids],
+            repeat_counts=[rows[t][9] for t in ids],
+            packed=[packed.get(t, b"") for t in ids],
+        ),
         policy,
     )
     earlier: dict[int, Earlier] = {}
+
+    def made(n: int) -> Earlier:
+        e = earlier.get(n)
+        if e is None:
+            e = earlier[n] = _earlier(ids[n], rows[ids[n]], packed.get(ids[n]), cache)
+        return e
+
+    return hand_over(appeals, judged, made)
+
+
+def hand_over(
+    appeals: Sequence[repeats.Appeal], judged: Sequence[Judged], made: Callable[[int], Earlier]
+) -> list[list[Earlier]]:
+    """What ``decide`` is given of each appeal's stored candidates (``made``: candidate ``n``'s
+    ``Earlier``): the passed ones with their counts, and the first of the judged matches
+    standing for them all."""
     out: list[list[Earlier]] = []
-    for new, chosen in zip(appeals, kept, strict=True):
-        made = []
-        for n, common in chosen:
-            e = earlier.get(n)
-            if e is None:
-                e = earlier[n] = _earlier(ids[n], rows[ids[n]], packed.get(ids[n]), cache)
-            made.append(e if common < 0 else _compared(e, new, common))
-        out.append(made)
+    for new, each in zip(appeals, judged, strict=True):
+        handed = [_compared(made(n), new, common) for n, common in each.passed]
+        if each.matches:
+            summary = (each.matches, each.longest, each.reason)
+            handed.append(_compared(made(each.first), new, -1, summary))
+        out.append(handed)
     return out
 
 
-_SLOTS = tuple(Earlier.__dict__[name] for name in ("appeal", "repeat_count", "against", "common"))
+_SLOTS = tuple(
+    Earlier.__dict__[name] for name in ("appeal", "repeat_count", "against", "common", "judged")
+)
 
 
-def _compared(e: Earlier, new: repeats.Appeal, common: int) -> Earlier:
-    """``e`` as compared with ``new``: its fields and the shingles they share (the slots set
-    directly, as ``Earlier(e.appeal, e.repeat_count, new, common)`` would, at less cost)."""
+def _compared(
+    e: Earlier, new: repeats.Appeal, common: int, judged: tuple[int, int, str] | None = None
+) -> Earlier:
+    """``e`` as compared with ``new``: the shingles they share, or the judged matches it leads
+    (the slots set directly, as ``Earlier(e.appeal, e.repeat_count, new, common, judged)``
+    would, at less cost)."""
     made = object.__new__(Earlier)
-    for slot, value in zip(_SLOTS, (e.appeal, e.repeat_count, new, common), strict=True):
+    for slot, value in zip(_SLOTS, (e.appeal, e.repeat_count, new, common, judged), strict=True):
         slot.__set__(made, value)
     return made
 
@@ -527,10 +564,6 @@ def _earlier(
 
 
 # --- stored candidates compared packed, a group at once ---------------------------------------
-
-# A similarity this close under a threshold keeps its candidate for ``decide`` to judge: the
-# filter is never the one to refuse a match on a rounding.
-_MARGIN = 1e-9
 
 
 def packed_sets(packed: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -593,80 +626,194 @@ def common_counts(
     return hits[ends] - hits[starts]
 
 
-def possible_repeats(
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A group's distinct stored candidates, column by column (index ``n`` is one ticket)."""
+
+    ticket_ids: Sequence[str]
+    received_at: Sequence[datetime]
+    citizens: Sequence[str | None]
+    grids: Sequence[str | None]
+    addresses: Sequence[str | None]
+    repeat_counts: Sequence[int]
+    packed: Sequence[bytes]
+
+
+@dataclass(slots=True)
+class Judged:
+    """One appeal's stored candidates after the group's pass: ``passed`` ones for ``decide`` to
+    judge, each with the shingles it shares with the appeal (-1 where not counted), and the
+    ones the pass judged matches, summed up as their first (``first``, an index), how many
+    (``matches``), the longest chain among them (``longest``) and the first's ``reason``."""
+
+    passed: list[tuple[int, int]]
+    first: int = -1
+    matches: int = 0
+    longest: int = 0
+    reason: str = ""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(moments: Iterable[datetime], count: int) -> np.ndarray:
+    """Aware datetimes as whole microseconds since the epoch (exact, so compared as they are)."""
+    return np.fromiter(((m - _EPOCH) // _MICROSECOND for m in moments), np.int64, count)
+
+
+def _codes(
+    values: Iterable[str | None], codes: dict[str, int], count: int, *, add: bool
+) -> np.ndarray:
+    """Each value's code in ``codes`` (added when ``add``); an empty or missing value is -1 when
+    added, -2 when looked up, so two such never compare equal."""
+    if add:
+        found = (codes.setdefault(v, len(codes)) if v else -1 for v in values)
+    else:
+        found = (codes.get(v, -2) if v else -2 for v in values)
+    return np.fromiter(found, dtype=np.int64, count=count)
+
+
+def _order(stored: Stored, which: list[int]) -> np.ndarray:
+    """The rank of each of ``which`` by (received_at, ticket_id), ``decide``'s order of matches.
+
+    Sorted on their POSIX timestamps: a float keeps a microsecond apart for any date before
+    the year 2100 or so (2^52 of 10^-6 s is ~142 years), so its order is the datetimes'."""
+    times = np.fromiter(
+        (stored.received_at[k].timestamp() for k in which), dtype=np.float64, count=len(which)
+    )
+    ids = np.array([stored.ticket_ids[k] for k in which], dtype=str)
+    rank = np.empty(len(which), dtype=np.int64)
+    rank[np.lexsort((ids, times))] = np.arange(len(which))
+    return rank
+
+
+def _same(
+    appeals: Sequence[repeats.Appeal],
+    name: str,
+    values: Sequence[str | None],
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    where: np.ndarray,
+) -> np.ndarray:
+    """Whether an appeal's ``name`` is set and equal to its stored candidate's, for the pairs
+    ``where`` says (False elsewhere); the stored values read for those pairs only."""
+    out = np.zeros(pair_a.size, dtype=bool)
+    if not where.any():
+        return out
+    codes: dict[str, int] = {}
+    mine = _codes((getattr(a, name) for a in appeals), codes, len(appeals), add=True)
+    read = np.unique(pair_b[where])
+    theirs = np.full(len(values), -2, dtype=np.int64)
+    theirs[read] = _codes((values[k] for k in read.tolist()), codes, read.size, add=False)
+    out[where] = mine[pair_a[where]] == theirs[pair_b[where]]
+    return out
+
+
+def judge_stored(
     appeals: Sequence[repeats.Appeal],
     candidates: Sequence[Sequence[int]],
-    citizens: Sequence[str | None],
-    packed: Sequence[bytes],
+    stored: Stored,
     policy: repeats.RepeatPolicy,
-) -> list[list[tuple[int, int]]]:
-    """Of each appeal's stored candidates (indices into ``citizens`` and ``packed``, their
-    citizen hashes and packed shingles), those ``decide`` may match, in their order, each with
-    the number of shingles it shares with the appeal (-1 where not counted): the same
-    citizen's, unless a similarity is required of them, and any whose Jaccard with the appeal
-    reaches a threshold (its own, or the citizen's). What it drops ``decide`` would not match
-    (size bound, Jaccard under both thresholds); what it keeps ``decide`` judges in full (window,
-    place), so ``decide`` over the kept is ``decide`` over all. The Jaccards of the whole group
-    are counted in one numpy pass over the packed sets (``common_counts``)."""
+) -> list[Judged]:
+    """``decide``'s judgement of each appeal's stored candidates (indices into ``stored``), for
+    the whole group in numpy, pair by pair as ``decide`` does it: the window, the ticket's own
+    id, the same citizen, the size bound, the Jaccard (counted on the packed sets in one pass,
+    ``common_counts``) against each threshold, and the place where the grid or the address is
+    the same. Matches so decided are summed up; pairs whose place needs ``same_place`` (a
+    similar text found through the citizen, elsewhere) are passed on with their count; the
+    rest cannot match. ``decide`` over the summary and the passed is ``decide`` over all."""
+    n_appeals, n_stored = len(appeals), len(stored.ticket_ids)
     counts = np.fromiter(map(len, candidates), dtype=np.int64, count=len(candidates))
     pairs = int(counts.sum())
     if not pairs:
-        return [[] for _ in candidates]
-    pair_a = np.repeat(np.arange(len(candidates), dtype=np.int64), counts)
+        return [Judged([]) for _ in candidates]
+    pair_a = np.repeat(np.arange(n_appeals, dtype=np.int64), counts)
     pair_b = np.fromiter(chain.from_iterable(candidates), dtype=np.int64, count=pairs)
+    citizens = {a.citizen_hash for a in appeals if a.citizen_hash}
     codes: dict[str, int] = {}
-    new_code = np.fromiter(
-        (codes.setdefault(a.citizen_hash, len(codes)) if a.citizen_hash else -1 for a in appeals),
-        dtype=np.int64,
-        count=len(appeals),
-    )
-    old_code = np.fromiter(
-        (codes.get(c, -2) if c else -2 for c in citizens), dtype=np.int64, count=len(citizens)
-    )
-    same = new_code[pair_a] == old_code[pair_b]
+    if citizens.isdisjoint(stored.citizens):
+        same = np.zeros(pairs, dtype=bool)
+    else:
+        same = _codes((a.citizen_hash for a in appeals), codes, n_appeals, add=True)[pair_a]
+        same = same == _codes(stored.citizens, codes, n_stored, add=False)[pair_b]
+    valid = np.ones(pairs, dtype=bool)
+    known = set(stored.ticket_ids)
+    if any(a.ticket_id in known for a in appeals):  # an appeal's own ticket, never its repeat
+        codes.clear()
+        own = _codes((a.ticket_id for a in appeals), codes, n_appeals, add=True)[pair_a]
+        valid &= own != _codes(stored.ticket_ids, codes, n_stored, add=False)[pair_b]
+    times = [a.received_at for a in appeals]
+    if not (max(times) - policy.window <= min(stored.received_at)) or not (
+        max(stored.received_at) <= min(times)
+    ):  # some stored ticket outside some appeal's window: each pair's window, as decide has it
+        until = _micros(times, n_appeals)[pair_a]
+        at = _micros(stored.received_at, n_stored)[pair_b]
+        valid &= (at <= until) & (at >= until - policy.window // _MICROSECOND)
     threshold, citizen_min = policy.text_similarity, policy.citizen_min_similarity
-    keep = same.copy() if citizen_min <= 0 else np.zeros(pairs, dtype=bool)
-    if keep.all():  # the same citizen's tickets only (a citizen calling again): nothing to count
-        return [[(n, -1) for n in each] for each in candidates]
-    b_values, b_bounds = packed_sets(packed)
-    size = np.fromiter((len(a.shingles) for a in appeals), dtype=np.int64, count=len(appeals))
-    small, big = size[pair_a], np.diff(b_bounds)[pair_b]
-    np.minimum(small, big, out=small)
-    np.maximum(size[pair_a], big, out=big)
-    # decide's size bound (Jaccard ≤ small / big) for another citizen, a margin under it
-    judged = ~keep & (same | ((big > 0) & (small >= threshold * big - _MARGIN * big)))
-    judged &= small > 0  # an empty set's Jaccard is 0
-    which = np.flatnonzero(judged)
-    shared = np.full(pairs, -1, dtype=np.int64)
-    if which.size:
-        # Only the appeals compared are read, each set's values once, in one array.
-        read = np.unique(pair_a[which])
-        lengths = size[read]
-        a_bounds = np.zeros(size.size + 1, dtype=np.int64)
-        a_bounds[read + 1] = lengths
+    b_values, b_bounds = packed_sets(stored.packed)
+    size = np.fromiter((len(a.shingles) for a in appeals), dtype=np.int64, count=n_appeals)
+    mine, other = size[pair_a], np.diff(b_bounds)[pair_b]
+    small, big = np.minimum(mine, other), np.maximum(mine, other)
+    valid &= same | ((big > 0) & (small >= threshold * big))  # decide's size bound, as it is
+    by_citizen = valid & same & (citizen_min <= 0)
+    compared = np.flatnonzero(valid & ~by_citizen & (small > 0))
+    common = np.full(pairs, -1, dtype=np.int64)
+    similarity = np.zeros(pairs, dtype=np.float64)  # 0 where a set is empty, as in decide
+    if compared.size:
+        read = np.unique(pair_a[compared])
+        a_bounds = np.zeros(n_appeals + 1, dtype=np.int64)
+        a_bounds[read + 1] = size[read]
         np.cumsum(a_bounds, out=a_bounds)
         a_values = np.fromiter(
             chain.from_iterable(appeals[n].shingles for n in read.tolist()),
             dtype=np.uint32,
-            count=int(lengths.sum()),
+            count=int(a_bounds[-1]),
         )
-        common = common_counts(a_values, a_bounds, b_values, b_bounds, pair_a[which], pair_b[which])
-        shared[which] = common
-        union = size[pair_a[which]] + np.diff(b_bounds)[pair_b[which]] - common
-        similarity = common / union
-        bar = np.where(same[which], min(threshold, citizen_min), threshold) - _MARGIN
-        keep[which[similarity >= bar]] = True
-    zero = ~judged & ~keep & (small == 0)  # Jaccard 0: kept if 0 reaches a threshold
-    if zero.any():
-        bar_zero = np.where(same, min(threshold, citizen_min), threshold)
-        keep |= zero & (bar_zero <= _MARGIN) & (same | (big > 0))
-    out: list[list[tuple[int, int]]] = []
-    chosen = list(zip(pair_b[keep].tolist(), shared[keep].tolist(), strict=True))
-    per_appeal = np.bincount(pair_a[keep], minlength=len(candidates)).tolist()
-    start = 0
-    for n in per_appeal:
-        out.append(chosen[start : start + n])
-        start += n
+        shared = common_counts(
+            a_values, a_bounds, b_values, b_bounds, pair_a[compared], pair_b[compared]
+        )
+        common[compared] = shared
+        similarity[compared] = shared / (mine[compared] + other[compared] - shared)
+    rest = valid & ~by_citizen
+    citizen_text = rest & same & (similarity >= citizen_min)
+    similar = rest & ~citizen_text & (similarity >= threshold)
+    placed = similar & (
+        _same(appeals, "grid_code", stored.grids, pair_a, pair_b, similar)
+        | _same(appeals, "address_key", stored.addresses, pair_a, pair_b, similar)
+    )  # same_place's first two tests, as it makes them
+    matched = by_citizen | citizen_text | placed
+    passed = similar & ~placed
+    out = [Judged([]) for _ in candidates]
+    if passed.any():
+        for n, b, c in zip(
+            pair_a[passed].tolist(), pair_b[passed].tolist(), common[passed].tolist(), strict=True
+        ):
+            out[n].passed.append((b, c))
+    hits = np.flatnonzero(matched)
+    if hits.size:
+        involved = np.unique(pair_b[hits])
+        rank = np.zeros(n_stored, dtype=np.int64)
+        rank[involved] = _order(stored, involved.tolist())
+        hits = hits[np.lexsort((rank[pair_b[hits]], pair_a[hits]))]
+        who = pair_a[hits]
+        firsts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+        many = np.diff(np.r_[firsts, who.size])
+        chains = np.asarray(stored.repeat_counts, dtype=np.int64)[pair_b[hits]] + 1
+        longest = np.maximum.reduceat(chains, firsts)
+        why = np.where(by_citizen[hits[firsts]] | citizen_text[hits[firsts]], 0, 1)
+        reasons = ("same_citizen", "same_place_similar_text")
+        for n, first, m, chain_of, r in zip(
+            who[firsts].tolist(),
+            pair_b[hits[firsts]].tolist(),
+            many.tolist(),
+            longest.tolist(),
+            why.tolist(),
+            strict=True,
+        ):
+            judged = out[n]
+            judged.first, judged.matches, judged.longest = first, m, chain_of
+            judged.reason = reasons[r]
     return out
 
 

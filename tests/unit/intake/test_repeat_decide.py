@@ -250,16 +250,18 @@ _stored = st.fixed_dictionaries(
     threshold=st.sampled_from([0.0, 0.2, 0.5, 0.6, 0.6, 0.95, 1.0, 1.5]),
     citizen_min=st.sampled_from([0.0, 0.3, 0.9]),
 )
-def test_stored_candidates_compared_packed_give_the_same_verdicts(
+def test_stored_candidates_judged_packed_give_the_same_verdicts(
     news: list[dict[str, Any]],
     olds: list[dict[str, Any]],
     data: st.DataObject,
     threshold: float,
     citizen_min: float,
 ) -> None:
-    """``possible_repeats`` keeps every stored candidate ``decide`` matches alone (the per-pair
-    Jaccard of the unpacked sets), so ``decide`` over what it keeps is ``decide`` over all of a
-    group's candidates: the same ``repeat_of`` among ties, the same count and reason."""
+    """``judge_stored`` decides a group's stored candidates on their packed sets as ``decide``
+    does pair by pair (the per-pair Jaccard of the unpacked sets): ``decide`` over what it hands
+    over (the first of its matches standing for all, the candidates it passes on with their
+    counts) is ``decide`` over every candidate — the same ``repeat_of`` among ties, the same
+    count and reason."""
     policy = RepeatPolicy(text_similarity=threshold, citizen_min_similarity=citizen_min)
     now = T0 + timedelta(days=35)
 
@@ -277,7 +279,7 @@ def test_stored_candidates_compared_packed_give_the_same_verdicts(
 
     appeals = [make(r, f"N{n}", now - timedelta(days=r["days"] % 3)) for n, r in enumerate(news)]
     stored = [
-        Earlier(make(r, f"T{n + 1}", now - timedelta(days=r["days"])), r["count"])
+        Earlier(make(r, _stored_id(n, r), now - timedelta(days=r["days"])), r["count"])
         for n, r in enumerate(olds)
     ]
     packed = [
@@ -288,32 +290,64 @@ def test_stored_candidates_compared_packed_give_the_same_verdicts(
         data.draw(st.lists(st.integers(0, len(olds) - 1), unique=True)) if olds else []
         for _ in appeals
     ]
-    kept = repeat_lookup.possible_repeats(
-        appeals, listed, [e.appeal.citizen_hash for e in stored], packed, policy
+    judged = repeat_lookup.judge_stored(appeals, listed, _stored_columns(stored, packed), policy)
+    handed = repeat_lookup.hand_over(appeals, judged, stored.__getitem__)
+    for new, candidates, each, given_ in zip(appeals, listed, judged, handed, strict=True):
+        for n, common in each.passed:
+            assert n in candidates
+            shared = len(new.shingles & stored[n].appeal.shingles)
+            # counted wherever both sets have grams (a Jaccard of an empty set is 0 uncounted)
+            assert common == shared if new.shingles and stored[n].appeal.shingles else common == -1
+        assert decide(new, given_, policy) == decide(new, [stored[n] for n in candidates], policy)
+
+
+def _stored_id(n: int, r: dict[str, Any]) -> str:
+    """A stored ticket's id; now and then the first new appeal's own (which it never repeats)."""
+    return "N0" if n == 0 and r["count"] == 5 else f"T{n + 1}"
+
+
+def _stored_columns(stored: list[Earlier], packed: list[bytes]) -> repeat_lookup.Stored:
+    return repeat_lookup.Stored(
+        ticket_ids=[e.appeal.ticket_id or "" for e in stored],
+        received_at=[e.appeal.received_at for e in stored],
+        citizens=[e.appeal.citizen_hash for e in stored],
+        grids=[e.appeal.grid_code for e in stored],
+        addresses=[e.appeal.address_key for e in stored],
+        repeat_counts=[e.repeat_count for e in stored],
+        packed=packed,
     )
-    for new, candidates, chosen in zip(appeals, listed, kept, strict=True):
-        indices = [n for n, _ in chosen]
-        assert indices == [n for n in candidates if n in indices]  # a subset, in its order
-        for n, common in chosen:
-            if common >= 0:
-                assert common == len(new.shingles & stored[n].appeal.shingles)
-        matched = [n for n in candidates if decide(new, [stored[n]], policy).is_repeat]
-        assert set(matched) <= set(indices)
-        # as load_earlier hands them to decide: compared ones carry their count of shared grams
-        handed = [
-            stored[n] if common < 0 else repeat_lookup._compared(stored[n], new, common)
-            for n, common in chosen
-        ]
-        assert decide(new, handed, policy) == decide(new, [stored[n] for n in candidates], policy)
 
 
-def test_stored_strangers_of_another_text_are_not_kept() -> None:
+def test_stored_matches_are_handed_over_as_their_first_and_strangers_not_at_all() -> None:
     """A grid's stored tickets of other texts and other citizens are dropped before any
-    ``Earlier`` is made of them; the same citizen's and the same text's are kept."""
+    ``Earlier`` is made of them; the matches (the same citizen's, the same text's) are handed
+    over as the first of them, standing for both."""
     policy = RepeatPolicy()
     texts = [frozenset(range(10 * k, 10 * k + 10)) | {1000, 1001} for k in range(5)]
-    new = Appeal(received_at=T0, text="", shingles=texts[0], ticket_id="N", citizen_hash="h1")
-    citizens = ["h2", "h2", "h1", "h3", "h2"]
+    new = Appeal(
+        received_at=T0, text="", shingles=texts[0], ticket_id="N", citizen_hash="h1", grid_code="g"
+    )
+    stored = [
+        Earlier(
+            Appeal(
+                received_at=T0 - timedelta(days=1, minutes=k),
+                text="",
+                shingles=t,
+                ticket_id=f"T{k}",
+                citizen_hash=["h2", "h2", "h1", "h3", "h2"][k],
+                grid_code="g",
+            ),
+            k,
+        )
+        for k, t in enumerate(texts)
+    ]
     packed = [repeat_lookup.pack_shingles(t) for t in texts]
-    kept = repeat_lookup.possible_repeats([new], [[0, 1, 2, 3, 4]], citizens, packed, policy)
-    assert kept == [[(0, 12), (2, -1)]]
+    judged = repeat_lookup.judge_stored(
+        [new], [[0, 1, 2, 3, 4]], _stored_columns(stored, packed), policy
+    )
+    assert judged == [
+        repeat_lookup.Judged([], first=2, matches=2, longest=3, reason="same_citizen")
+    ]
+    assert decide(new, repeat_lookup.hand_over([new], judged, stored.__getitem__)[0], policy) == (
+        Verdict(repeat_of="T2", repeat_count=3, reason="same_citizen")
+    )
