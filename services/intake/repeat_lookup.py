@@ -69,7 +69,8 @@ class Earlier:
     share, which ``decide`` takes instead of intersecting the sets again; and, when the pass
     could judge them, ``(matches, longest, reason)``: this ticket is the first (by time, then
     id) of ``matches`` stored tickets the appeal repeats, the longest chain among them counts
-    ``longest`` appeals, and ``reason`` is this ticket's."""
+    ``longest`` appeals, and ``reason`` is this ticket's (its appeal's shingles may then be
+    left out: ``decide`` reads its time, id and ``repeat_of`` only)."""
 
     appeal: repeats.Appeal
     repeat_count: int
@@ -501,21 +502,31 @@ async def load_earlier(
             e = earlier[n] = _earlier(ids[n], rows[ids[n]], packed.get(ids[n]), cache)
         return e
 
-    return hand_over(appeals, judged, made)
+    def leading(n: int) -> Earlier:
+        """A summary's first match: ``decide`` reads its time, id and links only, so one not
+        at hand is made without its shingles (and kept nowhere)."""
+        e = earlier.get(n) or cache.ready(ids[n])
+        return e if e is not None else _earlier(ids[n], rows[ids[n]], None, None)
+
+    return hand_over(appeals, judged, made, leading)
 
 
 def hand_over(
-    appeals: Sequence[repeats.Appeal], judged: Sequence[Judged], made: Callable[[int], Earlier]
+    appeals: Sequence[repeats.Appeal],
+    judged: Sequence[Judged],
+    made: Callable[[int], Earlier],
+    leading: Callable[[int], Earlier] | None = None,
 ) -> list[list[Earlier]]:
     """What ``decide`` is given of each appeal's stored candidates (``made``: candidate ``n``'s
-    ``Earlier``): the passed ones with their counts, and the first of the judged matches
-    standing for them all."""
+    ``Earlier``; ``leading``: the one for a summary's first, ``made`` if not given): the passed
+    ones with their counts, and the first of the judged matches standing for them all."""
+    leading = leading or made
     out: list[list[Earlier]] = []
     for new, each in zip(appeals, judged, strict=True):
         handed = [_compared(made(n), new, common) for n, common in each.passed]
         if each.matches:
             summary = (each.matches, each.longest, each.reason)
-            handed.append(_compared(made(each.first), new, -1, summary))
+            handed.append(_compared(leading(each.first), new, -1, summary))
         out.append(handed)
     return out
 
@@ -538,10 +549,11 @@ def _compared(
 
 
 def _earlier(
-    ticket_id: str, row: Sequence[Any], packed: bytes | None, cache: ShingleCache
+    ticket_id: str, row: Sequence[Any], packed: bytes | None, cache: ShingleCache | None
 ) -> Earlier:
-    """A stored candidate as ``decide`` takes it: the cache's own, or made from its row."""
-    ready = cache.ready(ticket_id)
+    """A stored candidate as ``decide`` takes it: the cache's own, or made from its row (and
+    kept there); without a cache, made and kept nowhere."""
+    ready = cache.ready(ticket_id) if cache is not None else None
     if ready is not None:
         return ready
     made = Earlier(
@@ -559,7 +571,8 @@ def _earlier(
         ),
         row[9],
     )
-    cache.keep(made)
+    if cache is not None:
+        cache.keep(made)
     return made
 
 
@@ -710,6 +723,56 @@ def _same(
     return out
 
 
+def _by_text(
+    appeals: Sequence[repeats.Appeal],
+    stored: Stored,
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    same: np.ndarray,
+    valid: np.ndarray,
+    policy: repeats.RepeatPolicy,
+) -> tuple[np.ndarray, ...]:
+    """``judge_stored``'s text and place: for each pair, matched by the same citizen alone,
+    matched by the citizen's similarity, matched at all, passed on to ``decide``, and its count
+    of shared grams (-1 where not counted)."""
+    pairs, n_appeals = pair_a.size, len(appeals)
+    threshold, citizen_min = policy.text_similarity, policy.citizen_min_similarity
+    b_values, b_bounds = packed_sets(stored.packed)
+    size = np.fromiter((len(a.shingles) for a in appeals), dtype=np.int64, count=n_appeals)
+    mine, other = size[pair_a], np.diff(b_bounds)[pair_b]
+    small, big = np.minimum(mine, other), np.maximum(mine, other)
+    valid = valid & (same | ((big > 0) & (small >= threshold * big)))  # decide's size bound
+    by_citizen = valid & same & (citizen_min <= 0)
+    compared = np.flatnonzero(valid & ~by_citizen & (small > 0))
+    common = np.full(pairs, -1, dtype=np.int64)
+    similarity = np.zeros(pairs, dtype=np.float64)  # 0 where a set is empty, as in decide
+    if compared.size:
+        read = np.unique(pair_a[compared])
+        a_bounds = np.zeros(n_appeals + 1, dtype=np.int64)
+        a_bounds[read + 1] = size[read]
+        np.cumsum(a_bounds, out=a_bounds)
+        a_values = np.fromiter(
+            chain.from_iterable(appeals[n].shingles for n in read.tolist()),
+            dtype=np.uint32,
+            count=int(a_bounds[-1]),
+        )
+        shared = common_counts(
+            a_values, a_bounds, b_values, b_bounds, pair_a[compared], pair_b[compared]
+        )
+        common[compared] = shared
+        similarity[compared] = shared / (mine[compared] + other[compared] - shared)
+    rest = valid & ~by_citizen
+    citizen_text = rest & same & (similarity >= citizen_min)
+    similar = rest & ~citizen_text & (similarity >= threshold)
+    placed = similar & (
+        _same(appeals, "grid_code", stored.grids, pair_a, pair_b, similar)
+        | _same(appeals, "address_key", stored.addresses, pair_a, pair_b, similar)
+    )  # same_place's first two tests, as it makes them
+    matched = by_citizen | citizen_text | placed
+    passed = similar & ~placed
+    return by_citizen, citizen_text, matched, passed, common
+
+
 def judge_stored(
     appeals: Sequence[repeats.Appeal],
     candidates: Sequence[Sequence[int]],
@@ -750,40 +813,14 @@ def judge_stored(
         until = _micros(times, n_appeals)[pair_a]
         at = _micros(stored.received_at, n_stored)[pair_b]
         valid &= (at <= until) & (at >= until - policy.window // _MICROSECOND)
-    threshold, citizen_min = policy.text_similarity, policy.citizen_min_similarity
-    b_values, b_bounds = packed_sets(stored.packed)
-    size = np.fromiter((len(a.shingles) for a in appeals), dtype=np.int64, count=n_appeals)
-    mine, other = size[pair_a], np.diff(b_bounds)[pair_b]
-    small, big = np.minimum(mine, other), np.maximum(mine, other)
-    valid &= same | ((big > 0) & (small >= threshold * big))  # decide's size bound, as it is
-    by_citizen = valid & same & (citizen_min <= 0)
-    compared = np.flatnonzero(valid & ~by_citizen & (small > 0))
-    common = np.full(pairs, -1, dtype=np.int64)
-    similarity = np.zeros(pairs, dtype=np.float64)  # 0 where a set is empty, as in decide
-    if compared.size:
-        read = np.unique(pair_a[compared])
-        a_bounds = np.zeros(n_appeals + 1, dtype=np.int64)
-        a_bounds[read + 1] = size[read]
-        np.cumsum(a_bounds, out=a_bounds)
-        a_values = np.fromiter(
-            chain.from_iterable(appeals[n].shingles for n in read.tolist()),
-            dtype=np.uint32,
-            count=int(a_bounds[-1]),
+    if policy.citizen_min_similarity <= 0 and same.all():
+        # the appeals' own citizens' tickets only (a citizen calling again): whatever the text
+        matched, passed = valid, np.zeros(pairs, dtype=bool)
+        by_citizen, citizen_text, common = valid, passed, np.full(pairs, -1, dtype=np.int64)
+    else:
+        by_citizen, citizen_text, matched, passed, common = _by_text(
+            appeals, stored, pair_a, pair_b, same, valid, policy
         )
-        shared = common_counts(
-            a_values, a_bounds, b_values, b_bounds, pair_a[compared], pair_b[compared]
-        )
-        common[compared] = shared
-        similarity[compared] = shared / (mine[compared] + other[compared] - shared)
-    rest = valid & ~by_citizen
-    citizen_text = rest & same & (similarity >= citizen_min)
-    similar = rest & ~citizen_text & (similarity >= threshold)
-    placed = similar & (
-        _same(appeals, "grid_code", stored.grids, pair_a, pair_b, similar)
-        | _same(appeals, "address_key", stored.addresses, pair_a, pair_b, similar)
-    )  # same_place's first two tests, as it makes them
-    matched = by_citizen | citizen_text | placed
-    passed = similar & ~placed
     out = [Judged([]) for _ in candidates]
     if passed.any():
         for n, b, c in zip(

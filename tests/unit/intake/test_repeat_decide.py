@@ -292,6 +292,7 @@ def test_stored_candidates_judged_packed_give_the_same_verdicts(
     ]
     judged = repeat_lookup.judge_stored(appeals, listed, _stored_columns(stored, packed), policy)
     handed = repeat_lookup.hand_over(appeals, judged, stored.__getitem__)
+    bare = repeat_lookup.hand_over(appeals, judged, stored.__getitem__, _without_shingles(stored))
     for new, candidates, each, given_ in zip(appeals, listed, judged, handed, strict=True):
         for n, common in each.passed:
             assert n in candidates
@@ -299,6 +300,17 @@ def test_stored_candidates_judged_packed_give_the_same_verdicts(
             # counted wherever both sets have grams (a Jaccard of an empty set is 0 uncounted)
             assert common == shared if new.shingles and stored[n].appeal.shingles else common == -1
         assert decide(new, given_, policy) == decide(new, [stored[n] for n in candidates], policy)
+    # a summary's first is read for its time, id and links only
+    for new, given_, without in zip(appeals, handed, bare, strict=True):
+        assert decide(new, without, policy) == decide(new, given_, policy)
+
+
+def _without_shingles(stored: list[Earlier]) -> Any:
+    def leading(n: int) -> Earlier:
+        e = stored[n]
+        return Earlier(dataclasses.replace(e.appeal, shingles=frozenset()), e.repeat_count)
+
+    return leading
 
 
 def _stored_id(n: int, r: dict[str, Any]) -> str:
@@ -351,3 +363,36 @@ def test_stored_matches_are_handed_over_as_their_first_and_strangers_not_at_all(
     assert decide(new, repeat_lookup.hand_over([new], judged, stored.__getitem__)[0], policy) == (
         Verdict(repeat_of="T2", repeat_count=2, reason="same_citizen")
     )
+
+
+def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> None:
+    """When every stored candidate is the appeal's own citizen's and no similarity is required
+    (a citizen calling again), their shingles are not read at all (these bytes would not even
+    unpack) and the appeal repeats them all."""
+    policy = RepeatPolicy()
+    new = Appeal(
+        received_at=T0, text="", shingles=frozenset({1, 2}), ticket_id="N", citizen_hash="h"
+    )
+    stored = [
+        Earlier(
+            Appeal(
+                received_at=T0 - timedelta(hours=k + 1),
+                text="",
+                shingles=frozenset(),
+                ticket_id=f"T{k}",
+                citizen_hash="h",
+                repeat_of=None if k == 2 else "T2",
+            ),
+            2 - k,
+        )
+        for k in range(3)
+    ]
+    judged = repeat_lookup.judge_stored(
+        [new], [[0, 1, 2]], _stored_columns(stored, [b"\x00"] * 3), policy
+    )
+    assert judged == [
+        repeat_lookup.Judged([], first=2, matches=3, longest=3, reason="same_citizen")
+    ]
+    handed = repeat_lookup.hand_over([new], judged, stored.__getitem__)[0]
+    assert decide(new, handed, policy) == decide(new, stored, policy)
+    assert decide(new, handed, policy) == Verdict("T2", 3, "same_citizen")
