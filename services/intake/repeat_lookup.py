@@ -19,12 +19,14 @@ import math
 import sys
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cache
+from itertools import chain
 from typing import Any
 
+import numpy as np
 from sqlalchemy import String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -60,10 +62,21 @@ def unpack_shingles(data: bytes | None) -> frozenset[int]:
 
 @dataclass(frozen=True, slots=True)
 class Earlier:
-    """An earlier ticket as repeat detection sees it, with the repeat count it got."""
+    """An earlier ticket as repeat detection sees it, with the repeat count it got.
+
+    ``against``, ``common`` and ``judged``: a stored candidate already compared with the new
+    appeal ``against`` (the very object) in a group's one numpy pass: how many shingles the two
+    share, which ``decide`` takes instead of intersecting the sets again; and, when the pass
+    could judge them, ``(matches, longest, reason)``: this ticket is the first (by time, then
+    id) of ``matches`` stored tickets the appeal repeats, the longest chain among them counts
+    ``longest`` appeals, and ``reason`` is this ticket's (its appeal's shingles may then be
+    left out: ``decide`` reads its time, id and ``repeat_of`` only)."""
 
     appeal: repeats.Appeal
     repeat_count: int
+    against: repeats.Appeal | None = field(default=None, compare=False, repr=False)
+    common: int = field(default=0, compare=False, repr=False)
+    judged: tuple[int, int, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +131,16 @@ def decide(
     size, threshold = len(new.shingles), policy.text_similarity
     citizen_min = policy.citizen_min_similarity
     found: list[tuple[datetime, str, Earlier, str]] = []
+    more = longest = 0  # the stored matches judged in the group's pass, past their first
     for e in earlier:
         old = e.appeal
         ticket_id = old.ticket_id
+        if e.judged is not None and e.against is new and ticket_id is not None:
+            matches, chain_of, why = e.judged
+            found.append((old.received_at, ticket_id, e, why))
+            more += matches - 1
+            longest = max(longest, chain_of)
+            continue
         if ticket_id is None or ticket_id == new_id or not since <= old.received_at <= until:
             continue
         same_citizen = bool(citizen) and citizen == old.citizen_hash
@@ -133,7 +153,10 @@ def decide(
             continue
         # repeats.jaccard, inline (a call per pair is a measurable share of a batch row):
         # sizes both non-zero here unless the same citizen, where 0 is what jaccard says.
-        common = len(new.shingles & old.shingles) if size and other else 0
+        if e.against is new:
+            common = e.common
+        else:
+            common = len(new.shingles & old.shingles) if size and other else 0
         similarity = common / (size + other - common) if size and other else 0.0
         if same_citizen and similarity >= citizen_min:
             found.append((old.received_at, ticket_id, e, "same_citizen"))
@@ -147,7 +170,7 @@ def decide(
     chain = max(counts[hit[1]] + 1 for hit in found)
     return Verdict(
         repeat_of=first.appeal.repeat_of or first_id,
-        repeat_count=max(len(found), chain),
+        repeat_count=max(len(found) + more, chain, longest),
         reason=reason,
     )
 
@@ -397,10 +420,15 @@ async def load_earlier(
     per_key: int,
     cache: ShingleCache | None = None,
 ) -> list[list[Earlier]]:
-    """For each appeal, the latest earlier tickets sharing one of its keys within the window.
+    """For each appeal, the latest earlier tickets sharing one of its keys within the window
+    that it may repeat.
 
     Two steps: the candidates of every key (small rows; one statement on PostgreSQL, one per
     key column on SQLite), then the shingles of the distinct candidates the cache does not hold.
+    The candidates' shingles stay packed: ``judge_stored`` judges them against every appeal of
+    the group in one numpy pass; an appeal is handed the first of its stored matches standing
+    for them all and the few candidates whose place only ``same_place`` can tell, and only
+    those are unpacked into ``Earlier`` objects.
     """
     wanted = [lookup_keys(a) for a in appeals]
     by_column: dict[str, set[str]] = {}
@@ -412,7 +440,6 @@ async def load_earlier(
     cache = cache if cache is not None else ShingleCache(0, 0)
     since = min(a.received_at for a in appeals) - policy.window
     until = max(a.received_at for a in appeals)
-    earlier: dict[str, Earlier] = {}
     rows: dict[str, Sequence[Any]] = {}
     found: dict[tuple[str, str], list[str]] = {}
     async with engine.connect() as conn:
@@ -422,47 +449,408 @@ async def load_earlier(
             found_by, ticket_id = row[_FOUND_BY], row[_TICKET_ID]
             key = (_KEY_COLUMNS[found_by], row[_KEY_AT + found_by])
             found.setdefault(key, []).append(ticket_id)
-            if ticket_id in earlier or ticket_id in rows:
-                continue
-            ready = cache.ready(ticket_id)
-            if ready is not None:
-                earlier[ticket_id] = ready
-            else:
+            if ticket_id not in rows:
                 rows[ticket_id] = row
-        packed = {t: p for t in rows if (p := cache.get(t)) is not None}
-        missing = [t for t in rows if t not in packed]
+        packed: dict[str, bytes] = {}
+        missing = []
+        for ticket_id in rows:
+            data = cache.get(ticket_id)
+            if data is None:
+                ready = cache.ready(ticket_id)
+                if ready is None:
+                    missing.append(ticket_id)
+                    continue
+                data = pack_shingles(ready.appeal.shingles)
+                cache.put(ticket_id, data)
+            packed[ticket_id] = data
         if missing:
             loaded = await _packed_shingles(conn, missing)
             for ticket_id, data in loaded.items():
                 cache.put(ticket_id, data)
             packed.update(loaded)
         await conn.rollback()
-    for ticket_id, row in rows.items():
-        made = Earlier(
-            repeats.Appeal(
-                received_at=row[_RECEIVED_AT],
-                text="",
-                shingles=unpack_shingles(packed.get(ticket_id)),
-                ticket_id=ticket_id,
-                citizen_hash=row[3],
-                grid_code=row[4],
-                address_key=row[5],
-                longitude=row[6],
-                latitude=row[7],
-                repeat_of=row[8],
-            ),
-            row[9],
-        )
-        earlier[ticket_id] = made
-        cache.keep(made)
-    out: list[list[Earlier]] = []
+    ids = list(rows)
+    at = {ticket_id: n for n, ticket_id in enumerate(ids)}
+    per_keys: dict[tuple[Key, ...], list[int]] = {}
+    listed: list[list[int]] = []
     for keys in wanted:
-        seen: dict[str, Earlier] = {}
-        for key in keys:
-            for ticket_id in found.get(key, ()):
-                if ticket_id not in seen:
-                    seen[ticket_id] = earlier[ticket_id]
-        out.append(list(seen.values()))
+        got = per_keys.get(keys)
+        if got is None:
+            got = per_keys[keys] = list(
+                dict.fromkeys(at[t] for key in keys for t in found.get(key, ()))
+            )
+        listed.append(got)
+    judged = judge_stored(
+        appeals,
+        listed,
+        Stored(
+            ticket_ids=ids,
+            received_at=[rows[t][_RECEIVED_AT] for t in ids],
+            citizens=[rows[t][_KEY_AT] for t in ids],
+            grids=[rows[t][_KEY_AT + 1] for t in ids],
+            addresses=[rows[t][_KEY_AT + 2] for t in ids],
+            repeat_counts=[rows[t][9] for t in ids],
+            packed=[packed.get(t, b"") for t in ids],
+        ),
+        policy,
+    )
+    earlier: dict[int, Earlier] = {}
+
+    def made(n: int) -> Earlier:
+        e = earlier.get(n)
+        if e is None:
+            e = earlier[n] = _earlier(ids[n], rows[ids[n]], packed.get(ids[n]), cache)
+        return e
+
+    def leading(n: int) -> Earlier:
+        """A summary's first match: ``decide`` reads its time, id and links only, so one not
+        at hand is made without its shingles (and kept nowhere)."""
+        e = earlier.get(n) or cache.ready(ids[n])
+        return e if e is not None else _earlier(ids[n], rows[ids[n]], None, None)
+
+    return hand_over(appeals, judged, made, leading)
+
+
+def hand_over(
+    appeals: Sequence[repeats.Appeal],
+    judged: Sequence[Judged],
+    made: Callable[[int], Earlier],
+    leading: Callable[[int], Earlier] | None = None,
+) -> list[list[Earlier]]:
+    """What ``decide`` is given of each appeal's stored candidates (``made``: candidate ``n``'s
+    ``Earlier``; ``leading``: the one for a summary's first, ``made`` if not given): the passed
+    ones with their counts, and the first of the judged matches standing for them all."""
+    leading = leading or made
+    out: list[list[Earlier]] = []
+    for new, each in zip(appeals, judged, strict=True):
+        handed = [_compared(made(n), new, common) for n, common in each.passed]
+        if each.matches:
+            summary = (each.matches, each.longest, each.reason)
+            handed.append(_compared(leading(each.first), new, -1, summary))
+        out.append(handed)
+    return out
+
+
+_SLOTS = tuple(
+    Earlier.__dict__[name] for name in ("appeal", "repeat_count", "against", "common", "judged")
+)
+
+
+def _compared(
+    e: Earlier, new: repeats.Appeal, common: int, judged: tuple[int, int, str] | None = None
+) -> Earlier:
+    """``e`` as compared with ``new``: the shingles they share, or the judged matches it leads
+    (the slots set directly, as ``Earlier(e.appeal, e.repeat_count, new, common, judged)``
+    would, at less cost)."""
+    made = object.__new__(Earlier)
+    for slot, value in zip(_SLOTS, (e.appeal, e.repeat_count, new, common, judged), strict=True):
+        slot.__set__(made, value)
+    return made
+
+
+def _earlier(
+    ticket_id: str, row: Sequence[Any], packed: bytes | None, cache: ShingleCache | None
+) -> Earlier:
+    """A stored candidate as ``decide`` takes it: the cache's own, or made from its row (and
+    kept there); without a cache, made and kept nowhere."""
+    ready = cache.ready(ticket_id) if cache is not None else None
+    if ready is not None:
+        return ready
+    made = Earlier(
+        repeats.Appeal(
+            received_at=row[_RECEIVED_AT],
+            text="",
+            shingles=unpack_shingles(packed),
+            ticket_id=ticket_id,
+            citizen_hash=row[3],
+            grid_code=row[4],
+            address_key=row[5],
+            longitude=row[6],
+            latitude=row[7],
+            repeat_of=row[8],
+        ),
+        row[9],
+    )
+    if cache is not None:
+        cache.keep(made)
+    return made
+
+
+# --- stored candidates compared packed, a group at once ---------------------------------------
+
+
+def packed_sets(packed: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Packed shingle sets (``pack_shingles``) as one uint32 array, set ``n`` at
+    ``[bounds[n], bounds[n + 1])``, each sorted and unique as ``pack_shingles`` stores them (a
+    set stored otherwise is made so: its values are what ``unpack_shingles`` gives)."""
+    lengths = np.fromiter(map(len, packed), dtype=np.int64, count=len(packed))
+    if (lengths % 4).any():
+        raise ValueError("packed shingles are not a whole number of uint32 values")
+    bounds = np.zeros(len(packed) + 1, dtype=np.int64)
+    np.cumsum(lengths // 4, out=bounds[1:])
+    values = np.frombuffer(b"".join(packed), dtype="<u4").astype(np.uint32, copy=False)
+    if values.size < 2:
+        return values, bounds
+    rising = values[1:] > values[:-1]
+    inner = bounds[1:-1]
+    rising[inner[(inner > 0) & (inner < values.size)] - 1] = True  # one set's last, next's first
+    if rising.all():
+        return values, bounds
+    parts = [values[bounds[n] : bounds[n + 1]] for n in range(len(packed))]
+    bad = np.unique(np.searchsorted(bounds, np.flatnonzero(~rising) + 1, side="right") - 1)
+    for n in bad.tolist():
+        parts[n] = np.unique(parts[n])
+    sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    bounds = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    return np.concatenate(parts).astype(np.uint32, copy=False), bounds
+
+
+def common_counts(
+    a_values: np.ndarray,
+    a_bounds: np.ndarray,
+    b_values: np.ndarray,
+    b_bounds: np.ndarray,
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+) -> np.ndarray:
+    """``|A[pair_a[k]] ∩ B[pair_b[k]]|`` for every pair ``k``, in one numpy pass: sets as in
+    ``packed_sets`` (each A unique, in any order; each B sorted and unique). Each pair's A values
+    are looked up, keyed by the pair's B, in the sorted (B, value) keys of all the B sets."""
+    pairs = pair_a.size
+    if not pairs or not b_values.size:
+        return np.zeros(pairs, dtype=np.int64)
+    a_sizes = np.diff(a_bounds)[pair_a]
+    ends = np.cumsum(a_sizes)
+    total = int(ends[-1])
+    if not total:
+        return np.zeros(pairs, dtype=np.int64)
+    starts = ends - a_sizes
+    at = np.arange(total, dtype=np.int64) + np.repeat(a_bounds[:-1][pair_a] - starts, a_sizes)
+    owner = np.repeat(np.arange(b_bounds.size - 1, dtype=np.uint64), np.diff(b_bounds))
+    keys = (owner << np.uint64(32)) | b_values.astype(np.uint64)
+    wanted = (np.repeat(pair_b.astype(np.uint64), a_sizes) << np.uint64(32)) | a_values[at].astype(
+        np.uint64
+    )
+    place = np.searchsorted(keys, wanted)
+    np.minimum(place, keys.size - 1, out=place)
+    hits = np.zeros(total + 1, dtype=np.int64)
+    np.cumsum(keys[place] == wanted, out=hits[1:])
+    return hits[ends] - hits[starts]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A group's distinct stored candidates, column by column (index ``n`` is one ticket)."""
+
+    ticket_ids: Sequence[str]
+    received_at: Sequence[datetime]
+    citizens: Sequence[str | None]
+    grids: Sequence[str | None]
+    addresses: Sequence[str | None]
+    repeat_counts: Sequence[int]
+    packed: Sequence[bytes]
+
+
+@dataclass(slots=True)
+class Judged:
+    """One appeal's stored candidates after the group's pass: ``passed`` ones for ``decide`` to
+    judge, each with the shingles it shares with the appeal (-1 where not counted), and the
+    ones the pass judged matches, summed up as their first (``first``, an index), how many
+    (``matches``), the longest chain among them (``longest``) and the first's ``reason``."""
+
+    passed: list[tuple[int, int]]
+    first: int = -1
+    matches: int = 0
+    longest: int = 0
+    reason: str = ""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(moments: Iterable[datetime], count: int) -> np.ndarray:
+    """Aware datetimes as whole microseconds since the epoch (exact, so compared as they are)."""
+    return np.fromiter(((m - _EPOCH) // _MICROSECOND for m in moments), np.int64, count)
+
+
+def _codes(
+    values: Iterable[str | None], codes: dict[str, int], count: int, *, add: bool
+) -> np.ndarray:
+    """Each value's code in ``codes`` (added when ``add``); an empty or missing value is -1 when
+    added, -2 when looked up, so two such never compare equal."""
+    if add:
+        found = (codes.setdefault(v, len(codes)) if v else -1 for v in values)
+    else:
+        found = (codes.get(v, -2) if v else -2 for v in values)
+    return np.fromiter(found, dtype=np.int64, count=count)
+
+
+def _order(stored: Stored, which: list[int]) -> np.ndarray:
+    """The rank of each of ``which`` by (received_at, ticket_id), ``decide``'s order of matches.
+
+    Sorted on their POSIX timestamps: a float keeps a microsecond apart for any date before
+    the year 2100 or so (2^52 of 10^-6 s is ~142 years), so its order is the datetimes'."""
+    times = np.fromiter(
+        (stored.received_at[k].timestamp() for k in which), dtype=np.float64, count=len(which)
+    )
+    ids = np.array([stored.ticket_ids[k] for k in which], dtype=str)
+    rank = np.empty(len(which), dtype=np.int64)
+    rank[np.lexsort((ids, times))] = np.arange(len(which))
+    return rank
+
+
+def _same(
+    appeals: Sequence[repeats.Appeal],
+    name: str,
+    values: Sequence[str | None],
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    where: np.ndarray,
+) -> np.ndarray:
+    """Whether an appeal's ``name`` is set and equal to its stored candidate's, for the pairs
+    ``where`` says (False elsewhere); the stored values read for those pairs only."""
+    out = np.zeros(pair_a.size, dtype=bool)
+    if not where.any():
+        return out
+    codes: dict[str, int] = {}
+    mine = _codes((getattr(a, name) for a in appeals), codes, len(appeals), add=True)
+    read = np.unique(pair_b[where])
+    theirs = np.full(len(values), -2, dtype=np.int64)
+    theirs[read] = _codes((values[k] for k in read.tolist()), codes, read.size, add=False)
+    out[where] = mine[pair_a[where]] == theirs[pair_b[where]]
+    return out
+
+
+def _by_text(
+    appeals: Sequence[repeats.Appeal],
+    stored: Stored,
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    same: np.ndarray,
+    valid: np.ndarray,
+    policy: repeats.RepeatPolicy,
+) -> tuple[np.ndarray, ...]:
+    """``judge_stored``'s text and place: for each pair, matched by the same citizen alone,
+    matched by the citizen's similarity, matched at all, passed on to ``decide``, and its count
+    of shared grams (-1 where not counted)."""
+    pairs, n_appeals = pair_a.size, len(appeals)
+    threshold, citizen_min = policy.text_similarity, policy.citizen_min_similarity
+    b_values, b_bounds = packed_sets(stored.packed)
+    size = np.fromiter((len(a.shingles) for a in appeals), dtype=np.int64, count=n_appeals)
+    mine, other = size[pair_a], np.diff(b_bounds)[pair_b]
+    small, big = np.minimum(mine, other), np.maximum(mine, other)
+    valid = valid & (same | ((big > 0) & (small >= threshold * big)))  # decide's size bound
+    by_citizen = valid & same & (citizen_min <= 0)
+    compared = np.flatnonzero(valid & ~by_citizen & (small > 0))
+    common = np.full(pairs, -1, dtype=np.int64)
+    similarity = np.zeros(pairs, dtype=np.float64)  # 0 where a set is empty, as in decide
+    if compared.size:
+        read = np.unique(pair_a[compared])
+        a_bounds = np.zeros(n_appeals + 1, dtype=np.int64)
+        a_bounds[read + 1] = size[read]
+        np.cumsum(a_bounds, out=a_bounds)
+        a_values = np.fromiter(
+            chain.from_iterable(appeals[n].shingles for n in read.tolist()),
+            dtype=np.uint32,
+            count=int(a_bounds[-1]),
+        )
+        shared = common_counts(
+            a_values, a_bounds, b_values, b_bounds, pair_a[compared], pair_b[compared]
+        )
+        common[compared] = shared
+        similarity[compared] = shared / (mine[compared] + other[compared] - shared)
+    rest = valid & ~by_citizen
+    citizen_text = rest & same & (similarity >= citizen_min)
+    similar = rest & ~citizen_text & (similarity >= threshold)
+    placed = similar & (
+        _same(appeals, "grid_code", stored.grids, pair_a, pair_b, similar)
+        | _same(appeals, "address_key", stored.addresses, pair_a, pair_b, similar)
+    )  # same_place's first two tests, as it makes them
+    matched = by_citizen | citizen_text | placed
+    passed = similar & ~placed
+    return by_citizen, citizen_text, matched, passed, common
+
+
+def judge_stored(
+    appeals: Sequence[repeats.Appeal],
+    candidates: Sequence[Sequence[int]],
+    stored: Stored,
+    policy: repeats.RepeatPolicy,
+) -> list[Judged]:
+    """``decide``'s judgement of each appeal's stored candidates (indices into ``stored``), for
+    the whole group in numpy, pair by pair as ``decide`` does it: the window, the ticket's own
+    id, the same citizen, the size bound, the Jaccard (counted on the packed sets in one pass,
+    ``common_counts``) against each threshold, and the place where the grid or the address is
+    the same. Matches so decided are summed up; pairs whose place needs ``same_place`` (a
+    similar text found through the citizen, elsewhere) are passed on with their count; the
+    rest cannot match. ``decide`` over the summary and the passed is ``decide`` over all."""
+    n_appeals, n_stored = len(appeals), len(stored.ticket_ids)
+    counts = np.fromiter(map(len, candidates), dtype=np.int64, count=len(candidates))
+    pairs = int(counts.sum())
+    if not pairs:
+        return [Judged([]) for _ in candidates]
+    pair_a = np.repeat(np.arange(n_appeals, dtype=np.int64), counts)
+    pair_b = np.fromiter(chain.from_iterable(candidates), dtype=np.int64, count=pairs)
+    citizens = {a.citizen_hash for a in appeals if a.citizen_hash}
+    codes: dict[str, int] = {}
+    if citizens.isdisjoint(stored.citizens):
+        same = np.zeros(pairs, dtype=bool)
+    else:
+        same = _codes((a.citizen_hash for a in appeals), codes, n_appeals, add=True)[pair_a]
+        same = same == _codes(stored.citizens, codes, n_stored, add=False)[pair_b]
+    valid = np.ones(pairs, dtype=bool)
+    known = set(stored.ticket_ids)
+    if any(a.ticket_id in known for a in appeals):  # an appeal's own ticket, never its repeat
+        codes.clear()
+        own = _codes((a.ticket_id for a in appeals), codes, n_appeals, add=True)[pair_a]
+        valid &= own != _codes(stored.ticket_ids, codes, n_stored, add=False)[pair_b]
+    times = [a.received_at for a in appeals]
+    if not (max(times) - policy.window <= min(stored.received_at)) or not (
+        max(stored.received_at) <= min(times)
+    ):  # some stored ticket outside some appeal's window: each pair's window, as decide has it
+        until = _micros(times, n_appeals)[pair_a]
+        at = _micros(stored.received_at, n_stored)[pair_b]
+        valid &= (at <= until) & (at >= until - policy.window // _MICROSECOND)
+    if policy.citizen_min_similarity <= 0 and same.all():
+        # the appeals' own citizens' tickets only (a citizen calling again): whatever the text
+        matched, passed = valid, np.zeros(pairs, dtype=bool)
+        by_citizen, citizen_text, common = valid, passed, np.full(pairs, -1, dtype=np.int64)
+    else:
+        by_citizen, citizen_text, matched, passed, common = _by_text(
+            appeals, stored, pair_a, pair_b, same, valid, policy
+        )
+    out = [Judged([]) for _ in candidates]
+    if passed.any():
+        for n, b, c in zip(
+            pair_a[passed].tolist(), pair_b[passed].tolist(), common[passed].tolist(), strict=True
+        ):
+            out[n].passed.append((b, c))
+    hits = np.flatnonzero(matched)
+    if hits.size:
+        involved = np.unique(pair_b[hits])
+        rank = np.zeros(n_stored, dtype=np.int64)
+        rank[involved] = _order(stored, involved.tolist())
+        hits = hits[np.lexsort((rank[pair_b[hits]], pair_a[hits]))]
+        who = pair_a[hits]
+        firsts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+        many = np.diff(np.r_[firsts, who.size])
+        chains = np.asarray(stored.repeat_counts, dtype=np.int64)[pair_b[hits]] + 1
+        longest = np.maximum.reduceat(chains, firsts)
+        why = np.where(by_citizen[hits[firsts]] | citizen_text[hits[firsts]], 0, 1)
+        reasons = ("same_citizen", "same_place_similar_text")
+        for n, first, m, chain_of, r in zip(
+            who[firsts].tolist(),
+            pair_b[hits[firsts]].tolist(),
+            many.tolist(),
+            longest.tolist(),
+            why.tolist(),
+            strict=True,
+        ):
+            judged = out[n]
+            judged.first, judged.matches, judged.longest = first, m, chain_of
+            judged.reason = reasons[r]
     return out
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 from unittest import mock
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -179,3 +181,218 @@ def test_a_file_of_one_grid_judges_its_rows_against_fewer_candidates() -> None:
         in_unit.add(keys_of(a), Earlier(a, 0), sorted(grams))
     assert sizes[repeat_lookup.INDEX_FROM - 1] == repeat_lookup.INDEX_FROM - 1  # not yet indexed
     assert max(sizes[repeat_lookup.INDEX_FROM + 1 :]) <= 60 // 5  # its own text's rows only
+
+
+# --- stored candidates compared packed, a group at once -----------------------------------------
+
+_gram_sets = st.lists(st.integers(0, 2**32 - 1), max_size=12) | st.lists(
+    st.integers(0, 30), max_size=25
+)
+
+
+def _packed_as_stored(values: list[int], shuffled: bool) -> bytes:
+    """Bytes as ``pack_shingles`` stores them, or (``shuffled``) unsorted with duplicates, as a
+    store written otherwise might hold them; ``unpack_shingles`` reads both as a set."""
+    if not shuffled:
+        return repeat_lookup.pack_shingles(frozenset(values))
+    return b"".join(v.to_bytes(4, "little") for v in [*values, *values[:2]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    news=st.lists(_gram_sets, min_size=1, max_size=6),
+    olds=st.lists(st.tuples(_gram_sets, st.booleans()), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_common_counts_of_packed_sets_are_the_set_intersections(
+    news: list[list[int]], olds: list[tuple[list[int], bool]], data: st.DataObject
+) -> None:
+    packed = [_packed_as_stored(values, shuffled) for values, shuffled in olds]
+    b_values, b_bounds = repeat_lookup.packed_sets(packed)
+    for n, data_n in enumerate(packed):
+        got = b_values[b_bounds[n] : b_bounds[n + 1]].tolist()
+        assert got == sorted(repeat_lookup.unpack_shingles(data_n))
+    sets = [frozenset(v) for v in news]
+    a_values = np.fromiter(chain.from_iterable(sets), dtype=np.uint32)
+    a_bounds = np.concatenate(([0], np.cumsum([len(s) for s in sets]))).astype(np.int64)
+    pairs = data.draw(
+        st.lists(st.tuples(st.integers(0, len(news) - 1), st.integers(0, len(olds) - 1)))
+    )
+    pair_a = np.array([a for a, _ in pairs], dtype=np.int64)
+    pair_b = np.array([b for _, b in pairs], dtype=np.int64)
+    counts = repeat_lookup.common_counts(a_values, a_bounds, b_values, b_bounds, pair_a, pair_b)
+    assert counts.tolist() == [
+        len(sets[a] & repeat_lookup.unpack_shingles(packed[b])) for a, b in pairs
+    ]
+
+
+_stored = st.fixed_dictionaries(
+    {
+        "base": st.sampled_from(_BASES),
+        "extra": st.frozensets(st.integers(0, 45), max_size=4),
+        "drop": st.frozensets(st.integers(0, 45), max_size=8),
+        "days": st.integers(-2, 40),
+        "citizen": st.sampled_from([None, "", "h1", "h2", "h3"]),
+        "grid": st.sampled_from([None, "g1", "g1", "g2"]),
+        "address": st.sampled_from([None, "a1", "a1", "a2"]),
+        "repeat_of": st.sampled_from([None, "T0"]),
+        "count": st.sampled_from([0, 0, 0, 1, 5]),  # mostly first appeals: the matches count
+        "shuffled": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    news=st.lists(_stored, min_size=1, max_size=8),
+    olds=st.lists(_stored, max_size=12),
+    data=st.data(),
+    threshold=st.sampled_from([0.0, 0.2, 0.5, 0.6, 0.6, 0.95, 1.0, 1.5]),
+    citizen_min=st.sampled_from([0.0, 0.3, 0.9]),
+)
+def test_stored_candidates_judged_packed_give_the_same_verdicts(
+    news: list[dict[str, Any]],
+    olds: list[dict[str, Any]],
+    data: st.DataObject,
+    threshold: float,
+    citizen_min: float,
+) -> None:
+    """``judge_stored`` decides a group's stored candidates on their packed sets as ``decide``
+    does pair by pair (the per-pair Jaccard of the unpacked sets): ``decide`` over what it hands
+    over (the first of its matches standing for all, the candidates it passes on with their
+    counts) is ``decide`` over every candidate — the same ``repeat_of`` among ties, the same
+    count and reason."""
+    policy = RepeatPolicy(text_similarity=threshold, citizen_min_similarity=citizen_min)
+    now = T0 + timedelta(days=35)
+
+    def make(r: dict[str, Any], ticket_id: str, at: datetime) -> Appeal:
+        return Appeal(
+            received_at=at,
+            text="",
+            shingles=(r["base"] | r["extra"]) - r["drop"],
+            ticket_id=ticket_id,
+            citizen_hash=r["citizen"],
+            grid_code=r["grid"],
+            address_key=r["address"],
+            repeat_of=r["repeat_of"],
+        )
+
+    appeals = [make(r, f"N{n}", now - timedelta(days=r["days"] % 3)) for n, r in enumerate(news)]
+    stored = [
+        Earlier(make(r, _stored_id(n, r), now - timedelta(days=r["days"])), r["count"])
+        for n, r in enumerate(olds)
+    ]
+    packed = [
+        _packed_as_stored(sorted(e.appeal.shingles), r["shuffled"])
+        for e, r in zip(stored, olds, strict=True)
+    ]
+    listed = [
+        data.draw(st.lists(st.integers(0, len(olds) - 1), unique=True)) if olds else []
+        for _ in appeals
+    ]
+    judged = repeat_lookup.judge_stored(appeals, listed, _stored_columns(stored, packed), policy)
+    handed = repeat_lookup.hand_over(appeals, judged, stored.__getitem__)
+    bare = repeat_lookup.hand_over(appeals, judged, stored.__getitem__, _without_shingles(stored))
+    for new, candidates, each, given_ in zip(appeals, listed, judged, handed, strict=True):
+        for n, common in each.passed:
+            assert n in candidates
+            shared = len(new.shingles & stored[n].appeal.shingles)
+            # counted wherever both sets have grams (a Jaccard of an empty set is 0 uncounted)
+            assert common == shared if new.shingles and stored[n].appeal.shingles else common == -1
+        assert decide(new, given_, policy) == decide(new, [stored[n] for n in candidates], policy)
+    # a summary's first is read for its time, id and links only
+    for new, given_, without in zip(appeals, handed, bare, strict=True):
+        assert decide(new, without, policy) == decide(new, given_, policy)
+
+
+def _without_shingles(stored: list[Earlier]) -> Any:
+    def leading(n: int) -> Earlier:
+        e = stored[n]
+        return Earlier(dataclasses.replace(e.appeal, shingles=frozenset()), e.repeat_count)
+
+    return leading
+
+
+def _stored_id(n: int, r: dict[str, Any]) -> str:
+    """A stored ticket's id; now and then the first new appeal's own (which it never repeats)."""
+    return "N0" if n == 0 and r["count"] == 5 else f"T{n + 1}"
+
+
+def _stored_columns(stored: list[Earlier], packed: list[bytes]) -> repeat_lookup.Stored:
+    return repeat_lookup.Stored(
+        ticket_ids=[e.appeal.ticket_id or "" for e in stored],
+        received_at=[e.appeal.received_at for e in stored],
+        citizens=[e.appeal.citizen_hash for e in stored],
+        grids=[e.appeal.grid_code for e in stored],
+        addresses=[e.appeal.address_key for e in stored],
+        repeat_counts=[e.repeat_count for e in stored],
+        packed=packed,
+    )
+
+
+def test_stored_matches_are_handed_over_as_their_first_and_strangers_not_at_all() -> None:
+    """A grid's stored tickets of other texts and other citizens are dropped before any
+    ``Earlier`` is made of them; the matches (the same citizen's, the same text's) are handed
+    over as the first of them, standing for both."""
+    policy = RepeatPolicy()
+    texts = [frozenset(range(10 * k, 10 * k + 10)) | {1000, 1001} for k in range(5)]
+    new = Appeal(
+        received_at=T0, text="", shingles=texts[0], ticket_id="N", citizen_hash="h1", grid_code="g"
+    )
+    stored = [
+        Earlier(
+            Appeal(
+                received_at=T0 - timedelta(days=1, minutes=k),
+                text="",
+                shingles=t,
+                ticket_id=f"T{k}",
+                citizen_hash=["h2", "h2", "h1", "h3", "h2"][k],
+                grid_code="g",
+            ),
+            0,
+        )
+        for k, t in enumerate(texts)
+    ]
+    packed = [repeat_lookup.pack_shingles(t) for t in texts]
+    judged = repeat_lookup.judge_stored(
+        [new], [[0, 1, 2, 3, 4]], _stored_columns(stored, packed), policy
+    )
+    assert judged == [
+        repeat_lookup.Judged([], first=2, matches=2, longest=1, reason="same_citizen")
+    ]
+    assert decide(new, repeat_lookup.hand_over([new], judged, stored.__getitem__)[0], policy) == (
+        Verdict(repeat_of="T2", repeat_count=2, reason="same_citizen")
+    )
+
+
+def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> None:
+    """When every stored candidate is the appeal's own citizen's and no similarity is required
+    (a citizen calling again), their shingles are not read at all (these bytes would not even
+    unpack) and the appeal repeats them all."""
+    policy = RepeatPolicy()
+    new = Appeal(
+        received_at=T0, text="", shingles=frozenset({1, 2}), ticket_id="N", citizen_hash="h"
+    )
+    stored = [
+        Earlier(
+            Appeal(
+                received_at=T0 - timedelta(hours=k + 1),
+                text="",
+                shingles=frozenset(),
+                ticket_id=f"T{k}",
+                citizen_hash="h",
+                repeat_of=None if k == 2 else "T2",
+            ),
+            2 - k,
+        )
+        for k in range(3)
+    ]
+    judged = repeat_lookup.judge_stored(
+        [new], [[0, 1, 2]], _stored_columns(stored, [b"\x00"] * 3), policy
+    )
+    assert judged == [
+        repeat_lookup.Judged([], first=2, matches=3, longest=3, reason="same_citizen")
+    ]
+    handed = repeat_lookup.hand_over([new], judged, stored.__getitem__)[0]
+    assert decide(new, handed, policy) == decide(new, stored, policy)
+    assert decide(new, handed, policy) == Verdict("T2", 3, "same_citizen")
