@@ -7,14 +7,12 @@ written to an emptied ledger (once per event id); with ``from_ledger`` the kept 
 instead. *Fold*: each ticket or case is folded once from its decoded events, with the same
 ``fold_*`` and ``cells.*_parts`` the live handlers use, and the cells of all of them summed in
 memory (``cells.roll_up``). Writes go through a background task, on PostgreSQL as ``COPY``, so
-the database works while Python decodes and folds. With ``workers`` > 1 both stages run in
-forked processes (``_apart``): this one only reads the records, undecoded, and routes each to a
-worker by its Kafka key (a ticket's records name it); each worker decodes its share, writes its
-ledger rows, folds its facts and writes their rows; their sums by finest cell are added here,
-and the same workers sum and write the cells, a share of the grains each. Rebuilt equals live,
-row for row, with one worker or more (tests check both). The decoded events are held in memory
-(about 1–2 KB an event). The live consumer's offsets are untouched: it carries on from where it
-was.
+the database works while Python decodes and folds. The fold runs in ``workers`` forked processes
+(``_fold_apart``): each inherits the events, folds its share of the facts and writes their rows;
+their sums by finest cell are added here, and the cells summed and written a share of the
+grains a process. Rebuilt equals live, row for row, with one worker or more (tests check both).
+The decoded events are held in memory (about 1–2 KB an event). The live consumer's offsets are
+untouched: it carries on from where it was.
 """
 
 from __future__ import annotations
@@ -22,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import multiprocessing
-import pickle
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date
 from functools import cache, partial
-from multiprocessing.connection import Connection
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -159,27 +156,17 @@ async def rebuild(
                 await conn.execute(delete(table))
         async with _indexed_after(engine, emptied, report), Sink(engine) as sink:
             started = time.monotonic()
-            if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-                await _apart(
-                    sink,
-                    None if from_ledger else source or records(settings),
-                    engine,
-                    calendar,
-                    report,
-                    progress,
-                    settings=settings,
-                    workers=workers,
-                    started=started,
-                )
+            if from_ledger:
+                by_key = await _ledger(engine, report, progress)
             else:
-                if from_ledger:
-                    by_key = await _ledger(engine, report, progress)
-                else:
-                    by_key = await _read(sink, source or records(settings), report, progress)
-                report.seconds["read"] = round(time.monotonic() - started, 2)
-                await _fold(sink, by_key, calendar, report, progress)
+                by_key = await _read(sink, source or records(settings), report, progress)
+            report.seconds["read"] = round(time.monotonic() - started, 2)
+            started = time.monotonic()
+            await _fold(
+                sink, by_key, calendar, report, progress, settings=settings, workers=workers
+            )
             await sink.drain()
-            report.seconds["fold"] = round(time.monotonic() - started - report.seconds["read"], 2)
+            report.seconds["fold"] = round(time.monotonic() - started, 2)
     finally:
         if collecting:
             gc.enable()
@@ -295,20 +282,9 @@ async def _read(
 async def _ledger(
     engine: AsyncEngine, report: Report, progress: Progress
 ) -> dict[str, list[Event]]:
-    """Every event the ledger holds, by fact."""
+    """Every event the ledger holds, by fact (read in pages of the primary key)."""
     classes = registry()
     by_key: dict[str, list[Event]] = {}
-    async for page in _ledger_pages(engine):
-        for key, ce_type, payload in page:
-            by_key.setdefault(key, []).append(classes[ce_type].model_validate_json(payload))
-        report.records += len(page)
-        report.events += len(page)
-        progress("read", report.records, None)
-    return by_key
-
-
-async def _ledger_pages(engine: AsyncEngine) -> AsyncIterator[list[tuple[str, str, str]]]:
-    """The ledger's rows (fact, type and payload), in pages of the primary key."""
     c = ledger_table.c
     after = ""
     while True:
@@ -321,9 +297,13 @@ async def _ledger_pages(engine: AsyncEngine) -> AsyncIterator[list[tuple[str, st
         async with engine.connect() as conn:
             page = (await conn.execute(query)).all()
         if not page:
-            return
-        yield [(key, ce_type, payload) for _, key, ce_type, payload in page]
+            return by_key
+        for _event_id, key, ce_type, payload in page:
+            by_key.setdefault(key, []).append(classes[ce_type].model_validate_json(payload))
         after = page[-1][0]
+        report.records += len(page)
+        report.events += len(page)
+        progress("read", report.records, None)
 
 
 _TICKETS = TicketFact.__table__  # type: ignore[attr-defined]
@@ -373,35 +353,45 @@ async def _fold(
     calendar: WorkCalendar,
     report: Report,
     progress: Progress,
+    *,
+    settings: EvaluationSettings,
+    workers: int,
 ) -> None:
-    """Fold every ticket and case once, in this process; facts and contributions go out in
-    batches as they are folded, the summed cells at the end."""
+    """Fold every ticket and case once; facts and contributions go out in batches as they are
+    folded, the summed cells at the end. With more than one worker (and more than one fact)
+    the work is done in forked processes (``_fold_apart``), else here."""
     total = len(by_key)
-    keys = sorted(by_key)
-    parts: list[cells.Part] = []
-    for start in range(0, total, BATCH):
-        rows, own = _fold_some(keys[start : start + BATCH], by_key.pop, calendar)
-        parts += own
-        await _put(sink, rows)
-        progress("fold", min(start + BATCH, total), total)
-    summed, started = 0, time.monotonic()
-    for block in cells.roll_up(parts):
-        await sink.put(cells_table, cells.ROW_COLUMNS, block)
-        summed += len(block)
-    report.seconds["cells"] = round(time.monotonic() - started, 2)
+    if min(workers, total) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        summed = await _fold_apart(sink, by_key, calendar, report, progress, settings, workers)
+    else:
+        keys = sorted(by_key)
+        parts: list[cells.Part] = []
+        for start in range(0, total, BATCH):
+            rows, own = _fold_some(keys[start : start + BATCH], by_key.pop, calendar)
+            parts += own
+            await _put(sink, rows)
+            progress("fold", min(start + BATCH, total), total)
+        summed, started = 0, time.monotonic()
+        for block in cells.roll_up(parts):
+            await sink.put(cells_table, cells.ROW_COLUMNS, block)
+            summed += len(block)
+        report.seconds["cells"] = round(time.monotonic() - started, 2)
     report.facts, report.cells = total, summed
     progress("fold", total, total)
 
 
 @dataclass
 class _Shared:
-    """What the forked workers inherit: the settings, whether they decode ledger rows (else
-    records), the calendar, and a counter of the facts folded (for the progress bar)."""
+    """What the forked workers inherit (copy on write) instead of receiving it pickled: the
+    events by fact, the facts in order, the calendar (and the days it has remembered), a
+    counter of the facts folded (for the progress bar) and, for the cells, the summed parts."""
 
     settings: EvaluationSettings
-    from_ledger: bool
+    by_key: dict[str, list[Event]]
+    keys: list[str]
     calendar: WorkCalendar
     folded: Any  # a multiprocessing.Value("q")
+    fine: cells.Fine | None = None
 
 
 _SHARED: _Shared | None = None
@@ -409,244 +399,64 @@ _SHARED: _Shared | None = None
 _GRAINS_BY_SIZE = ("day", "month", "month_place", "day_coarse", "week_coarse", "month_coarse")
 
 
-def _home(key: str, of: int) -> int:
-    """The worker (of ``of``) that folds the fact ``key``: by its ticket's or case's id, as
-    the records of a ticket are keyed in Kafka (a hash of the same bytes in every process: the
-    workers are forked, the hash seed is theirs too)."""
-    return hash(key[2:].encode()) % of
-
-
-class _Feed:
-    """The undecoded items on their way to the workers, a lane (a pipe) each, sent in the
-    background: a pipe takes a batch only as fast as its worker reads it."""
-
-    def __init__(self, conns: Sequence[Connection]) -> None:
-        self._conns = conns
-        self._queues: list[asyncio.Queue[bytes | None]] = [asyncio.Queue(4) for _ in conns]
-        self._tasks: list[asyncio.Task[None]] = []
-
-    @property
-    def lanes(self) -> int:
-        return len(self._conns)
-
-    async def __aenter__(self) -> _Feed:
-        self._tasks = [
-            asyncio.create_task(_send(queue, conn))
-            for queue, conn in zip(self._queues, self._conns, strict=True)
-        ]
-        return self
-
-    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:
-            for lane in range(len(self._conns)):
-                await self._put(lane, None)
-            await asyncio.gather(*self._tasks)
-            return
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def put(self, lane: int, positions: list[int], items: list[Any]) -> None:
-        """Send a batch of items, with their positions in the order read, to the ``lane``-th
-        worker (waiting while its queue is full); a worker that has failed raises here."""
-        await self._put(lane, pickle.dumps((positions, items), protocol=5))
-
-    async def _put(self, lane: int, data: bytes | None) -> None:
-        task = self._tasks[lane]
-        putting = asyncio.ensure_future(self._queues[lane].put(data))
-        await asyncio.wait({putting, task}, return_when=asyncio.FIRST_COMPLETED)
-        if not putting.done():
-            putting.cancel()
-            task.result()
-
-
-_END = pickle.dumps(None)
-
-
-async def _send(queue: asyncio.Queue[bytes | None], conn: Connection) -> None:
-    while True:
-        data = await queue.get()
-        await asyncio.to_thread(_send_bytes, conn, _END if data is None else data)
-        if data is None:
-            return
-
-
-def _send_bytes(conn: Connection, data: bytes) -> None:
-    try:
-        conn.send_bytes(data)
-    except OSError as exc:  # the worker has gone: what it said last, if anything, says why
-        raise _failure(conn) from exc
-
-
-def _failure(conn: Connection) -> BaseException:
-    try:
-        if conn.poll():
-            kind, body = conn.recv()
-            if kind == "failed":
-                return body  # type: ignore[no-any-return]
-    except (EOFError, OSError):
-        pass
-    return RuntimeError("a rebuild worker ended without handing back its work")
-
-
-async def _feed_records(
-    source: AsyncIterator[list[Any]], feed: _Feed, report: Report, progress: Progress
-) -> None:
-    """Every record, undecoded, routed to a worker by its Kafka key (a ticket's records name the
-    ticket: the worker that folds it, ``_home``). A record whose key does not name its fact (a
-    mediation case's keyed by its ticket, one without a key) is routed all the same: the worker
-    that decodes it hands it to the fact's own."""
-    of = feed.lanes
-    at = 0
-    async for batch in source:
-        positions: list[list[int]] = [[] for _ in range(of)]
-        items: list[list[Any]] = [[] for _ in range(of)]
-        for record in batch:
-            key = record.key
-            lane = hash(key) % of if key else 0
-            positions[lane].append(at)
-            items[lane].append((record.value, record.headers, key))
-            at += 1
-        for lane in range(of):
-            if items[lane]:
-                await feed.put(lane, positions[lane], items[lane])
-        report.records = at
-        progress("read", at, None)
-
-
-async def _feed_ledger(
-    engine: AsyncEngine, feed: _Feed, report: Report, progress: Progress
-) -> None:
-    """Every row of the ledger, undecoded (its fact, type and payload), sent to the worker
-    that folds its fact."""
-    of = feed.lanes
-    async for page in _ledger_pages(engine):
-        positions: list[list[int]] = [[] for _ in range(of)]
-        items: list[list[Any]] = [[] for _ in range(of)]
-        for at, row in enumerate(page, report.records):
-            lane = _home(row[0], of)
-            positions[lane].append(at)
-            items[lane].append(row)
-        for lane in range(of):
-            if items[lane]:
-                await feed.put(lane, positions[lane], items[lane])
-        report.records += len(page)
-        progress("read", report.records, None)
-
-
-async def _apart(
+async def _fold_apart(
     sink: Sink,
-    source: AsyncIterator[list[Any]] | None,
-    engine: AsyncEngine,
+    by_key: dict[str, list[Event]],
     calendar: WorkCalendar,
     report: Report,
     progress: Progress,
-    *,
     settings: EvaluationSettings,
     workers: int,
-    started: float,
-) -> None:
-    """Decode, fold and sum in ``workers`` processes, forked before anything is read (so they
-    share no memory of the events) and kept for every step (``_work``); each writes what it
-    makes through a ``Sink`` of its own (on SQLite, one writer, the rows come back and go out
-    through ``sink``). This process reads the records (or, with no ``source``, the ledger's
-    rows) and sends each, undecoded, to a worker. Step by step, each worker: decodes what it is
-    sent and writes its ledger rows, naming the records that turned out to be another's fact;
-    decodes those the others named for it; folds its facts and writes them and their
-    contributions; hands back the sums of its parts by finest cell. These are added up here
-    (``cells.add_fine``) and sent to every worker, which sums and writes the cells of its share
-    of the grains."""
+) -> int:
+    """The fold in ``workers`` forked processes, in two rounds; each process writes what it
+    makes through a ``Sink`` of its own (so the ``COPY`` encoding is spread too; on SQLite, one
+    writer, the rows come back and go out through ``sink``). First each folds an equal share of
+    the facts (in the order they were read), writes the facts and contributions and returns the
+    sums of its parts by finest cell; these are added up here (``cells.add_fine``), then the
+    cells are summed from them and written, each process a share of the grains. Returns the
+    number of cells."""
     global _SHARED
     context = multiprocessing.get_context("fork")
-    from_ledger = source is None
-    folded = context.Value("q", 0)
-    _SHARED = _Shared(settings, from_ledger, calendar, folded)
-    pipes = [context.Pipe() for _ in range(workers)]
-    processes = [
-        context.Process(target=_worker, args=(index, workers, theirs), daemon=True)
-        for index, (_, theirs) in enumerate(pipes)
-    ]
-    ours = [mine for mine, _ in pipes]
+    # shares in the order the events were read, not interleaved: a worker then touches (and
+    # copies, as it counts references) mostly the memory of its own facts' events
+    first_read = list(by_key)
+    shared = _SHARED = _Shared(settings, by_key, first_read, calendar, context.Value("q", 0))
+    loop = asyncio.get_running_loop()
+    n = min(workers, len(first_read))
     try:
-        for process in processes:
-            process.start()
-        _SHARED = None  # the workers have it
-        for _, theirs in pipes:
-            theirs.close()
-        async with _Feed(ours) as feed:
-            if source is None:
-                await _feed_ledger(engine, feed, report, progress)
-            else:
-                await _feed_records(source, feed, report, progress)
-        report.seconds["route"] = round(time.monotonic() - started, 2)
-        strays = await _each(ours)
-        for index, conn in enumerate(ours):
-            theirs_now = [stray for named in strays for stray in named.get(index, ())]
-            conn.send(sorted(theirs_now, key=itemgetter(0)))
-        total = 0
-        for events, skipped, facts, kept in await _each(ours):
-            report.events += events
-            report.skipped += skipped
-            total += facts
+        with ProcessPoolExecutor(n, mp_context=context) as pool:
+            shares = [loop.run_in_executor(pool, _fold_share, i, n) for i in range(n)]
+            while not all(share.done() for share in shares):
+                await asyncio.wait(shares, timeout=0.25)
+                progress("fold", shared.folded.value, len(first_read))
+            folded = await _all(shares)
+        started = time.monotonic()
+        shared.fine = cells.add_fine(fine for fine, _ in folded)
+        for _, kept in folded:
             await _write_kept(sink, kept)
-        report.facts = total
-        report.seconds["read"] = round(time.monotonic() - started, 2)
-
-        def more() -> None:
-            progress("fold", folded.value, total)
-
-        sums = []
-        for fine, kept in await _each(ours, more):
-            sums.append(fine)
-            await _write_kept(sink, kept)
-        summed_at = time.monotonic()
-        message = pickle.dumps(cells.add_fine(sums), protocol=5)
-        del sums
-        for conn in ours:
-            conn.send_bytes(message)
-        del message
-        for count, kept in await _each(ours):
-            await _write_kept(sink, kept)
-            report.cells += count
-        report.seconds["cells"] = round(time.monotonic() - summed_at, 2)
-        for process in processes:
-            process.join()
+        by_key.clear()  # before the second fork: the events are folded
+        # one pass over the finest cells a worker: each takes every n-th grain, largest first
+        grains = sorted((g.name for g in cells.GRAINS), key=_by_size)
+        with ProcessPoolExecutor(n, mp_context=context) as pool:
+            written = [loop.run_in_executor(pool, _write_grains, grains[i::n]) for i in range(n)]
+            summed = 0
+            for count, kept in await _all(written):
+                await _write_kept(sink, kept)
+                summed += count
+        report.seconds["cells"] = round(time.monotonic() - started, 2)
+        return summed
     finally:
         _SHARED = None
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-            if process.pid is not None:
-                process.join()
-        for conn in ours:
-            conn.close()
-    progress("fold", total, total)
 
 
-async def _each(conns: Sequence[Connection], poll: Callable[[], None] = lambda: None) -> list[Any]:
-    """The next message of every worker, once all have sent theirs (``poll`` called meanwhile,
-    four times a second); a worker's failure is raised as soon as it is known."""
-    waits = [asyncio.ensure_future(asyncio.to_thread(_receive, conn)) for conn in conns]
-    for wait in waits:  # if one fails, the others' ends are retrieved (and dropped) too
-        wait.add_done_callback(lambda done: done.cancelled() or done.exception())
-    while True:
-        await asyncio.wait(waits, timeout=0.25, return_when=asyncio.FIRST_EXCEPTION)
-        for wait in waits:
-            if wait.done() and wait.exception() is not None:
-                raise wait.exception()  # type: ignore[misc]
-        if all(wait.done() for wait in waits):
-            return [wait.result() for wait in waits]
-        poll()
-
-
-def _receive(conn: Connection) -> Any:
-    try:
-        kind, body = conn.recv()
-    except (EOFError, OSError) as exc:
-        raise RuntimeError("a rebuild worker ended without handing back its work") from exc
-    if kind == "failed":
-        raise body
-    return body
+async def _all(futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
+    """Every worker's result once all of them have ended (none still writes), or the first
+    failure among them."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 def _by_size(grain: str) -> int:
@@ -687,145 +497,44 @@ async def _write_kept(sink: Sink, batches: Batches) -> None:
         await sink.put(_TABLES[name], columns, rows)
 
 
-def _worker(index: int, of: int, conn: Connection) -> None:
-    """A forked worker's life (``_apart``): its steps, or the failure that ended them."""
-    try:
-        assert _SHARED is not None, "a worker forked without its items"
-        asyncio.run(_work(_SHARED, index, of, conn))
-    except BaseException as exc:  # handed to the rebuilding process, raised there
-        conn.send(
-            ("failed", exc if _picklable(exc) else RuntimeError(f"{type(exc).__name__}: {exc}"))
-        )
-    finally:
-        conn.close()
-
-
-def _picklable(exc: BaseException) -> bool:
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return False
-    return True
-
-
-class _Raw(NamedTuple):
-    """A record as sent to a worker: what ``_decode`` reads of it."""
-
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-    key: bytes | None
-
-
-def _decoded_record(item: tuple[Any, Any, Any]) -> tuple[str, Event] | None:
-    event = _decode(_Raw(*item))
-    key = fact_key(event) if event is not None else None
-    return None if event is None or key is None else (key, event)
-
-
-def _decoded_row(row: tuple[str, str, str], classes: dict[str, type[Event]]) -> tuple[str, Event]:
-    key, ce_type, payload = row
-    return key, classes[ce_type].model_validate_json(payload)
-
-
-Facts = dict[str, list[tuple[int, Event]]]
-"""A worker's events by fact, each with its position among the items (the order read)."""
-
-
-async def _work(shared: _Shared, index: int, of: int, conn: Connection) -> None:
-    decoded: Callable[[Any], tuple[str, Event] | None] = (
-        partial(_decoded_row, classes=registry()) if shared.from_ledger else _decoded_record
+def _fold_share(index: int, of: int) -> tuple[cells.Fine, Batches]:
+    """In a worker: fold the ``index``-th of ``of`` equal shares of the facts, write their rows;
+    return the sums of their parts by finest cell (and on SQLite the rows)."""
+    assert _SHARED is not None, "a worker forked without the events"
+    keys = _SHARED.keys
+    return asyncio.run(
+        _fold_and_write(_SHARED, keys[index * len(keys) // of : (index + 1) * len(keys) // of])
     )
-    write_ledger = not shared.from_ledger
-    by_key: Facts = {}
-    seen: set[str] = set()
-    skipped = events = 0
 
-    async def take(
-        items: Iterable[tuple[int, Any]], strays: dict[int, list[tuple[int, Any]]] | None
-    ) -> set[str]:
-        """Decode these items (each with its position in the order read) and keep their
-        events by fact, once each, writing their ledger rows; one whose fact is another
-        worker's is put in ``strays`` (when given, else the facts added to are returned)."""
-        nonlocal skipped, events
-        rows: list[tuple[Any, ...]] = []
-        touched: set[str] = set()
-        for at, item in items:
-            try:
-                got = decoded(item)
-            except (UnknownEventType, EventDecodeError):
-                skipped += 1
-                continue
-            if got is None:
-                continue
-            key, event = got
-            if strays is not None and (home := _home(key, of)) != index:
-                strays.setdefault(home, []).append((at, item))
-                continue
-            event_id = str(event.event_id)
-            if event_id in seen:
-                continue  # a redelivery: the ledger keeps each event once
-            seen.add(event_id)
-            by_key.setdefault(key, []).append((at, event))
-            events += 1
-            if strays is None:
-                touched.add(key)
-            if write_ledger:
-                rows.append(
-                    (
-                        event_id,
-                        key,
-                        event.cloudevent_type(),
-                        event.occurred_at,
-                        event.model_dump_json(),
-                    )
-                )
-        if rows:
-            await sink.put(ledger_table, _LEDGER, rows)
-        return touched
 
+async def _fold_and_write(shared: _Shared, keys: Sequence[str]) -> tuple[cells.Fine, Batches]:
+    parts: list[cells.Part] = []
     async with _own_sink(shared.settings) as sink:
-        strays: dict[int, list[tuple[int, Any]]] = {}
-        while (batch := conn.recv()) is not None:
-            positions, items = batch
-            await take(zip(positions, items, strict=True), strays)
-        conn.send(("strays", strays))
-        theirs: list[tuple[int, Any]] = conn.recv()
-        if theirs:
-            for key in await take(theirs, None):
-                by_key[key].sort(key=itemgetter(0))  # in the order read, as in one process
-        conn.send(("read", (events, skipped, len(by_key), _taken(sink))))
-
-        keys = list(by_key)
-        parts: list[cells.Part] = []
         for start in range(0, len(keys), BATCH):
             some = keys[start : start + BATCH]
-            rows, own = _fold_some(some, partial(_events_of, by_key), shared.calendar)
+            rows, own = _fold_some(some, shared.by_key.__getitem__, shared.calendar)
             parts += own
             await _put(sink, rows)
             with shared.folded.get_lock():
                 shared.folded.value += len(some)
-        fine = cells.fine_sums(parts)
-        del parts
-        conn.send(("folded", (fine, _taken(sink))))
-        del fine
+    return cells.fine_sums(parts), getattr(sink, "batches", [])
 
-        summed: cells.Fine = conn.recv()
-        grains = sorted((g.name for g in cells.GRAINS), key=_by_size)[index::of]
-        count = 0
-        for block in cells.grain_rows(summed, grains=grains):
+
+def _write_grains(grains: Sequence[str]) -> tuple[int, Batches]:
+    """In a worker: sum the cells of ``grains`` from the inherited sums and write them; how
+    many (and on SQLite the rows)."""
+    assert _SHARED is not None and _SHARED.fine is not None, "a worker forked without the sums"
+    return asyncio.run(
+        _write_cells(_SHARED.settings, cells.grain_rows(_SHARED.fine, grains=grains))
+    )
+
+
+async def _write_cells(
+    settings: EvaluationSettings, blocks: Iterable[list[tuple[Any, ...]]]
+) -> tuple[int, Batches]:
+    written = 0
+    async with _own_sink(settings) as sink:
+        for block in blocks:
             await sink.put(cells_table, cells.ROW_COLUMNS, block)
-            count += len(block)
-    conn.send(("cells", (count, _taken(sink))))
-
-
-def _events_of(by_key: Facts, key: str) -> list[Event]:
-    """A fact's events, let go of once folded."""
-    return [event for _, event in by_key.pop(key)]
-
-
-def _taken(sink: Sink | _Kept) -> Batches:
-    """What a ``_Kept`` holds, handed over (nothing for a ``Sink``: it wrote its rows)."""
-    if isinstance(sink, _Kept):
-        batches, sink.batches = sink.batches, []
-        return batches
-    return []
+            written += len(block)
+    return written, getattr(sink, "batches", [])
