@@ -67,7 +67,7 @@ from shared.bus import (
     topic_name,
 )
 from shared.db import AwareDateTime
-from shared.events.base import Event, Record, encode, utcnow
+from shared.events.base import HEADER_NAMES, Event, Record, encode, utcnow
 from shared.lease import HostLease
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
@@ -179,18 +179,9 @@ async def read_audit_trail(
     return [dict(row._mapping) for row in rows]
 
 
-# The headers ``shared.events.base.encode`` writes, in its order: a block of exactly these holds
-# their values alone (any other list, this one changed included, takes the named form).
-_CLOUDEVENTS_NAMES = (
-    "ce_id",
-    "ce_source",
-    "ce_type",
-    "ce_specversion",
-    "ce_time",
-    "ce_subject",
-    "content-type",
-    "ce_partitionkey",
-)
+# A block of exactly ``HEADER_NAMES`` (what ``shared.events.base.encode`` writes, in its order)
+# holds their values alone; any other list takes the named form.
+_CLOUDEVENTS_NAMES = HEADER_NAMES
 _VALUES_ONLY, _NAMED = b"c", b"n"
 
 

@@ -566,20 +566,21 @@ def _whole_minute_offset(value: Any) -> bool:
     return offset is not None and offset.seconds % 60 == 0 and not offset.microseconds
 
 
-# The headers ``encode`` writes: a record with exactly these (the attributes non-empty) is one
-# of ours and may take the direct path; anything else goes through the SDK's validation.
-_OUR_HEADERS = frozenset(
-    (
-        "ce_id",
-        "ce_source",
-        "ce_type",
-        "ce_specversion",
-        "ce_time",
-        "ce_subject",
-        "content-type",
-        "ce_partitionkey",
-    )
+HEADER_NAMES = (
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_specversion",
+    "ce_time",
+    "ce_subject",
+    "content-type",
+    "ce_partitionkey",
 )
+"""The headers ``encode`` writes, in its order (the outbox stores their values alone)."""
+
+# A record with exactly these (the attributes non-empty) is one of ours and may take the
+# direct path; anything else goes through the SDK's validation.
+_OUR_HEADERS = frozenset(HEADER_NAMES)
 
 
 def _decode_ours(
