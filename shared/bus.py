@@ -15,6 +15,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from shared.events import ALL_TOPICS
@@ -26,6 +28,17 @@ log = logging.getLogger(__name__)
 # The largest produce request and so the largest record (aiokafka's default, stated here because
 # batches built by hand are checked against it: aiokafka checks only what ``send()`` takes).
 MAX_REQUEST_SIZE = 1 << 20
+
+# How a group shares its topics' partitions among its members. Range gives each member the same
+# partition numbers of every topic it reads; every topic has ``kafka_topic_partitions``
+# partitions and every event is keyed by its ticket, so all of a ticket's events (its receipt on
+# intake's topic, its dispatches on dispatch's) reach one member, which applies them in turn.
+# Round robin (aiokafka's default) can give intake's partition 0 to one member and dispatch's to
+# another: two members would then fold and count one ticket at the same time, each from what it
+# read before the other committed. Round robin stays listed second only so that a member of an
+# older release, which knows only that, can still join while a group is upgraded: the group
+# takes the first strategy every member has.
+ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 # key, value, headers: one record to publish.
 Outgoing = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
@@ -140,6 +153,7 @@ def make_consumer(
         fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         fetch_min_bytes=settings.consumer_fetch_min_bytes,
         isolation_level="read_uncommitted",
+        partition_assignment_strategy=ASSIGNORS,
     )
 
 
