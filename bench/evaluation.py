@@ -17,7 +17,9 @@ database), in a schema of its own that is dropped afterwards:
    assignment, sign-for, contact, completion, callback per ticket) go through ``rebuild`` (decode,
    ledger, fold, cells) from memory — the broker's own read is not in the figure; with the
    CPU of the process and of its fold workers (``--rebuild-workers``), and the peak memory of
-   both. ``--facts 0 --apply-events 0`` runs the rebuild case alone.
+   both. ``--facts 0 --apply-events 0`` runs the rebuild case alone. After the load or the
+   apply, the rebuild is timed in a fresh process on the same schema, as an operator runs
+   ``fengqiao evaluation rebuild`` (``--rebuild-in-process`` times it in this one).
 3. **apply**: ``--apply-events`` events through the live handler path (evaluation's staging
    ``Batch`` handler in the inbox's ``Pipeline``: fetch N+1 read and folded while N is written
    and committed, as the consumer does on PostgreSQL; ``--apply-serial`` for one fetch after
@@ -25,6 +27,10 @@ database), in a schema of its own that is dropped afterwards:
    over; with this process's CPU and the PostgreSQL backends' CPU (``/proc``, when the
    database runs on this machine) per event. ``--apply-only`` (or ``--facts 0
    --rebuild-events 0``) runs the apply case alone.
+
+Before the apply and the rebuild are timed, the database is settled (``--settle``): a
+``CHECKPOINT`` and a wait for autovacuum, so that the 10 M load's dirty pages and analyses are
+not charged to them. The rebuild's memory is sampled every ``--memory-every`` seconds.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ import random
 import resource
 import secrets
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -321,13 +330,20 @@ class _Rec:
 
 
 async def time_rebuild(
-    settings: EvaluationSettings, n_events: int, workers: int | None = None
+    settings: EvaluationSettings,
+    n_events: int,
+    workers: int | None = None,
+    *,
+    memory_every: float = 2.0,
 ) -> dict[str, Any]:
     """The rebuild of ``n_events`` from memory, with its CPU (this process's and its fold
     workers') and the peak memory of the process and its workers together (proportional set
     size: a page the workers share with the parent, copy on write, counted once)."""
     events = ticket_events(n_events // 6, seed=1)
     records = [_Rec(r.value, r.headers, r.key) for r in map(encode, events)]
+    # What a broker would hold is the records: the event objects they came from (about as
+    # large again) would only be memory the rebuild's own must find room beside.
+    del events
 
     async def source() -> AsyncIterator[list[Any]]:
         for start in range(0, len(records), 2000):
@@ -335,7 +351,7 @@ async def time_rebuild(
 
     options: dict[str, Any] = {} if workers is None else {"workers": workers}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with PeakMemory() as memory:
+    with PeakMemory(memory_every) as memory:
         load = os.getloadavg()
         started, cpu = time.monotonic(), time.process_time()
         report = await rebuild(settings, source=source(), **options)
@@ -348,13 +364,71 @@ async def time_rebuild(
         "seconds": round(seconds, 1),
         "cpu_s": round(cpu, 1),  # this process's (decode, fold, roll-up, COPY encoding)
         "workers_cpu_s": round(workers_cpu, 1),  # the fold workers' (ended and waited for)
-        "peak_pss_mb": round(memory.peak / 1024),  # this process and its workers, with inputs
+        # This process and its workers, with inputs; None when not sampled.
+        "peak_pss_mb": round(memory.peak / 1024) if memory_every > 0 else None,
+        "memory_every_s": memory_every,
         "load_average": (load, os.getloadavg()),
         "events_per_s": round(len(records) / seconds),
         "stages_s": report.seconds,
         "facts": report.facts,
         "cells": report.cells,
     }
+
+
+async def quiet_database(url: str, patience: float) -> dict[str, float]:
+    """Let the case before stop charging the next one: write its dirty pages out now
+    (``CHECKPOINT``; after the 10 M load the checkpointer and autovacuum otherwise go on for
+    a minute or more, on the same two cores as the timed case) and wait, up to ``patience``
+    seconds, for autovacuum workers to finish. Says how long each took."""
+    if patience <= 0:
+        return {}
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.monotonic()
+        await conn.execute("CHECKPOINT")
+        checkpoint = time.monotonic() - started
+        busy = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE backend_type = 'autovacuum worker' AND datname = current_database()"
+        )
+        for _ in range(int(patience)):
+            if not await conn.fetchval(busy):
+                break
+            await asyncio.sleep(1.0)
+        waited = time.monotonic() - started - checkpoint
+    finally:
+        await conn.close()
+    print(f"  settled: checkpoint {checkpoint:.1f} s, autovacuum {waited:.1f} s", flush=True)
+    return {"checkpoint_s": round(checkpoint, 1), "autovacuum_s": round(waited, 1)}
+
+
+def rebuild_apart(args: argparse.Namespace) -> dict[str, Any]:
+    """The rebuild case in a fresh process on this run's schema, as an operator runs
+    `fengqiao evaluation rebuild`: not in the process that loaded 10 M facts and applied
+    events, whose heap, page tables (copied at each fork of the fold workers) and caches the
+    command would not have."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rebuild.json"
+        command = [
+            sys.executable,
+            "-m",
+            "bench.evaluation",
+            "--postgres",
+            args.postgres,
+            "--facts=0",
+            "--apply-events=0",
+            f"--rebuild-events={args.rebuild_events}",
+            "--settle=0",  # settled just before, here
+            f"--memory-every={args.memory_every}",
+            "--keep",  # the schema is this run's: this process drops it
+            f"--out={out}",
+        ]
+        if args.rebuild_workers is not None:
+            command.append(f"--rebuild-workers={args.rebuild_workers}")
+        env = {**os.environ, "BENCH_EVALUATION_SCHEMA": SCHEMA}
+        subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        rebuilt: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))["rebuild"]
+    return {**rebuilt, "process": "fresh"}
 
 
 class PeakMemory:
@@ -378,6 +452,8 @@ class PeakMemory:
         self._thread.join()
 
     def _run(self) -> None:
+        if self._every <= 0:
+            return
         me = os.getpid()
         while not self._stop.wait(self._every):
             pids = [me, *(pid for pid in _pids() if _parent(pid) == me)]
@@ -546,6 +622,25 @@ async def main() -> None:
         action="store_true",
         help="time the queries on the cells a --keep run left (BENCH_EVALUATION_SCHEMA names it)",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=120.0,
+        help="before the apply and the rebuild are timed: CHECKPOINT, then wait up to this many "
+        "seconds for autovacuum to finish (0: neither)",
+    )
+    parser.add_argument(
+        "--memory-every",
+        type=float,
+        default=2.0,
+        help="seconds between two samples of the rebuild's memory (0: not sampled)",
+    )
+    parser.add_argument(
+        "--rebuild-in-process",
+        action="store_true",
+        help="time the rebuild in this process even after the load or the apply (default: in a "
+        "fresh process of its own, as `fengqiao evaluation rebuild` runs)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/evaluation.json")
     args = parser.parse_args()
     if args.apply_only:
@@ -564,15 +659,23 @@ async def main() -> None:
             timed = await time_queries(settings, args.repeat, grains)
             results["queries"] = [q.__dict__ for q in timed]
         if args.apply_events:
+            results["settled_before_apply"] = await quiet_database(args.postgres, args.settle)
             print(f"apply {args.apply_events:,} events", flush=True)
             results["apply"] = await time_apply(
                 settings, args.apply_events, pipelined=not args.apply_serial, seed=args.apply_seed
             )
         if args.rebuild_events:
+            results["settled_before_rebuild"] = await quiet_database(args.postgres, args.settle)
             print(f"rebuild {args.rebuild_events:,} events", flush=True)
-            results["rebuild"] = await time_rebuild(
-                settings, args.rebuild_events, args.rebuild_workers
-            )
+            if (args.facts or args.apply_events) and not args.rebuild_in_process:
+                results["rebuild"] = await asyncio.to_thread(rebuild_apart, args)
+            else:
+                results["rebuild"] = await time_rebuild(
+                    settings,
+                    args.rebuild_events,
+                    args.rebuild_workers,
+                    memory_every=args.memory_every,
+                )
     finally:
         if not args.keep:
             conn = await asyncpg.connect(args.postgres)
