@@ -49,9 +49,7 @@ async def test_each_member_reads_the_same_partitions_of_every_topic(
         assert numbers[0] == numbers[1] == numbers[2], sorted(partitions)
 
 
-def _shared_out(
-    members: list[AIOKafkaConsumer], names: list[str]
-) -> Callable[[], Awaitable[bool]]:
+def _shared_out(members: list[AIOKafkaConsumer], names: list[str]) -> Callable[[], Awaitable[bool]]:
     """Whether the members hold every partition once between them (fetching keeps each one's
     heartbeat and its part in the group's rebalances going)."""
     every = {TopicPartition(name, p) for name in names for p in range(PARTITIONS)}
