@@ -34,6 +34,7 @@ from typing import Any
 
 import asyncpg
 
+from bench import statement_cpu
 from bench.intake import BATCH_CHANNEL, POSTGRES_URL, batch_template, cpu_seconds, drop_schema
 from fengqiao.registry import upgrade_async
 from services.intake import api, service
@@ -148,9 +149,11 @@ async def timed(
     per_task = max(1, count // tasks)
     backends = await _database_backends(database) if database else []
     before = cpu_seconds(backends)
+    statement_cpu.measuring = True
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker(per_task) for _ in range(tasks)))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    statement_cpu.measuring = False
     if database:
         after = cpu_seconds([*backends, *await _database_backends(database)])
         used = sum(t - before.get(pid, 0.0) for pid, t in after.items())
@@ -239,6 +242,8 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
             )
             n = files * len(lines)
         unit = "rows" if args.case == "batch" else "tickets"
+        if args.statements:
+            statement_cpu.report(n, unit[:-1])
         print(
             f"{args.case}: {n / wall:,.0f} {unit}/s wall, {cpu / n * 1e3:.3f} ms CPU per "
             f"{unit[:-1]} (this process; groups {ctx.groups.groups}, units {ctx.groups.units})"
@@ -261,9 +266,16 @@ def main() -> None:
         help="batch: the file's rows at this many addresses (1: one grid's patrol log)",
     )
     parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="PostgreSQL: the backends' CPU by statement over the measured run",
+    )
+    parser.add_argument(
         "--schema-prefix", default="inproc", help="the prefix of the scratch schema's name"
     )
     args = parser.parse_args()
+    if args.statements:
+        statement_cpu.install()
     run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
 
 
