@@ -10,10 +10,11 @@ import threading
 import zipfile
 from typing import Any
 
+import orjson
 import pytest
 from openpyxl import Workbook
 
-from services.intake import api
+from services.intake import api, service
 from services.intake import pipeline as pipeline_module
 from services.intake.models import TICKETS, outbox_table
 from shared.events import encode
@@ -334,3 +335,44 @@ async def test_events_written_from_fields_are_the_validated_events(
         events[1].ticket_id,
         written[0][0]["ticket_id"],
     )
+
+
+def _scans(plan: dict[str, Any], relation: str) -> list[dict[str, Any]]:
+    """The plan's nodes that read ``relation``."""
+    own = [plan] if plan.get("Relation Name") == relation else []
+    return own + [n for child in plan.get("Plans", ()) for n in _scans(child, relation)]
+
+
+async def test_the_stored_ids_look_up_reads_the_files_ids_not_the_channels_tickets(
+    env: IntakeEnv,
+) -> None:
+    if env.ctx.reader.dialect.name != "postgresql":
+        pytest.skip("the driver's statement is PostgreSQL's")
+    place = env.address()
+    for _ in range(2):  # the channel holds some hundreds of tickets (at one place)
+        body = [[env.unique("row"), *row[1:5], place, *row[6:]] for row in rows(env, 1) * 150]
+        assert (await post_csv(env, as_csv(HEADER, body))).status_code == 201
+    stored = rows(env, 2)
+    assert (await post_csv(env, as_csv(HEADER, stored))).status_code == 201
+    # A file's worth of ids, two of them stored.
+    wanted = sorted([*(env.unique("absent") for _ in range(998)), stored[0][0], stored[1][0]])
+
+    async with env.ctx.reader.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        found = await driver.fetch(service._POSTGRES_EXISTING, CSV_CHANNEL, wanted)
+        explained = await driver.fetchval(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + service._POSTGRES_EXISTING, CSV_CHANNEL, wanted
+        )
+        await conn.rollback()
+
+    assert sorted(r["external_id"] for r in found) == sorted([stored[0][0], stored[1][0]])
+    # SQLAlchemy's connection decodes JSON itself; a plain asyncpg one gives its text.
+    plan = (orjson.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
+    # Each id found through the index by its own key: not every ticket of the channel read (a
+    # sequential scan, or the index by its channel alone) and matched against the ids.
+    scans = _scans(plan, "tickets")
+    assert scans
+    for scan in scans:
+        condition = scan.get("Index Cond") or scan.get("Recheck Cond") or ""
+        assert "external_id" in condition and "channel" in condition, scan
