@@ -305,8 +305,11 @@ class Pipeline:
         if not self._detect_repeats or not pending:
             return {}
         appeals = [p.appeal for p in pending if p.appeal is not None]
+        # Each appeal's sorted grams as its row stores them: the look-up's numpy pass reads
+        # them joined, not back out of the appeals' frozensets.
+        packed = [p.packed for p in pending if p.appeal is not None]
         try:
-            loaded = await self._loader.load(appeals)
+            loaded = await self._loader.load(appeals, packed)
         except Exception:
             if len({p.unit for p in pending}) == 1:
                 raise
@@ -314,7 +317,10 @@ class Pipeline:
             for u in sorted({p.unit for p in pending}):
                 members = [p for p in pending if p.unit == u]
                 try:
-                    alone = await self._loader.load([p.appeal for p in members if p.appeal])
+                    alone = await self._loader.load(
+                        [p.appeal for p in members if p.appeal],
+                        [p.packed for p in members if p.appeal],
+                    )
                 except Exception as exc:
                     outcomes[u] = exc
                     continue

@@ -419,9 +419,11 @@ async def load_earlier(
     policy: repeats.RepeatPolicy,
     per_key: int,
     cache: ShingleCache | None = None,
+    grams: Sequence[bytes] | None = None,
 ) -> list[list[Earlier]]:
     """For each appeal, the latest earlier tickets sharing one of its keys within the window
-    that it may repeat.
+    that it may repeat; ``grams``: each appeal's shingles packed (``pack_shingles``), if the
+    caller has them so (else they are read from its set).
 
     Two steps: the candidates of every key (small rows; one statement on PostgreSQL, one per
     key column on SQLite), then the shingles of the distinct candidates the cache does not hold.
@@ -493,6 +495,7 @@ async def load_earlier(
             packed=[packed.get(t, b"") for t in ids],
         ),
         policy,
+        grams,
     )
     earlier: dict[int, Earlier] = {}
 
@@ -731,6 +734,7 @@ def _by_text(
     same: np.ndarray,
     valid: np.ndarray,
     policy: repeats.RepeatPolicy,
+    grams: Sequence[bytes] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """``judge_stored``'s text and place: for each pair, matched by the same citizen alone,
     matched by the citizen's similarity, matched at all, passed on to ``decide``, and its count
@@ -751,11 +755,16 @@ def _by_text(
         a_bounds = np.zeros(n_appeals + 1, dtype=np.int64)
         a_bounds[read + 1] = size[read]
         np.cumsum(a_bounds, out=a_bounds)
-        a_values = np.fromiter(
-            chain.from_iterable(appeals[n].shingles for n in read.tolist()),
-            dtype=np.uint32,
-            count=int(a_bounds[-1]),
-        )
+        if grams is not None:  # the group's packed grams: one join, no set walked
+            a_values = np.frombuffer(
+                b"".join([grams[n] for n in read.tolist()]), dtype="<u4"
+            ).astype(np.uint32, copy=False)
+        else:
+            a_values = np.fromiter(
+                chain.from_iterable(appeals[n].shingles for n in read.tolist()),
+                dtype=np.uint32,
+                count=int(a_bounds[-1]),
+            )
         shared = common_counts(
             a_values, a_bounds, b_values, b_bounds, pair_a[compared], pair_b[compared]
         )
@@ -778,6 +787,7 @@ def judge_stored(
     candidates: Sequence[Sequence[int]],
     stored: Stored,
     policy: repeats.RepeatPolicy,
+    grams: Sequence[bytes] | None = None,
 ) -> list[Judged]:
     """``decide``'s judgement of each appeal's stored candidates (indices into ``stored``), for
     the whole group in numpy, pair by pair as ``decide`` does it: the window, the ticket's own
@@ -785,7 +795,9 @@ def judge_stored(
     ``common_counts``) against each threshold, and the place where the grid or the address is
     the same. Matches so decided are summed up; pairs whose place needs ``same_place`` (a
     similar text found through the citizen, elsewhere) are passed on with their count; the
-    rest cannot match. ``decide`` over the summary and the passed is ``decide`` over all."""
+    rest cannot match. ``decide`` over the summary and the passed is ``decide`` over all.
+    ``grams``: each appeal's shingles packed as ``pack_shingles`` packs them (its set's values,
+    sorted), read at once rather than from each set."""
     n_appeals, n_stored = len(appeals), len(stored.ticket_ids)
     counts = np.fromiter(map(len, candidates), dtype=np.int64, count=len(candidates))
     pairs = int(counts.sum())
@@ -819,7 +831,7 @@ def judge_stored(
         by_citizen, citizen_text, common = valid, passed, np.full(pairs, -1, dtype=np.int64)
     else:
         by_citizen, citizen_text, matched, passed, common = _by_text(
-            appeals, stored, pair_a, pair_b, same, valid, policy
+            appeals, stored, pair_a, pair_b, same, valid, policy, grams
         )
     out = [Judged([]) for _ in candidates]
     if passed.any():
@@ -865,13 +877,21 @@ class CandidateLoader:
         self.lookups = 0
         self.shingles = ShingleCache()
 
-    async def load(self, appeals: Sequence[repeats.Appeal]) -> list[list[Earlier]]:
-        """For each appeal, its candidate earlier tickets (one look-up for them all)."""
+    async def load(
+        self, appeals: Sequence[repeats.Appeal], grams: Sequence[bytes] | None = None
+    ) -> list[list[Earlier]]:
+        """For each appeal, its candidate earlier tickets (one look-up for them all);
+        ``grams``: each appeal's shingles packed, if at hand."""
         if not any(lookup_keys(a) for a in appeals):
             return [[] for _ in appeals]
         self.lookups += 1
         return await load_earlier(
-            self._engine, appeals, policy=self.policy, per_key=self._per_key, cache=self.shingles
+            self._engine,
+            appeals,
+            policy=self.policy,
+            per_key=self._per_key,
+            cache=self.shingles,
+            grams=grams,
         )
 
 

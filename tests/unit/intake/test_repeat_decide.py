@@ -291,6 +291,10 @@ def test_stored_candidates_judged_packed_give_the_same_verdicts(
         for _ in appeals
     ]
     judged = repeat_lookup.judge_stored(appeals, listed, _stored_columns(stored, packed), policy)
+    # the appeals' grams handed packed, as the pipeline has them, judge the same
+    grams = [repeat_lookup.pack_shingles(a.shingles) for a in appeals]
+    columns = _stored_columns(stored, packed)
+    assert repeat_lookup.judge_stored(appeals, listed, columns, policy, grams) == judged
     handed = repeat_lookup.hand_over(appeals, judged, stored.__getitem__)
     bare = repeat_lookup.hand_over(appeals, judged, stored.__getitem__, _without_shingles(stored))
     for new, candidates, each, given_ in zip(appeals, listed, judged, handed, strict=True):
