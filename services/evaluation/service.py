@@ -16,7 +16,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, case, func, select
+import orjson
+from sqlalchemy import Text, and_, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -434,9 +435,12 @@ async def cell_moves(
     delta: cells.Delta = {}
     changed: dict[str, list[Any]] = {}
     stored: dict[str, Any] = {}
+    # Read as text and parsed by orjson: the driver's JSON codec parses with the stdlib's
+    # ``json.loads``, ~4 % of the live apply's Python for these documents; the values are the same.
+    document = cast(c.cells, Text)
     for among in bulk.among(session, c.fact_key, [k for k in keys if k not in carried]):
-        rows = await session.execute(select(c.fact_key, c.cells).where(among))
-        stored.update((key, value) for key, value in rows)
+        rows = await session.execute(select(c.fact_key, document).where(among))
+        stored.update((key, orjson.loads(value)) for key, value in rows)
     for key in keys:
         if key in carried:
             if list(carried[key]) == list(parts[key]):
