@@ -146,13 +146,15 @@ Place = tuple[str, date, tuple[str, ...]]
 """Where a cell is: its grain, period start and kept dimension values (the others "")."""
 
 
-@lru_cache(maxsize=1 << 15)  # ~0.4 KB an entry: ~13 MB
+@lru_cache(maxsize=1 << 17)  # ~0.4 KB an entry: ~50 MB; room for ``_places``' finer keys
 def _cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
     """``cell_key``, remembered: the coarse cells are named again for every ticket in them."""
     return cell_key(grain, start, dims)
 
 
-@lru_cache(maxsize=1 << 13)  # ~3 KB an entry: ~25 MB
+# As many finest cells as ``service.FOLDED`` keeps tickets (a ticket's parts share one, mostly):
+# a miss names ten cells, a few of them new (a digest each), ~30 us. ~3 KB an entry: ~100 MB.
+@lru_cache(maxsize=1 << 15)
 def _places(day: date, dims: tuple[str, ...]) -> tuple[tuple[str, Place], ...]:
     """The key and place of each grain's cell of one finest cell, remembered: the live path
     moves a ticket's finest cell again at each of its events."""

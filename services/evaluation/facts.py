@@ -103,6 +103,10 @@ class TicketState:
     assigned_area: str | None = None
     first_completion: datetime | None = None
     last: tuple[datetime, str, UUID] | None = None
+    # The handling time the last finish worked out and what it depends on (the calendar, the
+    # start and the completion): every event after completion finishes the state again, and
+    # the working days of an unchanged span are the same. Not part of the fold: a cache.
+    handling: tuple[WorkCalendar, datetime, datetime, int] | None = None
 
     @classmethod
     def start(cls, ticket_id: str) -> TicketState:
@@ -141,9 +145,9 @@ def fold_more(state: TicketState, events: Iterable[Event]) -> bool:
 
 
 def finish(state: TicketState, *, calendar: WorkCalendar) -> TicketFold:
-    """The ticket's facts from a state, which is left as it was: more may be folded onto it.
-    The facts' dispatch drafts that finishing does not change are the state's own: read them
-    before folding more."""
+    """The ticket's facts from a state, whose fold is left as it was (only the handling time it
+    keeps may change): more may be folded onto it. The facts' dispatch drafts that finishing
+    does not change are the state's own: read them before folding more."""
     return _finish(state, calendar=calendar, keep=True)
 
 
@@ -310,11 +314,22 @@ def _finish(state: TicketState, *, calendar: WorkCalendar, keep: bool) -> Ticket
         f["department_tier"] = closing.department_tier or f["department_tier"]
         start = f["received_at"] or f["dispatched_at"]
         if start is not None and closing.completed_at is not None:
-            days = working_days_between(start, closing.completed_at, calendar=calendar)
-            f["handling_centidays"] = round(days * 100)
+            f["handling_centidays"] = _handling(state, start, closing.completed_at, calendar)
     _count_callback(f, state.callbacks)
     rows = sorted(dispatches.values(), key=lambda r: str(r.dispatch_id))
     return TicketFold(fact, rows)
+
+
+def _handling(state: TicketState, start: datetime, end: datetime, calendar: WorkCalendar) -> int:
+    """The handling time from ``start`` to ``end`` in hundredths of a working day, kept in
+    ``state`` with what it was worked out from and worked out again only when one of those
+    changed (a finish writes nothing else to its state)."""
+    kept = state.handling
+    if kept is not None and kept[0] is calendar and kept[1] == start and kept[2] == end:
+        return kept[3]
+    centidays = round(working_days_between(start, end, calendar=calendar) * 100)
+    state.handling = (calendar, start, end, centidays)
+    return centidays
 
 
 def _count_callback(f: dict[str, Any], callbacks: dict[int, i.FeedbackReceived]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import date
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from services.evaluation.facts import TicketFold, finish, fold_more, fold_state,
 from services.evaluation.service import Folded
 from shared.events import dispatch as d
 from shared.events.base import Event
-from shared.workcalendar import OFFICIAL
+from shared.workcalendar import OFFICIAL, WorkCalendar
 from tests.unit.evaluation.test_fold import at, life
 
 
@@ -170,3 +171,40 @@ def test_an_older_event_refolds_and_a_rolled_back_state_is_not_resumed() -> None
     resumed = service.resume(later, {s, r}, {r: returned})
     assert resumed is not None and resumed.ids == {s, r} and later.spent
     assert service.resume(later, {s, r, a}, {a: assigned}) is None  # spent: folded onto once
+
+
+def test_the_kept_handling_time_is_worked_out_again_when_its_span_or_calendar_changes() -> None:
+    """A finish keeps the handling time in the state (every event after completion finishes it
+    again); an event that moves the span's start (a receipt delivered after the completion) or
+    its end (the ticket reopened and completed again), or a finish with another calendar,
+    works it out again: the facts stay those of the whole fold, and each step changes them."""
+    received, *steps = life("T1")  # completed at hour 26 (Tuesday 11:00 in Shanghai)
+    holiday = WorkCalendar(extra_holidays=frozenset({date(2026, 11, 24)}))  # that Tuesday
+    folded: list[Event] = []
+    state = fold_state("T1", [])
+    seen: list[int | None] = []
+
+    def fold_and_compare(events: list[Event], calendar: WorkCalendar = OFFICIAL) -> None:
+        assert fold_more(state, events)
+        folded.extend(events)
+        whole = fold_ticket("T1", folded, calendar=calendar)
+        assert _fields(finish(state, calendar=calendar)) == _fields(whole)
+        seen.append(whole.draft.handling_centidays)
+
+    fold_and_compare(steps)  # timed from the first assignment (hour 1): no receipt yet
+    late_receipt = received.model_copy(
+        update={"event_id": uuid.uuid4(), "received_at": at(-72), "occurred_at": at(31)}
+    )
+    fold_and_compare([late_receipt])  # timed from the Friday before
+    assigned, completed = steps[6], steps[-2]  # D3's assignment and completion
+    assert isinstance(assigned, d.TicketAssigned) and isinstance(completed, d.DispatchCompleted)
+
+    def again(event: Event, hours: int) -> Event:  # of a new dispatch, D4
+        changes = {"event_id": uuid.uuid4(), "dispatch_id": "D4", "occurred_at": at(hours)}
+        return event.model_copy(update=changes)
+
+    fold_and_compare([again(assigned, 32)])  # open again: no handling time written
+    fold_and_compare([again(completed, 50)])  # completed a day later
+    fold_and_compare([], calendar=holiday)  # that Tuesday a holiday
+    fold_and_compare([])  # and back
+    assert seen == [104, 208, None, 308, 208, 308]  # hundredths of a working day
