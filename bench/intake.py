@@ -598,7 +598,7 @@ def bench_database_cases(
             result.stored = count_sqlite(db)
             results.append(result)
         return
-    schema = f"bench_{int(time.time())}"
+    schema = f"{args.schema_prefix}_{int(time.time())}"
     try:
         result = bench_intake(
             f"{label}, PostgreSQL",
@@ -670,6 +670,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default=",".join(ALL_CASES))
     parser.add_argument("--profile", type=Path, default=None, help="py-spy into this directory")
     parser.add_argument("--postgres", default=POSTGRES_URL)
+    parser.add_argument(
+        "--schema-prefix", default="bench", help="the prefix of the scratch schema's name"
+    )
 
 
 def require_wrk() -> None:

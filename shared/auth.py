@@ -111,6 +111,10 @@ class Principal:
     department_code: str | None = None  # the unit: a department, a grid or a centre
 
 
+# ``open`` mode's caller that names neither role nor subject (frozen: one instance serves all).
+_OPEN_OPERATOR = Principal(Role.OPERATOR, "anonymous")
+
+
 class AuthConfig(Protocol):
     """The settings auth reads (``shared.settings.ServiceSettings`` has them all)."""
 
@@ -293,7 +297,7 @@ class Authenticator:
         subject = _checked_value(SUBJECT_HEADER, identity.get(_SUBJECT), MAX_SUBJECT_LENGTH)
         unit = _checked_value(UNIT_HEADER, identity.get(_UNIT), MAX_DEPARTMENT_LENGTH)
         if raw_role is None:
-            return Principal(Role.OPERATOR, subject or "anonymous")
+            return Principal(Role.OPERATOR, subject) if subject else _OPEN_OPERATOR
         if mode != "open":
             self._verify_gateway(request, raw_role, subject, unit)
         role = _role(raw_role, where=ROLE_HEADER)
@@ -450,13 +454,14 @@ def _identity_headers(request: Request) -> dict[str, str]:
     """The identity headers of ``request`` by lower-case name, read in one pass over the raw
     headers (ASGI names are lower case); 400 naming a header sent more than once."""
     found: dict[str, str] = {}
-    for key, value in request.headers.raw:
+    raw: list[tuple[bytes, bytes]] = request.scope["headers"]  # what ``headers.raw`` returns
+    for key, value in raw:
         name = _SINGLE.get(key)
         if name is None:
             continue
         lowered = key.decode("latin-1")
         if lowered in found:
-            copies = sum(1 for k, _ in request.headers.raw if k == key)
+            copies = sum(1 for k, _ in raw if k == key)
             raise _bad_request(f"{name} sent {copies} times; send it once")
         found[lowered] = value.decode("latin-1")
     return found
@@ -498,14 +503,26 @@ def _config_key(config: AuthConfig) -> tuple[Any, ...]:
 
 
 _AUTHENTICATORS: dict[tuple[Any, ...], Authenticator] = {}
+# The configuration objects last asked about, by identity: a request then finds its authenticator
+# without reading nine settings, two of them secrets. A service's settings are not changed once
+# it runs (a changed configuration is a new settings object). The object is held, so its id is
+# not reused while it is here.
+_BY_OBJECT: dict[int, tuple[AuthConfig, Authenticator]] = {}
+_BY_OBJECT_MAX = 64
 
 
 def authenticator(config: AuthConfig) -> Authenticator:
     """The authenticator of a configuration, built on first use and kept."""
+    seen = _BY_OBJECT.get(id(config))
+    if seen is not None and seen[0] is config:
+        return seen[1]
     key = _config_key(config)
     found = _AUTHENTICATORS.get(key)
     if found is None:
         found = _AUTHENTICATORS[key] = Authenticator(config)
+    if len(_BY_OBJECT) >= _BY_OBJECT_MAX:
+        _BY_OBJECT.clear()
+    _BY_OBJECT[id(config)] = (config, found)
     return found
 
 
@@ -523,12 +540,15 @@ def acting_principal() -> Principal | None:
 def principal_from_request(request: Request, *, mode: str | None = None) -> Principal:
     """Build the caller's principal from the request (once per request), or raise 401 naming what
     is missing (400 naming the header whose value is malformed or repeated)."""
-    found = getattr(request.state, "principal", None)
+    # ``request.state`` keeps its attributes in the scope's "state" dict: read there, the first
+    # call of a request does not build a ``State`` and raise inside its ``__getattr__``.
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    found = state.get("principal")
     if isinstance(found, Principal):
         return found
     settings: AuthConfig = request.app.state.runtime.settings
     principal = authenticator(settings).principal(request, mode=mode)
-    request.state.principal = principal
+    state["principal"] = principal
     _acting.set(principal)
     return principal
 

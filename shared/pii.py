@@ -182,13 +182,25 @@ def mask_email(address: str | None) -> str | None:
 # --- identity hashes ----------------------------------------------------------------------
 
 
+# An HMAC keyed by each salt in use, copied for every hash: the one-shot ``hmac.digest`` sets
+# up the key (and looks up SHA-256) on every call, about twice the cost of a copy. A service
+# has one salt; a few are kept for tests and tools that use several.
+_KEYED: dict[str, hmac.HMAC] = {}
+_KEYED_MAX = 8
+
+
 def hash_identifier(kind: IdentityKind, normalized: str, *, salt: str) -> str:
     """HMAC-SHA256 (hex) of ``kind:normalized`` under the salt."""
     if not salt:
         raise ValueError("a citizen hash needs a non-empty salt")
-    message = f"{kind}:{normalized}".encode()
-    # The one-shot HMAC (OpenSSL's, in C) costs less than building an ``hmac.HMAC`` object.
-    return hmac.digest(salt.encode(), message, "sha256").hex()
+    keyed = _KEYED.get(salt)
+    if keyed is None:
+        if len(_KEYED) >= _KEYED_MAX:
+            _KEYED.clear()
+        keyed = _KEYED[salt] = hmac.new(salt.encode(), digestmod="sha256")
+    mac = keyed.copy()
+    mac.update(f"{kind}:{normalized}".encode())
+    return mac.hexdigest()
 
 
 def citizen_hash(

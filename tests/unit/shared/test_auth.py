@@ -19,7 +19,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from services.intake.settings import IntakeSettings
 from shared.auth import (
@@ -30,8 +30,10 @@ from shared.auth import (
     Principal,
     Role,
     acting_principal,
+    authenticator,
     gateway_headers,
     mint_token,
+    principal_from_request,
     require_roles,
 )
 from shared.settings import ServiceSettings
@@ -560,3 +562,40 @@ async def test_a_remembered_token_is_refused_once_it_expires(
     response = await get(app, "/me", minted)
     assert response.status_code == 401
     assert response.json()["detail"] == "token has expired"
+
+
+def test_each_settings_object_finds_the_authenticator_of_its_own_values() -> None:
+    """Settings objects are remembered by identity; a new object, even one that takes the place
+    (and the id) of a collected one, is read for its own secrets and mode."""
+    made = []
+    for n in range(200):  # freed at once: CPython hands their ids out again
+        settings = ServiceSettings(
+            auth_mode="open" if n % 2 else "token",
+            auth_token_secret=f"{TEST_TOKEN_SECRET}-{n}",
+            auth_gateway_secret=TEST_GATEWAY_SECRET,
+        )
+        found = authenticator(settings)
+        assert found is authenticator(settings)
+        token = mint_token(f"{TEST_TOKEN_SECRET}-{n}", role="hotline", subject=f"platform-{n}")
+        assert found.verify_token(token).subject == f"platform-{n}"
+        assert found.mode == settings.auth_mode
+        made.append(id(settings))
+        del settings
+    assert len(set(made)) < len(made)  # ids were reused: the case the check is about
+
+
+async def test_the_principal_is_read_once_and_kept_on_request_state() -> None:
+    """The principal is kept where ``request.state`` reads it, and later calls return it."""
+    app = make_app()
+    seen: list[Any] = []
+
+    @app.get("/twice")
+    async def twice(request: Request) -> dict[str, bool]:
+        first = principal_from_request(request)
+        seen.extend([first, request.state.principal, principal_from_request(request)])
+        return {"ok": True}
+
+    response = await get(app, "/twice", x_fengqiao_role="centre", x_fengqiao_subject="c-1")
+    assert response.status_code == 200
+    assert seen[0] == Principal(Role.CENTRE, "c-1")
+    assert seen[1] is seen[0] and seen[2] is seen[0]

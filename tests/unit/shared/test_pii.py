@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 from datetime import date
 
@@ -174,6 +175,20 @@ def test_citizen_hash_depends_on_the_salt_and_the_kind() -> None:
     assert hash_identifier("phone", "330106199003072317", salt=SALT) != hash_identifier(
         "id", "330106199003072317", salt=SALT
     )
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["phone", "id"]),
+    st.text(max_size=40),
+    st.text(min_size=1, max_size=100) | st.sampled_from(["s" * 64, "s" * 65, "盐" * 30]),
+)
+def test_identity_hash_is_the_hmac_of_kind_and_value(kind: str, value: str, salt: str) -> None:
+    """Each hash is HMAC-SHA256 of ``kind:value`` alone, whatever was hashed before under the
+    salt (keys longer than a block included), in a fresh key schedule and in a kept one."""
+    expected = hmac.digest(salt.encode(), f"{kind}:{value}".encode(), "sha256").hex()
+    assert hash_identifier(kind, value, salt=salt) == expected  # type: ignore[arg-type]
+    assert hash_identifier(kind, value, salt=salt) == expected  # type: ignore[arg-type]
 
 
 def test_citizen_hash_prefers_the_phone_then_the_id() -> None:
