@@ -66,8 +66,7 @@ from services.evaluation.context import (
     evaluation_calendar,
 )
 from services.evaluation.handlers import event_handlers
-from services.evaluation.metrics_registry import BUCKETS, COUNTERS
-from services.evaluation.models import DIMENSIONS
+from services.evaluation.models import CELL_COLUMNS, DIMENSIONS
 from services.evaluation.periods import period_of, resolve
 from services.evaluation.queries import Filters, figures, grain_for, period_out, sums
 from services.evaluation.rebuild import rebuild
@@ -122,25 +121,14 @@ async def load_facts(url: str, n: int, grains: tuple[str, ...]) -> dict[str, flo
     """Draw ``n`` facts and COPY the cells of ``grains`` in, a month at a time; seconds."""
     conn = await asyncpg.connect(url)
     timings: dict[str, float] = {}
-    columns = ["cell_key", "grain", "period_start", *DIMENSIONS, *COUNTERS]
-    counted = len(columns)
+    columns = ["cell_key", "grain", "period_start", *DIMENSIONS, *CELL_COLUMNS]
     try:
         await conn.execute(f"ALTER TABLE {SCHEMA}.eval_cells SET UNLOGGED")
-        await conn.execute(f"ALTER TABLE {SCHEMA}.eval_cell_buckets SET UNLOGGED")
         started = time.monotonic()
         drawn = tuple(g for g in grains if cells.BY_NAME[g].period != "week")
         for grain, rows in month_cells(City.load(), START, DAYS, n, drawn):
             await conn.copy_records_to_table(
-                "eval_cells",
-                records=[row[:counted] for row in rows],
-                columns=columns,
-                schema_name=SCHEMA,
-            )
-            await conn.copy_records_to_table(
-                "eval_cell_buckets",
-                records=[(row[0], *row[counted:]) for row in rows if any(row[counted:])],
-                columns=["cell_key", *BUCKETS],
-                schema_name=SCHEMA,
+                "eval_cells", records=rows, columns=columns, schema_name=SCHEMA
             )
             timings[f"cells_{grain}_rows"] = timings.get(f"cells_{grain}_rows", 0) + len(rows)
         for grain in (g for g in grains if g not in drawn):
@@ -153,10 +141,6 @@ async def load_facts(url: str, n: int, grains: tuple[str, ...]) -> dict[str, flo
         await conn.execute("SET maintenance_work_mem = '1GB'")
         await conn.execute(f"CLUSTER {SCHEMA}.eval_cells USING ix_eval_cells_period")
         await conn.execute(f"VACUUM ANALYZE {SCHEMA}.eval_cells")
-        # A cell's buckets are found by its key, a hash: the rows of a period's cells lie
-        # together only if they were written together, as the COPY (a month at a time) and the
-        # live apply write them; clustered by key, each probe would read a page of its own.
-        await conn.execute(f"VACUUM ANALYZE {SCHEMA}.eval_cell_buckets")
         timings["cluster_s"] = round(time.monotonic() - started, 1)
     finally:
         await conn.close()
@@ -170,20 +154,13 @@ async def _weeks_from_days(conn: asyncpg.Connection, grain: str) -> int:
     kept = cells.BY_NAME[grain].dimensions
     days = next(g.name for g in cells.GRAINS if g.period == "day" and g.dimensions == kept)
     dims = ", ".join(DIMENSIONS)
-    sums = ", ".join(f"sum({c})" for c in COUNTERS)
+    sums = ", ".join(f"sum({c})" for c in CELL_COLUMNS)
     week = "date_trunc('week', period_start)::date"
-    key = f"md5(concat_ws('|', '{grain}', {week}, {dims}))"
     status = await conn.execute(
         f"INSERT INTO {SCHEMA}.eval_cells (cell_key, grain, period_start, {dims},"
-        f" {', '.join(COUNTERS)})"
-        f" SELECT {key}, '{grain}', {week}, {dims},"
+        f" {', '.join(CELL_COLUMNS)})"
+        f" SELECT md5(concat_ws('|', '{grain}', {week}, {dims})), '{grain}', {week}, {dims},"
         f" {sums} FROM {SCHEMA}.eval_cells WHERE grain = '{days}' GROUP BY {week}, {dims}"
-    )
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.eval_cell_buckets (cell_key, {', '.join(BUCKETS)})"
-        f" SELECT {key}, {', '.join(f'sum(b.{c})' for c in BUCKETS)}"
-        f" FROM {SCHEMA}.eval_cells JOIN {SCHEMA}.eval_cell_buckets AS b USING (cell_key)"
-        f" WHERE grain = '{days}' GROUP BY {week}, {dims}"
     )
     return int(status.split()[-1])
 

@@ -384,10 +384,10 @@ async def _add_sparse_pg(
     return emptied
 
 
-def _record_set(table: Table, names: Sequence[str], document: str = ":rows") -> str:
-    """The JSON document ``document`` read as records ``r`` of just the columns ``names``."""
+def _record_set(table: Table, names: Sequence[str]) -> str:
+    """The JSON document ``:rows`` read as records ``r`` of just the columns ``names``."""
     declared = ", ".join(f'"{n}" {table.c[n].type.compile(dialect=_PG)}' for n in names)
-    return f"json_to_recordset(CAST({document} AS json)) AS r({declared})"
+    return f"json_to_recordset(CAST(:rows AS json)) AS r({declared})"
 
 
 @lru_cache(maxsize=256)
@@ -400,18 +400,14 @@ def _update_sql(table: Table, key: str, add: tuple[str, ...], used: tuple[str, .
 
 def _update_parts(table: Table, key: str, add: tuple[str, ...], used: tuple[str, ...]) -> str:
     """``_update_sql`` after its ``WITH``: the parts ``r`` and ``moved`` and the answer."""
-    update = f'UPDATE "{table.name}" AS t SET {_added(used)} FROM r WHERE t."{key}" = r."{key}"'
+    sets = ", ".join(f'"{n}" = t."{n}" + coalesce(r."{n}", 0)' for n in used)
+    update = f'UPDATE "{table.name}" AS t SET {sets} FROM r WHERE t."{key}" = r."{key}"'
     return (
         f"r AS (SELECT * FROM {_record_set(table, (key, *used))}), "
         f"moved AS ({update} {_keys_emptied(key, add)}) "
         f'SELECT r."{key}", false FROM r WHERE NOT EXISTS (SELECT FROM moved WHERE k = r."{key}") '
         "UNION ALL SELECT k, true FROM moved WHERE empty"
     )
-
-
-def _added(used: Sequence[str]) -> str:
-    """The ``SET`` of an update adding each ``used`` column of ``r`` to ``t``'s."""
-    return ", ".join(f'"{n}" = t."{n}" + coalesce(r."{n}", 0)' for n in used)
 
 
 def _keys_emptied(key: str, add: Sequence[str]) -> str:
@@ -423,24 +419,17 @@ def _keys_emptied(key: str, add: Sequence[str]) -> str:
 
 @lru_cache(maxsize=256)
 def _sparse_sql(
-    table: Table, key: str, add: tuple[str, ...], used: tuple[str, ...], blank: tuple[str, ...]
+    table: Table,
+    key: str,
+    add: tuple[str, ...],
+    used: tuple[str, ...],
+    blank: tuple[str, ...],
+    deleting: bool = False,
 ) -> Any:
-    """``add_sparse``'s insert for one table and set of changed columns (built once); answers
-    the keys of the rows it left all zeros (another transaction's row it added to)."""
-    return text(
-        f"WITH moved AS ({_insert_sql(table, key, add, used, blank)}) "
-        "SELECT k FROM moved WHERE empty"
-    )
-
-
-def _insert_sql(
-    table: Table, key: str, add: tuple[str, ...], used: tuple[str, ...], blank: tuple[str, ...]
-) -> str:
-    """The insert of ``add_sparse``'s new rows: the document is read as ``json`` (parsed as it
-    is read; ``jsonb`` would build a binary copy first) into a record of only the columns
-    written, the others keep their defaults (and the ones the database computes are never
-    written); a key another transaction inserted meanwhile is added to, and ``RETURNING``
-    answers as ``_keys_emptied`` says."""
+    """``add_sparse``'s statement for one table and set of changed columns (built once): the
+    document is read as ``json`` (parsed as it is read; ``jsonb`` would build a binary copy
+    first) into a record of only the columns written, the others keep their defaults (and
+    the ones the database computes are never written)."""
     changed = frozenset(used)
     names = [
         c.name
@@ -457,10 +446,19 @@ def _insert_sql(
         return f'r."{name}"'
 
     sets = ", ".join(f'"{n}" = t."{n}" + EXCLUDED."{n}"' for n in used)
-    return (
-        f'INSERT INTO "{table.name}" AS t ({quoted}) SELECT {", ".join(map(pick, names))} '
-        f'FROM {_record_set(table, names)} ON CONFLICT ("{key}") DO UPDATE SET {sets} '
-        f"{_keys_emptied(key, add)}"
+    insert = f'INSERT INTO "{table.name}" AS t ({quoted}) SELECT {", ".join(map(pick, names))}'
+    # ``deleting``: in the same statement the rows of keys ``:gone`` (emptied by the update
+    # before; never among the keys inserted here, which that update did not find).
+    key_type = table.c[key].type.compile(dialect=_PG)
+    gone = (
+        f'gone AS (DELETE FROM "{table.name}" WHERE "{key}" = ANY(CAST(:gone AS {key_type}[]))), '
+        if deleting
+        else ""
+    )
+    return text(
+        f"WITH {gone}moved AS ({insert} FROM {_record_set(table, names)} "
+        f'ON CONFLICT ("{key}") DO UPDATE SET {sets} {_keys_emptied(key, add)}) '
+        "SELECT k FROM moved WHERE empty"
     )
 
 
@@ -528,59 +526,56 @@ def ready_add_sparse(
 async def write_ready(
     session: AsyncSession | AsyncConnection,
     upserts: Sequence[Upsert],
-    adds: Sequence[SparseAdd] = (),
+    adds: SparseAdd | None = None,
 ) -> None:
     """Send made-ready writes. On PostgreSQL in one statement (each write one part of a ``WITH``:
-    they touch different tables), then, only if some of ``adds`` found keys it must insert or
-    rows it emptied, one more for all of those; elsewhere one statement a write, as ``upsert``
-    and ``add_sparse`` do. Each round trip is waited for by the commit that follows. The keys
-    of ``adds`` must be of one type (their answers are one column)."""
+    they touch different tables), then, only if ``adds`` found keys it must insert or rows it
+    emptied, one more for those; elsewhere one statement a write, as ``upsert`` and
+    ``add_sparse`` do. Each round trip is waited for by the commit that follows."""
     upserts = [u for u in upserts if u.rows]
-    adds = [a for a in adds if a.rows]
+    if adds is not None and not adds.rows:
+        adds = None
     if _dialect(session) != "postgresql":
         for u in upserts:
             await upsert(session, u.table, u.rows, key=u.key, on_conflict=u.on_conflict)
-        for a in adds:
+        if adds is not None:
             keys = await add_sparse(
-                session, a.table, a.rows, key=a.key, add=a.add, blank=a.blank, names=a.names
+                session,
+                adds.table,
+                adds.rows,
+                key=adds.key,
+                add=adds.add,
+                blank=adds.blank,
+                names=adds.names,
             )
-            await _delete(session, a, keys)
+            await _delete(session, adds, keys)
         return
-    if not upserts and not adds:
+    if not upserts and adds is None:
         return
     shapes = tuple((u.table, tuple(u.rows[0]), u.key, u.on_conflict) for u in upserts)
-    specs = tuple((a.table, a.key, a.add, a.used) for a in adds)
-    params: dict[str, Any] = {f"d{i}": u.document for i, u in enumerate(upserts)}
-    params.update((f"rows{i}", a.document) for i, a in enumerate(adds))
-    result = await session.execute(_together_sql(shapes, specs), params)
-    if not adds:
+    spec = None if adds is None else (adds.table, adds.key, adds.add, adds.used)
+    params = {f"d{i}": u.document for i, u in enumerate(upserts)}
+    if adds is not None:
+        params["rows"] = adds.document
+    result = await session.execute(_together_sql(shapes, spec), params)
+    if adds is None:
         return
-    missing: list[set[Any]] = [set() for _ in adds]
-    emptied: list[list[Any]] = [[] for _ in adds]
-    for i, found, empty in result:
+    missing: set[Any] = set()
+    emptied: list[Any] = []
+    for found, empty in result:
         if empty:
-            emptied[i].append(found)
+            emptied.append(found)
         else:
-            missing[i].add(found)
-    if not any(missing) and not any(emptied):
-        return
-    then = []
-    params = {}
-    for i, a in enumerate(adds):
-        if not missing[i] and not emptied[i]:
-            continue
-        key = a.key
-        new = [{**a.names(row[key]), **row} for row in a.rows if row[key] in missing[i]]
-        then.append((i, a.table, key, a.add, a.used, a.blank, bool(new), bool(emptied[i])))
-        params[f"rows{i}"] = orjson.dumps(new).decode()
-        params[f"gone{i}"] = emptied[i]
-    again = await session.execute(_then_sql(tuple(then)), params)
-    # a row another transaction inserted meanwhile, emptied by this one's insert
-    late: list[list[Any]] = [[] for _ in adds]
-    for i, found in again:
-        late[i].append(found)
-    for i, a in enumerate(adds):
-        await _delete(session, a, late[i])
+            missing.add(found)
+    if missing:
+        key = adds.key
+        new = [{**adds.names(row[key]), **row} for row in adds.rows if row[key] in missing]
+        statement = _sparse_sql(adds.table, adds.key, adds.add, adds.used, adds.blank, True)
+        found = await session.execute(
+            statement, {"rows": orjson.dumps(new).decode(), "gone": emptied}
+        )
+        emptied = list(found.scalars())  # a row another transaction inserted meanwhile
+    await _delete(session, adds, emptied)
 
 
 async def _delete(
@@ -594,52 +589,15 @@ async def _delete(
 @lru_cache(maxsize=256)
 def _together_sql(
     shapes: tuple[tuple[Table, tuple[str, ...], tuple[str, ...], OnConflict], ...],
-    adds: tuple[tuple[Table, str, tuple[str, ...], tuple[str, ...]], ...],
+    adds: tuple[Table, str, tuple[str, ...], tuple[str, ...]] | None,
 ) -> Any:
     """``write_ready``'s statement (built once a shape): each upsert a ``WITH`` part reading its
-    document ``:d<i>``; each sparse update after them, reading ``:rows<i>``, answering as
-    ``_update_sql`` does with its index first."""
+    document ``:d<i>``; the sparse update, if any, last, answering as ``_update_sql`` does."""
     parts = []
     for i, (table, columns, keys, how) in enumerate(shapes):
         sql = _unnest_sql(table, columns, keys, how, (), None, True)[0].text
         parts.append(f"w{i} AS ({sql.replace(':rows', f':d{i}')})")
-    answers = []
-    for i, (table, key, add, used) in enumerate(adds):
-        update = f'UPDATE "{table.name}" AS t SET {_added(used)} FROM r{i} AS r '
-        parts.append(
-            f"r{i} AS (SELECT * FROM {_record_set(table, (key, *used), f':rows{i}')}), "
-            f'moved{i} AS ({update}WHERE t."{key}" = r."{key}" {_keys_emptied(key, add)})'
-        )
-        answers.append(
-            f'SELECT {i}, r."{key}", false FROM r{i} AS r '
-            f'WHERE NOT EXISTS (SELECT FROM moved{i} WHERE k = r."{key}") '
-            f"UNION ALL SELECT {i}, k, true FROM moved{i} WHERE empty"
-        )
-    return text(f"WITH {', '.join(parts)} {' UNION ALL '.join(answers) or 'SELECT'}")
-
-
-@lru_cache(maxsize=256)
-def _then_sql(
-    adds: tuple[
-        tuple[int, Table, str, tuple[str, ...], tuple[str, ...], tuple[str, ...], bool, bool], ...
-    ],
-) -> Any:
-    """``write_ready``'s second statement (built once a shape): for each sparse add ``i`` that
-    needs it, the insert of the rows its update did not find (``:rows<i>``) and the delete of
-    the rows it emptied (``:gone<i>``, never among the keys inserted); answers (i, key) of the
-    rows the insert left all zeros."""
-    parts = []
-    answers = []
-    for i, table, key, add, used, blank, inserting, deleting in adds:
-        if deleting:
-            key_type = table.c[key].type.compile(dialect=_PG)
-            parts.append(
-                f'gone{i} AS (DELETE FROM "{table.name}" '
-                f'WHERE "{key}" = ANY(CAST(:gone{i} AS {key_type}[])))'
-            )
-        if inserting:
-            insert = _insert_sql(table, key, add, used, blank).replace(":rows", f":rows{i}")
-            parts.append(f"moved{i} AS ({insert})")
-            answers.append(f"SELECT {i}, k FROM moved{i} WHERE empty")
-    answer = " UNION ALL ".join(answers) if answers else "SELECT NULL::int, NULL WHERE false"
-    return text(f"WITH {', '.join(parts)} {answer}")
+    if adds is None:
+        return text(f"WITH {', '.join(parts)} SELECT")
+    cells, key, add, used = adds
+    return text(f"WITH {''.join(p + ', ' for p in parts)}{_update_parts(cells, key, add, used)}")

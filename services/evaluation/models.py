@@ -3,9 +3,8 @@
 - ``ledger``: every event evaluation folds, once by event id, keyed by the ticket (or mediation
   case) it is about; a fact is always refolded from its whole ledger (``facts.py``).
 - ``ticket_facts`` / ``dispatch_facts`` / ``case_facts``: the facts (no personal data).
-- ``eval_cells``: the pre-aggregated counters every committee query sums (``cells.py``), in
-  roll-ups by day and by month; ``eval_cell_buckets`` the handling-time bucket counters (for
-  the p90) of the cells that have a completed ticket, by cell key;
+- ``eval_cells``: the pre-aggregated counters (and handling-time bucket counters, for the p90)
+  every committee query sums (``cells.py``), in roll-ups by day and by month;
   ``eval_contributions`` remembers what each fact added so a refold moves exactly its own share.
 - ``eval_proposals``: proactive-work proposals already emitted (one per hot spot and period).
 """
@@ -222,8 +221,7 @@ DIMENSIONS = (
 DEPARTMENT_INDEXED = "grain IN ('day', 'day_coarse', 'month')"
 TOWN_INDEXED = "grain IN ('day', 'day_coarse', 'month_place', 'month')"
 
-# Every summed column of a cell: the published counters (``eval_cells``), then the handling-time
-# buckets (``eval_cell_buckets``).
+# Every summed column of a cell: the published counters, then the handling-time buckets.
 CELL_COLUMNS = (*COUNTERS, *BUCKETS)
 
 # The hot-spot reads rank by appeals received, from indexes alone. An index holding ``received``
@@ -256,6 +254,7 @@ cells_table = Table(
     Column("period_start", Date, nullable=False),
     *(Column(name, String(64), nullable=False) for name in DIMENSIONS),
     *(Column(name, BigInteger, nullable=False, server_default="0") for name in COUNTERS),
+    *(Column(name, Integer, nullable=False, server_default="0") for name in BUCKETS),
     Column("spot_received", BigInteger, Computed(SPOT_RECEIVED, persisted=True)),
     # Every read sums one grain over a period: this index bounds it to the period's cells.
     Index("ix_eval_cells_period", "grain", "period_start"),
@@ -307,20 +306,6 @@ cells_table = Table(
     # Room on each page for its cells' next versions: a move is then a heap-only update that
     # touches none of the indexes above (migrations 0006_apply, 0009_fill50); vacuumed and
     # analysed by its own thresholds, not by a fifth of its rows (migration 0010_collate).
-    postgresql_with={"fillfactor": 50, **CELLS_AUTOVACUUM},
-)
-
-# A cell's handling-time buckets, apart from its counters (migration 0012_buckets): the live apply
-# moves ~8 cells an event, and each move writes a new version of the row it changes; most moves
-# change no bucket (only a completion, or a completed ticket moving, does), and the 61 bucket
-# columns, mostly zero, were 61 of a cell row's 146. A cell has a row here only while some bucket
-# of it is not zero (a row left all zeros is deleted, as a cell is); a query sums a cell's
-# buckets by joining its key.
-cell_buckets_table = Table(
-    "eval_cell_buckets",
-    metadata,
-    Column("cell_key", Key(40), primary_key=True),
-    *(Column(name, Integer, nullable=False, server_default="0") for name in BUCKETS),
     postgresql_with={"fillfactor": 50, **CELLS_AUTOVACUUM},
 )
 

@@ -21,7 +21,7 @@ from typing_extensions import TypedDict
 
 from services.evaluation import cells
 from services.evaluation.metrics_registry import BUCKETS, COUNTERS, METRICS, evaluate
-from services.evaluation.models import TicketFact, cell_buckets_table, cells_table
+from services.evaluation.models import CELL_COLUMNS, TicketFact, cells_table
 from services.evaluation.periods import Period
 from shared import taxonomy
 from shared.errors import Invalid
@@ -271,15 +271,11 @@ async def sums(
     column = group_column(dimension, filters)
     keys: list[Any] = [column] if column is not None else []
     # each sum cast back to an integer: PostgreSQL sums bigints as numeric, which the driver
-    # would hand over as thousands of Decimals. A cell's buckets are in a row of their own, if
-    # it has any (``models.cell_buckets_table``), found by its key.
-    b = cell_buckets_table
-    summed = [cells_table.c[n] for n in COUNTERS] + [b.c[n] for n in BUCKETS]
-    query: Select[Any] = (
-        select(*keys, *(cast(func.coalesce(func.sum(c), 0), BigInteger) for c in summed))
-        .select_from(cells_table.outerjoin(b, b.c.cell_key == cells_table.c.cell_key))
-        .where(and_(*where))
-    )
+    # would hand over as thousands of Decimals
+    query: Select[Any] = select(
+        *keys,
+        *(cast(func.coalesce(func.sum(cells_table.c[n]), 0), BigInteger) for n in CELL_COLUMNS),
+    ).where(and_(*where))
     if keys:
         query = query.group_by(*keys)
     out: dict[str, Sums] = {}

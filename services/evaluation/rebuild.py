@@ -40,12 +40,10 @@ from services.evaluation.bulk import Sink
 from services.evaluation.context import evaluation_calendar
 from services.evaluation.facts import fold_case, fold_ticket
 from services.evaluation.handlers import FOLDED
-from services.evaluation.metrics_registry import BUCKETS
 from services.evaluation.models import (
     CaseFact,
     DispatchFact,
     TicketFact,
-    cell_buckets_table,
     cells_table,
     contributions_table,
     ledger_table,
@@ -69,7 +67,6 @@ TABLES = (
     ledger_table,
     contributions_table,
     cells_table,
-    cell_buckets_table,
     TicketFact.__table__,  # type: ignore[attr-defined]
     DispatchFact.__table__,  # type: ignore[attr-defined]
     CaseFact.__table__,  # type: ignore[attr-defined]
@@ -350,21 +347,6 @@ async def _put(sink: Sink | _Kept, rows: Rows) -> None:
         await sink.put(table, _COLUMNS[table], batch)
 
 
-_COUNTED = len(cells.ROW_COLUMNS) - len(BUCKETS)
-CELL_ROW = cells.ROW_COLUMNS[:_COUNTED]
-BUCKET_ROW = ("cell_key", *cells.ROW_COLUMNS[_COUNTED:])
-
-
-async def _put_cells(sink: Sink | _Kept, block: list[tuple[Any, ...]]) -> None:
-    """Summed cells (rows in ``cells.ROW_COLUMNS`` order) written to ``eval_cells`` and, for
-    those with a handling-time bucket not zero, their buckets to ``eval_cell_buckets``."""
-    n = _COUNTED
-    await sink.put(cells_table, CELL_ROW, [row[:n] for row in block])
-    bucketed = [(row[0], *row[n:]) for row in block if any(row[n:])]
-    if bucketed:
-        await sink.put(cell_buckets_table, BUCKET_ROW, bucketed)
-
-
 async def _fold(
     sink: Sink,
     by_key: dict[str, list[Event]],
@@ -391,7 +373,7 @@ async def _fold(
             progress("fold", min(start + BATCH, total), total)
         summed, started = 0, time.monotonic()
         for block in cells.roll_up(parts):
-            await _put_cells(sink, block)
+            await sink.put(cells_table, cells.ROW_COLUMNS, block)
             summed += len(block)
         report.seconds["cells"] = round(time.monotonic() - started, 2)
     report.facts, report.cells = total, summed
@@ -553,6 +535,6 @@ async def _write_cells(
     written = 0
     async with _own_sink(settings) as sink:
         for block in blocks:
-            await _put_cells(sink, block)
+            await sink.put(cells_table, cells.ROW_COLUMNS, block)
             written += len(block)
     return written, getattr(sink, "batches", [])

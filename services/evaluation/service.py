@@ -22,14 +22,13 @@ from sqlmodel import col
 
 from services.evaluation import cells
 from services.evaluation.facts import TicketState, finish, fold_case, fold_more, fold_state
-from services.evaluation.metrics_registry import BUCKETS, COUNTERS
 from services.evaluation.models import (
+    CELL_COLUMNS,
     DIMENSIONS,
     CaseFact,
     DispatchFact,
     Summary,
     TicketFact,
-    cell_buckets_table,
     cells_table,
     contributions_table,
     ledger_table,
@@ -92,9 +91,9 @@ class Staged:
 
     applied: list[str]
     carry: Carry
-    # The facts and contributions (upserts) and the cell moves (counters, buckets), ready to send.
+    # The facts and contributions (upserts) and the cell moves, ready to send.
     upserts: list[bulk.Upsert] = field(default_factory=list)
-    adds: list[bulk.SparseAdd] = field(default_factory=list)
+    adds: bulk.SparseAdd | None = None
 
     async def write(self, session: AsyncSession) -> list[str]:
         """Send the batch's writes (facts, cells, contributions) through ``session``: on
@@ -395,59 +394,18 @@ async def refold(
         ),
     ]
     await asyncio.sleep(0)
-    counted, bucketed = split_buckets(moves.changes.values())
-    adds = [
-        bulk.ready_add_sparse(
-            session,
-            cells_table,
-            counted,
-            key="cell_key",
-            add=_COUNTERS,
-            blank=DIMENSIONS,
-            names=moves.names,
-        ),
-        bulk.ready_add_sparse(
-            session,
-            cell_buckets_table,
-            bucketed,
-            key="cell_key",
-            add=BUCKETS,
-            blank=(),
-            names=_key_only,
-        ),
-    ]
+    adds = bulk.ready_add_sparse(
+        session,
+        cells_table,
+        list(moves.changes.values()),
+        key="cell_key",
+        add=CELL_COLUMNS,
+        blank=DIMENSIONS,
+        names=moves.names,
+    )
     known = {k: ledgers[k] if k in ledgers else list(new.get(k, {}).values()) for k in keys}
     carried = Carry(ledgers=known, parts=parts, applied=frozenset(), states=states)
     return Staged(applied=[], carry=carried, upserts=upserts, adds=adds)
-
-
-_BUCKETS = frozenset(BUCKETS)
-_COUNTERS = tuple(COUNTERS)
-
-
-def split_buckets(
-    changes: Iterable[dict[str, Any]],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Cell moves (a row of the key and the columns that change) → the moves of ``eval_cells``
-    (the counters) and those of ``eval_cell_buckets`` (the handling-time buckets), each row
-    with its key and only its table's columns, a table's row only where something of it
-    changes. Most moves change no bucket: their rows go as they are."""
-    counted: list[dict[str, Any]] = []
-    bucketed: list[dict[str, Any]] = []
-    for row in changes:
-        if _BUCKETS.isdisjoint(row):
-            counted.append(row)
-            continue
-        own = {n: v for n, v in row.items() if n not in _BUCKETS}
-        if len(own) > 1:
-            counted.append(own)
-        bucketed.append({n: v for n, v in row.items() if n in _BUCKETS or n == "cell_key"})
-    return counted, bucketed
-
-
-def _key_only(key: str) -> dict[str, Any]:
-    """A bucket row's columns besides its changes: its key alone."""
-    return {"cell_key": key}
 
 
 def _ready_facts(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]]) -> bulk.Upsert:

@@ -55,7 +55,7 @@ async def test_the_apply_s_keys_are_compared_as_bytes_and_the_cells_vacuumed_by_
     }
     tuned = ["fillfactor=50", *(f"{name}={value}" for name, value in CELLS_AUTOVACUUM.items())]
     try:
-        assert ("eval_cell_buckets", "cell_key") in declared and len(declared) == 9
+        assert ("eval_cells", "cell_key") in declared and len(declared) == 8
         assert await _state(engine) == (declared, tuned)
         # and back: the database's default collation, the default thresholds
         config = alembic_config(registry.SERVICES["evaluation"].migrations, settings)

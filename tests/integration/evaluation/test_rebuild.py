@@ -10,13 +10,12 @@ from datetime import date, timedelta
 from typing import Any
 
 from alembic import command
-from sqlalchemy import delete, func, inspect, select
+from sqlalchemy import delete, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from fengqiao import registry
-from services.evaluation.metrics_registry import BUCKETS
-from services.evaluation.models import CELL_COLUMNS, DIMENSIONS, cell_buckets_table, cells_table
+from services.evaluation.models import CELL_COLUMNS, DIMENSIONS, cells_table
 from services.evaluation.rebuild import TABLES, rebuild
 from services.evaluation.settings import EvaluationSettings
 from shared import db
@@ -63,7 +62,6 @@ async def test_rebuilt_equals_live_row_for_row(env: EvaluationEnv, broker: Any) 
     await publish_all(env, committee_events(prefix))
     live = await dump(env.runtime.engine)
     assert live["ticket_facts"] and live["eval_cells"] and live["eval_contributions"]
-    assert live["eval_cell_buckets"]
     assert live["case_facts"] and live["dispatch_facts"]
 
     # Rebuild into a fresh database of the same kind, from the same topics.
@@ -96,21 +94,12 @@ async def test_rebuilt_equals_live_row_for_row(env: EvaluationEnv, broker: Any) 
         await engine.dispose()
 
 
-# the stored columns (not ``spot_received``: the database computes it, from 0008 on), then the
-# cell's handling-time buckets (0 where it has no row of them, from 0012 on)
-STORED = [c for c in cells_table.columns if c.computed is None]
-NAMES = [*(c.name for c in STORED), *BUCKETS]
-
-
 async def grain_rows(engine: AsyncEngine, grain: str) -> list[tuple[Any, ...]]:
-    b = cell_buckets_table
-    query = (
-        select(*STORED, *(func.coalesce(b.c[n], 0) for n in BUCKETS))
-        .select_from(cells_table.outerjoin(b, b.c.cell_key == cells_table.c.cell_key))
-        .where(cells_table.c.grain == grain)
-    )
+    # the stored columns (not ``spot_received``: the database computes it, from 0008 on)
+    stored = [c for c in cells_table.columns if c.computed is None]
     async with engine.connect() as conn:
-        return sorted((tuple(r) for r in await conn.execute(query)), key=repr)
+        rows = await conn.execute(select(*stored).where(cells_table.c.grain == grain))
+        return sorted((tuple(r) for r in rows), key=repr)
 
 
 async def test_the_week_roll_up_holds_the_days_sums_and_its_migration_fills_it(
@@ -123,9 +112,7 @@ async def test_the_week_roll_up_holds_the_days_sums_and_its_migration_fills_it(
     engine = env.runtime.engine
     weeks = await grain_rows(engine, "week_coarse")
     assert weeks, "the fixture's tickets are counted in week cells"
-    column = {name: i for i, name in enumerate(NAMES)}
-    # and the handling-time buckets go down (into the cells, before 0012) and up again
-    assert any(w[column[n]] for w in weeks for n in BUCKETS)
+    column = {name: i for i, name in enumerate(c.name for c in cells_table.columns)}
     from_days: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(CELL_COLUMNS))
     for row in await grain_rows(engine, "day_coarse"):
         day = row[column["period_start"]]
@@ -150,9 +137,7 @@ async def test_the_week_roll_up_holds_the_days_sums_and_its_migration_fills_it(
     # the pool's connections prepared their statements before 0010 (down and up) changed the
     # keys' collation; PostgreSQL refuses a plan whose result types changed: fresh connections
     await engine.dispose()
-    async with engine.connect() as conn:
-        week = cells_table.c.grain == "week_coarse"
-        assert await conn.scalar(select(func.count()).select_from(cells_table).where(week)) == 0
+    assert await grain_rows(engine, "week_coarse") == []
     await upgrade_async(registry.SERVICES["evaluation"].migrations, env.settings)
     await engine.dispose()
     assert await grain_rows(engine, "week_coarse") == weeks

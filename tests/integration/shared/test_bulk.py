@@ -1,5 +1,5 @@
-"""``bulk.add_sparse`` and ``bulk.write_ready``: counters added to stored rows, new rows inserted
-whole, rows left all zeros deleted, on SQLite and PostgreSQL alike."""
+"""``bulk.add_sparse``: counters added to stored rows, new rows inserted whole, on SQLite and
+PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -20,14 +20,6 @@ columns = [Column(n, String(8), nullable=False, primary_key=n == "key") for n in
 columns += [Column("area", String(8), nullable=False)]
 columns += [Column(n, BigInteger, nullable=False, server_default="0") for n in ADD]
 counts = Table("sparse_counts", metadata, *columns)
-# A second table of counters under the same keys (as a cell's handling-time buckets).
-EXTRA = ("h1", "h2")
-extra = Table(
-    "sparse_extra",
-    metadata,
-    Column("key", String(8), primary_key=True),
-    *(Column(n, BigInteger, nullable=False, server_default="0") for n in EXTRA),
-)
 
 
 @pytest.fixture
@@ -41,9 +33,9 @@ async def engine(database: Database):
     await engine.dispose()
 
 
-async def _stored(engine: Any, table: Table = counts) -> dict[str, tuple[Any, ...]]:
+async def _stored(engine: Any) -> dict[str, tuple[Any, ...]]:
     async with engine.connect() as conn:
-        return {r[0]: tuple(r[1:]) for r in await conn.execute(select(table))}
+        return {r[0]: tuple(r[1:]) for r in await conn.execute(select(counts))}
 
 
 async def test_changes_go_to_stored_rows_and_new_rows_are_inserted_whole(
@@ -88,44 +80,3 @@ async def test_changes_go_to_stored_rows_and_new_rows_are_inserted_whole(
         emptied = await bulk.add_sparse(conn, counts, again, key="key", add=ADD, blank=BLANK)
     assert emptied == ["z"]
     assert (await _stored(engine))["w"] == ("v", "", 0, 0, 4)
-
-
-async def test_one_write_moves_two_tables_inserting_and_deleting_in_each(engine: Any) -> None:
-    """``write_ready`` with a sparse add for each of two tables: each table's rows are added
-    to, inserted or, left all zeros, deleted, independently of the other's."""
-    places = {k: {"key": k, "kind": "t"} for k in "xyz"}
-
-    def ready(conn: Any, rows: list[dict[str, Any]], more: list[dict[str, Any]]) -> Any:
-        return [
-            bulk.ready_add_sparse(
-                conn, counts, rows, key="key", add=ADD, blank=BLANK, names=places.__getitem__
-            ),
-            bulk.ready_add_sparse(
-                conn, extra, more, key="key", add=EXTRA, blank=(), names=lambda k: {"key": k}
-            ),
-        ]
-
-    async with engine.begin() as conn:
-        adds = ready(conn, [{"key": "x", "a": 2}, {"key": "y", "b": 1}], [{"key": "x", "h1": 1}])
-        await bulk.write_ready(conn, [], adds)
-    assert await _stored(engine) == {"x": ("t", "", 2, 0, 0), "y": ("t", "", 0, 1, 0)}
-    assert await _stored(engine, extra) == {"x": (1, 0)}
-
-    # x emptied in both tables (deleted from both), y added to and given extras, z new
-    async with engine.begin() as conn:
-        adds = ready(
-            conn,
-            [{"key": "x", "a": -2}, {"key": "y", "b": 1}, {"key": "z", "c": 3}],
-            [{"key": "x", "h1": -1}, {"key": "y", "h2": 2}],
-        )
-        await bulk.write_ready(conn, [], adds)
-    assert await _stored(engine) == {"y": ("t", "", 0, 2, 0), "z": ("t", "", 0, 0, 3)}
-    assert await _stored(engine, extra) == {"y": (0, 2)}
-
-    # a table whose moves only add, beside one that only empties
-    async with engine.begin() as conn:
-        await bulk.write_ready(
-            conn, [], ready(conn, [{"key": "y", "c": 1}], [{"key": "y", "h2": -2}])
-        )
-    assert await _stored(engine) == {"y": ("t", "", 0, 2, 1), "z": ("t", "", 0, 0, 3)}
-    assert await _stored(engine, extra) == {}
