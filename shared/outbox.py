@@ -308,6 +308,12 @@ def _first(row: Any) -> Any:
     return row[0]
 
 
+# The claim's transaction, begun with its planner setting in the same round trip (see
+# ``OutboxRelay._driver_statements``); ``SET LOCAL`` ends with the transaction, so the
+# connection goes back to its pool as it came.
+_CLAIM_BEGIN = "BEGIN; SET LOCAL enable_sort = off"
+
+
 class OutboxRelay:
     """Publishes pending outbox rows in id order, marks them, and watches the broker's identity."""
 
@@ -382,7 +388,13 @@ class OutboxRelay:
         throughout) then ``id``: ordered by ``id`` alone, PostgreSQL read the index and sorted
         every pending row, or, with a backlog, walked the primary key past every published row
         still retained (253 ms a claim with 100,000 of each), instead of reading the first
-        ``size`` entries."""
+        ``size`` entries. The index's order is what the statement asks for, not what PostgreSQL
+        must choose: on a table not yet analysed (or analysed before a backlog built up) it
+        expects ~0.5 % of the rows pending, and reading them all by a bitmap scan and sorting
+        them looks cheaper than the index's first ``size`` entries — 40,000 rows read and sorted
+        a claim (65 ms) for 500. The claim's transaction therefore begins with sorts disabled
+        (``_CLAIM_BEGIN``): the index scan is then the only plan without a Sort, whatever the
+        statistics say."""
         t = self._outbox
         name = f'"{t.schema}"."{t.name}"' if t.schema else f'"{t.name}"'
         size = int(self._settings.outbox_batch_size)
@@ -670,12 +682,19 @@ class OutboxRelay:
             # The claim marks them in the same statement (one round trip, not a select and an
             # update); the mark is committed only once the broker has every record, so a failed
             # send rolls it back and the rows stay pending.
-            async with self._driver(self._engine) as driver, driver.transaction():
-                rows: Sequence[Any] = sorted(
-                    await driver.fetch(self._driver_claim, utcnow()), key=_first
-                )
-                if rows:
-                    await self._send(rows)
+            async with self._driver(self._engine) as driver:
+                await driver.execute(_CLAIM_BEGIN)
+                try:
+                    rows: Sequence[Any] = sorted(
+                        await driver.fetch(self._driver_claim, utcnow()), key=_first
+                    )
+                    if rows:
+                        await self._send(rows)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await driver.execute("ROLLBACK")
+                    raise
+                await driver.execute("COMMIT")
         else:
             async with self._reader.connect() as conn:
                 rows = (await conn.execute(self._pending_rows)).all()
