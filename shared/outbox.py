@@ -352,6 +352,7 @@ class OutboxRelay:
         self._held: tuple[AsyncConnection, Any] | None = None
         self._holding = asyncio.Lock()
         self._pending_rows = self._batch_read()
+        self._backlog_span = self._backlog_read()
         self._driver_claim, self._driver_any_pending = self._driver_statements()
         self.published = 0
 
@@ -378,6 +379,25 @@ class OutboxRelay:
             .order_by(t.c.id)
             .limit(self._settings.outbox_batch_size)
         )
+
+    def _backlog_read(self) -> Any:
+        """The backlog gauge's read: the span of the pending rows' ids, from the pending index's
+        first and last entries (two probes), not a count of every pending row (9–45 ms a call
+        with a backlog of tens of thousands, every ``broker_check_interval_ms``). Rows take
+        their ids from one sequence and are claimed oldest first, so the pending ones hold a
+        run of ids: the span is their number while the run has no holes, and more than it when
+        it has (ids of inserts rolled back, a later batch marked while an earlier one is still
+        being sent). 0 when nothing is pending."""
+        t = self._outbox
+        pending = t.c.published_at.is_(None)
+        first, last = (
+            select(t.c.id).where(pending).order_by(*order).limit(1).scalar_subquery()
+            for order in (
+                (t.c.published_at, t.c.id),
+                (t.c.published_at.desc(), t.c.id.desc()),
+            )
+        )
+        return select(func.coalesce(last - first + 1, 0))
 
     def _driver_statements(self) -> tuple[str, str]:
         """PostgreSQL's claim and pending probe as the driver runs them: through SQLAlchemy's
@@ -744,13 +764,7 @@ class OutboxRelay:
 
     async def _update_backlog(self) -> None:
         async with self._read_alone() as conn:
-            backlog = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(self._outbox)
-                    .where(self._outbox.c.published_at.is_(None))
-                )
-            ).scalar_one()
+            backlog = (await conn.execute(self._backlog_span)).scalar_one()
         self._metrics.outbox_backlog.set(backlog)
 
     async def _maybe_cleanup(self) -> None:

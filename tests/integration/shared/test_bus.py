@@ -469,6 +469,42 @@ async def test_the_claim_reads_the_pending_index_on_a_table_not_yet_analysed(
         await h.stop()
 
 
+async def test_the_backlog_gauge_counts_pending_rows_from_two_index_entries(
+    broker, database: Database, prefix: str
+) -> None:
+    """The backlog gauge is the number of pending rows, read from the first and last entries
+    of the pending index rather than by visiting every pending row."""
+    h = await driven_harness(broker, database, prefix)
+    try:
+        backlog = h.metrics.outbox_backlog
+        await h.relay.check_broker()
+        assert backlog._value.get() == 0
+        await h.emit(*(ticket(n) for n in range(1, 2001)))
+        await h.relay.check_broker()
+        assert backlog._value.get() == 2000
+        assert await h.relay.publish_batch() == h.settings.outbox_batch_size
+        await h.relay.check_broker()
+        assert backlog._value.get() == 1500
+        if database.kind == "postgres":
+            async with h.engine.connect() as conn:
+                statement = h.relay._backlog_span.compile(
+                    h.engine, compile_kwargs={"literal_binds": True}
+                )
+                plan = (
+                    await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))
+                ).scalar_one()
+            read = _rows_read(plan[0]["Plan"])
+            assert read <= 2, plan
+    finally:
+        await h.stop()
+
+
+def _rows_read(node: dict[str, Any]) -> int:
+    """The rows every scan of a plan (``EXPLAIN (ANALYZE, FORMAT JSON)``) returned."""
+    own = node["Actual Rows"] * node["Actual Loops"] if "Scan" in node["Node Type"] else 0
+    return own + sum(_rows_read(child) for child in node.get("Plans", []))
+
+
 async def test_a_batch_goes_out_one_batch_a_partition_and_one_failed_partition_keeps_all_pending(
     broker, database: Database, prefix: str
 ) -> None:
