@@ -58,7 +58,10 @@ class ServiceMetrics:
             registry=r,
         )
         self.outbox_backlog = Gauge(
-            "fengqiao_outbox_backlog", "Outbox rows not yet published.", registry=r
+            "fengqiao_outbox_backlog",
+            "Outbox rows not yet published: the span of their ids (a bound when the ids have"
+            " holes).",
+            registry=r,
         )
         self.outbox_republished = Counter(
             "fengqiao_outbox_republished_total",
