@@ -485,6 +485,7 @@ class OutboxRelay:
         # next is seldom empty); after an empty one, ask first: a wake-up may announce nothing
         # (a consumer's fetch with nothing to apply still reports a commit).
         eager = True
+        started = 0.0  # when the last batch that found rows began
         while True:
             try:
                 await self._connect()
@@ -493,9 +494,12 @@ class OutboxRelay:
                     await asyncio.sleep(poll)  # another process of this host publishes
                     continue
                 sent = 0
+                began = time.monotonic()
                 if eager or await self.may_have_work():
                     sent = await self.publish_batch()
                 eager = sent > 0
+                if eager:
+                    started = began
                 await self._maybe_cleanup()
                 failures = 0
                 if sent >= self._settings.outbox_batch_size:
@@ -516,9 +520,20 @@ class OutboxRelay:
                 async with asyncio.timeout(poll):
                     await self._wake.wait()
             self._wake.clear()
-            # Let commits pile up a little: one batch of many rows costs far less per event
-            # than many batches of a few.
-            await asyncio.sleep(self._settings.outbox_linger_ms / 1000)
+            await asyncio.sleep(self._linger(eager, started))
+
+    def _linger(self, busy: bool, started: float) -> float:
+        """Seconds to let commits pile up after a wake-up: one batch of many rows costs far
+        less per event than many batches of a few — for the relay, for the broker (a produce
+        request, and a record batch a partition that it stores, and that the embedded broker
+        lists again at every fetch of that partition) and for the database (a claim and its
+        commit). After an idle spell ``outbox_linger_ms``, so a lone event goes out at once;
+        while the last batch found rows (under load, a wake-up at every commit) the next one
+        starts no sooner than ``outbox_linger_busy_ms`` after it began."""
+        linger = self._settings.outbox_linger_ms / 1000
+        if not busy:
+            return linger
+        return max(linger, started + self._settings.outbox_linger_busy_ms / 1000 - time.monotonic())
 
     async def _connect(self) -> None:
         """Start the Kafka clients; aiokafka refuses to start while the broker is away."""

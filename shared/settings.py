@@ -78,7 +78,14 @@ class ServiceSettings(BusSettings):
     outbox_retention_days: float = 7.0
     outbox_batch_size: int = 500
     outbox_poll_interval_ms: int = 200
+    # How long the relay lets commits pile up after a wake-up: ``outbox_linger_ms`` after an
+    # idle spell; while its last batch found rows, the next starts ``outbox_linger_busy_ms``
+    # after that one began. Under load every commit wakes it, and each batch is a claim for the
+    # database, a produce request and a stored record batch a partition for the broker: at 200 ms
+    # the broker's CPU a ticket fell by a third to a half, p99 received -> dispatched rose by a
+    # few hundredths of a second (docs/benchmarks.md, "The relay lingers under load").
     outbox_linger_ms: float = 5.0
+    outbox_linger_busy_ms: float = Field(200.0, ge=0)
     # One relay per service and database on a host: uvicorn's other workers leave publishing to
     # it (a host lease) and spend their core on requests. Off: every process publishes.
     outbox_relay_one_per_host: bool = True

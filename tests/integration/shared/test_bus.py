@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -1239,3 +1241,51 @@ async def test_relays_sharing_a_lease_publish_through_its_holder_alone(
     await harness.emit(ticket(3))
     await wait_until(lambda: _true(other.published == 1), what="the other relay to take over")
     assert len(await read_topic(harness.settings, INTAKE_TOPIC, 3)) == 3
+
+
+async def test_under_a_stream_of_commits_the_relay_sends_a_batch_per_busy_linger(
+    broker: EmbeddedBroker, database: Database, prefix: str
+) -> None:
+    """Every commit wakes the relay; while its batches find rows, the next one begins no
+    sooner than ``outbox_linger_busy_ms`` after the last began (fewer, larger produce requests
+    and record batches), and every event still goes out. After an idle spell a wake-up waits
+    only ``outbox_linger_ms``."""
+    settings = ServiceSettings(
+        **bus_settings(broker.bootstrap, prefix),
+        **database.settings_for("harness"),
+        outbox_linger_ms=5,
+        outbox_linger_busy_ms=400,
+    )
+    await create_topics(settings)
+    h = Harness(settings)
+    await h.start(relay_task=False)
+    batches: list[tuple[float, int]] = []
+    publish = h.relay.publish_batch
+
+    async def timed() -> int:
+        began = time.monotonic()
+        sent = await publish()
+        batches.append((began, sent))
+        return sent
+
+    h.relay.publish_batch = timed  # type: ignore[method-assign]
+    h.tasks.append(asyncio.create_task(h.relay.run()))
+    try:
+        await wait_until(lambda: _true(h.watch.cluster_id is not None), what="the broker")
+        for n in range(30):  # a commit, and so a wake-up, every ~20 ms for ~0.6 s
+            await h.emit(ticket(n))
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: _true(h.relay.published == 30), what="every event sent")
+        found = [(began, sent) for began, sent in batches if sent]
+        assert len(found) >= 2
+        after_rows = [
+            nxt - began for (began, sent), (nxt, _) in itertools.pairwise(batches) if sent
+        ]
+        assert min(after_rows) >= 0.39, after_rows
+        assert len(await read_topic(settings, INTAKE_TOPIC, 30)) == 30
+        now = time.monotonic()
+        assert h.relay._linger(False, now) == pytest.approx(0.005)
+        assert h.relay._linger(True, now) == pytest.approx(0.4, abs=0.01)
+        assert h.relay._linger(True, now - 1.0) == pytest.approx(0.005)
+    finally:
+        await h.stop()
