@@ -30,6 +30,8 @@ database), in a schema of its own that is dropped afterwards:
    backends' CPU by statement over the apply (``bench/statement_cpu.py``), per event;
    ``--split-writes`` sends the parts of the one write statement (facts, contributions, cell
    update) as statements of their own in the same transaction, to charge each its share.
+   ``--facts-fillfactor N`` sets that fillfactor on the facts' and contributions' tables of the
+   bench's schema before the apply (what a migration would do; to measure it before writing one).
 
 Before the apply and the rebuild are timed, the database is settled (``--settle``): a
 ``CHECKPOINT`` and a wait for autovacuum, so that the 10 M load's dirty pages and analyses are
@@ -561,6 +563,20 @@ async def time_apply(
     }
 
 
+FILLED = ("ticket_facts", "dispatch_facts", "case_facts", "eval_contributions")
+
+
+async def facts_fillfactor(url: str, fill: int) -> None:
+    """The tables a fetch's upserts rewrite, made to leave room on each page (of pages written
+    from now on), so that a fact's next version can be a heap-only update."""
+    sql = "; ".join(f"ALTER TABLE {SCHEMA}.{t} SET (fillfactor = {int(fill)})" for t in FILLED)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)  # one simple query, the statements in order
+    finally:
+        await conn.close()
+
+
 def split_writes() -> None:
     """``bulk.write_ready`` sending each made-ready write as a statement of its own (the same
     writes, in the same transaction), so that ``--statements`` tells their costs apart."""
@@ -635,6 +651,12 @@ async def main() -> None:
         help="PostgreSQL: the apply's backend CPU by statement, per event",
     )
     parser.add_argument(
+        "--facts-fillfactor",
+        type=int,
+        default=None,
+        help="apply: this fillfactor on the facts' and contributions' tables first (a trial)",
+    )
+    parser.add_argument(
         "--split-writes",
         action="store_true",
         help="the apply's write statement sent as one statement a table (with --statements)",
@@ -681,6 +703,9 @@ async def main() -> None:
     settings = settings_for(args.postgres)
     await registry.upgrade_async("evaluation", settings)  # a no-op on a kept schema
     results: dict[str, Any] = {"facts": args.facts, "schema": SCHEMA}
+    if args.facts_fillfactor is not None:
+        await facts_fillfactor(args.postgres, args.facts_fillfactor)
+        results["facts_fillfactor"] = args.facts_fillfactor
     try:
         if args.facts:
             print(f"loading {args.facts:,} ticket facts into {SCHEMA}", flush=True)
