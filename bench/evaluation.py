@@ -26,7 +26,12 @@ database), in a schema of its own that is dropped afterwards:
    the other, ``service.record_many``), in fetches of 500 as the inbox consumer hands them
    over; with this process's CPU and the PostgreSQL backends' CPU (``/proc``, when the
    database runs on this machine) per event. ``--apply-only`` (or ``--facts 0
-   --rebuild-events 0``) runs the apply case alone.
+   --rebuild-events 0``) runs the apply case alone. ``--statements`` also prints the
+   backends' CPU by statement over the apply (``bench/statement_cpu.py``), per event;
+   ``--split-writes`` sends the parts of the one write statement (facts, contributions, cell
+   update) as statements of their own in the same transaction, to charge each its share.
+   ``--facts-fillfactor N`` sets that fillfactor on the facts' and contributions' tables of the
+   bench's schema before the apply (what a migration would do; to measure it before writing one).
 
 Before the apply and the rebuild are timed, the database is settled (``--settle``): a
 ``CHECKPOINT`` and a wait for autovacuum, so that the 10 M load's dirty pages and analyses are
@@ -58,6 +63,7 @@ from typing import Any, cast
 import asyncpg
 import sqlalchemy
 
+from bench import statement_cpu
 from bench.evaluation_data import City, month_cells
 from fengqiao import registry
 from services.evaluation import cells, hotspots, ranking, service
@@ -71,7 +77,7 @@ from services.evaluation.periods import period_of, resolve
 from services.evaluation.queries import Filters, figures, grain_for, period_out, sums
 from services.evaluation.rebuild import rebuild
 from services.evaluation.settings import EvaluationSettings
-from shared import db, heap, taxonomy
+from shared import bulk, db, heap, taxonomy
 from shared.events import dispatch as d
 from shared.events import intake as i
 from shared.events.base import Event, encode
@@ -505,6 +511,7 @@ async def time_apply(
     # here would also hide from the collector the events the service only gets one by one.
     heap.tune()
     folds = dict(service.FOLDS)
+    statement_cpu.measuring = True
     started, cpu = time.monotonic(), time.process_time()
     assert handler.stage is not None
     staging = 0.0  # wall time spent staging (reads, folds, cell moves)
@@ -534,6 +541,7 @@ async def time_apply(
         cpu = time.process_time() - cpu
         db_cpu = sum(map(process_cpu, backends))  # before the connections close
     finally:
+        statement_cpu.measuring = False
         await engine.dispose()
     seconds = time.monotonic() - started
     return {
@@ -553,6 +561,33 @@ async def time_apply(
         # whole ledger was folded (no state kept, or one the ledger did not bear out).
         "ticket_folds": {k: v - folds.get(k, 0) for k, v in service.FOLDS.items()},
     }
+
+
+FILLED = ("ticket_facts", "dispatch_facts", "case_facts", "eval_contributions")
+
+
+async def facts_fillfactor(url: str, fill: int) -> None:
+    """The tables a fetch's upserts rewrite, made to leave room on each page (of pages written
+    from now on), so that a fact's next version can be a heap-only update."""
+    sql = "; ".join(f"ALTER TABLE {SCHEMA}.{t} SET (fillfactor = {int(fill)})" for t in FILLED)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)  # one simple query, the statements in order
+    finally:
+        await conn.close()
+
+
+def split_writes() -> None:
+    """``bulk.write_ready`` sending each made-ready write as a statement of its own (the same
+    writes, in the same transaction), so that ``--statements`` tells their costs apart."""
+    together = bulk.write_ready
+
+    async def apart(session: Any, upserts: Any, adds: bulk.SparseAdd | None = None) -> None:
+        for one in upserts:
+            await together(session, [one], None)
+        await together(session, [], adds)
+
+    bulk.write_ready = apart  # type: ignore[assignment]
 
 
 class _Bench:
@@ -611,6 +646,22 @@ async def main() -> None:
         help="the apply's tickets (another seed, other tickets: runs beside a --reuse schema)",
     )
     parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="PostgreSQL: the apply's backend CPU by statement, per event",
+    )
+    parser.add_argument(
+        "--facts-fillfactor",
+        type=int,
+        default=None,
+        help="apply: this fillfactor on the facts' and contributions' tables first (a trial)",
+    )
+    parser.add_argument(
+        "--split-writes",
+        action="store_true",
+        help="the apply's write statement sent as one statement a table (with --statements)",
+    )
+    parser.add_argument(
         "--postgres", default=os.environ.get("FENGQIAO_TEST_POSTGRES_URL", DEFAULT_PG)
     )
     parser.add_argument(
@@ -645,9 +696,16 @@ async def main() -> None:
     args = parser.parse_args()
     if args.apply_only:
         args.facts = args.rebuild_events = 0
+    if args.statements:
+        statement_cpu.install()
+    if args.split_writes:
+        split_writes()
     settings = settings_for(args.postgres)
     await registry.upgrade_async("evaluation", settings)  # a no-op on a kept schema
     results: dict[str, Any] = {"facts": args.facts, "schema": SCHEMA}
+    if args.facts_fillfactor is not None:
+        await facts_fillfactor(args.postgres, args.facts_fillfactor)
+        results["facts_fillfactor"] = args.facts_fillfactor
     try:
         if args.facts:
             print(f"loading {args.facts:,} ticket facts into {SCHEMA}", flush=True)
@@ -664,6 +722,8 @@ async def main() -> None:
             results["apply"] = await time_apply(
                 settings, args.apply_events, pipelined=not args.apply_serial, seed=args.apply_seed
             )
+            if args.statements:
+                statement_cpu.report(results["apply"]["events"], "event")
         if args.rebuild_events:
             results["settled_before_rebuild"] = await quiet_database(args.postgres, args.settle)
             print(f"rebuild {args.rebuild_events:,} events", flush=True)
