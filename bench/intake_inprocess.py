@@ -2,19 +2,21 @@
 neighbours on a shared machine do to a wrk run's rate.
 
     python -m bench.intake_inprocess [--case app|accept|batch] [--count 6000] [--files 16]
-                                     [--postgres URL | --sqlite] [--broker] [--places N]
+                                     [--tasks 64] [--postgres URL | --sqlite] [--broker]
+                                     [--places N]
 
 Cases: ``app`` calls the whole ASGI app (middlewares, routing, the route, the pipeline, the
-commit) for ``POST /tickets`` from 64 concurrent tasks, with ``--ceiling`` the bare ceiling app
-instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP layer);
-``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for ``--files``
-files at once. Without ``--broker`` the relay has nowhere to publish (it retries quietly), so the
-numbers leave it out; with it, an embedded broker is started and its cost is included.
-``--sqlite`` stores in a SQLite file in a temporary directory instead of PostgreSQL (its writes run
-on aiosqlite's thread in this process, so they count here). Prints
-tickets (or rows) per second of wall time and this process's CPU milliseconds per item; the
-batch case also prints the CPU seconds of the PostgreSQL backends that served this process's
-connections over the measured run (a local server: their /proc entries are read).
+commit) for ``POST /tickets`` from ``--tasks`` concurrent tasks (64; a group-commit group holds
+at most that many posts, so fewer tasks measure smaller groups), with ``--ceiling`` the bare
+ceiling app instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP
+layer); ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for
+``--files`` files at once. Without ``--broker`` the relay has nowhere to publish (it retries
+quietly), so the numbers leave it out; with it, an embedded broker is started and its cost is
+included. ``--sqlite`` stores in a SQLite file in a temporary directory instead of PostgreSQL
+(its writes run on aiosqlite's thread in this process, so they count here). Prints tickets (or
+rows) per second of wall time and this process's CPU milliseconds per item; on PostgreSQL it
+also prints the CPU seconds of the backends that served this process's connections over the
+measured run (a local server: their /proc entries are read).
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         async def bare() -> None:
             assert await call_asgi(ceiling, ticket_body(next(counter))) == 201
 
-        wall, cpu, n = await timed(bare, args.count, TASKS)
+        wall, cpu, n = await timed(bare, args.count, args.tasks)
         print(f"ceiling app: {n / wall:,.0f}/s wall, {cpu / n * 1e3:.3f} ms CPU per request")
         return
     common: dict[str, Any] = {
@@ -202,6 +204,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
 async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
     app = create_app(settings)
     counter = iter(range(10**9))
+    database = None if args.sqlite else args.postgres
     async with app.router.lifespan_context(app):
         ctx = app.state.runtime.context
         if args.case == "app":
@@ -209,7 +212,7 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
             async def one() -> None:
                 assert await call_asgi(app, ticket_body(next(counter))) in (200, 201)
 
-            wall, cpu, n = await timed(one, args.count, TASKS)
+            wall, cpu, n = await timed(one, args.count, args.tasks, database=database)
         elif args.case == "accept":
 
             async def one() -> None:
@@ -218,7 +221,7 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
                 )
                 await service.accept_ticket(ctx=ctx, channel=channel, draft=draft)
 
-            wall, cpu, n = await timed(one, args.count, TASKS)
+            wall, cpu, n = await timed(one, args.count, args.tasks, database=database)
         else:
             channel = get_channel(BATCH_CHANNEL)
             with tempfile.TemporaryDirectory() as tmp:
@@ -238,7 +241,7 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
                 args.files,
                 args.files,
                 warmup=args.files,
-                database=None if args.sqlite else args.postgres,
+                database=database,
             )
             n = files * len(lines)
         unit = "rows" if args.case == "batch" else "tickets"
@@ -256,6 +259,7 @@ def main() -> None:
     parser.add_argument("--ceiling", action="store_true", help="the bare ceiling app instead")
     parser.add_argument("--count", type=int, default=6000)
     parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--tasks", type=int, default=TASKS, help="concurrent posts (app, accept)")
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")

@@ -291,6 +291,11 @@ def test_stored_candidates_judged_packed_give_the_same_verdicts(
         for _ in appeals
     ]
     judged = repeat_lookup.judge_stored(appeals, listed, _stored_columns(stored, packed), policy)
+    # a few pairs judged in plain Python, many in numpy: the same judgement either way
+    for plain_pairs in (0, 10**6):
+        with mock.patch.object(repeat_lookup, "PLAIN_PAIRS", plain_pairs):
+            columns = _stored_columns(stored, packed)
+            assert repeat_lookup.judge_stored(appeals, listed, columns, policy) == judged
     # the appeals' grams handed packed, as the pipeline has them, judge the same
     grams = [repeat_lookup.pack_shingles(a.shingles) for a in appeals]
     columns = _stored_columns(stored, packed)
@@ -307,6 +312,27 @@ def test_stored_candidates_judged_packed_give_the_same_verdicts(
     # a summary's first is read for its time, id and links only
     for new, given_, without in zip(appeals, handed, bare, strict=True):
         assert decide(new, without, policy) == decide(new, given_, policy)
+
+
+def test_a_stored_set_cut_short_is_refused_by_both_judgements() -> None:
+    """A stored set that is not a whole number of uint32s fails its group's judgement in plain
+    Python as in numpy (and not when the citizen alone decides, in neither)."""
+    policy = RepeatPolicy()
+    new = Appeal(received_at=T0, text="", shingles=frozenset({1, 2}), ticket_id="N0")
+    old = Earlier(dataclasses.replace(new, ticket_id="T1", citizen_hash="h1"), 0)
+    columns = _stored_columns([old], [b"\x01\x00\x00\x00\x02"])
+    for plain_pairs in (0, 10**6):
+        with mock.patch.object(repeat_lookup, "PLAIN_PAIRS", plain_pairs):
+            try:
+                repeat_lookup.judge_stored([new], [[0]], columns, policy)
+            except ValueError:
+                continue
+            raise AssertionError(f"not refused with PLAIN_PAIRS={plain_pairs}")
+    mine = dataclasses.replace(new, citizen_hash="h1")
+    for plain_pairs in (0, 10**6):
+        with mock.patch.object(repeat_lookup, "PLAIN_PAIRS", plain_pairs):
+            (judged,) = repeat_lookup.judge_stored([mine], [[0]], columns, policy)
+            assert (judged.first, judged.matches, judged.reason) == (0, 1, "same_citizen")
 
 
 def _without_shingles(stored: list[Earlier]) -> Any:
