@@ -761,6 +761,10 @@ class InboxConsumer:
         handled = 0
         undecodable: list[tuple[ConsumerRecord, str]] = []
         failure: _Failed | None = None
+        # Counted once the transaction has committed, as ``_apply_together`` counts: a commit
+        # that does not get through redelivers the whole run, which would count it again.
+        duplicates: list[str] = []
+        consumed: list[str] = []
         async with self._sessions() as session, session.begin():
             for index, record in enumerate(records):
                 if self._ignored(record):
@@ -778,7 +782,7 @@ class InboxConsumer:
                     continue
                 event_id = str(event.event_id)
                 if await self._seen(session, [event_id]):
-                    self._metrics.events_duplicate.labels(event.event_type).inc()
+                    duplicates.append(event.event_type)
                     handled += 1
                     continue
                 try:
@@ -805,9 +809,13 @@ class InboxConsumer:
                     )
                     failure = _Failed(index, exc)
                     break
-                self._metrics.events_consumed.labels(event.event_type).inc()
-                self.applied += 1
+                consumed.append(event.event_type)
                 handled += 1
+        for event_type in duplicates:
+            self._metrics.events_duplicate.labels(event_type).inc()
+        for event_type in consumed:
+            self._metrics.events_consumed.labels(event_type).inc()
+        self.applied += len(consumed)
         if handled and self._on_commit is not None:
             self._on_commit()
         for record, reason in undecodable:

@@ -20,6 +20,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RequestTimedOutError
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text, update
 from sqlalchemy import event as sa_event
+from sqlalchemy.orm import SessionTransaction
 
 from shared import bulk
 from shared.broker import EmbeddedBroker
@@ -740,6 +741,40 @@ async def test_offsets_are_committed_after_the_database_commit(harness: Harness)
     await wait_until(
         _committed_total(harness, 10), what="the group's committed offsets to reach 10"
     )
+
+
+async def test_a_run_whose_commit_fails_is_counted_once_when_redelivered(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone record goes one by one. Its transaction's commit fails (the connection reset): the
+    run is redelivered and applied again, and the counters say what was committed — one
+    duplicate refused, one event consumed — not what was attempted."""
+    first = ticket(1)
+    await harness.emit(first)
+    harness.consume(harness.record)
+    await wait_until(lambda: _count_is(harness, harness.applied, 1), what="one applied")
+    await wait_until(_committed_total(harness, 1), what="its offset committed")
+
+    fired: list[int] = []
+    commit = SessionTransaction.commit
+
+    def fails_once(self: SessionTransaction, *args: Any, **kwargs: Any) -> Any:
+        if not fired:
+            fired.append(1)
+            raise ConnectionResetError("the commit did not get through")
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionTransaction, "commit", fails_once)
+    await harness.deliver(first)  # a duplicate, alone in its fetch: applied one by one
+    await wait_until(_committed_total(harness, 2), what="the duplicate's offset committed")
+    monkeypatch.undo()
+    await harness.deliver(second := ticket(2))
+    await wait_until(lambda: _count_is(harness, harness.applied, 2), what=second.ticket_id)
+    await wait_until(_committed_total(harness, 3), what="every offset committed")
+    assert fired == [1]
+    counted = harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get()
+    consumed = harness.metrics.events_consumed.labels("intake.ticket.received")._value.get()
+    assert (counted, consumed) == (1, 2)
 
 
 async def test_transient_failure_is_retried_then_applied(harness: Harness) -> None:
