@@ -156,7 +156,8 @@ async def load_facts(url: str, n: int, grains: tuple[str, ...]) -> dict[str, flo
 async def _weeks_from_days(conn: asyncpg.Connection, grain: str) -> int:
     """A week grain summed by the database from the day grain keeping the same dimensions (a
     week's cells are its days' sums, as the live apply writes them; weeks cross the months the
-    facts are drawn in). The key is any unique text: the queries do not read it."""
+    facts are drawn in). The key is any unique text that sorts by period, as the live keys do
+    (``cells.cell_key``): the queries do not read it."""
     kept = cells.BY_NAME[grain].dimensions
     days = next(g.name for g in cells.GRAINS if g.period == "day" and g.dimensions == kept)
     dims = ", ".join(DIMENSIONS)
@@ -165,7 +166,8 @@ async def _weeks_from_days(conn: asyncpg.Connection, grain: str) -> int:
     status = await conn.execute(
         f"INSERT INTO {SCHEMA}.eval_cells (cell_key, grain, period_start, {dims},"
         f" {', '.join(CELL_COLUMNS)})"
-        f" SELECT md5(concat_ws('|', '{grain}', {week}, {dims})), '{grain}', {week}, {dims},"
+        f" SELECT to_char({week}, 'YYYYMMDD') || left(md5(concat_ws('|', '{grain}', {week},"
+        f" {dims})), 24), '{grain}', {week}, {dims},"
         f" {sums} FROM {SCHEMA}.eval_cells WHERE grain = '{days}' GROUP BY {week}, {dims}"
     )
     return int(status.split()[-1])
