@@ -142,9 +142,9 @@ def cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
     (this week's and month's) sit together in the key index, in memory, however many years of
     cells lie before them; a digest alone spread them over the whole index, and beside 10 M
     facts most moves read a page the database did not hold (migration 0012_period_keys)."""
-    text = "|".join((grain, start.isoformat(), *dims))
-    digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-    return start.strftime("%Y%m%d") + digest[:24]  # 96 bits: no collision among billions
+    day = start.isoformat()
+    digest = hashlib.blake2b("|".join((grain, day, *dims)).encode(), digest_size=16).hexdigest()
+    return day.replace("-", "") + digest[:24]  # 96 bits: no collision among billions
 
 
 Place = tuple[str, date, tuple[str, ...]]
