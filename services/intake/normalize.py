@@ -333,50 +333,19 @@ def normalize(
     shared by a group's drafts, gives the per-value results once per distinct value."""
     if draft.channel_code != channel.code:
         raise ValueError(f"draft of {draft.channel_code!r} normalized as {channel.code!r}")
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    received_at = draft.received_at or now
     grid_code = draft.grid_code
     if grid_code is None and locate is not None:
         grid_code = locate(draft.address, draft.longitude, draft.latitude)
-    if draft.category_code is not None:
-        category, source = draft.category_code, "channel"
-        classification = None
-    else:
-        if classification is None:
-            classification = (classify or text_classifier.classify)(draft.title, draft.content)
-        category, source = classification.code, "classifier"
-    urgency = raised_urgency(draft.urgency, f"{draft.title}\n{draft.content}")
-    is_enterprise = draft.is_enterprise or channel.is_enterprise_channel
-    if memo is None:
-        memo = GroupMemo()
-    digits = pii.normalize_phone(draft.citizen_phone)  # once, for the hash and the mask
-    address = draft.address
-    return NormalizedTicket(
-        draft=draft,
-        received_at=received_at,
-        citizen_hash=pii.citizen_hash_of_digits(
-            digits, id_number=draft.citizen_id_number, salt=salt
-        ),
-        citizen_display_name=memo.name(draft.citizen_name),
-        citizen_phone_masked=_masked(pii.mask_phone_digits(digits)),
-        citizen_id_masked=_masked(pii.mask_id_number(draft.citizen_id_number)),
-        citizen_email_masked=_masked(pii.mask_email(draft.citizen_email)),
-        public_title=memo.scrubbed(draft.title),
-        public_content=memo.scrubbed(draft.content),
-        public_address=memo.scrubbed(address) if address else None,
-        grid_code=grid_code,
-        category_code=category,
-        category_source=source,  # type: ignore[arg-type]
-        classification=classification,
-        urgency=urgency,
-        urgency_raised=urgency != draft.urgency,
-        is_enterprise=is_enterprise,
-        time_limit_profile=time_limit_profile_for(
-            channel, is_enterprise=is_enterprise, urgency=urgency
-        ),
-        attachments=draft.attachments,
+    (normalized,) = normalize_many(
+        [(channel, draft)],
+        grid_codes=[grid_code],
+        salt=salt,
+        now=now,
+        classify=classify,
+        classifications={id(draft): classification} if classification is not None else None,
+        memo=memo,
     )
+    return normalized
 
 
 def normalize_many(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from services.intake.adapters import adapt
 from services.intake.canonical import TicketDraft
-from services.intake.channels import channels, get_channel
+from services.intake.channels import channels, get_channel, time_limit_profile_for
 from services.intake.classifier import Classification
 from services.intake.normalize import (
     GroupMemo,
@@ -312,7 +312,14 @@ def test_normalize_many_is_normalize_of_each_draft(
         for c, d, g, _ in items
     ]
     assert many == alone
-    for one in many:
+    for (channel, d, _, _), one in zip(items, many, strict=True):
+        # Each derived value as its own definition gives it, not only as ``normalize`` does.
+        assert one.urgency == raised_urgency(d.urgency, f"{d.title}\n{d.content}")
+        assert one.time_limit_profile == time_limit_profile_for(
+            channel,
+            is_enterprise=d.is_enterprise or channel.is_enterprise_channel,
+            urgency=one.urgency,
+        )
         for name in ("citizen_phone_masked", "citizen_id_masked", "citizen_email_masked"):
             value = getattr(one, name)
             assert value is None or type(value) is Scrubbed
