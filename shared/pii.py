@@ -62,6 +62,14 @@ def normalize_phone(raw: str | None) -> str | None:
     """Bare digits of a phone number: separators, ``+86``/``0086`` and extensions removed."""
     if raw is None:
         return None
+    if raw.isascii() and raw.isdigit():
+        # Bare ASCII digits, as most forms and files send them: nothing to fold, strip or cut
+        # (an extension needs a word before it), only a country prefix to drop.
+        if raw.startswith("0086"):
+            return raw[4:] or None
+        if len(raw) == 13 and raw.startswith("861"):
+            return raw[2:]
+        return raw
     text = _EXTENSION.sub("", _half_width(raw).strip()).lstrip("(")
     digits = _NOT_DIGIT.sub("", text)
     if text.startswith("+86") or digits.startswith("0086"):

@@ -27,7 +27,7 @@ from services.intake.normalize import (
     Classifier,
     GroupMemo,
     NormalizedTicket,
-    normalize,
+    normalize_many,
     scrub_public_columns,
 )
 from services.intake.repeat_lookup import (
@@ -103,29 +103,31 @@ class Pipeline:
 
     def normalize(
         self,
-        draft: TicketDraft,
-        channel: Channel,
+        unit: Unit,
         *,
         now: datetime,
-        classification: Classification | None = None,
-        memo: GroupMemo | None = None,
-    ) -> tuple[NormalizedTicket, Located]:
-        """PII, grid, category, urgency and time limits for one draft (pure, no I/O); ``memo``
-        shared by the drafts of a group."""
-        located = locate(
-            address=draft.address,
-            longitude=draft.longitude,
-            latitude=draft.latitude,
-            grid_code=draft.grid_code,
-        )
-        normalized = normalize(
-            draft,
-            channel=channel,
+        classified: dict[int, Classification],
+        memo: GroupMemo,
+    ) -> tuple[list[NormalizedTicket], list[Located]]:
+        """PII, grid, category, urgency and time limits for one unit's drafts (pure, no I/O);
+        ``classified``: the group's classifications by draft identity; ``memo`` shared by the
+        drafts of a group."""
+        located = [
+            locate(
+                address=draft.address,
+                longitude=draft.longitude,
+                latitude=draft.latitude,
+                grid_code=draft.grid_code,
+            )
+            for _, draft in unit
+        ]
+        normalized = normalize_many(
+            unit,
+            grid_codes=[place.grid_code for place in located],
             salt=self._salt,
             now=now,
-            locate=lambda _address, _lon, _lat: located.grid_code,
             classify=self._classify,
-            classification=classification,
+            classifications=classified,
             memo=memo,
         )
         return normalized, located
@@ -151,17 +153,19 @@ class Pipeline:
         memo = GroupMemo()
         for u, unit in enumerate(units):
             try:
-                made: list[_Pending] = []
-                for channel, draft in unit:
-                    got = classified.get(id(draft))
-                    normalized, located = self.normalize(
-                        draft, channel, now=now, classification=got, memo=memo
-                    )
-                    made.append(_Pending(u, len(pending) + len(made), channel, normalized, located))
+                normalized, located = self.normalize(
+                    unit, now=now, classified=classified, memo=memo
+                )
             except Exception as exc:
                 outcomes[u] = exc
             else:
-                pending.extend(made)
+                start = len(pending)
+                pending.extend(
+                    _Pending(u, start + i, channel, n, place)
+                    for i, ((channel, _), n, place) in enumerate(
+                        zip(unit, normalized, located, strict=True)
+                    )
+                )
         try:
             ids = await self._ids.take([p.normalized.received_at for p in pending])
         except Exception as exc:  # the database, not any unit: every unit fails with it

@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 
 from services.intake.adapters import adapt
 from services.intake.canonical import TicketDraft
-from services.intake.channels import channels, get_channel
+from services.intake.channels import channels, get_channel, time_limit_profile_for
 from services.intake.classifier import Classification
 from services.intake.normalize import (
     GroupMemo,
     Scrubbed,
     normalize,
+    normalize_many,
     raised_urgency,
     scrub_public,
     scrub_public_columns,
@@ -246,6 +247,92 @@ def test_a_group_memo_normalizes_each_draft_as_it_would_alone(drafts: list[Ticke
         for name in ("citizen_display_name", "public_title", "public_content", "public_address"):
             value = getattr(shared, name)
             assert value is None or type(value) is Scrubbed
+
+
+_MANY_CHANNELS = [
+    "hotline-12345-phone",
+    "hotline-12345-enterprise",
+    "grid-whistle",
+    "police-110-linkage",
+]
+
+
+@st.composite
+def _unit_items(draw: st.DrawFn) -> tuple[Any, TicketDraft, str | None, bool]:
+    """A (channel, draft) of one of several channels, the grid its place would be located in,
+    and whether the group classified it already."""
+    code = draw(st.sampled_from(_MANY_CHANNELS))
+    fields: dict[str, Any] = {
+        "channel_code": code,
+        "title": draw(st.sampled_from(["路灯不亮", "燃气泄漏", "噪音扰民", "漏水"])),
+        "content": draw(_TEXTS) + draw(st.sampled_from(["", "，闻到煤气味", "有人被困"])),
+        "citizen_name": draw(_NAMES),
+        "citizen_phone": draw(_PHONES),
+        "citizen_id_number": draw(st.sampled_from(["330106198503120415", "33010685031204", None])),
+        "citizen_email": draw(st.sampled_from([None, "zhangsan@163.com"])),
+        "address": draw(st.one_of(st.none(), _TEXTS)),
+        "grid_code": draw(st.sampled_from([None, None, "339902001001001"])),
+        "category_code": draw(st.sampled_from([None, "0104"])),
+        "urgency": draw(st.sampled_from(["normal", "normal", "urgent", "critical"])),
+        "is_enterprise": draw(st.booleans()),
+        "received_at": draw(st.sampled_from([None, datetime(2026, 11, 3, 1, 0, tzinfo=UTC)])),
+    }
+    try:
+        made = draft(**fields)
+    except ValueError:
+        made = draft(channel_code=code)
+    located = draw(st.sampled_from([None, "339902003007002"]))
+    return get_channel(code), made, located, draw(st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_unit_items(), min_size=1, max_size=10))
+def test_normalize_many_is_normalize_of_each_draft(
+    items: list[tuple[Any, TicketDraft, str | None, bool]],
+) -> None:
+    given_class = Classification("0302", "03", 0.9, 0.9)
+    classified = {id(d): given_class for _, d, _, pre in items if pre}
+    many = normalize_many(
+        [(c, d) for c, d, _, _ in items],
+        grid_codes=[g for _, _, g, _ in items],
+        salt=SALT,
+        now=NOW,
+        classifications=classified,
+        memo=GroupMemo(),
+    )
+    alone = [
+        normalize(
+            d,
+            channel=c,
+            salt=SALT,
+            now=NOW,
+            locate=lambda _a, _lon, _lat, g=g: g,
+            classification=classified.get(id(d)),
+        )
+        for c, d, g, _ in items
+    ]
+    assert many == alone
+    for (channel, d, _, _), one in zip(items, many, strict=True):
+        # Each derived value as its own definition gives it, not only as ``normalize`` does.
+        assert one.urgency == raised_urgency(d.urgency, f"{d.title}\n{d.content}")
+        assert one.time_limit_profile == time_limit_profile_for(
+            channel,
+            is_enterprise=d.is_enterprise or channel.is_enterprise_channel,
+            urgency=one.urgency,
+        )
+        for name in ("citizen_phone_masked", "citizen_id_masked", "citizen_email_masked"):
+            value = getattr(one, name)
+            assert value is None or type(value) is Scrubbed
+
+
+def test_normalize_many_refuses_a_draft_of_another_channel_and_a_naive_now() -> None:
+    mailbox = get_channel("mayor-mailbox")
+    with pytest.raises(ValueError):
+        normalize_many([(mailbox, draft())], grid_codes=[None], salt=SALT, now=NOW)
+    with pytest.raises(ValueError):
+        normalize_many(
+            [(PHONE, draft())], grid_codes=[None], salt=SALT, now=NOW.replace(tzinfo=None)
+        )
 
 
 _PUBLIC_KEYS = st.sampled_from(

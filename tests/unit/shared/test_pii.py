@@ -81,6 +81,14 @@ def test_normalize_phone(raw: str, digits: str | None) -> None:
     assert normalize_phone(raw) == digits
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(r"(0086|86|\+86|00|0)?[0-9]{0,14}", fullmatch=True))
+def test_bare_digits_normalize_as_the_same_number_written_with_spaces(raw: str) -> None:
+    """A phone of bare ASCII digits takes a short cut; the same number with a separator in
+    front (which the short cut does not take) must come out the same."""
+    assert normalize_phone(raw) == normalize_phone(f" ({raw}")
+
+
 @pytest.mark.parametrize(
     ("raw", "masked"),
     [
