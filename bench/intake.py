@@ -82,6 +82,13 @@ class Result:
     non_2xx: int = 0
     timeouts: int = 0  # no answer within wrk's --timeout (10 s; 60 s for batch files)
     server_rss_mb: list[float] = field(default_factory=list)  # peak RSS of each server process
+    # CPU seconds over the measured run: the server's processes, and (PostgreSQL) the backends
+    # serving their connections.
+    server_cpu_s: float | None = None
+    database_cpu_s: float | None = None
+    answered: int = 0  # 2xx answers over the measured run
+    # Each worker's group commits since it started (warm-up included): (groups, units).
+    groups: list[tuple[int, int]] = field(default_factory=list)
 
     def errors_text(self) -> str:
         if not self.errors:
@@ -94,6 +101,19 @@ class Result:
     @property
     def items_per_s(self) -> float:
         return self.requests_per_s * self.items_per_request
+
+    def cpu_ms_text(self) -> str:
+        """Server (+ PostgreSQL backends') CPU milliseconds a 2xx answer, over the measured run."""
+        if not self.answered or self.server_cpu_s is None:
+            return "—"
+        text = f"{self.server_cpu_s / self.answered * 1e3:.3f}"
+        if self.database_cpu_s is not None:
+            text += f" + {self.database_cpu_s / self.answered * 1e3:.3f}"
+        return text
+
+    def groups_text(self) -> str:
+        """Each worker's mean units a group commit."""
+        return " · ".join(f"{u / g:.1f}" for g, u in self.groups if g) or "—"
 
 
 # --- load generation ---------------------------------------------------------------------------
@@ -284,6 +304,54 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def socket_ports(pids: list[int]) -> set[int]:
+    """Local TCP ports of these processes' sockets (their database connections among them)."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def database_backends(url: str, ports: set[int]) -> list[int]:
+    """PIDs of the PostgreSQL backends serving connections from these local ports."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])", sorted(ports)
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
+def group_commits(base: str, tries: int = 16) -> list[tuple[int, int]]:
+    """(groups, units) of the group commits of each worker that answered ``/metrics``: each
+    scrape on a new connection, so uvicorn's workers each answer some; after the load, so the
+    counts no longer move and a worker is told apart by its own."""
+    seen: set[tuple[int, int]] = set()
+    for _ in range(tries):
+        with contextlib.suppress(httpx.HTTPError):
+            text = httpx.get(f"{base}/metrics", timeout=5).text
+            found = dict(
+                re.findall(r"^fengqiao_group_commit_units_(count|sum) ([0-9.e+]+)$", text, re.M)
+            )
+            if "count" in found and "sum" in found:
+                seen.add((int(float(found["count"])), int(float(found["sum"]))))
+    return sorted(seen)
+
+
 def machine_busy() -> float:
     """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -354,6 +422,7 @@ def sampled(
         cpu_after = cpu_seconds(pids)
         shares = {pid: (cpu_after[pid] - cpu_before.get(pid, 0.0)) / wall for pid in cpu_after}
         out["cpu"] = round(sum(shares.values()), 2)
+        out["cpu_s"] = sum(cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after)
         out["machine"] = round(
             (machine_busy() - machine_before) / wall, 2
         )  # cores busy: server, database, wrk and all
@@ -448,9 +517,11 @@ def measure(
     script: str | None = None,
     script_args: tuple[str, ...] = (),
     after_warmup: Callable[[], object] | None = None,
+    database: str | None = None,
 ) -> Result:
     """Warm up, then measure one case with wrk; another ``script`` posts other bodies, and
-    ``after_warmup`` is called between the two runs."""
+    ``after_warmup`` is called between the two runs. With ``database`` (a local PostgreSQL's
+    URL), the CPU of the backends serving the server's connections is measured too."""
     batch = batch_template_path is not None
     if script is None:
         script = "post_batch.lua" if batch else "post_ticket.lua"
@@ -468,8 +539,17 @@ def measure(
     if after_warmup is not None:
         after_warmup()
     key = _slug(name)
+    backends: list[int] = []
+    if database is not None:
+        backends = asyncio.run(database_backends(database, socket_ports(process_tree(server.pid))))
+    backends_before = cpu_seconds(backends)
     with sampled(server, key, seconds, args.profile) as usage:
         summary, cpu = run_wrk(url, seconds=seconds, **run)  # type: ignore[arg-type]
+    database_cpu_s = None
+    if database is not None:
+        ports = socket_ports(process_tree(server.pid))
+        backends_after = cpu_seconds([*backends, *asyncio.run(database_backends(database, ports))])
+        database_cpu_s = sum(t - backends_before.get(pid, 0.0) for pid, t in backends_after.items())
     # wrk's "requests" are the answered ones; "non_2xx" the answered with another status.
     accepted = sum(s["requests"] - s["non_2xx"] for s in (warmup, summary)) * items
     measured = summary["duration_us"] / 1e6
@@ -489,6 +569,9 @@ def measure(
         machine_cpu_busy=usage.get("machine"),
         worker_cpu_shares=[v for k, v in usage.items() if k.startswith("cpu:worker")],
         server_rss_mb=[v for k, v in usage.items() if k.startswith("rss:")],
+        server_cpu_s=usage.get("cpu_s"),
+        database_cpu_s=database_cpu_s,
+        answered=summary["requests"] - summary["non_2xx"],
         profile={
             k.removeprefix("profile:"): v for k, v in usage.items() if k.startswith("profile:")
         },
@@ -551,14 +634,18 @@ def bench_intake(
         ["--factory", "services.intake.app:create_app"], env, port, "/readyz", _slug(name)
     )
     path = f"/channels/{BATCH_CHANNEL}/tickets" if batch_template_path else "/tickets"
+    postgres = env["INTAKE_DATABASE_URL"].startswith("postgresql")
     try:
-        return measure(
+        result = measure(
             name,
             f"http://127.0.0.1:{port}{path}",
             args,
             proc,
             batch_template_path=batch_template_path,
+            database=args.postgres if postgres else None,
         )
+        result.groups = group_commits(f"http://127.0.0.1:{port}")
+        return result
     finally:
         stop_server(proc)
 
@@ -640,8 +727,9 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         "",
         "| case | conns | req/s | items/s | vs ceiling | p50 ms | p99 ms | errors "
         "| server CPU (cores; busiest two) | wrk CPU | machine busy "
-        "| rows stored / items answered 2xx | peak RSS MB (each process) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rows stored / items answered 2xx | peak RSS MB (each process) "
+        "| CPU ms a request (server + PostgreSQL) | units a group commit (each worker) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ceiling = ceilings[r.items_per_request > 1]
@@ -652,7 +740,8 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
             f"| {ratio} | {r.p50_ms} | {r.p99_ms} | {r.errors_text()} "
             f"| {r.server_cpu_share} ({' + '.join(str(c) for c in r.worker_cpu_shares)}) "
             f"| {r.wrk_cpu_share} | {r.machine_cpu_busy} | {stored} "
-            f"| {' + '.join(f'{m:.0f}' for m in r.server_rss_mb)} |"
+            f"| {' + '.join(f'{m:.0f}' for m in r.server_rss_mb)} "
+            f"| {r.cpu_ms_text()} | {r.groups_text()} |"
         )
     return "\n".join(lines)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -34,10 +33,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bench import statement_cpu
-from bench.intake import BATCH_CHANNEL, POSTGRES_URL, batch_template, cpu_seconds, drop_schema
+from bench.intake import (
+    BATCH_CHANNEL,
+    POSTGRES_URL,
+    batch_template,
+    cpu_seconds,
+    database_backends,
+    drop_schema,
+    socket_ports,
+)
 from fengqiao.registry import upgrade_async
 from services.intake import api, service
 from services.intake.adapters import parse_csv
@@ -100,35 +105,9 @@ async def call_asgi(app: Any, body: bytes) -> int:
     return statuses[0]
 
 
-def _own_socket_ports() -> set[int]:
-    """Local TCP ports of this process's sockets (its database connections among them)."""
-    inodes = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[9] in inodes:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-async def _database_backends(url: str) -> list[int]:
+async def _own_backends(url: str) -> list[int]:
     """PIDs of the PostgreSQL backends serving this process's connections (a local server)."""
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])",
-            sorted(_own_socket_ports()),
-        )
-    finally:
-        await conn.close()
-    return [r["pid"] for r in rows]
+    return await database_backends(url, socket_ports([os.getpid()]))
 
 
 async def timed(
@@ -149,7 +128,7 @@ async def timed(
 
     await asyncio.gather(*(worker(max(1, warmup // tasks)) for _ in range(tasks)))
     per_task = max(1, count // tasks)
-    backends = await _database_backends(database) if database else []
+    backends = await _own_backends(database) if database else []
     before = cpu_seconds(backends)
     statement_cpu.measuring = True
     cpu, wall = time.process_time(), time.perf_counter()
@@ -157,7 +136,7 @@ async def timed(
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     statement_cpu.measuring = False
     if database:
-        after = cpu_seconds([*backends, *await _database_backends(database)])
+        after = cpu_seconds([*backends, *await _own_backends(database)])
         used = sum(t - before.get(pid, 0.0) for pid, t in after.items())
         print(f"database backends: {used:.2f} s CPU over the run ({len(after)} backends)")
     return wall, cpu, per_task * tasks
