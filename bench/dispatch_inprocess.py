@@ -3,14 +3,20 @@ through the suite, less what the neighbours on a shared machine do to a suite ru
 
     python -m bench.dispatch_inprocess [--count 12000] [--batch 500] [--database sqlite|postgres]
                                        [--postgres URL] [--schema-prefix P] [--broker]
+                                       [--statements] [--warm]
 
 Received tickets of the whole-suite benchmark's kinds (its categories, grids of the demo city,
 ~1 KB texts) are encoded as intake's records and handed to dispatch's own inbox consumer a fetch
 at a time, as a fetch of ``--batch`` records would be: decoding, the inbox look-up, routing,
 clocks, the rows and events written set-wise, the commit. Prints tickets per second of wall time
-and this process's CPU milliseconds per ticket. Without ``--broker`` the relay has no broker to
-publish to and waits, so publishing is left out; with it, an embedded broker is started and the
-clock stops when the relay has published every event the tickets caused.
+and this process's CPU milliseconds per ticket (on PostgreSQL its backends' too; with
+``--statements`` their CPU statement by statement, ``bench/statement_cpu.py``). Without
+``--broker`` the relay has no broker to publish to and waits, so publishing is left out; with
+it, an embedded broker is started and the clock stops when the relay has published every event
+the tickets caused. ``--warm`` first routes tickets of the same kinds (category, grid, text;
+other ticket ids) in fetches of 500, so the measured fetches meet the routing memo as a long run
+does (the suite's 1,872 leads are met again and again in a run of minutes) rather than
+missing it for about a third of the tickets.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 
+from bench import statement_cpu
 from bench.intake import POSTGRES_URL, drop_schema
 from bench.intake_inprocess import run_in_process
 from bench.suite import ASSIGNED_PROBLEMS, DETAILS, BackendSampler
@@ -102,6 +109,10 @@ async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
             await consumer._apply_together(consumer._plan(batch))
 
         await fetch(feed[: args.batch])  # warm-up: caches, prepared statements
+        if args.warm:  # the same kinds of tickets under other ids: the routing memo warm
+            kinds = records(args.count + args.batch)
+            for start in range(0, len(kinds), 500):
+                await fetch(kinds[start : start + 500])
         rest = feed[args.batch :]
         backends = None
         if settings.database_application_name:
@@ -111,6 +122,7 @@ async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
                 args.postgres, {settings.database_application_name: "dispatch"}, interval=3600
             )
             await asyncio.to_thread(backends.start)
+        statement_cpu.measuring = args.statements
         cpu, wall = time.process_time(), time.perf_counter()
         for start in range(0, len(rest), args.batch):
             await fetch(rest[start : start + args.batch])
@@ -122,6 +134,7 @@ async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
                     await asyncio.sleep(0.01)
                     await session.rollback()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        statement_cpu.measuring = False
         if backends is not None:
             await asyncio.to_thread(backends.stop)
     n = len(rest)
@@ -131,9 +144,12 @@ async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
         database = f", PostgreSQL {used / n * 1e3:.3f} ms CPU per ticket ({seen} backends)"
     print(
         f"dispatch consumer ({args.database}, fetches of {args.batch}"
-        f"{', relay publishing' if args.broker else ''}): {n / wall:,.0f} tickets/s "
+        f"{', relay publishing' if args.broker else ''}{', memo warm' if args.warm else ''}): "
+        f"{n / wall:,.0f} tickets/s "
         f"wall, {cpu / n * 1e3:.3f} ms CPU per ticket{database}"
     )
+    if args.statements:
+        statement_cpu.report(n, "ticket")
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -176,7 +192,17 @@ def main() -> None:
         "--schema-prefix", default="inproc", help="the prefix of the scratch schema's name"
     )
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
+    parser.add_argument(
+        "--warm", action="store_true", help="route tickets of the same kinds first (memo warm)"
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="PostgreSQL: the backends' CPU by statement over the measured run",
+    )
     args = parser.parse_args()
+    if args.statements:
+        statement_cpu.install()
     run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
 
 

@@ -16,7 +16,6 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.context import DispatchContext
@@ -29,7 +28,6 @@ from services.dispatch.rules import HandlingLine, HandlingMode, RuleSet
 from services.dispatch.staging import Staged, Writer, emit, emit_fields, new_row
 from services.dispatch.transitions import SYSTEM, record
 from services.dispatch.workflow import Status
-from shared import bulk
 from shared.events.base import Event
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
 from shared.events.intake import TicketReceived
@@ -316,18 +314,10 @@ async def route_tickets(
     memory, the rows staged and written with one insert per table, the events with one.
     ``applied`` gets the event id of every ticket routed now (not those refused)."""
     ids = list({t.ticket_id for t in tickets})
-    column = TicketRecord.__table__.c.ticket_id  # type: ignore[attr-defined]
-    routed: set[str] = set()
-    conditions = list(bulk.among(session, column, ids))
-    if len(conditions) == 1 and session.get_bind().dialect.name == "postgresql":
-        # One array of the tickets already routed, read with the revisions: one query.
-        found = select(func.array_agg(column)).where(conditions[0]).scalar_subquery()
-        org, active, already = await ctx.org.current_with(session, found)
-        routed.update(already or ())
-    else:
-        for among in conditions:
-            routed.update((await session.execute(select(column).where(among))).scalars())
-        org, active = await ctx.org.current(session)
+    if not ids:
+        return []
+    # The tickets already routed, read with the revisions: one statement a fetch.
+    org, active, routed = await ctx.org.current_and_routed(session, ids)
     now = ctx.now()
     memo = ctx.org.memo(org, active.rules)
     created: list[Dispatch] = []
