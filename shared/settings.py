@@ -37,7 +37,14 @@ class BusSettings(BaseSettings):
     kafka_enable_idempotence: bool = Field(
         False, validation_alias=_alias("KAFKA_ENABLE_IDEMPOTENCE")
     )
-    kafka_topic_partitions: int = Field(6, validation_alias=_alias("KAFKA_TOPIC_PARTITIONS"))
+    # The partitions a topic is created with (topics that exist keep theirs). A consumer group
+    # has at most this many members at work, so a service scaled out to more consumer processes
+    # needs more; the embedded broker's CPU grows with it: each relay batch is stored as one
+    # record batch a partition it touches, and each fetch lists every batch a partition holds.
+    # At 2 rather than 6 the broker's CPU a ticket in the suite fell by about a quarter at
+    # 150-215 tickets/s, where its fixed ~0.03 cores of idle requests are half of it; what grows
+    # with the load about halved (docs/benchmarks.md, "Two partitions a topic").
+    kafka_topic_partitions: int = Field(2, ge=1, validation_alias=_alias("KAFKA_TOPIC_PARTITIONS"))
     kafka_replication_factor: int = Field(1, validation_alias=_alias("KAFKA_REPLICATION_FACTOR"))
     kafka_session_timeout_ms: int = Field(6000, validation_alias=_alias("KAFKA_SESSION_TIMEOUT_MS"))
     kafka_heartbeat_interval_ms: int = Field(
