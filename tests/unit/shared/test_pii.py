@@ -7,7 +7,7 @@ import re
 from datetime import date
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from shared import pii
@@ -31,6 +31,9 @@ CJK = "我家住在小区门口路灯不亮请尽快处理联系电话身份证�
 NO_DIGITS = st.text(alphabet=CJK + "abcXYZ @#*~_", max_size=30)
 BOUNDARY = st.sampled_from(list("，。：；、电话号码是为（）【】 abc"))
 ANY_TEXT = st.text(alphabet=CJK + "0123456789 -+()xX@.", max_size=60)
+
+# "+86", "0086", "86", bracketed or not, then up to three of " .-/", with no digit before it
+COUNTRY_BEFORE = re.compile(r"(?<![0-9])(?:\((?:\+|00)?86\)|(?:\+|00)?86)[ .\-/]{0,3}$")
 
 mobiles = st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)
 separators = st.sampled_from(["", " ", "-"])
@@ -248,10 +251,26 @@ def test_scrub_masks_any_mobile_in_text(
 def test_scrub_masks_a_mobile_next_to_other_numbers(
     before: str, left: str, mobile: str, sep: str, right: str, after: str
 ) -> None:
+    # A country code written right before the number ("0086 ", "(+86)") is the number's own and
+    # is masked with it: then ``left`` is part of the phone, not text beside it.
+    assume(not COUNTRY_BEFORE.search(before + left))
     written = spaced(mobile, (3, 4), sep)
     scrubbed = scrub_text(before + left + written + right + after)
     assert written not in scrubbed
     assert f"{left}{mobile[:3]}****{mobile[-4:]}{right}" in scrubbed
+
+
+@given(
+    NO_DIGITS,
+    st.sampled_from(["+86", "0086", "86", "(86)", "(+86)", "(0086)"]),
+    st.sampled_from(["", " ", "-", " - ", ".", "/"]),
+    mobiles,
+)
+def test_a_country_code_before_a_mobile_is_masked_with_it(
+    head: str, country: str, gap: str, mobile: str
+) -> None:
+    scrubbed = scrub_text(head + country + gap + mobile)
+    assert scrubbed == f"{head}{mobile[:3]}****{mobile[-4:]}"
 
 
 @given(NO_DIGITS, mobiles, NO_DIGITS)
