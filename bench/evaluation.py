@@ -108,11 +108,10 @@ def geography() -> tuple[list[str], list[str]]:
     return grids, [c.code for c in taxonomy.leaves()]
 
 
-# The grains the committee queries below read (``cells.grain_for``); the full-dimension grains
-# ("day", "month") answer only filter combinations no roll-up keeps, and hold about a row per
-# ticket: at 10 M facts some 20 GB, so they are built only when asked for (``--grains``).
+# The grains the committee queries below read (``cells.grain_for``); the full-dimension grain
+# ("day") answers only filter combinations no roll-up keeps, and holds about a row per ticket:
+# at 10 M facts some 10 GB, so it is built only when asked for (``--grains``).
 QUERY_GRAINS = (
-    "month_town",
     "month_service",
     "month_category",
     "month_coarse",

@@ -56,23 +56,29 @@ class Grain:
 
 
 ALL = frozenset(DIMENSIONS)
-# Per period, smallest first: a query sums the first grain that keeps every dimension it filters
-# or slices on. The full grains ("day", "month") answer any combination; the others are there so
-# the common questions (the city, districts and towns; departments; categories and hot spots;
-# grids; channels and lines) sum hundreds or thousands of rows, not one per ticket.
+# Per period, smallest first: a query sums the first grain over its own period that keeps every
+# dimension it filters or slices on, else the first such grain over days (``grain_for``). The
+# full grain ("day") answers any combination; the others are there so the common questions (the
+# city, districts and towns; departments; categories and hot spots; grids; channels and lines)
+# sum hundreds or thousands of rows, not one per ticket. Every grain is a cell that each applied
+# event moves, so a question another grain answers at its size has none of its own: whole
+# months with filters no roll-up keeps sum the month's days of ``day`` (as many rows as a month
+# grain of every dimension would hold: about a cell per ticket either way), and the city's,
+# districts' and towns' months ``month_service`` (~150 cells a month at 10 M facts) and
+# ``month_category`` (~1,600) (``DROPPED``).
 GRAINS: tuple[Grain, ...] = (
     Grain("day_town", "day", _TOWN),
     # a week by department would sum seven days of ``day_coarse`` (~15,000 rows at 10 M facts)
     Grain("week_coarse", "week", _TOWN | {"department_code", "department_tier", "category_top"}),
     Grain("day_coarse", "day", _TOWN | {"department_code", "department_tier", "category_top"}),
     Grain("day", "day", ALL),
-    Grain("month_town", "month", _TOWN),
     Grain("month_service", "month", frozenset({"kind", "channel", "handling_line", "enterprise"})),
     Grain("month_category", "month", _CATEGORY),
     Grain("month_coarse", "month", _TOWN | {"department_code", "department_tier", "category_top"}),
     Grain("month_place", "month", _CATEGORY | {"village_code", "grid_code"}),
-    Grain("month", "month", ALL),
 )
+# Grains kept before, no longer written or read; migration 0012 deleted their cells.
+DROPPED = ("month_town", "month")
 BY_NAME = {g.name: g for g in GRAINS}
 _PROJECT = tuple((g.name, g.period, g.project) for g in GRAINS)
 _VILLAGE_TIERS = frozenset({"village", "grid"})
@@ -81,15 +87,24 @@ _SUCCESS = frozenset({"agreed", "fulfilled"})
 _COUNTED = frozenset(CELL_COLUMNS)
 
 
-_SUMMED_FROM = {"day": {"day"}, "week": {"day", "week"}, "month": {"month"}}
+# The periods whose cells sum to a period's, in order of preference: whole weeks from week
+# cells or days, whichever grain is first in ``GRAINS`` (a week's town days are fewer rows than
+# its department weeks), whole months from month cells, else from days.
+_SUMMED_FROM = {"day": ({"day"},), "week": ({"day", "week"},), "month": ({"month"}, {"day"})}
 
 
 def grain_for(period: str, needed: Iterable[str]) -> Grain:
     """The smallest grain over ``period`` ("day", "week" or "month") keeping every dimension
-    needed. Whole weeks are summed from week cells or from days, whichever is first in
-    ``GRAINS`` (the town days of a week are fewer rows than its department weeks)."""
+    needed: whole weeks are summed from week cells or from days, whichever is first in
+    ``GRAINS``, and whole months from month cells, else (no month grain keeps what the question
+    needs) from their days."""
     wanted = frozenset(needed)
-    return next(g for g in GRAINS if g.period in _SUMMED_FROM[period] and wanted <= g.dimensions)
+    return next(
+        g
+        for over in _SUMMED_FROM[period]
+        for g in GRAINS
+        if g.period in over and wanted <= g.dimensions
+    )
 
 
 @dataclass(frozen=True)
@@ -158,7 +173,7 @@ def _cell_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
 
 
 # As many finest cells as ``service.FOLDED`` keeps tickets (a ticket's parts share one, mostly):
-# a miss names ten cells, a few of them new (a digest each), ~30 us. ~3 KB an entry: ~100 MB.
+# a miss names a cell of each grain, a few of them new (a digest each). ~3 KB an entry: ~100 MB.
 @lru_cache(maxsize=1 << 15)
 def _places(day: date, dims: tuple[str, ...]) -> tuple[tuple[str, Place], ...]:
     """The key and place of each grain's cell of one finest cell, remembered: the live path

@@ -213,11 +213,12 @@ DIMENSIONS = (
     "enterprise",
 )
 
-# The grains the department and town indexes cover: those holding about a row per ticket
-# ("day", "month"), the one read a day at a time over weeks and ranges ("day_coarse") and, for
-# towns, the place cells (about fifty thousand a month at 10 M facts). On every other grain a
-# period holds a few thousand cells at most, read through the period index and filtered. A
-# query names its grain inline (not bound) for the planner to match these predicates.
+# The grains the department and town indexes cover: the one holding about a row per ticket
+# ("day"; "month" was another, dropped in 0012, its name left in the predicates the indexes were
+# made with), the one read a day at a time over weeks and ranges ("day_coarse") and, for towns,
+# the place cells (about fifty thousand a month at 10 M facts). On every other grain a period
+# holds a few thousand cells at most, read through the period index and filtered. A query names
+# its grain inline (not bound) for the planner to match these predicates.
 DEPARTMENT_INDEXED = "grain IN ('day', 'day_coarse', 'month')"
 TOWN_INDEXED = "grain IN ('day', 'day_coarse', 'month_place', 'month')"
 

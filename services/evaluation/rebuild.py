@@ -396,7 +396,7 @@ class _Shared:
 
 _SHARED: _Shared | None = None
 # the largest first, so that the smaller ones fill in beside them
-_GRAINS_BY_SIZE = ("day", "month", "month_place", "day_coarse", "week_coarse", "month_coarse")
+_GRAINS_BY_SIZE = ("day", "month_place", "day_coarse", "month_coarse")
 
 
 async def _fold_apart(

@@ -20,7 +20,7 @@ from shared import db
 from shared.migrate import alembic_config, upgrade_async
 from tests.support import Database
 
-BEFORE = "0011_header_block"
+BEFORE, AFTER = "0011_header_block", "0012_period_keys"
 
 
 def old_key(grain: str, start: date, dims: tuple[str, ...]) -> str:
@@ -91,7 +91,7 @@ async def test_the_migration_renames_stored_cells_to_the_apply_s_keys_and_back(
                 rows: Any = (await conn.execute(query)).all()
             return {key: (grain, start, tuple(dims)) for key, grain, start, *dims in rows}
 
-        await asyncio.to_thread(command.upgrade, config, "head")
+        await asyncio.to_thread(command.upgrade, config, AFTER)
         await engine.dispose()  # fresh connections: no statement prepared before the upgrade
         assert await keys() == {cells.cell_key(*place): place for place in stored}
         await asyncio.to_thread(command.downgrade, config, BEFORE)

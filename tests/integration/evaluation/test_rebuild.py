@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from alembic import command
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from fengqiao import registry
+from services.evaluation import cells
 from services.evaluation.models import CELL_COLUMNS, DIMENSIONS, cells_table
 from services.evaluation.rebuild import TABLES, rebuild
 from services.evaluation.settings import EvaluationSettings
@@ -102,45 +103,72 @@ async def grain_rows(engine: AsyncEngine, grain: str) -> list[tuple[Any, ...]]:
         return sorted((tuple(r) for r in rows), key=repr)
 
 
-async def test_the_week_roll_up_holds_the_days_sums_and_its_migration_fills_it(
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+# A dropped grain: the grain it is answered from now, its period's start, the dimensions kept.
+_TOWN = ("kind", "district_code", "town_code")
+SUMMED_FROM = {
+    "month_town": ("month_coarse", lambda d: d.replace(day=1), _TOWN),
+    "month": ("day", lambda d: d.replace(day=1), DIMENSIONS),
+}
+
+
+async def test_the_dropped_grains_go_and_come_back_as_their_sources_sums(
     env: EvaluationEnv,
 ) -> None:
-    """Live apply keeps each week of ``week_coarse`` equal to its seven days of ``day_coarse``;
-    on a database that had only the days (downgraded past 0007), the migration fills the weeks
-    exactly as live apply writes them."""
+    """The live apply writes no cell of the grains migration 0012 dropped; downgraded past it,
+    each comes back as the sums of the grain that answers its questions now (``week_coarse`` the
+    weeks of ``day_coarse``, ``month_town`` the towns of ``month_coarse``, ``month`` the months
+    of ``day``), as the live apply wrote them before; upgraded again, they are gone."""
+    assert set(SUMMED_FROM) == set(cells.DROPPED)
     await env.fold(*committee_events(env.ticket_id()[2:8].upper()))
     engine = env.runtime.engine
-    weeks = await grain_rows(engine, "week_coarse")
-    assert weeks, "the fixture's tickets are counted in week cells"
     column = {name: i for i, name in enumerate(c.name for c in cells_table.columns)}
-    from_days: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(CELL_COLUMNS))
-    for row in await grain_rows(engine, "day_coarse"):
-        day = row[column["period_start"]]
-        day = day if isinstance(day, date) else date.fromisoformat(str(day))
-        key = (day - timedelta(days=day.weekday()), *(row[column[d]] for d in DIMENSIONS))
-        sums = from_days[key]
-        for i, name in enumerate(CELL_COLUMNS):
-            sums[i] += row[column[name]]
-    as_weeks = {
-        (
-            w[column["period_start"]]
-            if isinstance(w[column["period_start"]], date)
-            else date.fromisoformat(str(w[column["period_start"]])),
-            *(w[column[d]] for d in DIMENSIONS),
-        ): [w[column[n]] for n in CELL_COLUMNS]
-        for w in weeks
-    }
-    assert as_weeks == {k: v for k, v in from_days.items() if any(v)}
+
+    def summed(rows: list[tuple[Any, ...]], start: Any, kept: Sequence[str]) -> dict[Any, Any]:
+        sums: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(CELL_COLUMNS))
+        for row in rows:
+            dims = (row[column[d]] if d in kept else "" for d in DIMENSIONS)
+            at = sums[(start(_day(row[column["period_start"]])), *dims)]
+            for i, name in enumerate(CELL_COLUMNS):
+                at[i] += row[column[name]]
+        return {k: v for k, v in sums.items() if any(v)}
+
+    def as_cells(rows: list[tuple[Any, ...]]) -> dict[Any, Any]:
+        return {
+            (_day(r[column["period_start"]]), *(r[column[d]] for d in DIMENSIONS)): [
+                r[column[n]] for n in CELL_COLUMNS
+            ]
+            for r in rows
+        }
+
+    expected = {}
+    for grain, (source, start, kept) in SUMMED_FROM.items():
+        assert await grain_rows(engine, grain) == []
+        expected[grain] = summed(await grain_rows(engine, source), start, kept)
+        assert expected[grain], f"the fixture's tickets are counted in {grain} cells"
 
     config = alembic_config(registry.SERVICES["evaluation"].migrations, env.settings)
+    await asyncio.to_thread(command.downgrade, config, "0012_period_keys")
+    await engine.dispose()
+    for grain, cells_of in expected.items():
+        assert as_cells(await grain_rows(engine, grain)) == cells_of, grain
+    weeks = await grain_rows(engine, "week_coarse")
+    assert weeks, "the fixture's tickets are counted in week cells"
     await asyncio.to_thread(command.downgrade, config, "0006_apply")
     # the pool's connections prepared their statements before 0010 (down and up) changed the
     # keys' collation; PostgreSQL refuses a plan whose result types changed: fresh connections
     await engine.dispose()
     assert await grain_rows(engine, "week_coarse") == []
-    await upgrade_async(registry.SERVICES["evaluation"].migrations, env.settings)
+    await asyncio.to_thread(command.upgrade, config, "0012_period_keys")
     await engine.dispose()
     assert await grain_rows(engine, "week_coarse") == weeks
+    await upgrade_async(registry.SERVICES["evaluation"].migrations, env.settings)
+    await engine.dispose()
+    for grain in SUMMED_FROM:
+        assert await grain_rows(engine, grain) == []
 
 
 def test_the_rebuild_command_is_mounted() -> None:

@@ -18,15 +18,16 @@ from shared.bulk import Draft
 @pytest.mark.parametrize(
     ("period", "needed", "grain"),
     [
-        ("month", {"kind"}, "month_town"),
-        ("month", {"kind", "district_code"}, "month_town"),
-        ("month", {"kind", "town_code"}, "month_town"),
+        ("month", {"kind"}, "month_service"),
+        ("month", {"kind", "district_code"}, "month_category"),
+        ("month", {"kind", "town_code"}, "month_category"),
         ("month", {"kind", "channel"}, "month_service"),
         ("month", {"kind", "enterprise", "handling_line"}, "month_service"),
         ("month", {"kind", "category_code"}, "month_category"),
         ("month", {"kind", "department_code", "category_top"}, "month_coarse"),
         ("month", {"kind", "village_code"}, "month_place"),
-        ("month", {"kind", "department_code", "channel"}, "month"),
+        # no month grain keeps them: the month's days
+        ("month", {"kind", "department_code", "channel"}, "day"),
         ("day", {"kind"}, "day_town"),
         ("day", {"kind", "department_code"}, "day_coarse"),
         ("day", {"kind", "category_code"}, "day"),
@@ -75,12 +76,12 @@ def test_the_bulk_roll_up_equals_the_shares_summed() -> None:
     assert {
         k: {n: v for n, v in r.items() if n in CELL_COLUMNS and v} for k, r in rolled.items()
     } == {k: dict(c) for k, c in summed.items()}
-    # the three parts share one town cell a month and one per day
-    town = [r for r in rolled.values() if r["grain"] in ("month_town", "day_town")]
+    # the three parts share one town (and category) cell a month and a town cell a day
+    town = [r for r in rolled.values() if r["grain"] in ("month_category", "day_town")]
     assert sorted((r["grain"], str(r["period_start"]), r["tickets"]) for r in town) == [
         ("day_town", "2026-10-12", 2),
         ("day_town", "2026-10-13", 1),
-        ("month_town", "2026-10-01", 3),
+        ("month_category", "2026-10-01", 3),
     ]
 
 
@@ -106,7 +107,6 @@ def test_a_batch_moves_each_cell_once_by_the_counters_that_change() -> None:
         "week_coarse",
         "day",
         "month_coarse",
-        "month",
     }
     # a dimension that is "" is left out of the row (the database stores "")
     assert all("grid_code" not in row for row in moved.values())
@@ -128,6 +128,16 @@ def test_whole_weeks_sum_week_cells_but_their_trend_is_by_day() -> None:
     by_department = Filters(department="330602001-A")
     assert grain_for(week, by_department, None) == "week_coarse"
     assert grain_for(week, by_department, "period") == "day_coarse"
+
+
+def test_whole_months_no_month_grain_answers_sum_their_days() -> None:
+    month = period_of("month", date(2026, 10, 14))
+    assert grain_for(month, Filters(department="330602001-A"), None) == "month_coarse"
+    assert grain_for(month, Filters(department="330602001-A", channel="web"), None) == "day"
+    assert grain_for(month, Filters(department="330602001-A", channel="web"), "period") == "day"
+    assert grain_for(month, Filters(area="339902001"), None) == "month_category"
+    assert grain_for(month, Filters(), "district") == "month_category"
+    assert grain_for(month, Filters(), None) == "month_service"
 
 
 def test_a_parts_dimension_values_stand_under_their_names() -> None:
