@@ -5,7 +5,7 @@ On PostgreSQL the rows travel as one array per column and are inserted by
 arrays encoded by the driver (no per-row SQL text, no statement of thousands of parameters to
 parse and plan). On SQLite (in-process) the same statement runs as an ``executemany`` on the
 driver itself, with positional values converted by the columns' own bind processing:
-SQLAlchemy's executemany builds and converts every row's parameters in Python, which was half
+SQLAlchemy's executemany builds and converts every row's parameters in Python, about a third
 of evaluation's CPU there. Either way ``ON CONFLICT`` decides what a row whose key is taken
 does: nothing, replace the other columns, or add to them (counters).
 """
