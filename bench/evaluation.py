@@ -32,6 +32,10 @@ database), in a schema of its own that is dropped afterwards:
    update) as statements of their own in the same transaction, to charge each its share.
    ``--facts-fillfactor N`` sets that fillfactor on the facts' and contributions' tables of the
    bench's schema before the apply (what a migration would do; to measure it before writing one).
+   ``--sqlite`` runs the apply case alone on a fresh SQLite file instead (the embedded
+   default, as ``make run`` has it), one fetch after the other as the consumer does there; the
+   writes run on the driver's thread in this process, so its CPU is all of it. ``--apply-batch``
+   sets the fetch size (the suite's fetches are smaller than 500).
 
 Before the apply and the rebuild are timed, the database is settled (``--settle``): a
 ``CHECKPOINT`` and a wait for autovacuum, so that the 10 M load's dirty pages and analyses are
@@ -91,7 +95,14 @@ DAYS = 730
 SCHEMA = os.environ.get("BENCH_EVALUATION_SCHEMA") or f"bench_eval_{uuid.uuid4().hex[:6]}"
 
 
-def settings_for(url: str) -> EvaluationSettings:
+def settings_for(url: str, sqlite: Path | None = None) -> EvaluationSettings:
+    if sqlite is not None:
+        return EvaluationSettings(
+            database_url=f"sqlite+aiosqlite:///{sqlite}",
+            auth_token_secret=secrets.token_hex(32),
+            log_json=False,
+            log_level="WARNING",
+        )
     return EvaluationSettings(
         database_url="postgresql+asyncpg://" + url.split("://", 1)[1],
         database_schema=SCHEMA,
@@ -329,6 +340,24 @@ def ticket_events(n_tickets: int, seed: int = 7) -> list[Event]:
     return events
 
 
+SUITE_LAG = 100
+"""Tickets received between a ticket's receipt and its assignment in the "suite" mix."""
+
+
+def suite_events(n_events: int, seed: int) -> list[Event]:
+    """What evaluation gets under the suite's load (``bench/suite.py``): each ticket's receipt
+    and, ``SUITE_LAG`` receipts later, its assignment, interleaved — no department acts on
+    them meanwhile."""
+    tickets = ticket_events(n_events // 2, seed=seed)
+    receipts, assignments = tickets[0::6], tickets[1::6]
+    events: list[Event] = []
+    for k, receipt in enumerate(receipts):
+        events.append(receipt)
+        if k >= SUITE_LAG:
+            events.append(assignments[k - SUITE_LAG])
+    return events + assignments[max(0, len(receipts) - SUITE_LAG) :]
+
+
 @dataclass
 class _Rec:
     value: bytes
@@ -489,19 +518,29 @@ def _pss_kb(pid: int) -> int:
 
 
 async def time_apply(
-    settings: EvaluationSettings, n_events: int, *, pipelined: bool = True, seed: int = 2
+    settings: EvaluationSettings,
+    n_events: int,
+    *,
+    pipelined: bool = True,
+    seed: int = 2,
+    batch_size: int = 500,
+    mix: str = "stages",
 ) -> dict[str, Any]:
     """The live path as the inbox consumer drives it: fetches of 500 handed to evaluation's
     batch handler, pipelined (the next fetch staged while the one before is written and
     committed, ``shared.inbox.Pipeline``) unless ``pipelined`` is False. The events go stage
     by stage (every ticket's receipt, then every assignment, ...), so a batch holds 500
     different tickets and every event costs a refold of its ticket: the worst case for
-    batching, and what a steady stream looks like."""
-    per_ticket = 6
-    tickets = ticket_events(n_events // per_ticket, seed=seed)
-    events = [tickets[k] for s in range(per_ticket) for k in range(s, len(tickets), per_ticket)]
+    batching, and what a steady stream looks like. ``mix`` "suite": what the whole suite's
+    load brings instead (``suite_events``)."""
+    if mix == "suite":
+        events = suite_events(n_events, seed)
+    else:
+        per_ticket = 6
+        tickets = ticket_events(n_events // per_ticket, seed=seed)
+        events = [tickets[k] for s in range(per_ticket) for k in range(s, len(tickets), per_ticket)]
     engine = db.create_engine(settings)
-    backends = backend_pids(engine)
+    backends = [] if settings.is_sqlite else backend_pids(engine)
     sessions = db.session_factory(engine)
     calendar = evaluation_calendar(settings)
     (handler,) = {
@@ -513,12 +552,14 @@ async def time_apply(
     heap.tune()
     folds = dict(service.FOLDS)
     statement_cpu.measuring = True
+    threads = thread_cpu()
     started, cpu = time.monotonic(), time.process_time()
     assert handler.stage is not None
     staging = 0.0  # wall time spent staging (reads, folds, cell moves)
     waited = 0.0  # pipelined: time a staged fetch then waited for the one in flight
     try:
-        batches = [events[start : start + 500] for start in range(0, len(events), 500)]
+        size = batch_size
+        batches = [events[start : start + size] for start in range(0, len(events), size)]
         if pipelined:
             pipe = Pipeline(sessions)
             for batch in batches:
@@ -541,13 +582,16 @@ async def time_apply(
                     await stage.write(session)
         cpu = time.process_time() - cpu
         db_cpu = sum(map(process_cpu, backends))  # before the connections close
+        # The threads beside the event loop's: on SQLite the driver's, where the database works.
+        others = sum(v - threads.get(k, 0.0) for k, v in thread_cpu().items())
     finally:
         statement_cpu.measuring = False
         await engine.dispose()
     seconds = time.monotonic() - started
     return {
         "events": len(events),
-        "batch": 500,
+        "batch": batch_size,
+        "database": engine.dialect.name,
         "pipelined": pipelined,
         "seconds": round(seconds, 1),
         # Serial: seconds = staging + writing. Pipelined: the writes overlap the next staging,
@@ -555,8 +599,10 @@ async def time_apply(
         "staging_s": round(staging, 1),
         "waited_for_commit_s": round(waited, 1),
         "events_per_s": round(len(events) / seconds),
+        # On SQLite the database's work runs on the driver's thread: counted here.
         "python_cpu_ms_per_event": round(cpu * 1000 / len(events), 3),
         "postgres_cpu_ms_per_event": round(db_cpu * 1000 / len(events), 3),
+        "other_threads_cpu_ms_per_event": round(others * 1000 / len(events), 3),
         "load_average": os.getloadavg(),
         # Tickets whose new events were folded onto their state of before, and tickets whose
         # whole ledger was folded (no state kept, or one the ledger did not bear out).
@@ -613,13 +659,39 @@ def backend_pids(engine: Any) -> list[int]:
     return pids
 
 
-def process_cpu(pid: int) -> float:
-    """User and system CPU seconds a local process has used so far (0 if it is not local)."""
+def thread_cpu() -> dict[int, float]:
+    """User and system CPU seconds of each thread of this process but the main one, by id."""
+    main = os.getpid()
+    tids = (int(tid) for tid in os.listdir("/proc/self/task"))
+    return {tid: process_cpu(main, tid) for tid in tids if tid != main}
+
+
+def process_cpu(pid: int, thread: int | None = None) -> float:
+    """User and system CPU seconds a local process (or one of its threads) has used so far (0 if
+    it is not local)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        where = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+        fields = Path(where).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def apply_on_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+    """The apply case alone on a fresh SQLite file in a directory of its own, removed after."""
+    with tempfile.TemporaryDirectory(prefix="bench-eval-sqlite-") as directory:
+        settings = settings_for(args.postgres, Path(directory) / "evaluation.db")
+        await registry.upgrade_async("evaluation", settings)
+        print(f"apply {args.apply_events:,} events on SQLite", flush=True)
+        applied = await time_apply(
+            settings,
+            args.apply_events,
+            pipelined=False,
+            seed=args.apply_seed,
+            batch_size=args.apply_batch,
+            mix=args.apply_mix,
+        )
+        return {"facts": 0, "apply": applied}
 
 
 async def main() -> None:
@@ -663,6 +735,19 @@ async def main() -> None:
         help="the apply's write statement sent as one statement a table (with --statements)",
     )
     parser.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="the apply case alone on a fresh SQLite file (one fetch after the other)",
+    )
+    parser.add_argument("--apply-batch", type=int, default=500, help="events a fetch")
+    parser.add_argument(
+        "--apply-mix",
+        choices=("stages", "suite"),
+        default="stages",
+        help="stages: six events a ticket, stage after stage; suite: a receipt and an "
+        "assignment a ticket, interleaved, as the whole suite's load brings them",
+    )
+    parser.add_argument(
         "--postgres", default=os.environ.get("FENGQIAO_TEST_POSTGRES_URL", DEFAULT_PG)
     )
     parser.add_argument(
@@ -695,6 +780,12 @@ async def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/evaluation.json")
     args = parser.parse_args()
+    if args.sqlite:
+        results = await apply_on_sqlite(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+        print(json.dumps(results, indent=2, default=str))
+        return
     if args.apply_only:
         args.facts = args.rebuild_events = 0
     if args.statements:
@@ -721,7 +812,12 @@ async def main() -> None:
             results["settled_before_apply"] = await quiet_database(args.postgres, args.settle)
             print(f"apply {args.apply_events:,} events", flush=True)
             results["apply"] = await time_apply(
-                settings, args.apply_events, pipelined=not args.apply_serial, seed=args.apply_seed
+                settings,
+                args.apply_events,
+                pipelined=not args.apply_serial,
+                seed=args.apply_seed,
+                batch_size=args.apply_batch,
+                mix=args.apply_mix,
             )
             if args.statements:
                 statement_cpu.report(results["apply"]["events"], "event")

@@ -188,6 +188,11 @@ def _configure_sqlite(engine: AsyncEngine, settings: ServiceSettings, *, readonl
         cursor.execute("PRAGMA wal_autocheckpoint=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
+        if settings.sqlite_cache_mib is not None:
+            # Pages kept in memory per connection, in KiB (a negative size): SQLite's default
+            # is 2 MiB, a few thousand of a large table's pages; every other page a statement
+            # touches is read from the OS again.
+            cursor.execute(f"PRAGMA cache_size=-{int(settings.sqlite_cache_mib) * 1024}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

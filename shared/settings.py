@@ -78,6 +78,9 @@ class ServiceSettings(BusSettings):
     # How long a SQLite writer waits for the other process's write lock before giving up (and
     # the request gets a 503). Batch files hold it for a while: seconds, not milliseconds.
     sqlite_busy_timeout_ms: int = 20_000
+    # SQLite's page cache per connection, in MiB (None: SQLite's own default, 2 MiB). Filled
+    # only as pages are read; a service whose writes probe a large table at random keys sets it.
+    sqlite_cache_mib: int | None = Field(None, ge=1)
 
     # Published events stay re-publishable this long after their publication: a rotated or wiped
     # embedded broker is refilled from them, so it must be at least twice the longest time a

@@ -13,6 +13,9 @@ class EvaluationSettings(ServiceSettings):
     model_config = service_settings_config("EVALUATION_")
 
     database_url: str = "sqlite+aiosqlite:///./var/evaluation.db"
+    # The live apply moves cells at random keys of a table that grows by several rows a ticket:
+    # with SQLite's 2 MiB most of those pages were read from the OS again at every fetch.
+    sqlite_cache_mib: int | None = 64
     # The calendar overrides file dispatch uses (the packaged one when unset), so handling
     # days count the same days dispatch's deadlines do.
     calendar_file: Path | None = None

@@ -1,15 +1,28 @@
 """``bulk.add_sparse``: counters added to stored rows, new rows inserted whole, on SQLite and
-PostgreSQL alike."""
+PostgreSQL alike; ``bulk.upsert`` stores what a Core insert stores."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
 
 from shared import bulk
-from shared.db import create_engine, ensure_schema
+from shared.db import AwareDateTime, create_engine, ensure_schema
 from shared.settings import ServiceSettings
 from tests.support import Database
 
@@ -20,6 +33,21 @@ columns = [Column(n, String(8), nullable=False, primary_key=n == "key") for n in
 columns += [Column("area", String(8), nullable=False)]
 columns += [Column(n, BigInteger, nullable=False, server_default="0") for n in ADD]
 counts = Table("sparse_counts", metadata, *columns)
+typed = Table(
+    "bulk_typed",
+    metadata,
+    Column("id", String(8), primary_key=True),
+    Column("at", AwareDateTime(), nullable=False),
+    Column("maybe_at", AwareDateTime(), nullable=True),
+    Column("day", Date, nullable=True),
+    Column("flag", Boolean, nullable=False),
+    Column("doc", JSON, nullable=True),
+    Column("note", Text, nullable=True),
+    Column("ratio", Float, nullable=True),
+    Column("big", BigInteger, nullable=True),
+)
+typed_core = typed.to_metadata(metadata, name="bulk_typed_core")
+SHANGHAI = timezone(timedelta(hours=8))
 
 
 @pytest.fixture
@@ -80,3 +108,68 @@ async def test_changes_go_to_stored_rows_and_new_rows_are_inserted_whole(
         emptied = await bulk.add_sparse(conn, counts, again, key="key", add=ADD, blank=BLANK)
     assert emptied == ["z"]
     assert (await _stored(engine))["w"] == ("v", "", 0, 0, 4)
+
+
+def _typed_row(i: int) -> dict[str, Any]:
+    return {
+        "id": f"r{i}",
+        "at": datetime(2026, 3, 1, 20, 30, i, 123456 * (i % 2), tzinfo=SHANGHAI),
+        "maybe_at": None if i % 2 else datetime(2026, 3, 2, tzinfo=UTC),
+        "day": None if i % 3 else date(2026, 2, 28 - i),
+        "flag": bool(i % 2),
+        "doc": None if i % 3 == 1 else {"cells": [["2026-03-01", ["", "路灯"], {"n": i}]]},
+        "note": None if i % 2 else "路灯不亮 'quoted'",
+        "ratio": None if i % 2 else 0.1 + i,
+        "big": 2**40 + i,
+    }
+
+
+async def _as_stored(engine: Any, table: Table, database: Database) -> list[tuple[Any, ...]]:
+    """Each value as the database holds it: its text (and on SQLite its storage class), not
+    as SQLAlchemy reads it back (a datetime stored in another format reads back alike, but
+    compares differently in SQL)."""
+    names = [c.name for c in table.columns]
+    if database.kind == "sqlite":
+        shown = [f"typeof(\"{n}\") || ':' || coalesce(CAST(\"{n}\" AS TEXT), '')" for n in names]
+    else:
+        shown = [f'CAST("{n}" AS TEXT)' for n in names]
+    sql = f"SELECT {', '.join(shown)} FROM {table.name} ORDER BY id"
+    async with engine.connect() as conn:
+        return [tuple(r) for r in await conn.exec_driver_sql(sql)]
+
+
+async def test_upserts_store_exactly_what_a_core_insert_stores(
+    engine: Any, database: Database
+) -> None:
+    if database.kind != "sqlite":
+        # PostgreSQL's set-wise statements store a None JSON value as SQL NULL, a Core insert
+        # as JSON null: a difference of their own, not of the driver-level path this pins.
+        pytest.skip("SQLite's executemany on the driver")
+    rows = [_typed_row(i) for i in range(6)]
+    async with engine.begin() as conn:
+        await bulk.upsert(conn, typed, rows[:3], key=["id"], on_conflict=bulk.OnConflict.REPLACE)
+        # Replacing stored rows and inserting new ones in one statement.
+        await bulk.upsert(conn, typed, rows, key=["id"], on_conflict=bulk.OnConflict.REPLACE)
+        await conn.execute(typed_core.insert(), rows)
+    assert await _as_stored(engine, typed, database) == await _as_stored(
+        engine, typed_core, database
+    )
+    async with engine.connect() as conn:
+        stored = [dict(r._mapping) for r in await conn.execute(select(typed).order_by(typed.c.id))]
+    assert stored[0]["at"] == datetime(2026, 3, 1, 12, 30, 0, tzinfo=UTC)
+    assert stored[1]["doc"] is None and stored[0]["doc"]["cells"][0][1] == ["", "路灯"]
+
+
+async def test_an_insert_returning_answers_the_new_keys_once(engine: Any) -> None:
+    rows = [{"key": k, "kind": "t", "area": "", "a": 1, "b": 0, "c": 0} for k in "xyx"]
+    async with engine.begin() as conn:
+        new = await bulk.upsert(
+            conn, counts, rows, key=["key"], on_conflict=bulk.OnConflict.NOTHING, returning="key"
+        )
+        assert sorted(new) == ["x", "y"]
+        again = [*rows, {"key": "z", "kind": "t", "area": "", "a": 1, "b": 0, "c": 0}]
+        new = await bulk.upsert(
+            conn, counts, again, key=["key"], on_conflict=bulk.OnConflict.NOTHING, returning="key"
+        )
+    assert new == ["z"]
+    assert sorted(await _stored(engine)) == ["x", "y", "z"]
