@@ -39,6 +39,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import SQLModel
 
+from shared.groupcommit import processor_of
+
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
@@ -318,7 +320,8 @@ def _sqlite_binders(
     aware datetimes, JSON through the engine's serializer, booleans), as a statement through
     SQLAlchemy would convert them (None included); the others go as they are."""
     found = (
-        (i, table.c[name].type._cached_bind_processor(dialect)) for i, name in enumerate(columns)
+        (i, processor_of(table.c[name].type.dialect_impl(dialect), dialect))
+        for i, name in enumerate(columns)
     )
     return tuple((i, p) for i, p in found if p is not None)
 

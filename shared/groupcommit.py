@@ -126,7 +126,7 @@ class DirectInserts:
             impl = column.type.dialect_impl(d)
             if isinstance(column.type, ARRAY) or isinstance(impl, ARRAY):
                 return None  # unnest would flatten it
-            processors.append(_shortcut(impl, d) or impl.bind_processor(d))
+            processors.append(processor_of(impl, d))
             if self._postgres:
                 # Strings go in as text and are checked by the column on assignment: an explicit
                 # cast to varchar(n) would truncate silently where Core raises.
@@ -350,6 +350,13 @@ def _native_bool(impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
         return slow(value)
 
     return process
+
+
+def processor_of(impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """What a value of a column's type (its ``dialect_impl``) goes through before the driver:
+    SQLAlchemy's bind processor, or the shortcut that gives the same at less cost; None where
+    values go as they are."""
+    return _shortcut(impl, dialect) or impl.bind_processor(dialect)
 
 
 def _shortcut(impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
