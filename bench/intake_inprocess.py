@@ -1,16 +1,18 @@
 """Intake's CPU per ticket in one process, without sockets: what the code costs, less what the
 neighbours on a shared machine do to a wrk run's rate.
 
-    python -m bench.intake_inprocess [--case app|accept|batch] [--count 6000] [--files 16]
-                                     [--tasks 64] [--postgres URL | --sqlite] [--broker]
-                                     [--places N]
+    python -m bench.intake_inprocess [--case app|accept|batch|stages] [--count 6000]
+                                     [--files 16] [--tasks 64] [--postgres URL | --sqlite]
+                                     [--broker] [--places N] [--rounds 20]
 
 Cases: ``app`` calls the whole ASGI app (middlewares, routing, the route, the pipeline, the
 commit) for ``POST /tickets`` from ``--tasks`` concurrent tasks (64; a group-commit group holds
 at most that many posts, so fewer tasks measure smaller groups), with ``--ceiling`` the bare
 ceiling app instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP
 layer); ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for
-``--files`` files at once. Without ``--broker`` the relay has nowhere to publish (it retries
+``--files`` files at once; ``stages`` times, without a database, the CPU a row of a 1,000-row
+file costs in each stage before the commit (``--rounds`` times each, this thread's CPU: the
+least and the median). Without ``--broker`` the relay has nowhere to publish (it retries
 quietly), so the numbers leave it out; with it, an embedded broker is started and its cost is
 included. ``--sqlite`` stores in a SQLite file in a temporary directory instead of PostgreSQL
 (its writes run on aiosqlite's thread in this process, so they count here). Prints tickets (or
@@ -26,10 +28,12 @@ import asyncio
 import logging
 import os
 import secrets
+import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +53,15 @@ from services.intake.adapters import parse_csv
 from services.intake.app import create_app
 from services.intake.channels import get_channel
 from services.intake.models import TicketIn
+from services.intake.normalize import GroupMemo
+from services.intake.pipeline import Pipeline, _Pending, _public_fields
+from services.intake.repeat_lookup import CandidateLoader, Earlier
+from services.intake.repeats import Appeal, RepeatPolicy
 from services.intake.settings import IntakeSettings
 from shared.broker import EmbeddedBroker
 from shared.bus import create_topics
+from shared.events.base import encode_fields
+from shared.events.intake import TicketReceived
 from shared.settings import BusSettings
 
 TEXT = "小区门口的路灯已经坏了三天，晚上老人孩子出行很不方便，希望尽快修复。" * 6
@@ -140,6 +150,79 @@ async def timed(
         used = sum(t - before.get(pid, 0.0) for pid, t in after.items())
         print(f"database backends: {used:.2f} s CPU over the run ({len(after)} backends)")
     return wall, cpu, per_task * tasks
+
+
+class _NumberedIds:
+    """Ticket ids without a database: ``TicketIdAllocator.take``'s shape, numbered in order."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    async def take(self, ats: Sequence[datetime]) -> list[str]:
+        start, self._next = self._next, self._next + len(ats)
+        return [f"{at:%Y%m%d}-{start + i:07d}" for i, at in enumerate(ats)]
+
+
+class _NoStoredCandidates(CandidateLoader):
+    """A loader with nothing stored: every appeal's stored candidates are none."""
+
+    async def load(
+        self, appeals: Sequence[Appeal], grams: Sequence[bytes] | None = None
+    ) -> list[list[Earlier]]:
+        return [[] for _ in appeals]
+
+
+def _events(members: list[_Pending], verdicts: dict[int, Any]) -> Any:
+    """A unit's event fields and records, as ``prepare_group`` makes them."""
+    return encode_fields(TicketReceived, _public_fields(members, verdicts, GroupMemo()))
+
+
+def stages(args: argparse.Namespace) -> None:
+    """The CPU a row of the benchmark's 1,000-row file costs in each stage before the commit,
+    without a database (no stored candidates, ids numbered in order): the CSV parsed into
+    drafts; normalization; the whole of ``Pipeline.prepare_group`` (normalization, ids,
+    shingles and appeals, the in-unit judgement, the ticket rows, the event fields and
+    records); and, of that, the event fields and records alone (``_public_fields`` and
+    ``encode_fields``). Each ``--rounds`` times, this thread's CPU, the least and the median."""
+    channel = get_channel(BATCH_CHANNEL)
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "batch.csv"
+        batch_template(template, 1000, places=args.places)
+        data = template.read_bytes()
+    pipeline = Pipeline(
+        salt=secrets.token_hex(32),
+        ids=_NumberedIds(),  # type: ignore[arg-type]
+        loader=_NoStoredCandidates(None, policy=RepeatPolicy(), per_key=5),  # type: ignore[arg-type]
+    )
+    now = datetime.now(UTC)
+    spent: dict[str, list[float]] = {}
+
+    def timed_stage(name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        start = time.thread_time()
+        out = call(*args, **kwargs)
+        spent.setdefault(name, []).append(time.thread_time() - start)
+        return out
+
+    rows = 0
+    for _ in range(args.rounds + 2):  # the first two warm up
+        parsed = timed_stage("parse", parse_csv, data, channel, max_rows=5000)
+        unit = [(channel, draft) for _, draft in parsed.rows]
+        rows = len(unit)
+        timed_stage("normalize", pipeline.normalize, unit, now=now, classified={}, memo=GroupMemo())
+        (prepared,) = timed_stage("prepare", asyncio.run, pipeline.prepare_group([unit], now=now))
+        assert not isinstance(prepared, Exception), prepared
+        members = [
+            _Pending(0, i, channel, p.normalized, p.located, p.ticket_id)
+            for i, p in enumerate(prepared)
+        ]
+        verdicts = {i: p.verdict for i, p in enumerate(prepared)}
+        timed_stage("events", _events, members, verdicts)
+    for name, times in spent.items():
+        kept = times[2:]
+        print(
+            f"{name}: {min(kept) / rows * 1e6:.2f} µs a row least, "
+            f"{statistics.median(kept) / rows * 1e6:.2f} median ({len(kept)} rounds)"
+        )
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -234,11 +317,12 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=("app", "accept", "batch"), default="app")
+    parser.add_argument("--case", choices=("app", "accept", "batch", "stages"), default="app")
     parser.add_argument("--ceiling", action="store_true", help="the bare ceiling app instead")
     parser.add_argument("--count", type=int, default=6000)
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--tasks", type=int, default=TASKS, help="concurrent posts (app, accept)")
+    parser.add_argument("--rounds", type=int, default=20, help="stages: files timed")
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
@@ -257,6 +341,9 @@ def main() -> None:
         "--schema-prefix", default="inproc", help="the prefix of the scratch schema's name"
     )
     args = parser.parse_args()
+    if args.case == "stages":
+        stages(args)
+        return
     if args.statements:
         statement_cpu.install()
     run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
