@@ -255,15 +255,23 @@ class Pipeline:
         """Each appeal's compared text and shingles, the shingles of the whole group in one
         numpy pass; each appeal's packed shingles (sorted little-endian uint32s) set aside for
         its row. A text that cannot be shingled fails its own unit only."""
-        texts: list[str | None] = []
-        for p in pending:
-            try:
-                texts.append(
-                    repeats.text_of(p.normalized.public_title, p.normalized.public_content)
+        texts: list[str | None]
+        try:
+            texts = list(
+                compared_texts(
+                    [(p.normalized.public_title, p.normalized.public_content) for p in pending]
                 )
-            except Exception as exc:
-                outcomes[p.unit] = exc
-                texts.append(None)
+            )
+        except Exception:  # one text normalization refuses: each alone, so only its unit fails
+            texts = []
+            for p in pending:
+                try:
+                    texts.append(
+                        repeats.text_of(p.normalized.public_title, p.normalized.public_content)
+                    )
+                except Exception as exc:
+                    outcomes[p.unit] = exc
+                    texts.append(None)
         size = self.policy.shingle_size
         try:
             grams = repeats.shingles_many([t or "" for t in texts], size)
@@ -425,6 +433,29 @@ class Pipeline:
             "attachments": attachments,
             "extra": draft.extra,
         }
+
+
+# Joins a group's texts for one normalization (``compared_texts``): a letter, so the compared
+# text's word runs keep it; its own NFKC and lower case; a starter that composes with nothing;
+# in no boilerplate phrase; and of no script an appeal is written in.
+_JOIN = "\u9fff"
+
+
+def compared_texts(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """``repeats.text_of(title, content)`` of each pair, by one ``repeats.normalize_text`` of
+    all the texts joined by ``_JOIN`` and cut at it: NFKC, lower case, the boilerplate phrases
+    and the word runs each act within the characters between two joins (no composition, case
+    context or phrase reaches across a letter of this kind), so each piece is its own text's
+    result (a test holds the two equal). Texts that hold the join, or that normalization turns
+    into it, are taken one by one instead. Raises as ``text_of`` of a bad text would."""
+    joined = [f"{title}{content}" for title, content in pairs]
+    if len(joined) > 1:
+        together = _JOIN.join(joined)
+        if together.count(_JOIN) == len(joined) - 1:
+            pieces = repeats.normalize_text(together).split(_JOIN)
+            if len(pieces) == len(joined):
+                return pieces
+    return [repeats.normalize_text(text) for text in joined]
 
 
 def _public_fields(
