@@ -437,7 +437,8 @@ class Pipeline:
 
 # Joins a group's texts for one normalization (``compared_texts``): a letter, so the compared
 # text's word runs keep it; its own NFKC and lower case; a starter that composes with nothing;
-# in no boilerplate phrase; and of no script an appeal is written in.
+# in no boilerplate phrase; a Han character added only in Unicode 14, which appeals do not use
+# (a text that holds it is taken alone).
 _JOIN = "\u9fff"
 
 
