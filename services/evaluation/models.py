@@ -268,20 +268,16 @@ def _counter(name: str) -> Column[Any]:
     return Column(name, BigInteger if wide else Integer, nullable=False, server_default="0")
 
 
-# Every fixed-width column before the first text one (migration 0014_narrow_cells): PostgreSQL
-# keeps their offsets, so each is read at a fixed place of the row instead of by walking the
-# text before it; the ``BIGINT`` first, 8-byte aligned after the row header with no padding.
 cells_table = Table(
     "eval_cells",
     metadata,
-    *(_counter(name) for name in COUNTERS if name in WIDE_COUNTERS),
-    Column("period_start", Date, nullable=False),
-    *(_counter(name) for name in COUNTERS if name not in WIDE_COUNTERS),
-    *(Column(name, Integer, nullable=False, server_default="0") for name in BUCKETS),
-    Column("spot_received", Integer, Computed(SPOT_RECEIVED, persisted=True)),
     Column("cell_key", Key(40), primary_key=True),
     Column("grain", String(16), nullable=False),
+    Column("period_start", Date, nullable=False),
     *(Column(name, String(64), nullable=False) for name in DIMENSIONS),
+    *(_counter(name) for name in COUNTERS),
+    *(Column(name, Integer, nullable=False, server_default="0") for name in BUCKETS),
+    Column("spot_received", Integer, Computed(SPOT_RECEIVED, persisted=True)),
     # Every read sums one grain over a period: this index bounds it to the period's cells.
     Index("ix_eval_cells_period", "grain", "period_start"),
     # A department's or a town's cells among a period's many, on the grains named above. No

@@ -1,20 +1,19 @@
-"""narrower cells: the counters as INTEGER, fixed-width columns first; the dropped grain out of
-the index predicates; the facts' pages with room for their next versions (PostgreSQL)
+"""narrower cells: the counters as INTEGER; the dropped grain out of the index predicates;
+the facts' pages with room for their next versions (PostgreSQL)
 
 Every applied event writes about eight cells, each a new version of the whole row: 33 ``BIGINT``
 counters (264 bytes) where every counter but ``handling_centidays`` counts tickets, dispatches or
-cases of one cell (a month's, at most: far below 2^31 at any city's size), so ``INTEGER``; the
-sum of hundredths of a working day stays ``BIGINT``. The row is laid out again so that every
-fixed-width column comes before the first text column: the ``BIGINT`` first (8-byte aligned
-right after the header, no padding), then the period's date, the 32 counters, the 61 bucket
-counters and ``spot_received`` (``INTEGER`` too: ``received`` on two grains), then the key, the
-grain and the twelve dimensions. PostgreSQL keeps the offsets of the columns before the first
-variable-width one, so each of those is read at a fixed place instead of by walking the row
-(the heap-only check of every move reads ``spot_received``, the last column before). PostgreSQL
-cannot reorder columns: the table is created anew beside the old one, filled from it in the
-order its rows lie, and put in its place with its key, its indexes and its storage settings;
-minutes for millions of rows, the table locked meanwhile. A value that does not fit ``INTEGER``
-stops the migration before anything changes, naming its column.
+cases of one cell (a month's, at most: far below 2^31 at any city's size), so ``INTEGER``, as
+the 61 bucket counters already were; the sum of hundredths of a working day stays ``BIGINT``,
+and ``spot_received`` (``received`` on two grains) becomes ``INTEGER``. A typical cell row
+takes ~510 bytes instead of ~650. The columns keep their order (the key, grain, period and
+dimensions first: the key probes, index entries and the hash joins of the apply read them
+without walking the counters). PostgreSQL cannot change a column's type in place without a
+rewrite, and ``spot_received``, computed from ``received``, would have to be dropped and added
+again, leaving a dropped column (a null in every row): the table is created anew beside the old
+one, filled from it in the order its rows lie, and put in its place with its key, its indexes
+and its storage settings; minutes for millions of rows, the table locked meanwhile. A value that
+does not fit ``INTEGER`` stops the migration before anything changes, naming its column.
 
 The department and town indexes are built without the grain ``month`` (dropped by 0013) in
 their predicates.
@@ -24,8 +23,8 @@ whole by each of a ticket's events; their pages, filled by the inserts, had no r
 version (2–6 % heap-only in the apply benchmark): new pages are now filled to 50 % (no page
 rewritten; instant at any size).
 
-SQLite: its integers take the room their values need whatever the declared type, and columns
-are read in order either way; only the two indexes are built again.
+SQLite: its integers take the room their values need whatever the declared type; only the two
+indexes are built again.
 
 Revision ID: 0014_narrow_cells
 Revises: 0013_fewer_grains
@@ -110,28 +109,19 @@ _COUNTER = "{} NOT NULL DEFAULT 0"
 
 def _columns(narrow: bool) -> list[str]:
     """``eval_cells``' column definitions in their order: narrow (this revision) or as before."""
-    text = [
+
+    def counter(name: str) -> str:
+        return f"{name} {_COUNTER.format('integer' if narrow and name != WIDE else 'bigint')}"
+
+    return [
         'cell_key varchar(40) COLLATE "C" NOT NULL',
         "grain varchar(16) NOT NULL",
-        *(f"{name} varchar(64) NOT NULL" for name in DIMENSIONS),
-    ]
-    buckets = [f"{name} {_COUNTER.format('integer')}" for name in BUCKETS]
-    if not narrow:
-        return [
-            *text[:2],
-            "period_start date NOT NULL",
-            *text[2:],
-            *(f"{name} {_COUNTER.format('bigint')}" for name in COUNTERS),
-            *buckets,
-            f"spot_received bigint GENERATED ALWAYS AS ({SPOT_RECEIVED}) STORED",
-        ]
-    return [
-        f"{WIDE} {_COUNTER.format('bigint')}",
         "period_start date NOT NULL",
-        *(f"{name} {_COUNTER.format('integer')}" for name in COUNTERS if name != WIDE),
-        *buckets,
-        f"spot_received integer GENERATED ALWAYS AS ({SPOT_RECEIVED}) STORED",
-        *text,
+        *(f"{name} varchar(64) NOT NULL" for name in DIMENSIONS),
+        *(counter(name) for name in COUNTERS),
+        *(f"{name} {_COUNTER.format('integer')}" for name in BUCKETS),
+        f"spot_received {'integer' if narrow else 'bigint'}"
+        f" GENERATED ALWAYS AS ({SPOT_RECEIVED}) STORED",
     ]
 
 
