@@ -78,14 +78,15 @@ def _code(length: int = 64, *, index: bool = False) -> Any:
 # A fact and its contributions are rewritten whole by each of its ticket's events: pages filled
 # to half leave room for the next version on the same page, a heap-only update that adds no
 # index entry (migration 0014_narrow_cells).
-FACTS_WITH = {"postgresql_with": {"fillfactor": 50}}
+FACTS_FILL = {"fillfactor": 50}
+FACTS_ARGS = {"postgresql_with": FACTS_FILL}
 
 
 class TicketFact(EvaluationBase, table=True):
     """One row per ticket (appeal or proactive dispatch), refolded from all its events."""
 
     __tablename__ = "ticket_facts"
-    __table_args__ = FACTS_WITH
+    __table_args__ = FACTS_ARGS
 
     ticket_id: str = Field(primary_key=True, max_length=32, sa_type=Key(32))
     kind: str = Field(default="appeal", max_length=16)
@@ -139,7 +140,7 @@ class DispatchFact(EvaluationBase, table=True):
     """One department's share of a ticket (a ticket can have several: transfers, summonses)."""
 
     __tablename__ = "dispatch_facts"
-    __table_args__ = FACTS_WITH
+    __table_args__ = FACTS_ARGS
 
     dispatch_id: str = Field(primary_key=True, max_length=64, sa_type=Key(64))
     ticket_id: str = Field(max_length=32, index=True, sa_type=Key(32))
@@ -169,7 +170,7 @@ class CaseFact(EvaluationBase, table=True):
     """One mediation case, from a ticket or a walk-in (no ticket)."""
 
     __tablename__ = "case_facts"
-    __table_args__ = FACTS_WITH
+    __table_args__ = FACTS_ARGS
 
     case_id: str = Field(primary_key=True, max_length=64, sa_type=Key(64))
     ticket_id: str | None = _code(32)
@@ -204,7 +205,7 @@ contributions_table = Table(
     metadata,
     Column("fact_key", Key(80), primary_key=True),
     Column("cells", JSON, nullable=False),
-    **FACTS_WITH,
+    postgresql_with=FACTS_FILL,
 )
 
 # The dimensions of a cell, in key order; "" stands for "not known" (so keys never hold NULL).
