@@ -75,10 +75,18 @@ def _code(length: int = 64, *, index: bool = False) -> Any:
     return Field(default=None, max_length=length, index=index)
 
 
+# A fact and its contributions are rewritten whole by each of its ticket's events: pages filled
+# to half leave room for the next version on the same page, a heap-only update that adds no
+# index entry (migration 0014_narrow_cells).
+FACTS_FILL = {"fillfactor": 50}
+FACTS_ARGS = {"postgresql_with": FACTS_FILL}
+
+
 class TicketFact(EvaluationBase, table=True):
     """One row per ticket (appeal or proactive dispatch), refolded from all its events."""
 
     __tablename__ = "ticket_facts"
+    __table_args__ = FACTS_ARGS
 
     ticket_id: str = Field(primary_key=True, max_length=32, sa_type=Key(32))
     kind: str = Field(default="appeal", max_length=16)
@@ -132,6 +140,7 @@ class DispatchFact(EvaluationBase, table=True):
     """One department's share of a ticket (a ticket can have several: transfers, summonses)."""
 
     __tablename__ = "dispatch_facts"
+    __table_args__ = FACTS_ARGS
 
     dispatch_id: str = Field(primary_key=True, max_length=64, sa_type=Key(64))
     ticket_id: str = Field(max_length=32, index=True, sa_type=Key(32))
@@ -161,6 +170,7 @@ class CaseFact(EvaluationBase, table=True):
     """One mediation case, from a ticket or a walk-in (no ticket)."""
 
     __tablename__ = "case_facts"
+    __table_args__ = FACTS_ARGS
 
     case_id: str = Field(primary_key=True, max_length=64, sa_type=Key(64))
     ticket_id: str | None = _code(32)
@@ -195,6 +205,7 @@ contributions_table = Table(
     metadata,
     Column("fact_key", Key(80), primary_key=True),
     Column("cells", JSON, nullable=False),
+    postgresql_with=FACTS_FILL,
 )
 
 # The dimensions of a cell, in key order; "" stands for "not known" (so keys never hold NULL).
@@ -214,13 +225,13 @@ DIMENSIONS = (
 )
 
 # The grains the department and town indexes cover: the one holding about a row per ticket
-# ("day"; "month" was another, dropped in 0012, its name left in the predicates the indexes were
-# made with), the one read a day at a time over weeks and ranges ("day_coarse") and, for towns,
+# ("day"), the one read a day at a time over weeks and ranges ("day_coarse") and, for towns,
 # the place cells (about fifty thousand a month at 10 M facts). On every other grain a period
 # holds a few thousand cells at most, read through the period index and filtered. A query names
-# its grain inline (not bound) for the planner to match these predicates.
-DEPARTMENT_INDEXED = "grain IN ('day', 'day_coarse', 'month')"
-TOWN_INDEXED = "grain IN ('day', 'day_coarse', 'month_place', 'month')"
+# its grain inline (not bound) for the planner to match these predicates. ("month", dropped in
+# 0013, left these predicates in 0014_narrow_cells.)
+DEPARTMENT_INDEXED = "grain IN ('day', 'day_coarse')"
+TOWN_INDEXED = "grain IN ('day', 'day_coarse', 'month_place')"
 
 # Every summed column of a cell: the published counters, then the handling-time buckets.
 CELL_COLUMNS = (*COUNTERS, *BUCKETS)
@@ -247,6 +258,17 @@ CELLS_AUTOVACUUM = {
     "autovacuum_analyze_threshold": 20000,
 }
 
+# The counters that are sums of amounts rather than counts of tickets, dispatches or cases, and may
+# pass 2^31 in one cell: ``BIGINT``. Every other counter counts within one cell (a month's at
+# most): ``INTEGER``, 4 bytes a column of the ~8 rows an applied event writes anew.
+WIDE_COUNTERS = frozenset({"handling_centidays"})
+
+
+def _counter(name: str) -> Column[Any]:
+    wide = name in WIDE_COUNTERS
+    return Column(name, BigInteger if wide else Integer, nullable=False, server_default="0")
+
+
 cells_table = Table(
     "eval_cells",
     metadata,
@@ -254,9 +276,9 @@ cells_table = Table(
     Column("grain", String(16), nullable=False),
     Column("period_start", Date, nullable=False),
     *(Column(name, String(64), nullable=False) for name in DIMENSIONS),
-    *(Column(name, BigInteger, nullable=False, server_default="0") for name in COUNTERS),
+    *(_counter(name) for name in COUNTERS),
     *(Column(name, Integer, nullable=False, server_default="0") for name in BUCKETS),
-    Column("spot_received", BigInteger, Computed(SPOT_RECEIVED, persisted=True)),
+    Column("spot_received", Integer, Computed(SPOT_RECEIVED, persisted=True)),
     # Every read sums one grain over a period: this index bounds it to the period's cells.
     Index("ix_eval_cells_period", "grain", "period_start"),
     # A department's or a town's cells among a period's many, on the grains named above. No

@@ -77,8 +77,7 @@ def test_the_partial_indexes_name_grains_that_keep_their_dimension(
 ) -> None:
     named = re.findall(r"'(\w+)'", predicate)
     assert named
-    # a grain dropped since stays named in the predicate the index was made with (no cell has it)
-    for grain in (g for g in named if g not in cells.DROPPED):
+    for grain in named:
         assert dimension in cells.BY_NAME[grain].dimensions, grain
 
 

@@ -125,7 +125,10 @@ async def test_the_dropped_grains_go_and_come_back_as_their_sources_sums(
     assert set(SUMMED_FROM) == set(cells.DROPPED)
     await env.fold(*committee_events(env.ticket_id()[2:8].upper()))
     engine = env.runtime.engine
-    column = {name: i for i, name in enumerate(c.name for c in cells_table.columns)}
+    # positions in ``grain_rows``' rows (the stored columns)
+    column = {
+        name: i for i, name in enumerate(c.name for c in cells_table.columns if c.computed is None)
+    }
 
     def summed(rows: list[tuple[Any, ...]], start: Any, kept: Sequence[str]) -> dict[Any, Any]:
         sums: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(CELL_COLUMNS))
