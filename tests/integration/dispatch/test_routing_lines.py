@@ -415,7 +415,7 @@ async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look
 ) -> None:
     """A fetch of received tickets goes to routing without the inbox look-up: routing refuses a
     ticket already routed, whatever the event id, and the consumer counts the refusals as
-    duplicates; the events applied get their inbox rows."""
+    duplicates; no event gets an inbox row (the ticket's row is the record)."""
     tickets = _garbage_tickets(env, "TD", 3)
     again = tickets[1].model_copy(update={"event_id": uuid.uuid4()})
     consumer = env.runtime.consumer
@@ -443,7 +443,7 @@ async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look
         )
     finally:
         sa_event.remove(engine, "before_cursor_execute", seen)
-    assert not [q for q in statements if "FROM inbox" in q]
+    assert not [q for q in statements if "inbox" in q]
     # The tickets already routed are read with the revisions, one statement a fetch, its text
     # the same whatever the fetch holds (on SQLite too).
     routed = [q for q in statements if "FROM tickets" in q]
@@ -452,12 +452,88 @@ async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look
     assert duplicates._value.get() - before == 2
     for t in tickets:
         await env.one(t.ticket_id)  # exactly one dispatch each
+    assert await _inbox_rows(env, [*tickets, again]) == set()
+
+
+async def _inbox_rows(env: DispatchEnv, events: list[TicketReceived]) -> set[str]:
+    """Which of these events dispatch's inbox holds."""
     t = env.runtime.inbox_table
     async with env.runtime.sessions() as session:
-        rows = await session.execute(select(t.c.event_id).where(t.c.consumer == consumer.name))
-        held = set(rows.scalars())
-    assert {str(e.event_id) for e in tickets} <= held
-    assert str(again.event_id) not in held
+        rows = await session.execute(
+            select(t.c.event_id).where(t.c.event_id.in_([str(e.event_id) for e in events]))
+        )
+        return set(rows.scalars())
+
+
+async def _assigned_once(env: DispatchEnv, tickets: list[TicketReceived]) -> None:
+    """Each ticket has exactly one dispatch, and exactly one ``TicketAssigned`` in the outbox."""
+    for t in tickets:
+        await env.one(t.ticket_id)
+        assert [type(e) for e in await env.events(t.ticket_id)] == [TicketAssigned]
+
+
+async def test_a_redelivered_fetch_of_received_tickets_assigns_each_once_without_inbox_rows(
+    env: DispatchEnv,
+) -> None:
+    """A received ticket gets no inbox row: its own row, keyed by its id, is the record that it
+    was routed. A fetch delivered again — together, one by one (a fetch of one record, or a
+    batch that failed), or from the broker — still assigns each ticket once and loses none."""
+    tickets = _garbage_tickets(env, "TR", 4)
+    consumer = env.runtime.consumer
+    topic = topic_name(env.settings, INTAKE_TOPIC)
+    records = [
+        as_delivered(encode(e), topic=topic, partition=0, offset=offset)
+        for offset, e in enumerate(tickets, start=20_000)
+    ]
+    await consumer._apply_together(consumer._plan(records[:3]))
+    await consumer._apply_together(consumer._plan(records))  # three again and a new one
+    assert await consumer._apply_one_by_one(records) == len(records)  # all again, one by one
+    env.runtime.notify()
+    await _assigned_once(env, tickets)
+    assert await _inbox_rows(env, tickets) == set()
+    # From the broker (the consumer running), after the rows above are committed.
+    metrics = consumer._metrics
+    kind = TicketReceived.event_type
+
+    def taken() -> float:  # applied (one by one) or refused as duplicates (together)
+        consumed = metrics.events_consumed.labels(kind)._value.get()
+        return float(consumed + metrics.events_duplicate.labels(kind)._value.get())
+
+    before = taken()
+    for event in tickets[:2]:
+        await env.publish(INTAKE_TOPIC, event)
+
+    async def delivered() -> bool:
+        return taken() >= before + 2
+
+    await wait_until(delivered, timeout=20, what="the redelivered tickets taken")
+    await _assigned_once(env, tickets)
+    assert await _inbox_rows(env, tickets) == set()
+
+
+async def test_a_ticket_routed_by_two_fetches_at_once_is_assigned_once(env: DispatchEnv) -> None:
+    """Two transactions routing the same received ticket at once (a partition's fetch redone
+    by a consumer that just took it over while the one before still writes): neither sees the
+    other's rows, so the ticket's key refuses the second; redone, routing refuses it."""
+    tickets = _garbage_tickets(env, "TX", 3)
+    consumer = env.runtime.consumer
+    topic = topic_name(env.settings, INTAKE_TOPIC)
+    records = [
+        as_delivered(encode(e), topic=topic, partition=1, offset=offset)
+        for offset, e in enumerate(tickets, start=30_000)
+    ]
+    outcomes = await asyncio.gather(
+        consumer._apply_together(consumer._plan(records)),
+        consumer._apply_together(consumer._plan(records)),
+        return_exceptions=True,
+    )
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) <= 1, failed
+    assert all(isinstance(o, Exception) for o in failed), failed
+    if failed:
+        assert await consumer._apply_one_by_one(records) == len(records)  # the redo
+    env.runtime.notify()
+    await _assigned_once(env, tickets)
 
 
 async def test_a_ticket_that_cannot_be_routed_fails_alone_in_its_batch(env: DispatchEnv) -> None:

@@ -871,6 +871,43 @@ async def test_a_deduplicating_batch_handler_answers_seen_itself(harness: Harnes
     assert await harness.count(harness.inbox_table) == 39  # a refused event gets no inbox row
 
 
+async def test_a_batch_handler_whose_rows_are_the_record_writes_no_inbox_rows(
+    harness: Harness,
+) -> None:
+    events = [ticket(n) for n in range(20)]
+
+    async def many(batch: list[TicketReceived], *, session) -> list[str]:
+        t = harness.applied  # the handler's own ledger, keyed by event id
+        ids = [str(e.event_id) for e in batch]
+        held = set(
+            (await session.execute(select(t.c.event_id).where(t.c.event_id.in_(ids)))).scalars()
+        )
+        fresh = [e for e in batch if str(e.event_id) not in held]
+        for event in fresh:
+            await harness.record(event, session=session)
+        return [str(e.event_id) for e in fresh]
+
+    await harness.emit(*events)
+    await harness.deliver(events[3], events[7])  # delivered again: refused by the handler
+    harness.consume(Batch(many, deduplicates=True, inbox_rows=False))
+    await wait_until(lambda: _count_is(harness, harness.applied, 20), what="twenty applied")
+    await wait_until(
+        lambda: _true(
+            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 2
+        ),
+        what="the two redelivered refused",
+    )
+    assert await harness.count(harness.inbox_table) == 0
+
+
+def test_a_batch_handler_without_inbox_rows_must_deduplicate() -> None:
+    async def many(batch: list[TicketReceived], *, session) -> None:
+        return None
+
+    with pytest.raises(ValueError, match=r"inbox_rows=False.*deduplicates=True"):
+        Batch(many, inbox_rows=False)
+
+
 class _Tallied:
     """A staging handler (``Batch.stage``): the stage inserts the events into ``applied``
     (refusing ids it holds, as evaluation's ledger) and the write adds how many it applied to
