@@ -4,9 +4,11 @@ explanation, the active rules, refused rule files, and org changes that are even
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from sqlalchemy import event as sa_event
@@ -15,9 +17,11 @@ from sqlalchemy import select
 from bench.dispatch_inprocess import as_delivered
 from services.dispatch import placement
 from shared.bus import topic_name
-from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, decode, encode
+from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC, decode, encode
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
 from shared.events.intake import Location, TicketReceived
+from shared.events.mediation import CaseOpened
+from shared.inbox import _Failed
 from tests.integration.dispatch.support import CENTRE, DispatchEnv
 from tests.support import wait_until
 
@@ -410,18 +414,45 @@ async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None
         assert [type(e) for e in await env.events(t.ticket_id)] == [TicketAssigned]
 
 
+_RECORDING: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "recording", default=None
+)
+
+
+def _record_driver_statements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statements sent on asyncpg connections themselves (BEGIN and COMMIT included, which
+    SQLAlchemy's events do not show), by the task that sets ``_RECORDING`` only."""
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        real = getattr(asyncpg.Connection, name)
+
+        def recorded(real: Any) -> Any:
+            async def call(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+                into = _RECORDING.get()
+                if into is not None:
+                    into.append(query)
+                return await real(self, query, *args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(asyncpg.Connection, name, recorded(real))
+
+
 async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look_up(
-    env: DispatchEnv,
+    env: DispatchEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fetch of received tickets goes to routing without the inbox look-up: routing refuses a
     ticket already routed, whatever the event id, and the consumer counts the refusals as
-    duplicates; no event gets an inbox row (the ticket's row is the record)."""
+    duplicates; no event gets an inbox row (the ticket's row is the record). On PostgreSQL the
+    fetch opens no transaction: its one read and its one write are all its round trips."""
     tickets = _garbage_tickets(env, "TD", 3)
     again = tickets[1].model_copy(update={"event_id": uuid.uuid4()})
     consumer = env.runtime.consumer
     duplicates = consumer._metrics.events_duplicate.labels(TicketReceived.event_type)
     before = duplicates._value.get()
     statements: list[str] = []
+    on_driver: list[str] = []
+    _record_driver_statements(monkeypatch)
+    _RECORDING.set(on_driver)
 
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
@@ -437,13 +468,23 @@ async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look
     sa_event.listen(engine, "before_cursor_execute", seen)
     try:
         await consumer._apply_together(consumer._plan(delivered(tickets[:2], 10_000)))
+        statements += on_driver
+        on_driver.clear()
         # The same event again, the same ticket under another event id, and a new ticket.
         await consumer._apply_together(
             consumer._plan(delivered([tickets[0], again, tickets[2]], 10_002))
         )
     finally:
         sa_event.remove(engine, "before_cursor_execute", seen)
+        _RECORDING.set(None)
+    statements += on_driver
     assert not [q for q in statements if "inbox" in q]
+    if env.settings.database_url.startswith("postgresql"):
+        # The second fetch (the organisation as cached; the first read it again, as a new
+        # place moved its revision, and so opened the session's transaction) sends a read and
+        # a write, and no BEGIN or COMMIT.
+        assert len(on_driver) == 2, on_driver
+        assert "FROM tickets" in on_driver[0] and on_driver[1].startswith("WITH"), on_driver
     # The tickets already routed are read with the revisions, one statement a fetch, its text
     # the same whatever the fetch holds (on SQLite too).
     routed = [q for q in statements if "FROM tickets" in q]
@@ -572,3 +613,34 @@ async def test_a_ticket_that_cannot_be_routed_fails_alone_in_its_batch(env: Disp
     assert response.status_code == 404, response.text
     for event in good:
         assert (await env.one(event.ticket_id))["status"] == "assigned"
+
+
+async def test_a_fetch_that_fails_after_routing_is_redone_without_assigning_twice(
+    env: DispatchEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a fetch's routing commits with its one write (no transaction is open
+    around it): if a later event of the same fetch fails, the fetch is redone one by one,
+    routing refuses the tickets it holds already, and the failing event alone is retried."""
+    tickets = _garbage_tickets(env, "TF", 3)
+    consumer = env.runtime.consumer
+    case = CaseOpened(case_id=f"C-{uuid.uuid4().hex[:8]}", ticket_id=tickets[0].ticket_id)
+    kind = CaseOpened.cloudevent_type()
+    calls: list[str] = []
+
+    async def refused(event: CaseOpened, *, session: Any) -> None:
+        calls.append(event.case_id)
+        raise RuntimeError("the case cannot be recorded now")
+
+    monkeypatch.setitem(consumer._handlers, kind, (consumer._handlers[kind][0], refused))
+    intake, mediation = (topic_name(env.settings, t) for t in (INTAKE_TOPIC, MEDIATION_TOPIC))
+    records = [
+        as_delivered(encode(e), topic=intake, partition=0, offset=40_000 + n)
+        for n, e in enumerate(tickets)
+    ] + [as_delivered(encode(case), topic=mediation, partition=0, offset=40_000)]
+    with pytest.raises(RuntimeError, match="cannot be recorded"):
+        await consumer._apply_together(consumer._plan(records))
+    with pytest.raises(_Failed):
+        await consumer._apply_one_by_one(records)  # the redo: stops at the failing event
+    assert calls == [case.case_id, case.case_id]
+    env.runtime.notify()
+    await _assigned_once(env, tickets)
