@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from bench.dispatch_inprocess import as_delivered
 from services.dispatch import placement
 from shared.bus import topic_name
-from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC, decode, encode
+from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC, Event, decode, encode
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
 from shared.events.intake import Location, TicketReceived
 from shared.events.mediation import CaseOpened
@@ -376,6 +377,18 @@ async def test_department_search_takes_percent_and_underscore_literally(env: Dis
     assert await codes("%") == [] and await codes("_") == []  # no code or name holds them
 
 
+def _delivered(
+    env: DispatchEnv, events: Sequence[Event], first: int, *, partition: int = 0, topic: str = ""
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Events as the consumer gets them from the broker (from the intake topic by default),
+    at consecutive offsets from ``first``."""
+    name = topic_name(env.settings, topic or INTAKE_TOPIC)
+    return [
+        as_delivered(encode(e), topic=name, partition=partition, offset=offset)
+        for offset, e in enumerate(events, start=first)
+    ]
+
+
 def _garbage_tickets(env: DispatchEnv, prefix: str, count: int) -> list[TicketReceived]:
     """``count`` received tickets about uncollected rubbish in a village of their own."""
     grid = env.place()
@@ -457,22 +470,15 @@ async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    def delivered(events: list[TicketReceived], first: int) -> list[ConsumerRecord[bytes, bytes]]:
-        topic = topic_name(env.settings, INTAKE_TOPIC)
-        return [
-            as_delivered(encode(e), topic=topic, partition=0, offset=offset)
-            for offset, e in enumerate(events, start=first)
-        ]
-
     engine = env.runtime.engine.sync_engine
     sa_event.listen(engine, "before_cursor_execute", seen)
     try:
-        await consumer._apply_together(consumer._plan(delivered(tickets[:2], 10_000)))
+        await consumer._apply_together(consumer._plan(_delivered(env, tickets[:2], 10_000)))
         statements += on_driver
         on_driver.clear()
         # The same event again, the same ticket under another event id, and a new ticket.
         await consumer._apply_together(
-            consumer._plan(delivered([tickets[0], again, tickets[2]], 10_002))
+            consumer._plan(_delivered(env, [tickets[0], again, tickets[2]], 10_002))
         )
     finally:
         sa_event.remove(engine, "before_cursor_execute", seen)
@@ -521,11 +527,7 @@ async def test_a_redelivered_fetch_of_received_tickets_assigns_each_once_without
     batch that failed), or from the broker — still assigns each ticket once and loses none."""
     tickets = _garbage_tickets(env, "TR", 4)
     consumer = env.runtime.consumer
-    topic = topic_name(env.settings, INTAKE_TOPIC)
-    records = [
-        as_delivered(encode(e), topic=topic, partition=0, offset=offset)
-        for offset, e in enumerate(tickets, start=20_000)
-    ]
+    records = _delivered(env, tickets, 20_000)
     await consumer._apply_together(consumer._plan(records[:3]))
     await consumer._apply_together(consumer._plan(records))  # three again and a new one
     assert await consumer._apply_one_by_one(records) == len(records)  # all again, one by one
@@ -558,11 +560,7 @@ async def test_a_ticket_routed_by_two_fetches_at_once_is_assigned_once(env: Disp
     other's rows, so the ticket's key refuses the second; redone, routing refuses it."""
     tickets = _garbage_tickets(env, "TX", 3)
     consumer = env.runtime.consumer
-    topic = topic_name(env.settings, INTAKE_TOPIC)
-    records = [
-        as_delivered(encode(e), topic=topic, partition=1, offset=offset)
-        for offset, e in enumerate(tickets, start=30_000)
-    ]
+    records = _delivered(env, tickets, 30_000, partition=1)
     outcomes = await asyncio.gather(
         consumer._apply_together(consumer._plan(records)),
         consumer._apply_together(consumer._plan(records)),
@@ -632,11 +630,9 @@ async def test_a_fetch_that_fails_after_routing_is_redone_without_assigning_twic
         raise RuntimeError("the case cannot be recorded now")
 
     monkeypatch.setitem(consumer._handlers, kind, (consumer._handlers[kind][0], refused))
-    intake, mediation = (topic_name(env.settings, t) for t in (INTAKE_TOPIC, MEDIATION_TOPIC))
-    records = [
-        as_delivered(encode(e), topic=intake, partition=0, offset=40_000 + n)
-        for n, e in enumerate(tickets)
-    ] + [as_delivered(encode(case), topic=mediation, partition=0, offset=40_000)]
+    records = _delivered(env, tickets, 40_000) + _delivered(
+        env, [case], 40_000, topic=MEDIATION_TOPIC
+    )
     with pytest.raises(RuntimeError, match="cannot be recorded"):
         await consumer._apply_together(consumer._plan(records))
     with pytest.raises(_Failed):
