@@ -2,8 +2,9 @@
 
 A fetched batch is applied together: one transaction, one inbox look-up for all its event ids,
 consecutive events of a batch handler (``Batch``) handed over as one list, one multi-row insert
-of inbox rows. If anything in it fails, the transaction is rolled back and the same records are
-applied one by one, each in a savepoint of its own, so a poison event fails alone.
+of inbox rows (none for a handler whose own rows are the record, ``Batch.inbox_rows``). If
+anything in it fails, the transaction is rolled back and the same records are applied one by
+one, each in a savepoint of its own, so a poison event fails alone.
 
 Offsets are committed only after the database commit. A delivery whose event id the inbox
 already holds is skipped and counted. A handler that keeps failing is retried with backoff and,
