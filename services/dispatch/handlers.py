@@ -33,8 +33,8 @@ def event_handlers(ctx: DispatchContext) -> HandlerMap:
         (``inbox_rows=False``): the ticket's row, keyed by its id and written with its dispatch
         (one statement, or copies in one transaction), is the record that it was routed, and a
         ticket routed twice at once is refused by that key (the second write fails whole and
-        its fetch is redone one by one, where routing refuses it). The inbox rows were ~13 % of dispatch's PostgreSQL CPU a
-        ticket, and read by nothing."""
+        its fetch is redone one by one, where routing refuses it). The inbox rows were ~13 % of
+        dispatch's PostgreSQL CPU a ticket, and read by nothing."""
         applied: list[str] = []
         await placement.route_tickets(session=session, ctx=ctx, tickets=events, applied=applied)
         return applied
