@@ -2,8 +2,9 @@
 
 A fetched batch is applied together: one transaction, one inbox look-up for all its event ids,
 consecutive events of a batch handler (``Batch``) handed over as one list, one multi-row insert
-of inbox rows. If anything in it fails, the transaction is rolled back and the same records are
-applied one by one, each in a savepoint of its own, so a poison event fails alone.
+of inbox rows (none for a handler whose own rows are the record, ``Batch.inbox_rows``). If
+anything in it fails, the transaction is rolled back and the same records are applied one by
+one, each in a savepoint of its own, so a poison event fails alone.
 
 Offsets are committed only after the database commit. A delivery whose event id the inbox
 already holds is skipped and counted. A handler that keeps failing is retried with backoff and,
@@ -96,11 +97,25 @@ class Batch:
     -> Stage``, ``many`` in two halves — the reads, the duplicates refused and what to write
     (given ``carry``, the ``Stage.carry`` of the fetch before when its writes may still be
     uncommitted, else None), then ``Stage.write``. The consumer then pipelines its fetches
-    (``Pipeline``; PostgreSQL only)."""
+    (``Pipeline``; PostgreSQL only).
+
+    A deduplicating handler whose own rows are the whole record of what it applied — it refuses
+    a redelivered event by them whatever its event id, as dispatch refuses a ticket it has
+    routed by the ticket's row — says so with ``inbox_rows=False``: the events it applies get
+    no inbox row (a statement a fetch and a row an event that nothing reads). An event it
+    cannot apply is still dead-lettered with an inbox row saying so."""
 
     many: Callable[..., Awaitable[Any]]
     deduplicates: bool = False
     stage: Callable[..., Awaitable[Stage]] | None = None
+    inbox_rows: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.inbox_rows and not self.deduplicates:
+            raise ValueError(
+                "Batch(inbox_rows=False) needs deduplicates=True: without inbox rows only the"
+                " handler itself can refuse a redelivered event"
+            )
 
     async def __call__(self, event: Event, *, session: AsyncSession) -> None:
         """One event alone."""
@@ -238,6 +253,11 @@ def _deduplicates(handler: Handler | Batch) -> bool:
     return isinstance(handler, Batch) and handler.deduplicates
 
 
+def _inbox_rows(handler: Handler | Batch) -> bool:
+    """True if the events ``handler`` applies get inbox rows (all but ``inbox_rows=False``)."""
+    return not isinstance(handler, Batch) or handler.inbox_rows
+
+
 _Todo = tuple[ConsumerRecord, Event, "Handler | Batch"]
 
 
@@ -287,8 +307,8 @@ class _Fetch:
             consumer._inbox,
             [
                 consumer._inbox_row(r, str(e.event_id), e.event_type, "applied")
-                for r, e, _ in self.fresh
-                if str(e.event_id) in ids
+                for r, e, h in self.fresh
+                if str(e.event_id) in ids and _inbox_rows(h)
             ],
             key=["consumer", "event_id"],
             on_conflict=bulk.OnConflict.NOTHING,
@@ -717,7 +737,8 @@ class InboxConsumer:
                 self._inbox,
                 [
                     self._inbox_row(r, str(e.event_id), e.event_type, "applied")
-                    for r, e, _ in applied
+                    for r, e, h in applied
+                    if _inbox_rows(h)
                 ],
                 key=["consumer", "event_id"],
                 on_conflict=bulk.OnConflict.NOTHING,
@@ -791,11 +812,14 @@ class InboxConsumer:
                     ):
                         async with session.begin_nested():
                             await handler(event, session=session)
-                            await session.execute(
-                                self._inbox.insert().values(
-                                    self._inbox_row(record, event_id, event.event_type, "applied")
+                            if _inbox_rows(handler):
+                                await session.execute(
+                                    self._inbox.insert().values(
+                                        self._inbox_row(
+                                            record, event_id, event.event_type, "applied"
+                                        )
+                                    )
                                 )
-                            )
                 except Exception as exc:
                     self._metrics.events_failed.labels(event.event_type).inc()
                     log.warning(

@@ -29,7 +29,12 @@ def event_handlers(ctx: DispatchContext) -> HandlerMap:
         answer which events were applied. A ticket already routed is refused whatever its
         event id (routing looks the batch's tickets up anyway), so the consumer's inbox
         look-up of these events would only repeat that: they go without it (``deduplicates``),
-        and a refused one counts as a duplicate."""
+        and a refused one counts as a duplicate. For the same reason they get no inbox row
+        (``inbox_rows=False``): the ticket's row, keyed by its id and written with its dispatch
+        (one statement, or copies in one transaction), is the record that it was routed, and a
+        ticket routed twice at once is refused by that key (the second write fails whole and
+        its fetch is redone one by one, where routing refuses it). The inbox rows were ~13 % of
+        dispatch's PostgreSQL CPU a ticket, and read by nothing."""
         applied: list[str] = []
         await placement.route_tickets(session=session, ctx=ctx, tickets=events, applied=applied)
         return applied
@@ -70,7 +75,7 @@ def event_handlers(ctx: DispatchContext) -> HandlerMap:
         await proactive.place_proposal(session=session, ctx=ctx, proposal=event)
 
     EVENT_HANDLERS: HandlerMap = {
-        TicketReceived: Batch(on_tickets_received, deduplicates=True),
+        TicketReceived: Batch(on_tickets_received, deduplicates=True, inbox_rows=False),
         CaseOpened: on_case_opened,
         AgreementReached: on_agreement_reached,
         MediationFailed: on_mediation_failed,

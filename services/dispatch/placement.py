@@ -312,7 +312,14 @@ async def route_tickets(
     """Route received tickets with the active rules and assign them, each once: one look-up
     of the tickets already routed, the org chart and rules read once, routing and clocks in
     memory, the rows staged and written with one insert per table, the events with one.
-    ``applied`` gets the event id of every ticket routed now (not those refused)."""
+    ``applied`` gets the event id of every ticket routed now (not those refused).
+
+    On PostgreSQL the read and the write go on the driver: unless the session's transaction
+    was opened before (or is, by a new organisation or rule set read through the session),
+    each commits alone — the write is one statement, or copies in a transaction of their own
+    — and the consumer's commit sends nothing. A ticket is still placed once: the read
+    refuses one routed before, the tickets' key one routed by another transaction meanwhile
+    (that write fails whole, and its fetch is redone)."""
     ids = list({t.ticket_id for t in tickets})
     if not ids:
         return []

@@ -137,8 +137,9 @@ class Staged:
         plans = direct.group_plans(rows)
         if plans is None:
             return False
-        # The session's transaction is open on this connection (the batch has read through it),
-        # so the statement is part of it.
+        # Part of the session's transaction if one is open on this connection; else (a fetch
+        # of received tickets on PostgreSQL, read on the driver) the one statement commits
+        # alone, all or nothing.
         raw = await conn.get_raw_connection()
         await direct.run(raw.driver_connection, plans, rows)
         return True

@@ -135,7 +135,16 @@ class DispatchEnv:
         await self.publish(MEDIATION_TOPIC, event)
 
     async def handled(self, event: Event) -> None:
-        """Wait until dispatch's consumer has applied ``event`` (its inbox row says so)."""
+        """Wait until dispatch's consumer has applied ``event``: its inbox row says so, or for
+        a received ticket (which gets none) the ticket's row."""
+        if isinstance(event, TicketReceived):
+
+            async def routed() -> bool:
+                async with self.runtime.sessions() as session:
+                    return await session.get(TicketRecord, event.ticket_id) is not None
+
+            await wait_until(routed, timeout=20, what=f"dispatch to route {event.ticket_id}")
+            return
         t = self.runtime.inbox_table
 
         async def applied() -> bool:

@@ -4,9 +4,12 @@ explanation, the active rules, refused rule files, and org changes that are even
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from sqlalchemy import event as sa_event
@@ -15,9 +18,11 @@ from sqlalchemy import select
 from bench.dispatch_inprocess import as_delivered
 from services.dispatch import placement
 from shared.bus import topic_name
-from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, decode, encode
+from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC, Event, decode, encode
 from shared.events.dispatch import GrabOffered, MediationRequested, TicketAssigned
 from shared.events.intake import Location, TicketReceived
+from shared.events.mediation import CaseOpened
+from shared.inbox import _Failed
 from tests.integration.dispatch.support import CENTRE, DispatchEnv
 from tests.support import wait_until
 
@@ -372,6 +377,18 @@ async def test_department_search_takes_percent_and_underscore_literally(env: Dis
     assert await codes("%") == [] and await codes("_") == []  # no code or name holds them
 
 
+def _delivered(
+    env: DispatchEnv, events: Sequence[Event], first: int, *, partition: int = 0, topic: str = ""
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Events as the consumer gets them from the broker (from the intake topic by default),
+    at consecutive offsets from ``first``."""
+    name = topic_name(env.settings, topic or INTAKE_TOPIC)
+    return [
+        as_delivered(encode(e), topic=name, partition=partition, offset=offset)
+        for offset, e in enumerate(events, start=first)
+    ]
+
+
 def _garbage_tickets(env: DispatchEnv, prefix: str, count: int) -> list[TicketReceived]:
     """``count`` received tickets about uncollected rubbish in a village of their own."""
     grid = env.place()
@@ -410,40 +427,70 @@ async def test_a_fetched_batch_routes_each_ticket_once(env: DispatchEnv) -> None
         assert [type(e) for e in await env.events(t.ticket_id)] == [TicketAssigned]
 
 
+_RECORDING: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "recording", default=None
+)
+
+
+def _record_driver_statements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statements sent on asyncpg connections themselves (BEGIN and COMMIT included, which
+    SQLAlchemy's events do not show), by the task that sets ``_RECORDING`` only."""
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        real = getattr(asyncpg.Connection, name)
+
+        def recorded(real: Any) -> Any:
+            async def call(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+                into = _RECORDING.get()
+                if into is not None:
+                    into.append(query)
+                return await real(self, query, *args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(asyncpg.Connection, name, recorded(real))
+
+
 async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look_up(
-    env: DispatchEnv,
+    env: DispatchEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fetch of received tickets goes to routing without the inbox look-up: routing refuses a
     ticket already routed, whatever the event id, and the consumer counts the refusals as
-    duplicates; the events applied get their inbox rows."""
+    duplicates; no event gets an inbox row (the ticket's row is the record). On PostgreSQL the
+    fetch opens no transaction: its one read and its one write are all its round trips."""
     tickets = _garbage_tickets(env, "TD", 3)
     again = tickets[1].model_copy(update={"event_id": uuid.uuid4()})
     consumer = env.runtime.consumer
     duplicates = consumer._metrics.events_duplicate.labels(TicketReceived.event_type)
     before = duplicates._value.get()
     statements: list[str] = []
+    on_driver: list[str] = []
+    _record_driver_statements(monkeypatch)
+    _RECORDING.set(on_driver)
 
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    def delivered(events: list[TicketReceived], first: int) -> list[ConsumerRecord[bytes, bytes]]:
-        topic = topic_name(env.settings, INTAKE_TOPIC)
-        return [
-            as_delivered(encode(e), topic=topic, partition=0, offset=offset)
-            for offset, e in enumerate(events, start=first)
-        ]
-
     engine = env.runtime.engine.sync_engine
     sa_event.listen(engine, "before_cursor_execute", seen)
     try:
-        await consumer._apply_together(consumer._plan(delivered(tickets[:2], 10_000)))
+        await consumer._apply_together(consumer._plan(_delivered(env, tickets[:2], 10_000)))
+        statements += on_driver
+        on_driver.clear()
         # The same event again, the same ticket under another event id, and a new ticket.
         await consumer._apply_together(
-            consumer._plan(delivered([tickets[0], again, tickets[2]], 10_002))
+            consumer._plan(_delivered(env, [tickets[0], again, tickets[2]], 10_002))
         )
     finally:
         sa_event.remove(engine, "before_cursor_execute", seen)
-    assert not [q for q in statements if "FROM inbox" in q]
+        _RECORDING.set(None)
+    statements += on_driver
+    assert not [q for q in statements if "inbox" in q]
+    if env.settings.database_url.startswith("postgresql"):
+        # The second fetch (the organisation as cached; the first read it again, as a new
+        # place moved its revision, and so opened the session's transaction) sends a read and
+        # a write, and no BEGIN or COMMIT.
+        assert len(on_driver) == 2, on_driver
+        assert "FROM tickets" in on_driver[0] and on_driver[1].startswith("WITH"), on_driver
     # The tickets already routed are read with the revisions, one statement a fetch, its text
     # the same whatever the fetch holds (on SQLite too).
     routed = [q for q in statements if "FROM tickets" in q]
@@ -452,12 +499,80 @@ async def test_received_tickets_are_deduplicated_by_routing_not_by_an_inbox_look
     assert duplicates._value.get() - before == 2
     for t in tickets:
         await env.one(t.ticket_id)  # exactly one dispatch each
+    assert await _inbox_rows(env, [*tickets, again]) == set()
+
+
+async def _inbox_rows(env: DispatchEnv, events: list[TicketReceived]) -> set[str]:
+    """Which of these events dispatch's inbox holds."""
     t = env.runtime.inbox_table
     async with env.runtime.sessions() as session:
-        rows = await session.execute(select(t.c.event_id).where(t.c.consumer == consumer.name))
-        held = set(rows.scalars())
-    assert {str(e.event_id) for e in tickets} <= held
-    assert str(again.event_id) not in held
+        rows = await session.execute(
+            select(t.c.event_id).where(t.c.event_id.in_([str(e.event_id) for e in events]))
+        )
+        return set(rows.scalars())
+
+
+async def _assigned_once(env: DispatchEnv, tickets: list[TicketReceived]) -> None:
+    """Each ticket has exactly one dispatch, and exactly one ``TicketAssigned`` in the outbox."""
+    for t in tickets:
+        await env.one(t.ticket_id)
+        assert [type(e) for e in await env.events(t.ticket_id)] == [TicketAssigned]
+
+
+async def test_a_redelivered_fetch_of_received_tickets_assigns_each_once_without_inbox_rows(
+    env: DispatchEnv,
+) -> None:
+    """A received ticket gets no inbox row: its own row, keyed by its id, is the record that it
+    was routed. A fetch delivered again — together, one by one (a fetch of one record, or a
+    batch that failed), or from the broker — still assigns each ticket once and loses none."""
+    tickets = _garbage_tickets(env, "TR", 4)
+    consumer = env.runtime.consumer
+    records = _delivered(env, tickets, 20_000)
+    await consumer._apply_together(consumer._plan(records[:3]))
+    await consumer._apply_together(consumer._plan(records))  # three again and a new one
+    assert await consumer._apply_one_by_one(records) == len(records)  # all again, one by one
+    env.runtime.notify()
+    await _assigned_once(env, tickets)
+    assert await _inbox_rows(env, tickets) == set()
+    # From the broker (the consumer running), after the rows above are committed.
+    metrics = consumer._metrics
+    kind = TicketReceived.event_type
+
+    def taken() -> float:  # applied (one by one) or refused as duplicates (together)
+        consumed = metrics.events_consumed.labels(kind)._value.get()
+        return float(consumed + metrics.events_duplicate.labels(kind)._value.get())
+
+    before = taken()
+    for event in tickets[:2]:
+        await env.publish(INTAKE_TOPIC, event)
+
+    async def delivered() -> bool:
+        return taken() >= before + 2
+
+    await wait_until(delivered, timeout=20, what="the redelivered tickets taken")
+    await _assigned_once(env, tickets)
+    assert await _inbox_rows(env, tickets) == set()
+
+
+async def test_a_ticket_routed_by_two_fetches_at_once_is_assigned_once(env: DispatchEnv) -> None:
+    """Two transactions routing the same received ticket at once (a partition's fetch redone
+    by a consumer that just took it over while the one before still writes): neither sees the
+    other's rows, so the ticket's key refuses the second; redone, routing refuses it."""
+    tickets = _garbage_tickets(env, "TX", 3)
+    consumer = env.runtime.consumer
+    records = _delivered(env, tickets, 30_000, partition=1)
+    outcomes = await asyncio.gather(
+        consumer._apply_together(consumer._plan(records)),
+        consumer._apply_together(consumer._plan(records)),
+        return_exceptions=True,
+    )
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) <= 1, failed
+    assert all(isinstance(o, Exception) for o in failed), failed
+    if failed:
+        assert await consumer._apply_one_by_one(records) == len(records)  # the redo
+    env.runtime.notify()
+    await _assigned_once(env, tickets)
 
 
 async def test_a_ticket_that_cannot_be_routed_fails_alone_in_its_batch(env: DispatchEnv) -> None:
@@ -496,3 +611,32 @@ async def test_a_ticket_that_cannot_be_routed_fails_alone_in_its_batch(env: Disp
     assert response.status_code == 404, response.text
     for event in good:
         assert (await env.one(event.ticket_id))["status"] == "assigned"
+
+
+async def test_a_fetch_that_fails_after_routing_is_redone_without_assigning_twice(
+    env: DispatchEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a fetch's routing commits with its one write (no transaction is open
+    around it): if a later event of the same fetch fails, the fetch is redone one by one,
+    routing refuses the tickets it holds already, and the failing event alone is retried."""
+    tickets = _garbage_tickets(env, "TF", 3)
+    consumer = env.runtime.consumer
+    case = CaseOpened(case_id=f"C-{uuid.uuid4().hex[:8]}", ticket_id=tickets[0].ticket_id)
+    kind = CaseOpened.cloudevent_type()
+    calls: list[str] = []
+
+    async def refused(event: CaseOpened, *, session: Any) -> None:
+        calls.append(event.case_id)
+        raise RuntimeError("the case cannot be recorded now")
+
+    monkeypatch.setitem(consumer._handlers, kind, (consumer._handlers[kind][0], refused))
+    records = _delivered(env, tickets, 40_000) + _delivered(
+        env, [case], 40_000, topic=MEDIATION_TOPIC
+    )
+    with pytest.raises(RuntimeError, match="cannot be recorded"):
+        await consumer._apply_together(consumer._plan(records))
+    with pytest.raises(_Failed):
+        await consumer._apply_one_by_one(records)  # the redo: stops at the failing event
+    assert calls == [case.case_id, case.case_id]
+    env.runtime.notify()
+    await _assigned_once(env, tickets)

@@ -163,6 +163,12 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def _duplicates_counted(harness: Harness, count: int, *, what: str) -> None:
+    """Wait until the consumer has counted ``count`` received tickets as duplicates."""
+    duplicates = harness.metrics.events_duplicate.labels("intake.ticket.received")
+    await wait_until(lambda: _true(duplicates._value.get() == count), what=what)
+
+
 @pytest.fixture
 async def harness(broker, database: Database, prefix: str):
     settings = ServiceSettings(
@@ -725,12 +731,7 @@ async def test_duplicate_delivery_is_applied_once_and_counted(harness: Harness) 
     event = ticket(1)
     await harness.deliver(event, event, event)
     harness.consume(harness.record)
-    await wait_until(
-        lambda: _true(
-            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 2
-        ),
-        what="two duplicates counted",
-    )
+    await _duplicates_counted(harness, 2, what="two duplicates counted")
     assert await harness.count(harness.applied) == 1
     assert await harness.count(harness.inbox_table) == 1
 
@@ -831,12 +832,7 @@ async def test_batch_handler_takes_a_fetch_at_once_and_each_event_once(
     await harness.deliver(events[3], events[7])  # delivered again: applied once, counted
     harness.consume(Batch(many))
     await wait_until(lambda: _count_is(harness, harness.applied, 40), what="forty applied")
-    await wait_until(
-        lambda: _true(
-            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 2
-        ),
-        what="two duplicates counted",
-    )
+    await _duplicates_counted(harness, 2, what="two duplicates counted")
     handed = [t for call in calls for t in call]
     print(f"batch handler calls: {[len(c) for c in calls]}")
     assert sorted(handed) == sorted(e.ticket_id for e in events)  # each once, none twice
@@ -861,14 +857,43 @@ async def test_a_deduplicating_batch_handler_answers_seen_itself(harness: Harnes
     await harness.deliver(events[3], events[7])  # delivered again: refused by the handler
     harness.consume(Batch(many, deduplicates=True))
     await wait_until(lambda: _count_is(harness, harness.applied, 39), what="39 applied")
-    await wait_until(
-        lambda: _true(
-            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 3
-        ),
-        what="the held one and the two redelivered counted as duplicates",
+    await _duplicates_counted(
+        harness, 3, what="the held one and the two redelivered counted as duplicates"
     )
     assert str(events[5].event_id) in handed, "the handler, not the inbox, refused it"
     assert await harness.count(harness.inbox_table) == 39  # a refused event gets no inbox row
+
+
+async def test_a_batch_handler_whose_rows_are_the_record_writes_no_inbox_rows(
+    harness: Harness,
+) -> None:
+    events = [ticket(n) for n in range(20)]
+
+    async def many(batch: list[TicketReceived], *, session) -> list[str]:
+        t = harness.applied  # the handler's own ledger, keyed by event id
+        ids = [str(e.event_id) for e in batch]
+        held = set(
+            (await session.execute(select(t.c.event_id).where(t.c.event_id.in_(ids)))).scalars()
+        )
+        fresh = [e for e in batch if str(e.event_id) not in held]
+        for event in fresh:
+            await harness.record(event, session=session)
+        return [str(e.event_id) for e in fresh]
+
+    await harness.emit(*events)
+    await harness.deliver(events[3], events[7])  # delivered again: refused by the handler
+    harness.consume(Batch(many, deduplicates=True, inbox_rows=False))
+    await wait_until(lambda: _count_is(harness, harness.applied, 20), what="twenty applied")
+    await _duplicates_counted(harness, 2, what="the two redelivered refused")
+    assert await harness.count(harness.inbox_table) == 0
+
+
+def test_a_batch_handler_without_inbox_rows_must_deduplicate() -> None:
+    async def many(batch: list[TicketReceived], *, session) -> None:
+        return None
+
+    with pytest.raises(ValueError, match=r"inbox_rows=False.*deduplicates=True"):
+        Batch(many, inbox_rows=False)
 
 
 class _Tallied:
@@ -952,12 +977,7 @@ async def test_a_staging_handler_s_fetches_are_pipelined_and_a_failed_one_redone
     await harness.deliver(events[3], events[40])  # delivered again: refused
     harness.consume(Batch(tallied.many, deduplicates=True, stage=tallied.stage))
     await wait_until(lambda: _count_is(harness, harness.applied, 60), what="sixty applied")
-    await wait_until(
-        lambda: _true(
-            harness.metrics.events_duplicate.labels("intake.ticket.received")._value.get() == 2
-        ),
-        what="two duplicates counted",
-    )
+    await _duplicates_counted(harness, 2, what="two duplicates counted")
     assert await harness.count(harness.inbox_table) == 60
     await wait_until(_committed_total(harness, 62), what="every offset committed")
     assert await tallied.count() == 60  # the failed write's addition rolled back, none twice
