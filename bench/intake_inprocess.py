@@ -1,7 +1,7 @@
 """Intake's CPU per ticket in one process, without sockets: what the code costs, less what the
 neighbours on a shared machine do to a wrk run's rate.
 
-    python -m bench.intake_inprocess [--case app|accept|batch] [--count 6000] [--files 16]
+    python -m bench.intake_inprocess [--case app|accept|batch|lookup] [--count 6000] [--files 16]
                                      [--tasks 64] [--postgres URL | --sqlite] [--broker]
                                      [--places N]
 
@@ -10,7 +10,10 @@ commit) for ``POST /tickets`` from ``--tasks`` concurrent tasks (64; a group-com
 at most that many posts, so fewer tasks measure smaller groups), with ``--ceiling`` the bare
 ceiling app instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP
 layer); ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for
-``--files`` files at once. Without ``--broker`` the relay has nowhere to publish (it retries
+``--files`` files at once; ``lookup`` posts ``--tasks`` tickets of one citizen, then times
+``--count`` repeat look-ups of a group of ``--tasks`` appeals of that citizen one after another
+(the pipeline's loader, its shingle cache emptied before each with ``--cold``, as for
+candidates another worker stored). Without ``--broker`` the relay has nowhere to publish (it retries
 quietly), so the numbers leave it out; with it, an embedded broker is started and its cost is
 included. ``--sqlite`` stores in a SQLite file in a temporary directory instead of PostgreSQL
 (its writes run on aiosqlite's thread in this process, so they count here). Prints tickets (or
@@ -30,8 +33,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import text
 
 from bench import statement_cpu
 from bench.intake import (
@@ -44,11 +50,12 @@ from bench.intake import (
     socket_ports,
 )
 from fengqiao.registry import upgrade_async
-from services.intake import api, service
+from services.intake import api, repeats, service
 from services.intake.adapters import parse_csv
 from services.intake.app import create_app
 from services.intake.channels import get_channel
 from services.intake.models import TicketIn
+from services.intake.repeat_lookup import ShingleCache, unpack_shingles
 from services.intake.settings import IntakeSettings
 from shared.broker import EmbeddedBroker
 from shared.bus import create_topics
@@ -192,6 +199,9 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
                 assert await call_asgi(app, ticket_body(next(counter))) in (200, 201)
 
             wall, cpu, n = await timed(one, args.count, args.tasks, database=database)
+        elif args.case == "lookup":
+            await time_lookups(args, app, ctx, counter, database)
+            return
         elif args.case == "accept":
 
             async def one() -> None:
@@ -232,9 +242,52 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
         )
 
 
+async def time_lookups(
+    args: argparse.Namespace, app: Any, ctx: Any, counter: Any, database: str | None
+) -> None:
+    """``--count`` repeat look-ups, one after another, each of a group of ``--tasks`` appeals
+    of the benchmark's citizen (whose ``--tasks`` posts are its stored candidates)."""
+    for _ in range(args.tasks):
+        assert await call_asgi(app, ticket_body(next(counter))) in (200, 201)
+    loader = ctx.ready_pipeline._loader
+    async with ctx.reader.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT citizen_hash, grid_code, address_key, shingles FROM tickets LIMIT 1")
+            )
+        ).one()
+    citizen, grid, address, packed = stored
+    shingles = unpack_shingles(packed)
+    appeals = [
+        repeats.Appeal(
+            received_at=datetime.now(UTC),
+            text="",
+            shingles=shingles,
+            ticket_id=f"new-{n}",
+            citizen_hash=citizen,
+            grid_code=grid,
+            address_key=address,
+        )
+        for n in range(args.tasks)
+    ]
+    grams = [packed] * len(appeals)
+
+    async def one() -> None:
+        if args.cold:
+            loader.shingles = ShingleCache()
+        found = await loader.load(appeals, grams)
+        assert all(found), "every appeal has its citizen's stored tickets as candidates"
+
+    wall, cpu, n = await timed(one, args.count, 1, warmup=50, database=database)
+    print(
+        f"lookup: {n / wall:,.0f} groups of {args.tasks}/s wall, {cpu / n * 1e6:.0f} us CPU a "
+        f"group (this process{', cold cache' if args.cold else ''})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=("app", "accept", "batch"), default="app")
+    parser.add_argument("--case", choices=("app", "accept", "batch", "lookup"), default="app")
     parser.add_argument("--ceiling", action="store_true", help="the bare ceiling app instead")
     parser.add_argument("--count", type=int, default=6000)
     parser.add_argument("--files", type=int, default=16)
@@ -242,6 +295,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
+    parser.add_argument("--cold", action="store_true", help="lookup: no shingles cached")
     parser.add_argument(
         "--places",
         type=int,
