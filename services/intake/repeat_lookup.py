@@ -40,7 +40,7 @@ _KEY_COLUMNS = ("citizen_hash", "grid_code", "address_key")
 Key = tuple[str, str]  # (key column, value)
 _COLUMNS = (
     "ticket_id, received_at, citizen_hash, grid_code, address_key, longitude, latitude, "
-    "repeat_of, repeat_count"
+    "repeat_of, repeat_count, shingles"
 )
 
 
@@ -301,26 +301,14 @@ def _sqlite_candidates(column: str, per_key: int) -> str:
 
 
 class ShingleCache:
-    """What repeat detection keeps of recent tickets, by id: their packed shingles (this
-    process's own and those it loaded; many, small) and their ready ``Earlier`` (few, as an
-    unpacked shingle set weighs some kilobytes). Both bounded, least recently used out first.
-    A stored ticket's keys, time, shingles and repeat links never change, so neither goes stale.
-    """
+    """What repeat detection keeps of recent tickets, by id: their ready ``Earlier`` (few, as an
+    unpacked shingle set weighs some kilobytes), bounded, least recently used out first. A
+    stored ticket's keys, time, shingles and repeat links never change, so none goes stale.
+    (Their packed shingles come with each look-up's rows.)"""
 
-    def __init__(self, max_packed: int = 50_000, max_ready: int = 2048) -> None:
-        self._max_packed = max_packed
+    def __init__(self, max_ready: int = 2048) -> None:
         self._max_ready = max_ready
-        self._packed: OrderedDict[str, bytes] = OrderedDict()
         self._ready: OrderedDict[str, Earlier] = OrderedDict()
-
-    def put(self, ticket_id: str, packed: bytes) -> None:
-        self._packed[ticket_id] = packed
-        self._packed.move_to_end(ticket_id)
-        while len(self._packed) > self._max_packed:
-            self._packed.popitem(last=False)
-
-    def get(self, ticket_id: str) -> bytes | None:
-        return self._packed.get(ticket_id)
 
     def ready(self, ticket_id: str) -> Earlier | None:
         found = self._ready.get(ticket_id)
@@ -336,12 +324,7 @@ class ShingleCache:
             self._ready.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._packed)
-
-
-_SQLITE_SHINGLES = (
-    "SELECT ticket_id, shingles FROM tickets WHERE ticket_id IN (SELECT value FROM json_each(?))"
-)
+        return len(self._ready)
 
 
 @cache
@@ -359,11 +342,10 @@ def _postgres_candidates(per_key: int) -> str:
     )
 
 
-_POSTGRES_SHINGLES = "SELECT ticket_id, shingles FROM tickets WHERE ticket_id = ANY($1::varchar[])"
-
 # A candidate row: (index of the key column that found it, then _COLUMNS in order).
 _FOUND_BY, _TICKET_ID, _RECEIVED_AT = 0, 1, 2
 _KEY_AT = 3  # citizen_hash, grid_code, address_key follow in _KEY_COLUMNS order
+_SHINGLES = 10
 
 T = TypeVar("T")
 _Held = tuple[AsyncConnection, Any]  # a checked-out connection and its driver's connection
@@ -501,30 +483,6 @@ async def _candidate_rows(
     return [(*row[:at], result(row[at]), *row[at + 1 :]) for row in rows]
 
 
-async def _packed_shingles(
-    connections: LookupConnections, ticket_ids: list[str]
-) -> dict[str, bytes]:
-    """Stored shingles of these tickets, by id."""
-    chunks = [ticket_ids[start : start + 2000] for start in range(0, len(ticket_ids), 2000)]
-    if connections.dialect.name == "postgresql":
-
-        async def fetch(driver: Any) -> list[Any]:
-            return [
-                row for chunk in chunks for row in await driver.fetch(_POSTGRES_SHINGLES, chunk)
-            ]
-
-        rows: Sequence[Sequence[Any]] = await connections.run(fetch)
-    else:
-        statements = [(0, _SQLITE_SHINGLES, (json.dumps(chunk),)) for chunk in chunks]
-        rows = [
-            row[1:]
-            for row in await connections.run(
-                lambda driver: in_sqlite_thread(driver, _sqlite_reads, statements)
-            )
-        ]
-    return {ticket_id: data or b"" for ticket_id, data in rows}
-
-
 async def load_earlier(
     connections: LookupConnections,
     appeals: Sequence[repeats.Appeal],
@@ -538,9 +496,10 @@ async def load_earlier(
     that it may repeat; ``grams``: each appeal's shingles packed (``pack_shingles``), if the
     caller has them so (else they are read from its set).
 
-    Two steps, on the look-ups' kept connections: the candidates of every key (small rows; one
-    statement on PostgreSQL, one per key column in one trip on SQLite), then the shingles of
-    the distinct candidates the cache does not hold. The candidates' shingles stay packed:
+    One trip, on the look-ups' kept connections: the candidates of every key with their stored
+    shingles (one statement on PostgreSQL, one per key column on SQLite); a separate read of
+    the shingles the cache lacked cost a second trip whenever another process had stored a
+    candidate (the other worker, most groups). The candidates' shingles stay packed:
     ``judge_stored`` judges them against every appeal of the group in one numpy pass; an
     appeal is handed the first of its stored matches standing for them all and the few
     candidates whose place only ``same_place`` can tell, and only those are unpacked into
@@ -553,7 +512,7 @@ async def load_earlier(
             by_column.setdefault(column, set()).add(value)
     if not by_column:
         return [[] for _ in appeals]
-    cache = cache if cache is not None else ShingleCache(0, 0)
+    cache = cache if cache is not None else ShingleCache(0)
     since = min(a.received_at for a in appeals) - policy.window
     until = max(a.received_at for a in appeals)
     rows: dict[str, Sequence[Any]] = {}
@@ -566,23 +525,9 @@ async def load_earlier(
         found.setdefault(key, []).append(ticket_id)
         if ticket_id not in rows:
             rows[ticket_id] = row
-    packed: dict[str, bytes] = {}
-    missing = []
-    for ticket_id in rows:
-        data = cache.get(ticket_id)
-        if data is None:
-            ready = cache.ready(ticket_id)
-            if ready is None:
-                missing.append(ticket_id)
-                continue
-            data = pack_shingles(ready.appeal.shingles)
-            cache.put(ticket_id, data)
-        packed[ticket_id] = data
-    if missing:
-        loaded = await _packed_shingles(connections, missing)
-        for ticket_id, data in loaded.items():
-            cache.put(ticket_id, data)
-        packed.update(loaded)
+    # The stored shingles come with each candidate's row: one statement (one trip) a look-up,
+    # whether the candidates are this process's tickets or another's.
+    packed = {ticket_id: row[_SHINGLES] or b"" for ticket_id, row in rows.items()}
     ids = list(rows)
     at = {ticket_id: n for n, ticket_id in enumerate(ids)}
     per_keys: dict[tuple[Key, ...], list[int]] = {}
