@@ -355,9 +355,9 @@ class LookupConnections:
     """The repeat look-ups' connections: checked out of the engine's pool once and kept between
     groups, each look-up's statements sent on the driver itself (asyncpg's ``fetch``; on
     SQLite one trip to aiosqlite's thread). A look-up through SQLAlchemy checked a connection
-    out, began and rolled back a transaction and returned it (a reset) for every group, with a
-    greenlet hop for each step. SQLAlchemy begins nothing on a connection it does not execute
-    on, so each statement is its own (autocommit) read.
+    out, began and rolled back a transaction and returned it for every group, each step a
+    greenlet hop (on SQLite a hop to aiosqlite's thread and back). SQLAlchemy begins nothing
+    on a connection it does not execute on, so each statement is its own (autocommit) read.
 
     As many are kept as run at once (a group's look-up each), at most ``keep``. One the server
     closed is replaced before use; one that failed is discarded, and a statement that failed
@@ -371,7 +371,6 @@ class LookupConnections:
         self._keep = keep
         self._idle: list[_Held] = []
         self._closed = False
-        self.opened = 0  # connections checked out, for the tests
 
     async def run(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """``work(driver connection)`` on a kept connection (once more on a fresh one if a kept
@@ -414,7 +413,6 @@ class LookupConnections:
         except BaseException:
             await _let_go((conn, None), invalidate=True)
             raise
-        self.opened += 1
         return conn, driver
 
     async def close(self) -> None:
