@@ -1,9 +1,9 @@
 """Intake's CPU per ticket in one process, without sockets: what the code costs, less what the
 neighbours on a shared machine do to a wrk run's rate.
 
-    python -m bench.intake_inprocess [--case app|accept|batch|stages] [--count 6000]
+    python -m bench.intake_inprocess [--case app|accept|batch|stages|lookup] [--count 6000]
                                      [--files 16] [--tasks 64] [--postgres URL | --sqlite]
-                                     [--broker] [--places N] [--rounds 20]
+                                     [--broker] [--places N] [--rounds 20] [--cold]
 
 Cases: ``app`` calls the whole ASGI app (middlewares, routing, the route, the pipeline, the
 commit) for ``POST /tickets`` from ``--tasks`` concurrent tasks (64; a group-commit group holds
@@ -12,7 +12,10 @@ ceiling app instead; ``accept`` parses the body and calls ``service.accept_ticke
 layer); ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for
 ``--files`` files at once; ``stages`` times, without a database, the CPU a row of a 1,000-row
 file costs in each stage before the commit (``--rounds`` times each, this thread's CPU: the
-least and the median). Without ``--broker`` the relay has nowhere to publish (it retries
+least and the median); ``lookup`` posts ``--tasks`` tickets of one citizen, then times
+``--count`` repeat look-ups of a group of ``--tasks`` appeals of that citizen one after another
+(the pipeline's loader, its shingle cache emptied before each with ``--cold``, as for
+candidates another worker stored). Without ``--broker`` the relay has nowhere to publish (it retries
 quietly), so the numbers leave it out; with it, an embedded broker is started and its cost is
 included. ``--sqlite`` stores in a SQLite file in a temporary directory instead of PostgreSQL
 (its writes run on aiosqlite's thread in this process, so they count here). Prints tickets (or
@@ -37,6 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from bench import statement_cpu
 from bench.intake import (
     BATCH_CHANNEL,
@@ -48,14 +53,14 @@ from bench.intake import (
     socket_ports,
 )
 from fengqiao.registry import upgrade_async
-from services.intake import api, service
+from services.intake import api, repeats, service
 from services.intake.adapters import parse_csv
 from services.intake.app import create_app
 from services.intake.channels import get_channel
 from services.intake.models import TicketIn
 from services.intake.normalize import GroupMemo
 from services.intake.pipeline import Pipeline, _Pending, _public_fields
-from services.intake.repeat_lookup import CandidateLoader, Earlier
+from services.intake.repeat_lookup import CandidateLoader, Earlier, ShingleCache, unpack_shingles
 from services.intake.repeats import Appeal, RepeatPolicy
 from services.intake.settings import IntakeSettings
 from shared.broker import EmbeddedBroker
@@ -275,6 +280,9 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
                 assert await call_asgi(app, ticket_body(next(counter))) in (200, 201)
 
             wall, cpu, n = await timed(one, args.count, args.tasks, database=database)
+        elif args.case == "lookup":
+            await time_lookups(args, app, ctx, counter, database)
+            return
         elif args.case == "accept":
 
             async def one() -> None:
@@ -315,9 +323,54 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
         )
 
 
+async def time_lookups(
+    args: argparse.Namespace, app: Any, ctx: Any, counter: Any, database: str | None
+) -> None:
+    """``--count`` repeat look-ups, one after another, each of a group of ``--tasks`` appeals
+    of the benchmark's citizen (whose ``--tasks`` posts are its stored candidates)."""
+    for _ in range(args.tasks):
+        assert await call_asgi(app, ticket_body(next(counter))) in (200, 201)
+    loader = ctx.ready_pipeline._loader
+    async with ctx.reader.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT citizen_hash, grid_code, address_key, shingles FROM tickets LIMIT 1")
+            )
+        ).one()
+    citizen, grid, address, packed = stored
+    shingles = unpack_shingles(packed)
+    appeals = [
+        repeats.Appeal(
+            received_at=datetime.now(UTC),
+            text="",
+            shingles=shingles,
+            ticket_id=f"new-{n}",
+            citizen_hash=citizen,
+            grid_code=grid,
+            address_key=address,
+        )
+        for n in range(args.tasks)
+    ]
+    grams = [packed] * len(appeals)
+
+    async def one() -> None:
+        if args.cold:
+            loader.shingles = ShingleCache()
+        found = await loader.load(appeals, grams)
+        assert all(found), "every appeal has its citizen's stored tickets as candidates"
+
+    wall, cpu, n = await timed(one, args.count, 1, warmup=50, database=database)
+    print(
+        f"lookup: {n / wall:,.0f} groups of {args.tasks}/s wall, {cpu / n * 1e6:.0f} us CPU a "
+        f"group (this process{', cold cache' if args.cold else ''})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=("app", "accept", "batch", "stages"), default="app")
+    parser.add_argument(
+        "--case", choices=("app", "accept", "batch", "stages", "lookup"), default="app"
+    )
     parser.add_argument("--ceiling", action="store_true", help="the bare ceiling app instead")
     parser.add_argument("--count", type=int, default=6000)
     parser.add_argument("--files", type=int, default=16)
@@ -326,6 +379,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
+    parser.add_argument("--cold", action="store_true", help="lookup: no shingles cached")
     parser.add_argument(
         "--places",
         type=int,

@@ -59,6 +59,10 @@ class ServiceContext:
     async def start(self) -> None:
         """Called after ``bind`` and before the bus starts: load reference data, warm caches."""
 
+    async def stop(self) -> None:
+        """Called at the service's stop, after its loops and before its engines are disposed:
+        return connections the context keeps checked out."""
+
     def now(self) -> datetime:
         """The current time, per the injected clock."""
         return self.clock.now()
@@ -195,6 +199,7 @@ class Runtime:
             await self.committer.stop()
         await stop_tasks(self._tasks, name=self.spec.name)
         self._tasks.clear()
+        await self.context.stop()
         await self.engine.dispose()
         if self.reader is not self.engine:
             await self.reader.dispose()

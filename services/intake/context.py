@@ -69,6 +69,7 @@ class IntakeContext(ServiceContext):
     def __init__(self, settings: IntakeSettings, *, clock: Clock | None = None) -> None:
         super().__init__(settings, outbox=Outbox(outbox_table), clock=clock)
         self.pipeline: Pipeline | None = None
+        self.loader: CandidateLoader | None = None
         self.appeal_groups: AppealGroups | None = None
         self.metrics: IntakeMetrics | None = None
         self.limiter = ClientLimiter(settings.public_rate_limit)
@@ -77,7 +78,7 @@ class IntakeContext(ServiceContext):
         """Build the pipeline on the runtime's engines and register the metrics."""
         super().bind(runtime)
         s = self.settings
-        loader = CandidateLoader(
+        self.loader = loader = CandidateLoader(
             runtime.reader,
             policy=policy_from(
                 window_days=s.repeat_window_days,
@@ -100,6 +101,11 @@ class IntakeContext(ServiceContext):
         # The classifier fits its model in about a second: at start-up, not on the first request.
         await asyncio.to_thread(classifier.warm_up)
         heap.settle()
+
+    async def stop(self) -> None:
+        """Return the repeat look-ups' kept connections to the pool."""
+        if self.loader is not None:
+            await self.loader.close()
 
     @property
     def committer(self) -> GroupCommitter:

@@ -94,7 +94,7 @@ class AppealGroups:
                 self._run(), name="appeal-groups", context=contextvars.Context()
             )
             self._drains.add(drain)
-            drain.add_done_callback(self._drains.discard)
+            drain.add_done_callback(self._drains.discard)  # one cancelled before it ran
         return await queued.future
 
     def _take(self) -> list[_Queued]:
@@ -109,6 +109,15 @@ class AppealGroups:
         return group
 
     async def _run(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            # At once, with no await after its last look at the queue: a task done but not yet
+            # discarded (its done-callbacks run a loop turn later) would count as running, and
+            # a unit queued in that turn would wait for some later request to start one.
+            self._drains.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _drain(self) -> None:
         while self._queue:
             group = self._take()
             if not group:

@@ -395,7 +395,6 @@ class Pipeline:
         assert p.appeal is not None
         attachments = [a.model_dump() for a in n.attachments]
         packed = p.packed
-        self._loader.shingles.put(p.ticket_id, packed)
         if p.earlier is not None:  # the next files' look-ups find it ready, not to unpack
             self._loader.shingles.keep(p.earlier)
         return {

@@ -3,8 +3,9 @@
 The decision itself is ``repeats.find_repeats`` (pure). This module feeds it: for every key of
 the new appeals (citizen hash, grid, address key) it loads the latest ``per_key`` tickets inside
 the window for a whole group of appeals (every unit the pipeline prepares together: single
-posts and batch files): on PostgreSQL one statement for every key column, sent on the driver
-(asyncpg rows, no SQLAlchemy result processing); on SQLite one statement per key column.
+posts and batch files): on PostgreSQL one statement for every key column, on SQLite one
+statement per key column in one trip to its connection's thread; either way on the driver, on
+connections kept between groups (``LookupConnections``).
 
 Counting: ``repeat_of`` is the first ticket of the chain (as ``find_repeats`` says) and
 ``repeat_count`` is how many earlier appeals the chain holds — the most of the matched tickets'
@@ -14,30 +15,32 @@ nine earlier ones even though only the latest few are compared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sqlite3
 import sys
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.intake import repeats
 from shared.db import AwareDateTime
+from shared.groupcommit import in_sqlite_thread, processor_of
 
 _KEY_COLUMNS = ("citizen_hash", "grid_code", "address_key")
 Key = tuple[str, str]  # (key column, value)
 _COLUMNS = (
     "ticket_id, received_at, citizen_hash, grid_code, address_key, longitude, latitude, "
-    "repeat_of, repeat_count"
+    "repeat_of, repeat_count, shingles"
 )
 
 
@@ -280,7 +283,7 @@ class EarlierInUnit:
 
 
 @cache
-def _sqlite_candidates(column: str, per_key: int) -> Any:
+def _sqlite_candidates(column: str, per_key: int) -> str:
     """The latest ``per_key`` tickets for each of many keys of one column, in one statement.
 
     SQLite has no LATERAL, but a ``rowid IN (correlated subquery)`` join over ``json_each`` is
@@ -290,43 +293,22 @@ def _sqlite_candidates(column: str, per_key: int) -> Any:
         raise ValueError(column)
     window = "received_at >= :since AND received_at <= :until"
     columns = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
-    sql = (
+    return (
         f"SELECT {columns} FROM json_each(:keys) AS k JOIN tickets AS t ON t.rowid IN "
         f"(SELECT rowid FROM tickets WHERE {column} = k.value AND {window} "
         f"ORDER BY received_at DESC LIMIT {int(per_key)})"
     )
-    return (
-        text(sql)
-        .bindparams(
-            bindparam("keys", type_=String()),
-            bindparam("since", type_=AwareDateTime()),
-            bindparam("until", type_=AwareDateTime()),
-        )
-        .columns(received_at=AwareDateTime())
-    )
 
 
 class ShingleCache:
-    """What repeat detection keeps of recent tickets, by id: their packed shingles (this
-    process's own and those it loaded; many, small) and their ready ``Earlier`` (few, as an
-    unpacked shingle set weighs some kilobytes). Both bounded, least recently used out first.
-    A stored ticket's keys, time, shingles and repeat links never change, so neither goes stale.
-    """
+    """What repeat detection keeps of recent tickets, by id: their ready ``Earlier`` (few, as an
+    unpacked shingle set weighs some kilobytes), bounded, least recently used out first. A
+    stored ticket's keys, time, shingles and repeat links never change, so none goes stale.
+    (Their packed shingles come with each look-up's rows.)"""
 
-    def __init__(self, max_packed: int = 50_000, max_ready: int = 2048) -> None:
-        self._max_packed = max_packed
+    def __init__(self, max_ready: int = 2048) -> None:
         self._max_ready = max_ready
-        self._packed: OrderedDict[str, bytes] = OrderedDict()
         self._ready: OrderedDict[str, Earlier] = OrderedDict()
-
-    def put(self, ticket_id: str, packed: bytes) -> None:
-        self._packed[ticket_id] = packed
-        self._packed.move_to_end(ticket_id)
-        while len(self._packed) > self._max_packed:
-            self._packed.popitem(last=False)
-
-    def get(self, ticket_id: str) -> bytes | None:
-        return self._packed.get(ticket_id)
 
     def ready(self, ticket_id: str) -> Earlier | None:
         found = self._ready.get(ticket_id)
@@ -342,12 +324,7 @@ class ShingleCache:
             self._ready.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._packed)
-
-
-_SQLITE_SHINGLES = text(
-    "SELECT ticket_id, shingles FROM tickets WHERE ticket_id IN (SELECT value FROM json_each(:ids))"
-).bindparams(bindparam("ids", type_=String()))
+        return len(self._ready)
 
 
 @cache
@@ -365,15 +342,117 @@ def _postgres_candidates(per_key: int) -> str:
     )
 
 
-_POSTGRES_SHINGLES = "SELECT ticket_id, shingles FROM tickets WHERE ticket_id = ANY($1::varchar[])"
-
 # A candidate row: (index of the key column that found it, then _COLUMNS in order).
 _FOUND_BY, _TICKET_ID, _RECEIVED_AT = 0, 1, 2
 _KEY_AT = 3  # citizen_hash, grid_code, address_key follow in _KEY_COLUMNS order
+_SHINGLES = 10
+
+T = TypeVar("T")
+_Held = tuple[AsyncConnection, Any]  # a checked-out connection and its driver's connection
+
+
+class LookupConnections:
+    """The repeat look-ups' connections: checked out of the engine's pool once and kept between
+    groups, each look-up's statements sent on the driver itself (asyncpg's ``fetch``; on
+    SQLite one trip to aiosqlite's thread). A look-up through SQLAlchemy checked a connection
+    out, began and rolled back a transaction and returned it for every group, each step a
+    greenlet hop (on SQLite a hop to aiosqlite's thread and back). SQLAlchemy begins nothing
+    on a connection it does not execute on, so each statement is its own (autocommit) read.
+
+    As many are kept as run at once (a group's look-up each), at most ``keep``. One the server
+    closed is replaced before use; one that failed is discarded, and a statement that failed
+    on a kept connection is sent once more on a fresh one (a look-up only reads), so a
+    connection that broke between groups costs no group its answer. ``close`` (at the
+    service's stop) returns them to the pool."""
+
+    def __init__(self, engine: AsyncEngine, *, keep: int = 2) -> None:
+        self._engine = engine
+        self.dialect = engine.dialect
+        self._keep = keep
+        self._idle: list[_Held] = []
+        self._closed = False
+
+    async def run(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """``work(driver connection)`` on a kept connection (once more on a fresh one if a kept
+        one fails)."""
+        held, kept = await self._take()
+        try:
+            result = await work(held[1])
+        except Exception:
+            await _let_go(held, invalidate=True)
+            if not kept:
+                raise
+            held, _ = await self._check_out(), False
+            try:
+                result = await work(held[1])
+            except BaseException:
+                await _let_go(held, invalidate=True)
+                raise
+        except BaseException:  # cancelled mid-statement: its exchange may be half done
+            await _let_go(held, invalidate=True)
+            raise
+        if self._closed or len(self._idle) >= self._keep:
+            await _let_go(held)
+        else:
+            self._idle.append(held)
+        return result
+
+    async def _take(self) -> tuple[_Held, bool]:
+        while self._idle:
+            held = self._idle.pop()
+            is_closed = getattr(held[1], "is_closed", None)  # asyncpg knows a closed socket
+            if is_closed is None or not is_closed():
+                return held, True
+            await _let_go(held, invalidate=True)
+        return await self._check_out(), False
+
+    async def _check_out(self) -> _Held:
+        conn = await self._engine.connect()
+        try:
+            driver = (await conn.get_raw_connection()).driver_connection
+        except BaseException:
+            await _let_go((conn, None), invalidate=True)
+            raise
+        return conn, driver
+
+    async def close(self) -> None:
+        """Return the kept connections to the pool; a look-up still running returns its own."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for held in idle:
+            await _let_go(held)
+
+
+async def _let_go(held: _Held, *, invalidate: bool = False) -> None:
+    """Return a connection to its pool (closed for good if ``invalidate``)."""
+    with contextlib.suppress(Exception):
+        if invalidate:
+            await held[0].invalidate()
+        await held[0].close()
+
+
+def _sqlite_reads(
+    conn: sqlite3.Connection, statements: Sequence[tuple[int, str, Any]]
+) -> list[tuple[Any, ...]]:
+    """On aiosqlite's thread: each statement's rows, each led by the statement's tag."""
+    rows: list[tuple[Any, ...]] = []
+    for n, sql, params in statements:
+        rows.extend((n, *row) for row in conn.execute(sql, params))
+    return rows
+
+
+@cache
+def _sqlite_times(dialect: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """``AwareDateTime``'s bind and result processors on SQLite: what SQLAlchemy would do with
+    the window's ends and the candidates' ``received_at``."""
+    impl = AwareDateTime().dialect_impl(dialect)
+    bind, result = processor_of(impl, dialect), impl.result_processor(dialect, None)
+    assert bind is not None and result is not None
+    return bind, result
 
 
 async def _candidate_rows(
-    conn: AsyncConnection,
+    connections: LookupConnections,
     by_column: dict[str, set[str]],
     *,
     since: datetime,
@@ -381,39 +460,29 @@ async def _candidate_rows(
     per_key: int,
 ) -> list[Sequence[Any]]:
     """The candidate rows of every key, each led by the index of the column that found it."""
-    if conn.dialect.name == "postgresql":
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
+    dialect = connections.dialect
+    if dialect.name == "postgresql":
         keys = [sorted(by_column.get(column, ())) for column in _KEY_COLUMNS]
-        return list(await driver.fetch(_postgres_candidates(per_key), *keys, since, until))
-    rows: list[Sequence[Any]] = []
-    for n, column in enumerate(_KEY_COLUMNS):
-        if column not in by_column:
-            continue
-        params = {"keys": json.dumps(sorted(by_column[column])), "since": since, "until": until}
-        result = await conn.execute(_sqlite_candidates(column, per_key), params)
-        rows.extend((n, *row) for row in result)
-    return rows
-
-
-async def _packed_shingles(conn: AsyncConnection, ticket_ids: list[str]) -> dict[str, bytes]:
-    """Stored shingles of these tickets, by id."""
-    out: dict[str, bytes] = {}
-    postgres = conn.dialect.name == "postgresql"
-    driver = (await conn.get_raw_connection()).driver_connection if postgres else None
-    for start in range(0, len(ticket_ids), 2000):
-        chunk = ticket_ids[start : start + 2000]
-        if driver is not None:
-            rows: Any = await driver.fetch(_POSTGRES_SHINGLES, chunk)
-        else:
-            rows = await conn.execute(_SQLITE_SHINGLES, {"ids": json.dumps(chunk)})
-        for ticket_id, data in rows:
-            out[ticket_id] = data or b""
-    return out
+        sql = _postgres_candidates(per_key)
+        return list(await connections.run(lambda driver: driver.fetch(sql, *keys, since, until)))
+    bind, result = _sqlite_times(dialect)
+    window = {"since": bind(since), "until": bind(until)}
+    statements = [
+        (
+            n,
+            _sqlite_candidates(column, per_key),
+            {"keys": json.dumps(sorted(by_column[column])), **window},
+        )
+        for n, column in enumerate(_KEY_COLUMNS)
+        if column in by_column
+    ]
+    rows = await connections.run(lambda driver: in_sqlite_thread(driver, _sqlite_reads, statements))
+    at = _RECEIVED_AT
+    return [(*row[:at], result(row[at]), *row[at + 1 :]) for row in rows]
 
 
 async def load_earlier(
-    engine: AsyncEngine,
+    connections: LookupConnections,
     appeals: Sequence[repeats.Appeal],
     *,
     policy: repeats.RepeatPolicy,
@@ -425,12 +494,14 @@ async def load_earlier(
     that it may repeat; ``grams``: each appeal's shingles packed (``pack_shingles``), if the
     caller has them so (else they are read from its set).
 
-    Two steps: the candidates of every key (small rows; one statement on PostgreSQL, one per
-    key column on SQLite), then the shingles of the distinct candidates the cache does not hold.
-    The candidates' shingles stay packed: ``judge_stored`` judges them against every appeal of
-    the group in one numpy pass; an appeal is handed the first of its stored matches standing
-    for them all and the few candidates whose place only ``same_place`` can tell, and only
-    those are unpacked into ``Earlier`` objects.
+    One trip, on the look-ups' kept connections: the candidates of every key with their stored
+    shingles (one statement on PostgreSQL, one per key column on SQLite); a separate read of
+    the shingles the cache lacked cost a second trip whenever another process had stored a
+    candidate (the other worker, most groups). The candidates' shingles stay packed:
+    ``judge_stored`` judges them against every appeal of the group in one numpy pass; an
+    appeal is handed the first of its stored matches standing for them all and the few
+    candidates whose place only ``same_place`` can tell, and only those are unpacked into
+    ``Earlier`` objects.
     """
     wanted = [lookup_keys(a) for a in appeals]
     by_column: dict[str, set[str]] = {}
@@ -439,38 +510,22 @@ async def load_earlier(
             by_column.setdefault(column, set()).add(value)
     if not by_column:
         return [[] for _ in appeals]
-    cache = cache if cache is not None else ShingleCache(0, 0)
+    cache = cache if cache is not None else ShingleCache(0)
     since = min(a.received_at for a in appeals) - policy.window
     until = max(a.received_at for a in appeals)
     rows: dict[str, Sequence[Any]] = {}
     found: dict[tuple[str, str], list[str]] = {}
-    async with engine.connect() as conn:
-        for row in await _candidate_rows(
-            conn, by_column, since=since, until=until, per_key=per_key
-        ):
-            found_by, ticket_id = row[_FOUND_BY], row[_TICKET_ID]
-            key = (_KEY_COLUMNS[found_by], row[_KEY_AT + found_by])
-            found.setdefault(key, []).append(ticket_id)
-            if ticket_id not in rows:
-                rows[ticket_id] = row
-        packed: dict[str, bytes] = {}
-        missing = []
-        for ticket_id in rows:
-            data = cache.get(ticket_id)
-            if data is None:
-                ready = cache.ready(ticket_id)
-                if ready is None:
-                    missing.append(ticket_id)
-                    continue
-                data = pack_shingles(ready.appeal.shingles)
-                cache.put(ticket_id, data)
-            packed[ticket_id] = data
-        if missing:
-            loaded = await _packed_shingles(conn, missing)
-            for ticket_id, data in loaded.items():
-                cache.put(ticket_id, data)
-            packed.update(loaded)
-        await conn.rollback()
+    for row in await _candidate_rows(
+        connections, by_column, since=since, until=until, per_key=per_key
+    ):
+        found_by, ticket_id = row[_FOUND_BY], row[_TICKET_ID]
+        key = (_KEY_COLUMNS[found_by], row[_KEY_AT + found_by])
+        found.setdefault(key, []).append(ticket_id)
+        if ticket_id not in rows:
+            rows[ticket_id] = row
+    # The stored shingles come with each candidate's row: one statement (one trip) a look-up,
+    # whether the candidates are this process's tickets or another's.
+    packed = {ticket_id: row[_SHINGLES] or b"" for ticket_id, row in rows.items()}
     ids = list(rows)
     at = {ticket_id: n for n, ticket_id in enumerate(ids)}
     per_keys: dict[tuple[Key, ...], list[int]] = {}
@@ -963,10 +1018,11 @@ def _rank_key(stored: Stored, b: int) -> tuple[float, str, int]:
 
 class CandidateLoader:
     """Loads the earlier appeals of a whole group of new ones (the pipeline's group of units),
-    keeping the shingles of recent tickets in memory."""
+    keeping the shingles of recent tickets in memory and its connections between groups
+    (``close`` at the service's stop)."""
 
     def __init__(self, engine: AsyncEngine, *, policy: repeats.RepeatPolicy, per_key: int) -> None:
-        self._engine = engine
+        self.connections = LookupConnections(engine)
         self.policy = policy
         self._per_key = per_key
         self.lookups = 0
@@ -981,13 +1037,17 @@ class CandidateLoader:
             return [[] for _ in appeals]
         self.lookups += 1
         return await load_earlier(
-            self._engine,
+            self.connections,
             appeals,
             policy=self.policy,
             per_key=self._per_key,
             cache=self.shingles,
             grams=grams,
         )
+
+    async def close(self) -> None:
+        """Return the look-ups' kept connections to the pool."""
+        await self.connections.close()
 
 
 def policy_from(
