@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import statement_cpu
 from bench.intake import (
@@ -197,7 +198,10 @@ def stages(args: argparse.Namespace) -> None:
     pipeline = Pipeline(
         salt=secrets.token_hex(32),
         ids=_NumberedIds(),  # type: ignore[arg-type]
-        loader=_NoStoredCandidates(None, policy=RepeatPolicy(), per_key=5),  # type: ignore[arg-type]
+        # An engine that is never connected: this loader reads nothing.
+        loader=_NoStoredCandidates(
+            create_async_engine("sqlite+aiosqlite://"), policy=RepeatPolicy(), per_key=5
+        ),
     )
     now = datetime.now(UTC)
     spent: dict[str, list[float]] = {}
