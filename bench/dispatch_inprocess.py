@@ -8,8 +8,9 @@ through the suite, less what the neighbours on a shared machine do to a suite ru
 Received tickets of the whole-suite benchmark's kinds (its categories, grids of the demo city,
 ~1 KB texts) are encoded as intake's records and handed to dispatch's own inbox consumer a fetch
 at a time, as a fetch of ``--batch`` records would be: decoding, routing (whose read of the
-routed tickets refuses a redelivered one: received tickets get no inbox row), clocks, the rows and events written set-wise, the commit. Prints tickets per second of wall time
-and this process's CPU milliseconds per ticket (on PostgreSQL its backends' too; with
+routed tickets refuses a redelivered one: received tickets get no inbox row), clocks, the rows
+and events written set-wise, the commit. Prints tickets per second of wall time and this
+process's CPU milliseconds per ticket (on PostgreSQL its backends' too; with
 ``--statements`` their CPU statement by statement, ``bench/statement_cpu.py``). Without
 ``--broker`` the relay has no broker to publish to and waits, so publishing is left out; with
 it, an embedded broker is started and the clock stops when the relay has published every event
