@@ -778,19 +778,3 @@ def _together_sql(
         return text(f"WITH {', '.join(parts)} SELECT")
     cells, key, add, used = adds
     return text(f"WITH {''.join(p + ', ' for p in parts)}{_update_parts(cells, key, add, used)}")
-
-
-def upsert_parts(
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    *,
-    key: Sequence[str],
-    on_conflict: OnConflict,
-    returning: str | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """PostgreSQL: ``upsert``'s statement text and its parameters (``:a0``, ``:a1``, …), to be
-    sent inside a larger statement (a ``WITH`` whose other parts read in the same round trip).
-    ``rows`` must not be empty."""
-    columns = tuple(rows[0])
-    sql, binders = _unnest_sql(table, columns, tuple(key), on_conflict, (), returning)
-    return sql.text, _array_values(rows, columns, binders)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import Text, and_, case, cast, func, select, text
+from sqlalchemy import Text, and_, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -143,22 +143,14 @@ async def stage_many(
                 "payload": event.model_dump_json(),
             }
         )
-    held: dict[str, list[tuple[str, str]]] | None = None
-    stored: dict[str, Any] | None = None
-    if rows and session.get_bind().dialect.name == "postgresql":
-        # The fetch's reads ride on its ledger insert: one round trip, not three, while the
-        # batch before is being written.
-        unstored = sorted({key for key in keys.values() if key not in carry.parts})
-        applied, held, stored = await insert_and_read(session, rows, keys, unstored)
-    else:
-        applied = await bulk.upsert(
-            session,
-            ledger_table,
-            rows,
-            key=["event_id"],
-            on_conflict=OnConflict.NOTHING,
-            returning="event_id",
-        )
+    applied = await bulk.upsert(
+        session,
+        ledger_table,
+        rows,
+        key=["event_id"],
+        on_conflict=OnConflict.NOTHING,
+        returning="event_id",
+    )
     done = [*applied, *unkeyed]
     if not applied:  # every event was folded already
         return Staged(applied=done, carry=NO_CARRY)
@@ -172,66 +164,10 @@ async def stage_many(
         in_hand=in_hand,
         carry=carry,
         new=new,
-        held=held,
-        stored=stored,
     )
     staged.applied = done
     staged.carry = replace(staged.carry, applied=frozenset(applied))
     return staged
-
-
-async def insert_and_read(
-    session: AsyncSession,
-    rows: Sequence[dict[str, Any]],
-    keys: Mapping[str, str],
-    unstored: Sequence[str],
-) -> tuple[list[str], dict[str, list[tuple[str, str]]], dict[str, Any]]:
-    """PostgreSQL: the ledger insert of ``rows`` (``keys``: each one's fact key by event id)
-    and, in the same statement, the reads a batch's fold needs: what ``ledger_ids_of`` answers
-    for every fact key of ``rows``, and the stored contribution of each of ``unstored`` (by
-    key, parsed; a key without one is left out). Returns the ids of the events inserted (new
-    to the ledger), the ledger's ids and types by key, and the contributions.
-
-    The reads see the database as the statement began, without its own rows, which are added
-    to the answer. An event refused as a duplicate must then be among the rows read; if one is
-    not, another transaction committed it (and its fact's contribution) while the statement
-    waited on its row, after the reads' snapshot: both are read again, as statements of their
-    own after the insert would have."""
-    insert, params = bulk.upsert_parts(
-        ledger_table, rows, key=["event_id"], on_conflict=OnConflict.NOTHING, returning="event_id"
-    )
-    ledger, contributions = ledger_table.name, contributions_table.name
-    sql = text(
-        f"WITH new AS ({insert}) "
-        "SELECT 0 AS part, CAST(event_id AS TEXT) AS a, CAST(NULL AS TEXT) AS b,"
-        " CAST(NULL AS TEXT) AS c FROM new "
-        f'UNION ALL SELECT 1, fact_key, event_id, event_type FROM "{ledger}"'
-        " WHERE fact_key = ANY(CAST(:held_keys AS TEXT[])) "
-        f'UNION ALL SELECT 2, fact_key, CAST(cells AS TEXT), NULL FROM "{contributions}"'
-        " WHERE fact_key = ANY(CAST(:stored_keys AS TEXT[]))"
-    )
-    params["held_keys"] = sorted(set(keys.values()))
-    params["stored_keys"] = list(unstored)
-    applied: list[str] = []
-    held: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    seen: set[str] = set()
-    stored: dict[str, Any] = {}
-    for part, a, b, c in await session.execute(sql, params):
-        if part == 0:
-            applied.append(a)
-        elif part == 1:
-            held[a].append((b, c))
-            seen.add(b)
-        else:
-            stored[a] = orjson.loads(b)
-    inserted = set(applied)
-    if any(r["event_id"] not in inserted and r["event_id"] not in seen for r in rows):
-        held = await ledger_ids_of(session, sorted(set(keys.values())))
-        return applied, held, await stored_contributions(session, unstored)
-    types = {r["event_id"]: r["event_type"] for r in rows}
-    for event_id in applied:
-        held[keys[event_id]].append((event_id, types[event_id]))
-    return applied, held, stored
 
 
 V = TypeVar("V")
@@ -406,8 +342,6 @@ async def refold(
     in_hand: Mapping[str, Event] | None = None,
     carry: Carry | None = None,
     new: Mapping[str, Mapping[str, Event]] | None = None,
-    held: Mapping[str, Sequence[tuple[str, str]]] | None = None,
-    stored: Mapping[str, Any] | None = None,
 ) -> Staged:
     """Refold the facts of ``keys`` and work out how the cells move (the writes are
     ``Staged.write``'s): a few statements for all of them. A ticket's ``new`` events (this
@@ -417,8 +351,7 @@ async def refold(
     carry = carry or NO_CARRY
     new = new or {}
     keys = list(keys)
-    if held is None:
-        held = await ledger_ids_of(session, keys)
+    held = await ledger_ids_of(session, keys)
     states: dict[str, Folded] = {}
     for key in keys:
         if not key.startswith(TICKET) or key not in new:
@@ -458,9 +391,7 @@ async def refold(
             # Pipelined, the batch before is being written: let it send its next statement.
             await asyncio.sleep(0)
     FOLDED.remember(states)
-    moves, changed = await cell_moves(
-        session=session, parts=parts, carried=carry.parts, stored=stored
-    )
+    moves, changed = await cell_moves(session=session, parts=parts, carried=carry.parts)
     await asyncio.sleep(0)
     contributions = [{"fact_key": k, "cells": changed[k]} for k in keys if k in changed]
     upserts = [
@@ -518,7 +449,6 @@ async def cell_moves(
     session: AsyncSession,
     parts: Mapping[str, Sequence[cells.Part]],
     carried: Mapping[str, Sequence[cells.Part]] | None = None,
-    stored: Mapping[str, Any] | None = None,
 ) -> tuple[cells.Moves, dict[str, list[Any]]]:
     """How the cells move when each fact's old contribution is taken away and its new one
     added: the differences of all the facts summed per finest cell and spread over the grains
@@ -526,14 +456,19 @@ async def cell_moves(
     is the stored one, or ``carried``'s (a batch still being written) where it has one. Also
     the new contribution of each fact whose contribution changed, in its stored form
     (``cells.stored``, made once): a fact left out is as it was, nothing of it to move or
-    store again. ``stored``: the stored contributions, read already (every fact's not in
-    ``carried`` that has one), else read here."""
+    store again."""
     carried = carried or {}
     keys = list(parts)
+    c = contributions_table.c
     delta: cells.Delta = {}
     changed: dict[str, list[Any]] = {}
-    if stored is None:
-        stored = await stored_contributions(session, [k for k in keys if k not in carried])
+    stored: dict[str, Any] = {}
+    # Read as text and parsed by orjson: the driver's JSON codec parses with the stdlib's
+    # ``json.loads``, ~4 % of the live apply's Python for these documents; the values are the same.
+    document = cast(c.cells, Text)
+    for among in bulk.among(session, c.fact_key, [k for k in keys if k not in carried]):
+        rows = await session.execute(select(c.fact_key, document).where(among))
+        stored.update((key, orjson.loads(value)) for key, value in rows)
     for key in keys:
         if key in carried:
             if list(carried[key]) == list(parts[key]):
@@ -548,19 +483,6 @@ async def cell_moves(
         changed.setdefault(key, cells.stored(parts[key]))
         cells.add_parts(delta, parts[key], 1)
     return cells.moves(delta), changed
-
-
-async def stored_contributions(session: AsyncSession, keys: Sequence[str]) -> dict[str, Any]:
-    """The stored contribution of each of ``keys`` that has one, parsed."""
-    c = contributions_table.c
-    stored: dict[str, Any] = {}
-    # Read as text and parsed by orjson: the driver's JSON codec parses with the stdlib's
-    # ``json.loads``, ~4 % of the live apply's Python for these documents; the values are the same.
-    document = cast(c.cells, Text)
-    for among in bulk.among(session, c.fact_key, keys):
-        rows = await session.execute(select(c.fact_key, document).where(among))
-        stored.update((key, orjson.loads(value)) for key, value in rows)
-    return stored
 
 
 async def summary(*, session: AsyncSession) -> Summary:

@@ -321,67 +321,6 @@ async def test_a_fact_refolded_to_the_same_contribution_is_not_written_again(
         assert after[name] == before[name], name
 
 
-async def test_a_batch_s_reads_ride_on_its_ledger_insert(database: Database) -> None:
-    """On PostgreSQL a staged batch asks the database once for what its folds need: the ledger
-    insert (which events are new), which events each fact's ledger holds and the facts' stored
-    contributions go as one statement, so the staging Python waits one round trip, not three,
-    while the batch before is being written."""
-    if database.kind != "postgres":
-        pytest.skip("one statement on PostgreSQL; SQLite reads apart in its one writer")
-    events = sorted(committee_events("RIDE"), key=lambda e: e.occurred_at)
-    async with _evaluation(database, "evaluation_ride") as evaluation:
-        await evaluation.batch(events[: len(events) // 2])
-        async with (
-            evaluation.sessions() as session,
-            session.begin(),
-            _statements(evaluation.engine) as sent,
-        ):
-            staged = await _stage_of(evaluation, events[len(events) // 2 :], session)
-    assert staged.applied
-    reads = [s for s in sent if "eval_contributions" in s or "eval_ledger" in s]
-    assert len(reads) == 1, reads
-    assert reads[0].startswith('WITH new AS (INSERT INTO "eval_ledger"'), reads
-
-
-async def test_an_event_committed_while_the_ledger_insert_waits_is_folded(
-    database: Database,
-) -> None:
-    """A batch whose ledger insert waits for another transaction holding one of its events
-    (a redelivery while the first delivery commits) folds that event too once it is
-    committed: the reads of the insert's own statement, from before the wait, do not show
-    it, so the ledger is read again."""
-    if database.kind != "postgres":
-        pytest.skip("SQLite has one writer: a second transaction cannot stage beside the first")
-    events = sorted(committee_events("WAIT"), key=lambda e: e.occurred_at)
-    by_key: dict[str, list[Any]] = {}
-    for e in events:
-        key = service.fact_key(e)
-        if key is not None and key.startswith(service.TICKET):
-            by_key.setdefault(key, []).append(e)
-    ticket = max(by_key.values(), key=len)
-    assert len(ticket) >= 3
-    first, second, rest = ticket[:1], ticket[1:2], ticket[2:]
-    expected = await _fold(database, "evaluation_wait_one", [[e] for e in ticket])
-    async with _evaluation(database, "evaluation_wait") as evaluation:
-        await evaluation.batch(first)
-        async with evaluation.sessions() as one, evaluation.sessions() as two:
-            await one.begin()
-            staged = await _stage_of(evaluation, second, one)
-            await two.begin()
-            waiting = asyncio.ensure_future(_stage_of(evaluation, second + rest, two))
-            await asyncio.sleep(0.5)  # its insert is blocked on the second event's row
-            assert not waiting.done()
-            await staged.write(one)
-            await one.commit()
-            later = await waiting
-            assert later.applied == [str(e.event_id) for e in rest]
-            await later.write(two)
-            await two.commit()
-        got = await dump(evaluation.engine)
-    for name, rows in expected.items():
-        assert got[name] == rows, name
-
-
 async def test_a_callback_does_not_write_its_ticket_s_dispatch_facts_again(
     database: Database,
 ) -> None:
