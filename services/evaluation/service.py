@@ -222,6 +222,12 @@ class Folded:
     state: TicketState
     ids: frozenset[str]
     spent: bool = False
+    # The ticket's dispatch facts as this fold gives them (by dispatch id, their values in
+    # column order), stored wherever the ledger holds exactly ``ids``: facts are written in
+    # the transaction of the ledger rows, and a fold of the same events gives the same facts.
+    # A fold resumed from it writes only the dispatch facts that differ (a callback changes
+    # the ticket, not its dispatches). Empty: every one is written.
+    dispatches: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 class FoldStates(Recent[Folded]):
@@ -265,7 +271,7 @@ def resume(prior: Folded | None, held: AbstractSet[str], new: Mapping[str, Event
     if not fold_more(prior.state, new.values()):
         prior.spent = False  # left as it was
         return None
-    return Folded(prior.state, prior.ids.union(new))
+    return Folded(prior.state, prior.ids.union(new), dispatches=prior.dispatches)
 
 
 async def ledger_ids_of(
@@ -377,7 +383,9 @@ async def refold(
                 folded = states[key] = Folded(state, frozenset(str(e.event_id) for e in events))
             fold = finish(folded.state, calendar=calendar)
             tickets.append(fold.draft.model_dump())
-            dispatches.extend(d.model_dump() for d in fold.dispatch_drafts)
+            folded.dispatches = unwritten(
+                [d.model_dump() for d in fold.dispatch_drafts], folded.dispatches, dispatches
+            )
             parts[key] = cells.ticket_parts(fold)
         if n % YIELD_EVERY == 0:
             # Pipelined, the batch before is being written: let it send its next statement.
@@ -411,6 +419,22 @@ async def refold(
     known = {k: ledgers[k] if k in ledgers else list(new.get(k, {}).values()) for k in keys}
     carried = Carry(ledgers=known, parts=parts, applied=frozenset(), states=states)
     return Staged(applied=[], carry=carried, upserts=upserts, adds=adds)
+
+
+def unwritten(
+    rows: Sequence[dict[str, Any]],
+    stored: Mapping[str, tuple[Any, ...]],
+    out: list[dict[str, Any]],
+) -> dict[str, tuple[Any, ...]]:
+    """Add to ``out`` the dispatch facts of ``rows`` that differ from ``stored`` (their values
+    by dispatch id, as ``Folded.dispatches`` keeps them); return those of ``rows``."""
+    now: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        dispatch_id = row["dispatch_id"]
+        values = now[dispatch_id] = tuple(row.values())
+        if stored.get(dispatch_id) != values:
+            out.append(row)
+    return now
 
 
 def _ready_facts(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]]) -> bulk.Upsert:

@@ -23,6 +23,7 @@ from services.evaluation.models import cells_table
 from services.evaluation.rebuild import TABLES, rebuild
 from services.evaluation.settings import EvaluationSettings
 from shared import db
+from shared.events.intake import FeedbackReceived
 from shared.inbox import Batch, Pipeline
 from tests.integration.evaluation.committee_fixture import committee_events
 from tests.integration.evaluation.test_rebuild import dump
@@ -318,3 +319,28 @@ async def test_a_fact_refolded_to_the_same_contribution_is_not_written_again(
     assert not [s for s in sent if "eval_cells" in s], sent
     for name in ("eval_contributions", "eval_cells", "ticket_facts"):
         assert after[name] == before[name], name
+
+
+async def test_a_callback_does_not_write_its_ticket_s_dispatch_facts_again(
+    database: Database,
+) -> None:
+    """A callback changes its ticket's fact, not its dispatches': a fetch of callbacks folded
+    onto their tickets' states of before writes no dispatch fact (each would be a new version
+    of an unchanged row), and the facts are those a fold of every event gives."""
+    events = sorted(committee_events("CALLBACK"), key=lambda e: e.occurred_at)
+    last = {service.fact_key(e): e for e in events}  # each ticket's latest event
+    callbacks = [e for e in last.values() if isinstance(e, FeedbackReceived)]
+    rest = [e for e in events if e not in callbacks]
+    assert len(callbacks) > 5
+    expected = await _fold(database, "evaluation_callback_all", [events])
+    async with _evaluation(database, "evaluation_callback") as evaluation:
+        await evaluation.batch(rest)
+        async with evaluation.sessions() as session, session.begin():
+            staged = await _stage_of(evaluation, callbacks, session)
+            await staged.write(session)
+        got = await dump(evaluation.engine)
+    written = {u.table.name: len(u.rows) for u in staged.upserts}
+    assert written["ticket_facts"] == len(callbacks), written
+    assert written["dispatch_facts"] == 0, written
+    for name, rows in expected.items():
+        assert got[name] == rows, name
