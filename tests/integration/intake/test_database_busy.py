@@ -28,11 +28,10 @@ async def test_a_held_write_lock_is_a_503_with_retry_after_and_the_retry_succeed
         }
         other = _other_process(tmp_path)
         try:
-            other.execute("BEGIN IMMEDIATE")  # another process writing, for longer than 100 ms
+            await _hold_write_lock(other)  # another process writing, for longer than 100 ms
             refused = await env.client.post("/tickets", json=body)
         finally:
-            other.execute("ROLLBACK")
-            other.close()
+            _let_go(other)
         assert refused.status_code == 503, refused.text
         assert refused.headers["retry-after"] == "1"
         assert "locked" in refused.json()["detail"]
@@ -50,11 +49,10 @@ async def test_readiness_holds_while_another_process_holds_the_write_lock(
         await wait_until(_ready(env), what="intake to be ready")
         other = _other_process(tmp_path)
         try:
-            other.execute("BEGIN IMMEDIATE")  # another process writing (a catch-up, a batch)
+            await _hold_write_lock(other)  # another process writing (a catch-up, a batch)
             answer = await env.client.get("/readyz")
         finally:
-            other.execute("ROLLBACK")
-            other.close()
+            _let_go(other)
         assert answer.status_code == 200, answer.text
         assert answer.json()["checks"]["database"] == "ok"
 
@@ -103,7 +101,25 @@ def _other_process(tmp_path: Path) -> sqlite3.Connection:
     for the service's writers (a relay's mark, a consumer's batch) to let go of the lock: on a
     loaded machine one can hold it past sqlite3's default 5 s, and the test would then fail
     before holding anything."""
-    return sqlite3.connect(tmp_path / "intake.db", isolation_level=None, timeout=30)
+    return sqlite3.connect(
+        tmp_path / "intake.db", isolation_level=None, timeout=30, check_same_thread=False
+    )
+
+
+async def _hold_write_lock(other: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` on ``other``, waiting in a thread: the service runs on this event
+    loop, and a writer of its own holding the lock (a relay's mark, a consumer's batch) can only
+    finish and let go while the loop runs. Waited for on the loop itself, the two waited for
+    each other until the 30 s timeout, whenever such a writer held the lock at that moment."""
+    await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
+
+
+def _let_go(other: sqlite3.Connection) -> None:
+    """Roll back what ``other`` holds, if it got the lock, and close it (a failed ``BEGIN``
+    keeps its own error, not a rollback's "no transaction is active")."""
+    if other.in_transaction:
+        other.execute("ROLLBACK")
+    other.close()
 
 
 def _ready(env: IntakeEnv) -> Any:
