@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,7 +119,12 @@ async def test_rotations_under_load_deliver_every_event_once(
                 "SELECT ticket_id FROM dispatches WHERE status = 'pending_grab'"
             )
         } & ids
-    assert len(pooled) >= posted // 4
+    # Each grid's first two street lights reach the pool; from the third on a grid's appeal
+    # repeats two earlier ones and goes to the task force (rules.yaml, repeat-task-force), which
+    # a long load reaches once it has used every grid twice.
+    per_grid = Counter(grab_or_assign(load.run, n).get("grid_code") for n in range(0, posted, 2))
+    poolable = sum(min(2, count) for count in per_grid.values())
+    assert len(pooled) >= poolable // 2, (len(pooled), poolable, posted)
 
     # And the count can fail: an event evaluation did not apply makes its ticket lost.
     copy = _copy_databases(suite.var_dir, tmp_path / "copy")
