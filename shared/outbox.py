@@ -83,7 +83,7 @@ def bus_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         "outbox",
         metadata,
         Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
-        Column("event_id", String(64), nullable=False, unique=True),
+        Column("event_id", String(64), nullable=False),
         Column("event_type", String(128), nullable=False),
         Column("topic", String(128), nullable=False),
         Column("key", String(128), nullable=False),
@@ -131,7 +131,7 @@ def audit_table(metadata: MetaData) -> Table:
         AUDIT_TABLE,
         metadata,
         Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
-        Column("event_id", String(64), nullable=False, unique=True),
+        Column("event_id", String(64), nullable=False),
         Column("event_type", String(128), nullable=False),
         Column("ticket_id", String(64), nullable=True),
         Column("actor_role", String(32), nullable=False),
@@ -250,6 +250,39 @@ def drop_header_block(op: Any) -> None:
         )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_column("header_block")
+
+
+# The unique constraints ``event_id`` had on ``outbox`` and ``audit_trail`` until
+# ``drop_event_id_unique``, by the names PostgreSQL gave them (SQLite's were unnamed).
+_EVENT_ID_UNIQUE = {"outbox": "outbox_event_id_key", AUDIT_TABLE: "audit_trail_event_id_key"}
+
+
+def drop_event_id_unique(op: Any) -> None:
+    """The migration of every service that drops the unique constraints on ``outbox.event_id``
+    and ``audit_trail.event_id`` (``op`` is Alembic's). No statement reads either table by
+    event id — the relay claims by ``(published_at, id)``, purges by ``published_at``, the audit
+    trail is read by ticket — and no writer relies on a clash: an event's id is a fresh uuid4
+    given when the event is built, and every row of an event is written in the transaction
+    that built it, with the state change it records (a group retried unit by unit writes only
+    what rolled back). The indexes behind them were upkeep on every insert (~9 µs of
+    PostgreSQL's CPU a ticket for intake's two). PostgreSQL drops each in place (a catalog
+    change and the index's files, under a brief exclusive lock); SQLite cannot drop a
+    constraint and copies each table into one without it (its unnamed constraint named for the
+    copy as PostgreSQL names it). Its migrations call it: change it only with a new one."""
+    for table, name in _EVENT_ID_UNIQUE.items():
+        with op.batch_alter_table(
+            table, naming_convention={"uq": "%(table_name)s_%(column_0_name)s_key"}
+        ) as batch_op:
+            batch_op.drop_constraint(name, type_="unique")
+
+
+def restore_event_id_unique(op: Any) -> None:
+    """Its downgrade: the constraints back under their PostgreSQL names (each index built under
+    an exclusive lock; an event id written twice meanwhile stops it, the error naming the
+    index)."""
+    for table, name in _EVENT_ID_UNIQUE.items():
+        with op.batch_alter_table(table) as batch_op:
+            batch_op.create_unique_constraint(name, ["event_id"])
 
 
 def record_row(record: Record, *, event_id: str, event_type: str, topic: str) -> dict[str, Any]:
