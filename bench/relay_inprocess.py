@@ -2,18 +2,18 @@
 broker, and nothing else running.
 
     python -m bench.relay_inprocess [--count 20000] [--batch 500] [--database postgres|sqlite]
-                                    [--profile FILE]
+                                    [--schema-prefix P] [--profile FILE]
 
-A scratch outbox (a PostgreSQL schema named ``relaybench_…``, dropped at the end, or a SQLite
-file) is filled with ``--count`` pending rows of intake's ``TicketReceived`` (~1 KB texts,
-distinct ticket ids of intake's form), then the service's own ``OutboxRelay`` is driven batch by
-batch (``publish_batch`` until nothing is pending: claim, send, mark, commit) after one warm-up
-batch. Prints events per second of wall time, this process's CPU milliseconds per event, the
-part of it spent from the relay handing a batch to the producer until every record is
-acknowledged (``_send``, aiokafka's sender task included: nothing else runs), and on PostgreSQL
-the CPU of the backends that served the relay. With ``--profile`` the measured loop is written
-as a cProfile file timed by CPU, not wall-clock, time (a socket write's wait for the process it
-wakes is not the relay's work).
+A scratch outbox (a PostgreSQL schema named ``<P>_…``, ``relaybench_…`` by default, dropped at the
+end, or a SQLite file) is filled with ``--count`` pending rows of intake's ``TicketReceived`` (~1 KB
+texts, distinct ticket ids of intake's form), then the service's own ``OutboxRelay`` is driven batch
+by batch (``publish_batch`` until nothing is pending: claim, send, mark, commit) after one warm-up
+batch. Prints events per second of wall time, this process's CPU milliseconds per event, the part of
+it spent from the relay handing a batch to the producer until every record is acknowledged
+(``_send``, aiokafka's sender task included: nothing else runs), and on PostgreSQL the CPU of the
+backends that served the relay. With ``--profile`` the measured loop is written as a cProfile file
+timed by CPU, not wall-clock, time (a socket write's wait for the process it wakes is not the
+relay's work).
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ async def measure(args: argparse.Namespace, settings: ServiceSettings) -> None:
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
-    schema = f"relaybench_{uuid.uuid4().hex[:8]}" if args.database == "postgres" else None
+    postgres = args.database == "postgres"
+    schema = f"{args.schema_prefix}_{uuid.uuid4().hex[:8]}" if postgres else None
     with tempfile.TemporaryDirectory() as tmp:
         settings = ServiceSettings(
             database_url=(
@@ -169,6 +170,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="events measured")
     parser.add_argument("--batch", type=int, default=500, help="the relay's batch size")
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument(
+        "--schema-prefix", default="relaybench", help="the prefix of the scratch schema's name"
+    )
     parser.add_argument("--profile", type=Path, help="write a cProfile (CPU time) of the loop")
     args = parser.parse_args()
     run_in_process(lambda bootstrap: run(args, bootstrap), broker=True)
