@@ -341,8 +341,12 @@ def _unnest_sql(
     document (``:rows``) instead of arrays if ``document``."""
     casts, binders = _arrays(table, columns)
     quoted = ", ".join(f'"{c}"' for c in columns)
-    source = _record_set(table, columns) if document else f"unnest({', '.join(casts)})"
-    sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM {source}'
+    if document:
+        picked = ", ".join(_document_value(table, c) for c in columns)
+        source = f"{picked} FROM {_record_set(table, columns)}"
+    else:
+        source = f"* FROM unnest({', '.join(casts)})"
+    sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT {source}'
     conflict = ", ".join(f'"{c}"' for c in key)
     if how is OnConflict.NOTHING:
         sql += f" ON CONFLICT ({conflict}) DO NOTHING"
@@ -357,6 +361,16 @@ def _unnest_sql(
     return text(sql), tuple(binders)
 
 
+def _document_value(table: Table, name: str) -> str:
+    """A column of the document's record as the insert takes it: a JSON column's ``null`` read
+    back into JSON ``null`` (``json_to_recordset`` gives SQL NULL for it), as ``_json_null_text``
+    writes None in the arrays, unless its type stores None as SQL NULL."""
+    column_type = table.c[name].type
+    if isinstance(column_type, JSON) and not column_type.none_as_null:
+        return f"""coalesce(r."{name}", CAST('null' AS {column_type.compile(dialect=_PG)}))"""
+    return f'r."{name}"'
+
+
 def _arrays(
     table: Table, columns: Sequence[str]
 ) -> tuple[list[str], tuple[Callable[[Any], Any] | None, ...]]:
@@ -368,7 +382,7 @@ def _arrays(
         column_type = table.c[name].type
         casts.append(f"CAST(:a{i} AS {column_type.compile(dialect=_PG)}[])")
         if isinstance(column_type, JSON):
-            binders.append(_json_text)
+            binders.append(_json_text if column_type.none_as_null else _json_null_text)
         else:
             binders.append(column_type.bind_processor(_PG))
     return casts, tuple(binders)
@@ -427,6 +441,13 @@ def _update_many_sql(
 
 def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_null_text(value: Any) -> str:
+    """A JSON column's value as its type stores it by default (``none_as_null`` off): None as
+    JSON ``null``, as the ORM, Core and the SQLite path write it, not SQL NULL — which a NOT
+    NULL column would refuse, and which a reader in SQL (``IS NULL``, ``->``) tells apart."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 async def add_sparse(

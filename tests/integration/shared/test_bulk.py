@@ -42,6 +42,7 @@ typed = Table(
     Column("day", Date, nullable=True),
     Column("flag", Boolean, nullable=False),
     Column("doc", JSON, nullable=True),
+    Column("bare", JSON(none_as_null=True), nullable=True),  # None is SQL NULL
     Column("note", Text, nullable=True),
     Column("ratio", Float, nullable=True),
     Column("big", BigInteger, nullable=True),
@@ -118,6 +119,7 @@ def _typed_row(i: int) -> dict[str, Any]:
         "day": None if i % 3 else date(2026, 2, 28 - i),
         "flag": bool(i % 2),
         "doc": None if i % 3 == 1 else {"cells": [["2026-03-01", ["", "路灯"], {"n": i}]]},
+        "bare": None if i % 3 == 2 else [i, "路灯"],
         "note": None if i % 2 else "路灯不亮 'quoted'",
         "ratio": None if i % 2 else 0.1 + i,
         "big": 2**40 + i,
@@ -138,26 +140,32 @@ async def _as_stored(engine: Any, table: Table, database: Database) -> list[tupl
         return [tuple(r) for r in await conn.exec_driver_sql(sql)]
 
 
+@pytest.mark.parametrize("document", [False, True], ids=["arrays", "document"])
 async def test_upserts_store_exactly_what_a_core_insert_stores(
-    engine: Any, database: Database
+    engine: Any, database: Database, document: bool
 ) -> None:
-    if database.kind != "sqlite":
-        # PostgreSQL's set-wise statements store a None JSON value as SQL NULL, a Core insert
-        # as JSON null: a difference of their own, not of the driver-level path this pins.
-        pytest.skip("SQLite's executemany on the driver")
+    """Every path (SQLite's executemany on the driver; PostgreSQL's arrays, or one JSON
+    document) stores what Core stores — a None JSON value as JSON ``null``, or as SQL NULL
+    where the column's type says ``none_as_null``."""
     rows = [_typed_row(i) for i in range(6)]
+    replace = bulk.OnConflict.REPLACE
     async with engine.begin() as conn:
-        await bulk.upsert(conn, typed, rows[:3], key=["id"], on_conflict=bulk.OnConflict.REPLACE)
+        await bulk.upsert(conn, typed, rows[:3], key=["id"], on_conflict=replace, document=document)
         # Replacing stored rows and inserting new ones in one statement.
-        await bulk.upsert(conn, typed, rows, key=["id"], on_conflict=bulk.OnConflict.REPLACE)
+        await bulk.upsert(conn, typed, rows, key=["id"], on_conflict=replace, document=document)
         await conn.execute(typed_core.insert(), rows)
     assert await _as_stored(engine, typed, database) == await _as_stored(
         engine, typed_core, database
     )
     async with engine.connect() as conn:
         stored = [dict(r._mapping) for r in await conn.execute(select(typed).order_by(typed.c.id))]
+        nulls = select(typed.c.id).where(typed.c.doc.is_(None) | typed.c.bare.is_(None))
+        sql_null = {r[0] for r in await conn.execute(nulls.order_by(typed.c.id))}
     assert stored[0]["at"] == datetime(2026, 3, 1, 12, 30, 0, tzinfo=UTC)
     assert stored[1]["doc"] is None and stored[0]["doc"]["cells"][0][1] == ["", "路灯"]
+    assert stored[2]["bare"] is None and stored[1]["bare"] == [1, "路灯"]
+    # what a reader in SQL sees: ``doc``'s None is JSON null (not NULL), ``bare``'s is NULL
+    assert sql_null == {"r2", "r5"}
 
 
 async def test_an_insert_returning_answers_the_new_keys_once(engine: Any) -> None:
