@@ -258,17 +258,18 @@ _EVENT_ID_UNIQUE = {"outbox": "outbox_event_id_key", AUDIT_TABLE: "audit_trail_e
 
 
 def drop_event_id_unique(op: Any) -> None:
-    """The migration of every service that drops the unique constraints on ``outbox.event_id``
-    and ``audit_trail.event_id`` (``op`` is Alembic's). No statement reads either table by
-    event id — the relay claims by ``(published_at, id)``, purges by ``published_at``, the audit
-    trail is read by ticket — and no writer relies on a clash: an event's id is a fresh uuid4
-    given when the event is built, and every row of an event is written in the transaction
-    that built it, with the state change it records (a group retried unit by unit writes only
-    what rolled back). The indexes behind them were upkeep on every insert (~9 µs of
-    PostgreSQL's CPU a ticket for intake's two). PostgreSQL drops each in place (a catalog
-    change and the index's files, under a brief exclusive lock); SQLite cannot drop a
-    constraint and copies each table into one without it (its unnamed constraint named for the
-    copy as PostgreSQL names it). Its migrations call it: change it only with a new one."""
+    """The migration of every service that drops the unique constraints on ``outbox.event_id`` and
+    ``audit_trail.event_id`` (``op`` is Alembic's). No statement reads either table by event id —
+    the relay claims by ``(published_at, id)``, purges by ``published_at``, the audit trail is read
+    by ticket — and no writer relies on a clash: an event's id is a fresh uuid4 given when the event
+    is built, and every row of an event is written in the transaction that built it, with the state
+    change it records (a group retried unit by unit writes only what rolled back); a dead-lettered
+    record's row (``dlq:<consumer>:<event id>``) is written with that consumer's inbox row for the
+    event, whose primary key refuses a second. The indexes behind them were upkeep on every insert
+    (~7 µs of PostgreSQL's CPU a ticket for intake's two). PostgreSQL drops each in place (a catalog
+    change and the index's files, under a brief exclusive lock); SQLite cannot drop a constraint and
+    copies each table into one without it (its unnamed constraint named for the copy as PostgreSQL
+    names it). Its migrations call it: change it only with a new one."""
     for table, name in _EVENT_ID_UNIQUE.items():
         with op.batch_alter_table(
             table, naming_convention={"uq": "%(table_name)s_%(column_0_name)s_key"}
