@@ -1073,6 +1073,75 @@ async def test_no_carry_crosses_a_rebalance_and_a_failed_fetch_s_successor_is_fe
     assert await tallied.count() == 12
 
 
+async def test_a_fetch_is_prepared_while_the_one_before_folds_and_a_failed_one_redone_alone(
+    harness: Harness, database: Database
+) -> None:
+    """Three fetches deep (``Batch.prepare``): fetch N+2 is prepared — its events written but
+    none of the fetches before it that may not have committed (``exclude``) — while N+1 is
+    staged, given the carries of every fetch its preparation may not have seen (oldest first),
+    and while N is written. The third fetch's write fails: the fourth (staged) and the fifth
+    (prepared) are thrown away and sought back to their first records, and the third redone
+    alone, unpipelined. Every event applied once, offsets committed in order."""
+    if database.kind != "postgres":
+        pytest.skip("the consumer pipelines on PostgreSQL only")
+    tallied = _Tallied(harness, fail_at=3)
+    await tallied.create()
+    order: list[str] = []
+    excluded: list[frozenset[str]] = []
+    given: list[tuple[Any, ...]] = []
+    alone: list[int] = []
+    name = {}
+
+    async def prepare(events: list[TicketReceived], *, session, exclude) -> Any:
+        order.append(f"prepare {name[str(events[0].event_id)]}")
+        excluded.append(frozenset(exclude))
+        return await tallied.stage(events, session=session, carry=exclude)
+
+    async def stage(events: list[TicketReceived], *, session, carry, prepared) -> Any:
+        given.append(carry)
+        await asyncio.sleep(0.05)  # folding
+        order.append(f"staged {name[str(events[0].event_id)]}")
+        return prepared
+
+    async def many(events: list[TicketReceived], *, session) -> list[str]:
+        alone.append(name[str(events[0].event_id)])
+        return await tallied.many(events, session=session)
+
+    consumer = harness.consume(Batch(many, deduplicates=True, stage=stage, prepare=prepare))
+    for task in harness.tasks[-1:]:  # driven by hand below
+        task.cancel()
+    events = [ticket(n) for n in range(15)]
+    starts = (0, 3, 6, 9, 12)
+    fetch = [[_record(n % 2, n, e) for n, e in enumerate(events[i : i + 3], i)] for i in starts]
+    for k, i in enumerate(starts, 1):
+        name.update((str(e.event_id), k) for e in events[i : i + 3])
+    ids = [frozenset(str(e.event_id) for e in events[i : i + 3]) for i in starts]
+    scripted = _ScriptedConsumer(harness.watch, [({0, 1}, f) for f in fetch])
+    await consumer._consume(cast(Any, scripted), harness.watch.epoch)
+    # Each fetch is prepared while the one before it is staged.
+    assert order == [
+        "prepare 1",
+        "prepare 2",
+        "staged 1",
+        "prepare 3",
+        "staged 2",
+        "prepare 4",
+        "staged 3",
+        "prepare 5",
+        "staged 4",
+    ]
+    assert excluded == [frozenset(), ids[0], ids[0] | ids[1], ids[1] | ids[2], ids[2] | ids[3]]
+    assert given == [(), (ids[0],), (ids[0], ids[1]), (ids[1], ids[2])]
+    assert alone == [3]  # the failed fetch, redone by itself
+    firsts = {(TopicPartition("t", r.partition), r.offset) for r in fetch[3][:2]}
+    assert firsts <= set(scripted.seeks)  # the fourth fetch's first records, of each partition
+    committed = [max(c.values()) for c in scripted.commits]
+    assert committed == sorted(committed)
+    assert len(scripted.commits) == 3
+    assert await harness.count(harness.applied) == 9  # fetches 4 and 5: fetched again later
+    assert await tallied.count() == 9
+
+
 def _committed_total(harness: Harness, expected: int) -> Callable[[], Awaitable[bool]]:
     """Whether the harness group's committed offsets add up to ``expected``."""
 
