@@ -103,26 +103,14 @@ class Batch:
     a redelivered event by them whatever its event id, as dispatch refuses a ticket it has
     routed by the ticket's row — says so with ``inbox_rows=False``: the events it applies get
     no inbox row (a statement a fetch and a row an event that nothing reads). An event it
-    cannot apply is still dead-lettered with an inbox row saying so.
-
-    A staging handler may also ``prepare``: ``async def prepare(events, *, session, exclude)``,
-    the database half of its staging (its duplicates refused, its reads), run on the fetch's
-    transaction while the fetch before is staged — so the next fetch's round trips overlap this
-    fetch's computing. ``exclude``: the event ids of fetches before it that may not have
-    committed (the handler must not write them: its writes would wait on theirs). Its result
-    then goes to ``stage(events, session=…, carry=carries, prepared=…)``, where ``carries`` are
-    the carries, oldest first, of every fetch that may have been uncommitted while it was
-    prepared (its reads may not show them)."""
+    cannot apply is still dead-lettered with an inbox row saying so."""
 
     many: Callable[..., Awaitable[Any]]
     deduplicates: bool = False
     stage: Callable[..., Awaitable[Stage]] | None = None
     inbox_rows: bool = True
-    prepare: Callable[..., Awaitable[Any]] | None = None
 
     def __post_init__(self) -> None:
-        if self.prepare is not None and self.stage is None:
-            raise ValueError("Batch(prepare=…) needs stage=…: a prepared fetch is staged")
         if not self.inbox_rows and not self.deduplicates:
             raise ValueError(
                 "Batch(inbox_rows=False) needs deduplicates=True: without inbox rows only the"
@@ -167,11 +155,6 @@ class Pipeline:
         """The ``context`` the fetch in flight was launched with (None if there is none)."""
         return self._inflight.context if self._inflight is not None else None
 
-    @property
-    def carry(self) -> Any:
-        """The carry of the fetch in flight (None if there is none)."""
-        return self._inflight.carry if self._inflight is not None else None
-
     async def stage(self, handler: Batch, events: Sequence[Event]) -> tuple[AsyncSession, Stage]:
         """Open a transaction and stage ``events`` in it; rolled back if staging fails."""
         if handler.stage is None:
@@ -185,39 +168,6 @@ class Pipeline:
             await session.close()
             raise
         return session, stage
-
-    def prepare(
-        self, handler: Batch, events: Sequence[Event], *, exclude: frozenset[str]
-    ) -> Preparing:
-        """Open a transaction and run ``handler.prepare`` in it, in a task of its own (its round
-        trips overlap the staging of the fetch before)."""
-        if handler.prepare is None:
-            raise TypeError("the handler does not prepare")
-        prepare = handler.prepare
-        session = self._sessions()
-
-        async def run() -> Any:
-            await session.begin()
-            return await prepare(events, session=session, exclude=exclude)
-
-        return Preparing(session, asyncio.ensure_future(run()))
-
-    async def stage_prepared(
-        self, handler: Batch, events: Sequence[Event], preparing: Preparing, carries: Sequence[Any]
-    ) -> tuple[AsyncSession, Stage]:
-        """Stage a prepared fetch on its transaction, given ``carries``; rolled back if its
-        preparation or staging fails."""
-        if handler.stage is None:
-            raise TypeError("the handler does not stage")
-        try:
-            prepared = await preparing.task
-            stage = await handler.stage(
-                events, session=preparing.session, carry=tuple(carries), prepared=prepared
-            )
-        except BaseException:
-            await preparing.discard()
-            raise
-        return preparing.session, stage
 
     def launch(
         self,
@@ -277,21 +227,6 @@ class Pipeline:
             inflight.task.exception()  # retrieved: it is not this caller's failure
         if not inflight.closed:  # cancelled before it started
             await inflight.session.close()
-
-
-@dataclass
-class Preparing:
-    """A fetch being prepared (``Pipeline.prepare``): its transaction and the task."""
-
-    session: AsyncSession
-    task: asyncio.Task[Any]
-
-    async def discard(self) -> None:
-        """Roll it back, once its preparation has finished (or failed)."""
-        await asyncio.wait([self.task])
-        if not self.task.cancelled():
-            self.task.exception()  # retrieved: whatever it was, the fetch is done again
-        await self.session.close()
 
 
 @dataclass(frozen=True)
@@ -378,29 +313,6 @@ class _Fetch:
             key=["consumer", "event_id"],
             on_conflict=bulk.OnConflict.NOTHING,
         )
-
-
-@dataclass
-class _Ahead:
-    """A fetch being prepared while the fetch before it is staged."""
-
-    fetch: _Fetch
-    handler: Batch
-    events: list[Event]
-    preparing: Preparing
-    carries: list[Any]  # of the fetches before it that may not have committed, oldest first
-
-
-def _earliest(
-    *fetches: Mapping[TopicPartition, list[ConsumerRecord]],
-) -> dict[TopicPartition, list[ConsumerRecord]]:
-    """Consecutive fetches' records by partition, the earliest fetch's first: seeking each
-    partition to its first record fetches them all again."""
-    merged: dict[TopicPartition, list[ConsumerRecord]] = {}
-    for batches in fetches:
-        for tp, records in batches.items():
-            merged.setdefault(tp, records)
-    return merged
 
 
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open")
@@ -520,9 +432,6 @@ class InboxConsumer:
                     await consumer.stop()
 
     async def _consume(self, consumer: AIOKafkaConsumer, epoch: int) -> None:
-        if any(h.prepare is not None for h in self._pipelines):
-            await self._consume_prepared(consumer, epoch)
-            return
         if self._pipelines:
             await self._consume_pipelined(consumer, epoch)
             return
@@ -610,128 +519,6 @@ class InboxConsumer:
             await self._settle(consumer, pipe, epoch, refetch={})
         finally:
             await pipe.close()
-
-    async def _consume_prepared(self, consumer: AIOKafkaConsumer, epoch: int) -> None:
-        """As ``_consume_pipelined``, a fetch deeper for a handler that prepares: while fetch N+1
-        is staged and N's writes and commit are in flight, N+2 (if the broker has handed it out
-        already) is prepared on a connection of its own, so its round trips overlap N+1's
-        computing. N+1 is staged given the carries of every fetch that may not have committed
-        while it was prepared. Anything off that path — a fetch not prepared or not staged, N not
-        committed, another handler's events, a rebalance — throws away what was prepared or
-        staged after the fetch concerned (its records fetched again) and goes on as
-        ``_consume_pipelined`` would."""
-        pipe = Pipeline(self._sessions)
-        ahead: _Ahead | None = None
-        max_records = self._settings.consumer_batch_max_records
-        try:
-            while self._watch.epoch == epoch:
-                if ahead is None:
-                    batches = await consumer.getmany(
-                        timeout_ms=0 if pipe.busy else 200, max_records=max_records
-                    )
-                    assignment = frozenset(consumer.assignment())
-                    if assignment:
-                        self.joined.set()
-                    if self._watch.epoch != epoch:
-                        break
-                    if not batches:
-                        await self._settle(consumer, pipe, epoch, refetch={})
-                        continue
-                    ahead = self._prepare_ahead(pipe, batches, assignment, None)
-                    if ahead is None:
-                        if await self._settle(consumer, pipe, epoch, refetch=batches):
-                            await self._apply_serially(consumer, batches, epoch)
-                        continue
-                current, ahead = ahead, None
-                batches = await consumer.getmany(timeout_ms=0, max_records=max_records)
-                if self._watch.epoch != epoch:
-                    await current.preparing.discard()
-                    break
-                barrier: Mapping[TopicPartition, list[ConsumerRecord]] = {}
-                if batches:
-                    assignment = frozenset(consumer.assignment())
-                    ahead = self._prepare_ahead(pipe, batches, assignment, current)
-                    if ahead is None:
-                        barrier = batches  # applied unpipelined once current has committed
-                staged: tuple[AsyncSession, Stage] | None = None
-                try:
-                    staged = await pipe.stage_prepared(
-                        current.handler, current.events, current.preparing, current.carries
-                    )
-                    await current.fetch.record_inbox(self, staged[0], staged[1].applied)
-                except BaseException as exc:
-                    if staged is not None:
-                        await pipe.discard(staged)
-                        staged = None
-                    if not isinstance(exc, Exception):
-                        raise
-                    log.info("consumer %s: fetch not staged (%r)", self.name, exc)
-                later = ahead.fetch.batches if ahead is not None else barrier
-                if staged is not None and ahead is not None:
-                    ahead.carries.append(staged[1].carry)
-                try:
-                    settled = await self._settle(
-                        consumer, pipe, epoch, refetch=_earliest(current.fetch.batches, later)
-                    )
-                except BaseException:
-                    if staged is not None:
-                        await pipe.discard(staged)
-                    raise
-                if not settled:  # N redone alone; current and what came after fetched again
-                    if staged is not None:
-                        await pipe.discard(staged)
-                    if ahead is not None:
-                        await ahead.preparing.discard()
-                        ahead = None
-                    continue
-                if staged is None:
-                    # Current applied alone; what came after it is fetched again (prepared
-                    # without current's carry, it may not show what current writes now).
-                    if ahead is not None:
-                        await ahead.preparing.discard()
-                        ahead = None
-                    for tp, records in later.items():
-                        consumer.seek(tp, records[0].offset)
-                    await self._apply_serially(consumer, current.fetch.batches, epoch)
-                    continue
-                pipe.launch(staged, context=current.fetch)
-                if barrier and await self._settle(consumer, pipe, epoch, refetch=barrier):
-                    await self._apply_serially(consumer, barrier, epoch)
-            await self._settle(consumer, pipe, epoch, refetch={})
-        finally:
-            if ahead is not None:
-                await ahead.preparing.discard()
-            await pipe.close()
-
-    def _prepare_ahead(
-        self,
-        pipe: Pipeline,
-        batches: Mapping[TopicPartition, list[ConsumerRecord]],
-        assignment: frozenset[TopicPartition],
-        staging: _Ahead | None,
-    ) -> _Ahead | None:
-        """Start preparing a fetch, if it can be pipelined: every event to one handler that
-        prepares, the assignment that of the fetches before it still in the pipeline. Its
-        preparation must not write the events of those fetches (``exclude``), and its staging
-        is given their carries (``staging``'s is added once it is staged)."""
-        plan = self._plan([r for records in batches.values() for r in records])
-        handler = self._stager(plan)
-        flight: _Fetch | None = pipe.context
-        if (
-            handler is None
-            or handler.prepare is None
-            or (flight is not None and flight.assignment != assignment)
-            or (staging is not None and staging.fetch.assignment != assignment)
-        ):
-            return None
-        fresh, duplicates = _unique(plan)
-        fetch = _Fetch(batches, assignment, plan, fresh, duplicates)
-        before = [f for f in (flight, staging.fetch if staging else None) if f is not None]
-        exclude = frozenset(str(e.event_id) for f in before for _, e, _ in f.fresh)
-        events = [e for _, e, _ in fresh]
-        carries = [pipe.carry] if flight is not None else []
-        preparing = pipe.prepare(handler, events, exclude=exclude)
-        return _Ahead(fetch, handler, events, preparing, carries)
 
     def _stager(self, plan: _Plan) -> Batch | None:
         """The staging ``Batch`` handler every event of ``plan`` goes to, if there is one."""

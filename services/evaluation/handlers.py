@@ -5,8 +5,6 @@ refolded once however many of its events the batch holds."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
-from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,28 +60,12 @@ def event_handlers(ctx: EvaluationContext) -> HandlerMap:
         return await service.record_many(session=session, events=events, calendar=ctx.calendar)
 
     async def stage(
-        events: Sequence[Event],
-        *,
-        session: AsyncSession,
-        carry: service.Carry | Sequence[service.Carry] | None,
-        prepared: service.Prepared | None = None,
+        events: Sequence[Event], *, session: AsyncSession, carry: service.Carry | None
     ) -> service.Staged:
-        if prepared is not None:  # the carries of the batches its reads may not show
-            carry = service.merge_carries(cast(Sequence[service.Carry], carry))
         return await service.stage_many(
-            session=session,
-            events=events,
-            calendar=ctx.calendar,
-            carry=cast(service.Carry | None, carry),
-            prepared=prepared,
+            session=session, events=events, calendar=ctx.calendar, carry=carry
         )
 
-    async def prepare(
-        events: Sequence[Event], *, session: AsyncSession, exclude: AbstractSet[str]
-    ) -> service.Prepared:
-        return await service.prepare_many(session=session, events=events, exclude=exclude)
-
     # The ledger refuses an event id it holds: its insert is the inbox's look-up. Staged, the
-    # consumer folds the next fetch while the one before is written and committed, and
-    # prepares (the ledger insert, the reads) the one after while it folds.
-    return dict.fromkeys(FOLDED, Batch(on_events, deduplicates=True, stage=stage, prepare=prepare))
+    # consumer folds the next fetch while the one before is written and committed.
+    return dict.fromkeys(FOLDED, Batch(on_events, deduplicates=True, stage=stage))

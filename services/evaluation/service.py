@@ -107,25 +107,19 @@ class Staged:
 NO_CARRY = Carry(ledgers={}, parts={}, applied=frozenset())
 
 
-@dataclass
-class Prepared:
-    """A batch's ledger insert and its reads, done on its own transaction ahead of its fold
-    (``prepare_many``): while the batch before is folded. The reads may not show batches that
-    were still uncommitted when they ran; the fold is given those batches' carries."""
-
-    applied: list[str]  # the event ids the ledger took, in the batch's order
-    unkeyed: list[str]  # events about no ticket or case: nothing to fold
-    keys: dict[str, str]  # event id → fact key, of the applied events
-    in_hand: dict[str, Event]
-    held: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    stored: dict[str, Any] = field(default_factory=dict)  # fact key → stored contribution text
-
-
-async def _insert_ledger(
-    session: AsyncSession, events: Sequence[Event], skip: AbstractSet[str]
-) -> Prepared:
-    """Insert ``events`` (all but ``skip``'s ids, a batch before applies them) into the ledger:
-    what it took is what is new."""
+async def stage_many(
+    *,
+    session: AsyncSession,
+    events: Sequence[Event],
+    calendar: WorkCalendar,
+    carry: Carry | None = None,
+) -> Staged:
+    """Everything of ``record_many`` but the writes of facts, cells and contributions: the
+    ledger insert (which answers which events are new), the reads, the folds and the cell
+    moves. ``carry`` is the batch before, staged and still being written: its events are not
+    inserted again (they are duplicates), and its facts' ledgers and contributions are taken
+    from it rather than from the database, which may not show them yet."""
+    carry = carry or NO_CARRY
     keys: dict[str, str] = {}
     in_hand: dict[str, Event] = {}
     rows = []
@@ -133,8 +127,8 @@ async def _insert_ledger(
     for event in events:
         event_id = str(event.event_id)
         in_hand[event_id] = event
-        if event_id in skip:
-            continue  # a batch before applies it: a duplicate, as the ledger would say
+        if event_id in carry.applied:
+            continue  # the batch before applies it: a duplicate, as the ledger would say
         key = fact_key(event)
         if key is None:
             unkeyed.append(event_id)  # about no ticket or case: nothing to fold
@@ -157,84 +151,19 @@ async def _insert_ledger(
         on_conflict=OnConflict.NOTHING,
         returning="event_id",
     )
-    return Prepared(applied=list(applied), unkeyed=unkeyed, keys=keys, in_hand=in_hand)
-
-
-async def prepare_many(
-    *, session: AsyncSession, events: Sequence[Event], exclude: AbstractSet[str]
-) -> Prepared:
-    """The database half of ``stage_many``, to run while the batch before is folded: the ledger
-    insert (``exclude``: the ids of batches before that may not have committed yet — inserted
-    here their rows would wait on theirs), the ledger ids of the touched facts and their stored
-    contributions. ``stage_many(prepared=…)`` folds it, given the carries of the batches that
-    were uncommitted meanwhile (``merge_carries``)."""
-    prepared = await _insert_ledger(session, events, exclude)
-    if not prepared.applied:
-        return prepared
-    keys = sorted(set(prepared.keys.values()))
-    prepared.held = await ledger_ids_of(session, keys)
-    prepared.stored = await stored_contributions(session, keys)
-    return prepared
-
-
-def merge_carries(carries: Sequence[Carry | None]) -> Carry | None:
-    """One carry for batches still being written, oldest first: a later batch's fold states and
-    contributions stand for a fact over an earlier one's; the events known of a fact are
-    both's."""
-    given = [c for c in carries if c is not None and c is not NO_CARRY]
-    if len(given) <= 1:
-        return given[0] if given else None
-    ledgers: dict[str, list[Event]] = {}
-    parts: dict[str, Sequence[cells.Part]] = {}
-    states: dict[str, Folded] = {}
-    applied: set[str] = set()
-    for carry in given:
-        for key, events in carry.ledgers.items():
-            known = ledgers.get(key)
-            if known is None:
-                ledgers[key] = list(events)
-            else:
-                have = {str(e.event_id) for e in known}
-                known.extend(e for e in events if str(e.event_id) not in have)
-        parts.update(carry.parts)
-        states.update(carry.states)
-        applied |= carry.applied
-    return Carry(ledgers=ledgers, parts=parts, applied=frozenset(applied), states=states)
-
-
-async def stage_many(
-    *,
-    session: AsyncSession,
-    events: Sequence[Event],
-    calendar: WorkCalendar,
-    carry: Carry | None = None,
-    prepared: Prepared | None = None,
-) -> Staged:
-    """Everything of ``record_many`` but the writes of facts, cells and contributions: the
-    ledger insert (which answers which events are new), the reads, the folds and the cell
-    moves. ``carry`` is the batch before, staged and still being written: its events are not
-    inserted again (they are duplicates), and its facts' ledgers and contributions are taken
-    from it rather than from the database, which may not show them yet. ``prepared``: the
-    insert and reads done already (``prepare_many``) on this session."""
-    carry = carry or NO_CARRY
-    if prepared is None:
-        prepared = await _insert_ledger(session, events, carry.applied)
-    applied = prepared.applied
-    done = [*applied, *prepared.unkeyed]
+    done = [*applied, *unkeyed]
     if not applied:  # every event was folded already
         return Staged(applied=done, carry=NO_CARRY)
     new: dict[str, dict[str, Event]] = defaultdict(dict)
     for event_id in applied:
-        new[prepared.keys[event_id]][event_id] = prepared.in_hand[event_id]
+        new[keys[event_id]][event_id] = in_hand[event_id]
     staged = await refold(
         session=session,
         keys=sorted(new),
         calendar=calendar,
-        in_hand=prepared.in_hand,
+        in_hand=in_hand,
         carry=carry,
         new=new,
-        held=prepared.held or None,
-        stored=prepared.stored if prepared.held else None,
     )
     staged.applied = done
     staged.carry = replace(staged.carry, applied=frozenset(applied))
@@ -413,20 +342,16 @@ async def refold(
     in_hand: Mapping[str, Event] | None = None,
     carry: Carry | None = None,
     new: Mapping[str, Mapping[str, Event]] | None = None,
-    held: Mapping[str, Sequence[tuple[str, str]]] | None = None,
-    stored: Mapping[str, Any] | None = None,
 ) -> Staged:
     """Refold the facts of ``keys`` and work out how the cells move (the writes are
     ``Staged.write``'s): a few statements for all of them. A ticket's ``new`` events (this
     batch's, by event id, already in the ledger) are folded onto its state of before
     (``carry``'s, else ``FOLDED``'s) where ``resume`` proves that the fold of its whole ledger;
-    otherwise, and for mediation cases, the whole ledger is read and folded. ``held`` and
-    ``stored``: the facts' ledger ids and stored contributions read already (``Prepared``)."""
+    otherwise, and for mediation cases, the whole ledger is read and folded."""
     carry = carry or NO_CARRY
     new = new or {}
     keys = list(keys)
-    if held is None:
-        held = await ledger_ids_of(session, keys)
+    held = await ledger_ids_of(session, keys)
     states: dict[str, Folded] = {}
     for key in keys:
         if not key.startswith(TICKET) or key not in new:
@@ -466,9 +391,7 @@ async def refold(
             # Pipelined, the batch before is being written: let it send its next statement.
             await asyncio.sleep(0)
     FOLDED.remember(states)
-    moves, changed = await cell_moves(
-        session=session, parts=parts, carried=carry.parts, stored=stored
-    )
+    moves, changed = await cell_moves(session=session, parts=parts, carried=carry.parts)
     await asyncio.sleep(0)
     contributions = [{"fact_key": k, "cells": changed[k]} for k in keys if k in changed]
     upserts = [
@@ -526,7 +449,6 @@ async def cell_moves(
     session: AsyncSession,
     parts: Mapping[str, Sequence[cells.Part]],
     carried: Mapping[str, Sequence[cells.Part]] | None = None,
-    stored: Mapping[str, Any] | None = None,
 ) -> tuple[cells.Moves, dict[str, list[Any]]]:
     """How the cells move when each fact's old contribution is taken away and its new one
     added: the differences of all the facts summed per finest cell and spread over the grains
@@ -534,41 +456,33 @@ async def cell_moves(
     is the stored one, or ``carried``'s (a batch still being written) where it has one. Also
     the new contribution of each fact whose contribution changed, in its stored form
     (``cells.stored``, made once): a fact left out is as it was, nothing of it to move or
-    store again. ``stored``: the stored contributions (as text) read already."""
+    store again."""
     carried = carried or {}
     keys = list(parts)
+    c = contributions_table.c
     delta: cells.Delta = {}
     changed: dict[str, list[Any]] = {}
-    if stored is None:
-        stored = await stored_contributions(session, [k for k in keys if k not in carried])
+    stored: dict[str, Any] = {}
+    # Read as text and parsed by orjson: the driver's JSON codec parses with the stdlib's
+    # ``json.loads``, ~4 % of the live apply's Python for these documents; the values are the same.
+    document = cast(c.cells, Text)
+    for among in bulk.among(session, c.fact_key, [k for k in keys if k not in carried]):
+        rows = await session.execute(select(c.fact_key, document).where(among))
+        stored.update((key, orjson.loads(value)) for key, value in rows)
     for key in keys:
         if key in carried:
             if list(carried[key]) == list(parts[key]):
                 continue
             cells.add_parts(delta, carried[key], -1)
         elif key in stored:
-            before = orjson.loads(stored[key])
             now = cells.stored(parts[key])
-            if before == now:
+            if stored[key] == now:
                 continue
             changed[key] = now
-            cells.add_parts(delta, cells.from_stored_parts(before or ()), -1)
+            cells.add_parts(delta, cells.from_stored_parts(stored[key] or ()), -1)
         changed.setdefault(key, cells.stored(parts[key]))
         cells.add_parts(delta, parts[key], 1)
     return cells.moves(delta), changed
-
-
-async def stored_contributions(session: AsyncSession, keys: Sequence[str]) -> dict[str, str]:
-    """The stored contribution of each of ``keys`` that has one, as its JSON text."""
-    c = contributions_table.c
-    stored: dict[str, str] = {}
-    # Read as text and parsed by orjson: the driver's JSON codec parses with the stdlib's
-    # ``json.loads``, ~4 % of the live apply's Python for these documents; the values are the same.
-    document = cast(c.cells, Text)
-    for among in bulk.among(session, c.fact_key, list(keys)):
-        rows = await session.execute(select(c.fact_key, document).where(among))
-        stored.update((key, value) for key, value in rows)
-    return stored
 
 
 async def summary(*, session: AsyncSession) -> Summary:
