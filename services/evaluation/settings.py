@@ -47,9 +47,9 @@ class EvaluationSettings(ServiceSettings):
     def _larger_fetches_on_postgres(self) -> Self:
         """On PostgreSQL a fetch holds up to ``BACKLOG_BATCH_MAX_RECORDS`` records, not 500: only
         a backlog fills one (the broker hands out what it holds), and there a fetch of 2,000
-        cost 0.13 + 0.11 ms of CPU an event (process + backends) against 0.17 + 0.14 at 500 —
-        more of a ticket's events in one fetch, fewer cells moved and written an event
-        (docs/benchmarks.md). SQLite keeps 500: one writer, its lock held the whole fetch."""
+        cost 0.135 + 0.100 ms of CPU an event (process + backends) against 0.168 + 0.143 at
+        500, medians of three drains each (docs/benchmarks.md). SQLite keeps 500: one writer,
+        its lock held the whole fetch."""
         if "consumer_batch_max_records" not in self.model_fields_set and not self.is_sqlite:
             self.consumer_batch_max_records = BACKLOG_BATCH_MAX_RECORDS
         return self
