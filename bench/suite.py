@@ -2,6 +2,7 @@
 
     python -m bench.suite [--seconds 300] [--connections 16] [--databases sqlite,postgres]
                           [--drain-timeout 300] [--postgres URL] [--out FILE]
+                          [--stall-evaluation AT:SECONDS]
 
 For each database: ``fengqiao up`` on free ports (the embedded broker and the four services, one
 process each, exactly as ``make run`` runs them) with SQLite files — the default — or with
@@ -20,6 +21,11 @@ work to the suite. Also reported: tickets/s accepted (2xx answers) and dispatche
 assignments inside the load window), wrk's CPU share, each process's CPU share during the load
 and its peak RSS (VmHWM), and the lines with ``database is locked`` and with level error in each
 service's log (kept in ``bench/results/suite/<database>/log/``).
+
+The drain (evaluation from the load's end until lag is zero): the events it consumed, per
+second, its process's and (PostgreSQL) its backends' CPU an event, and its ticket folds resumed
+or refolded. ``--stall-evaluation AT:SECONDS`` stops evaluation's process that long mid-load, so
+that there is a backlog to drain.
 """
 
 from __future__ import annotations
@@ -134,6 +140,21 @@ class ProcessUsage:
 
 
 @dataclass
+class Drain:
+    """Evaluation from the end of the load until lag was zero (or the timeout): what it applied,
+    how fast, and its CPU an event — its process and its PostgreSQL backends."""
+
+    events: int  # consumed (``fengqiao_events_consumed_total``) in the window
+    seconds: float
+    events_per_s: float | None
+    process_ms_per_event: float | None
+    backends_ms_per_event: float | None  # PostgreSQL only
+    resumed: int  # ticket folds onto a kept state (``fengqiao_evaluation_folds_total``)
+    refolded: int  # ticket folds of a whole ledger
+    stalled: str | None = None  # ``--stall-evaluation``, if the backlog was made
+
+
+@dataclass
 class DatabaseUsage:
     """One service's PostgreSQL backends (its connections' ``application_name``) over the load."""
 
@@ -181,6 +202,7 @@ class SuiteResult:
     error_lines: dict[str, int] = field(default_factory=dict)  # level error or worse
     processes: list[ProcessUsage] = field(default_factory=list)
     database_usage: list[DatabaseUsage] = field(default_factory=list)  # PostgreSQL only
+    drain: Drain | None = None
     latency_source: str = (
         "intake tickets.received_at vs min(dispatch dispatches.assigned_at), read after the run"
     )
@@ -366,6 +388,33 @@ def summary(port: int) -> dict[str, int]:
     )
     answer.raise_for_status()
     return dict(answer.json())
+
+
+def evaluation_counts(port: int) -> tuple[float, dict[str, float]]:
+    """Evaluation's events consumed, all types, and its ticket folds by kind, from /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    consumed = 0.0
+    folds: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("fengqiao_events_consumed_total{"):
+            consumed += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("fengqiao_evaluation_folds_total{"):
+            kind = re.search(r'kind="(\w+)"', line)
+            if kind is not None:
+                folds[kind.group(1)] = float(line.rsplit(" ", 1)[1])
+    return consumed, folds
+
+
+def stall_timers(pid: int, spec: str | None) -> list[threading.Timer]:
+    """``--stall-evaluation AT:SECONDS``: timers (started with the load) that stop evaluation's
+    process (SIGSTOP) AT seconds into the load and continue it SECONDS later, to leave it a
+    backlog to drain."""
+    if not spec:
+        return []
+    at, _, seconds = spec.partition(":")
+    stop = threading.Timer(float(at), os.kill, (pid, signal.SIGSTOP))
+    go = threading.Timer(float(at) + float(seconds), os.kill, (pid, signal.SIGCONT))
+    return [stop, go]
 
 
 # --- the PostgreSQL backends ------------------------------------------------------------------
@@ -703,6 +752,11 @@ def _measure_case(
         if sampler is not None:
             sampler.start()
         counted0 = read_statement_counts(folder) if folder is not None else None
+        evaluation_pid = next(pid for pid, name in names.items() if name == "evaluation")
+        stall = getattr(args, "stall_evaluation", None)
+        timers = stall_timers(evaluation_pid, stall)
+        for timer in timers:
+            timer.start()
         cpu0, machine0 = cpu_seconds(pids), machine_busy()
         load_started = datetime.now(UTC)
         wall0 = time.monotonic()
@@ -715,9 +769,21 @@ def _measure_case(
         )
         wall1 = time.monotonic()
         load_ended = datetime.now(UTC)
+        for timer in timers:
+            timer.cancel()
+        if timers:
+            os.kill(evaluation_pid, signal.SIGCONT)
         cpu1, machine1 = cpu_seconds(pids), machine_busy()
         if sampler is not None:
             sampler.stop()
+        drain_sampler = (
+            BackendSampler(args.postgres, {application_name("evaluation", stamp): "evaluation"})
+            if postgres
+            else None
+        )
+        if drain_sampler is not None:
+            drain_sampler.start()
+        counts0 = evaluation_counts(evaluation_port)
         if folder is not None and counted0 is not None:
             statements = read_statement_counts(folder)
             statements.subtract(counted0)
@@ -738,8 +804,16 @@ def _measure_case(
             time.sleep(0.5)
         wall2 = time.monotonic()
         cpu2 = cpu_seconds(pids)
+        counts2 = evaluation_counts(evaluation_port)
+        if drain_sampler is not None:
+            drain_sampler.stop()
         peaks = peak_rss_mb(pids)
     finally:
+        for timer in timers:
+            timer.cancel()
+        if timers:
+            with contextlib.suppress(OSError):
+                os.kill(evaluation_pid, signal.SIGCONT)
         stop_suite(proc)
     locked, errors = log_counts(var_dir / "log")
     received, assigned = read_rows(database, var_dir, args.postgres, stamp)
@@ -807,6 +881,38 @@ def _measure_case(
             if sampler is not None
             else []
         ),
+        drain=drain_of(
+            counts0,
+            counts2,
+            wall2 - wall1,
+            cpu2.get(evaluation_pid, 0.0) - cpu1.get(evaluation_pid, 0.0),
+            drain_sampler.usage().get("evaluation", (None,))[0] if drain_sampler else None,
+            stall,
+        ),
+    )
+
+
+def drain_of(
+    before: tuple[float, dict[str, float]],
+    after: tuple[float, dict[str, float]],
+    seconds: float,
+    process_cpu: float,
+    backends_cpu: float | None,
+    stall: str | None,
+) -> Drain:
+    """Evaluation's drain from its counts at the load's end and when lag was zero."""
+    events = int(after[0] - before[0])
+    return Drain(
+        events=events,
+        seconds=round(seconds, 1),
+        events_per_s=round(events / seconds) if seconds > 0 else None,
+        process_ms_per_event=round(process_cpu / events * 1000, 4) if events else None,
+        backends_ms_per_event=(
+            round(backends_cpu / events * 1000, 4) if events and backends_cpu is not None else None
+        ),
+        resumed=int(after[1].get("resumed", 0) - before[1].get("resumed", 0)),
+        refolded=int(after[1].get("refolded", 0) - before[1].get("refolded", 0)),
+        stalled=stall,
     )
 
 
@@ -895,6 +1001,23 @@ def render(outcomes: list[SuiteResult | SuiteFailure]) -> str:
                     f"{round(sum(u.cpu_load for u in r.database_usage), 2)} "
                     f"| {total:.3f} (the suite's processes: {python:.3f}) | | |"
                 )
+    drains = [r for r in results if r.drain is not None]
+    if drains:
+        lines += [
+            "",
+            "| database | evaluation stalled (at s : for s) | events drained after the load "
+            "| seconds | events/s | process ms/event | backends ms/event "
+            "| folds resumed / refolded |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in drains:
+            d = r.drain
+            assert d is not None
+            lines.append(
+                f"| {r.database} | {d.stalled or 'no'} | {d.events:,} | {d.seconds} "
+                f"| {_num(d.events_per_s, '{:,.0f}')} | {_num(d.process_ms_per_event, '{}')} "
+                f"| {_num(d.backends_ms_per_event, '{}')} | {d.resumed:,} / {d.refolded:,} |"
+            )
     lines += ["", "Against the targets:", ""]
     for r in results:
         lines.append(f"- {r.database}: {verdict(r)}")
@@ -944,6 +1067,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy each service during the load into DIR"
+    )
+    parser.add_argument(
+        "--stall-evaluation",
+        metavar="AT:SECONDS",
+        default=None,
+        help="stop evaluation (SIGSTOP) AT seconds into the load for SECONDS, to make a backlog",
     )
     parser.add_argument(
         "--no-count-statements",

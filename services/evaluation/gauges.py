@@ -6,7 +6,9 @@ Label sets are bounded and documented (docs/evaluation.md):
   month (Asia/Shanghai) per district of the city (the tree's districts, a dozen or so);
 - ``fengqiao_evaluation_department_rate{metric, department}``: the same per department, for at
   most ``EVALUATION_GAUGES_MAX_DEPARTMENTS`` departments (the busiest this month);
-- ``fengqiao_evaluation_city_rate{metric}``: the city as a whole.
+- ``fengqiao_evaluation_city_rate{metric}``: the city as a whole;
+- ``fengqiao_evaluation_folds_total{kind}``: ticket folds of this process since it started,
+  ``resumed`` (new events folded onto a kept state) or ``refolded`` (the whole ledger).
 
 A metric with no denominator this month is not exported (rather than exported as 0).
 """
@@ -15,12 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.evaluation import service
 from services.evaluation.metrics_registry import HEADLINE, evaluate
 from services.evaluation.periods import period_of
 from services.evaluation.queries import Filters, sums
@@ -33,10 +39,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _Folds(Collector):
+    """``service.FOLDS`` as a counter, read when scraped."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "fengqiao_evaluation_folds",
+            "Ticket folds since the process started: resumed from a kept state, or refolded",
+            labels=["kind"],
+        )
+        for kind in ("resumed", "refolded"):
+            family.add_metric([kind], service.FOLDS[kind])
+        yield family
+
+
 class Gauges:
     """The evaluation service's headline gauges."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        registry.register(_Folds())
         self.city = Gauge(
             "fengqiao_evaluation_city_rate",
             "Headline metric of the current month, city-wide (docs/metrics.md)",

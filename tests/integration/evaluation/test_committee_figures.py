@@ -305,5 +305,6 @@ async def test_the_gauges_carry_the_headline_rates_per_district_and_department(
         == OCTOBER["resolution"]
     )
     assert sample("fengqiao_evaluation_department_rate", department=B, metric="satisfaction") == 0.5
+    assert sample("fengqiao_evaluation_folds_total", kind="refolded") > 0
     # Only headline metrics are exported: the label sets stay bounded.
     assert not [ln for ln in lines if 'metric="repeat_rate"' in ln]

@@ -1,0 +1,32 @@
+"""Evaluation's fetch size: on PostgreSQL a backlog is folded in fetches of up to 2,000 records
+(more of a ticket's events in one fetch, fewer cells moved an event); SQLite, whose one writer
+holds its lock for the whole fetch, keeps the shared 500; a value set is always taken."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.evaluation.settings import BACKLOG_BATCH_MAX_RECORDS, EvaluationSettings
+
+POSTGRES = {
+    "database_url": "postgresql+asyncpg://postgres@127.0.0.1/test",
+    "auth_token_secret": "a secret of this deployment's own, long enough",
+}
+
+
+def test_evaluation_fetches_more_records_on_postgresql_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("EVALUATION_CONSUMER_BATCH_MAX_RECORDS", raising=False)
+    assert BACKLOG_BATCH_MAX_RECORDS == 2000
+    assert EvaluationSettings(**POSTGRES).consumer_batch_max_records == 2000
+    assert EvaluationSettings().consumer_batch_max_records == 500  # SQLite
+
+
+def test_a_fetch_size_set_is_taken_on_either_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (
+        EvaluationSettings(**POSTGRES, consumer_batch_max_records=7).consumer_batch_max_records == 7
+    )
+    monkeypatch.setenv("EVALUATION_CONSUMER_BATCH_MAX_RECORDS", "300")
+    assert EvaluationSettings(**POSTGRES).consumer_batch_max_records == 300
+    assert EvaluationSettings().consumer_batch_max_records == 300
