@@ -64,6 +64,7 @@ from services.intake.pipeline import Pipeline, _Pending, _public_fields
 from services.intake.repeat_lookup import CandidateLoader, Earlier, ShingleCache, unpack_shingles
 from services.intake.repeats import Appeal, RepeatPolicy
 from services.intake.settings import IntakeSettings
+from shared import heap
 from shared.broker import EmbeddedBroker
 from shared.bus import create_topics
 from shared.events.base import encode_fields
@@ -252,7 +253,10 @@ def stages(args: argparse.Namespace) -> None:
     earlier copies of the file (``prepare+stored``: the stored candidates of every row, as in the
     batch case, where each file repeats the rows of the files before it, less the database's
     own work), and the stored candidates' look-up alone (``stored``: ``CandidateLoader.load``).
-    Each ``--rounds`` times, this thread's CPU, the least and the median."""
+    Each ``--rounds`` times, this thread's CPU, the least and the median, with the collector
+    settled as the started service settles it (``heap.settle``: the start-up heap frozen, young
+    collections every 100,000 allocations; at Python's defaults a full collection walked the
+    whole start-up heap, ~100 ms, every few files)."""
     channel = get_channel(BATCH_CHANNEL)
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "batch.csv"
@@ -276,6 +280,7 @@ def stages(args: argparse.Namespace) -> None:
         spent.setdefault(name, []).append(time.thread_time() - start)
         return out
 
+    heap.settle()  # as the started service does: the collector's share as it is there
     rows = 0
     for _ in range(args.rounds + 2):  # the first two warm up
         parsed = timed_stage("parse", parse_csv, data, channel, max_rows=5000)
