@@ -255,8 +255,8 @@ def stages(args: argparse.Namespace) -> None:
     own work), and the stored candidates' look-up alone (``stored``: ``CandidateLoader.load``).
     Each ``--rounds`` times, this thread's CPU, the least and the median, with the collector
     settled as the started service settles it (``heap.settle``: the start-up heap frozen, young
-    collections every 100,000 allocations; at Python's defaults a full collection walked the
-    whole start-up heap, ~100 ms, every few files)."""
+    collections every ``heap.FILES_YOUNG_THRESHOLD`` allocations; at Python's defaults a full
+    collection walked the whole start-up heap, ~100 ms, every few files)."""
     channel = get_channel(BATCH_CHANNEL)
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "batch.csv"
@@ -280,7 +280,7 @@ def stages(args: argparse.Namespace) -> None:
         spent.setdefault(name, []).append(time.thread_time() - start)
         return out
 
-    heap.settle()  # as the started service does: the collector's share as it is there
+    heap.settle(heap.FILES_YOUNG_THRESHOLD)  # as the started service does
     rows = 0
     for _ in range(args.rounds + 2):  # the first two warm up
         parsed = timed_stage("parse", parse_csv, data, channel, max_rows=5000)
