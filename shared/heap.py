@@ -19,7 +19,7 @@ Measured reasons, service by service:
 - intake's batch files keep every row's objects (its draft, normalized ticket, appeal, row and
   event) alive until the group's commit, and a worker holds many files at once (32 wrk
   connections, two workers): the allocations a young collection waits for are mostly of
-  objects still alive, so each collection walks all of them (~50–65 ms, ~8 µs of every row at
+  objects still alive, so each collection walks all of them (54–73 ms, ~10 µs of every row at
   100,000). Intake settles with ``FILES_YOUNG_THRESHOLD``: no young collection in 64 files in
   flight 32 at a time, the same peak memory (a file's objects are freed by their counts, not
   by the collector); the collection that does come, past a million net allocations, walks
