@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from services.intake.pipeline import Pipeline, _Pending, _public_fields
 from services.intake.repeat_lookup import CandidateLoader, Earlier, ShingleCache, unpack_shingles
 from services.intake.repeats import Appeal, RepeatPolicy
 from services.intake.settings import IntakeSettings
+from shared import heap
 from shared.broker import EmbeddedBroker
 from shared.bus import create_topics
 from shared.events.base import encode_fields
@@ -178,6 +179,65 @@ class _NoStoredCandidates(CandidateLoader):
         return [[] for _ in appeals]
 
 
+class _StoredFiles:
+    """``LookupConnections`` for a loader whose store holds earlier copies of the benchmark's
+    file (as the batch case's files repeat its rows): ``fetch`` answers the candidate statement
+    from them, each key's latest ``per_key`` within the window, found by the key's column, in
+    the statement's row shape; each call's tickets with ids of their own, as each file of the
+    batch case finds other tickets. ``spent``: the thread CPU of making the rows (the database's
+    and the driver's work, not the look-up's), for the caller to leave out."""
+
+    dialect = type("Dialect", (), {"name": "postgresql"})()
+
+    def __init__(self, rows: list[dict[str, Any]], *, copies: int, per_key: int) -> None:
+        self._by_key: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
+        self._calls = 0
+        self.spent = 0.0
+        stored = []
+        for k in range(1, copies + 1):
+            for row in rows:
+                at = row["received_at"] - timedelta(minutes=k)
+                stored.append(
+                    (
+                        f"s{k}-{row['ticket_id']}",
+                        at,
+                        row["citizen_hash"],
+                        row["grid_code"],
+                        row["address_key"],
+                        row["longitude"],
+                        row["latitude"],
+                        None if k == copies else f"s{copies}-{row['ticket_id']}",
+                        copies - k,
+                        row["shingles"],
+                    )
+                )
+        stored.sort(key=lambda t: t[1], reverse=True)
+        for found in stored:
+            for n in range(3):
+                if found[2 + n]:
+                    listed = self._by_key.setdefault((n, found[2 + n]), [])
+                    if len(listed) < per_key:
+                        listed.append(found)
+
+    async def run(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
+        return await work(self)
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        start = time.thread_time()
+        *keys, since, until = args
+        self._calls += 1
+        mark = f"c{self._calls}"
+        rows = [
+            (n, mark + found[0], *found[1:7], found[7] and mark + found[7], *found[8:])
+            for n, values in enumerate(keys)
+            for value in values
+            for found in self._by_key.get((n, value), ())
+            if since <= found[1] <= until
+        ]
+        self.spent += time.thread_time() - start
+        return rows
+
+
 def _events(members: list[_Pending], verdicts: dict[int, Any]) -> Any:
     """A unit's event fields and records, as ``prepare_group`` makes them."""
     return encode_fields(TicketReceived, _public_fields(members, verdicts, GroupMemo()))
@@ -189,14 +249,22 @@ def stages(args: argparse.Namespace) -> None:
     drafts; normalization; the whole of ``Pipeline.prepare_group`` (normalization, ids,
     shingles and appeals, the in-unit judgement, the ticket rows, the event fields and
     records); and, of that, the event fields and records alone (``_public_fields`` and
-    ``encode_fields``). Each ``--rounds`` times, this thread's CPU, the least and the median."""
+    ``encode_fields``); then the whole of ``prepare_group`` again with a store that holds five
+    earlier copies of the file (``prepare+stored``: the stored candidates of every row, as in the
+    batch case, where each file repeats the rows of the files before it, less the database's
+    own work), and the stored candidates' look-up alone (``stored``: ``CandidateLoader.load``).
+    Each ``--rounds`` times, this thread's CPU, the least and the median, with the collector
+    settled as the started service settles it (``heap.settle``: the start-up heap frozen, young
+    collections every ``heap.FILES_YOUNG_THRESHOLD`` allocations; at Python's defaults a full
+    collection walked the whole start-up heap, ~100 ms, every few files)."""
     channel = get_channel(BATCH_CHANNEL)
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "batch.csv"
         batch_template(template, 1000, places=args.places)
         data = template.read_bytes()
+    salt = secrets.token_hex(32)
     pipeline = Pipeline(
-        salt=secrets.token_hex(32),
+        salt=salt,
         ids=_NumberedIds(),  # type: ignore[arg-type]
         # An engine that is never connected: this loader reads nothing.
         loader=_NoStoredCandidates(
@@ -212,6 +280,7 @@ def stages(args: argparse.Namespace) -> None:
         spent.setdefault(name, []).append(time.thread_time() - start)
         return out
 
+    heap.settle(heap.FILES_YOUNG_THRESHOLD)  # as the started service does
     rows = 0
     for _ in range(args.rounds + 2):  # the first two warm up
         parsed = timed_stage("parse", parse_csv, data, channel, max_rows=5000)
@@ -226,6 +295,37 @@ def stages(args: argparse.Namespace) -> None:
         ]
         verdicts = {i: p.verdict for i, p in enumerate(prepared)}
         timed_stage("events", _events, members, verdicts)
+    # A store of five earlier copies of the file: every row has stored candidates.
+    repeated = Pipeline(
+        salt=salt,
+        ids=_NumberedIds(),  # type: ignore[arg-type]
+        loader=CandidateLoader(
+            create_async_engine("sqlite+aiosqlite://"), policy=RepeatPolicy(), per_key=5
+        ),
+    )
+    loader = repeated._loader
+    store = _StoredFiles([p.row for p in prepared], copies=5, per_key=5)
+    loader.connections = store  # type: ignore[assignment]
+    spent["prepare+stored"], spent["stored"] = [], []
+    plain_load = loader.load
+
+    async def load(appeals: Sequence[Appeal], grams: Sequence[bytes] | None = None) -> Any:
+        start, made = time.thread_time(), store.spent
+        out = await plain_load(appeals, grams)
+        spent["stored"].append(time.thread_time() - start - (store.spent - made))
+        return out
+
+    loader.load = load  # type: ignore[method-assign]
+    for _ in range(args.rounds + 2):
+        parsed = parse_csv(data, channel, max_rows=5000)
+        unit = [(channel, draft) for _, draft in parsed.rows]
+        made = store.spent
+        (again,) = timed_stage(
+            "prepare+stored", asyncio.run, repeated.prepare_group([unit], now=now)
+        )
+        spent["prepare+stored"][-1] -= store.spent - made
+        assert not isinstance(again, Exception), again
+        assert all(p.verdict.repeat_of for p in again)
     for name, times in spent.items():
         kept = times[2:]
         print(

@@ -100,7 +100,7 @@ class IntakeContext(ServiceContext):
         """Fit the classifier and settle the collector before the first request."""
         # The classifier fits its model in about a second: at start-up, not on the first request.
         await asyncio.to_thread(classifier.warm_up)
-        heap.settle()
+        heap.settle(heap.FILES_YOUNG_THRESHOLD)  # a batch file's rows live until its commit
 
     async def stop(self) -> None:
         """Return the repeat look-ups' kept connections to the pool."""

@@ -37,6 +37,7 @@ from services.intake.repeat_lookup import (
     EarlierInUnit,
     Verdict,
     decide,
+    judged_earlier,
     keys_of,
 )
 from shared.events.base import Encoded, encode_fields, encoded
@@ -370,21 +371,7 @@ class Pipeline:
                     candidates = [*candidates, *nearby.values()]
             verdict = decide(appeal, candidates, self.policy)
             verdicts[p.index] = verdict
-            p.earlier = Earlier(
-                repeats.Appeal(
-                    received_at=appeal.received_at,
-                    text="",
-                    shingles=appeal.shingles,
-                    ticket_id=p.ticket_id,
-                    citizen_hash=appeal.citizen_hash,
-                    grid_code=appeal.grid_code,
-                    address_key=appeal.address_key,
-                    longitude=appeal.longitude,
-                    latitude=appeal.latitude,
-                    repeat_of=verdict.repeat_of,
-                ),
-                verdict.repeat_count,
-            )
+            p.earlier = judged_earlier(appeal, verdict)
             if in_unit is not None:
                 in_unit.add(keys, p.earlier, grams[p.index])
         return verdicts
@@ -395,8 +382,6 @@ class Pipeline:
         assert p.appeal is not None
         attachments = [a.model_dump() for a in n.attachments]
         packed = p.packed
-        if p.earlier is not None:  # the next files' look-ups find it ready, not to unpack
-            self._loader.shingles.keep(p.earlier)
         return {
             "ticket_id": p.ticket_id,
             "channel": draft.channel_code,

@@ -35,6 +35,22 @@ async def test_the_same_citizen_repeats_and_the_chain_keeps_counting(env: Intake
     assert (stored.repeat_of, stored.repeat_count) == (first["ticket_id"], 7)
 
 
+async def test_stored_candidates_are_kept_without_their_shingles(env: IntakeEnv) -> None:
+    """What the look-up keeps of the tickets it found is what ``decide`` reads of a stored
+    candidate — its time, keys and links; the group's pass counts the shingles on their packed
+    bytes — and no shingle set, which every full collection of the garbage collector would read
+    through for as long as the ticket is kept."""
+    phone = env.phone()
+    first = await post(env, citizen_phone=phone, content=f"第一次反映{env.unique()}")
+    again = await post(env, citizen_phone=phone, content=f"又一次反映{env.unique()}")
+    assert again["repeat_of"] == first["ticket_id"]
+    kept = env.app.state.runtime.context.loader.shingles
+    found = kept.ready(first["ticket_id"])
+    assert found is not None and found.appeal.ticket_id == first["ticket_id"]
+    assert found.appeal.shingles == frozenset()
+    assert kept.ready(again["ticket_id"]) is None  # not yet anyone's candidate
+
+
 async def test_the_same_place_and_text_repeats_another_text_does_not(env: IntakeEnv) -> None:
     address = env.address()
     text = f"{address}门口的路灯坏了一周，晚上很黑，老人出门不方便。"

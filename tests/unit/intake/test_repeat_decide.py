@@ -300,18 +300,17 @@ def test_stored_candidates_judged_packed_give_the_same_verdicts(
     grams = [repeat_lookup.pack_shingles(a.shingles) for a in appeals]
     columns = _stored_columns(stored, packed)
     assert repeat_lookup.judge_stored(appeals, listed, columns, policy, grams) == judged
-    handed = repeat_lookup.hand_over(appeals, judged, stored.__getitem__)
-    bare = repeat_lookup.hand_over(appeals, judged, stored.__getitem__, _without_shingles(stored))
+    # handed over as the look-up makes them: without their shingles, the pass's counts instead
+    handed = repeat_lookup.hand_over(appeals, judged, _without_shingles(stored))
     for new, candidates, each, given_ in zip(appeals, listed, judged, handed, strict=True):
-        for n, common in each.passed:
+        for n, common, size in each.passed:
             assert n in candidates
+            assert size == len(stored[n].appeal.shingles)
             shared = len(new.shingles & stored[n].appeal.shingles)
             # counted wherever both sets have grams (a Jaccard of an empty set is 0 uncounted)
             assert common == shared if new.shingles and stored[n].appeal.shingles else common == -1
+        assert all(not e.appeal.shingles for e in given_)
         assert decide(new, given_, policy) == decide(new, [stored[n] for n in candidates], policy)
-    # a summary's first is read for its time, id and links only
-    for new, given_, without in zip(appeals, handed, bare, strict=True):
-        assert decide(new, without, policy) == decide(new, given_, policy)
 
 
 def test_a_stored_set_cut_short_is_refused_by_both_judgements() -> None:
@@ -336,11 +335,13 @@ def test_a_stored_set_cut_short_is_refused_by_both_judgements() -> None:
 
 
 def _without_shingles(stored: list[Earlier]) -> Any:
-    def leading(n: int) -> Earlier:
+    """Stored candidate ``n`` as the look-up makes it: without its shingles."""
+
+    def made(n: int) -> Earlier:
         e = stored[n]
         return Earlier(dataclasses.replace(e.appeal, shingles=frozenset()), e.repeat_count)
 
-    return leading
+    return made
 
 
 def _stored_id(n: int, r: dict[str, Any]) -> str:
@@ -390,7 +391,8 @@ def test_stored_matches_are_handed_over_as_their_first_and_strangers_not_at_all(
     assert judged == [
         repeat_lookup.Judged([], first=2, matches=2, longest=1, reason="same_citizen")
     ]
-    assert decide(new, repeat_lookup.hand_over([new], judged, stored.__getitem__)[0], policy) == (
+    handed = repeat_lookup.hand_over([new], judged, _without_shingles(stored))[0]
+    assert decide(new, handed, policy) == (
         Verdict(repeat_of="T2", repeat_count=2, reason="same_citizen")
     )
 
@@ -423,6 +425,49 @@ def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> No
     assert judged == [
         repeat_lookup.Judged([], first=2, matches=3, longest=3, reason="same_citizen")
     ]
-    handed = repeat_lookup.hand_over([new], judged, stored.__getitem__)[0]
+    handed = repeat_lookup.hand_over([new], judged, _without_shingles(stored))[0]
     assert decide(new, handed, policy) == decide(new, stored, policy)
     assert decide(new, handed, policy) == Verdict("T2", 3, "same_citizen")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    citizen=st.sampled_from([None, "", "h1"]),
+    grid=st.sampled_from([None, "g1"]),
+    address=st.sampled_from([None, "a1"]),
+    place=st.sampled_from([(None, None), (120.58, 30.0)]),
+    repeat_of=st.sampled_from([None, "T0"]),
+    count=st.integers(0, 9),
+)
+def test_earliers_made_slot_by_slot_are_the_appeals_the_constructor_makes(
+    citizen: str | None,
+    grid: str | None,
+    address: str | None,
+    place: tuple[float | None, float | None],
+    repeat_of: str | None,
+    count: int,
+) -> None:
+    """A stored candidate made from its row (``_earlier``) and a judged appeal as its unit's
+    later rows see it (``judged_earlier``) set their appeal's slots directly: each is the
+    ``Earlier`` the dataclasses' constructors make, every field set (one the slots missed would
+    not compare)."""
+    longitude, latitude = place
+    fields = {
+        "received_at": T0,
+        "text": "",
+        "ticket_id": "T1",
+        "citizen_hash": citizen,
+        "grid_code": grid,
+        "address_key": address,
+        "longitude": longitude,
+        "latitude": latitude,
+        "repeat_of": repeat_of,
+    }
+    row = (0, "T1", T0, citizen, grid, address, longitude, latitude, repeat_of, count, b"")
+    stored = repeat_lookup._earlier("T1", row, None)
+    assert stored == Earlier(Appeal(shingles=frozenset(), **fields), count)
+    new = Appeal(**{**fields, "text": "路灯坏了", "repeat_of": None}, shingles=frozenset({1, 2}))
+    judged = repeat_lookup.judged_earlier(new, Verdict(repeat_of, count, "same_citizen"))
+    assert judged == Earlier(Appeal(shingles=new.shingles, **fields), count)
+    for made in (stored.appeal, judged.appeal):
+        assert all(hasattr(made, f.name) for f in dataclasses.fields(Appeal))
