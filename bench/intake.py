@@ -12,11 +12,14 @@ answer), ``batch-ceiling`` (bare FastAPI parsing a CSV file and validating each 
 with a 1,000-row CSV file: every row normalized, stored and its event written before the
 answer).
 
-Every server runs with 2 uvicorn workers (uvloop + httptools) on 127.0.0.1; the load comes from
-wrk with a Lua script; wrk's own CPU time is reported, because on a 2-core machine the load
-generator competes with the server. After each intake case the rows in the database are counted
-against the 2xx answers (a durability check). ``--profile DIR`` samples the server processes
-with py-spy during the measured run and writes where the time goes to ``DIR/<case>.txt``.
+Every server runs with 2 uvicorn workers (uvloop + httptools) on 127.0.0.1, each accepting on a
+listening socket of its own (``fengqiao.serve``: SO_REUSEPORT, so the kernel spreads wrk's
+connections over the workers; ``--shared-socket`` runs ``uvicorn --workers 2`` instead); the
+load comes from wrk with a Lua script; wrk's own CPU time is reported, because on a 2-core
+machine the load generator competes with the server. After each intake case the rows in the
+database are counted against the 2xx answers (a durability check). ``--profile DIR`` samples
+the server processes with py-spy during the measured run and writes where the time goes to
+``DIR/<case>.txt``.
 Each server process's peak RSS is read before it stops. Results are printed as a Markdown table
 and saved as JSON; ``make bench`` (``bench/run.py``) runs these cases with the others.
 """
@@ -249,14 +252,22 @@ def spawn_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> subproc
 
 
 def start_server(
-    args: list[str], env: dict[str, str], port: int, ready_path: str, log_name: str
+    args: list[str],
+    env: dict[str, str],
+    port: int,
+    ready_path: str,
+    log_name: str,
+    *,
+    shared_socket: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """uvicorn with 2 workers; its warnings and errors go to ``bench/results/logs/<name>.log``."""
+    """2 uvicorn workers, each on a listening socket of its own (``fengqiao.serve``), or with
+    ``shared_socket`` on uvicorn's one; warnings and errors go to ``bench/results/logs/<name>.log``.
+    """
     proc = spawn_logged(
         [
             sys.executable,
             "-m",
-            "uvicorn",
+            "uvicorn" if shared_socket else "fengqiao.serve",
             *args,
             "--host",
             "127.0.0.1",
@@ -631,7 +642,12 @@ def bench_intake(
     )
     port = free_port()
     proc = start_server(
-        ["--factory", "services.intake.app:create_app"], env, port, "/readyz", _slug(name)
+        ["--factory", "services.intake.app:create_app"],
+        env,
+        port,
+        "/readyz",
+        _slug(name),
+        shared_socket=args.shared_socket,
     )
     path = f"/channels/{BATCH_CHANNEL}/tickets" if batch_template_path else "/tickets"
     postgres = env["INTAKE_DATABASE_URL"].startswith("postgresql")
@@ -653,7 +669,12 @@ def bench_intake(
 def bench_ceiling(name: str, path: str, args: argparse.Namespace, template: Path | None) -> Result:
     port = free_port()
     server = start_server(
-        ["bench.ceiling_app:app"], dict(os.environ), port, "/openapi.json", _slug(name)
+        ["bench.ceiling_app:app"],
+        dict(os.environ),
+        port,
+        "/openapi.json",
+        _slug(name),
+        shared_socket=args.shared_socket,
     )
     try:
         return measure(
@@ -759,6 +780,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default=",".join(ALL_CASES))
     parser.add_argument("--profile", type=Path, default=None, help="py-spy into this directory")
     parser.add_argument("--postgres", default=POSTGRES_URL)
+    parser.add_argument(
+        "--shared-socket",
+        action="store_true",
+        help="uvicorn --workers 2 (one listening socket) instead of fengqiao.serve's one a worker",
+    )
     parser.add_argument(
         "--schema-prefix", default="bench", help="the prefix of the scratch schema's name"
     )

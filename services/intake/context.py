@@ -26,6 +26,10 @@ from shared.groupcommit import GroupCommitter
 from shared.outbox import Outbox
 from shared.runtime import Runtime, ServiceContext
 
+# A group of fewer rows waits for its commit before the next is taken (``AppealGroups``): single
+# posts and small files, whose group's fixed cost is the larger part of a post's.
+SMALL_GROUP_ROWS = 256
+
 
 @dataclass
 class IntakeMetrics:
@@ -93,7 +97,12 @@ class IntakeContext(ServiceContext):
             loader=loader,
             detect_repeats=s.repeat_detection,
         )
-        self.appeal_groups = AppealGroups(self.pipeline, self.outbox, lambda: self.committer)
+        self.appeal_groups = AppealGroups(
+            self.pipeline,
+            self.outbox,
+            lambda: self.committer,
+            wait_below=SMALL_GROUP_ROWS,
+        )
         self.metrics = IntakeMetrics.on(runtime.metrics.registry)
 
     async def start(self) -> None:

@@ -60,3 +60,95 @@ async def test_a_unit_queued_as_the_last_task_ends_is_taken(max_inflight: int) -
     pipeline.during = None
     staged = await asyncio.wait_for(waiting, 2)
     assert staged.prepared == []
+
+
+class _HeldCommitter:
+    """Commits only when told: each enqueue's future is kept until ``release``."""
+
+    def __init__(self) -> None:
+        self.held: list[asyncio.Future[None]] = []
+
+    def enqueue(self, **_: Any) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held.append(future)
+        return future
+
+    def release(self, exc: Exception | None = None) -> None:
+        for future in self.held:
+            if exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)
+        self.held.clear()
+
+
+class _CountingPipeline:
+    """Records each group's size; waits for ``gate`` (when set) before it answers."""
+
+    def __init__(self) -> None:
+        self.groups: list[int] = []
+        self.gate: asyncio.Event | None = None
+
+    async def prepare_group(self, units: Sequence[Any], *, now: Any) -> list[list[Any]]:
+        self.groups.append(len(units))
+        if self.gate is not None:
+            await self.gate.wait()
+        return [[] for _ in units]
+
+
+async def _settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_a_small_group_waits_for_its_commit_and_the_next_takes_what_queued() -> None:
+    pipeline, committer = _CountingPipeline(), _HeldCommitter()
+    groups = AppealGroups(
+        pipeline,  # type: ignore[arg-type]
+        _Outbox(),  # type: ignore[arg-type]
+        lambda: committer,
+        wait_below=16,
+    )
+    # While a small group is prepared (its look-up awaited), no second task takes new arrivals.
+    pipeline.gate = asyncio.Event()
+    first = asyncio.create_task(groups.submit([], actor=None))
+    await _settle()
+    arrived = asyncio.create_task(groups.submit([], actor=None))
+    await _settle()
+    assert pipeline.groups == [1]
+    pipeline.gate.set()
+    pipeline.gate = None
+    await _settle()
+    assert first.done() and not arrived.done()
+    committer.release()
+    await (await first).committed
+    await _settle()
+    assert pipeline.groups == [1, 1] and arrived.done()
+    first, pipeline.groups = arrived, [1]  # its group (committing now) is the first from here
+    # Queued while the first group commits: not prepared until it has, then all in one group.
+    later = [asyncio.create_task(groups.submit([], actor=None)) for _ in range(5)]
+    await _settle()
+    assert pipeline.groups == [1] and not any(t.done() for t in later)
+    committer.release()
+    await (await first).committed
+    await _settle()
+    assert pipeline.groups == [1, 5] and all(t.done() for t in later)
+    # A failed commit fails its units (their callers see it) and the next group goes on.
+    committer.release(RuntimeError("commit failed"))
+    for task in later:
+        with pytest.raises(RuntimeError, match="commit failed"):
+            await (await task).committed
+    last = asyncio.create_task(groups.submit([], actor=None))
+    await _settle()
+    assert pipeline.groups == [1, 5, 1]
+    committer.release()
+    await (await last).committed
+    # A large group (16 rows and more) keeps the overlap: the next is prepared while it commits.
+    large = asyncio.create_task(groups.submit([None] * 16, actor=None))
+    await _settle()
+    small = asyncio.create_task(groups.submit([], actor=None))
+    await _settle()
+    assert pipeline.groups == [1, 5, 1, 1, 1] and large.done() and small.done()
+    committer.release()
+    await (await large).committed
+    await (await small).committed
