@@ -70,6 +70,4 @@ def event_handlers(ctx: EvaluationContext) -> HandlerMap:
     # are the whole record of what was applied (keyed by event id), so applied events get no
     # inbox row. Staged, the consumer folds the next fetch while the one before is written and
     # committed.
-    return dict.fromkeys(
-        FOLDED, Batch(on_events, deduplicates=True, stage=stage, inbox_rows=False)
-    )
+    return dict.fromkeys(FOLDED, Batch(on_events, deduplicates=True, stage=stage, inbox_rows=False))
