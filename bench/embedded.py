@@ -8,7 +8,8 @@ The tally reads the services' SQLite files read-only — the databases are the t
 - stored: intake's ticket rows for the run's external ids;
 - counted: acknowledged tickets whose every event reached evaluation: the events intake and
   dispatch emitted about the ticket (their audit trails hold one row per event, kept when the
-  outbox is purged) are all applied in evaluation's inbox, and dispatch emitted at least one.
+  outbox is purged) are all in evaluation's ledger (one row per event applied), and dispatch
+  emitted at least one.
   A ticket routed to the grab pool (``GrabOffered``) is delivered although nothing dispatched
   it yet: it waits for a department to take it, so "has a dispatch date" would wrongly call it
   lost;
@@ -347,7 +348,7 @@ def tally(var_dir: Path, load: Load) -> Tally:
         applied = {
             row[0]
             for row in conn.execute(
-                "SELECT event_id FROM inbox WHERE consumer = 'evaluation' AND status = 'applied'"
+                "SELECT event_id FROM eval_ledger"
             )
         }
     counted = sum(

@@ -806,13 +806,20 @@ class InboxConsumer:
                     duplicates.append(event.event_type)
                     handled += 1
                     continue
+                refused = False
                 try:
                     with log_context(
                         event_id=event_id, ticket_id=getattr(event, "ticket_id", None)
                     ):
                         async with session.begin_nested():
-                            await handler(event, session=session)
-                            if _inbox_rows(handler):
+                            if isinstance(handler, Batch) and handler.deduplicates:
+                                # Its own refusal is the look-up (an event without an inbox
+                                # row was not looked up above): a duplicate, not consumed.
+                                done = await handler.many([event], session=session)
+                                refused = event_id not in set(done)
+                            else:
+                                await handler(event, session=session)
+                            if _inbox_rows(handler) and not refused:
                                 await session.execute(
                                     self._inbox.insert().values(
                                         self._inbox_row(
@@ -833,7 +840,7 @@ class InboxConsumer:
                     )
                     failure = _Failed(index, exc)
                     break
-                consumed.append(event.event_type)
+                (duplicates if refused else consumed).append(event.event_type)
                 handled += 1
         for event_type in duplicates:
             self._metrics.events_duplicate.labels(event_type).inc()

@@ -66,6 +66,8 @@ def event_handlers(ctx: EvaluationContext) -> HandlerMap:
             session=session, events=events, calendar=ctx.calendar, carry=carry
         )
 
-    # The ledger refuses an event id it holds: its insert is the inbox's look-up. Staged, the
-    # consumer folds the next fetch while the one before is written and committed.
-    return dict.fromkeys(FOLDED, Batch(on_events, deduplicates=True, stage=stage))
+    # The ledger refuses an event id it holds: its insert is the inbox's look-up, and its rows
+    # are the whole record of what was applied (keyed by event id), so applied events get no
+    # inbox row. Staged, the consumer folds the next fetch while the one before is written and
+    # committed.
+    return dict.fromkeys(FOLDED, Batch(on_events, deduplicates=True, stage=stage, inbox_rows=False))

@@ -130,7 +130,7 @@ async def test_rotations_under_load_deliver_every_event_once(
     copy = _copy_databases(suite.var_dir, tmp_path / "copy")
     with sqlite3.connect(copy / "evaluation.db") as conn:
         conn.execute(
-            "DELETE FROM inbox WHERE consumer = 'evaluation' AND event_id = ("
-            " SELECT event_id FROM inbox WHERE event_type = 'dispatch.grab.offered' LIMIT 1)"
+            "DELETE FROM eval_ledger WHERE event_id = ("
+            " SELECT event_id FROM eval_ledger WHERE event_type = 'dispatch.grab.offered' LIMIT 1)"
         )
     assert tally(copy, load).lost == 1

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from services.evaluation.app import create_app
 from services.evaluation.handlers import event_handlers
-from services.evaluation.models import TicketFact
+from services.evaluation.models import TicketFact, ledger_table
 from services.evaluation.settings import EvaluationSettings
 from shared.bus import make_producer
 from shared.events import Event
@@ -105,13 +105,17 @@ class EvaluationEnv:
         await publish_event(self.producer, self.settings, topic, event)
 
     async def consumed(self, event: Event) -> bool:
-        """True once the consumer has processed the event (its inbox row is written)."""
-        inbox = self.runtime.inbox_table
+        """True once the consumer has processed the event: applied (its ledger row is
+        written; applied events get no inbox row) or dead-lettered (its inbox row says so)."""
+        inbox, event_id = self.runtime.inbox_table, str(event.event_id)
         async with self.runtime.engine.connect() as conn:
-            row = await conn.execute(
-                select(inbox.c.status).where(inbox.c.event_id == str(event.event_id))
-            )
-            return row.first() is not None
+            for query in (
+                select(ledger_table.c.event_id).where(ledger_table.c.event_id == event_id),
+                select(inbox.c.status).where(inbox.c.event_id == event_id),
+            ):
+                if (await conn.execute(query)).first() is not None:
+                    return True
+            return False
 
     async def fact(self, ticket_id: str) -> TicketFact | None:
         async with self.runtime.sessions() as session:

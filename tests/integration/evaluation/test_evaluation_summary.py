@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from services.evaluation.app import create_app
+from services.evaluation.models import ledger_table
 from services.evaluation.settings import EvaluationSettings
 from shared.events import INTAKE_TOPIC
 from tests.integration.evaluation.support import (
@@ -160,3 +162,52 @@ async def test_the_embedded_default_serves_the_summary_to_an_anonymous_caller(
         "awaiting_dispatch": 0,
         "feedback": 0,
     }
+
+
+async def test_applied_events_are_recorded_by_the_ledger_alone_and_a_redelivery_is_refused(
+    env: EvaluationEnv,
+) -> None:
+    ticket = env.ticket_id()
+    first = received(ticket)
+    second = feedback(ticket, 1, resolved=True, satisfaction="satisfied")
+    duplicates = env.runtime.metrics.events_duplicate.labels(second.event_type)
+    refused = duplicates._value.get()
+    for event in (first, second):
+        await env.publish(INTAKE_TOPIC, event)
+
+    async def both_consumed() -> bool:
+        return await env.consumed(first) and await env.consumed(second)
+
+    await wait_until(both_consumed, timeout=20, what="evaluation to apply both events")
+    ids = [str(first.event_id), str(second.event_id)]
+    inbox = env.runtime.inbox_table
+    async with env.runtime.engine.connect() as conn:
+        inboxed = (
+            await conn.execute(select(inbox.c.event_id).where(inbox.c.event_id.in_(ids)))
+        ).all()
+        ledgered = (
+            await conn.execute(
+                select(ledger_table.c.event_id).where(ledger_table.c.event_id.in_(ids))
+            )
+        ).all()
+    assert inboxed == [] and len(ledgered) == 2
+
+    # Redelivered (the same event id): the ledger refuses it, and nothing changes.
+    await env.publish(INTAKE_TOPIC, second)
+
+    async def redelivery_refused() -> bool:
+        return bool(duplicates._value.get() > refused)
+
+    await wait_until(redelivery_refused, timeout=20, what="the redelivery refused")
+    fact = await env.fact(ticket)
+    assert fact is not None
+    assert (fact.feedback_revision, fact.resolved, fact.satisfaction) == (1, True, "satisfied")
+    async with env.runtime.engine.connect() as conn:
+        count = (
+            await conn.execute(
+                select(func.count())
+                .select_from(ledger_table)
+                .where(ledger_table.c.event_id.in_(ids))
+            )
+        ).scalar_one()
+    assert count == 2
