@@ -345,12 +345,7 @@ def tally(var_dir: Path, load: Load) -> Tally:
             if ticket_id in ids
         )
     with _read_only(var_dir / "evaluation.db") as conn:
-        applied = {
-            row[0]
-            for row in conn.execute(
-                "SELECT event_id FROM eval_ledger"
-            )
-        }
+        applied = {row[0] for row in conn.execute("SELECT event_id FROM eval_ledger")}
     counted = sum(
         1
         for ticket_id in ids
