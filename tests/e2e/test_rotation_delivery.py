@@ -27,6 +27,7 @@ from bench.embedded import (
     ticket,
     wait_counted,
 )
+from shared.events.dispatch import GrabOffered
 from shared.geo.model import Tier
 from shared.geo.tree import city
 
@@ -131,6 +132,7 @@ async def test_rotations_under_load_deliver_every_event_once(
     with sqlite3.connect(copy / "evaluation.db") as conn:
         conn.execute(
             "DELETE FROM eval_ledger WHERE event_id = ("
-            " SELECT event_id FROM eval_ledger WHERE event_type = 'dispatch.grab.offered' LIMIT 1)"
+            " SELECT event_id FROM eval_ledger WHERE event_type = ? LIMIT 1)",
+            (GrabOffered.cloudevent_type(),),
         )
     assert tally(copy, load).lost == 1
