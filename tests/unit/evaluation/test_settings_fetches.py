@@ -1,12 +1,18 @@
 """Evaluation's fetch size: on PostgreSQL a backlog is folded in fetches of up to 2,000 records
-(more of a ticket's events in one fetch, fewer cells moved an event); SQLite, whose one writer
-holds its lock for the whole fetch, keeps the shared 500; a value set is always taken."""
+(more of a ticket's events in one fetch, fewer cells moved an event), and a fetch waits for
+1 MiB rather than 64 KiB (up to 500 ms), so that the steady state's fetches are not a few dozen
+events each; SQLite, whose one writer holds its lock for the whole fetch, keeps the shared 500
+and 64 KiB; a value set is always taken."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.evaluation.settings import BACKLOG_BATCH_MAX_RECORDS, EvaluationSettings
+from services.evaluation.settings import (
+    BACKLOG_BATCH_MAX_RECORDS,
+    GATHER_FETCH_MIN_BYTES,
+    EvaluationSettings,
+)
 
 POSTGRES = {
     "database_url": "postgresql+asyncpg://postgres@127.0.0.1/test",
@@ -30,3 +36,19 @@ def test_a_fetch_size_set_is_taken_on_either_database(monkeypatch: pytest.Monkey
     monkeypatch.setenv("EVALUATION_CONSUMER_BATCH_MAX_RECORDS", "300")
     assert EvaluationSettings(**POSTGRES).consumer_batch_max_records == 300
     assert EvaluationSettings().consumer_batch_max_records == 300
+
+
+def test_evaluation_fetches_wait_for_a_mebibyte_on_postgresql_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("EVALUATION_CONSUMER_FETCH_MIN_BYTES", raising=False)
+    assert GATHER_FETCH_MIN_BYTES == 1 << 20
+    postgres = EvaluationSettings(**POSTGRES)
+    assert postgres.consumer_fetch_min_bytes == 1 << 20
+    assert postgres.consumer_fetch_max_wait_ms == 500  # the most a record waits for company
+    assert EvaluationSettings().consumer_fetch_min_bytes == 65536  # SQLite: the suite's
+    # A value set is taken on either database.
+    assert EvaluationSettings(**POSTGRES, consumer_fetch_min_bytes=1).consumer_fetch_min_bytes == 1
+    monkeypatch.setenv("EVALUATION_CONSUMER_FETCH_MIN_BYTES", "4096")
+    assert EvaluationSettings(**POSTGRES).consumer_fetch_min_bytes == 4096
+    assert EvaluationSettings().consumer_fetch_min_bytes == 4096
