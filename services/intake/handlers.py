@@ -17,9 +17,11 @@ def event_handlers(ctx: IntakeContext) -> HandlerMap:
     """The handlers of one intake app: every tracked dispatch and mediation event moves its
     ticket's state, history and status the same way."""
 
-    async def on_ticket_events(events: Sequence[Event], *, session: AsyncSession) -> None:
+    async def on_ticket_events(events: Sequence[Event], *, session: AsyncSession) -> list[str]:
         """Dispatch and mediation events about tickets: states, history steps and statuses, a
-        fetched batch at a time."""
-        await tracking.apply_lifecycles(session=session, events=events)
+        fetched batch at a time. The history step, unique by event id, is the record that an
+        event was applied: no inbox look-up and no inbox row (``Batch(inbox_rows=False)``)."""
+        return await tracking.apply_lifecycles(session=session, events=events)
 
-    return dict.fromkeys(lifecycle.TRACKED, Batch(on_ticket_events))
+    handler = Batch(on_ticket_events, deduplicates=True, inbox_rows=False)
+    return dict.fromkeys(lifecycle.TRACKED, handler)

@@ -23,16 +23,29 @@ from shared.events.base import Event
 log = logging.getLogger(__name__)
 
 
-async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) -> None:
+class Redelivered(Exception):
+    """Some, not all, of a batch's events have history steps already: the batch cannot be
+    applied together (its statuses were worked out with them); the consumer rolls it back and
+    applies its events one at a time, each refused or applied alone."""
+
+
+async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) -> list[str]:
     """Record what dispatch and mediation events mean for their tickets, in delivery order:
     each dispatch's state, a history step per event (with the ticket's status after it), and
-    the ticket's status (a ticket intake never took gets the history only).
+    the ticket's status (a ticket intake never took gets the history only). Returns the ids of
+    the events applied: an event with a history step already (a redelivery) is refused.
 
     A batch is worked in memory from one read of its tickets' dispatches and written with one
-    statement per table: the rows end as applying the events one at a time would leave them."""
-    steps = [(event, step) for event in events if (step := lifecycle.step_for(event)) is not None]
+    statement per table: the rows end as applying the events one at a time would leave them.
+    The history's unique event id is the ledger: its insert goes first and refuses what it
+    holds, so the consumer needs no inbox look-up or inbox rows for these events. A batch of
+    which only some are refused raises ``Redelivered`` (see there)."""
+    found = [(event, lifecycle.step_for(event)) for event in events]
+    steps = [(event, step) for event, step in found if step is not None]
+    # An event with no step changes nothing: applied, whatever came before.
+    applied = [str(event.event_id) for event, step in found if step is None]
     if not steps:
-        return
+        return applied
     d = DISPATCHES
     tickets = sorted({step.ticket_id for _, step in steps})
     rows: dict[str, dict[str, Any]] = {}  # dispatch id -> its row, as it stands
@@ -99,7 +112,22 @@ async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) ->
                 "status": status,
             }
         )
-    await _write(session, rows, changed, ticket_values, history)
+    stored = set(
+        await bulk.upsert(
+            session,
+            HISTORY,
+            history,
+            key=["event_id"],
+            on_conflict=OnConflict.NOTHING,
+            returning="event_id",
+        )
+    )
+    if not stored:
+        return applied  # all redelivered: nothing written
+    if len(stored) < len(history):
+        raise Redelivered(f"{len(history) - len(stored)} of {len(history)} events applied before")
+    await _write(session, rows, changed, ticket_values)
+    return applied + [h["event_id"] for h in history]
 
 
 async def _write(
@@ -107,9 +135,9 @@ async def _write(
     rows: dict[str, dict[str, Any]],
     changed: set[str],
     ticket_values: dict[str, dict[str, Any]],
-    history: list[dict[str, Any]],
 ) -> None:
-    """One statement per table and shape, whatever the batch's size: on PostgreSQL an
+    """The dispatches' and tickets' rows (the history is written first): one statement per
+    table and shape, whatever the batch's size: on PostgreSQL an
     ``executemany`` is a statement planned and run once a row."""
     d = DISPATCHES
     columns = [c.name for c in d.columns]
@@ -121,4 +149,3 @@ async def _write(
         by_shape.setdefault(tuple(values), []).append({"ticket_id": ticket_id, **values})
     for params in by_shape.values():
         await bulk.update_many(session, TICKETS, params, key="ticket_id")
-    await bulk.upsert(session, HISTORY, history, key=[], on_conflict=OnConflict.FAIL)

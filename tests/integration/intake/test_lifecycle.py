@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from services.intake import lifecycle, tracking
-from services.intake.models import DISPATCHES, HISTORY, TICKETS
+from services.intake.models import DISPATCHES, HISTORY, TICKETS, inbox_table
 from shared.events import dispatch as d
 from shared.events import mediation as m
 from tests.integration.intake.support import IntakeEnv
@@ -339,3 +339,51 @@ async def test_a_batch_tracks_tickets_as_one_event_at_a_time_would(env: IntakeEn
     assert expected[2][0] == "completed" and len(expected[1]) == 7
     for ticket_id in (together, other, split, too):
         assert await rows_of(env, ticket_id) == expected
+
+
+async def test_redelivered_events_are_refused_by_their_history_steps(env: IntakeEnv) -> None:
+    """The history's unique event id is the record of what was applied: a redelivered event,
+    alone or beside new ones in a fetch, changes nothing, and no inbox row is written."""
+    start = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+    ticket_id, alone = await open311_ticket(env), await open311_ticket(env)
+    # Dispatch's events only: one topic, delivered in order.
+    events = [e for e in story(ticket_id, start) if e.event_type.startswith("dispatch.")]
+    for event in [e for e in story(alone, start) if e.event_type.startswith("dispatch.")]:
+        async with env.runtime.sessions() as session, session.begin():
+            await tracking.apply_lifecycles(session=session, events=[event])
+    await env.publish(*events[:3])
+    await wait_until(
+        lambda: _history_count(env, ticket_id, 3), timeout=20, what="three history steps"
+    )
+    # The three again alone, then again beside the rest: one fetch of old and new events.
+    await env.publish(*events[:3])
+    await env.publish(*events)
+    await wait_until(
+        lambda: _history_count(env, ticket_id, len(events)), timeout=20, what="every step"
+    )
+    await wait_status(env, ticket_id, "completed")
+    assert await rows_of(env, ticket_id) == await rows_of(env, alone)
+    ids = [str(e.event_id) for e in events]
+    assert await env.count(inbox_table, inbox_table.c.event_id.in_(ids)) == 0
+
+
+async def _history_count(env: IntakeEnv, ticket_id: str, n: int) -> bool:
+    return await env.count(HISTORY, HISTORY.c.ticket_id == ticket_id) == n
+
+
+async def test_apply_lifecycles_returns_what_it_applied(env: IntakeEnv) -> None:
+    """Applied ids come back; a batch all applied before is refused whole, with no write."""
+    start = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+    ticket_id = await open311_ticket(env)
+    events = story(ticket_id, start)[:2]
+    async with env.runtime.sessions() as session, session.begin():
+        done = await tracking.apply_lifecycles(session=session, events=events)
+    assert done == [str(e.event_id) for e in events]
+    before = await rows_of(env, ticket_id)
+    async with env.runtime.sessions() as session, session.begin():
+        assert await tracking.apply_lifecycles(session=session, events=events) == []
+    assert await rows_of(env, ticket_id) == before
+    with pytest.raises(tracking.Redelivered):
+        async with env.runtime.sessions() as session, session.begin():
+            later = story(ticket_id, start)[2:3]
+            await tracking.apply_lifecycles(session=session, events=[events[0], *later])
