@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -892,7 +893,7 @@ class InboxConsumer:
     async def _dead_letter(self, record: ConsumerRecord, reason: str, kind: str) -> None:
         """Write the record to the dead-letter topic via the outbox, and mark it in the inbox."""
         headers = list(record.headers or ())
-        event_id = header(headers, "ce_id") or f"{record.topic}:{record.partition}:{record.offset}"
+        event_id = header(headers, "ce_id") or fallback_event_id(record)
         event_type = header(headers, "ce_type") or "unknown"
         dlq_headers = [
             *headers,
@@ -933,3 +934,26 @@ class InboxConsumer:
         )
         if self._on_commit is not None:
             self._on_commit()
+
+
+def fallback_event_id(record: ConsumerRecord) -> str:
+    """The id a record without a ``ce_id`` header is dead-lettered and remembered under.
+
+    Its place (topic, partition, offset) and a digest of its bytes: a redelivery of the same
+    record gets the same id and is not dead-lettered twice, but a different record at the same
+    place — offsets start again at 0 after a broker is wiped or replaced — gets an id of its own,
+    where the place alone would take it for the first one and skip it unrecorded. A digest, not
+    the place spelled out, so that ``dlq:<consumer>:<id>`` fits the outbox's 64 characters.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (
+        record.topic.encode(),
+        str(record.partition).encode(),
+        str(record.offset).encode(),
+        record.key or b"",
+        record.value or b"",
+        *(name.encode() + b"=" + (value or b"") for name, value in record.headers or ()),
+    ):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return f"raw:{digest.hexdigest()}"
