@@ -566,6 +566,7 @@ class OutboxRelay:
         self._pending_rows = self._batch_read()
         self._backlog_span = self._backlog_read()
         self._driver_claim, self._driver_any_pending = self._driver_statements()
+        self._pending_span = 0  # the backlog gauge's last reading
         self.published = 0
 
     def _columns(self) -> tuple[Any, ...]:
@@ -697,10 +698,12 @@ class OutboxRelay:
         # (a consumer's fetch with nothing to apply still reports a commit).
         eager = True
         started = 0.0  # when the last batch that found rows began
+        quiet = 0  # polls in a row that ended without a wake-up and found nothing
         while True:
             try:
                 await self._connect()
-                await self._maybe_check_broker()
+                if await self._maybe_check_broker() and self._pending_span:
+                    eager = True  # the check read the pending rows' span: no need to ask again
                 if self._lease is not None and not self._lease.held():
                     await asyncio.sleep(poll)  # another process of this host publishes
                     continue
@@ -711,6 +714,7 @@ class OutboxRelay:
                 eager = sent > 0
                 if eager:
                     started = began
+                    quiet = 0
                 await self._maybe_cleanup()
                 failures = 0
                 if sent >= self._settings.outbox_batch_size:
@@ -728,10 +732,25 @@ class OutboxRelay:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # arrives as the wake-up fires, and the service would hang on shutdown.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll):
+                async with asyncio.timeout(self._idle_wait(poll, quiet)):
                     await self._wake.wait()
+            if not self._wake.is_set() and not eager:
+                quiet = min(quiet + 1, 16)
             self._wake.clear()
             await asyncio.sleep(self._linger(eager, started))
+
+    def _idle_wait(self, poll: float, quiet: int) -> float:
+        """How long to wait for a wake-up before asking again: ``outbox_poll_interval_ms``, twice
+        as long after each poll in a row that found nothing, up to the broker check's interval
+        (whose read of the pending rows' span starts a batch when there are any). Every commit
+        of this process that writes outbox rows wakes the relay (the consumer's, the group
+        committer's, the APIs' and the schedulers'), so the poll only finds rows written by
+        another process of the service, which the relay holding the host's lease publishes for
+        it: an idle relay (evaluation's outbox is almost always empty) asked five times a
+        second and now asks about once, and such a row waits at most the check's interval (1 s)
+        after an idle spell instead of the poll's (200 ms)."""
+        ceiling = max(poll, self._settings.broker_check_interval_ms / 1000)
+        return min(poll * 2**quiet, ceiling)
 
     def _linger(self, busy: bool, started: float) -> float:
         """Seconds to let commits pile up after a wake-up: one batch of many rows costs far
@@ -784,11 +803,14 @@ class OutboxRelay:
                 await self._admin.close()
             self._admin = None
 
-    async def _maybe_check_broker(self) -> None:
+    async def _maybe_check_broker(self) -> bool:
+        """Check the broker if its interval has passed (or an error asks for it): whether it
+        did."""
         interval = self._settings.broker_check_interval_ms / 1000
         if not self._force_check and time.monotonic() - self._last_check < interval:
-            return
+            return False
         await self.check_broker()
+        return True
 
     async def check_broker(self) -> None:
         """Ask the broker who it is now; a broker other than the last one is adopted with a new
@@ -1000,6 +1022,7 @@ class OutboxRelay:
     async def _update_backlog(self) -> None:
         async with self._read_alone() as conn:
             backlog = (await conn.execute(self._backlog_span)).scalar_one()
+        self._pending_span = int(backlog)
         self._metrics.outbox_backlog.set(backlog)
 
     async def _maybe_cleanup(self) -> None:

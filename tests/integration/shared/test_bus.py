@@ -654,6 +654,41 @@ async def test_rows_no_commit_of_the_relay_s_process_announced_are_found_by_its_
     assert await harness.relay.may_have_work() is not idle
 
 
+async def test_an_idle_relay_asks_less_and_less_often_up_to_the_broker_check(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing written, each poll waits twice as long as the last, up to the broker
+    check's interval (four polls here); a wake-up is still answered at once, and a row no
+    wake-up announced (another process's) is still found within that interval."""
+    await harness.emit(ticket(1))
+    await wait_until(
+        lambda: _count_is(harness, harness.outbox_table, 0, is_pending(harness.outbox_table))
+    )
+    asked: list[float] = []
+    probe = harness.relay.may_have_work
+
+    async def counted() -> bool:
+        asked.append(time.monotonic())
+        return await probe()
+
+    monkeypatch.setattr(harness.relay, "may_have_work", counted)
+    await asyncio.sleep(2.0)
+    # 50 ms polls: 40 in two seconds before; now about one every 200 ms once backed off
+    assert 5 <= len(asked) <= 16, len(asked)
+    gaps = [b - a for a, b in itertools.pairwise(asked[-4:])]
+    assert min(gaps) >= 0.15, gaps
+    async with harness.sessions() as session, session.begin():  # no wake()
+        await harness.outbox.add(session, ticket(2))
+    began = time.monotonic()
+    await wait_until(
+        lambda: _count_is(harness, harness.outbox_table, 0, is_pending(harness.outbox_table))
+    )
+    assert time.monotonic() - began < 1.0
+    await harness.emit(ticket(3))  # woken
+    records = await read_topic(harness.settings, INTAKE_TOPIC, 3)
+    assert sorted(r.key for r in records)[-1] == b"20260101-0000003"
+
+
 async def _ids(h: Harness) -> dict[str, int]:
     """The outbox rows' ids by key."""
     t = h.outbox_table
