@@ -152,7 +152,8 @@ async def measure(args: argparse.Namespace, settings: ServiceSettings) -> None:
         f"relay ({args.database}, batches of {args.batch}): {published / wall:,.0f} events/s "
         f"wall; ms an event: {shares}"
     )
-    print(f"write + relay, process and PostgreSQL: {total / published * 1e3:.4f} ms an event")
+    counted = "process and PostgreSQL" if write_db is not None else "process"
+    print(f"write + relay, {counted}: {total / published * 1e3:.4f} ms an event")
 
 
 async def start_sampling(settings: ServiceSettings) -> BackendSampler | None:

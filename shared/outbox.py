@@ -1,13 +1,18 @@
 """Transactional outbox: events are rows written in the same transaction as the state change
-that causes them; a relay publishes pending rows in batches and marks them.
+that causes them; a relay publishes pending rows in batches.
+
+A row is pending while ``outbox_pending`` holds its id: the database writes that row (a trigger)
+in the transaction that inserts the event, and the relay's claim deletes it in the transaction
+it commits once the broker has the record. The outbox row is written once and never updated.
 
 Rows stay for a retention window after their publication so that a wiped, rotated or replaced
 broker can be refilled: when the relay finds a new cluster id it replays every retained row onto
 it, oldest first, and the consumers' inboxes drop what they had already applied.
 
-The window runs from ``published_at``, not ``created_at``: what a consumer may still need is a
+The window runs from a row's publication, not ``created_at``: what a consumer may still need is a
 record it has not read yet, and it can first read a record when it is published (a row may wait
-out a long broker outage first). A replay does not touch ``published_at`` — it walks a cursor
+out a long broker outage first). The minutes of publication are kept in ``outbox_published``
+(per relay and minute, the lowest id published in it). A replay records none — it walks a cursor
 kept in ``bus_state`` — or every rotation would renew every row's window and the broker's
 memory would grow without bound. A consumer that had not read a row before a rotation (so it
 lags by less than L) reads it again within L after the replay: with a window of at least twice
@@ -522,7 +527,8 @@ _CLAIM_BEGIN = "BEGIN; SET LOCAL enable_sort = off"
 
 
 class OutboxRelay:
-    """Publishes pending outbox rows in id order, marks them, and watches the broker's identity."""
+    """Publishes pending outbox rows in id order, takes their pending rows, and watches the
+    broker's identity."""
 
     def __init__(
         self,
