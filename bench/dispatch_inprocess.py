@@ -45,6 +45,7 @@ from services.dispatch.settings import DispatchSettings
 from shared import geo
 from shared.events.base import Record, encode, utcnow
 from shared.events.intake import Citizen, Location, TicketReceived
+from shared.outbox import is_pending
 
 
 def grids() -> list[geo.Area]:
@@ -130,7 +131,7 @@ async def measure(args: argparse.Namespace, settings: DispatchSettings) -> None:
         if args.broker:
             async with app.state.runtime.context.sessions() as session:
                 pending = select(func.count()).select_from(outbox_table)
-                pending = pending.where(outbox_table.c.published_at.is_(None))
+                pending = pending.where(is_pending(outbox_table))
                 while (await session.execute(pending)).scalar_one():
                     await asyncio.sleep(0.01)
                     await session.rollback()

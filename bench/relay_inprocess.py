@@ -1,15 +1,20 @@
-"""The outbox relay's CPU per event in one process: pending outbox rows published to an embedded
+"""The outbox's CPU per event in one process: outbox rows written, then published to an embedded
 broker, and nothing else running.
 
-    python -m bench.relay_inprocess [--count 20000] [--batch 500] [--database postgres|sqlite]
-                                    [--schema-prefix P] [--profile FILE]
+    python -m bench.relay_inprocess [--count 20000] [--batch 500] [--write-batch 50]
+                                    [--database postgres|sqlite] [--schema-prefix P]
+                                    [--profile FILE]
 
 A scratch outbox (a PostgreSQL schema named ``<P>_…``, ``relaybench_…`` by default, dropped at the
-end, or a SQLite file) is filled with ``--count`` pending rows of intake's ``TicketReceived`` (~1 KB
-texts, distinct ticket ids of intake's form), then the service's own ``OutboxRelay`` is driven batch
-by batch (``publish_batch`` until nothing is pending: claim, send, mark, commit) after one warm-up
-batch. Prints events per second of wall time, this process's CPU milliseconds per event, the part of
-it spent from the relay handing a batch to the producer until every record is acknowledged
+end, or a SQLite file) gets one warm-up batch written and published, then ``--count`` rows of
+intake's ``TicketReceived`` (~1 KB texts, distinct ticket ids of intake's form) written in
+transactions of ``--write-batch`` rows (one ``bulk.insert`` each, as the services' writers do:
+the write's own cost, with whatever the outbox makes the database do with each row), then the
+service's own ``OutboxRelay`` is driven batch by batch (``publish_batch`` until nothing is
+pending: claim, send, mark, commit). Prints, for the write and for the relay, this process's CPU
+milliseconds per event and on PostgreSQL the CPU of the backends that served it; for the relay
+also events per second of wall time and the part of its CPU spent from the relay handing a batch
+to the producer until every record is acknowledged
 (``_send``, aiokafka's sender task included: nothing else runs), and on PostgreSQL the CPU of the
 backends that served the relay. With ``--profile`` the measured loop is written as a cProfile file
 timed by CPU, not wall-clock, time (a socket write's wait for the process it wakes is not the
@@ -99,19 +104,20 @@ async def measure(args: argparse.Namespace, settings: ServiceSettings) -> None:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         rows = [event_row(e) for e in events(args.count + args.batch)]
-        for start in range(0, len(rows), 2000):
-            async with engine.begin() as conn:
-                await bulk.insert(conn, outbox, rows[start : start + 2000])
+        async with engine.begin() as conn:  # warm-up: metadata, connections
+            await bulk.insert(conn, outbox, rows[: args.batch])
         await relay.check_broker()
-        assert await relay.publish_batch() == args.batch  # warm-up: metadata, connections
+        assert await relay.publish_batch() == args.batch
+        writes = await start_sampling(settings)
+        cpu = time.process_time()
+        for start in range(args.batch, len(rows), args.write_batch):
+            async with engine.begin() as conn:
+                await bulk.insert(conn, outbox, rows[start : start + args.write_batch])
+        write_cpu = time.process_time() - cpu
+        write_db = await stop_sampling(writes)
         timed = TimedSend(relay)
         relay._send = timed  # type: ignore[method-assign]
-        backends = None
-        if settings.database_application_name:
-            backends = BackendSampler(
-                POSTGRES_URL, {settings.database_application_name: "relay"}, interval=3600
-            )
-            await asyncio.to_thread(backends.start)
+        backends = await start_sampling(settings)
         profiler = cProfile.Profile(time.process_time) if args.profile else None
         published = 0
         cpu, wall = time.process_time(), time.perf_counter()
@@ -122,22 +128,51 @@ async def measure(args: argparse.Namespace, settings: ServiceSettings) -> None:
         if profiler:
             profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        if backends is not None:
-            await asyncio.to_thread(backends.stop)
+        relay_db = await stop_sampling(backends)
         if profiler:
             profiler.dump_stats(args.profile)
     finally:
         await relay.close()
         await engine.dispose()
     assert published == args.count, (published, args.count)
+    written = {"CPU": write_cpu}
     per_event = {"CPU": cpu, "send": timed.cpu, "send's wall": timed.wall}
-    if backends is not None:
-        per_event["PostgreSQL"] = backends.usage().get("relay", (0.0,))[0]
+    if write_db is not None and relay_db is not None:
+        written["PostgreSQL"] = write_db
+        per_event["PostgreSQL"] = relay_db
+        total = write_cpu + write_db + cpu + relay_db
+    else:
+        total = write_cpu + cpu
+    print(
+        f"write ({args.database}, transactions of {args.write_batch}): ms an event: "
+        + ", ".join(f"{name} {used / published * 1e3:.4f}" for name, used in written.items())
+    )
     shares = ", ".join(f"{name} {used / published * 1e3:.4f}" for name, used in per_event.items())
     print(
         f"relay ({args.database}, batches of {args.batch}): {published / wall:,.0f} events/s "
         f"wall; ms an event: {shares}"
     )
+    counted = "process and PostgreSQL" if write_db is not None else "process"
+    print(f"write + relay, {counted}: {total / published * 1e3:.4f} ms an event")
+
+
+async def start_sampling(settings: ServiceSettings) -> BackendSampler | None:
+    """PostgreSQL: sample the CPU of the backends of this process's connections from now."""
+    if not settings.database_application_name:
+        return None
+    sampler = BackendSampler(
+        POSTGRES_URL, {settings.database_application_name: "bench"}, interval=3600
+    )
+    await asyncio.to_thread(sampler.start)
+    return sampler
+
+
+async def stop_sampling(sampler: BackendSampler | None) -> float | None:
+    """The backends' CPU seconds since ``start_sampling``."""
+    if sampler is None:
+        return None
+    await asyncio.to_thread(sampler.stop)
+    return float(sampler.usage().get("bench", (0.0,))[0])
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -169,6 +204,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20_000, help="events measured")
     parser.add_argument("--batch", type=int, default=500, help="the relay's batch size")
+    parser.add_argument(
+        "--write-batch", type=int, default=50, help="outbox rows written a transaction"
+    )
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument(
         "--schema-prefix", default="relaybench", help="the prefix of the scratch schema's name"

@@ -23,6 +23,7 @@ from services.dispatch.models import Dispatch
 from services.evaluation.models import TicketFact
 from services.intake.models import TICKETS
 from shared.broker import EmbeddedBroker, free_port
+from shared.outbox import is_pending
 from tests.support import PG_URL, Database, RunningService, open_database, wait_until
 
 pytestmark = pytest.mark.slow
@@ -158,9 +159,7 @@ async def _backlog(services: dict[str, RunningService]) -> dict[str, int]:
         table = service.runtime.outbox_table
         async with service.runtime.reader.connect() as conn:
             counts[name] = (
-                await conn.execute(
-                    select(func.count()).select_from(table).where(table.c.published_at.is_(None))
-                )
+                await conn.execute(select(func.count()).select_from(table).where(is_pending(table)))
             ).scalar_one()
     return counts
 

@@ -30,7 +30,7 @@ from shared.bus import make_producer
 from shared.clock import ManualClock
 from shared.events import INTAKE_TOPIC, MEDIATION_TOPIC, Event, decode
 from shared.events.intake import Location, TicketReceived
-from shared.outbox import row_headers
+from shared.outbox import is_pending, row_headers
 from shared.workcalendar import SHANGHAI
 from tests.support import (
     Database,
@@ -211,9 +211,7 @@ class DispatchEnv:
         """True when the outbox holds no unpublished row."""
         t = outbox_table
         async with self.runtime.engine.connect() as conn:
-            pending = await conn.execute(
-                select(func.count()).select_from(t).where(t.c.published_at.is_(None))
-            )
+            pending = await conn.execute(select(func.count()).select_from(t).where(is_pending(t)))
             return pending.scalar_one() == 0
 
     async def joined(self) -> bool:

@@ -27,7 +27,7 @@ from services.intake.settings import IntakeSettings
 from shared import geo
 from shared.bus import make_producer
 from shared.events import Event, decode
-from shared.outbox import row_headers
+from shared.outbox import is_pending, row_headers
 from shared.settings import BusSettings
 from tests.support import (
     Database,
@@ -151,7 +151,7 @@ class IntakeEnv:
         """Wait until the relay has published everything in the outbox."""
 
         async def drained() -> bool:
-            return await self.count(outbox_table, outbox_table.c.published_at.is_(None)) == 0
+            return await self.count(outbox_table, is_pending(outbox_table)) == 0
 
         await wait_until(drained, timeout=20, what="the outbox to drain")
 

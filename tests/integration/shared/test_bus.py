@@ -41,7 +41,16 @@ from shared.events.intake import TicketReceived
 from shared.inbox import Batch, InboxConsumer, Only
 from shared.lease import HostLease
 from shared.metrics import ServiceMetrics
-from shared.outbox import Outbox, OutboxRelay, bus_tables, json_headers, record_row
+from shared.outbox import (
+    PENDING_TABLE,
+    PUBLISHED_TABLE,
+    Outbox,
+    OutboxRelay,
+    bus_tables,
+    is_pending,
+    json_headers,
+    record_row,
+)
 from shared.settings import ServiceSettings
 from tests.support import Database, bus_settings, wait_until
 
@@ -241,9 +250,7 @@ async def test_relay_publishes_cloudevents_keyed_by_ticket_and_marks_rows(harnes
         assert header(record.headers, "ce_type") == "cn.fengqiao.intake.ticket.received.v1"
         assert header(record.headers, "ce_subject") == record.key.decode()
     await wait_until(
-        lambda: _count_is(
-            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
-        ),
+        lambda: _count_is(harness, harness.outbox_table, 0, is_pending(harness.outbox_table)),
         what="rows marked published",
     )
     assert harness.metrics.events_produced.labels("intake.ticket.received")._value.get() == 3
@@ -278,7 +285,7 @@ async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statemen
     h = await driven_harness(broker, database, prefix)
     try:
         await h.emit(*(ticket(n) for n in range(1, 6)))
-        pending = h.outbox_table.c.published_at.is_(None)
+        pending = is_pending(h.outbox_table)
         send = h.relay._send
 
         async def refused(rows: Any) -> None:
@@ -316,12 +323,13 @@ async def test_a_batch_is_marked_only_once_the_broker_has_it_and_in_one_statemen
             monkeypatch.undo()
         assert sent == sorted(sent) and len(sent) == 5
         assert await h.count(h.outbox_table, pending) == 0
-        # The claim and the mark: one statement on PostgreSQL; a read and an update on SQLite.
-        # On PostgreSQL straight on the driver: no SQLAlchemy execution at all.
+        # The claim and the mark: one statement on PostgreSQL; a read, the pending rows'
+        # deletion and the minute's record on SQLite. On PostgreSQL straight on the driver: no
+        # SQLAlchemy execution at all.
         if database.kind == "postgres":
-            assert statements == [] and len(driven) == 1 and driven[0].startswith("UPDATE")
+            assert statements == [] and len(driven) == 1 and driven[0].startswith("WITH")
         else:
-            assert len(statements) == 2 and driven == []
+            assert len(statements) == 3 and driven == []
         assert await h.relay.publish_batch() == 0
     finally:
         await h.stop()
@@ -429,14 +437,17 @@ async def test_the_claim_reads_the_pending_index_in_its_order_whatever_the_backl
         async with h.engine.begin() as conn:
             await bulk.insert(conn, h.outbox_table, rows)
             t = h.outbox_table
-            await conn.execute(update(t).where(t.c.id <= 3000).values(published_at=utcnow()))
+            pending = t.metadata.tables[PENDING_TABLE]
+            await conn.execute(pending.delete().where(pending.c.id <= 3000))
             await conn.execute(text(f'ANALYZE "{t.name}"'))
+            await conn.execute(text(f'ANALYZE "{PENDING_TABLE}"'))
             raw = (await conn.get_raw_connection()).driver_connection
             plan = "\n".join(
-                r[0] for r in await raw.fetch("EXPLAIN " + h.relay._driver_claim, utcnow())
+                r[0] for r in await raw.fetch("EXPLAIN " + h.relay._driver_claim, utcnow(), "r")
             )
-        assert "ix_outbox_pending" in plan and "Sort" not in plan, plan
-        assert "Filter" not in plan, plan  # no published row read and thrown away
+        assert "Index Scan using outbox_pending_pkey" in plan and "Sort" not in plan, plan
+        assert plan.count("Index Cond: (id = ANY") == 2, plan  # the claimed rows read by key
+        assert "Seq Scan" not in plan, plan
     finally:
         await h.stop()
 
@@ -471,8 +482,10 @@ async def test_the_claim_reads_the_pending_index_on_a_table_not_yet_analysed(
         assert await h.relay.publish_batch() == h.settings.outbox_batch_size
         monkeypatch.undo()
         assert len(plans) == 1
-        assert "Index Scan using ix_outbox_pending" in plans[0], plans[0]
-        assert "Sort" not in plans[0] and "Bitmap" not in plans[0], plans[0]
+        # the first ids in the key's order; then the ids claimed, and their rows, by key
+        assert "Index Scan using outbox_pending_pkey" in plans[0], plans[0]
+        assert "Sort" not in plans[0] and "Seq Scan" not in plans[0], plans[0]
+        assert plans[0].count("Index Cond: (id = ANY") == 2, plans[0]
     finally:
         monkeypatch.undo()
         await h.stop()
@@ -526,7 +539,7 @@ async def test_a_batch_goes_out_one_batch_a_partition_and_one_failed_partition_k
     try:
         events = [ticket(n) for n in range(1, 41)]
         await h.emit(*events)
-        pending = h.outbox_table.c.published_at.is_(None)
+        pending = is_pending(h.outbox_table)
         producer = h.relay._producer
         assert producer is not None
         topic = topic_name(settings, INTAKE_TOPIC)
@@ -627,7 +640,7 @@ async def test_rows_no_commit_of_the_relay_s_process_announced_are_found_by_its_
     """Another process's commit does not wake this relay: its poll asks whether anything is
     pending (on PostgreSQL outside a transaction) and publishes what it finds."""
     await harness.emit(ticket(1))
-    pending = harness.outbox_table.c.published_at.is_(None)
+    pending = is_pending(harness.outbox_table)
     await wait_until(lambda: _count_is(harness, harness.outbox_table, 0, pending), what="sent")
     # SQLite's batch asks for itself: there the answer is always yes.
     idle = not harness.settings.is_sqlite
@@ -641,28 +654,84 @@ async def test_rows_no_commit_of_the_relay_s_process_announced_are_found_by_its_
     assert await harness.relay.may_have_work() is not idle
 
 
+async def test_an_idle_relay_asks_less_and_less_often_up_to_the_broker_check(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing written, each poll waits twice as long as the last, up to the broker
+    check's interval (four polls here); a wake-up is still answered at once, and a row no
+    wake-up announced (another process's) is still found within that interval."""
+    await harness.emit(ticket(1))
+    await wait_until(
+        lambda: _count_is(harness, harness.outbox_table, 0, is_pending(harness.outbox_table))
+    )
+    asked: list[float] = []
+    probe = harness.relay.may_have_work
+
+    async def counted() -> bool:
+        asked.append(time.monotonic())
+        return await probe()
+
+    monkeypatch.setattr(harness.relay, "may_have_work", counted)
+    await asyncio.sleep(2.0)
+    # 50 ms polls: 40 in two seconds before; now about one every 200 ms once backed off
+    assert 5 <= len(asked) <= 16, len(asked)
+    gaps = [b - a for a, b in itertools.pairwise(asked[-4:])]
+    assert min(gaps) >= 0.15, gaps
+    async with harness.sessions() as session, session.begin():  # no wake()
+        await harness.outbox.add(session, ticket(2))
+    began = time.monotonic()
+    await wait_until(
+        lambda: _count_is(harness, harness.outbox_table, 0, is_pending(harness.outbox_table))
+    )
+    assert time.monotonic() - began < 1.0
+    await harness.emit(ticket(3))  # woken
+    records = await read_topic(harness.settings, INTAKE_TOPIC, 3)
+    assert sorted(r.key for r in records)[-1] == b"20260101-0000003"
+
+
+async def _ids(h: Harness) -> dict[str, int]:
+    """The outbox rows' ids by key."""
+    t = h.outbox_table
+    async with h.engine.connect() as conn:
+        return {key: id for id, key in (await conn.execute(select(t.c.id, t.c.key))).all()}
+
+
+async def _published_in(h: Harness, *minutes: tuple[Any, int]) -> None:
+    """Rewrite the record of publications: (minute, lowest id published in it) each."""
+    marks = h.outbox_table.metadata.tables[PUBLISHED_TABLE]
+    async with h.engine.begin() as conn:
+        await conn.execute(marks.delete())
+        await conn.execute(
+            marks.insert(),
+            [{"published_at": m, "relay": "test", "first_id": first} for m, first in minutes],
+        )
+
+
+async def _marks(h: Harness) -> list[Any]:
+    marks = h.outbox_table.metadata.tables[PUBLISHED_TABLE]
+    async with h.engine.connect() as conn:
+        return list((await conn.execute(select(marks).order_by(*marks.primary_key))).all())
+
+
 async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -> None:
     await harness.emit(ticket(1), ticket(2))
     await wait_until(
-        lambda: _count_is(
-            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
-        )
+        lambda: _count_is(harness, harness.outbox_table, 0, is_pending(harness.outbox_table))
     )
     await harness.emit(ticket(3))
     await wait_until(
-        lambda: _count_is(
-            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
-        )
+        lambda: _count_is(harness, harness.outbox_table, 0, is_pending(harness.outbox_table))
+    )
+    ids = await _ids(harness)
+    # The first row published longer ago than the retention window: purged, it does not come
+    # back. The others published now, the third created long ago (it waited out an outage, or
+    # came back on a new broker): consumers may not have read it yet, so it stays in the window.
+    await _published_in(
+        harness,
+        (utcnow() - timedelta(days=8), ids["20260101-0000001"]),
+        (utcnow().replace(second=0, microsecond=0), ids["20260101-0000002"]),
     )
     async with harness.engine.begin() as conn:
-        # Published longer ago than the retention window: purged, it does not come back.
-        await conn.execute(
-            update(harness.outbox_table)
-            .where(harness.outbox_table.c.key == "20260101-0000001")
-            .values(published_at=utcnow() - timedelta(days=8))
-        )
-        # Created long ago but published only now (it waited out an outage, or came back on a
-        # new broker): consumers may not have read it yet, so it stays in the window.
         await conn.execute(
             update(harness.outbox_table)
             .where(harness.outbox_table.c.key == "20260101-0000003")
@@ -671,14 +740,7 @@ async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -
         # Pretend this database last published to another broker.
         await conn.execute(update(harness.bus_state).values(value="some-older-broker"))
     assert await harness.relay.purge_expired() == 1
-    async with harness.engine.connect() as conn:
-        published_before = dict(
-            (
-                await conn.execute(
-                    select(harness.outbox_table.c.key, harness.outbox_table.c.published_at)
-                )
-            ).all()
-        )
+    published_before = await _marks(harness)
     requeued = await harness.relay.adopt_broker(harness.watch.cluster_id or "")
     assert requeued == 2
     records = await read_topic(harness.settings, INTAKE_TOPIC, 5)
@@ -686,45 +748,57 @@ async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -
     assert keys.count(b"20260101-0000002") == 2 and keys.count(b"20260101-0000003") == 2
     # A replay renews no row's window: were it to, rotations more frequent than the window
     # would keep every row forever (and refill the broker with all of them).
-    async with harness.engine.connect() as conn:
-        ages = (
-            await conn.execute(
-                select(harness.outbox_table.c.key, harness.outbox_table.c.published_at)
-            )
-        ).all()
-    assert {key: published_at for key, published_at in ages} == published_before
+    while await harness.relay.replay_batch():
+        pass
+    assert await _marks(harness) == published_before
+    assert await harness.count(harness.outbox_table, is_pending(harness.outbox_table)) == 0
 
 
-async def test_purge_deletes_only_published_rows_past_retention(harness: Harness) -> None:
+async def test_purge_deletes_only_published_rows_past_retention(
+    broker, database: Database, prefix: str
+) -> None:
+    """Rows are kept for the window from their publication, read from the minutes of
+    publication (driven: no relay running meanwhile to publish the row made pending again)."""
+    harness = await driven_harness(broker, database, prefix)
+    try:
+        await _purge_keeps_the_window(harness)
+    finally:
+        await harness.stop()
+
+
+async def _purge_keeps_the_window(harness: Harness) -> None:
     await harness.emit(ticket(1), ticket(2))
-    await wait_until(
-        lambda: _count_is(
-            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
-        )
-    )
-    await harness.emit(ticket(3))
-    await wait_until(
-        lambda: _count_is(
-            harness, harness.outbox_table, 0, harness.outbox_table.c.published_at.is_(None)
-        )
-    )
+    assert await harness.relay.publish_batch() == 2
+    await harness.emit(ticket(3), ticket(4))
+    assert await harness.relay.publish_batch() == 2
+    ids = await _ids(harness)
     long_ago = utcnow() - timedelta(days=8)
+    pending = harness.outbox_table.metadata.tables[PENDING_TABLE]
     async with harness.engine.begin() as conn:
         await conn.execute(update(harness.outbox_table).values(created_at=long_ago))
-        await conn.execute(
-            update(harness.outbox_table)
-            .where(harness.outbox_table.c.key == "20260101-0000001")
-            .values(published_at=long_ago)
-        )
-        await conn.execute(
-            update(harness.outbox_table)
-            .where(harness.outbox_table.c.key == "20260101-0000002")
-            .values(published_at=None)
-        )
-    # Only the row last published past the window goes: the pending one and the one created
-    # long ago but published just now (a consumer may not have read it) stay.
+        await conn.execute(pending.insert().values(id=ids["20260101-0000002"]))
+    # Rows 1 and 2 (pending again) below the first published within the window, 4; row 3
+    # published again within the minute that began just before the cutoff.
+    cutoff = utcnow() - timedelta(days=harness.settings.outbox_retention_days)
+    await _published_in(
+        harness,
+        (long_ago, ids["20260101-0000001"]),
+        ((cutoff - timedelta(seconds=30)).replace(microsecond=0), ids["20260101-0000003"]),
+        (utcnow().replace(second=0, microsecond=0), ids["20260101-0000004"]),
+    )
+    # Only the row last published past the window goes: the pending one, the one created long
+    # ago but published just now (a consumer may not have read it) and the one published in a
+    # minute that ends after the cutoff stay; so do the minutes that may still cover a row.
     assert await harness.relay.purge_expired() == 1
-    assert await harness.count(harness.outbox_table) == 2
+    assert set((await _ids(harness)).values()) == {ids[f"20260101-000000{n}"] for n in (2, 3, 4)}
+    assert [m.first_id for m in await _marks(harness)] == [
+        ids["20260101-0000003"],
+        ids["20260101-0000004"],
+    ]
+    # Nothing published within the window: every row not pending is past it.
+    await _published_in(harness, (long_ago, ids["20260101-0000004"]))
+    assert await harness.relay.purge_expired() == 2
+    assert list((await _ids(harness)).values()) == [ids["20260101-0000002"]]
 
 
 async def test_duplicate_delivery_is_applied_once_and_counted(harness: Harness) -> None:
@@ -1193,7 +1267,7 @@ async def test_a_known_type_the_service_does_not_act_on_is_skipped_unread(
 
 async def test_replay_requeues_events_since_a_time(harness: Harness) -> None:
     await harness.emit(ticket(1), ticket(2))
-    unpublished = harness.outbox_table.c.published_at.is_(None)
+    unpublished = is_pending(harness.outbox_table)
     await wait_until(lambda: _count_is(harness, harness.outbox_table, 0, unpublished))
     async with harness.engine.begin() as conn:
         await conn.execute(
@@ -1252,7 +1326,7 @@ async def test_a_new_broker_with_fewer_partitions_than_the_producer_knew_gets_ev
         publishing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publishing
-        assert await h.count(h.outbox_table, h.outbox_table.c.published_at.is_(None)) <= 1
+        assert await h.count(h.outbox_table, is_pending(h.outbox_table)) <= 1
         await h.relay.check_broker()  # a new cluster id: a new producer, and the replay
         while await h.relay.publish_batch():
             pass

@@ -22,7 +22,14 @@ from fengqiao import registry
 from shared import db
 from shared.events import INTAKE_TOPIC, encode
 from shared.migrate import alembic_config
-from shared.outbox import AUDIT_TABLE, audit_row, bus_tables, record_row
+from shared.outbox import (
+    AUDIT_TABLE,
+    PENDING_TABLE,
+    PUBLISHED_TABLE,
+    audit_row,
+    bus_tables,
+    record_row,
+)
 from shared.settings import ServiceSettings
 from tests.integration.shared.test_bus import ticket
 from tests.support import Database
@@ -34,7 +41,7 @@ BEFORE = {
     "mediation": "mediation_header_block",
     "evaluation": "0014_narrow_cells",
 }
-BUS_TABLES = ("outbox", "inbox", "bus_state", AUDIT_TABLE)
+BUS_TABLES = ("outbox", "inbox", "bus_state", AUDIT_TABLE, PENDING_TABLE, PUBLISHED_TABLE)
 
 
 def _model(service: str) -> MetaData:

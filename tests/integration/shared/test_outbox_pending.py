@@ -1,0 +1,185 @@
+"""An outbox row is pending while ``outbox_pending`` holds its id: every writer's rows get one in
+their own transaction, the relay's claim takes it away and never writes the outbox row again,
+and every service's migration carries what was pending and when the rest was published (and its
+downgrade brings ``published_at`` back)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import Column, MetaData, Table, column, inspect, select, text
+from sqlalchemy import table as sa_table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fengqiao import registry
+from shared import bulk, db
+from shared.bus import BrokerWatch
+from shared.db import AwareDateTime
+from shared.events import INTAKE_TOPIC, encode
+from shared.events.base import utcnow
+from shared.metrics import ServiceMetrics
+from shared.migrate import alembic_config
+from shared.outbox import (
+    PENDING_TABLE,
+    PUBLISHED_TABLE,
+    Outbox,
+    OutboxRelay,
+    bus_tables,
+    event_row,
+    record_row,
+)
+from shared.settings import ServiceSettings
+from tests.integration.shared.test_bus import ticket
+from tests.support import Database
+
+# each service's revision before the pending table
+BEFORE = {
+    "intake": "intake_tickets_fillfactor",
+    "dispatch": "dispatch_event_id_not_unique",
+    "mediation": "mediation_event_id_not_unique",
+    "evaluation": "0015_event_id_not_unique",
+}
+
+
+def _old_outbox() -> Table:
+    """The outbox as it was before: with ``published_at``."""
+    outbox = bus_tables(MetaData())[0]
+    columns = [Column(c.name, c.type) for c in outbox.columns]
+    return Table("outbox", MetaData(), *columns, Column("published_at", AwareDateTime()))
+
+
+async def _ids(engine: AsyncEngine, table: str) -> list[int]:
+    async with engine.connect() as conn:
+        ids = sa_table(table, column("id")).c.id
+        rows = await conn.execute(select(ids).order_by(ids))
+        return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("service", sorted(BEFORE))
+async def test_the_migration_keeps_what_is_pending_and_when_the_rest_was_published(
+    database: Database, service: str
+) -> None:
+    settings = ServiceSettings(**database.settings_for(f"{service}_pd"))
+    await db.ensure_schema(settings)
+    config = alembic_config(registry.SERVICES[service].migrations, settings)
+    await asyncio.to_thread(command.upgrade, config, BEFORE[service])
+    engine = db.create_engine(settings)
+    now = utcnow()
+    long_ago = now - timedelta(days=8, seconds=5)
+    recently = now - timedelta(minutes=2)
+    try:
+        old = _old_outbox()
+        async with engine.begin() as conn:
+            for n, published in enumerate((long_ago, recently, None, recently + timedelta(1))):
+                await conn.execute(
+                    old.insert(), [{**event_row(ticket(n)), "published_at": published}]
+                )
+        ids = await _ids(engine, "outbox")
+
+        await asyncio.to_thread(command.upgrade, config, "head")
+        tables = bus_tables(MetaData())[0].metadata.tables
+        assert await _ids(engine, PENDING_TABLE) == [ids[2]]
+        async with engine.connect() as conn:
+            marks = (await conn.execute(select(tables[PUBLISHED_TABLE]))).all()
+            columns = await conn.run_sync(lambda s: inspect(s).get_columns("outbox"))
+        assert sorted((m.published_at, m.first_id) for m in marks) == [
+            (long_ago.replace(second=0, microsecond=0), ids[0]),
+            (recently.replace(second=0, microsecond=0), ids[1]),
+            ((recently + timedelta(1)).replace(second=0, microsecond=0), ids[3]),
+        ]
+        assert "published_at" not in {c["name"] for c in columns}
+        # the migrated table's trigger: a new row is pending
+        async with engine.begin() as conn:
+            await conn.execute(tables["outbox"].insert(), [event_row(ticket(9))])
+        pending = await _ids(engine, PENDING_TABLE)
+        assert pending[0] == ids[2] and len(pending) == 2
+
+        await asyncio.to_thread(command.downgrade, config, BEFORE[service])
+        async with engine.connect() as conn:
+            published = dict((await conn.execute(select(old.c.id, old.c.published_at))).all())
+            indexes = await conn.run_sync(lambda s: inspect(s).get_indexes("outbox"))
+        assert {i for i, at in published.items() if at is None} == set(pending)
+        assert all(at >= now for i, at in published.items() if i not in pending)
+        assert "ix_outbox_pending" in {i["name"] for i in indexes}
+        # no trigger is left to write into a table that is gone
+        async with engine.begin() as conn:
+            await conn.execute(old.insert(), [{**event_row(ticket(10)), "published_at": None}])
+
+        await asyncio.to_thread(command.upgrade, config, "head")
+        assert len(await _ids(engine, PENDING_TABLE)) == 3
+    finally:
+        await engine.dispose()
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    async def __call__(self, rows: Any) -> None:
+        self.rows += rows
+
+
+async def test_every_writer_s_rows_are_pending_until_claimed_and_never_written_again(
+    database: Database,
+) -> None:
+    """Rows inserted by a plain insert (the dead-letter path, the call-back handler), a
+    set-wise insert (the bulk writers, the group committer) and ``Outbox.add`` are pending, in
+    their own transaction only; the claim publishes them in id order and leaves each outbox
+    row as it was written (PostgreSQL: the same row version)."""
+    settings = ServiceSettings(**database.settings_for("pending"), outbox_batch_size=100)
+    await db.ensure_schema(settings)
+    metadata = MetaData()
+    outbox, _, bus_state = bus_tables(metadata)
+    engine = db.create_engine(settings)
+    relay = OutboxRelay(
+        engine=engine,
+        outbox=outbox,
+        bus_state=bus_state,
+        settings=settings,
+        metrics=ServiceMetrics("pending"),
+        watch=BrokerWatch(),
+        client_id="pending",
+    )
+    sent = _Sent()
+    relay._send = sent  # type: ignore[method-assign]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        async with engine.begin() as conn:
+            await conn.execute(outbox.insert().values(event_row(ticket(1))))
+            await bulk.insert(conn, outbox, [event_row(ticket(n)) for n in (2, 3)])
+            await Outbox(outbox).add(conn, ticket(4))
+        async with engine.connect() as conn:  # rolled back: neither row stays
+            await conn.begin()
+            await conn.execute(outbox.insert(), [event_row(ticket(5))])
+            await conn.rollback()
+        written = await _ids(engine, "outbox")
+        assert len(written) == 4 and await _ids(engine, PENDING_TABLE) == written
+        versions = await _versions(engine, database.kind)
+
+        assert await relay.publish_batch() == 4
+        assert [r[0] for r in sent.rows] == written
+        assert [r[3] for r in sent.rows] == [ticket(n).ticket_id for n in (1, 2, 3, 4)]
+        assert await _ids(engine, PENDING_TABLE) == []
+        assert await _versions(engine, database.kind) == versions
+        assert await relay.publish_batch() == 0
+    finally:
+        await relay.close()
+        await engine.dispose()
+
+
+async def _versions(engine: AsyncEngine, kind: str) -> list[Any]:
+    """The outbox rows' physical versions on PostgreSQL (each row's creating transaction and
+    place), their contents on SQLite."""
+    columns = "xmin::text, ctid::text" if kind == "postgres" else "*"
+    async with engine.connect() as conn:
+        return list((await conn.execute(text(f"SELECT {columns} FROM outbox ORDER BY id"))).all())
+
+
+def test_a_record_row_has_no_publication_column() -> None:
+    row = record_row(encode(ticket(1)), event_id="e", event_type="t", topic=INTAKE_TOPIC)
+    assert set(row) == {c.name for c in bus_tables(MetaData())[0].columns if c.name != "id"}
