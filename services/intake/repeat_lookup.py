@@ -132,6 +132,20 @@ def decide(
     the same citizen when no similarity is required, and for texts whose sizes alone rule the
     threshold out (Jaccard is at most the smaller set over the larger).
     """
+    if len(earlier) <= 1:
+        if not earlier:
+            return NOT_A_REPEAT
+        (e,) = earlier
+        if e.judged is not None and e.against is new and e.appeal.ticket_id is not None:
+            # the group's pass judged every stored match and handed their first alone (a batch
+            # row with no earlier row of its file beside): the loop below, for that one entry
+            matches, chain_of, why = e.judged
+            first = e.appeal
+            return _verdict(
+                first.repeat_of or first.ticket_id,
+                max(matches, e.repeat_count + 1, chain_of),
+                why,
+            )
     new_id, citizen = new.ticket_id, new.citizen_hash
     since, until = new.received_at - policy.window, new.received_at
     size, threshold = len(new.shingles), policy.text_similarity
@@ -177,11 +191,23 @@ def decide(
     _, first_id, first, reason = found[0]
     counts = {hit[1]: hit[2].repeat_count for hit in found}
     chain = max(counts[hit[1]] + 1 for hit in found)
-    return Verdict(
-        repeat_of=first.appeal.repeat_of or first_id,
-        repeat_count=max(len(found) + more, chain, longest),
-        reason=reason,
+    return _verdict(
+        first.appeal.repeat_of or first_id, max(len(found) + more, chain, longest), reason
     )
+
+
+_SET_V_REPEAT_OF, _SET_V_COUNT, _SET_V_REASON = (
+    Verdict.__dict__[name].__set__ for name in ("repeat_of", "repeat_count", "reason")
+)
+
+
+def _verdict(repeat_of: str | None, repeat_count: int, reason: str | None) -> Verdict:
+    """``Verdict(repeat_of, repeat_count, reason)``, its slots set directly (one a batch row)."""
+    made = object.__new__(Verdict)
+    _SET_V_REPEAT_OF(made, repeat_of)
+    _SET_V_COUNT(made, repeat_count)
+    _SET_V_REASON(made, reason)
+    return made
 
 
 # A grid's or an address's earlier rows in a unit are candidates as they are up to this many;
