@@ -140,9 +140,8 @@ def decide(
             # the group's pass judged every stored match and handed their first alone (a batch
             # row with no earlier row of its file beside): the loop below, for that one entry
             matches, chain_of, why = e.judged
-            first = e.appeal
             return _verdict(
-                first.repeat_of or first.ticket_id,
+                e.appeal.repeat_of or e.appeal.ticket_id,
                 max(matches, e.repeat_count + 1, chain_of),
                 why,
             )
