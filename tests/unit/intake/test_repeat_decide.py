@@ -397,15 +397,10 @@ def test_stored_matches_are_handed_over_as_their_first_and_strangers_not_at_all(
     )
 
 
-def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> None:
-    """When every stored candidate is the appeal's own citizen's and no similarity is required
-    (a citizen calling again), their shingles are not read at all (these bytes would not even
-    unpack) and the appeal repeats them all."""
-    policy = RepeatPolicy()
-    new = Appeal(
-        received_at=T0, text="", shingles=frozenset({1, 2}), ticket_id="N", citizen_hash="h"
-    )
-    stored = [
+def _a_citizens_chain() -> list[Earlier]:
+    """Three stored tickets of citizen ``h`` an hour apart, the oldest (``T2``) leading the
+    chain the other two repeat."""
+    return [
         Earlier(
             Appeal(
                 received_at=T0 - timedelta(hours=k + 1),
@@ -419,6 +414,17 @@ def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> No
         )
         for k in range(3)
     ]
+
+
+def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> None:
+    """When every stored candidate is the appeal's own citizen's and no similarity is required
+    (a citizen calling again), their shingles are not read at all (these bytes would not even
+    unpack) and the appeal repeats them all."""
+    policy = RepeatPolicy()
+    new = Appeal(
+        received_at=T0, text="", shingles=frozenset({1, 2}), ticket_id="N", citizen_hash="h"
+    )
+    stored = _a_citizens_chain()
     judged = repeat_lookup.judge_stored(
         [new], [[0, 1, 2]], _stored_columns(stored, [b"\x00"] * 3), policy
     )
@@ -481,20 +487,7 @@ def test_a_lone_judged_summary_is_decided_without_the_window_or_the_sets() -> No
     new = Appeal(
         received_at=T0, text="", shingles=frozenset({1, 2, 3}), ticket_id="N", citizen_hash="h"
     )
-    stored = [
-        Earlier(
-            Appeal(
-                received_at=T0 - timedelta(hours=k + 1),
-                text="",
-                shingles=frozenset(),
-                ticket_id=f"T{k}",
-                citizen_hash="h",
-                repeat_of=None if k == 2 else "T2",
-            ),
-            2 - k,
-        )
-        for k in range(3)
-    ]
+    stored = _a_citizens_chain()
     judged = repeat_lookup.judge_stored(
         [new], [[0, 1, 2]], _stored_columns(stored, [b""] * 3), policy
     )
