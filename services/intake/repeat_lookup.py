@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from itertools import chain
+from itertools import chain, groupby
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -131,6 +132,19 @@ def decide(
     the same citizen when no similarity is required, and for texts whose sizes alone rule the
     threshold out (Jaccard is at most the smaller set over the larger).
     """
+    if len(earlier) <= 1:
+        if not earlier:
+            return NOT_A_REPEAT
+        (e,) = earlier
+        if e.judged is not None and e.against is new and e.appeal.ticket_id is not None:
+            # the group's pass judged every stored match and handed their first alone (a batch
+            # row with no earlier row of its file beside): the loop below, for that one entry
+            matches, chain_of, why = e.judged
+            return _verdict(
+                e.appeal.repeat_of or e.appeal.ticket_id,
+                max(matches, e.repeat_count + 1, chain_of),
+                why,
+            )
     new_id, citizen = new.ticket_id, new.citizen_hash
     since, until = new.received_at - policy.window, new.received_at
     size, threshold = len(new.shingles), policy.text_similarity
@@ -176,11 +190,23 @@ def decide(
     _, first_id, first, reason = found[0]
     counts = {hit[1]: hit[2].repeat_count for hit in found}
     chain = max(counts[hit[1]] + 1 for hit in found)
-    return Verdict(
-        repeat_of=first.appeal.repeat_of or first_id,
-        repeat_count=max(len(found) + more, chain, longest),
-        reason=reason,
+    return _verdict(
+        first.appeal.repeat_of or first_id, max(len(found) + more, chain, longest), reason
     )
+
+
+_SET_V_REPEAT_OF, _SET_V_COUNT, _SET_V_REASON = (
+    Verdict.__dict__[name].__set__ for name in ("repeat_of", "repeat_count", "reason")
+)
+
+
+def _verdict(repeat_of: str | None, repeat_count: int, reason: str | None) -> Verdict:
+    """``Verdict(repeat_of, repeat_count, reason)``, its slots set directly (one a batch row)."""
+    made = object.__new__(Verdict)
+    _SET_V_REPEAT_OF(made, repeat_of)
+    _SET_V_COUNT(made, repeat_count)
+    _SET_V_REASON(made, reason)
+    return made
 
 
 # A grid's or an address's earlier rows in a unit are candidates as they are up to this many;
@@ -521,41 +547,50 @@ async def load_earlier(
     cache = cache if cache is not None else ShingleCache(0)
     since = min(a.received_at for a in appeals) - policy.window
     until = max(a.received_at for a in appeals)
-    rows: dict[str, Sequence[Any]] = {}
-    found: dict[tuple[str, str], list[str]] = {}
-    for row in await _candidate_rows(
+    fetched = await _candidate_rows(
         connections, by_column, since=since, until=until, per_key=per_key
-    ):
-        found_by, ticket_id = row[_FOUND_BY], row[_TICKET_ID]
-        key = (_KEY_COLUMNS[found_by], row[_KEY_AT + found_by])
-        found.setdefault(key, []).append(ticket_id)
-        if ticket_id not in rows:
-            rows[ticket_id] = row
-    # The stored shingles come with each candidate's row: one statement (one trip) a look-up,
-    # whether the candidates are this process's tickets or another's.
-    packed = {ticket_id: row[_SHINGLES] or b"" for ticket_id, row in rows.items()}
-    ids = list(rows)
-    at = {ticket_id: n for n, ticket_id in enumerate(ids)}
+    )
+    # A ticket's row is the same whichever key found it (but for the leading column): each
+    # distinct ticket once, in order of first appearance, read from one of its rows (a dict
+    # keeps a key's first place and its last value), the columns taken a column at a time.
+    where = dict(zip(map(itemgetter(_TICKET_ID), fetched), range(len(fetched)), strict=True))
+    ids = list(where)
+    at = dict(zip(ids, range(len(ids)), strict=True))
+    distinct = [fetched[n] for n in where.values()]
+    columns = list(zip(*distinct, strict=True)) if distinct else [()] * (_SHINGLES + 1)
+    # Each key's tickets by index, in the statement's order (a key's rows come together).
+    found: dict[tuple[str, str], list[int]] = {}
+    for (found_by, value), group in groupby(fetched, _found_by):
+        listed = [at[row[_TICKET_ID]] for row in group]
+        key = (_KEY_COLUMNS[found_by], value)
+        if key in found:
+            found[key].extend(listed)
+        else:
+            found[key] = listed
     per_keys: dict[tuple[Key, ...], list[int]] = {}
-    listed: list[list[int]] = []
+    listed_by: list[list[int]] = []
     for keys in wanted:
         got = per_keys.get(keys)
         if got is None:
-            got = per_keys[keys] = list(
-                dict.fromkeys(at[t] for key in keys for t in found.get(key, ()))
-            )
-        listed.append(got)
+            if len(keys) == 1:
+                got = found.get(keys[0], [])
+            else:
+                got = list(dict.fromkeys(chain.from_iterable(found.get(key, ()) for key in keys)))
+            per_keys[keys] = got
+        listed_by.append(got)
     judged = judge_stored(
         appeals,
-        listed,
+        listed_by,
         Stored(
             ticket_ids=ids,
-            received_at=[rows[t][_RECEIVED_AT] for t in ids],
-            citizens=[rows[t][_KEY_AT] for t in ids],
-            grids=[rows[t][_KEY_AT + 1] for t in ids],
-            addresses=[rows[t][_KEY_AT + 2] for t in ids],
-            repeat_counts=[rows[t][9] for t in ids],
-            packed=[packed.get(t, b"") for t in ids],
+            received_at=columns[_RECEIVED_AT],
+            citizens=columns[_KEY_AT],
+            grids=columns[_KEY_AT + 1],
+            addresses=columns[_KEY_AT + 2],
+            repeat_counts=columns[9],
+            # The stored shingles come with each candidate's row: one statement (one trip) a
+            # look-up, whether the candidates are this process's tickets or another's.
+            packed=[data or b"" for data in columns[_SHINGLES]],
         ),
         policy,
         grams,
@@ -565,10 +600,16 @@ async def load_earlier(
     def made(n: int) -> Earlier:
         e = earlier.get(n)
         if e is None:
-            e = earlier[n] = _earlier(ids[n], rows[ids[n]], cache)
+            e = earlier[n] = _earlier(ids[n], distinct[n], cache)
         return e
 
     return hand_over(appeals, judged, made)
+
+
+def _found_by(row: Sequence[Any]) -> tuple[int, Any]:
+    """The key a candidate row was found by: its column's index and its value there."""
+    found_by = row[_FOUND_BY]
+    return found_by, row[_KEY_AT + found_by]
 
 
 def hand_over(
@@ -589,8 +630,8 @@ def hand_over(
     return out
 
 
-_SLOTS = tuple(
-    Earlier.__dict__[name]
+(_SET_E_APPEAL, _SET_E_COUNT, _SET_E_AGAINST, _SET_E_COMMON, _SET_E_JUDGED, _SET_E_SIZE) = (
+    Earlier.__dict__[name].__set__
     for name in ("appeal", "repeat_count", "against", "common", "judged", "size")
 )
 
@@ -606,9 +647,12 @@ def _compared(
     matches it leads (the slots set directly, as ``Earlier(e.appeal, e.repeat_count, new,
     common, judged, size)`` would, at less cost)."""
     made = object.__new__(Earlier)
-    values = (e.appeal, e.repeat_count, new, common, judged, size)
-    for slot, value in zip(_SLOTS, values, strict=True):
-        slot.__set__(made, value)
+    _SET_E_APPEAL(made, e.appeal)
+    _SET_E_COUNT(made, e.repeat_count)
+    _SET_E_AGAINST(made, new)
+    _SET_E_COMMON(made, common)
+    _SET_E_JUDGED(made, judged)
+    _SET_E_SIZE(made, size)
     return made
 
 
@@ -642,6 +686,19 @@ _NEW = object.__new__
 )
 
 
+def _plain(appeal: repeats.Appeal, repeat_count: int) -> Earlier:
+    """``Earlier(appeal, repeat_count)``, its slots set directly (the frozen dataclass's
+    constructor sets each through ``object.__setattr__``)."""
+    made = _NEW(Earlier)
+    _SET_E_APPEAL(made, appeal)
+    _SET_E_COUNT(made, repeat_count)
+    _SET_E_AGAINST(made, None)
+    _SET_E_COMMON(made, 0)
+    _SET_E_JUDGED(made, None)
+    _SET_E_SIZE(made, 0)
+    return made
+
+
 def _earlier(ticket_id: str, row: Sequence[Any], cache: ShingleCache | None) -> Earlier:
     """A stored candidate as ``decide`` takes it once compared in the group's pass, without its
     shingles: the cache's own, or made from its row (and kept there); without a cache, made
@@ -662,7 +719,7 @@ def _earlier(ticket_id: str, row: Sequence[Any], cache: ShingleCache | None) -> 
     _SET_LONGITUDE(appeal, row[6])
     _SET_LATITUDE(appeal, row[7])
     _SET_REPEAT_OF(appeal, row[8])
-    made = Earlier(appeal, row[9])
+    made = _plain(appeal, row[9])
     if cache is not None:
         cache.keep(made)
     return made
@@ -683,7 +740,7 @@ def judged_earlier(appeal: repeats.Appeal, verdict: Verdict) -> Earlier:
     _SET_LONGITUDE(made, appeal.longitude)
     _SET_LATITUDE(made, appeal.latitude)
     _SET_REPEAT_OF(made, verdict.repeat_of)
-    return Earlier(made, verdict.repeat_count)
+    return _plain(made, verdict.repeat_count)
 
 
 # --- stored candidates compared packed, a group at once ---------------------------------------
@@ -726,10 +783,23 @@ def common_counts(
 ) -> np.ndarray:
     """``|A[pair_a[k]] ∩ B[pair_b[k]]|`` for every pair ``k``, in one numpy pass: sets as in
     ``packed_sets`` (each A unique, in any order; each B sorted and unique). Each pair's A values
-    are looked up, keyed by the pair's B, in the sorted (B, value) keys of all the B sets."""
+    are looked up, keyed by the pair's B, in the sorted (B, value) keys of the B sets the pairs
+    name (a group's look-up reads every stored candidate's set, but compares few of them: the
+    others match by the citizen alone or fail the size bound)."""
     pairs = pair_a.size
     if not pairs or not b_values.size:
         return np.zeros(pairs, dtype=np.int64)
+    used = np.unique(pair_b)
+    if used.size < b_bounds.size - 1:  # the named sets alone, in their order, renumbered
+        b_sizes = np.diff(b_bounds)[used]
+        b_ends = np.cumsum(b_sizes)
+        b_at = np.arange(int(b_ends[-1]), dtype=np.int64) + np.repeat(
+            b_bounds[:-1][used] - (b_ends - b_sizes), b_sizes
+        )
+        b_values, b_bounds = b_values[b_at], np.r_[np.int64(0), b_ends]
+        pair_b = np.searchsorted(used, pair_b)
+        if not b_values.size:
+            return np.zeros(pairs, dtype=np.int64)
     a_sizes = np.diff(a_bounds)[pair_a]
     ends = np.cumsum(a_sizes)
     total = int(ends[-1])

@@ -397,15 +397,10 @@ def test_stored_matches_are_handed_over_as_their_first_and_strangers_not_at_all(
     )
 
 
-def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> None:
-    """When every stored candidate is the appeal's own citizen's and no similarity is required
-    (a citizen calling again), their shingles are not read at all (these bytes would not even
-    unpack) and the appeal repeats them all."""
-    policy = RepeatPolicy()
-    new = Appeal(
-        received_at=T0, text="", shingles=frozenset({1, 2}), ticket_id="N", citizen_hash="h"
-    )
-    stored = [
+def _a_citizens_chain() -> list[Earlier]:
+    """Three stored tickets of citizen ``h`` an hour apart, the oldest (``T2``) leading the
+    chain the other two repeat."""
+    return [
         Earlier(
             Appeal(
                 received_at=T0 - timedelta(hours=k + 1),
@@ -419,6 +414,17 @@ def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> No
         )
         for k in range(3)
     ]
+
+
+def test_a_citizens_own_stored_tickets_are_judged_without_their_shingles() -> None:
+    """When every stored candidate is the appeal's own citizen's and no similarity is required
+    (a citizen calling again), their shingles are not read at all (these bytes would not even
+    unpack) and the appeal repeats them all."""
+    policy = RepeatPolicy()
+    new = Appeal(
+        received_at=T0, text="", shingles=frozenset({1, 2}), ticket_id="N", citizen_hash="h"
+    )
+    stored = _a_citizens_chain()
     judged = repeat_lookup.judge_stored(
         [new], [[0, 1, 2]], _stored_columns(stored, [b"\x00"] * 3), policy
     )
@@ -471,3 +477,33 @@ def test_earliers_made_slot_by_slot_are_the_appeals_the_constructor_makes(
     assert judged == Earlier(Appeal(shingles=new.shingles, **fields), count)
     for made in (stored.appeal, judged.appeal):
         assert all(hasattr(made, f.name) for f in dataclasses.fields(Appeal))
+
+
+def test_a_lone_judged_summary_is_decided_without_the_window_or_the_sets() -> None:
+    """An appeal whose stored candidates the group's pass judged alone (a batch row with no
+    earlier row of its file beside it) is decided from the summary as it is: no window, no
+    shingles read; the verdict is the loop's over the same entry and over every candidate."""
+    policy = RepeatPolicy()
+    new = Appeal(
+        received_at=T0, text="", shingles=frozenset({1, 2, 3}), ticket_id="N", citizen_hash="h"
+    )
+    stored = _a_citizens_chain()
+    judged = repeat_lookup.judge_stored(
+        [new], [[0, 1, 2]], _stored_columns(stored, [b""] * 3), policy
+    )
+    (handed,) = repeat_lookup.hand_over([new], judged, _without_shingles(stored))
+    assert len(handed) == 1 and handed[0].judged == (3, 3, "same_citizen")
+
+    class NoWindow:
+        """A policy that fails if the window or a threshold is read."""
+
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"read {name}")
+
+    assert decide(new, handed, NoWindow()) == Verdict("T2", 3, "same_citizen")  # type: ignore[arg-type]
+    assert (
+        decide(new, handed, policy)
+        == decide(new, stored, policy)
+        == Verdict("T2", 3, "same_citizen")
+    )
+    assert decide(new, [], NoWindow()) is NOT_A_REPEAT  # type: ignore[arg-type]
