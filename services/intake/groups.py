@@ -162,18 +162,43 @@ class AppealGroups:
 
     async def _hold(self, committed: list[asyncio.Future[Any]]) -> None:
         """Wait for a small group's commit, or until posts are queued and none has joined them
-        for ``quiet`` seconds: no more are coming before the commit, so the next group starts."""
+        for ``quiet`` seconds: no more are coming before the commit, so the next group starts.
+
+        The queue is looked at by a timer callback, not by waking this task: a look costs no
+        task switch and no callbacks on the group's futures, however long the commit takes."""
         if self._quiet is None:
             await asyncio.wait(committed)
             return
-        pending: set[asyncio.Future[Any]] = set(committed)
+        loop, quiet = asyncio.get_running_loop(), self._quiet
+        release: asyncio.Future[None] = loop.create_future()
+        remaining = len(committed)
         seen = len(self._queue)
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=self._quiet)
+        timer: asyncio.TimerHandle | None = None
+
+        def one_committed(_: asyncio.Future[Any]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if not remaining and not release.done():
+                release.set_result(None)
+
+        def look() -> None:
+            nonlocal seen, timer
+            if release.done():
+                return
             queued = len(self._queue)
-            if pending and queued and queued == seen:
+            if queued and queued == seen:
+                release.set_result(None)
                 return
             seen = queued
+            timer = loop.call_later(quiet, look)
+
+        for future in committed:
+            future.add_done_callback(one_committed)
+        timer = loop.call_later(quiet, look)
+        try:
+            await release
+        finally:
+            timer.cancel()
 
     async def _prepare(self, group: list[_Queued]) -> list[asyncio.Future[Any]]:
         """Prepare the group and queue its units for commit; the commits' futures."""
