@@ -101,14 +101,23 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_small_group_waits_for_its_commit_and_the_next_takes_what_queued() -> None:
+def _held_groups(
+    quiet: float | None = None,
+) -> tuple[AppealGroups, _CountingPipeline, _HeldCommitter]:
+    """Groups of fewer than 16 rows held, on a counting pipeline and a committer held till told."""
     pipeline, committer = _CountingPipeline(), _HeldCommitter()
     groups = AppealGroups(
         pipeline,  # type: ignore[arg-type]
         _Outbox(),  # type: ignore[arg-type]
         lambda: committer,
         wait_below=16,
+        quiet=quiet,
     )
+    return groups, pipeline, committer
+
+
+async def test_a_small_group_waits_for_its_commit_and_the_next_takes_what_queued() -> None:
+    groups, pipeline, committer = _held_groups()
     # While a small group is prepared (its look-up awaited), no second task takes new arrivals.
     pipeline.gate = asyncio.Event()
     first = asyncio.create_task(groups.submit([], actor=None))
@@ -155,14 +164,7 @@ async def test_a_small_group_waits_for_its_commit_and_the_next_takes_what_queued
 
 
 async def test_a_small_groups_hold_ends_once_the_queue_is_quiet() -> None:
-    pipeline, committer = _CountingPipeline(), _HeldCommitter()
-    groups = AppealGroups(
-        pipeline,  # type: ignore[arg-type]
-        _Outbox(),  # type: ignore[arg-type]
-        lambda: committer,
-        wait_below=16,
-        quiet=0.1,
-    )
+    groups, pipeline, committer = _held_groups(quiet=0.1)
     first = asyncio.create_task(groups.submit([], actor=None))
     await _settle()
     assert pipeline.groups == [1]
