@@ -29,6 +29,9 @@ from shared.runtime import Runtime, ServiceContext
 # A group of fewer rows waits for its commit before the next is taken (``AppealGroups``): single
 # posts and small files, whose group's fixed cost is the larger part of a post's.
 SMALL_GROUP_ROWS = 256
+# ... unless posts have queued and none joined them for this long (seconds): the callers not in
+# the committing group have all sent theirs, and the next group is prepared during the commit.
+SMALL_GROUP_QUIET_S = 0.001
 
 
 @dataclass
@@ -102,6 +105,7 @@ class IntakeContext(ServiceContext):
             self.outbox,
             lambda: self.committer,
             wait_below=SMALL_GROUP_ROWS,
+            quiet=SMALL_GROUP_QUIET_S,
         )
         self.metrics = IntakeMetrics.on(runtime.metrics.registry)
 

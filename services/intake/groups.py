@@ -20,6 +20,14 @@ by about all of a worker's waiting callers, where overlapping preparation and co
 over two or three groups. A large group (a 1,000-row file) has its fixed cost shared already and
 keeps the overlap.
 
+The hold ends before the commit when the queue has gone quiet (``quiet``): posts are waiting and
+none has joined them for that long. Callers that wait for their answer before they send again
+(a client's connections, a channel's gateway) cannot add to the queue while their posts are in
+the committing group, so once the rest have queued, waiting for the commit grows the next group
+no further: it only puts the commit's round trip and WAL flush into every post's latency. The
+next group is prepared while the one before commits (on the committer's other connection), as
+large as the hold would have made it; while posts keep arriving, the hold stays.
+
 A unit that fails to prepare fails alone (its caller gets the exception); the committer fails
 a unit alone in the same way. A request whose client went away before its group was taken is
 left out of the group.
@@ -77,6 +85,7 @@ class AppealGroups:
         max_rows: int = 4096,
         max_inflight: int = 2,
         wait_below: int = 0,
+        quiet: float | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._outbox = outbox
@@ -84,6 +93,7 @@ class AppealGroups:
         self._max_rows = max_rows
         self._max_inflight = max_inflight
         self._wait_below = wait_below
+        self._quiet = quiet  # seconds of no new arrival that end a small group's hold; None: never
         self._holding = 0  # tasks with a small group in preparation or commit: start no other
         self._queue: deque[_Queued] = deque()
         self._drains: set[asyncio.Task[None]] = set()
@@ -140,7 +150,7 @@ class AppealGroups:
             try:
                 committed = await self._prepare(group)
                 if small and committed:
-                    await asyncio.wait(committed)
+                    await self._hold(committed)
             except Exception as exc:  # not any one unit's: the whole group fails with it
                 _fail(group, exc)
             except BaseException:
@@ -149,6 +159,46 @@ class AppealGroups:
                 raise
             finally:
                 self._holding -= small
+
+    async def _hold(self, committed: list[asyncio.Future[Any]]) -> None:
+        """Wait for a small group's commit, or until posts are queued and none has joined them
+        for ``quiet`` seconds: no more are coming before the commit, so the next group starts.
+
+        The queue is looked at by a timer callback, not by waking this task: a look costs no
+        task switch and no callbacks on the group's futures, however long the commit takes."""
+        if self._quiet is None:
+            await asyncio.wait(committed)
+            return
+        loop, quiet = asyncio.get_running_loop(), self._quiet
+        release: asyncio.Future[None] = loop.create_future()
+        remaining = len(committed)
+        seen = len(self._queue)
+        timer: asyncio.TimerHandle | None = None
+
+        def one_committed(_: asyncio.Future[Any]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if not remaining and not release.done():
+                release.set_result(None)
+
+        def look() -> None:
+            nonlocal seen, timer
+            if release.done():
+                return
+            queued = len(self._queue)
+            if queued and queued == seen:
+                release.set_result(None)
+                return
+            seen = queued
+            timer = loop.call_later(quiet, look)
+
+        for future in committed:
+            future.add_done_callback(one_committed)
+        timer = loop.call_later(quiet, look)
+        try:
+            await release
+        finally:
+            timer.cancel()
 
     async def _prepare(self, group: list[_Queued]) -> list[asyncio.Future[Any]]:
         """Prepare the group and queue its units for commit; the commits' futures."""

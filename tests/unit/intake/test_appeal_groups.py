@@ -101,14 +101,23 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_small_group_waits_for_its_commit_and_the_next_takes_what_queued() -> None:
+def _held_groups(
+    quiet: float | None = None,
+) -> tuple[AppealGroups, _CountingPipeline, _HeldCommitter]:
+    """Groups of fewer than 16 rows held, on a counting pipeline and a committer held till told."""
     pipeline, committer = _CountingPipeline(), _HeldCommitter()
     groups = AppealGroups(
         pipeline,  # type: ignore[arg-type]
         _Outbox(),  # type: ignore[arg-type]
         lambda: committer,
         wait_below=16,
+        quiet=quiet,
     )
+    return groups, pipeline, committer
+
+
+async def test_a_small_group_waits_for_its_commit_and_the_next_takes_what_queued() -> None:
+    groups, pipeline, committer = _held_groups()
     # While a small group is prepared (its look-up awaited), no second task takes new arrivals.
     pipeline.gate = asyncio.Event()
     first = asyncio.create_task(groups.submit([], actor=None))
@@ -152,3 +161,28 @@ async def test_a_small_group_waits_for_its_commit_and_the_next_takes_what_queued
     committer.release()
     await (await large).committed
     await (await small).committed
+
+
+async def test_a_small_groups_hold_ends_once_the_queue_is_quiet() -> None:
+    groups, pipeline, committer = _held_groups(quiet=0.1)
+    first = asyncio.create_task(groups.submit([], actor=None))
+    await _settle()
+    assert pipeline.groups == [1]
+    # Posts that keep arriving while the group commits keep the hold: one group, not many.
+    later = []
+    for _ in range(8):
+        later.append(asyncio.create_task(groups.submit([], actor=None)))
+        await asyncio.sleep(0.03)
+    assert pipeline.groups == [1] and not any(t.done() for t in later)
+    # Once none has joined them for ``quiet``, the next group is prepared during the commit.
+    for _ in range(200):
+        if pipeline.groups != [1]:
+            break
+        await asyncio.sleep(0.01)
+    assert pipeline.groups == [1, 8] and not (await first).committed.done()
+    await _settle()
+    assert all(t.done() for t in later)
+    committer.release()
+    await (await first).committed
+    for task in later:
+        await (await task).committed
