@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import lifecycle
@@ -17,7 +17,7 @@ from services.intake.models import (
     TICKETS,
 )
 from shared import bulk
-from shared.bulk import OnConflict, chunks
+from shared.bulk import OnConflict
 from shared.events.base import Event
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,19 @@ async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) ->
         return applied
     d = DISPATCHES
     tickets = sorted({step.ticket_id for _, step in steps})
+    # A change may name a dispatch filed under another ticket (or none yet): read those too,
+    # in the same statement (one array each on PostgreSQL, whatever the fetch's size).
+    named = sorted({c.dispatch_id for _, step in steps for c in step.changes})
+    by_ticket = list(bulk.among(session, d.c.ticket_id, tickets))
+    by_id = list(bulk.among(session, d.c.dispatch_id, named))
+    reads = [or_(*by_ticket, *by_id)] if len(by_ticket) + len(by_id) <= 2 else by_ticket + by_id
     rows: dict[str, dict[str, Any]] = {}  # dispatch id -> its row, as it stands
-    for chunk in chunks(tickets):
-        found = await session.execute(select(d).where(d.c.ticket_id.in_(chunk)))
+    for condition in reads:
+        found = await session.execute(select(d).where(condition))
         rows.update((r.dispatch_id, dict(r._mapping)) for r in found)
-    # A change may name a dispatch filed under another ticket (or none yet): look those up too.
-    named = sorted({c.dispatch_id for _, step in steps for c in step.changes} - rows.keys())
-    for chunk in chunks(named):
-        found = await session.execute(select(d).where(d.c.dispatch_id.in_(chunk)))
-        rows.update((r.dispatch_id, dict(r._mapping)) for r in found)
+    mine_of: dict[str, list[dict[str, Any]]] = {}  # ticket id -> its rows, in the order of rows
+    for stored_row in rows.values():
+        mine_of.setdefault(stored_row["ticket_id"], []).append(stored_row)
     changed: set[str] = set()
     history: list[dict[str, Any]] = []
     ticket_values: dict[str, dict[str, Any]] = {}
@@ -73,13 +77,14 @@ async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) ->
                     "resolved": None,
                     "due_at": None,
                 }
+                mine_of.setdefault(step.ticket_id, []).append(row)
             row["updated_at"] = at
             for name in ("state", "department_code", "due_at", "resolved"):
                 value = getattr(change, name)
                 if value is not None:
                     row[name] = value
             changed.add(change.dispatch_id)
-        mine = [r for r in rows.values() if r["ticket_id"] == step.ticket_id]
+        mine = mine_of.get(step.ticket_id, [])
         status = lifecycle.ticket_status((r["dispatch_id"], r["state"]) for r in mine)
         open_rows = [
             r
