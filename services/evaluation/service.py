@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import Text, and_, case, cast, func, select
+from sqlalchemy import Text, and_, case, cast, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -274,12 +275,35 @@ def resume(prior: Folded | None, held: AbstractSet[str], new: Mapping[str, Event
     return Folded(prior.state, prior.ids.union(new), dispatches=prior.dispatches)
 
 
+# Each key's events through the fact index, one probe a key, whatever the planner believes of
+# the table. ``fact_key = ANY(:keys)`` is planned from the table's statistics: without them (a
+# server with autovacuum off, as the bench's; a fresh table before its first analyse) each key
+# is taken for 1/200 of the ledger, a fetch's hundreds of keys for all of it, and every fetch
+# read the whole ledger — a cost growing with the ledger (docs/benchmarks.md, "Evaluation in
+# the whole suite"). A lateral subquery that is not flattened (``OFFSET 0``) can only be run
+# once a key; JIT is off for the fetch's transaction because the same missing statistics put
+# the estimated cost far above ``jit_above_cost``, and compiling cost more than the probes.
+_JIT_OFF = text("SET LOCAL jit = off")
+_FACT_KEY = ledger_table.c.fact_key.type.compile(dialect=postgresql.dialect())
+_LEDGER_IDS = text(
+    "SELECT k.fact_key, l.event_id, l.event_type "
+    f"FROM unnest(CAST(:keys AS {_FACT_KEY}[])) AS k(fact_key) "
+    "CROSS JOIN LATERAL (SELECT event_id, event_type FROM eval_ledger "
+    "WHERE fact_key = k.fact_key OFFSET 0) AS l"
+)
+
+
 async def ledger_ids_of(
     session: AsyncSession, keys: Sequence[str]
 ) -> dict[str, list[tuple[str, str]]]:
     """The id and type of every event the ledger holds for each of ``keys``, in its order."""
     c = ledger_table.c
     held: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    if keys and session.get_bind().dialect.name == "postgresql":
+        await session.execute(_JIT_OFF)
+        for key, event_id, event_type in await session.execute(_LEDGER_IDS, {"keys": list(keys)}):
+            held[key].append((event_id, event_type))
+        return held
     for among in bulk.among(session, c.fact_key, keys):
         rows = await session.execute(select(c.fact_key, c.event_id, c.event_type).where(among))
         for key, event_id, event_type in rows:
