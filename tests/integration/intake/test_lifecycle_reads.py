@@ -1,0 +1,86 @@
+"""A fetch of dispatch's events reads its tickets' dispatches on PostgreSQL by one index probe a
+ticket, whatever the planner knows of the table: without statistics (autovacuum off, or a
+surge before it analyses) ``ticket_id = ANY(...)`` with a fetch's tens of tickets was planned as
+a scan of the whole ``ticket_dispatches`` table, at every fetch, a cost that grew with it."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fengqiao import registry
+from services.intake import tracking
+from services.intake.models import DISPATCHES
+from services.intake.settings import IntakeSettings
+from shared import db
+from shared.events import dispatch as d
+from tests.support import Database
+
+pytestmark = pytest.mark.postgres
+
+STORED = 20_000  # dispatches of earlier tickets, never analysed
+
+FILL = text(
+    "INSERT INTO ticket_dispatches (dispatch_id, ticket_id, department_code, state, updated_at) "
+    "SELECT 'D-' || i, 'T-' || i, 'town-a', 'assigned', now() "
+    "FROM generate_series(0, :n - 1) AS i"
+)
+SCANS = text(
+    "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables "
+    "WHERE relid = 'ticket_dispatches'::regclass"
+)
+
+
+def _assigned(ticket_id: str, dispatch_id: str) -> d.TicketAssigned:
+    return d.TicketAssigned(
+        ticket_id=ticket_id,
+        dispatch_id=dispatch_id,
+        department_code="town-b",
+        department_tier="town",
+        category_code="0102",
+        channel="open311-public-api",
+    )
+
+
+async def test_a_fetch_s_dispatches_are_index_probes_without_statistics(
+    database: Database,
+) -> None:
+    if database.kind != "postgres":
+        pytest.skip("the plans are PostgreSQL's")
+    settings = IntakeSettings(**database.settings_for("intake_lifecycle_reads"))
+    await registry.upgrade_async("intake", settings)
+    engine = db.create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            # no autovacuum's analyse in the middle of the test, whatever the server's setting
+            await conn.execute(
+                text("ALTER TABLE ticket_dispatches SET (autovacuum_enabled = false)")
+            )
+            await conn.execute(FILL, {"n": STORED})
+        # A fetch: a second dispatch for 60 stored tickets, a first one for 20 new tickets.
+        events = [_assigned(f"T-{i}", f"D-{i}-b") for i in range(0, 6_000, 100)]
+        events += [_assigned(f"T-new-{i}", f"D-new-{i}") for i in range(20)]
+        async with AsyncSession(engine) as session, session.begin():
+            assert await session.scalar(
+                text("SELECT reltuples FROM pg_class WHERE oid = 'ticket_dispatches'::regclass")
+            ) in (-1, 0)  # never analysed
+            applied = await tracking.apply_lifecycles(session=session, events=events)
+            seq_scans, index_scans = (await session.execute(SCANS)).one()
+        assert sorted(applied) == sorted(str(e.event_id) for e in events)
+        assert seq_scans == 0
+        assert index_scans >= 1
+        async with AsyncSession(engine) as session:
+            t = DISPATCHES.c
+            stored = dict(
+                (
+                    await session.execute(
+                        select(t.dispatch_id, t.ticket_id).where(
+                            t.ticket_id.in_(["T-100", "T-new-3"])
+                        )
+                    )
+                ).all()
+            )
+        assert stored == {"D-100": "T-100", "D-100-b": "T-100", "D-new-3": "T-new-3"}
+    finally:
+        await engine.dispose()
