@@ -18,8 +18,10 @@ import pytest
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from fengqiao.registry import upgrade_async
+from shared import db
 from shared.auth import mint_token
 from shared.broker import free_port
 from shared.bus import create_topics, topic_name
@@ -117,6 +119,49 @@ class Database:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def never_analysed(
+    database: Database,
+    settings: ServiceSettings,
+    service: str,
+    table: str,
+    fill: Any,
+    params: dict[str, Any],
+) -> AsyncIterator[Any]:
+    """PostgreSQL: ``service``'s schema migrated, ``table`` filled by ``fill`` and never analysed
+    (autovacuum off for it, whatever the server's setting), and an engine on it; the test then
+    counts its transaction's scans with ``scans_in_transaction``."""
+    if database.kind != "postgres":
+        pytest.skip("the plans are PostgreSQL's")
+    await upgrade_async(service, settings)
+    engine = db.create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+            await conn.execute(fill, params)
+            reltuples = await conn.scalar(
+                text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                {"t": table},
+            )
+            assert reltuples in (-1, 0), "the table was analysed"
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def scans_in_transaction(session: Any, table: str) -> tuple[int, int]:
+    """The sequential and index scans of ``table`` in the session's transaction so far."""
+    row = await session.execute(
+        text(
+            "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables "
+            "WHERE relid = CAST(:t AS regclass)"
+        ),
+        {"t": table},
+    )
+    seq_scans, index_scans = row.one()
+    return int(seq_scans), int(index_scans)
 
 
 def bus_settings(bootstrap: str, prefix: str) -> dict[str, Any]:

@@ -9,46 +9,31 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fengqiao import registry
 from services.evaluation import service
 from services.evaluation.settings import EvaluationSettings
-from shared import db
-from tests.support import Database
+from tests.support import Database, never_analysed, scans_in_transaction
 
 pytestmark = pytest.mark.postgres
 
-FACTS = 20_000  # two events each: a ledger of 40,000 rows, never analysed
+FACTS = 20_000  # two events each: a ledger of 40,000 rows
 
 FILL = text(
     "INSERT INTO eval_ledger (event_id, fact_key, event_type, occurred_at, payload) "
     "SELECT 'e' || i, 'T:' || (i / 2), 't' || (i % 2), now(), repeat('x', 900) "
     "FROM generate_series(0, :n - 1) AS i"
 )
-SCANS = text(
-    "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'eval_ledger'::regclass"
-)
 
 
 async def test_a_fetch_s_ledger_ids_are_index_probes_without_statistics(
     database: Database,
 ) -> None:
-    if database.kind != "postgres":
-        pytest.skip("the plans are PostgreSQL's")
     settings = EvaluationSettings(**database.settings_for("evaluation_ledger_reads"))
-    await registry.upgrade_async("evaluation", settings)
-    engine = db.create_engine(settings)
-    try:
-        async with engine.begin() as conn:
-            # no autovacuum's analyse in the middle of the test, whatever the server's setting
-            await conn.execute(text("ALTER TABLE eval_ledger SET (autovacuum_enabled = false)"))
-            await conn.execute(FILL, {"n": 2 * FACTS})
+    stored = never_analysed(database, settings, "evaluation", "eval_ledger", FILL, {"n": 2 * FACTS})
+    async with stored as engine:
         keys = [f"T:{i}" for i in range(0, FACTS, FACTS // 400)] + ["T:absent"]
         async with AsyncSession(engine) as session, session.begin():
-            assert await session.scalar(
-                text("SELECT reltuples FROM pg_class WHERE oid = 'eval_ledger'::regclass")
-            ) in (-1, 0)  # never analysed
             held = await service.ledger_ids_of(session, keys)
-            seq_scans, index_scans = (await session.execute(SCANS)).one()
+            seq_scans, index_scans = await scans_in_transaction(session, "eval_ledger")
         assert {k: sorted(v) for k, v in held.items()} == {
             k: [(f"e{2 * int(k[2:])}", "t0"), (f"e{2 * int(k[2:]) + 1}", "t1")]
             for k in keys
@@ -56,5 +41,3 @@ async def test_a_fetch_s_ledger_ids_are_index_probes_without_statistics(
         }
         assert seq_scans == 0
         assert index_scans >= 1
-    finally:
-        await engine.dispose()

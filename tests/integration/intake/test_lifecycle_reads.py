@@ -9,26 +9,20 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fengqiao import registry
 from services.intake import tracking
 from services.intake.models import DISPATCHES
 from services.intake.settings import IntakeSettings
-from shared import db
 from shared.events import dispatch as d
-from tests.support import Database
+from tests.support import Database, never_analysed, scans_in_transaction
 
 pytestmark = pytest.mark.postgres
 
-STORED = 20_000  # dispatches of earlier tickets, never analysed
+STORED = 20_000  # dispatches of earlier tickets
 
 FILL = text(
     "INSERT INTO ticket_dispatches (dispatch_id, ticket_id, department_code, state, updated_at) "
     "SELECT 'D-' || i, 'T-' || i, 'town-a', 'assigned', now() "
     "FROM generate_series(0, :n - 1) AS i"
-)
-SCANS = text(
-    "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables "
-    "WHERE relid = 'ticket_dispatches'::regclass"
 )
 
 
@@ -46,41 +40,20 @@ def _assigned(ticket_id: str, dispatch_id: str) -> d.TicketAssigned:
 async def test_a_fetch_s_dispatches_are_index_probes_without_statistics(
     database: Database,
 ) -> None:
-    if database.kind != "postgres":
-        pytest.skip("the plans are PostgreSQL's")
     settings = IntakeSettings(**database.settings_for("intake_lifecycle_reads"))
-    await registry.upgrade_async("intake", settings)
-    engine = db.create_engine(settings)
-    try:
-        async with engine.begin() as conn:
-            # no autovacuum's analyse in the middle of the test, whatever the server's setting
-            await conn.execute(
-                text("ALTER TABLE ticket_dispatches SET (autovacuum_enabled = false)")
-            )
-            await conn.execute(FILL, {"n": STORED})
+    stored = never_analysed(database, settings, "intake", "ticket_dispatches", FILL, {"n": STORED})
+    async with stored as engine:
         # A fetch: a second dispatch for 60 stored tickets, a first one for 20 new tickets.
         events = [_assigned(f"T-{i}", f"D-{i}-b") for i in range(0, 6_000, 100)]
         events += [_assigned(f"T-new-{i}", f"D-new-{i}") for i in range(20)]
         async with AsyncSession(engine) as session, session.begin():
-            assert await session.scalar(
-                text("SELECT reltuples FROM pg_class WHERE oid = 'ticket_dispatches'::regclass")
-            ) in (-1, 0)  # never analysed
             applied = await tracking.apply_lifecycles(session=session, events=events)
-            seq_scans, index_scans = (await session.execute(SCANS)).one()
+            seq_scans, index_scans = await scans_in_transaction(session, "ticket_dispatches")
         assert sorted(applied) == sorted(str(e.event_id) for e in events)
         assert seq_scans == 0
         assert index_scans >= 1
+        t = DISPATCHES.c
+        among = select(t.dispatch_id, t.ticket_id).where(t.ticket_id.in_(["T-100", "T-new-3"]))
         async with AsyncSession(engine) as session:
-            t = DISPATCHES.c
-            stored = dict(
-                (
-                    await session.execute(
-                        select(t.dispatch_id, t.ticket_id).where(
-                            t.ticket_id.in_(["T-100", "T-new-3"])
-                        )
-                    )
-                ).all()
-            )
-        assert stored == {"D-100": "T-100", "D-100-b": "T-100", "D-new-3": "T-new-3"}
-    finally:
-        await engine.dispose()
+            rows = dict((await session.execute(among)).all())
+        assert rows == {"D-100": "T-100", "D-100-b": "T-100", "D-new-3": "T-new-3"}
