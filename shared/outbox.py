@@ -1054,22 +1054,37 @@ class OutboxRelay:
         self._metrics.outbox_republished.inc(count)
         return count
 
+    def purge_statements(self, cutoff: datetime) -> tuple[Any, Any]:
+        """The purge's two statements for ``cutoff``: the rows, then the minutes before it."""
+        before = cutoff - timedelta(minutes=1)
+        t, m = self._outbox, self._marks
+        recent = select(func.min(m.c.first_id)).where(m.c.published_at > before)
+        rows = t.delete().where(
+            t.c.id < func.coalesce(recent.scalar_subquery(), _NO_ID), self._published()
+        )
+        return rows, m.delete().where(m.c.published_at <= before)
+
+    async def purge_plan(self, conn: AsyncConnection) -> None:
+        """PostgreSQL: the purge's transaction reads the outbox by its primary key. The bound is
+        the minutes' subquery, unknown when the statement is planned, so the planner reckons a
+        third of the table below it — and without statistics (autovacuum off, or not yet
+        analysed) it read the whole outbox at every purge, once a minute, a table that holds the
+        retention window's days of events; the rows below the bound are the ones to delete."""
+        if self._postgres:
+            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+
     async def purge_expired(self) -> int:
         """Delete rows published longer ago than the retention window: those not pending below
         the lowest first id of the minutes of publication since the cutoff (a minute that
         began less than a minute before it counts: it may hold publications after it), or every
         row not pending if nothing was published since; then the minutes before the cutoff. One
         statement reads the minutes and deletes (one snapshot: a claim committed meanwhile is
-        seen whole or not at all)."""
-        cutoff = utcnow() - timedelta(days=self._settings.outbox_retention_days)
-        before = cutoff - timedelta(minutes=1)
-        t, m = self._outbox, self._marks
-        recent = select(func.min(m.c.first_id)).where(m.c.published_at > before)
+        seen whole or not at all), through the outbox's primary key (``purge_plan``)."""
+        purge, minutes = self.purge_statements(
+            utcnow() - timedelta(days=self._settings.outbox_retention_days)
+        )
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                t.delete().where(
-                    t.c.id < func.coalesce(recent.scalar_subquery(), _NO_ID), self._published()
-                )
-            )
-            await conn.execute(m.delete().where(m.c.published_at <= before))
+            await self.purge_plan(conn)
+            result = await conn.execute(purge)
+            await conn.execute(minutes)
         return result.rowcount or 0

@@ -172,6 +172,54 @@ async def test_every_writer_s_rows_are_pending_until_claimed_and_never_written_a
         await engine.dispose()
 
 
+async def test_the_purge_reads_the_outbox_by_its_key_without_statistics(
+    database: Database,
+) -> None:
+    """The purge's bound (the minutes' subquery) is unknown when it is planned: on an outbox
+    never analysed PostgreSQL chose to read the whole table at every purge, once a minute, a
+    table holding the retention window's days of events. Its transaction reads it by key."""
+    if database.kind != "postgres":
+        pytest.skip("the plans are PostgreSQL's")
+    settings = ServiceSettings(**database.settings_for("purge_plan"))
+    await db.ensure_schema(settings)
+    metadata = MetaData()
+    outbox, _, bus_state = bus_tables(metadata)
+    engine = db.create_engine(settings)
+    relay = OutboxRelay(
+        engine=engine,
+        outbox=outbox,
+        bus_state=bus_state,
+        settings=settings,
+        metrics=ServiceMetrics("purge_plan"),
+        watch=BrokerWatch(),
+        client_id="purge_plan",
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(text("ALTER TABLE outbox SET (autovacuum_enabled = false)"))
+            await bulk.insert(conn, outbox, [event_row(ticket(n)) for n in range(20_000)])
+        purge, _ = relay.purge_statements(utcnow() - timedelta(days=7))
+
+        async def plan(conn: Any) -> str:
+            compiled = purge.compile(dialect=conn.dialect)
+            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+            rows = await conn.exec_driver_sql(f"EXPLAIN {compiled}", params)
+            return "\n".join(row[0] for row in rows)
+
+        async with engine.begin() as conn:
+            assert "Seq Scan on outbox " in await plan(conn)  # what the planner picks alone
+            await conn.rollback()
+        async with engine.begin() as conn:
+            await relay.purge_plan(conn)
+            chosen = await plan(conn)
+        assert "Seq Scan on outbox " not in chosen, chosen
+        assert "outbox_pkey" in chosen, chosen
+    finally:
+        await relay.close()
+        await engine.dispose()
+
+
 async def _versions(engine: AsyncEngine, kind: str) -> list[Any]:
     """The outbox rows' physical versions on PostgreSQL (each row's creating transaction and
     place), their contents on SQLite."""
