@@ -123,6 +123,27 @@ class _Sent:
         self.rows += rows
 
 
+async def _relay(
+    database: Database, name: str, **settings: Any
+) -> tuple[MetaData, AsyncEngine, OutboxRelay]:
+    """A schema of its own, the bus tables' metadata (not created), an engine and a relay on it."""
+    service = ServiceSettings(**database.settings_for(name), **settings)
+    await db.ensure_schema(service)
+    metadata = MetaData()
+    _, _, bus_state = bus_tables(metadata)
+    engine = db.create_engine(service)
+    relay = OutboxRelay(
+        engine=engine,
+        outbox=metadata.tables["outbox"],
+        bus_state=bus_state,
+        settings=service,
+        metrics=ServiceMetrics(name),
+        watch=BrokerWatch(),
+        client_id=name,
+    )
+    return metadata, engine, relay
+
+
 async def test_every_writer_s_rows_are_pending_until_claimed_and_never_written_again(
     database: Database,
 ) -> None:
@@ -130,20 +151,8 @@ async def test_every_writer_s_rows_are_pending_until_claimed_and_never_written_a
     set-wise insert (the bulk writers, the group committer) and ``Outbox.add`` are pending, in
     their own transaction only; the claim publishes them in id order and leaves each outbox
     row as it was written (PostgreSQL: the same row version)."""
-    settings = ServiceSettings(**database.settings_for("pending"), outbox_batch_size=100)
-    await db.ensure_schema(settings)
-    metadata = MetaData()
-    outbox, _, bus_state = bus_tables(metadata)
-    engine = db.create_engine(settings)
-    relay = OutboxRelay(
-        engine=engine,
-        outbox=outbox,
-        bus_state=bus_state,
-        settings=settings,
-        metrics=ServiceMetrics("pending"),
-        watch=BrokerWatch(),
-        client_id="pending",
-    )
+    metadata, engine, relay = await _relay(database, "pending", outbox_batch_size=100)
+    outbox = metadata.tables["outbox"]
     sent = _Sent()
     relay._send = sent  # type: ignore[method-assign]
     try:
@@ -180,20 +189,8 @@ async def test_the_purge_reads_the_outbox_by_its_key_without_statistics(
     table holding the retention window's days of events. Its transaction reads it by key."""
     if database.kind != "postgres":
         pytest.skip("the plans are PostgreSQL's")
-    settings = ServiceSettings(**database.settings_for("purge_plan"))
-    await db.ensure_schema(settings)
-    metadata = MetaData()
-    outbox, _, bus_state = bus_tables(metadata)
-    engine = db.create_engine(settings)
-    relay = OutboxRelay(
-        engine=engine,
-        outbox=outbox,
-        bus_state=bus_state,
-        settings=settings,
-        metrics=ServiceMetrics("purge_plan"),
-        watch=BrokerWatch(),
-        client_id="purge_plan",
-    )
+    metadata, engine, relay = await _relay(database, "purge_plan")
+    outbox = metadata.tables["outbox"]
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
