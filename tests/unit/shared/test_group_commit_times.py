@@ -95,3 +95,25 @@ def test_postgresql_refuses_what_core_refuses() -> None:
     for process in (fast, core):
         with pytest.raises(TypeError):
             process("yes")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(range(4)), min_size=1, max_size=12))
+def test_a_time_written_again_takes_its_kept_text(picks: list[int]) -> None:
+    """A column of the same time objects, other times and None in any order: each value's text
+    is Core's, and a time written again right after itself gives the very text it gave."""
+    values = [
+        datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC),
+        datetime(2026, 12, 6, 9, 2, 3, 456789, tzinfo=timezone(timedelta(hours=8))),
+        datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC) + timedelta(microseconds=1),
+        None,
+    ]
+    process = _fast()
+    previous: tuple[Any, Any] = (object(), None)
+    for pick in picks:
+        value = values[pick]
+        got = process(value)
+        assert got == CORE(value)
+        if value is not None and value is previous[0]:
+            assert got is previous[1]
+        previous = (value, got)
