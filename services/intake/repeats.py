@@ -40,6 +40,10 @@ _BOILERPLATE = re.compile(
 # Runs of word characters other than ``_``: joined, they are the text with every ``[\W_]``
 # removed (each character is one or the other), at less cost than ``sub`` of those characters.
 _TEXT_RUNS = re.compile(r"[^\W_]+", re.UNICODE)
+# One character that is not a word character, or is ``_``: what the compared text drops.
+_NOT_TEXT = re.compile(r"[\W_]", re.UNICODE)
+# Distinct such characters removed by ``str.replace`` before the rest go by ``_TEXT_RUNS``.
+_DROPS_BY_REPLACE = 8
 _ADMIN_PREFIX = re.compile(r"^(?:[\u4e00-\u9fff]{2,7}?(?:省|自治区))?(?:[\u4e00-\u9fff]{2,5}?市)?")
 _EARTH_RADIUS_M = 6_371_000.0
 
@@ -114,7 +118,28 @@ class CandidateQuery:
 def normalize_text(text: str) -> str:
     """Text for comparison: NFKC, lower case, operator boilerplate and punctuation removed."""
     folded = nfkc(text).lower()
-    return "".join(_TEXT_RUNS.findall(_BOILERPLATE.sub("", folded)))
+    return _text_only(_BOILERPLATE.sub("", folded))
+
+
+def _text_only(text: str) -> str:
+    """``"".join(_TEXT_RUNS.findall(text))``: the text less every ``[\\W_]`` character.
+
+    A text holds few distinct such characters (an appeal's commas and full stops) many times
+    over: each found is removed everywhere by one ``str.replace``, and the search goes on from
+    where it was found (nothing before it is one). A text of many distinct ones goes the
+    ``findall`` way for the rest after the first few, so no text costs a replace per character.
+    About half the cost of the ``findall`` of every run and their join (a test holds the two
+    equal)."""
+    found = _NOT_TEXT.search(text)
+    replaced = 0
+    while found is not None:
+        if replaced == _DROPS_BY_REPLACE:
+            return "".join(_TEXT_RUNS.findall(text))
+        at = found.start()
+        text = text.replace(found.group(), "")
+        replaced += 1
+        found = _NOT_TEXT.search(text, at)
+    return text
 
 
 def text_of(title: str, content: str) -> str:
@@ -126,7 +151,7 @@ def normalize_address(address: str | None) -> str | None:
     """An address key: NFKC, no spaces or punctuation, province/city prefix dropped."""
     if not address:
         return None
-    compact = "".join(_TEXT_RUNS.findall(nfkc(address).lower()))
+    compact = _text_only(nfkc(address).lower())
     key = _ADMIN_PREFIX.sub("", compact, count=1)
     return key or compact or None
 
