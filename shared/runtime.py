@@ -115,6 +115,8 @@ class ServiceSpec(Generic[C]):
     description: str = ""
     # Loops run for the life of the service (schedulers): started after the bus, cancelled on stop.
     background: Sequence[Callable[[C], Coroutine[Any, Any, None]]] = ()
+    # The app's class: a FastAPI subclass that answers some requests before its middlewares.
+    app_class: type[FastAPI] = FastAPI
 
 
 class Runtime:
@@ -283,7 +285,7 @@ def create_service_app(spec: ServiceSpec[Any]) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = spec.app_class(
         title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan
     )
 

@@ -13,6 +13,15 @@ would record them.
 
 The FastAPI route stays declared: it publishes the operation in the OpenAPI document and serves
 what this layer hands on (a body of another type, no length, a length over the limit).
+
+``TicketApp`` puts this layer in front of FastAPI itself: the app's own outer layers (FastAPI's
+telemetry check, Starlette's entry, the server-error, exception-telemetry and body-limit
+middlewares) did nothing for a request it takes but cost a call each, and the telemetry check
+read the environment three times a request. It is exact because the app declares FastAPI's
+native OpenTelemetry off (the suite exports Prometheus metrics and installs no OpenTelemetry
+SDK, so no span was ever recorded) and sets no ``root_path`` or ``max_body_size`` (else every
+request goes through FastAPI); a fault no handler answers is answered by Starlette's
+``ServerErrorMiddleware`` with the app's error handler, as the app's stack answers it.
 """
 
 from __future__ import annotations
@@ -22,8 +31,9 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Request
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.intake import api, service
 from services.intake.bodies import JSON, BodyTooLarge
@@ -50,6 +60,30 @@ def _handler_for(app: FastAPI, exc: Exception) -> Any:
     return None
 
 
+def _error_handler(app: FastAPI) -> Any:
+    """The handler FastAPI gives its ``ServerErrorMiddleware``: the one for 500 or
+    ``Exception``, the later registered if both are, else None."""
+    handler = None
+    for key, value in app.exception_handlers.items():
+        if key in (500, Exception):
+            handler = value
+    return handler
+
+
+async def _server_error(
+    app: FastAPI, scope: Scope, receive: Receive, send: Send, exc: Exception
+) -> None:
+    """Answer ``exc`` as the app's ``ServerErrorMiddleware`` would (its own code: the app's 500
+    handler, or the debug page, or "Internal Server Error") and raise it again."""
+
+    async def fault(_scope: Scope, _receive: Receive, _send: Send) -> None:
+        raise exc
+
+    await ServerErrorMiddleware(fault, handler=_error_handler(app), debug=app.debug)(
+        scope, receive, send
+    )
+
+
 async def _read(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     while True:
@@ -62,10 +96,14 @@ async def _read(receive: Receive) -> bytes:
 
 
 class TicketFastPath:
-    """Answers ``POST /tickets`` with a JSON body itself; passes everything else to ``app``."""
+    """Answers ``POST /tickets`` with a JSON body itself; passes everything else to ``app``.
 
-    def __init__(self, app: ASGIApp) -> None:
+    With ``front``, it stands in front of the app's server-error middleware, and answers a fault
+    no handler takes as that middleware would (see ``TicketApp``)."""
+
+    def __init__(self, app: ASGIApp, *, front: bool = False) -> None:
         self.app = app
+        self._front = front
         self._metrics: Any = None  # the registry the children below belong to
         self._latency: dict[int, Any] = {}  # status class → the histogram's child
 
@@ -105,8 +143,13 @@ class TicketFastPath:
             return
         start = time.perf_counter()
         status = 500
+        started: list[bool] = []
         try:
-            status = await self._answer(scope, receive, send, fastapi_app, ctx, limit)
+            status = await self._answer(scope, receive, send, fastapi_app, ctx, limit, started)
+        except Exception as exc:
+            if self._front and not started:
+                await _server_error(fastapi_app, scope, receive, send, exc)
+            raise
         finally:
             self._observe(runtime, status, time.perf_counter() - start)
 
@@ -118,7 +161,9 @@ class TicketFastPath:
         app: FastAPI,
         ctx: IntakeContext,
         limit: int,
+        started: list[bool],
     ) -> int:
+        """The answer's status; ``started`` gets an item once the answer's start may be sent."""
         request = Request(scope, receive)
         try:
             api.admit(request, ctx, api.POSTERS)
@@ -136,9 +181,16 @@ class TicketFastPath:
             response = handler(request, exc)
             if inspect.isawaitable(response):
                 response = await response
-            await response(scope, receive, send)
+
+            async def noted(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    started.append(True)
+                await send(message)
+
+            await response(scope, receive, noted)
             return int(response.status_code)
         status = 201 if created else 200
+        started.append(True)
         await send(
             {
                 "type": "http.response.start",
@@ -163,3 +215,23 @@ class TicketFastPath:
             child = runtime.metrics.http_latency.labels("POST", PATH, f"{group}xx")
             self._latency[group] = child
         child.observe(seconds)
+
+
+# FastAPI's native OpenTelemetry, declared off (``TicketApp``).
+NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
+
+
+class TicketApp(FastAPI):
+    """The intake app: FastAPI with ``TicketFastPath`` in front of the whole app, FastAPI's
+    native OpenTelemetry off (the module's docstring says why that is exact)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(telemetry=NO_TELEMETRY, **kwargs)
+        self._tickets = TicketFastPath(super().__call__, front=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.root_path or getattr(self, "max_body_size", None) is not None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # as Starlette's entry sets it
+        await self._tickets(scope, receive, send)
