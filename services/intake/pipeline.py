@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import accumulate
 from operator import attrgetter
 from typing import Any
 
+import numpy as np
 from pydantic import TypeAdapter
 
 from services.intake import classifier, repeats
@@ -284,14 +286,21 @@ class Pipeline:
                 except Exception as exc:
                     outcomes[p.unit] = exc
                     grams.append(repeats.shingles_many([""], size)[0])
+        # Every appeal's grams packed and listed at once, each its own slice of the whole (a
+        # numpy call or three a row cost more than the slicing).
+        ends = list(accumulate(map(len, grams)))
+        whole = np.concatenate(grams) if grams else np.zeros(0, dtype=np.uint32)
+        packed, listed = whole.astype("<u4", copy=False).tobytes(), whole.tolist()
         out: list[tuple[str, frozenset[int]] | None] = []
-        for p, text, found in zip(pending, texts, grams, strict=True):
+        start = 0
+        for p, text, end in zip(pending, texts, ends, strict=True):
             if text is None or outcomes[p.unit] is not None:
                 out.append(None)
-                continue
-            p.packed = found.astype("<u4", copy=False).tobytes()
-            p.grams = found.tolist()
-            out.append((text, frozenset(p.grams)))
+            else:
+                p.packed = packed[4 * start : 4 * end]
+                p.grams = listed[start:end]
+                out.append((text, frozenset(p.grams)))
+            start = end
         return out
 
     def _appeal(self, p: _Pending, text_shingles: tuple[str, frozenset[int]]) -> repeats.Appeal:
