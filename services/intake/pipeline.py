@@ -41,6 +41,7 @@ from services.intake.repeat_lookup import (
     decide,
     judged_earlier,
     keys_of,
+    made_appeal,
 )
 from shared.events.base import Encoded, encode_fields, encoded
 from shared.events.intake import TicketReceived
@@ -175,11 +176,12 @@ class Pipeline:
             return [exc if o is None else o for o in outcomes]
         for p, ticket_id in zip(pending, ids, strict=True):
             p.ticket_id = ticket_id
+        address_keys: dict[str | None, str | None] = {}
         for p, text_shingles in zip(pending, self._shingles(pending, outcomes), strict=True):
             if text_shingles is None:
                 continue
             try:
-                p.appeal = self._appeal(p, text_shingles)
+                p.appeal = self._appeal(p, text_shingles, address_keys)
             except Exception as exc:
                 outcomes[p.unit] = exc
         pending = [p for p in pending if outcomes[p.unit] is None]
@@ -303,20 +305,34 @@ class Pipeline:
             start = end
         return out
 
-    def _appeal(self, p: _Pending, text_shingles: tuple[str, frozenset[int]]) -> repeats.Appeal:
+    def _appeal(
+        self,
+        p: _Pending,
+        text_shingles: tuple[str, frozenset[int]],
+        address_keys: dict[str | None, str | None],
+    ) -> repeats.Appeal:
+        """``repeats.appeal(…)`` of the pending ticket: the same appeal, its slots set directly
+        and each distinct address normalized once a group (``address_keys``, by address)."""
         n = p.normalized
-        return repeats.appeal(
-            received_at=n.received_at,
-            title=n.public_title,
-            content=n.public_content,
-            ticket_id=p.ticket_id,
-            citizen_hash=n.citizen_hash,
-            grid_code=n.grid_code,
-            address=n.public_address,
-            longitude=n.draft.longitude,
-            latitude=n.draft.latitude,
-            policy=self.policy,
-            text_shingles=text_shingles,
+        if n.received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+        address = n.public_address
+        if address in address_keys:
+            address_key = address_keys[address]
+        else:
+            address_key = address_keys[address] = repeats.normalize_address(address)
+        text, grams = text_shingles
+        return made_appeal(
+            n.received_at,
+            text,
+            grams,
+            p.ticket_id,
+            n.citizen_hash,
+            n.grid_code or None,
+            address_key,
+            n.draft.longitude,
+            n.draft.latitude,
+            None,
         )
 
     async def _candidates(

@@ -744,6 +744,34 @@ def _plain(appeal: repeats.Appeal, repeat_count: int) -> Earlier:
     return made
 
 
+def made_appeal(
+    received_at: datetime,
+    text: str,
+    shingles: frozenset[int],
+    ticket_id: str | None,
+    citizen_hash: str | None,
+    grid_code: str | None,
+    address_key: str | None,
+    longitude: float | None,
+    latitude: float | None,
+    repeat_of: str | None,
+) -> repeats.Appeal:
+    """``repeats.Appeal(received_at, text, shingles, …, repeat_of)``, its slots set directly
+    (the frozen dataclass's constructor sets each through ``object.__setattr__``)."""
+    made = _NEW(repeats.Appeal)
+    _SET_RECEIVED_AT(made, received_at)
+    _SET_TEXT(made, text)
+    _SET_SHINGLES(made, shingles)
+    _SET_TICKET_ID(made, ticket_id)
+    _SET_CITIZEN(made, citizen_hash)
+    _SET_GRID(made, grid_code)
+    _SET_ADDRESS(made, address_key)
+    _SET_LONGITUDE(made, longitude)
+    _SET_LATITUDE(made, latitude)
+    _SET_REPEAT_OF(made, repeat_of)
+    return made
+
+
 def _earlier(ticket_id: str, row: Sequence[Any], cache: ShingleCache | None) -> Earlier:
     """A stored candidate as ``decide`` takes it once compared in the group's pass, without its
     shingles: the cache's own, or made from its row (and kept there); without a cache, made
@@ -753,17 +781,18 @@ def _earlier(ticket_id: str, row: Sequence[Any], cache: ShingleCache | None) -> 
     ready = cache.ready(ticket_id) if cache is not None else None
     if ready is not None:
         return ready
-    appeal = _NEW(repeats.Appeal)
-    _SET_RECEIVED_AT(appeal, row[_RECEIVED_AT])
-    _SET_TEXT(appeal, "")
-    _SET_SHINGLES(appeal, _NO_SHINGLES)
-    _SET_TICKET_ID(appeal, ticket_id)
-    _SET_CITIZEN(appeal, row[3])
-    _SET_GRID(appeal, row[4])
-    _SET_ADDRESS(appeal, row[5])
-    _SET_LONGITUDE(appeal, row[6])
-    _SET_LATITUDE(appeal, row[7])
-    _SET_REPEAT_OF(appeal, row[8])
+    appeal = made_appeal(
+        row[_RECEIVED_AT],
+        "",
+        _NO_SHINGLES,
+        ticket_id,
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+    )
     made = _plain(appeal, row[9])
     if cache is not None:
         cache.keep(made)
@@ -774,17 +803,18 @@ def judged_earlier(appeal: repeats.Appeal, verdict: Verdict) -> Earlier:
     """A new appeal once judged, as the later appeals of its unit see it: ``Earlier(
     repeats.Appeal(…its fields, text="", repeat_of=verdict.repeat_of), verdict.repeat_count)``,
     its appeal's slots set directly (a file's rows make one a row)."""
-    made = _NEW(repeats.Appeal)
-    _SET_RECEIVED_AT(made, appeal.received_at)
-    _SET_TEXT(made, "")
-    _SET_SHINGLES(made, appeal.shingles)
-    _SET_TICKET_ID(made, appeal.ticket_id)
-    _SET_CITIZEN(made, appeal.citizen_hash)
-    _SET_GRID(made, appeal.grid_code)
-    _SET_ADDRESS(made, appeal.address_key)
-    _SET_LONGITUDE(made, appeal.longitude)
-    _SET_LATITUDE(made, appeal.latitude)
-    _SET_REPEAT_OF(made, verdict.repeat_of)
+    made = made_appeal(
+        appeal.received_at,
+        "",
+        appeal.shingles,
+        appeal.ticket_id,
+        appeal.citizen_hash,
+        appeal.grid_code,
+        appeal.address_key,
+        appeal.longitude,
+        appeal.latitude,
+        verdict.repeat_of,
+    )
     return _plain(made, verdict.repeat_count)
 
 
