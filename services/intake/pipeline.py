@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import accumulate
 from operator import attrgetter
 from typing import Any
 
+import numpy as np
 from pydantic import TypeAdapter
 
 from services.intake import classifier, repeats
@@ -39,6 +41,7 @@ from services.intake.repeat_lookup import (
     decide,
     judged_earlier,
     keys_of,
+    made_appeal,
 )
 from shared.events.base import Encoded, encode_fields, encoded
 from shared.events.intake import TicketReceived
@@ -173,11 +176,12 @@ class Pipeline:
             return [exc if o is None else o for o in outcomes]
         for p, ticket_id in zip(pending, ids, strict=True):
             p.ticket_id = ticket_id
+        address_keys: dict[str | None, str | None] = {}
         for p, text_shingles in zip(pending, self._shingles(pending, outcomes), strict=True):
             if text_shingles is None:
                 continue
             try:
-                p.appeal = self._appeal(p, text_shingles)
+                p.appeal = self._appeal(p, text_shingles, address_keys)
             except Exception as exc:
                 outcomes[p.unit] = exc
         pending = [p for p in pending if outcomes[p.unit] is None]
@@ -284,30 +288,51 @@ class Pipeline:
                 except Exception as exc:
                     outcomes[p.unit] = exc
                     grams.append(repeats.shingles_many([""], size)[0])
+        # Every appeal's grams packed and listed at once, each its own slice of the whole (a
+        # numpy call or three a row cost more than the slicing).
+        ends = list(accumulate(map(len, grams)))
+        whole = np.concatenate(grams) if grams else np.zeros(0, dtype=np.uint32)
+        packed, listed = whole.astype("<u4", copy=False).tobytes(), whole.tolist()
         out: list[tuple[str, frozenset[int]] | None] = []
-        for p, text, found in zip(pending, texts, grams, strict=True):
+        start = 0
+        for p, text, end in zip(pending, texts, ends, strict=True):
             if text is None or outcomes[p.unit] is not None:
                 out.append(None)
-                continue
-            p.packed = found.astype("<u4", copy=False).tobytes()
-            p.grams = found.tolist()
-            out.append((text, frozenset(p.grams)))
+            else:
+                p.packed = packed[4 * start : 4 * end]
+                p.grams = listed[start:end]
+                out.append((text, frozenset(p.grams)))
+            start = end
         return out
 
-    def _appeal(self, p: _Pending, text_shingles: tuple[str, frozenset[int]]) -> repeats.Appeal:
+    def _appeal(
+        self,
+        p: _Pending,
+        text_shingles: tuple[str, frozenset[int]],
+        address_keys: dict[str | None, str | None],
+    ) -> repeats.Appeal:
+        """``repeats.appeal(…)`` of the pending ticket: the same appeal, its slots set directly
+        and each distinct address normalized once a group (``address_keys``, by address)."""
         n = p.normalized
-        return repeats.appeal(
-            received_at=n.received_at,
-            title=n.public_title,
-            content=n.public_content,
-            ticket_id=p.ticket_id,
-            citizen_hash=n.citizen_hash,
-            grid_code=n.grid_code,
-            address=n.public_address,
-            longitude=n.draft.longitude,
-            latitude=n.draft.latitude,
-            policy=self.policy,
-            text_shingles=text_shingles,
+        if n.received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+        address = n.public_address
+        if address in address_keys:
+            address_key = address_keys[address]
+        else:
+            address_key = address_keys[address] = repeats.normalize_address(address)
+        text, grams = text_shingles
+        return made_appeal(
+            n.received_at,
+            text,
+            grams,
+            p.ticket_id,
+            n.citizen_hash,
+            n.grid_code or None,
+            address_key,
+            n.draft.longitude,
+            n.draft.latitude,
+            None,
         )
 
     async def _candidates(

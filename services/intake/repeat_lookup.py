@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from itertools import chain, groupby
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -344,6 +344,11 @@ class ShingleCache:
         self._max_ready = max_ready
         self._ready: OrderedDict[str, Earlier] = OrderedDict()
 
+    @property
+    def max_ready(self) -> int:
+        """How many ready candidates it keeps at most."""
+        return self._max_ready
+
     def ready(self, ticket_id: str) -> Earlier | None:
         found = self._ready.get(ticket_id)
         if found is not None:
@@ -553,34 +558,22 @@ async def load_earlier(
     # A ticket's row is the same whichever key found it (but for the leading column): each
     # distinct ticket once, in order of first appearance, read from one of its rows (a dict
     # keeps a key's first place and its last value), the columns taken a column at a time.
-    where = dict(zip(map(itemgetter(_TICKET_ID), fetched), range(len(fetched)), strict=True))
+    found_ids = list(map(itemgetter(_TICKET_ID), fetched))
+    where = dict(zip(found_ids, range(len(fetched)), strict=True))
     ids = list(where)
     at = dict(zip(ids, range(len(ids)), strict=True))
     distinct = [fetched[n] for n in where.values()]
     columns = list(zip(*distinct, strict=True)) if distinct else [()] * (_SHINGLES + 1)
-    # Each key's tickets by index, in the statement's order (a key's rows come together).
-    found: dict[tuple[str, str], list[int]] = {}
-    for (found_by, value), group in groupby(fetched, _found_by):
-        listed = [at[row[_TICKET_ID]] for row in group]
-        key = (_KEY_COLUMNS[found_by], value)
-        if key in found:
-            found[key].extend(listed)
-        else:
-            found[key] = listed
-    per_keys: dict[tuple[Key, ...], list[int]] = {}
-    listed_by: list[list[int]] = []
-    for keys in wanted:
-        got = per_keys.get(keys)
-        if got is None:
-            if len(keys) == 1:
-                got = found.get(keys[0], [])
-            else:
-                got = list(dict.fromkeys(chain.from_iterable(found.get(key, ()) for key in keys)))
-            per_keys[keys] = got
-        listed_by.append(got)
-    judged = judge_stored(
+    counts, pair_b = _pairs_of(
+        wanted,
+        by_column,
+        fetched,
+        np.fromiter(map(at.__getitem__, found_ids), np.int64, len(fetched)),
+    )
+    judged = _judge_pairs(
         appeals,
-        listed_by,
+        counts,
+        pair_b,
         Stored(
             ticket_ids=ids,
             received_at=columns[_RECEIVED_AT],
@@ -596,20 +589,72 @@ async def load_earlier(
         grams,
     )
     earlier: dict[int, Earlier] = {}
+    # More candidates than the cache holds (a batch file's thousands) would only turn it over,
+    # evicting the ready ones of the posts that follow: those are made and kept nowhere.
+    kept = cache if len(ids) <= cache.max_ready else None
 
     def made(n: int) -> Earlier:
         e = earlier.get(n)
         if e is None:
-            e = earlier[n] = _earlier(ids[n], distinct[n], cache)
+            e = earlier[n] = _earlier(ids[n], distinct[n], kept)
         return e
 
     return hand_over(appeals, judged, made)
 
 
-def _found_by(row: Sequence[Any]) -> tuple[int, Any]:
-    """The key a candidate row was found by: its column's index and its value there."""
-    found_by = row[_FOUND_BY]
-    return found_by, row[_KEY_AT + found_by]
+def _pairs_of(
+    wanted: Sequence[tuple[Key, ...]],
+    by_column: dict[str, set[str]],
+    fetched: Sequence[Sequence[Any]],
+    found: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each appeal's stored candidates as pairs: how many each appeal has (``counts``) and,
+    appeal after appeal, their indices (``found[row]`` is the candidate of fetched row ``row``):
+    for each of its keys in turn, the rows that key found in the statement's order, a candidate
+    found by an earlier key left out — the lists ``dict.fromkeys`` of the keys' rows would give,
+    made in numpy: each row's key numbered (its column's value looked up, column by column), the
+    rows ordered by key (stably: a key's rows keep their order), each appeal's keys' rows cut
+    out of that order, and a pair seen before dropped."""
+    codes: list[dict[str, int]] = []  # each column's values numbered, one count for all
+    for column in _KEY_COLUMNS:
+        values = by_column.get(column, ())
+        start = sum(map(len, codes))
+        codes.append(dict(zip(values, range(start, start + len(values)), strict=True)))
+    n_keys, n_rows = sum(map(len, codes)), len(fetched)
+    key_of = np.full(n_rows, n_keys, dtype=np.int64)  # a row of no wanted key: none's
+    found_by = np.fromiter(map(itemgetter(_FOUND_BY), fetched), dtype=np.int64, count=n_rows)
+    for n, numbered in enumerate(codes):
+        rows = np.flatnonzero(found_by == n)
+        if rows.size:
+            found_values = map(itemgetter(_KEY_AT + n), map(fetched.__getitem__, rows.tolist()))
+            key_of[rows] = np.fromiter(
+                map(numbered.get, found_values, repeat(n_keys)), dtype=np.int64, count=rows.size
+            )
+    order = np.argsort(key_of, kind="stable")
+    key_sizes = np.bincount(key_of, minlength=n_keys + 1)
+    key_ends = np.cumsum(key_sizes)
+    key_starts = key_ends - key_sizes
+    per_appeal = np.fromiter(map(len, wanted), dtype=np.int64, count=len(wanted))
+    column_at = {column: n for n, column in enumerate(_KEY_COLUMNS)}
+    keys = np.fromiter(
+        (codes[column_at[column]][value] for column, value in chain.from_iterable(wanted)),
+        dtype=np.int64,
+        count=int(per_appeal.sum()),
+    )
+    lengths = key_ends[keys] - key_starts[keys]
+    ends = np.cumsum(lengths)
+    total = int(ends[-1]) if ends.size else 0
+    if not total:
+        return np.zeros(len(wanted), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    at = np.arange(total, dtype=np.int64) + np.repeat(key_starts[keys] - ends + lengths, lengths)
+    pair_a = np.repeat(np.repeat(np.arange(len(wanted), dtype=np.int64), per_appeal), lengths)
+    pair_b = found[order[at]]
+    # the first of each (appeal, candidate), in place
+    _, first = np.unique(pair_a * (int(found.max()) + 1) + pair_b, return_index=True)
+    if first.size < pair_a.size:
+        first.sort()
+        pair_a, pair_b = pair_a[first], pair_b[first]
+    return np.bincount(pair_a, minlength=len(wanted)).astype(np.int64, copy=False), pair_b
 
 
 def hand_over(
@@ -699,6 +744,34 @@ def _plain(appeal: repeats.Appeal, repeat_count: int) -> Earlier:
     return made
 
 
+def made_appeal(
+    received_at: datetime,
+    text: str,
+    shingles: frozenset[int],
+    ticket_id: str | None,
+    citizen_hash: str | None,
+    grid_code: str | None,
+    address_key: str | None,
+    longitude: float | None,
+    latitude: float | None,
+    repeat_of: str | None,
+) -> repeats.Appeal:
+    """``repeats.Appeal(received_at, text, shingles, …, repeat_of)``, its slots set directly
+    (the frozen dataclass's constructor sets each through ``object.__setattr__``)."""
+    made = _NEW(repeats.Appeal)
+    _SET_RECEIVED_AT(made, received_at)
+    _SET_TEXT(made, text)
+    _SET_SHINGLES(made, shingles)
+    _SET_TICKET_ID(made, ticket_id)
+    _SET_CITIZEN(made, citizen_hash)
+    _SET_GRID(made, grid_code)
+    _SET_ADDRESS(made, address_key)
+    _SET_LONGITUDE(made, longitude)
+    _SET_LATITUDE(made, latitude)
+    _SET_REPEAT_OF(made, repeat_of)
+    return made
+
+
 def _earlier(ticket_id: str, row: Sequence[Any], cache: ShingleCache | None) -> Earlier:
     """A stored candidate as ``decide`` takes it once compared in the group's pass, without its
     shingles: the cache's own, or made from its row (and kept there); without a cache, made
@@ -708,17 +781,18 @@ def _earlier(ticket_id: str, row: Sequence[Any], cache: ShingleCache | None) -> 
     ready = cache.ready(ticket_id) if cache is not None else None
     if ready is not None:
         return ready
-    appeal = _NEW(repeats.Appeal)
-    _SET_RECEIVED_AT(appeal, row[_RECEIVED_AT])
-    _SET_TEXT(appeal, "")
-    _SET_SHINGLES(appeal, _NO_SHINGLES)
-    _SET_TICKET_ID(appeal, ticket_id)
-    _SET_CITIZEN(appeal, row[3])
-    _SET_GRID(appeal, row[4])
-    _SET_ADDRESS(appeal, row[5])
-    _SET_LONGITUDE(appeal, row[6])
-    _SET_LATITUDE(appeal, row[7])
-    _SET_REPEAT_OF(appeal, row[8])
+    appeal = made_appeal(
+        row[_RECEIVED_AT],
+        "",
+        _NO_SHINGLES,
+        ticket_id,
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+    )
     made = _plain(appeal, row[9])
     if cache is not None:
         cache.keep(made)
@@ -729,17 +803,18 @@ def judged_earlier(appeal: repeats.Appeal, verdict: Verdict) -> Earlier:
     """A new appeal once judged, as the later appeals of its unit see it: ``Earlier(
     repeats.Appeal(…its fields, text="", repeat_of=verdict.repeat_of), verdict.repeat_count)``,
     its appeal's slots set directly (a file's rows make one a row)."""
-    made = _NEW(repeats.Appeal)
-    _SET_RECEIVED_AT(made, appeal.received_at)
-    _SET_TEXT(made, "")
-    _SET_SHINGLES(made, appeal.shingles)
-    _SET_TICKET_ID(made, appeal.ticket_id)
-    _SET_CITIZEN(made, appeal.citizen_hash)
-    _SET_GRID(made, appeal.grid_code)
-    _SET_ADDRESS(made, appeal.address_key)
-    _SET_LONGITUDE(made, appeal.longitude)
-    _SET_LATITUDE(made, appeal.latitude)
-    _SET_REPEAT_OF(made, verdict.repeat_of)
+    made = made_appeal(
+        appeal.received_at,
+        "",
+        appeal.shingles,
+        appeal.ticket_id,
+        appeal.citizen_hash,
+        appeal.grid_code,
+        appeal.address_key,
+        appeal.longitude,
+        appeal.latitude,
+        verdict.repeat_of,
+    )
     return _plain(made, verdict.repeat_count)
 
 
@@ -874,9 +949,11 @@ def _order(stored: Stored, which: list[int]) -> np.ndarray:
     Sorted on their POSIX timestamps: a float keeps a microsecond apart for any date before
     the year 2100 or so (2^52 of 10^-6 s is ~142 years), so its order is the datetimes'."""
     times = np.fromiter(
-        (stored.received_at[k].timestamp() for k in which), dtype=np.float64, count=len(which)
+        map(datetime.timestamp, map(stored.received_at.__getitem__, which)),
+        dtype=np.float64,
+        count=len(which),
     )
-    ids = np.array([stored.ticket_ids[k] for k in which], dtype=str)
+    ids = np.array(list(map(stored.ticket_ids.__getitem__, which)), dtype=str)
     rank = np.empty(len(which), dtype=np.int64)
     rank[np.lexsort((ids, times))] = np.arange(len(which))
     return rank
@@ -981,10 +1058,29 @@ def judge_stored(
         return [Judged([]) for _ in candidates]
     if pairs <= PLAIN_PAIRS:
         return _judge_plain(appeals, candidates, stored, policy)
-    n_appeals, n_stored = len(appeals), len(stored.ticket_ids)
     counts = np.fromiter(map(len, candidates), dtype=np.int64, count=len(candidates))
-    pair_a = np.repeat(np.arange(n_appeals, dtype=np.int64), counts)
     pair_b = np.fromiter(chain.from_iterable(candidates), dtype=np.int64, count=pairs)
+    return _judge_pairs(appeals, counts, pair_b, stored, policy, grams)
+
+
+def _judge_pairs(
+    appeals: Sequence[repeats.Appeal],
+    counts: np.ndarray,
+    pair_b: np.ndarray,
+    stored: Stored,
+    policy: repeats.RepeatPolicy,
+    grams: Sequence[bytes] | None = None,
+) -> list[Judged]:
+    """``judge_stored`` of the candidates given as pairs: ``counts[n]`` of them for appeal
+    ``n``, appeal after appeal, their indices in ``pair_b``."""
+    pairs = pair_b.size
+    if pairs <= PLAIN_PAIRS:
+        if not pairs:
+            return [Judged([]) for _ in appeals]
+        listed = np.split(pair_b, np.cumsum(counts)[:-1])
+        return _judge_plain(appeals, [each.tolist() for each in listed], stored, policy)
+    n_appeals, n_stored = len(appeals), len(stored.ticket_ids)
+    pair_a = np.repeat(np.arange(n_appeals, dtype=np.int64), counts)
     citizens = {a.citizen_hash for a in appeals if a.citizen_hash}
     codes: dict[str, int] = {}
     if citizens.isdisjoint(stored.citizens):
@@ -1014,7 +1110,7 @@ def judge_stored(
         by_citizen, citizen_text, matched, passed, common, sizes = _by_text(
             appeals, stored, pair_a, pair_b, same, valid, policy, grams
         )
-    out = [Judged([]) for _ in candidates]
+    out = [Judged([]) for _ in appeals]
     if passed.any():
         for n, b, c, k in zip(
             pair_a[passed].tolist(),
