@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bench.intake import POSTGRES_URL, drop_schema
-from bench.relay_inprocess import start_sampling, stop_sampling
+from bench.relay_inprocess import scratch_settings, start_sampling, stop_sampling
 from services.intake import tracking
 from services.intake.models import TICKETS, metadata
 from shared import bulk
@@ -137,25 +132,8 @@ async def measure(args: argparse.Namespace, settings: ServiceSettings) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    postgres = args.database == "postgres"
-    schema = f"{args.schema_prefix}_{uuid.uuid4().hex[:8]}" if postgres else None
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = ServiceSettings(
-            database_url=(
-                POSTGRES_URL.replace("postgresql://", "postgresql+asyncpg://")
-                if schema
-                else f"sqlite+aiosqlite:///{Path(tmp) / 'lifecycle.db'}"
-            ),
-            database_schema=schema,
-            database_application_name=f"fq-{schema}" if schema else None,
-            log_json=False,
-            auth_token_secret=secrets.token_hex(32),
-        )
-        try:
-            await measure(args, settings)
-        finally:
-            if schema:
-                await drop_schema(POSTGRES_URL, schema)
+    async with scratch_settings(args.database, args.schema_prefix) as settings:
+        await measure(args, settings)
 
 
 def main() -> None:
