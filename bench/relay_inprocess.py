@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import random
 import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,29 +176,41 @@ async def stop_sampling(sampler: BackendSampler | None) -> float | None:
     return float(sampler.usage().get("bench", (0.0,))[0])
 
 
-async def run(args: argparse.Namespace, bootstrap: str) -> None:
-    postgres = args.database == "postgres"
-    schema = f"{args.schema_prefix}_{uuid.uuid4().hex[:8]}" if postgres else None
+@contextlib.asynccontextmanager
+async def scratch_settings(database: str, prefix: str, **extra: Any) -> AsyncIterator[Any]:
+    """Settings of a scratch database: a PostgreSQL schema ``<prefix>_…`` (its connections named
+    after it, for ``start_sampling``), dropped at the end, or a SQLite file in a temporary
+    folder."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}" if database == "postgres" else None
     with tempfile.TemporaryDirectory() as tmp:
         settings = ServiceSettings(
             database_url=(
                 POSTGRES_URL.replace("postgresql://", "postgresql+asyncpg://")
                 if schema
-                else f"sqlite+aiosqlite:///{Path(tmp) / 'relay.db'}"
+                else f"sqlite+aiosqlite:///{Path(tmp) / 'scratch.db'}"
             ),
             database_schema=schema,
             database_application_name=f"fq-{schema}" if schema else None,
-            kafka_bootstrap_servers=bootstrap,
-            kafka_topic_prefix="inproc",
-            outbox_batch_size=args.batch,
             log_json=False,
             auth_token_secret=secrets.token_hex(32),
+            **extra,
         )
         try:
-            await measure(args, settings)
+            yield settings
         finally:
             if schema:
                 await drop_schema(POSTGRES_URL, schema)
+
+
+async def run(args: argparse.Namespace, bootstrap: str) -> None:
+    async with scratch_settings(
+        args.database,
+        args.schema_prefix,
+        kafka_bootstrap_servers=bootstrap,
+        kafka_topic_prefix="inproc",
+        outbox_batch_size=args.batch,
+    ) as settings:
+        await measure(args, settings)
 
 
 def main() -> None:

@@ -281,7 +281,49 @@ def run_stamp() -> str:
     return f"{checkout}_{int(time.time())}"
 
 
+# What a process of the suite logs when a port picked free was taken before it bound it (another
+# benchmark on the machine): uvicorn's ``[Errno 98] … address already in use``, tansu's ``Address
+# in use (os error 98)``.
+PORT_TAKEN = re.compile(r"errno 98\b|os error 98\b|address already in use", re.IGNORECASE)
+START_TRIES = 5  # starts on new ports after a port clash, at most
+
+
+class PortTaken(RuntimeError):
+    """``fengqiao up`` stopped at start-up because a port it was given was taken meanwhile."""
+
+
+def port_taken(log_dir: Path) -> bool:
+    """Whether the logs of a start-up that failed say a port was taken."""
+    for log in sorted(log_dir.glob("*.log")):
+        with contextlib.suppress(OSError):
+            if PORT_TAKEN.search(log.read_text(errors="replace")):
+                return True
+    return False
+
+
+def start_suite_on_free_ports(
+    env: dict[str, str], var_dir: Path, tries: int = START_TRIES
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``start_suite`` on free ports; again on new ones, ``tries`` times at most, while it fails
+    because one was taken between the pick and the bind (other benchmarks on the machine pick
+    ports too). The failed start's logs go, so each try is judged by its own. Returns the
+    process and its base port."""
+    for attempt in range(1, tries + 1):
+        base = free_base_port()
+        try:
+            return start_suite(env, var_dir, base), base
+        except PortTaken as exc:
+            if attempt == tries:
+                raise
+            print(f"{exc}; starting again on new ports ({attempt}/{tries})", file=sys.stderr)
+            for log in (var_dir / "log").glob("*.log"):
+                log.unlink()
+    raise AssertionError("unreachable")
+
+
 def start_suite(env: dict[str, str], var_dir: Path, base: int) -> subprocess.Popen[bytes]:
+    """``fengqiao up`` on ``base`` (and a free broker port), waited for until every service is
+    ready; ``PortTaken`` if it stopped because a port was taken."""
     log = var_dir / "log" / "up.log"
     proc = spawn_logged(
         [
@@ -303,6 +345,10 @@ def start_suite(env: dict[str, str], var_dir: Path, base: int) -> subprocess.Pop
     for port in range(base, base + len(SERVICES)):
         while True:
             if proc.poll() is not None:
+                if port_taken(log.parent):
+                    with contextlib.suppress(ProcessLookupError):  # whatever it started
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    raise PortTaken(f"fengqiao up on port {base}: a port was taken")
                 tail = log.read_text(errors="replace").strip().splitlines()[-6:]
                 raise RuntimeError(
                     f"fengqiao up exited ({proc.returncode}); the end of {log}:\n" + "\n".join(tail)
@@ -734,16 +780,19 @@ def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> Suit
 def _measure_case(
     database: str, args: argparse.Namespace, ingredients: Path, var_dir: Path, stamp: str
 ) -> SuiteResult:
-    base = free_base_port()
-    evaluation_port = base + SERVICES.index("evaluation")
-    intake = f"http://127.0.0.1:{base + SERVICES.index('intake')}"
     postgres = database == "postgres"
     counting = postgres and getattr(args, "count_statements", True)
     folder = var_dir / "statements" if counting else None
     apps = {application_name(name, stamp): name for name in SERVICES}
     sampler = BackendSampler(args.postgres, apps) if postgres else None
-    proc = start_suite(suite_environment(database, args.postgres, stamp, folder), var_dir, base)
+    env = suite_environment(database, args.postgres, stamp, folder)
+    proc, base = start_suite_on_free_ports(env, var_dir)
+    evaluation_port = base + SERVICES.index("evaluation")
+    intake = f"http://127.0.0.1:{base + SERVICES.index('intake')}"
     statements: Counter[tuple[str, str]] | None = None
+    # Whatever fails once the suite is up, it is stopped below, its profilers with it.
+    timers: list[threading.Timer] = []
+    spies: list[subprocess.Popen[bytes]] = []
     try:
         probe_id, probe_s = probe(intake, evaluation_port)
         pids = process_tree(proc.pid)
@@ -811,9 +860,13 @@ def _measure_case(
     finally:
         for timer in timers:
             timer.cancel()
-        if timers:
+        if timers:  # set once evaluation_pid is
             with contextlib.suppress(OSError):
                 os.kill(evaluation_pid, signal.SIGCONT)
+        for spy in spies:
+            if spy.poll() is None:
+                spy.terminate()
+                spy.wait()
         stop_suite(proc)
     locked, errors = log_counts(var_dir / "log")
     received, assigned = read_rows(database, var_dir, args.postgres, stamp)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from shared import pii
 from shared.events import dispatch as d
@@ -62,6 +63,14 @@ def _note(*parts: str | None) -> str | None:
     text = " — ".join(p.strip() for p in parts if p and p.strip())
     if not text:
         return None
+    return _scrubbed(text)
+
+
+@lru_cache(maxsize=4096)
+def _scrubbed(text: str) -> str:
+    """A note as stored: scrubbed, cut to ``_NOTE_MAX``. Remembered by its text: most notes
+    repeat (``assigned to <department> — <handling line>`` for every assignment), and the
+    scrubber's patterns ran over each one again (a third of a fetch's fold in the suite)."""
     return pii.scrub_text(text)[:_NOTE_MAX]
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import Table, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import lifecycle
@@ -23,20 +25,91 @@ from shared.events.base import Event
 log = logging.getLogger(__name__)
 
 
-# A fetch's dispatches on PostgreSQL: its tickets' by one index probe a ticket (a lateral
-# subquery that is not flattened, ``OFFSET 0``, runs once a key), and the ones its changes name
-# by one probe of the primary key each. As ``ticket_id = ANY(...)`` it was planned as a scan of
-# the whole table at every fetch wherever the table has no statistics (a server without
-# autovacuum, or a surge before it analyses): each element's default selectivity times a
-# fetch's tickets came to much of the table (1.47 M rows read by 159 fetches in a one-minute
-# suite run that stored 20,000 tickets); ``dispatch_id = ANY(...)`` is scanned on a small table.
-_DISPATCHES_OF = text(
-    " UNION ALL ".join(
-        f"SELECT d.* FROM unnest(CAST(:{keys} AS VARCHAR[])) AS k(v) CROSS JOIN LATERAL "
-        f"(SELECT * FROM {DISPATCHES.name} WHERE {column} = k.v OFFSET 0) AS d"
-        for keys, column in (("tickets", "ticket_id"), ("named", "dispatch_id"))
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+# What a fetch writes of each table on PostgreSQL, in this order (the statement's parameters).
+_HISTORY_COLUMNS = (
+    "ticket_id",
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "dispatch_id",
+    "department_code",
+    "note",
+    "status",
+)
+_DISPATCH_COLUMNS = tuple(c.name for c in DISPATCHES.columns)
+# ``time_limit_profile`` NULL: the ticket keeps its own (no event of the fetch named one).
+_TICKET_COLUMNS = (
+    "ticket_id",
+    "status",
+    "status_at",
+    "department_code",
+    "due_at",
+    "time_limit_profile",
+)
+_DATETIMES = frozenset({"occurred_at", "due_at", "updated_at", "status_at"})
+
+
+def _unnest(table: Table, columns: Sequence[str], first: int) -> str:
+    """``unnest`` of one array parameter a column (``$first`` on), each cast to the column's
+    type as ``shared.bulk`` casts its arrays (so values are stored as they were before)."""
+    return "unnest({})".format(
+        ", ".join(
+            f"CAST(${first + i} AS {table.c[name].type.compile(dialect=_PG)}[])"
+            for i, name in enumerate(columns)
+        )
     )
-).columns(*DISPATCHES.c)
+
+
+def _driver_sql() -> tuple[str, str]:
+    """PostgreSQL's read and write of a fetch, run on the driver's connection (see
+    ``_apply_pg``). The write is one statement: the history steps, the dispatches upserted,
+    the tickets' statuses — each part only if none of the fetch's events has a history step
+    already (a probe of the unique event id a step, as the read probes by ticket); it answers
+    how many had one. A step another transaction inserts meanwhile makes the insert fail on the
+    unique key, and so the whole statement: all of a fetch is written, or nothing.
+
+    A fetch's dispatches are read by one index probe a ticket (a lateral subquery that is not
+    flattened, ``OFFSET 0``, runs once a key), and the ones its changes name by one probe of
+    the primary key each; the steps the same way by event id. As ``ticket_id = ANY(...)`` the
+    read was planned as a scan of the whole table at every fetch wherever the table has no
+    statistics (a server without autovacuum, or a surge before it analyses): each element's
+    default selectivity times a fetch's tickets came to much of the table (1.47 M rows read by
+    159 fetches in a one-minute suite run that stored 20,000 tickets)."""
+    columns = ", ".join(f"d.{c}" for c in _DISPATCH_COLUMNS)
+    read = " UNION ALL ".join(
+        f"SELECT {columns} FROM unnest(CAST(${n} AS VARCHAR[])) AS k(v) CROSS JOIN LATERAL "
+        f"(SELECT * FROM {DISPATCHES.name} WHERE {column} = k.v OFFSET 0) AS d"
+        for n, column in ((1, "ticket_id"), (2, "dispatch_id"))
+    )
+    h, d = len(_HISTORY_COLUMNS), len(_DISPATCH_COLUMNS)
+    event_ids = _HISTORY_COLUMNS.index("event_id") + 1
+    event_id_type = HISTORY.c.event_id.type.compile(dialect=_PG)
+    none_seen = "(SELECT n FROM seen) = 0"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _DISPATCH_COLUMNS if c != "dispatch_id")
+    ticket_sets = ", ".join(
+        f"{c} = coalesce(v.{c}, t.{c})" if c == "time_limit_profile" else f"{c} = v.{c}"
+        for c in _TICKET_COLUMNS[1:]
+    )
+    write = (
+        f"WITH seen AS (SELECT count(*) AS n FROM unnest(CAST(${event_ids} AS {event_id_type}[])) "
+        "AS k(v) "
+        f"CROSS JOIN LATERAL (SELECT 1 FROM {HISTORY.name} WHERE event_id = k.v OFFSET 0) AS s), "
+        f"steps AS (INSERT INTO {HISTORY.name} ({', '.join(_HISTORY_COLUMNS)}) "
+        f"SELECT * FROM {_unnest(HISTORY, _HISTORY_COLUMNS, 1)} WHERE {none_seen}), "
+        f"states AS (INSERT INTO {DISPATCHES.name} ({', '.join(_DISPATCH_COLUMNS)}) "
+        f"SELECT * FROM {_unnest(DISPATCHES, _DISPATCH_COLUMNS, h + 1)} WHERE {none_seen} "
+        f"ON CONFLICT (dispatch_id) DO UPDATE SET {updates}), "
+        f"statuses AS (UPDATE {TICKETS.name} AS t SET {ticket_sets} "
+        f"FROM {_unnest(TICKETS, _TICKET_COLUMNS, h + d + 1)} AS v({', '.join(_TICKET_COLUMNS)}) "
+        f"WHERE t.ticket_id = v.ticket_id AND {none_seen}) "
+        "SELECT n FROM seen"
+    )
+    return read, write
+
+
+_READ_PG, _WRITE_PG = _driver_sql()
 
 
 class Redelivered(Exception):
@@ -52,32 +125,55 @@ async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) ->
     the events applied: an event with a history step already (a redelivery) is refused.
 
     A batch is worked in memory from one read of its tickets' dispatches and written with one
-    statement per table: the rows end as applying the events one at a time would leave them.
-    The history's unique event id is the ledger: its insert goes first and refuses what it
-    holds, so the consumer needs no inbox look-up or inbox rows for these events. A batch of
-    which only some are refused raises ``Redelivered`` (see there)."""
+    statement per table (on PostgreSQL one statement in all): the rows end as applying the
+    events one at a time would leave them. The history's unique event id is the ledger: a
+    batch all of whose events have steps writes nothing, so the consumer needs no inbox
+    look-up or inbox rows for these events. A batch of which only some have steps raises
+    ``Redelivered`` (see there)."""
     found = [(event, lifecycle.step_for(event)) for event in events]
     steps = [(event, step) for event, step in found if step is not None]
     # An event with no step changes nothing: applied, whatever came before.
     applied = [str(event.event_id) for event, step in found if step is None]
     if not steps:
         return applied
-    d = DISPATCHES
     tickets = sorted({step.ticket_id for _, step in steps})
     # A change may name a dispatch filed under another ticket (or none yet): read those too,
     # in the same statement (one array each on PostgreSQL, whatever the fetch's size).
     named = sorted({c.dispatch_id for _, step in steps for c in step.changes})
-    rows: dict[str, dict[str, Any]] = {}  # dispatch id -> its row, as it stands
     if session.get_bind().dialect.name == "postgresql":
-        result = await session.execute(_DISPATCHES_OF, {"tickets": tickets, "named": named})
+        return applied + await _apply_pg(session, steps, tickets, named)
+    rows: dict[str, dict[str, Any]] = {}  # dispatch id -> its row, as it stands
+    d = DISPATCHES
+    by_ticket = list(bulk.among(session, d.c.ticket_id, tickets))
+    by_id = list(bulk.among(session, d.c.dispatch_id, named))
+    reads = [or_(*by_ticket, *by_id)] if len(by_ticket) + len(by_id) <= 2 else by_ticket + by_id
+    for condition in reads:
+        result = await session.execute(select(d).where(condition))
         rows.update((r.dispatch_id, dict(r._mapping)) for r in result)
-    else:
-        by_ticket = list(bulk.among(session, d.c.ticket_id, tickets))
-        by_id = list(bulk.among(session, d.c.dispatch_id, named))
-        reads = [or_(*by_ticket, *by_id)] if len(by_ticket) + len(by_id) <= 2 else by_ticket + by_id
-        for condition in reads:
-            result = await session.execute(select(d).where(condition))
-            rows.update((r.dispatch_id, dict(r._mapping)) for r in result)
+    changed, history, ticket_values = _fold(steps, rows)
+    stored = set(
+        await bulk.upsert(
+            session,
+            HISTORY,
+            history,
+            key=["event_id"],
+            on_conflict=OnConflict.NOTHING,
+            returning="event_id",
+        )
+    )
+    if not stored:
+        return applied  # all redelivered: nothing written
+    if len(stored) < len(history):
+        raise Redelivered(f"{len(history) - len(stored)} of {len(history)} events applied before")
+    await _write(session, rows, changed, ticket_values)
+    return applied + [h["event_id"] for h in history]
+
+
+def _fold(
+    steps: Sequence[tuple[Event, lifecycle.Step]], rows: dict[str, dict[str, Any]]
+) -> tuple[set[str], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The batch's steps applied in order to its dispatches' ``rows`` (changed in place, new
+    ones added): the dispatch ids changed, the history rows, each ticket's values to set."""
     mine_of: dict[str, list[dict[str, Any]]] = {}  # ticket id -> its rows, in the order of rows
     for stored_row in rows.values():
         mine_of.setdefault(stored_row["ticket_id"], []).append(stored_row)
@@ -137,22 +233,53 @@ async def apply_lifecycles(*, session: AsyncSession, events: Sequence[Event]) ->
                 "status": status,
             }
         )
-    stored = set(
-        await bulk.upsert(
-            session,
-            HISTORY,
-            history,
-            key=["event_id"],
-            on_conflict=OnConflict.NOTHING,
-            returning="event_id",
-        )
+    return changed, history, ticket_values
+
+
+async def _apply_pg(
+    session: AsyncSession,
+    steps: Sequence[tuple[Event, lifecycle.Step]],
+    tickets: list[str],
+    named: list[str],
+) -> list[str]:
+    """``apply_lifecycles`` on PostgreSQL: the read and the one write on the driver's
+    connection, two round trips a fetch. The consumer's transaction sends nothing unless it
+    was open on the connection before (then both are part of it): each statement is all or
+    nothing alone, and the consumer writes no inbox rows for these events, so BEGIN and COMMIT
+    (and SQLAlchemy's execution of four statements) were round trips that protected nothing."""
+    connection = await session.connection()
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    rows = {r["dispatch_id"]: dict(r.items()) for r in await driver.fetch(_READ_PG, tickets, named)}
+    changed, history, ticket_values = _fold(steps, rows)
+    arrays = _columns(history, _HISTORY_COLUMNS)
+    arrays += _columns([rows[k] for k in sorted(changed)], _DISPATCH_COLUMNS)
+    arrays += _columns(
+        [{"ticket_id": k, **v} for k, v in sorted(ticket_values.items())], _TICKET_COLUMNS
     )
-    if not stored:
-        return applied  # all redelivered: nothing written
-    if len(stored) < len(history):
-        raise Redelivered(f"{len(history) - len(stored)} of {len(history)} events applied before")
-    await _write(session, rows, changed, ticket_values)
-    return applied + [h["event_id"] for h in history]
+    seen = await driver.fetchval(_WRITE_PG, *arrays)
+    if not seen:
+        return [h["event_id"] for h in history]
+    if seen < len(history):
+        raise Redelivered(f"{seen} of {len(history)} events applied before")
+    return []  # all redelivered: nothing written
+
+
+def _columns(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[list[Any]]:
+    """``rows`` as one list a column (a missing value is None), datetimes in UTC as the
+    columns' type stores them (a naive one refused, as there)."""
+    out = []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        if name in _DATETIMES:
+            values = [None if v is None else _utc(v) for v in values]
+        out.append(values)
+    return out
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime refused: pass a timezone-aware value")
+    return value.astimezone(UTC)
 
 
 async def _write(
@@ -161,9 +288,8 @@ async def _write(
     changed: set[str],
     ticket_values: dict[str, dict[str, Any]],
 ) -> None:
-    """The dispatches' and tickets' rows (the history is written first): one statement per
-    table and shape, whatever the batch's size: on PostgreSQL an
-    ``executemany`` is a statement planned and run once a row."""
+    """SQLite: the dispatches' and tickets' rows (the history is written first), one
+    statement per table and shape."""
     d = DISPATCHES
     columns = [c.name for c in d.columns]
     # New and stored alike: the rows as they now stand, inserted or replaced.
