@@ -58,9 +58,10 @@ class EvaluationSettings(ServiceSettings):
         fetch of 2,000 cost 0.135 + 0.100 ms of CPU an event (process + backends) against
         0.168 + 0.143 at 500, medians of three drains each; and on either database a fetch
         waits for ``GATHER_FETCH_MIN_BYTES`` (1 MiB), not the suite's 64 KiB, up to
-        ``consumer_fetch_max_wait_ms`` (500 ms) — a fetch's staging and write cost evaluation's
-        backends a part that does not shrink with the fetch, and in the suite's steady state
-        fetches of 64 KiB held a few dozen events (docs/benchmarks.md). The committee's figures
+        ``consumer_fetch_max_wait_ms`` (500 ms; on PostgreSQL 1 s, below) — a fetch's staging
+        and write cost evaluation's backends a part that does not shrink with the fetch, and in
+        the suite's steady state fetches of 64 KiB held a few dozen events
+        (docs/benchmarks.md). The committee's figures
         come at most that wait later; nothing it reads is promised fresher. SQLite keeps 500
         records at most: one writer, its lock held the whole fetch; there the wait for 1 MiB
         cut evaluation's CPU a ticket in the suite as well (docs/benchmarks.md).
@@ -70,9 +71,10 @@ class EvaluationSettings(ServiceSettings):
         and a ticket whose receipt comes in the last part of a wait — as long as dispatch's hop
         from the receipt to the assignment — has its assignment in the next fetch. Such a ticket
         is folded and written twice, its cells created under no department, then moved to its
-        department's and the emptied ones deleted: a third of the suite's tickets at 500 ms,
-        half as many at 1 s, and every fetch's fixed cost spread over twice the tickets. The
-        committee's figures come at most that wait later."""
+        department's and the emptied ones deleted: 30 % of the suite's tickets at 500 ms, 23 %
+        at 1 s (medians of the suite runs measured), and every fetch's fixed cost and the coarse
+        cells' moves spread over twice the tickets: evaluation's CPU a ticket ×0.71–0.91 in
+        five pairs (docs/benchmarks.md). The committee's figures come at most that wait later."""
         if "consumer_fetch_min_bytes" not in self.model_fields_set:
             self.consumer_fetch_min_bytes = GATHER_FETCH_MIN_BYTES
         if self.is_sqlite:
