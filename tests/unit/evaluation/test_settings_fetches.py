@@ -1,8 +1,9 @@
 """Evaluation's fetch size: on PostgreSQL a backlog is folded in fetches of up to 2,000 records
 (more of a ticket's events in one fetch, fewer cells moved an event); on either database a fetch
-waits for 1 MiB rather than 64 KiB (up to 500 ms), so that the steady state's fetches are not a
-few dozen events each; SQLite, whose one writer holds its lock for the whole fetch, keeps the
-shared 500 records at most; a value set is always taken."""
+waits for 1 MiB rather than 64 KiB, so that the steady state's fetches are not a few dozen events
+each, up to 1 s on PostgreSQL (fewer tickets whose receipt and assignment fall in different
+fetches) and 500 ms on SQLite; SQLite, whose one writer holds its lock for the whole fetch, keeps
+the shared 500 records at most; a value set is always taken."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from services.evaluation.settings import (
     BACKLOG_BATCH_MAX_RECORDS,
+    GATHER_FETCH_MAX_WAIT_MS,
     GATHER_FETCH_MIN_BYTES,
     EvaluationSettings,
 )
@@ -45,10 +47,22 @@ def test_evaluation_fetches_wait_for_a_mebibyte_on_either_database(
     assert GATHER_FETCH_MIN_BYTES == 1 << 20
     postgres = EvaluationSettings(**POSTGRES)
     assert postgres.consumer_fetch_min_bytes == 1 << 20
-    assert postgres.consumer_fetch_max_wait_ms == 500  # the most a record waits for company
     assert EvaluationSettings().consumer_fetch_min_bytes == 1 << 20  # SQLite too
     # A value set is taken on either database.
     assert EvaluationSettings(**POSTGRES, consumer_fetch_min_bytes=1).consumer_fetch_min_bytes == 1
     monkeypatch.setenv("EVALUATION_CONSUMER_FETCH_MIN_BYTES", "4096")
     assert EvaluationSettings(**POSTGRES).consumer_fetch_min_bytes == 4096
     assert EvaluationSettings().consumer_fetch_min_bytes == 4096
+
+
+def test_evaluation_fetches_on_postgresql_wait_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVALUATION_CONSUMER_FETCH_MAX_WAIT_MS", raising=False)
+    assert GATHER_FETCH_MAX_WAIT_MS == 1000
+    assert EvaluationSettings(**POSTGRES).consumer_fetch_max_wait_ms == 1000
+    assert EvaluationSettings().consumer_fetch_max_wait_ms == 500  # SQLite: the shared default
+    # A value set is taken on either database.
+    set_here = EvaluationSettings(**POSTGRES, consumer_fetch_max_wait_ms=200)
+    assert set_here.consumer_fetch_max_wait_ms == 200
+    monkeypatch.setenv("EVALUATION_CONSUMER_FETCH_MAX_WAIT_MS", "300")
+    assert EvaluationSettings(**POSTGRES).consumer_fetch_max_wait_ms == 300
+    assert EvaluationSettings().consumer_fetch_max_wait_ms == 300
