@@ -284,7 +284,7 @@ class Authenticator:
         """The caller of ``request``, or 401 / 400 naming what is wrong."""
         mode = mode or self.mode
         identity = _identity_headers(request)
-        token = _bearer(identity.get("authorization"))
+        token = _bearer(identity.get("authorization")) if identity else None
         if token is not None:
             return self.verify_token(token)
         if mode == "token":
@@ -294,6 +294,8 @@ class Authenticator:
         raw_role = identity.get(_ROLE)
         if raw_role is None and mode != "open":
             raise _unauthorized(f"missing {ROLE_HEADER} header (or a bearer token)")
+        if not identity:  # no identity header at all: an open service's anonymous operator
+            return _OPEN_OPERATOR
         subject = _checked_value(SUBJECT_HEADER, identity.get(_SUBJECT), MAX_SUBJECT_LENGTH)
         unit = _checked_value(UNIT_HEADER, identity.get(_UNIT), MAX_DEPARTMENT_LENGTH)
         if raw_role is None:
@@ -537,16 +539,20 @@ def acting_principal() -> Principal | None:
     return _acting.get()
 
 
-def principal_from_request(request: Request, *, mode: str | None = None) -> Principal:
+def principal_from_request(
+    request: Request, *, mode: str | None = None, settings: AuthConfig | None = None
+) -> Principal:
     """Build the caller's principal from the request (once per request), or raise 401 naming what
-    is missing (400 naming the header whose value is malformed or repeated)."""
+    is missing (400 naming the header whose value is malformed or repeated). ``settings``: the
+    app's runtime settings when the caller holds them (else read from the app's state)."""
     # ``request.state`` keeps its attributes in the scope's "state" dict: read there, the first
     # call of a request does not build a ``State`` and raise inside its ``__getattr__``.
     state: dict[str, Any] = request.scope.setdefault("state", {})
     found = state.get("principal")
     if isinstance(found, Principal):
         return found
-    settings: AuthConfig = request.app.state.runtime.settings
+    if settings is None:
+        settings = request.app.state.runtime.settings
     principal = authenticator(settings).principal(request, mode=mode)
     state["principal"] = principal
     _acting.set(principal)

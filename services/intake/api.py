@@ -50,7 +50,14 @@ from services.intake.models import (
     TicketView,
 )
 from services.intake.ratelimit import client_key
-from shared.auth import Principal, Role, checks_roles, principal_from_request, public
+from shared.auth import (
+    AuthConfig,
+    Principal,
+    Role,
+    checks_roles,
+    principal_from_request,
+    public,
+)
 from shared.fastjson import body_openapi, json_response, parse_body
 
 router = APIRouter()
@@ -66,9 +73,15 @@ def intake_of(request: Request) -> IntakeContext:
     return request.app.state.runtime.context  # type: ignore[no-any-return]
 
 
-def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> Principal:
-    """403 unless the caller's role is allowed (401 without one in ``header`` mode)."""
-    principal = principal_from_request(request, mode=ctx.settings.auth_mode)
+def authorize(
+    request: Request,
+    ctx: IntakeContext,
+    allowed: frozenset[Role],
+    settings: AuthConfig | None = None,
+) -> Principal:
+    """403 unless the caller's role is allowed (401 without one in ``header`` mode); ``settings``:
+    the runtime's, when the caller holds them."""
+    principal = principal_from_request(request, mode=ctx.settings.auth_mode, settings=settings)
     if principal.role not in allowed:
         names = ", ".join(sorted(r.value for r in allowed))
         raise HTTPException(
@@ -77,9 +90,14 @@ def authorize(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) ->
     return principal
 
 
-def admit(request: Request, ctx: IntakeContext, allowed: frozenset[Role]) -> None:
+def admit(
+    request: Request,
+    ctx: IntakeContext,
+    allowed: frozenset[Role],
+    settings: AuthConfig | None = None,
+) -> None:
     """``authorize``, then count the request against its client's rate limits (429 over)."""
-    principal = authorize(request, ctx, allowed)
+    principal = authorize(request, ctx, allowed, settings)
     if ctx.limiter.limits:  # none configured: nothing to count, no client to name
         ctx.limiter.check(client_key(request, principal.subject))
 

@@ -145,7 +145,7 @@ class TicketFastPath:
         status = 500
         started: list[bool] = []
         try:
-            status = await self._answer(scope, receive, send, fastapi_app, ctx, limit, started)
+            status = await self._answer(scope, receive, send, fastapi_app, runtime, limit, started)
         except Exception as exc:
             if self._front and not started:
                 await _server_error(fastapi_app, scope, receive, send, exc)
@@ -159,14 +159,15 @@ class TicketFastPath:
         receive: Receive,
         send: Send,
         app: FastAPI,
-        ctx: IntakeContext,
+        runtime: Any,
         limit: int,
         started: list[bool],
     ) -> int:
         """The answer's status; ``started`` gets an item once the answer's start may be sent."""
         request = Request(scope, receive)
+        ctx: IntakeContext = runtime.context
         try:
-            api.admit(request, ctx, api.POSTERS)
+            api.admit(request, ctx, api.POSTERS, runtime.settings)
             body = await _read(receive)
             if len(body) > limit:
                 raise BodyTooLarge("body", limit=limit, size=len(body))
