@@ -14,9 +14,11 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import ARRAY, Boolean, String, Table
+import orjson
+from sqlalchemy import ARRAY, JSON, Boolean, String, Table
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -24,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
 )
 
-from shared.db import AwareDateTime
+from shared.db import AwareDateTime, _plain_json, dumps_json
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ class _TablePlan:
     keys: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
     array_types: tuple[str, ...]  # PostgreSQL: the element type each column's array is cast to
+    # Per column: the same processing a column at a time (``_columnwise``), or None; empty for
+    # none at all.
+    columnwise: tuple[Callable[[list[Any]], list[Any] | None] | None, ...] = ()
 
 
 class DirectInserts:
@@ -118,6 +123,7 @@ class DirectInserts:
         if any(c.default is not None for c in table.columns if c.key not in keys):
             return None  # Core fills Python-side defaults of the columns a row leaves out
         processors: list[Callable[[Any], Any] | None] = []
+        columnwise: list[ColumnProcess | None] = []
         array_types: list[str] = []
         for key in keys:
             column = table.columns.get(key)
@@ -126,7 +132,9 @@ class DirectInserts:
             impl = column.type.dialect_impl(d)
             if isinstance(column.type, ARRAY) or isinstance(impl, ARRAY):
                 return None  # unnest would flatten it
-            processors.append(processor_of(impl, d))
+            process = processor_of(impl, d)
+            processors.append(process)
+            columnwise.append(_columnwise(impl, d, process))
             if self._postgres:
                 # Strings go in as text and are checked by the column on assignment: an explicit
                 # cast to varchar(n) would truncate silently where Core raises.
@@ -134,7 +142,7 @@ class DirectInserts:
                     "text" if isinstance(impl, String) else column.type.compile(dialect=d).lower()
                 )
                 array_types.append(base)
-        return _TablePlan(table, keys, tuple(processors), tuple(array_types))
+        return _TablePlan(table, keys, tuple(processors), tuple(array_types), tuple(columnwise))
 
     def group_plans(
         self, rows_by_table: dict[Table, list[dict[str, Any]]]
@@ -382,17 +390,85 @@ def _shortcut(impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
     return None
 
 
+_JSON_CONTAINERS = frozenset({dict, list})
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})  # as ``_plain_json`` takes them
+# Columns shorter than this go through their processors value by value: for a row or two the
+# call per value costs less than the column's checks.
+_COLUMNWISE_MIN_ROWS = 8
+
+ColumnProcess = Callable[[list[Any]], list[Any] | None]
+
+
+def _json_texts(column: list[Any]) -> list[Any] | None:
+    """A JSON column's texts, where the engine writes JSON by ``dumps_json`` and each value is a
+    plain dict or list: orjson's text of each (what ``dumps_json`` writes for such values),
+    written by ``map`` with no Python call per value through SQLAlchemy's processor and
+    ``dumps_json``. None for anything else (None, the NULL markers, values orjson would not
+    write as the stdlib would, values orjson refuses): the column goes through the processor."""
+    try:
+        if not _plain_column(column):
+            return None
+        return list(map(bytes.decode, map(orjson.dumps, column)))
+    except (RecursionError, orjson.JSONEncodeError):
+        return None
+
+
+def _plain_column(column: list[Any]) -> bool:
+    """Whether every value of ``column`` is a dict or list ``_plain_json`` holds plain. A column
+    of dicts (or of lists) is checked at once: its values' types as one set made in C (``map``
+    and ``chain``), ``_plain_json`` called only on the values themselves where one is not a
+    str, int, bool or None (a float, a container)."""
+    kinds = set(map(type, column))
+    if kinds == {dict}:
+        # Keys go unchecked: orjson refuses any key but an exact str (the column then goes
+        # through the processor), where ``_plain_json`` holds such a dict not plain.
+        values = list(chain.from_iterable(map(dict.values, column)))
+    elif kinds == {list}:
+        values = list(chain.from_iterable(column))
+    else:
+        return kinds <= _JSON_CONTAINERS and _plain_json(column)
+    return set(map(type, values)) <= _JSON_SCALARS or _plain_json(values)
+
+
+def _columnwise(
+    impl: Any, dialect: Any, process: Callable[[Any], Any] | None
+) -> ColumnProcess | None:
+    """For a PostgreSQL JSON column written by ``dumps_json`` through SQLAlchemy's own JSON
+    processor, its processing a column at a time (``_json_texts``); None for other columns.
+    Times, flags and bytes are left to their processors: a check of a whole column's types
+    cost about what the call per value did."""
+    if (
+        process is not None
+        and dialect.name == "postgresql"
+        and isinstance(impl, JSON)
+        and type(impl).bind_processor is JSON.bind_processor
+        and type(impl)._make_bind_processor is JSON._make_bind_processor
+        and dialect._json_serializer is dumps_json
+        and impl._str_impl.bind_processor(dialect) is None
+    ):
+        return _json_texts
+    return None
+
+
 def _records(
     plan: _TablePlan, rows: list[dict[str, Any]], order: tuple[int | None, ...] | None = None
 ) -> list[tuple[Any, ...]]:
     """A table's rows as tuples in the plan's column order, through its bind processors: a
     column at a time (a list per column, each processor mapped over its column, the columns
     zipped into rows), not a generator per row, which cost more than the values themselves.
+    A JSON column (``plan.columnwise``) is written a column at a time, without a Python call
+    per value.
     With ``order``, in that order instead: for each place the index of a key, or None (NULL)."""
     columns = []
-    for key, process in zip(plan.keys, plan.processors, strict=True):
+    wise = plan.columnwise if len(rows) >= _COLUMNWISE_MIN_ROWS else ()
+    for i, (key, process) in enumerate(zip(plan.keys, plan.processors, strict=True)):
         column = [row[key] for row in rows]
-        columns.append(column if process is None else list(map(process, column)))
+        if process is None:
+            columns.append(column)
+            continue
+        by_column = wise[i] if wise else None
+        whole = None if by_column is None else by_column(column)
+        columns.append(list(map(process, column)) if whole is None else whole)
     if order is not None:
         nulls = [None] * len(rows)
         columns = [nulls if i is None else columns[i] for i in order]
