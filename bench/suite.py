@@ -1176,12 +1176,30 @@ def as_json(results: list[SuiteResult | SuiteFailure]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
+def postgres_url(value: str) -> str:
+    """``--postgres`` as asyncpg connects to it: ``postgresql://...``. The services take that
+    form or SQLAlchemy's ``postgresql+asyncpg://...`` (each is told the URL); the benchmark's own
+    connections (row counts, the backends' CPU) are asyncpg's, which refuses the second."""
+    if value.startswith("postgresql+asyncpg://"):
+        return "postgresql://" + value.removeprefix("postgresql+asyncpg://")
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"not a PostgreSQL URL: {value!r} (postgresql://... or postgresql+asyncpg://...)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser)
-    parser.add_argument("--postgres", default=POSTGRES_URL)
+    parser.add_argument(
+        "--postgres",
+        type=postgres_url,
+        default=POSTGRES_URL,
+        help="postgresql://... or postgresql+asyncpg://...",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "suite.json")
     args = parser.parse_args()
     require_wrk()
