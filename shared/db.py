@@ -72,7 +72,7 @@ def dumps_json(value: Any) -> str:
     deeper than orjson's limit: orjson refuses them, the stdlib writes them as it did.
     """
     try:
-        plain = _plain_json(value)
+        plain = plain_json(value)
     except RecursionError:  # a cycle or very deep nesting: the stdlib's own error, as before
         plain = False
     if plain:
@@ -83,7 +83,7 @@ def dumps_json(value: Any) -> str:
     return json.dumps(value)
 
 
-def _plain_json(value: Any) -> bool:
+def plain_json(value: Any) -> bool:
     """Whether orjson writes ``value`` as ``json.dumps`` would read back (see ``dumps_json``):
     the scalars tested inline, a call only for a nested container."""
     kind = type(value)
@@ -99,7 +99,7 @@ def _plain_json(value: Any) -> bool:
         item_kind = type(item)
         if item_kind in _JSON_SCALARS or (item_kind is float and math.isfinite(item)):
             continue
-        if not _plain_json(item):
+        if not plain_json(item):
             return False
     return True
 

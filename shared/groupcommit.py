@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
 )
 
-from shared.db import AwareDateTime, _plain_json, dumps_json
+from shared.db import AwareDateTime, dumps_json, plain_json
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ def _shortcut(impl: Any, dialect: Any) -> Callable[[Any], Any] | None:
 
 
 _JSON_CONTAINERS = frozenset({dict, list})
-_JSON_SCALARS = frozenset({str, int, bool, type(None)})  # as ``_plain_json`` takes them
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})  # as ``plain_json`` takes them
 # Columns shorter than this go through their processors value by value: for a row or two the
 # call per value costs less than the column's checks.
 _COLUMNWISE_MIN_ROWS = 8
@@ -414,20 +414,20 @@ def _json_texts(column: list[Any]) -> list[Any] | None:
 
 
 def _plain_column(column: list[Any]) -> bool:
-    """Whether every value of ``column`` is a dict or list ``_plain_json`` holds plain. A column
+    """Whether every value of ``column`` is a dict or list ``plain_json`` holds plain. A column
     of dicts (or of lists) is checked at once: its values' types as one set made in C (``map``
-    and ``chain``), ``_plain_json`` called only on the values themselves where one is not a
+    and ``chain``), ``plain_json`` called only on the values themselves where one is not a
     str, int, bool or None (a float, a container)."""
     kinds = set(map(type, column))
     if kinds == {dict}:
         # Keys go unchecked: orjson refuses any key but an exact str (the column then goes
-        # through the processor), where ``_plain_json`` holds such a dict not plain.
+        # through the processor), where ``plain_json`` holds such a dict not plain.
         values = list(chain.from_iterable(map(dict.values, column)))
     elif kinds == {list}:
         values = list(chain.from_iterable(column))
     else:
-        return kinds <= _JSON_CONTAINERS and _plain_json(column)
-    return set(map(type, values)) <= _JSON_SCALARS or _plain_json(values)
+        return kinds <= _JSON_CONTAINERS and plain_json(column)
+    return set(map(type, values)) <= _JSON_SCALARS or plain_json(values)
 
 
 def _columnwise(
