@@ -4,6 +4,7 @@ neighbours on a shared machine do to a wrk run's rate.
     python -m bench.intake_inprocess [--case app|accept|batch|stages|lookup] [--count 6000]
                                      [--files 16] [--tasks 64] [--postgres URL | --sqlite]
                                      [--broker] [--places N] [--rounds 20] [--cold]
+                                     [--statements] [--generic-inserts] [--keep-schema]
 
 Cases: ``app`` calls the whole ASGI app (middlewares, routing, the route, the pipeline, the
 commit) for ``POST /tickets`` from ``--tasks`` concurrent tasks (64; a group-commit group holds
@@ -369,7 +370,10 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         await measure(args, settings)
     finally:
         assert settings.database_schema is not None
-        await drop_schema(args.postgres, settings.database_schema)
+        if args.keep_schema:
+            print(f"schema kept: {settings.database_schema}")
+        else:
+            await drop_schema(args.postgres, settings.database_schema)
 
 
 async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
@@ -498,12 +502,23 @@ def main() -> None:
     parser.add_argument(
         "--schema-prefix", default="inproc", help="the prefix of the scratch schema's name"
     )
+    parser.add_argument(
+        "--keep-schema", action="store_true", help="leave the scratch schema (to read it after)"
+    )
+    parser.add_argument(
+        "--generic-inserts",
+        action="store_true",
+        help="PostgreSQL: the group commit's direct inserts planned generically "
+        "(bench.statement_cpu.generic_inserts: an experiment)",
+    )
     args = parser.parse_args()
     if args.case == "stages":
         stages(args)
         return
     if args.statements:
         statement_cpu.install()
+    if args.generic_inserts:
+        statement_cpu.generic_inserts()
     run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
 
 

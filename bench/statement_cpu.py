@@ -10,12 +10,29 @@ nanoseconds) before and after each, adding the difference to the statement's tex
 serves one connection and a statement is awaited to its end, so the difference is that
 statement's work (parse, plan, execute, index and WAL inserts, a commit's flush less its wait).
 ``report()`` prints the statements by CPU, with calls and rows.
+
+``generic_inserts()`` is an experiment, not a measurement: every connection that sends a group
+commit's direct insert (``INSERT … SELECT … FROM unnest($n…)``, alone or in a ``WITH`` of
+several) gets ``plan_cache_mode = force_generic_plan`` first, once. The services' sessions plan
+every prepared statement for its parameters (``shared.db.create_engine``), so the group's insert
+is planned anew each time, although its plan (a function scan of the arrays into each table)
+cannot depend on them. Run with and without it, a benchmark tells what a group committer that
+switched its own connections would save.
+
+``python -m bench.statement_cpu --schema S`` measures the same apart, on a schema an in-process
+run left (``bench.intake_inprocess --keep-schema``): a group's insert (its tickets, events and
+audit rows, fresh ids and times each round) and a repeat look-up, each sent alternately on two
+sessions that differ only in ``plan_cache_mode``, the backend's CPU read around each statement.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import collections
 import contextlib
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +115,32 @@ def install() -> None:
     statement._PreparedStatement__do_execute = __do_execute  # type: ignore[attr-defined]
 
 
+_DIRECT_INSERTS = ("INSERT INTO ", "WITH w0 AS (INSERT INTO ")
+
+
+def generic_inserts() -> None:
+    """Have each connection that sends a direct insert plan its statements generically (once
+    per connection, before its first such insert)."""
+    import weakref
+
+    import asyncpg
+
+    connection = asyncpg.Connection
+    if getattr(connection, "_bench_generic_inserts", False):
+        return
+    connection._bench_generic_inserts = True  # type: ignore[attr-defined]
+    switched: weakref.WeakSet[Any] = weakref.WeakSet()
+    plain_execute = connection.execute
+
+    async def execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if args and self not in switched and query.startswith(_DIRECT_INSERTS):
+            switched.add(self)
+            await plain_execute(self, "SET plan_cache_mode = force_generic_plan")
+        return await plain_execute(self, query, *args, **kwargs)
+
+    connection.execute = execute  # type: ignore[method-assign]
+
+
 def report(items: int, unit: str) -> None:
     """The measured statements by backend CPU: calls, rows, ms in all and µs per ``unit``."""
     total = sum(_cpu.values())
@@ -106,3 +149,96 @@ def report(items: int, unit: str) -> None:
     print(f"{'µs/' + unit:>9} {'ms':>8} {'calls':>6} {'rows':>7}  statement")
     for key, ns in _cpu.most_common():
         print(f"{ns / 1e3 / items:9.2f} {ns / 1e6:8.1f} {_calls[key]:6d} {_rows[key]:7d}  {key}")
+
+
+PLAN_MODES = ("force_custom_plan", "force_generic_plan")
+
+
+async def _columns(conn: Any, table: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0"
+        " AND NOT attisdropped ORDER BY attnum",
+        table,
+    )
+    return [r[0] for r in rows]
+
+
+async def plan_modes(url: str, schema: str, group: int, rounds: int) -> None:
+    """Print the backend CPU of a group's insert and of a look-up under each plan cache mode."""
+    import asyncpg
+
+    from services.intake.repeat_lookup import _postgres_candidates
+
+    conns = {
+        mode: await asyncpg.connect(
+            url, server_settings={"search_path": schema, "plan_cache_mode": mode}
+        )
+        for mode in PLAN_MODES
+    }
+    first = conns[PLAN_MODES[0]]
+    tickets = await _columns(first, "tickets")
+    rest = {
+        table: [c for c in await _columns(first, table) if c != "id"]
+        for table in ("outbox", "audit_trail")
+    }
+    names = {t: ", ".join(c) for t, c in {"tickets": tickets, **rest}.items()}
+    insert = (
+        f"WITH w0 AS (INSERT INTO tickets ({names['tickets']}) SELECT {names['tickets']} FROM "
+        f"unnest($1::tickets[])), w1 AS (INSERT INTO outbox ({names['outbox']}) SELECT "
+        f"{names['outbox']} FROM unnest($2::outbox[])) INSERT INTO audit_trail "
+        f"({names['audit_trail']}) SELECT {names['audit_trail']} FROM unnest($3::audit_trail[])"
+    )
+    stored = await first.fetch(f"SELECT * FROM tickets ORDER BY received_at LIMIT {group}")
+    events = await first.fetch(f"SELECT {names['outbox']} FROM outbox LIMIT {group}")
+    audits = await first.fetch(f"SELECT {names['audit_trail']} FROM audit_trail LIMIT {group}")
+    at = {c: tickets.index(c) for c in ("ticket_id", "external_id", "received_at")}
+    created_at = rest["outbox"].index("created_at")
+    newest = stored[-1]
+    look_up = _postgres_candidates(20)
+    until = datetime.now(UTC)
+    keys = ([newest["citizen_hash"]], [], [newest["address_key"]], until - timedelta(30), until)
+    run = uuid.uuid4().hex[:8]  # this run's ids: a schema is measured more than once
+    spent = {(mode, kind): 0 for mode in PLAN_MODES for kind in ("insert", "look-up")}
+    for n in range(rounds):
+        for mode in PLAN_MODES if n % 2 else PLAN_MODES[::-1]:
+            conn = conns[mode]
+            now = datetime.now(UTC)
+            rows = []
+            for i, row in enumerate(stored):
+                values = list(row.values())
+                values[at["ticket_id"]] = values[at["external_id"]] = f"{run}.{n}{mode[6]}-{i}"
+                values[at["received_at"]] = now
+                rows.append(tuple(values))
+            outbox = []
+            for event in events:
+                fields = list(event.values())
+                fields[created_at] = now
+                outbox.append((None, *fields))  # the id the sequence gives
+            pid = conn.get_server_pid()
+            start = _backend_ns(pid)
+            await conn.execute(insert, rows, outbox, [(None, *a.values()) for a in audits])
+            middle = _backend_ns(pid)
+            await conn.fetch(look_up, *keys)
+            spent[mode, "insert"] += middle - start
+            spent[mode, "look-up"] += _backend_ns(pid) - middle
+    for mode in PLAN_MODES:
+        print(
+            f"{mode}: insert {spent[mode, 'insert'] / 1e3 / rounds / group:.1f} µs a ticket, "
+            f"look-up {spent[mode, 'look-up'] / 1e3 / rounds:.1f} µs"
+        )
+    for conn in conns.values():
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a group's insert and a look-up by plan mode")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--schema", required=True, help="left by intake_inprocess --keep-schema")
+    parser.add_argument("--group", type=int, default=16, help="tickets a group")
+    parser.add_argument("--rounds", type=int, default=300)
+    args = parser.parse_args()
+    asyncio.run(plan_modes(args.postgres, args.schema, args.group, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
