@@ -4,7 +4,8 @@ neighbours on a shared machine do to a wrk run's rate.
     python -m bench.intake_inprocess [--case app|accept|batch|stages|lookup] [--count 6000]
                                      [--files 16] [--tasks 64] [--postgres URL | --sqlite]
                                      [--broker] [--places N] [--rounds 20] [--cold]
-                                     [--statements] [--generic-inserts] [--keep-schema]
+                                     [--statements] [--generic-inserts] [--generic-look-ups]
+                                     [--keep-schema]
 
 Cases: ``app`` calls the whole ASGI app (middlewares, routing, the route, the pipeline, the
 commit) for ``POST /tickets`` from ``--tasks`` concurrent tasks (64; a group-commit group holds
@@ -511,6 +512,12 @@ def main() -> None:
         help="PostgreSQL: the group commit's direct inserts planned generically "
         "(bench.statement_cpu.generic_inserts: an experiment)",
     )
+    parser.add_argument(
+        "--generic-look-ups",
+        action="store_true",
+        help="PostgreSQL: the repeat look-up with its keys as ranges, planned generically "
+        "(bench.statement_cpu.generic_look_ups: an experiment)",
+    )
     args = parser.parse_args()
     if args.case == "stages":
         stages(args)
@@ -519,6 +526,8 @@ def main() -> None:
         statement_cpu.install()
     if args.generic_inserts:
         statement_cpu.generic_inserts()
+    if args.generic_look_ups:
+        statement_cpu.generic_look_ups()
     run_in_process(lambda bootstrap: run(args, bootstrap), broker=args.broker)
 
 

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -116,29 +117,71 @@ def install() -> None:
 
 
 _DIRECT_INSERTS = ("INSERT INTO ", "WITH w0 AS (INSERT INTO ")
+_LOOK_UP = "SELECT 0 AS found_by, "
 
 
-def generic_inserts() -> None:
-    """Have each connection that sends a direct insert plan its statements generically (once
-    per connection, before its first such insert)."""
+def _planned_once(method: str, prefixes: tuple[str, ...]) -> None:
+    """Wrap ``asyncpg.Connection.<method>``: a connection that sends a statement starting with
+    one of ``prefixes`` (with parameters) is switched to generic plans first, once."""
     import weakref
 
     import asyncpg
 
     connection = asyncpg.Connection
-    if getattr(connection, "_bench_generic_inserts", False):
+    marker = f"_bench_planned_once_{method}_{len(prefixes)}_{prefixes[0]}"
+    if getattr(connection, marker, False):
         return
-    connection._bench_generic_inserts = True  # type: ignore[attr-defined]
+    setattr(connection, marker, True)
     switched: weakref.WeakSet[Any] = weakref.WeakSet()
+    plain = getattr(connection, method)
     plain_execute = connection.execute
 
-    async def execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        if args and self not in switched and query.startswith(_DIRECT_INSERTS):
+    async def wrapped(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if args and self not in switched and query.startswith(prefixes):
             switched.add(self)
             await plain_execute(self, "SET plan_cache_mode = force_generic_plan")
-        return await plain_execute(self, query, *args, **kwargs)
+        return await plain(self, query, *args, **kwargs)
 
-    connection.execute = execute  # type: ignore[method-assign]
+    setattr(connection, method, wrapped)
+
+
+def generic_inserts() -> None:
+    """Have each connection that sends a direct insert plan its statements generically (once
+    per connection, before its first such insert)."""
+    _planned_once("execute", _DIRECT_INSERTS)
+
+
+def generic_look_ups() -> None:
+    """An experiment as ``generic_inserts``, for the repeat look-up: its statement written with
+    each key as a range of one value and the key leading its order (``ranged_look_up``), and
+    each connection that sends it switched to generic plans, once."""
+    from services.intake import repeat_lookup
+
+    if getattr(repeat_lookup, "_bench_ranged", False):
+        return
+    original = repeat_lookup._postgres_candidates
+    repeat_lookup._postgres_candidates = functools.cache(  # type: ignore[assignment]
+        lambda per_key: ranged_look_up(original(per_key))
+    )
+    repeat_lookup._bench_ranged = True  # type: ignore[attr-defined]
+    _planned_once("fetch", (_LOOK_UP,))
+
+
+def ranged_look_up(statement: str) -> str:
+    """The look-up with ``key = k.v`` written ``key >= k.v AND key <= k.v`` and ordered by the
+    key, then the time: the same rows, but its generic plan is each key's index whatever the
+    statistics (an equality makes the key's order redundant, so the time's index gives the same
+    order; a range of a parameter is estimated at the planner's default)."""
+    from services.intake.repeat_lookup import _KEY_COLUMNS
+
+    branches = statement.split(" UNION ALL ")
+    assert len(branches) == len(_KEY_COLUMNS), statement
+    return " UNION ALL ".join(
+        branch.replace(f"WHERE {key} = k.v", f"WHERE {key} >= k.v AND {key} <= k.v").replace(
+            "ORDER BY received_at DESC", f"ORDER BY {key} DESC, received_at DESC"
+        )
+        for branch, key in zip(branches, _KEY_COLUMNS, strict=True)
+    )
 
 
 def report(items: int, unit: str) -> None:
