@@ -15,6 +15,7 @@ from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -153,6 +154,32 @@ def create_engine(settings: ServiceSettings, *, readonly: bool = False) -> Async
     )
     _discard_closed_connections(engine)
     return engine
+
+
+_PLANNED_ONCE = "fengqiao_planned_once"  # in a pooled connection's info: switched by plan_once
+
+
+async def plan_once(conn: AsyncConnection, driver: Any) -> None:
+    """Switch a PostgreSQL connection held for statements whose best plan cannot depend on their
+    values to plan each prepared statement once (its generic plan), instead of for every run's
+    values as ``create_engine`` sets (against the inbox look-up's table-scan generic plan).
+
+    For a connection its holder keeps checked out: ``plan_each_run`` must restore the setting
+    before it goes back to the pool, where other statements would otherwise get it."""
+    await driver.execute("SET plan_cache_mode = force_generic_plan")
+    conn.info[_PLANNED_ONCE] = True
+
+
+async def plan_each_run(conn: AsyncConnection, driver: Any) -> bool:
+    """Undo ``plan_once`` (if it was done) before the connection is returned to the pool:
+    ``RESET`` restores the value the session started with. False if that failed (the caller
+    discards the connection)."""
+    try:
+        if conn.info.pop(_PLANNED_ONCE, False):
+            await driver.execute("RESET plan_cache_mode")
+    except Exception:
+        return False
+    return True
 
 
 def _discard_closed_connections(engine: AsyncEngine) -> None:
