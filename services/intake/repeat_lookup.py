@@ -34,7 +34,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.intake import repeats
-from shared.db import AwareDateTime
+from shared.db import AwareDateTime, plan_each_run, plan_once
 from shared.groupcommit import in_sqlite_thread, processor_of
 
 _KEY_COLUMNS = ("citizen_hash", "grid_code", "address_key")
@@ -370,13 +370,20 @@ class ShingleCache:
 def _postgres_candidates(per_key: int) -> str:
     """Every key column's candidates in one statement (one round trip, one plan, cached by the
     driver): a LATERAL join per column over its array of keys, one index range scan per key,
-    stopped after ``per_key`` rows. Each row says which column found it."""
+    stopped after ``per_key`` rows. Each row says which column found it.
+
+    The look-up's connections plan it once (``LookupConnections``), so its generic plan must be
+    each key's index whatever the statistics. Each key is written as a range of one value and
+    leads the order: with ``column = k.v`` the key's order is redundant, and on a table where
+    most tickets share one key the generic plan walked the ``received_at`` index filtering by
+    key — for any other key the whole window. A range of a parameter is estimated at the
+    planner's default selectivity, and only the key's index gives its order. Same rows."""
     limit = int(per_key)
     window = "received_at >= $4 AND received_at <= $5"
     return " UNION ALL ".join(
         f"SELECT {n} AS found_by, c.* FROM unnest(${n + 1}::varchar[]) AS k(v) CROSS JOIN LATERAL "
-        f"(SELECT {_COLUMNS} FROM tickets WHERE {column} = k.v AND {window} "
-        f"ORDER BY received_at DESC LIMIT {limit}) AS c"
+        f"(SELECT {_COLUMNS} FROM tickets WHERE {column} >= k.v AND {column} <= k.v AND {window} "
+        f"ORDER BY {column} DESC, received_at DESC LIMIT {limit}) AS c"
         for n, column in enumerate(_KEY_COLUMNS)
     )
 
@@ -449,6 +456,8 @@ class LookupConnections:
         conn = await self._engine.connect()
         try:
             driver = (await conn.get_raw_connection()).driver_connection
+            if self.dialect.name == "postgresql":
+                await plan_once(conn, driver)  # the look-up's statement is written for it
         except BaseException:
             await _let_go((conn, None), invalidate=True)
             raise
@@ -463,9 +472,10 @@ class LookupConnections:
 
 
 async def _let_go(held: _Held, *, invalidate: bool = False) -> None:
-    """Return a connection to its pool (closed for good if ``invalidate``)."""
+    """Return a connection to its pool (closed for good if ``invalidate``), planning each run
+    again like the pool's others."""
     with contextlib.suppress(Exception):
-        if invalidate:
+        if invalidate or not await plan_each_run(*held):
             await held[0].invalidate()
         await held[0].close()
 

@@ -6,6 +6,7 @@ connection goes back to the pool."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -115,3 +116,37 @@ async def test_the_kept_connections_go_back_to_the_pool_at_stop(
         await asyncio.gather(*(post(env, citizen_phone=phone) for _ in range(8)))
         assert env.app.state.runtime.context.loader.connections._idle  # kept while running
     assert counts["checkout"] > 0 and counts["checkin"] == counts["checkout"]
+
+
+async def _plan_cache_modes(engine: AsyncEngine) -> set[str]:
+    """``plan_cache_mode`` on every connection idle in the engine's pool (all checked out at
+    once, so none is missed)."""
+    async with contextlib.AsyncExitStack() as held:
+        conns = [
+            await held.enter_async_context(engine.connect())
+            for _ in range(engine.pool.checkedin())  # type: ignore[attr-defined]
+        ]
+        return {str(await c.scalar(text("SHOW plan_cache_mode"))) for c in conns}
+
+
+async def test_the_kept_connections_plan_once_and_go_back_planning_each_run(
+    module_database: Database, broker: Any
+) -> None:
+    """PostgreSQL: the look-ups' and the group commit's kept connections plan their statements
+    once (neither's plan depends on the values); given back to the pool, where any statement
+    may run on them, they plan each run again as the service's sessions do."""
+    if module_database.kind != "postgres":
+        pytest.skip("plan_cache_mode is PostgreSQL's")
+    async with running(module_database, broker.bootstrap) as env:
+        runtime = env.app.state.runtime
+        phone = env.phone()
+        for _ in range(3):
+            await post(env, citizen_phone=phone, content=f"反映{env.unique()}")
+        ((_, lookup),) = runtime.context.loader.connections._idle
+        lanes = [lane.driver for lane in runtime.committer._lanes if lane.driver is not None]
+        assert lanes
+        for driver in (lookup, *lanes):
+            assert await driver.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        await runtime.context.loader.connections.close()
+        await runtime.committer.stop()
+        assert await _plan_cache_modes(runtime.engine) == {"force_custom_plan"}
