@@ -4,12 +4,11 @@ server: what each statement the services send costs the database, not only how m
 
 ``install()`` wraps the asyncpg methods every statement goes through — ``Connection.execute``
 (BEGIN, COMMIT, the group commit's direct inserts), ``_execute`` (``fetch`` and friends),
-``_executemany``, ``copy_records_to_table``, ``copy_to_table`` and the prepared statements
-SQLAlchemy runs — and, while ``measuring`` is on, reads the serving backend's CPU time
-(``/proc/<pid>/schedstat``, nanoseconds) before and after each, adding the difference to the
-statement's text. A backend serves one connection and a statement is awaited to its end, so the
-difference is that statement's work (parse, plan, execute, index and WAL inserts, a commit's
-flush less its wait).
+``_executemany``, ``copy_records_to_table`` and the prepared statements SQLAlchemy runs — and,
+while ``measuring`` is on, reads the serving backend's CPU time (``/proc/<pid>/schedstat``,
+nanoseconds) before and after each, adding the difference to the statement's text. A backend
+serves one connection and a statement is awaited to its end, so the difference is that
+statement's work (parse, plan, execute, index and WAL inserts, a commit's flush less its wait).
 ``report()`` prints the statements by CPU, with calls and rows.
 """
 
@@ -69,7 +68,6 @@ def install() -> None:
     bound_execute = connection._execute
     many = connection._executemany
     copy_records = connection.copy_records_to_table
-    copy_in = connection.copy_to_table
     statement = prepared_stmt.PreparedStatement
     do_execute = statement._PreparedStatement__do_execute  # type: ignore[attr-defined]
 
@@ -90,10 +88,6 @@ def install() -> None:
             self, f"COPY {table_name}", n, copy_records(self, table_name, **kwargs)
         )
 
-    async def copy_to_table(self: Any, table_name: str, **kwargs: Any) -> Any:
-        # a stream of rows: counted as one (its rows are not read back out of it)
-        return await _measured(self, f"COPY {table_name}", 1, copy_in(self, table_name, **kwargs))
-
     async def __do_execute(self: Any, executor: Any) -> Any:
         return await _measured(self._connection, self._query, 1, do_execute(self, executor))
 
@@ -101,7 +95,6 @@ def install() -> None:
     connection._execute = _execute  # type: ignore[method-assign]
     connection._executemany = _executemany  # type: ignore[method-assign]
     connection.copy_records_to_table = copy_records_to_table  # type: ignore[method-assign]
-    connection.copy_to_table = copy_to_table  # type: ignore[method-assign]
     statement._PreparedStatement__do_execute = __do_execute  # type: ignore[attr-defined]
 
 

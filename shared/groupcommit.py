@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -27,7 +26,6 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
 )
 
-from shared import pgcopy
 from shared.db import AwareDateTime, dumps_json, plain_json
 
 log = logging.getLogger(__name__)
@@ -102,8 +100,6 @@ class DirectInserts:
         self.row_arrays = row_arrays
         # PostgreSQL: each table's columns in its row type's order, read from the catalogue.
         self._attributes: dict[Table, tuple[str, ...]] = {}
-        # PostgreSQL: each table's column types by name, read from the catalogue (``_types``).
-        self._column_types: dict[Table, dict[str, str]] = {}
         # Per plan: for each attribute of the row type, the index of its key in the plan (or
         # None: left NULL in the row, and not inserted); None where the keys are the row type.
         self._orders: dict[_TablePlan, tuple[int | None, ...] | None] = {}
@@ -256,7 +252,6 @@ class DirectInserts:
         tables = {plan.table for plan in plans}
         for table in tables:
             self._attributes.pop(table, None)
-            self._column_types.pop(table, None)
         for remembered in [p for p in self._orders if p.table in tables]:
             del self._orders[remembered]
 
@@ -291,45 +286,14 @@ class DirectInserts:
         transaction. The server takes ``COPY`` rows for less work than an ``INSERT … SELECT``
         of unnested arrays, and on a machine the database shares with the service that work
         is the service's too; the few more round trips matter little for thousands of rows."""
-        try:
-            async with driver.transaction():
-                for plan in plans:
-                    columns = _columns(plan, rows_by_table[plan.table])
-                    types = await self._types(driver, plan)
-                    stream = pgcopy.encode(columns, types) if columns else None
-                    if stream is None:  # a type or a value the stream does not write: asyncpg
-                        await driver.copy_records_to_table(
-                            plan.table.name,
-                            schema_name=plan.table.schema,
-                            columns=list(plan.keys),
-                            records=list(zip(*columns, strict=True)),
-                        )
-                        continue
-                    await driver.copy_to_table(
-                        plan.table.name,
-                        schema_name=plan.table.schema,
-                        columns=list(plan.keys),
-                        source=memoryview(stream),  # bytes would be taken for a path
-                        format="binary",
-                    )
-        except BaseException:
-            self._forget(plans)  # a column's type changed while the service runs: read it again
-            raise
-
-    async def _types(self, driver: Any, plan: _TablePlan) -> list[str]:
-        """The PostgreSQL type (``pg_type``'s name) of each of the plan's columns, read from the
-        catalogue once a table; "" for a column not found."""
-        table = plan.table
-        types = self._column_types.get(table)
-        if types is None:
-            found = await driver.fetch(
-                "SELECT a.attname, t.typname FROM pg_attribute AS a"
-                " JOIN pg_type AS t ON t.oid = a.atttypid"
-                " WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
-                self._dialect.identifier_preparer.format_table(table),
-            )
-            types = self._column_types[table] = {r[0]: r[1] for r in found}
-        return [types.get(table.columns[k].name, "") for k in plan.keys]
+        async with driver.transaction():
+            for plan in plans:
+                await driver.copy_records_to_table(
+                    plan.table.name,
+                    schema_name=plan.table.schema,
+                    columns=list(plan.keys),
+                    records=_records(plan, rows_by_table[plan.table]),
+                )
 
 
 # SQLAlchemy's storage format for SQLite's DATETIME, the one ``_sqlite_utc_text`` writes.
@@ -494,37 +458,26 @@ def _columnwise(
 def _records(
     plan: _TablePlan, rows: list[dict[str, Any]], order: tuple[int | None, ...] | None = None
 ) -> list[tuple[Any, ...]]:
-    """A table's rows as tuples in the plan's column order, through its bind processors (its
-    columns, ``_columns``, zipped into rows).
+    """A table's rows as tuples in the plan's column order, through its bind processors: a
+    column at a time (a list per column, each processor mapped over its column, the columns
+    zipped into rows), not a generator per row, which cost more than the values themselves.
+    A JSON column (``plan.columnwise``) is written a column at a time, without a Python call
+    per value.
     With ``order``, in that order instead: for each place the index of a key, or None (NULL)."""
-    columns = _columns(plan, rows)
-    if order is not None:
-        nulls = [None] * len(rows)
-        columns = [nulls if i is None else columns[i] for i in order]
-    return list(zip(*columns, strict=True)) if columns else [() for _ in rows]
-
-
-def _columns(plan: _TablePlan, rows: list[dict[str, Any]]) -> list[Sequence[Any]]:
-    """A table's rows a column at a time, in the plan's column order, through its bind
-    processors: the rows' values read by one ``itemgetter`` a row and transposed by ``zip``
-    (no Python loop a value), each processor mapped over its column. A JSON column
-    (``plan.columnwise``) is written a column at a time, without a Python call per value."""
-    if not rows or not plan.keys:
-        return [[] for _ in plan.keys]
-    if len(plan.keys) == 1:
-        values: list[Sequence[Any]] = [[row[plan.keys[0]] for row in rows]]
-    else:
-        values = list(zip(*map(itemgetter(*plan.keys), rows), strict=True))
+    columns = []
     wise = plan.columnwise if len(rows) >= _COLUMNWISE_MIN_ROWS else ()
-    columns: list[Sequence[Any]] = []
-    for i, (column, process) in enumerate(zip(values, plan.processors, strict=True)):
+    for i, (key, process) in enumerate(zip(plan.keys, plan.processors, strict=True)):
+        column = [row[key] for row in rows]
         if process is None:
             columns.append(column)
             continue
         by_column = wise[i] if wise else None
-        whole = None if by_column is None else by_column(list(column))
+        whole = None if by_column is None else by_column(column)
         columns.append(list(map(process, column)) if whole is None else whole)
-    return columns
+    if order is not None:
+        nulls = [None] * len(rows)
+        columns = [nulls if i is None else columns[i] for i in order]
+    return list(zip(*columns, strict=True)) if columns else [() for _ in rows]
 
 
 async def in_sqlite_thread(driver: Any, fn: Callable[..., Any], *args: Any) -> Any:
