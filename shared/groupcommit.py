@@ -150,7 +150,12 @@ class DirectInserts:
         plans = []
         for table, rows in rows_by_table.items():
             keys = tuple(rows[0])
-            if any(len(r) != len(keys) or r.keys() != rows[0].keys() for r in rows):
+            # Rows made by one dict display have their keys in one order: their tuples of keys,
+            # compared in C (a str key mostly by identity), settle it without a set comparison
+            # of each row's keys; rows in another order are compared as sets of keys.
+            if any(map(keys.__ne__, map(tuple, rows))) and any(
+                len(r) != len(keys) or r.keys() != rows[0].keys() for r in rows
+            ):
                 return None  # mixed shapes: Core knows how to fill the gaps
             plan = self.plan(table, keys)
             if plan is None:
