@@ -26,7 +26,9 @@ none has joined them for that long. Callers that wait for their answer before th
 the committing group, so once the rest have queued, waiting for the commit grows the next group
 no further: it only puts the commit's round trip and WAL flush into every post's latency. The
 next group is prepared while the one before commits (on the committer's other connection), as
-large as the hold would have made it; while posts keep arriving, the hold stays.
+large as the hold would have made it; while posts keep arriving, the hold stays. Once the
+group has committed the hold lasts ``quiet`` more at most: the callers it answered send again
+at once, and their posts join one group rather than the first of them starting one alone.
 
 A unit that fails to prepare fails alone (its caller gets the exception); the committer fails
 a unit alone in the same way. A request whose client went away before its group was taken is
