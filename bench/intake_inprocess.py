@@ -3,7 +3,7 @@ neighbours on a shared machine do to a wrk run's rate.
 
     python -m bench.intake_inprocess [--case app|accept|batch|stages|lookup] [--count 6000]
                                      [--files 16] [--tasks 64] [--postgres URL | --sqlite]
-                                     [--broker] [--places N] [--rounds 20] [--cold]
+                                     [--broker] [--places N] [--rounds 20] [--cold] [--suite]
                                      [--statements] [--generic-inserts] [--generic-look-ups]
                                      [--keep-schema]
 
@@ -17,21 +17,27 @@ file costs in each stage before the commit (``--rounds`` times each, this thread
 least and the median); ``lookup`` posts ``--tasks`` tickets of one citizen, then times
 ``--count`` repeat look-ups of a group of ``--tasks`` appeals of that citizen one after another
 (the pipeline's loader, its shingle cache emptied before each with ``--cold``, as for
-candidates another worker stored). Without ``--broker`` the relay has nowhere to publish (it retries
-quietly), so the numbers leave it out; with it, an embedded broker is started and its cost is
-included. ``--sqlite`` stores in a SQLite file in a temporary directory instead of PostgreSQL
-(its writes run on aiosqlite's thread in this process, so they count here). Prints tickets (or
-rows) per second of wall time and this process's CPU milliseconds per item; on PostgreSQL it
-also prints the CPU seconds of the backends that served this process's connections over the
-measured run (a local server: their /proc entries are read).
+candidates another worker stored). ``--suite`` (``app``) posts the whole suite's tickets
+instead of one citizen's: distinct citizens at the demo city's real addresses, each with a lead
+and six details as bench/post_suite_ticket.lua draws them, so every look-up judges the grid's
+stored tickets by their text (as in ``bench.suite``). Without ``--broker`` the relay has
+nowhere to publish (it retries quietly), so the numbers leave it out; with it, an embedded
+broker is started and its cost is included. ``--sqlite`` stores in a SQLite file in a temporary
+directory instead of PostgreSQL (its writes run on aiosqlite's thread in this process, so they
+count here). Prints tickets (or rows) per second of wall time and this process's CPU
+milliseconds per item; on PostgreSQL it also prints the CPU seconds of the backends that served
+this process's connections over the measured run (a local server: their /proc entries are
+read).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import random
 import secrets
 import statistics
 import tempfile
@@ -84,6 +90,39 @@ def ticket_body(n: int) -> bytes:
         '"citizen_phone":"13812345678","address":"枫桥市越城区北海街道塔山社区",'
         '"category_code":"0102"}'
     ).encode()
+
+
+def suite_bodies(seed: int = 13) -> Callable[[int], bytes]:
+    """The whole suite's tickets (bench/post_suite_ticket.lua over ``bench.suite``'s
+    ingredients): a random lead at a real address of the demo city and six random details, each
+    its own citizen and external id — distinct tickets at repeated addresses, so every ticket's
+    look-up judges the grid's stored tickets by their text."""
+    from bench.suite import write_ingredients
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ingredients.tsv"
+        write_ingredients(path)
+        lines = path.read_text(encoding="utf-8").splitlines()
+    leads = [line.split("\t")[1:] for line in lines if line.startswith("L\t")]
+    details = [line.split("\t", 1)[1] for line in lines if line.startswith("D\t")]
+    rng = random.Random(seed)
+
+    def body(n: int) -> bytes:
+        code, title, address, lead = rng.choice(leads)
+        content = lead + "".join(rng.choice(details) for _ in range(6))
+        return json.dumps(
+            {
+                "external_id": f"suite-{n}",
+                "title": title,
+                "content": content,
+                "citizen_phone": f"1{3 + n % 7}{n % 10}{n % 100_000_000:08d}",
+                "address": address,
+                "category_code": code,
+            },
+            ensure_ascii=False,
+        ).encode()
+
+    return body
 
 
 async def call_asgi(app: Any, body: bytes) -> int:
@@ -384,9 +423,10 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
     async with app.router.lifespan_context(app):
         ctx = app.state.runtime.context
         if args.case == "app":
+            body_of = suite_bodies() if args.suite else ticket_body
 
             async def one() -> None:
-                assert await call_asgi(app, ticket_body(next(counter))) in (200, 201)
+                assert await call_asgi(app, body_of(next(counter))) in (200, 201)
 
             wall, cpu, n = await timed(one, args.count, args.tasks, database=database)
         elif args.case == "lookup":
@@ -489,6 +529,11 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     parser.add_argument("--broker", action="store_true", help="include the relay's publishing")
     parser.add_argument("--cold", action="store_true", help="lookup: no shingles cached")
+    parser.add_argument(
+        "--suite",
+        action="store_true",
+        help="app: the whole suite's tickets (distinct citizens at the demo city's addresses)",
+    )
     parser.add_argument(
         "--places",
         type=int,

@@ -231,7 +231,7 @@ def free_base_port(count: int = 4) -> int:
 
 
 def suite_environment(
-    database: str, postgres: str, stamp: str, statements: Path | None = None
+    database: str, postgres: str, stamp: Stamp, statements: Path | None = None
 ) -> dict[str, str]:
     """``make run``'s environment: the embedded broker and SQLite files unless PostgreSQL.
 
@@ -264,21 +264,35 @@ def suite_environment(
 STATEMENT_COUNT = Path(__file__).with_name("statement_count")  # the suite's sitecustomize
 
 
-def application_name(service: str, stamp: str) -> str:
+def application_name(service: str, stamp: Stamp) -> str:
     """What the service's PostgreSQL connections are called in ``pg_stat_activity`` in this run
     (63 characters at most, or PostgreSQL cuts it)."""
     return f"fq-{stamp}-{service}"[:63]
 
 
-def schema_name(service: str, stamp: str) -> str:
-    return f"bench_suite_{service}_{stamp}"
+SCHEMA_PREFIX = "bench_suite_"
 
 
-def run_stamp() -> str:
-    """What makes a run's schemas its own: the checkout's folder name (several checkouts share
-    one PostgreSQL) and the time."""
+@dataclass(frozen=True)
+class Stamp:
+    """What makes a run's schemas and connection names its own (``str()`` of it: the checkout's
+    folder name, several checkouts sharing one PostgreSQL, and the time), and what its schemas'
+    names begin with (``--schema-prefix``: a shared server may allow a user some prefixes only)."""
+
+    run: str
+    schema_prefix: str = SCHEMA_PREFIX
+
+    def __str__(self) -> str:
+        return self.run
+
+
+def schema_name(service: str, stamp: Stamp) -> str:
+    return f"{stamp.schema_prefix}{service}_{stamp.run}"
+
+
+def run_stamp(schema_prefix: str = SCHEMA_PREFIX) -> Stamp:
     checkout = re.sub(r"[^a-z0-9]+", "_", ROOT.name.lower()).strip("_")
-    return f"{checkout}_{int(time.time())}"
+    return Stamp(f"{checkout}_{int(time.time())}", schema_prefix)
 
 
 # What a process of the suite logs when a port picked free was taken before it bound it (another
@@ -643,7 +657,7 @@ DISPATCH_ROWS = "SELECT ticket_id, min(assigned_at) FROM {p}dispatches GROUP BY 
 
 
 def read_rows(
-    database: str, var_dir: Path, postgres: str, stamp: str
+    database: str, var_dir: Path, postgres: str, stamp: Stamp
 ) -> tuple[dict[str, datetime], dict[str, datetime]]:
     """(ticket → received_at) from intake, (ticket → first assigned_at) from dispatch."""
     if database == "sqlite":
@@ -668,7 +682,7 @@ def read_rows(
     return asyncio.run(fetch())
 
 
-def count_stored(database: str, var_dir: Path, postgres: str, stamp: str) -> int:
+def count_stored(database: str, var_dir: Path, postgres: str, stamp: Stamp) -> int:
     """Tickets intake has stored so far (a read that takes no lock on either database)."""
     query = "SELECT count(*) FROM {p}tickets"
     if database == "sqlite":
@@ -686,7 +700,7 @@ def count_stored(database: str, var_dir: Path, postgres: str, stamp: str) -> int
     return asyncio.run(fetch())
 
 
-async def drop_schemas(postgres: str, stamp: str) -> None:
+async def drop_schemas(postgres: str, stamp: Stamp) -> None:
     conn = await asyncpg.connect(postgres)
     try:
         for name in SERVICES:
@@ -759,7 +773,7 @@ def probe(intake: str, evaluation_port: int, timeout: float = 120.0) -> tuple[st
 
 def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> SuiteResult:
     """One database's case; whatever happens, its schemas or SQLite files are removed after."""
-    stamp = run_stamp()
+    stamp = run_stamp(getattr(args, "schema_prefix", SCHEMA_PREFIX))
     var_dir = RESULTS / "suite" / database
     if var_dir.exists():
         for old in var_dir.rglob("*"):
@@ -778,7 +792,7 @@ def run_case(database: str, args: argparse.Namespace, ingredients: Path) -> Suit
 
 
 def _measure_case(
-    database: str, args: argparse.Namespace, ingredients: Path, var_dir: Path, stamp: str
+    database: str, args: argparse.Namespace, ingredients: Path, var_dir: Path, stamp: Stamp
 ) -> SuiteResult:
     postgres = database == "postgres"
     counting = postgres and getattr(args, "count_statements", True)
@@ -1126,6 +1140,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="AT:SECONDS",
         default=None,
         help="stop evaluation (SIGSTOP) AT seconds into the load for SECONDS, to make a backlog",
+    )
+    parser.add_argument(
+        "--schema-prefix",
+        default=SCHEMA_PREFIX,
+        help="PostgreSQL: what the run's schemas' names begin with (default %(default)s)",
     )
     parser.add_argument(
         "--no-count-statements",

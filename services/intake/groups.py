@@ -26,7 +26,9 @@ none has joined them for that long. Callers that wait for their answer before th
 the committing group, so once the rest have queued, waiting for the commit grows the next group
 no further: it only puts the commit's round trip and WAL flush into every post's latency. The
 next group is prepared while the one before commits (on the committer's other connection), as
-large as the hold would have made it; while posts keep arriving, the hold stays.
+large as the hold would have made it; while posts keep arriving, the hold stays. Once the
+group has committed the hold lasts ``quiet`` more at most: the callers it answered send again
+at once, and their posts join one group rather than the first of them starting one alone.
 
 A unit that fails to prepare fails alone (its caller gets the exception); the committer fails
 a unit alone in the same way. A request whose client went away before its group was taken is
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,6 +98,7 @@ class AppealGroups:
         self._wait_below = wait_below
         self._quiet = quiet  # seconds of no new arrival that end a small group's hold; None: never
         self._holding = 0  # tasks with a small group in preparation or commit: start no other
+        self._arrived = 0.0  # when the last unit was queued (``time.monotonic``)
         self._queue: deque[_Queued] = deque()
         self._drains: set[asyncio.Task[None]] = set()
         self.groups = 0
@@ -110,6 +114,7 @@ class AppealGroups:
         """Queue one unit; return once it is prepared and queued for commit."""
         queued = _Queued(items, blobs, actor)
         self._queue.append(queued)
+        self._arrived = time.monotonic()
         if not self._holding and len(self._drains) < self._max_inflight:
             # A context of its own: the task must not carry the first caller's principal.
             drain = asyncio.create_task(
@@ -161,44 +166,56 @@ class AppealGroups:
                 self._holding -= small
 
     async def _hold(self, committed: list[asyncio.Future[Any]]) -> None:
-        """Wait for a small group's commit, or until posts are queued and none has joined them
-        for ``quiet`` seconds: no more are coming before the commit, so the next group starts.
+        """Wait until posts are queued and none has joined them for ``quiet`` seconds, or, once
+        the group has committed, at most ``quiet`` more: no more are coming before the commit,
+        so the next group starts.
 
-        The queue is looked at by a timer callback, not by waking this task: a look costs no
-        task switch and no callbacks on the group's futures, however long the commit takes."""
+        Quiet is counted from the last post's arrival, not from the hold's start: posts that
+        queued while the group was prepared and have been quiet since start the next group at
+        once. After the commit the hold lasts ``quiet`` longer at most (less once what queued
+        is quiet): the group's callers, answered now, send their next posts, and those join
+        the next group instead of its first arriving alone in a group of one. The queue is
+        looked at by a timer callback, not by waking this task: a look costs no task switch and
+        no callbacks on the group's futures, however long the commit takes."""
         if self._quiet is None:
             await asyncio.wait(committed)
             return
         loop, quiet = asyncio.get_running_loop(), self._quiet
         release: asyncio.Future[None] = loop.create_future()
         remaining = len(committed)
-        seen = len(self._queue)
         timer: asyncio.TimerHandle | None = None
+        done_at: float | None = None
 
         def one_committed(_: asyncio.Future[Any]) -> None:
-            nonlocal remaining
+            nonlocal remaining, done_at
             remaining -= 1
-            if not remaining and not release.done():
-                release.set_result(None)
+            if not remaining:
+                done_at = time.monotonic()
+                look()
 
         def look() -> None:
-            nonlocal seen, timer
+            nonlocal timer
             if release.done():
                 return
-            queued = len(self._queue)
-            if queued and queued == seen:
+            if timer is not None:
+                timer.cancel()
+            now = time.monotonic()
+            due = self._arrived + quiet if self._queue else None
+            if done_at is not None:
+                due = done_at + quiet if due is None else min(due, done_at + quiet)
+            if due is not None and due <= now:
                 release.set_result(None)
                 return
-            seen = queued
-            timer = loop.call_later(quiet, look)
+            timer = loop.call_later(quiet if due is None else max(due - now, quiet / 4), look)
 
         for future in committed:
             future.add_done_callback(one_committed)
-        timer = loop.call_later(quiet, look)
+        look()
         try:
             await release
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
 
     async def _prepare(self, group: list[_Queued]) -> list[asyncio.Future[Any]]:
         """Prepare the group and queue its units for commit; the commits' futures."""

@@ -43,3 +43,14 @@ async def test_asyncpg_connects_with_the_url_it_is_given() -> None:
         assert await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
+
+
+def test_the_schemas_begin_with_the_prefix_asked_for() -> None:
+    parser = argparse.ArgumentParser()
+    suite.add_arguments(parser)
+    args = parser.parse_args(["--schema-prefix", "someone_"])
+    stamp = suite.run_stamp(args.schema_prefix)
+    assert suite.schema_name("intake", stamp) == f"someone_intake_{stamp}"
+    assert suite.application_name("intake", stamp) == f"fq-{stamp}-intake"
+    default = suite.run_stamp(parser.parse_args([]).schema_prefix)
+    assert suite.schema_name("dispatch", default) == f"bench_suite_dispatch_{default}"

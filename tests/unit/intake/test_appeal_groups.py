@@ -186,3 +186,61 @@ async def test_a_small_groups_hold_ends_once_the_queue_is_quiet() -> None:
     await (await first).committed
     for task in later:
         await (await task).committed
+
+
+async def test_posts_quiet_since_they_queued_start_the_next_group_at_once() -> None:
+    """Quiet counts from the last arrival: posts that queued while the group was prepared and
+    none after them for ``quiet`` are taken as soon as the group is queued for commit, not
+    ``quiet`` after its hold began; one that has just arrived still waits out ``quiet``."""
+    groups, pipeline, committer = _held_groups(quiet=0.2)
+    pipeline.gate = asyncio.Event()
+    first = asyncio.create_task(groups.submit([], actor=None))
+    await _settle()
+    waiting = [asyncio.create_task(groups.submit([], actor=None)) for _ in range(3)]
+    await asyncio.sleep(0.25)  # quiet since they queued, while the first group is prepared
+    pipeline.gate.set()
+    pipeline.gate = None
+    await _settle()
+    assert pipeline.groups == [1, 3] and not (await first).committed.done()
+    # The second group is committing; a post arrives: it is not taken before ``quiet``.
+    second = await waiting[0]
+    late = asyncio.create_task(groups.submit([], actor=None))
+    await asyncio.sleep(0.1)
+    assert pipeline.groups == [1, 3] and not second.committed.done()
+    for _ in range(50):
+        if len(pipeline.groups) > 2:
+            break
+        await asyncio.sleep(0.01)
+    assert pipeline.groups == [1, 3, 1]
+    committer.release()
+    for task in [first, *waiting, late]:
+        await (await task).committed
+
+
+async def test_posts_sent_again_just_after_a_commit_join_one_group() -> None:
+    """After its commit a small group's hold lasts ``quiet`` more at most: the callers it just
+    answered send again, and their posts make one group, not a group of the first alone and
+    one of the rest. Once that has passed with nothing queued, a lone post is taken at once."""
+    groups, pipeline, committer = _held_groups(quiet=0.2)
+    first = asyncio.create_task(groups.submit([], actor=None))
+    await _settle()
+    committer.release()
+    await (await first).committed
+    again = []
+    for _ in range(3):
+        again.append(asyncio.create_task(groups.submit([], actor=None)))
+        await asyncio.sleep(0.02)
+    for _ in range(50):
+        if all(t.done() for t in again):
+            break
+        await asyncio.sleep(0.01)
+    assert pipeline.groups == [1, 3]
+    committer.release()
+    for task in again:
+        await (await task).committed
+    await asyncio.sleep(0.3)  # quiet since the commit: the task is gone
+    lone = asyncio.create_task(groups.submit([], actor=None))
+    await _settle()
+    assert pipeline.groups == [1, 3, 1] and lone.done()
+    committer.release()
+    await (await lone).committed

@@ -334,6 +334,71 @@ def test_a_stored_set_cut_short_is_refused_by_both_judgements() -> None:
             assert (judged.first, judged.matches, judged.reason) == (0, 1, "same_citizen")
 
 
+def test_plain_judgement_reads_stored_sets_unpacked_only_when_many_appeals_share_them() -> None:
+    """In plain Python a stored candidate of one or two appeals of the group is compared on its
+    packed values, unpacked into no set, and one failing the size bound is not read at all; one
+    shared by ``_UNPACKED_FROM`` appeals is unpacked once for them all. The verdicts are those
+    of the sets unpacked (and of a machine whose ``I`` is not a little-endian uint32)."""
+    policy = RepeatPolicy(text_similarity=0.5)
+    base = frozenset(range(100, 140))
+    appeals = [
+        Appeal(
+            received_at=T0,
+            text="",
+            shingles=base | {n},
+            ticket_id=f"N{n}",
+            citizen_hash=f"c{n}",
+            grid_code="g",
+        )
+        for n in range(4)
+    ]
+    stored = [
+        Earlier(Appeal(T0 - timedelta(hours=1), "", base | {7}, "T0", "x", "g"), 0),
+        Earlier(Appeal(T0 - timedelta(hours=2), "", base | {8}, "T1", "x", None), 1),
+        Earlier(Appeal(T0 - timedelta(hours=3), "", frozenset(range(5)), "T2", "x", "g"), 0),
+        Earlier(Appeal(T0 - timedelta(hours=4), "", base | {9}, "T3", "x", "g"), 2),
+    ]
+    packed = [repeat_lookup.pack_shingles(e.appeal.shingles) for e in stored]
+    listed = [[0, 1, 2], [1, 2], [3], [3, 1]]  # T2 (5 grams against 41) fails the size bound
+    read: list[bytes] = []
+    unpack = repeat_lookup.unpack_shingles
+
+    def values(data: bytes) -> Any:
+        read.append(data)
+        return unpack(data)
+
+    assert getattr(repeat_lookup, "_UNPACKED_FROM", 3) == 3
+    with (
+        mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 10**6),
+        mock.patch.object(repeat_lookup, "_stored_values", side_effect=values, create=True),
+        mock.patch.object(
+            repeat_lookup, "unpack_shingles", wraps=repeat_lookup.unpack_shingles
+        ) as unpacked,
+    ):
+        judged = repeat_lookup.judge_stored(
+            appeals, listed, _stored_columns(stored, packed), policy
+        )
+    # T1 (no grid: passed on) a candidate of three appeals: unpacked once; T0 and T3 read packed
+    assert [call.args[0] for call in unpacked.call_args_list] == [packed[1]]
+    assert read == [packed[0], packed[3], packed[3]]
+    assert [(j.first, j.matches, j.passed) for j in judged] == [
+        (0, 1, [(1, 40, 41)]),
+        (-1, 0, [(1, 40, 41)]),
+        (3, 1, []),
+        (3, 1, [(1, 40, 41)]),
+    ]
+    for native in (True, False):
+        with (
+            mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 10**6),
+            mock.patch.object(repeat_lookup, "_NATIVE_UINT32", native),
+        ):
+            columns = _stored_columns(stored, packed)
+            assert repeat_lookup.judge_stored(appeals, listed, columns, policy) == judged
+    handed = repeat_lookup.hand_over(appeals, judged, _without_shingles(stored))
+    for new, candidates, given_ in zip(appeals, listed, handed, strict=True):
+        assert decide(new, given_, policy) == decide(new, [stored[n] for n in candidates], policy)
+
+
 def _without_shingles(stored: list[Earlier]) -> Any:
     """Stored candidate ``n`` as the look-up makes it: without its shingles."""
 
