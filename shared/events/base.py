@@ -37,7 +37,7 @@ def utcnow() -> datetime:
 class Event(BaseModel):
     """Base of every domain event: immutable, with an id, an aware timestamp and a ticket key."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", cache_strings=False)
 
     # Set on each concrete subclass.
     event_type: ClassVar[str]
