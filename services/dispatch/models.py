@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from shared.db import AwareDateTime, service_base
@@ -24,6 +24,9 @@ else:
     DispatchBase = service_base("dispatch")
 
 _BIGINT_PK = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+SUMMONS = "whistle_id IS NOT NULL"
+"""The dispatches that are a whistle's summons (``ix_dispatches_whistle_id`` holds only them)."""
 
 
 def _aware(*, nullable: bool = False, index: bool = False) -> Any:
@@ -141,15 +144,25 @@ class Dispatch(DispatchBase, table=True):
     to report to a whistle), with its state; its clocks are ``DispatchClock`` rows."""
 
     __tablename__ = "dispatches"
+    # A department's dispatches are found through the first index (its leading column): one of
+    # the department's alone would be an entry more for every dispatch and serve no read the
+    # pair does not. Only a summons has a whistle: the index of them holds nothing else
+    # (migration 0007_fewer_dispatch_entries).
     __table_args__ = (
         Index("ix_dispatches_department_status", "department_code", "status"),
         Index("ix_dispatches_status_grab", "status", "grab_until"),
+        Index(
+            "ix_dispatches_whistle_id",
+            "whistle_id",
+            postgresql_where=text(SUMMONS),
+            sqlite_where=text(SUMMONS),
+        ),
     )
 
     dispatch_id: str = Field(primary_key=True, max_length=64)
     ticket_id: str = Field(index=True, max_length=32)
     # None while the dispatch waits in the grab pool.
-    department_code: str | None = Field(default=None, index=True, max_length=64)
+    department_code: str | None = Field(default=None, max_length=64)
     category_code: str = Field(max_length=8)
     channel: str = Field(max_length=64)
     area_code: str | None = Field(default=None, max_length=32)
@@ -162,7 +175,7 @@ class Dispatch(DispatchBase, table=True):
     rule_id: str | None = None
     rules_version: str | None = Field(default=None, max_length=64)
     parent_dispatch_id: str | None = Field(default=None, max_length=64)
-    whistle_id: str | None = Field(default=None, index=True, max_length=64)
+    whistle_id: str | None = Field(default=None, max_length=64)
     supervised: bool = False
     supervision_count: int = 0
     focused: bool = False

@@ -71,13 +71,16 @@ def _at() -> Any:
     return Field(default=None, sa_column=Column(AwareDateTime()))
 
 
-def _code(length: int = 64, *, index: bool = False) -> Any:
-    return Field(default=None, max_length=length, index=index)
+def _code(length: int = 64) -> Any:
+    return Field(default=None, max_length=length)
 
 
 # A fact and its contributions are rewritten whole by each of its ticket's events: pages filled
 # to half leave room for the next version on the same page, a heap-only update that adds no
-# index entry (migration 0014_narrow_cells).
+# index entry (migration 0014_narrow_cells). The facts have no index but their key: every read
+# of them is by key or whole (the committee reads the cells), and an index on a column the fold
+# changes (a ticket's department) made each such rewrite a new entry in every index
+# (migration 0018_facts_key_alone).
 FACTS_FILL = {"fillfactor": 50}
 FACTS_ARGS = {"postgresql_with": FACTS_FILL}
 
@@ -109,7 +112,7 @@ class TicketFact(EvaluationBase, table=True):
     signed_at: datetime | None = _at()
     first_contact_at: datetime | None = _at()
     completed_at: datetime | None = _at()
-    department_code: str | None = _code(index=True)
+    department_code: str | None = _code()
     department_tier: str | None = _code(16)
     handling_line: str | None = _code(32)
     mode: str | None = _code(16)
@@ -143,7 +146,7 @@ class DispatchFact(EvaluationBase, table=True):
     __table_args__ = FACTS_ARGS
 
     dispatch_id: str = Field(primary_key=True, max_length=64, sa_type=Key(64))
-    ticket_id: str = Field(max_length=32, index=True, sa_type=Key(32))
+    ticket_id: str = Field(max_length=32, sa_type=Key(32))
     department_code: str | None = _code()
     department_tier: str | None = _code(16)
     handling_line: str | None = _code(32)

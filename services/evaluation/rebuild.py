@@ -53,7 +53,14 @@ from services.evaluation.settings import EvaluationSettings
 from shared import db
 from shared.bus import topic_name
 from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC
-from shared.events.base import Event, EventDecodeError, UnknownEventType, decode, registry
+from shared.events.base import (
+    Event,
+    EventDecodeError,
+    UnknownEventType,
+    decode,
+    dump_json_many,
+    registry,
+)
 from shared.workcalendar import OperationalCalendar, WorkCalendar
 
 Progress = Callable[[str, int, int | None], None]
@@ -254,6 +261,7 @@ async def _read(
     seen: set[str] = set()
     async for batch in source:
         rows: list[tuple[Any, ...]] = []
+        ledgered: list[Event] = []
         for record in batch:
             report.records += 1
             try:
@@ -269,10 +277,12 @@ async def _read(
                 continue  # a redelivery: the ledger keeps each event once
             seen.add(event_id)
             by_key.setdefault(key, []).append(event)
-            rows.append(
-                (event_id, key, event.cloudevent_type(), event.occurred_at, event.model_dump_json())
-            )
+            rows.append((event_id, key, event.cloudevent_type(), event.occurred_at))
+            ledgered.append(event)
         if rows:
+            rows = [
+                (*row, payload) for row, payload in zip(rows, dump_json_many(ledgered), strict=True)
+            ]
             await sink.put(ledger_table, _LEDGER, rows)
             report.events += len(rows)
         progress("read", report.records, None)

@@ -38,7 +38,7 @@ from services.evaluation.models import (
 from shared import bulk
 from shared.bulk import OnConflict
 from shared.events import mediation as m
-from shared.events.base import Event, registry
+from shared.events.base import Event, dump_json_many, registry
 from shared.workcalendar import WorkCalendar
 
 TICKET, CASE = "T:", "C:"
@@ -123,7 +123,8 @@ async def stage_many(
     carry = carry or NO_CARRY
     keys: dict[str, str] = {}
     in_hand: dict[str, Event] = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
+    ledgered: list[Event] = []
     unkeyed = []
     for event in events:
         event_id = str(event.event_id)
@@ -141,9 +142,11 @@ async def stage_many(
                 "fact_key": key,
                 "event_type": event.cloudevent_type(),
                 "occurred_at": event.occurred_at,
-                "payload": event.model_dump_json(),
             }
         )
+        ledgered.append(event)
+    for row, payload in zip(rows, dump_json_many(ledgered), strict=True):
+        row["payload"] = payload
     applied = await bulk.upsert(
         session,
         ledger_table,

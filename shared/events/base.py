@@ -37,7 +37,7 @@ def utcnow() -> datetime:
 class Event(BaseModel):
     """Base of every domain event: immutable, with an id, an aware timestamp and a ticket key."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", cache_strings=False)
 
     # Set on each concrete subclass.
     event_type: ClassVar[str]
@@ -161,6 +161,37 @@ def encode_many(events: Sequence[Event]) -> list[Record]:
         list(events), mode="json", exclude={"__all__": _HEADER_FIELDS}
     )
     return [_record(e, orjson.dumps(p)) for e, p in zip(events, payloads, strict=True)]
+
+
+def dump_json_many(events: Sequence[Event]) -> list[str]:
+    """``model_dump_json()`` of each event, the events of one class dumped by one serializer
+    call for them all and the text cut where each next event's object opens: ``,{"event_id":``
+    (an event's first field) cannot occur inside a JSON string, so it occurs at every boundary
+    and, if the count says nowhere else, only there; one dump per event otherwise."""
+    texts: list[str | None] = [None] * len(events)
+    groups: dict[type[Event], list[int]] = {}
+    for at, event in enumerate(events):
+        groups.setdefault(type(event), []).append(at)
+    for cls, ats in groups.items():
+        if (
+            len(ats) > 1
+            and cls.model_dump_json is BaseModel.model_dump_json
+            and next(iter(cls.model_fields)) == "event_id"
+        ):
+            joined = _list_of(cls).dump_json([events[at] for at in ats])
+            parts = joined[1:-1].split(_NEXT_EVENT)
+            if len(parts) == len(ats):
+                texts[ats[0]] = parts[0].decode()
+                for at, part in zip(ats[1:], parts[1:], strict=True):
+                    texts[at] = (_OPENING + part).decode()
+                continue
+        for at in ats:
+            texts[at] = events[at].model_dump_json()
+    return texts  # type: ignore[return-value]  # every place filled above
+
+
+_NEXT_EVENT = b',{"event_id":'
+_OPENING = _NEXT_EVENT[1:]
 
 
 def _record(event: Event, data: bytes) -> Record:
