@@ -240,6 +240,13 @@ class Only:
 
     handler: Handler | Batch
     when: Callable[[Any], bool]
+    # A look at the record's payload bytes before they are decoded: False only for a record
+    # whose event ``when`` is sure to refuse (it is then passed over undecoded, and counted as
+    # passed over; decoding an event to refuse it was most of what mediation did a ticket).
+    # True sends the record on to decoding and ``when`` as before. A record it screens out is
+    # not decoded, so a malformed one of that type is passed over rather than dead-lettered,
+    # as a record of a type this service does not act on is.
+    screen: Callable[[bytes], bool] | None = None
 
     async def __call__(self, event: Event, *, session: AsyncSession) -> None:
         """One event alone: applied if ``when`` accepts it."""
@@ -381,6 +388,11 @@ class InboxConsumer:
         self._topics = tuple(topic_name(settings, t) for t in topics)
         self._handlers = {cls.cloudevent_type(): (cls, fn) for cls, fn in handlers.items()}
         self._known = frozenset(registry())
+        self._screens = {
+            kind: (cls.event_type, fn.screen)
+            for kind, (cls, fn) in self._handlers.items()
+            if isinstance(fn, Only) and fn.screen is not None
+        }
         self._engine = engine
         self._sessions = sessions
         self._inbox = inbox
@@ -570,7 +582,8 @@ class InboxConsumer:
         partition by partition, which isolates the failure."""
         plan = self._plan([r for records in batches.values() for r in records])
         try:
-            await self._apply_together(plan)
+            if plan.todo or plan.undecodable:  # else nothing here to act on: no transaction
+                await self._apply_together(plan)
         except Exception as exc:
             log.info("consumer %s: fetch not applied together (%r)", self.name, exc)
             return False
@@ -637,40 +650,52 @@ class InboxConsumer:
         """Decode records and pick each one's handler; a type this service does not act on
         needs nothing."""
         plan = _Plan()
+        passed_over: dict[str, int] = {}
         for record in records:
-            if self._ignored(record):
+            if self._ignored(record, passed_over):
                 continue
             try:
                 event = decode(record.value, record.headers, record.key)
             except (EventDecodeError, UnknownEventType) as exc:
                 plan.undecodable.append((record, str(exc)))
                 continue
-            handler = self._handler_for(event)
+            handler = self._handler_for(event, passed_over)
             if handler is not None:
                 plan.todo.append((record, event, handler))
+        _count(self._metrics.events_passed_over, passed_over)
         return plan
 
-    def _handler_for(self, event: Event) -> Handler | Batch | None:
+    def _handler_for(self, event: Event, passed_over: dict[str, int]) -> Handler | Batch | None:
         """The handler that acts on ``event``, or None: a type this service does not act on, or
-        an event its ``Only`` handler passes over (counted)."""
+        an event its ``Only`` handler passes over (added to ``passed_over``)."""
         entry = self._handlers.get(event.cloudevent_type())
         if entry is None:
             return None
         handler = entry[1]
         if isinstance(handler, Only):
             if not handler.when(event):
-                self._metrics.events_passed_over.labels(event.event_type).inc()
+                passed_over[event.event_type] = passed_over.get(event.event_type, 0) + 1
                 return None
             return handler.handler
         return handler
 
-    def _ignored(self, record: ConsumerRecord) -> bool:
+    def _ignored(self, record: ConsumerRecord, passed_over: dict[str, int]) -> bool:
         """True for a record of a known type this service does not act on: skipped from its
         header alone (mediation, say, reads every dispatch event and acts on one type; decoding
         the others was most of its CPU). Unknown types still go through decoding, and so to the
-        dead-letter topic."""
+        dead-letter topic. Also True, and added to ``passed_over``, for a record its ``Only``
+        handler's ``screen`` turns away by its payload's bytes."""
         kind = header(record.headers or (), "ce_type")
-        return kind is not None and kind in self._known and kind not in self._handlers
+        if kind is None:
+            return False
+        screened = self._screens.get(kind)
+        if screened is not None:
+            event_type, screen = screened
+            if not screen(record.value or b""):
+                passed_over[event_type] = passed_over.get(event_type, 0) + 1
+                return True
+            return False
+        return kind in self._known and kind not in self._handlers
 
     async def _apply(self, records: list[ConsumerRecord]) -> int:
         """Apply records, together if they can be, else one by one. Returns how many records
@@ -753,10 +778,8 @@ class InboxConsumer:
         duplicates: Sequence[Event],
     ) -> None:
         """After a plan's commit: count it, and dead-letter what did not decode."""
-        for event in duplicates:
-            self._metrics.events_duplicate.labels(event.event_type).inc()
-        for _, event, _ in applied:
-            self._metrics.events_consumed.labels(event.event_type).inc()
+        _count(self._metrics.events_duplicate, _tally(e.event_type for e in duplicates))
+        _count(self._metrics.events_consumed, _tally(e.event_type for _, e, _ in applied))
         self.applied += len(applied)
         if self._on_commit is not None:
             self._on_commit()
@@ -787,9 +810,10 @@ class InboxConsumer:
         # that does not get through redelivers the whole run, which would count it again.
         duplicates: list[str] = []
         consumed: list[str] = []
+        passed_over: dict[str, int] = {}
         async with self._sessions() as session, session.begin():
             for index, record in enumerate(records):
-                if self._ignored(record):
+                if self._ignored(record, passed_over):
                     handled += 1
                     continue
                 try:
@@ -798,7 +822,7 @@ class InboxConsumer:
                     undecodable.append((record, str(exc)))
                     handled += 1
                     continue
-                handler = self._handler_for(event)
+                handler = self._handler_for(event, passed_over)
                 if handler is None:
                     handled += 1  # a type or an event this service does not act on
                     continue
@@ -843,10 +867,9 @@ class InboxConsumer:
                     break
                 (duplicates if refused else consumed).append(event.event_type)
                 handled += 1
-        for event_type in duplicates:
-            self._metrics.events_duplicate.labels(event_type).inc()
-        for event_type in consumed:
-            self._metrics.events_consumed.labels(event_type).inc()
+        _count(self._metrics.events_passed_over, passed_over)
+        _count(self._metrics.events_duplicate, _tally(duplicates))
+        _count(self._metrics.events_consumed, _tally(consumed))
         self.applied += len(consumed)
         if handled and self._on_commit is not None:
             self._on_commit()
@@ -934,6 +957,21 @@ class InboxConsumer:
         )
         if self._on_commit is not None:
             self._on_commit()
+
+
+def _tally(event_types: Iterable[str]) -> dict[str, int]:
+    """How many of each event type."""
+    counts: dict[str, int] = {}
+    for event_type in event_types:
+        counts[event_type] = counts.get(event_type, 0) + 1
+    return counts
+
+
+def _count(metric: Any, counts: Mapping[str, int]) -> None:
+    """Add ``counts`` to a counter labelled by event type: one ``labels`` a type, not an
+    event (a child's look-up, ~4 µs, cost more than the rest of passing an event over)."""
+    for event_type, n in counts.items():
+        metric.labels(event_type).inc(n)
 
 
 def fallback_event_id(record: ConsumerRecord) -> str:

@@ -29,6 +29,14 @@ def concerns_mediation(event: TicketAssigned) -> bool:
     return event.handling_line == "mediation" or event.mode == "reroute"
 
 
+def may_concern_mediation(payload: bytes) -> bool:
+    """False only for an assignment's payload ``concerns_mediation`` is sure to refuse, read
+    from its bytes before they are decoded: one it accepts names the mediation line or a
+    re-routing, and JSON can write those words otherwise only with an escape (a backslash).
+    Most of what mediation did a ticket was decoding an assignment to pass it over."""
+    return b"mediation" in payload or b"reroute" in payload or b"\\" in payload
+
+
 def event_handlers(ctx: MediationContext) -> HandlerMap:
     """The handlers of one mediation app, bound to its context."""
 
@@ -67,7 +75,9 @@ def event_handlers(ctx: MediationContext) -> HandlerMap:
             )
 
     return {
-        TicketAssigned: Only(on_ticket_assigned, when=concerns_mediation),
+        TicketAssigned: Only(
+            on_ticket_assigned, when=concerns_mediation, screen=may_concern_mediation
+        ),
         MediationRequested: on_mediation_requested,
         DispatchEscalated: Only(on_dispatch_escalated, when=reaches_city),
     }

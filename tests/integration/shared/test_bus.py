@@ -1195,6 +1195,92 @@ async def test_events_an_only_handler_refuses_are_passed_over_before_the_inbox(
     assert await harness.count(harness.inbox_table) == 6
 
 
+async def _all_published(harness: Harness) -> None:
+    await wait_until(
+        lambda: _count_is(harness, harness.outbox_table, 0, is_pending(harness.outbox_table)),
+        what="rows marked published",
+    )
+
+
+async def test_records_an_only_handler_s_screen_turns_away_are_passed_over_undecoded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A screen looks at a record's payload bytes before decoding: what it turns away is not
+    decoded, gets no inbox row and is counted as passed over; what it lets through is decoded
+    and still goes to ``when``."""
+    import shared.inbox
+
+    decoded: list[str] = []
+    real_decode = shared.inbox.decode
+
+    def counting_decode(value: Any, headers: Any, key: Any = None) -> Any:
+        event = real_decode(value, headers, key)
+        decoded.append(event.ticket_id)
+        return event
+
+    monkeypatch.setattr(shared.inbox, "decode", counting_decode)
+
+    def below_eight(event: TicketReceived) -> bool:
+        return int(event.ticket_id[-7:]) < 8
+
+    def even_digit(payload: bytes) -> bool:  # the ticket ids' last digit, by the bytes alone
+        return any(b'-000000%d"' % d in payload for d in (0, 2, 4, 6, 8))
+
+    await harness.emit(*(ticket(n) for n in range(10)))
+    harness.consume(Only(harness.record, when=below_eight, screen=even_digit))
+    refused = harness.metrics.events_passed_over.labels("intake.ticket.received")
+    await wait_until(lambda: _count_is(harness, harness.applied, 4), what="0, 2, 4, 6 applied")
+    await wait_until(lambda: _true(refused._value.get() == 6), what="five odd and 8 passed over")
+    assert sorted(decoded) == [ticket(n).ticket_id for n in (0, 2, 4, 6, 8)]
+    assert await harness.count(harness.inbox_table) == 4
+
+
+async def test_a_fetch_of_nothing_to_act_on_opens_no_transaction(harness: Harness) -> None:
+    """A fetch from both partitions whose events are all passed over commits its offsets
+    without a database session (mediation reads every assignment and acts on few)."""
+    await harness.emit(*(ticket(n) for n in range(10)))
+    await _all_published(harness)
+    opened: list[int] = []
+    sessions = harness.sessions
+
+    def counting_sessions(*args: Any, **kwargs: Any) -> Any:
+        opened.append(1)
+        return sessions(*args, **kwargs)
+
+    harness.sessions = cast(Any, counting_sessions)
+    harness.consume(Only(harness.record, when=lambda event: False))
+    refused = harness.metrics.events_passed_over.labels("intake.ticket.received")
+    await wait_until(lambda: _true(refused._value.get() == 10), what="all ten passed over")
+    await wait_until(_committed_total(harness, 10), what="the offsets committed")
+    assert opened == []
+
+
+async def test_a_fetch_s_events_are_counted_a_type_at_a_time(harness: Harness) -> None:
+    """Applied events are added to their counter once a type a fetch, not once an event
+    (looking up a labelled child costs more than passing an event over)."""
+    labelled: list[str] = []
+    consumed = harness.metrics.events_consumed
+
+    class Counting:
+        def labels(self, *values: str) -> Any:
+            labelled.extend(values)
+            return consumed.labels(*values)
+
+    harness.metrics.events_consumed = cast(Any, Counting())
+    await harness.emit(*(ticket(n) for n in range(10)))
+    await _all_published(harness)
+
+    async def many(events: list[TicketReceived], *, session: Any) -> None:
+        for event in events:
+            await harness.record(event, session=session)
+
+    harness.consume(Batch(many))
+    await wait_until(lambda: _count_is(harness, harness.applied, 10), what="all ten applied")
+    counter = consumed.labels("intake.ticket.received")
+    await wait_until(lambda: _true(counter._value.get() == 10), what="all ten counted")
+    assert 1 <= len(labelled) < 10, labelled
+
+
 async def test_poison_event_in_a_batch_fails_alone(harness: Harness) -> None:
     together: list[int] = []
 
