@@ -181,3 +181,61 @@ async def test_an_insert_returning_answers_the_new_keys_once(engine: Any) -> Non
         )
     assert new == ["z"]
     assert sorted(await _stored(engine)) == ["x", "y", "z"]
+
+
+plain = Table(  # ``typed`` without its JSON columns: what a positional document can carry
+    "bulk_plain",
+    metadata,
+    *(
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in typed.columns
+        if not isinstance(c.type, JSON)
+    ),
+)
+plain_core = plain.to_metadata(metadata, name="bulk_plain_core")
+
+
+async def test_a_positional_document_stores_exactly_what_a_core_insert_stores(
+    engine: Any, database: Database
+) -> None:
+    """Rows sent as arrays of their values (``positional``), read by position, store what Core
+    stores: aware datetimes in any zone, dates, booleans, text with quotes and CJK, floats,
+    big integers and NULLs — through ``upsert`` and through ``ready_upsert``/``write_ready``
+    (the path evaluation's facts take), inserting and replacing in one statement."""
+    rows = [{k: v for k, v in _typed_row(i).items() if k in plain.c} for i in range(6)]
+    rows[1]["note"] = 'a "quoted" \\ back\\slash,\n{brace} (paren) 路灯'
+    replace = bulk.OnConflict.REPLACE
+    async with engine.begin() as conn:
+        await bulk.upsert(
+            conn, plain, rows[:2], key=["id"], on_conflict=replace, document=True, positional=True
+        )
+        ready = bulk.ready_upsert(conn, plain, rows[1:4], key=["id"], on_conflict=replace)
+        positional = bulk.ready_upsert(
+            conn, plain, rows, key=["id"], on_conflict=replace, positional=True
+        )
+        await bulk.write_ready(conn, [ready])
+        await bulk.write_ready(conn, [positional])
+        await conn.execute(plain_core.insert(), rows)
+    stored = await _as_stored(engine, plain, database)
+    assert stored == await _as_stored(engine, plain_core, database)
+    assert len(stored) == 6
+    if database.kind == "postgres":
+        assert positional.document is not None
+        assert positional.document.startswith('[["r0",')  # arrays of values, no column names
+
+
+async def test_a_positional_document_refuses_json_columns(engine: Any, database: Database) -> None:
+    if database.kind != "postgres":
+        pytest.skip("the document is PostgreSQL's")
+    rows = [_typed_row(0)]
+    async with engine.begin() as conn:
+        with pytest.raises(ValueError, match="JSON columns"):
+            await bulk.upsert(
+                conn,
+                typed,
+                rows,
+                key=["id"],
+                on_conflict=bulk.OnConflict.REPLACE,
+                document=True,
+                positional=True,
+            )
