@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -424,19 +425,7 @@ def test_plain_judgement_leaves_the_rest_of_a_stored_set_unread_once_its_head_ru
         stored_ticket(4, 10, "h"),  # below 0.2, but 0.2 allows too many misses to tell early
     ]
     packed = [repeat_lookup.pack_shingles(e.appeal.shingles) for e in stored]
-    read: list[bytes] = []
-    values = repeat_lookup._stored_values
-
-    def reading(data: bytes) -> Any:
-        read.append(data)
-        return values(data)
-
-    listed = [[0, 1, 2, 3, 4]]
-    with (
-        mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 10**6),
-        mock.patch.object(repeat_lookup, "_stored_values", side_effect=reading),
-    ):
-        judged = repeat_lookup.judge_stored([new], listed, _stored_columns(stored, packed), policy)
+    judged, read = _judged_plain_reading(new, stored, packed, policy)
     assert read == [packed[1], packed[2], packed[3], packed[4]]
     _as_numpy_and_decide_judge(new, stored, packed, policy, judged)
     assert decide(new, stored, policy) == Verdict(
@@ -482,9 +471,64 @@ def test_plain_judgement_of_long_stored_sets_is_the_numpy_pass_and_decide(
             data = np.array(values + values[:7], dtype="<u4").tobytes()
         packed.append(data)
     listed = [list(range(len(stored)))]
-    with mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 10**6):
-        plain = repeat_lookup.judge_stored([new], listed, _stored_columns(stored, packed), policy)
-    _as_numpy_and_decide_judge(new, stored, packed, policy, plain)
+    for bucketed_from in (0, 10**6):  # bounded by the buckets first, or not
+        with (
+            mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 10**6),
+            mock.patch.object(repeat_lookup, "BUCKETED_FROM", bucketed_from, create=True),
+        ):
+            columns = _stored_columns(stored, packed)
+            plain = repeat_lookup.judge_stored([new], listed, columns, policy)
+            grams = [repeat_lookup.pack_shingles(new.shingles)]
+            assert repeat_lookup.judge_stored([new], listed, columns, policy, grams) == plain
+        _as_numpy_and_decide_judge(new, stored, packed, policy, plain)
+
+
+def test_plain_judgement_reads_no_stored_set_its_bucket_counts_rule_out() -> None:
+    """A group of enough pairs bounds each by its sets' counts of values a bucket: stored sets
+    of hashed grams sharing a fifth of the appeal's are never read; the one sharing nearly all
+    is, and matches. The judgement is the numpy pass's and ``decide``'s."""
+    policy = RepeatPolicy()
+    rng = np.random.default_rng(7)
+    pool = rng.choice(2**32, size=4000, replace=False).astype(np.int64).tolist()
+    mine = frozenset(pool[:160])
+    new = Appeal(
+        received_at=T0, text="", shingles=mine, ticket_id="N", citizen_hash="h", grid_code="g"
+    )
+    stored = []
+    for k in range(getattr(repeat_lookup, "BUCKETED_FROM", 12)):
+        shared = 150 if k == 5 else 32
+        grams = frozenset(pool[:shared] + pool[200 + 150 * k : 200 + 150 * k + 160 - shared])
+        stored.append(Earlier(Appeal(T0 - timedelta(hours=k + 1), "", grams, f"T{k}", "x", "g"), 0))
+    packed = [repeat_lookup.pack_shingles(e.appeal.shingles) for e in stored]
+    # no stored set's first values read apart: only the buckets can leave a set unread
+    judged, read = _judged_plain_reading(
+        new, stored, packed, policy, _stored_head=lambda data, count: None
+    )
+    assert read == [packed[5]]
+    assert (judged[0].first, judged[0].matches) == (5, 1)
+    _as_numpy_and_decide_judge(new, stored, packed, policy, judged)
+
+
+def _judged_plain_reading(
+    new: Appeal, stored: list[Earlier], packed: list[bytes], policy: RepeatPolicy, **patched: Any
+) -> tuple[list[repeat_lookup.Judged], list[bytes]]:
+    """The plain judgement of ``new`` against every stored candidate (``patched``: names of
+    ``repeat_lookup`` replaced meanwhile), and the packed sets it read whole, in order."""
+    read: list[bytes] = []
+    values = repeat_lookup._stored_values
+
+    def reading(data: bytes) -> Any:
+        read.append(data)
+        return values(data)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 10**6))
+        stack.enter_context(mock.patch.object(repeat_lookup, "_stored_values", reading))
+        for name, value in patched.items():
+            stack.enter_context(mock.patch.object(repeat_lookup, name, value, create=True))
+        listed = [list(range(len(stored)))]
+        judged = repeat_lookup.judge_stored([new], listed, _stored_columns(stored, packed), policy)
+    return judged, read
 
 
 def _as_numpy_and_decide_judge(
