@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -397,6 +398,156 @@ def test_plain_judgement_reads_stored_sets_unpacked_only_when_many_appeals_share
     handed = repeat_lookup.hand_over(appeals, judged, _without_shingles(stored))
     for new, candidates, given_ in zip(appeals, listed, handed, strict=True):
         assert decide(new, given_, policy) == decide(new, [stored[n] for n in candidates], policy)
+
+
+def test_plain_judgement_leaves_the_rest_of_a_stored_set_unread_once_its_head_rules_it_out() -> (
+    None
+):
+    """A stored set of 200 grams sharing few with the appeal is refused on its first values:
+    the rest is never read (``_stored_values`` not called for it); one near the threshold, and
+    those of the same citizen, whose own similarity (0.2) allows too many misses for the first
+    values to tell, are read whole. The judgement is the numpy pass's and ``decide``'s."""
+    policy = RepeatPolicy(text_similarity=0.6, citizen_min_similarity=0.2)
+    mine = frozenset(range(1000, 1200))
+    new = Appeal(
+        received_at=T0, text="", shingles=mine, ticket_id="N", citizen_hash="h", grid_code="g"
+    )
+
+    def stored_ticket(k: int, shared: int, citizen: str) -> Earlier:
+        grams = frozenset(range(1000, 1000 + shared)) | frozenset(range(5000, 5200 - shared))
+        return Earlier(Appeal(T0 - timedelta(hours=k + 1), "", grams, f"T{k}", citizen, "g"), 0)
+
+    stored = [
+        stored_ticket(0, 20, "x"),  # far below 0.6: refused on its head
+        stored_ticket(1, 160, "x"),  # 160 / 240: a match, read whole
+        stored_ticket(2, 140, "x"),  # 140 / 260 = 0.54: near, read whole, not a match
+        stored_ticket(3, 70, "h"),  # the same citizen, 70 / 330 = 0.21 >= 0.2: read whole
+        stored_ticket(4, 10, "h"),  # below 0.2, but 0.2 allows too many misses to tell early
+    ]
+    packed = [repeat_lookup.pack_shingles(e.appeal.shingles) for e in stored]
+    judged, read = _judged_plain_reading(new, stored, packed, policy)
+    assert read == [packed[1], packed[2], packed[3], packed[4]]
+    _as_numpy_and_decide_judge(new, stored, packed, policy, judged)
+    assert decide(new, stored, policy) == Verdict(
+        repeat_of="T3", repeat_count=2, reason="same_citizen"
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 260), st.integers(0, 60), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from([0.3, 0.5, 0.6, 0.9]),
+    st.sampled_from([0.0, 0.1, 0.5]),
+)
+def test_plain_judgement_of_long_stored_sets_is_the_numpy_pass_and_decide(
+    drawn: list[tuple[int, int, bool, bool]], threshold: float, citizen_min: float
+) -> None:
+    """Long stored sets (sharing 0 to all of the appeal's 200 grams, some stored unsorted with
+    repeats, some of the appeal's citizen): the plain judgement, refusing some on their first
+    values, is the numpy pass's, and ``decide`` over its hand-over is ``decide`` over all."""
+    policy = RepeatPolicy(text_similarity=threshold, citizen_min_similarity=citizen_min)
+    mine = frozenset(range(1000, 1200))
+    new = Appeal(
+        received_at=T0, text="", shingles=mine, ticket_id="N", citizen_hash="h", grid_code="g"
+    )
+    stored, packed = [], []
+    for k, (shared, extra, same, messy) in enumerate(drawn):
+        grams = frozenset(range(1200 - min(shared, 200), 1200)) | frozenset(
+            range(9000, 9000 + max(shared - 200, 0) + extra)
+        )
+        stored.append(
+            Earlier(
+                Appeal(T0 - timedelta(minutes=k + 1), "", grams, f"T{k}", "h" if same else "x"),
+                k % 3,
+            )
+        )
+        data = repeat_lookup.pack_shingles(grams)
+        if messy and grams:
+            values = sorted(grams, reverse=True)
+            data = np.array(values + values[:7], dtype="<u4").tobytes()
+        packed.append(data)
+    listed = [list(range(len(stored)))]
+    for bucketed_from in (0, 10**6):  # bounded by the buckets first, or not
+        with (
+            mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 10**6),
+            mock.patch.object(repeat_lookup, "BUCKETED_FROM", bucketed_from, create=True),
+        ):
+            columns = _stored_columns(stored, packed)
+            plain = repeat_lookup.judge_stored([new], listed, columns, policy)
+            grams = [repeat_lookup.pack_shingles(new.shingles)]
+            assert repeat_lookup.judge_stored([new], listed, columns, policy, grams) == plain
+        _as_numpy_and_decide_judge(new, stored, packed, policy, plain)
+
+
+def test_plain_judgement_reads_no_stored_set_its_bucket_counts_rule_out() -> None:
+    """A group of enough pairs bounds each by its sets' counts of values a bucket: stored sets
+    of hashed grams sharing a fifth of the appeal's are never read; the one sharing nearly all
+    is, and matches. The judgement is the numpy pass's and ``decide``'s."""
+    policy = RepeatPolicy()
+    rng = np.random.default_rng(7)
+    pool = rng.choice(2**32, size=4000, replace=False).astype(np.int64).tolist()
+    mine = frozenset(pool[:160])
+    new = Appeal(
+        received_at=T0, text="", shingles=mine, ticket_id="N", citizen_hash="h", grid_code="g"
+    )
+    stored = []
+    for k in range(getattr(repeat_lookup, "BUCKETED_FROM", 12)):
+        shared = 150 if k == 5 else 32
+        grams = frozenset(pool[:shared] + pool[200 + 150 * k : 200 + 150 * k + 160 - shared])
+        stored.append(Earlier(Appeal(T0 - timedelta(hours=k + 1), "", grams, f"T{k}", "x", "g"), 0))
+    packed = [repeat_lookup.pack_shingles(e.appeal.shingles) for e in stored]
+    # no stored set's first values read apart: only the buckets can leave a set unread
+    judged, read = _judged_plain_reading(
+        new, stored, packed, policy, _stored_head=lambda data, count: None
+    )
+    assert read == [packed[5]]
+    assert (judged[0].first, judged[0].matches) == (5, 1)
+    _as_numpy_and_decide_judge(new, stored, packed, policy, judged)
+
+
+def _judged_plain_reading(
+    new: Appeal, stored: list[Earlier], packed: list[bytes], policy: RepeatPolicy, **patched: Any
+) -> tuple[list[repeat_lookup.Judged], list[bytes]]:
+    """The plain judgement of ``new`` against every stored candidate (``patched``: names of
+    ``repeat_lookup`` replaced meanwhile), and the packed sets it read whole, in order."""
+    read: list[bytes] = []
+    values = repeat_lookup._stored_values
+
+    def reading(data: bytes) -> Any:
+        read.append(data)
+        return values(data)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 10**6))
+        stack.enter_context(mock.patch.object(repeat_lookup, "_stored_values", reading))
+        for name, value in patched.items():
+            stack.enter_context(mock.patch.object(repeat_lookup, name, value, create=True))
+        listed = [list(range(len(stored)))]
+        judged = repeat_lookup.judge_stored([new], listed, _stored_columns(stored, packed), policy)
+    return judged, read
+
+
+def _as_numpy_and_decide_judge(
+    new: Appeal,
+    stored: list[Earlier],
+    packed: list[bytes],
+    policy: RepeatPolicy,
+    plain: list[repeat_lookup.Judged],
+) -> None:
+    """``plain`` (the plain judgement of ``new`` against every stored candidate) is the numpy
+    pass's, and ``decide`` over its hand-over is ``decide`` over all."""
+    listed = [list(range(len(stored)))]
+    with mock.patch.object(repeat_lookup, "PLAIN_PAIRS", 0):
+        numpy_pass = repeat_lookup.judge_stored(
+            [new], listed, _stored_columns(stored, packed), policy
+        )
+    assert numpy_pass == plain
+    handed = repeat_lookup.hand_over([new], plain, _without_shingles(stored))[0]
+    assert decide(new, handed, policy) == decide(new, stored, policy)
 
 
 def _without_shingles(stored: list[Earlier]) -> Any:
