@@ -228,3 +228,33 @@ async def _versions(engine: AsyncEngine, kind: str) -> list[Any]:
 def test_a_record_row_has_no_publication_column() -> None:
     row = record_row(encode(ticket(1)), event_id="e", event_type="t", topic=INTAKE_TOPIC)
     assert set(row) == {c.name for c in bus_tables(MetaData())[0].columns if c.name != "id"}
+
+
+async def test_the_claim_commits_without_waiting_for_the_wal_flush(database: Database) -> None:
+    """PostgreSQL: a claim only records that the broker has its records (lost with the server,
+    its rows are pending again and sent again, as after a relay stopped before its commit), so
+    its commit does not wait for the WAL flush; the connection's own setting is as it was
+    after it, and the rows are gone from the pending table once it returns."""
+    if database.kind != "postgres":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    metadata, engine, relay = await _relay(database, "claim_commit", outbox_batch_size=100)
+    outbox = metadata.tables["outbox"]
+    seen: list[str] = []
+
+    async def send(rows: Any) -> None:
+        assert relay._held is not None  # the claim's own connection, inside its transaction
+        seen.append(await relay._held[1].fetchval("SHOW synchronous_commit"))
+
+    relay._send = send  # type: ignore[method-assign]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await bulk.insert(conn, outbox, [event_row(ticket(n)) for n in (1, 2, 3)])
+        assert await relay.publish_batch() == 3
+        assert seen == ["off"]
+        assert relay._held is not None
+        assert await relay._held[1].fetchval("SHOW synchronous_commit") == "on"
+        assert await _ids(engine, PENDING_TABLE) == []
+    finally:
+        await relay.close()
+        await engine.dispose()
