@@ -258,3 +258,49 @@ async def test_the_claim_commits_without_waiting_for_the_wal_flush(database: Dat
     finally:
         await relay.close()
         await engine.dispose()
+
+
+async def test_the_relay_vacuums_the_pending_table_every_so_many_rows_claimed(
+    database: Database,
+) -> None:
+    """PostgreSQL: every claimed row leaves a dead entry at the left end of the pending table's
+    key, where every claim and probe starts; without a vacuum (autovacuum off, or seldom for a
+    table of a few live rows) each walks them all. The relay vacuums the table after every so
+    many rows claimed: the entries are gone, and what is pending is untouched."""
+    if database.kind != "postgres":
+        pytest.skip("the vacuum is PostgreSQL's")
+    metadata, engine, relay = await _relay(database, "pending_vacuum", outbox_batch_size=10)
+    outbox = metadata.tables["outbox"]
+    relay._send = _Sent()  # type: ignore[method-assign]
+    relay._vacuum_every = 25
+
+    async def vacuums() -> int:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            count = await conn.scalar(
+                text(
+                    "SELECT vacuum_count FROM pg_stat_user_tables "
+                    "WHERE relname = :t AND schemaname = current_schema()"
+                ),
+                {"t": PENDING_TABLE},
+            )
+            await conn.rollback()
+        return int(count or 0)
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(
+                text(f"ALTER TABLE {PENDING_TABLE} SET (autovacuum_enabled = false)")
+            )
+            await bulk.insert(conn, outbox, [event_row(ticket(n)) for n in range(35)])
+        assert [await relay.publish_batch() for _ in range(2)] == [10, 10]
+        assert await vacuums() == 0
+        assert await relay.publish_batch() == 10  # 30 claimed: vacuumed once
+        assert await vacuums() == 1
+        assert len(await _ids(engine, PENDING_TABLE)) == 5
+        assert await relay.publish_batch() == 5
+        assert await vacuums() == 1
+    finally:
+        await relay.close()
+        await engine.dispose()
