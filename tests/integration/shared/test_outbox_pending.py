@@ -260,9 +260,7 @@ async def test_the_claim_commits_without_waiting_for_the_wal_flush(database: Dat
         await engine.dispose()
 
 
-async def test_the_relay_vacuums_the_pending_table_every_so_many_rows_claimed(
-    database: Database,
-) -> None:
+async def test_the_relay_vacuums_the_pending_table_as_it_claims(database: Database) -> None:
     """PostgreSQL: every claimed row leaves a dead entry at the left end of the pending table's
     key, where every claim and probe starts; without a vacuum (autovacuum off, or seldom for a
     table of a few live rows) each walks them all. The relay vacuums the table after every so
