@@ -171,6 +171,8 @@ class DatabaseUsage:
     transactions_per_ticket: float | None = None
     statements_by_kind: dict[str, int] = field(default_factory=dict)  # by first keyword
     top_statements: list[tuple[str, int]] = field(default_factory=list)
+    # ``--statement-cpu``: the statements by their backends' CPU, µs a ticket, and executions.
+    statement_cpu: list[tuple[str, float, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -231,7 +233,11 @@ def free_base_port(count: int = 4) -> int:
 
 
 def suite_environment(
-    database: str, postgres: str, stamp: Stamp, statements: Path | None = None
+    database: str,
+    postgres: str,
+    stamp: Stamp,
+    statements: Path | None = None,
+    statement_cpu: bool = False,
 ) -> dict[str, str]:
     """``make run``'s environment: the embedded broker and SQLite files unless PostgreSQL.
 
@@ -255,6 +261,8 @@ def suite_environment(
         if statements is not None:
             statements.mkdir(parents=True, exist_ok=True)
             env["FENGQIAO_BENCH_STATEMENTS"] = str(statements)
+            if statement_cpu:
+                env["FENGQIAO_BENCH_STATEMENT_CPU"] = "1"
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(STATEMENT_COUNT), env.get("PYTHONPATH", "")) if p
             )
@@ -581,10 +589,11 @@ class BackendSampler:
         return out
 
 
-def read_statement_counts(folder: Path) -> Counter[tuple[str, str]]:
-    """(application_name, statement text) → executions so far, summed over the processes."""
+def read_statement_counts(folder: Path, suffix: str = ".json") -> Counter[tuple[str, str]]:
+    """(application_name, statement text) → executions so far, summed over the processes (with
+    ``suffix`` ``.cpu``: their backends' CPU in nanoseconds, ``--statement-cpu``)."""
     total: Counter[tuple[str, str]] = Counter()
-    for path in folder.glob("*.json"):
+    for path in folder.glob(f"*{suffix}"):
         with contextlib.suppress(OSError, ValueError):
             for app, text, n in json.loads(path.read_text(encoding="utf-8")):
                 total[(app, text)] += n
@@ -603,6 +612,7 @@ def database_usage(
     *,
     load_s: float,
     tickets: int,
+    statement_ns: Counter[tuple[str, str]] | None = None,
 ) -> list[DatabaseUsage]:
     """Each service's backends and statements over the load, per ticket dispatched in it."""
     cpu = sampler.usage()
@@ -633,6 +643,11 @@ def database_usage(
                 transactions_per_ticket=round(kinds["BEGIN"] / tickets, 3) if counted else None,
                 statements_by_kind=dict(kinds.most_common()),
                 top_statements=texts.most_common(12),
+                statement_cpu=[
+                    (text, round(ns / 1e3 / tickets, 2), texts[text])
+                    for (app, text), ns in (statement_ns or Counter()).most_common()
+                    if services.get(app) == name and ns > 0 and tickets
+                ][:12],
             )
         )
     return out
@@ -799,11 +814,13 @@ def _measure_case(
     folder = var_dir / "statements" if counting else None
     apps = {application_name(name, stamp): name for name in SERVICES}
     sampler = BackendSampler(args.postgres, apps) if postgres else None
-    env = suite_environment(database, args.postgres, stamp, folder)
+    statement_cpu = folder is not None and getattr(args, "statement_cpu", False)
+    env = suite_environment(database, args.postgres, stamp, folder, statement_cpu)
     proc, base = start_suite_on_free_ports(env, var_dir)
     evaluation_port = base + SERVICES.index("evaluation")
     intake = f"http://127.0.0.1:{base + SERVICES.index('intake')}"
     statements: Counter[tuple[str, str]] | None = None
+    statement_ns: Counter[tuple[str, str]] | None = None
     # Whatever fails once the suite is up, it is stopped below, its profilers with it.
     timers: list[threading.Timer] = []
     spies: list[subprocess.Popen[bytes]] = []
@@ -815,6 +832,7 @@ def _measure_case(
         if sampler is not None:
             sampler.start()
         counted0 = read_statement_counts(folder) if folder is not None else None
+        ns0 = read_statement_counts(folder, ".cpu") if statement_cpu and folder else None
         evaluation_pid = next(pid for pid, name in names.items() if name == "evaluation")
         stall = getattr(args, "stall_evaluation", None)
         timers = stall_timers(evaluation_pid, stall)
@@ -850,6 +868,9 @@ def _measure_case(
         if folder is not None and counted0 is not None:
             statements = read_statement_counts(folder)
             statements.subtract(counted0)
+        if folder is not None and ns0 is not None:
+            statement_ns = read_statement_counts(folder, ".cpu")
+            statement_ns.subtract(ns0)
         for spy in spies:
             spy.wait(timeout=60)
         lag_zero_s: float | None = None
@@ -944,7 +965,14 @@ def _measure_case(
             for pid in pids
         ],
         database_usage=(
-            database_usage(sampler, apps, statements, load_s=load_s, tickets=in_load)
+            database_usage(
+                sampler,
+                apps,
+                statements,
+                load_s=load_s,
+                tickets=in_load,
+                statement_ns=statement_ns,
+            )
             if sampler is not None
             else []
         ),
@@ -1068,6 +1096,17 @@ def render(outcomes: list[SuiteResult | SuiteFailure]) -> str:
                     f"{round(sum(u.cpu_load for u in r.database_usage), 2)} "
                     f"| {total:.3f} (the suite's processes: {python:.3f}) | | |"
                 )
+    by_cpu = [(database, u) for database, u in usage if u.statement_cpu]
+    if by_cpu:
+        lines += [
+            "",
+            "| database | service | backends' CPU inside the statement, µs a ticket dispatched "
+            "| executions | statement |",
+            "|---|---|---|---|---|",
+        ]
+        for database, u in by_cpu:
+            for text, us, calls in u.statement_cpu:
+                lines.append(f"| {database} | {u.service} | {us} | {calls:,} | `{text[:100]}` |")
     drains = [r for r in results if r.drain is not None]
     if drains:
         lines += [
@@ -1151,6 +1190,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="count_statements",
         action="store_false",
         help="PostgreSQL: do not count the statements each service sends (bench/statement_count)",
+    )
+    parser.add_argument(
+        "--statement-cpu",
+        action="store_true",
+        help="PostgreSQL: each statement's backend CPU as well (two /proc reads a statement in "
+        "every process: for finding where the backends' CPU goes, not for comparing runs)",
     )
 
 

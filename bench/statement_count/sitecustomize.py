@@ -11,6 +11,12 @@ runs, ``Connection.execute`` (BEGIN, COMMIT, SAVEPOINT and the group commit's di
 rows is n executions in one round trip) by connection name and statement text. Every half second
 the counts are written to ``<folder>/<pid>.json``; the benchmark reads them at the start and the
 end of the load.
+
+With ``FENGQIAO_BENCH_STATEMENT_CPU`` set as well, each statement's backend CPU is read around it
+(``/proc/<backend pid>/schedstat``, nanoseconds, as ``bench/statement_cpu.py`` does in one
+process) and summed by the same key into ``<folder>/<pid>.cpu``: what each statement costs the
+database, not only how often it runs. Two small file reads a statement: for finding where the
+backends' CPU goes, not for the runs whose CPU is compared.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import threading
 from typing import Any
 
 _FOLDER = os.environ.get("FENGQIAO_BENCH_STATEMENTS")
+_CPU = bool(os.environ.get("FENGQIAO_BENCH_STATEMENT_CPU"))
 _TEXT_CHARS = 160  # enough to tell statements apart in the report
 
 
@@ -34,14 +41,48 @@ def _key(conn: Any, query: str) -> tuple[str, str]:
     return app, " ".join(query.split())[:_TEXT_CHARS]
 
 
+def _backend_ns(pid: int) -> int:
+    with (
+        contextlib.suppress(OSError, ValueError, IndexError),
+        open(f"/proc/{pid}/schedstat", encoding="ascii") as f,
+    ):
+        return int(f.read().split()[0])
+    return 0
+
+
 def _install(folder: str) -> None:
     import asyncpg
     from asyncpg import prepared_stmt
 
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    cpu: collections.Counter[tuple[str, str]] = collections.Counter()
+    inside: set[int] = set()  # connections inside a measured statement (asyncpg nests calls)
 
     def count(conn: Any, query: str, times: int = 1) -> None:
         counts[_key(conn, query)] += times
+
+    def began(conn: Any) -> tuple[int, int] | None:
+        """The backend's pid and CPU so far, if ``conn``'s statement is to be measured (the
+        outermost of asyncpg's nested calls only)."""
+        if not _CPU or id(conn) in inside:
+            return None
+        try:
+            pid = conn.get_server_pid()
+        except Exception:  # closed
+            return None
+        inside.add(id(conn))
+        return pid, _backend_ns(pid)
+
+    async def measured(conn: Any, query: str, call: Any) -> Any:
+        """Await ``call``, its backend's CPU added to ``query``'s."""
+        start = began(conn)
+        if start is None:
+            return await call
+        try:
+            return await call
+        finally:
+            inside.discard(id(conn))
+            cpu[_key(conn, query)] += _backend_ns(start[0]) - start[1]
 
     connection = asyncpg.Connection
     plain_execute = connection.execute
@@ -49,33 +90,33 @@ def _install(folder: str) -> None:
     async def execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
         if not args:  # with arguments it goes through ``_execute``, counted there
             count(self, query)
-        return await plain_execute(self, query, *args, **kwargs)
+        return await measured(self, query, plain_execute(self, query, *args, **kwargs))
 
     bound_execute = connection._execute
 
     async def _execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
         count(self, query)
-        return await bound_execute(self, query, *args, **kwargs)
+        return await measured(self, query, bound_execute(self, query, *args, **kwargs))
 
     many = connection._executemany
 
     async def _executemany(self: Any, query: str, args: Any, *rest: Any, **kwargs: Any) -> Any:
         # One round trip, but the server executes (and plans) the statement once per row.
         count(self, query, len(args) if hasattr(args, "__len__") else 1)
-        return await many(self, query, args, *rest, **kwargs)
+        return await measured(self, query, many(self, query, args, *rest, **kwargs))
 
     copy_records = connection.copy_records_to_table
 
     async def copy_records_to_table(self: Any, table_name: str, **kwargs: Any) -> Any:
         count(self, f"COPY {table_name}")
-        return await copy_records(self, table_name, **kwargs)
+        return await measured(self, f"COPY {table_name}", copy_records(self, table_name, **kwargs))
 
     statement = prepared_stmt.PreparedStatement
     do_execute = statement._PreparedStatement__do_execute  # type: ignore[attr-defined]
 
     async def __do_execute(self: Any, executor: Any) -> Any:
         count(self._connection, self._query)
-        return await do_execute(self, executor)
+        return await measured(self._connection, self._query, do_execute(self, executor))
 
     connection.execute = execute  # type: ignore[method-assign]
     connection._execute = _execute  # type: ignore[method-assign]
@@ -85,10 +126,10 @@ def _install(folder: str) -> None:
 
     path = os.path.join(folder, f"{os.getpid()}.json")
 
-    def dump() -> None:
+    def dump(what: collections.Counter[tuple[str, str]], path: str) -> None:
         for _ in range(3):  # the event loop may add a key while we copy
             with contextlib.suppress(RuntimeError):
-                snapshot = list(counts.items())
+                snapshot = list(what.items())
                 break
         else:
             return
@@ -102,7 +143,9 @@ def _install(folder: str) -> None:
         while True:
             threading.Event().wait(0.5)
             with contextlib.suppress(OSError):
-                dump()
+                dump(counts, path)
+                if _CPU:
+                    dump(cpu, os.path.join(folder, f"{os.getpid()}.cpu"))
 
     threading.Thread(target=keep_dumping, name="statement-counts", daemon=True).start()
 

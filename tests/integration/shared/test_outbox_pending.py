@@ -228,3 +228,77 @@ async def _versions(engine: AsyncEngine, kind: str) -> list[Any]:
 def test_a_record_row_has_no_publication_column() -> None:
     row = record_row(encode(ticket(1)), event_id="e", event_type="t", topic=INTAKE_TOPIC)
     assert set(row) == {c.name for c in bus_tables(MetaData())[0].columns if c.name != "id"}
+
+
+async def test_the_claim_commits_without_waiting_for_the_wal_flush(database: Database) -> None:
+    """PostgreSQL: a claim only records that the broker has its records (lost with the server,
+    its rows are pending again and sent again, as after a relay stopped before its commit), so
+    its commit does not wait for the WAL flush; the connection's own setting is as it was
+    after it, and the rows are gone from the pending table once it returns."""
+    if database.kind != "postgres":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    metadata, engine, relay = await _relay(database, "claim_commit", outbox_batch_size=100)
+    outbox = metadata.tables["outbox"]
+    seen: list[str] = []
+
+    async def send(rows: Any) -> None:
+        assert relay._held is not None  # the claim's own connection, inside its transaction
+        seen.append(await relay._held[1].fetchval("SHOW synchronous_commit"))
+
+    relay._send = send  # type: ignore[method-assign]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await bulk.insert(conn, outbox, [event_row(ticket(n)) for n in (1, 2, 3)])
+        assert await relay.publish_batch() == 3
+        assert seen == ["off"]
+        assert relay._held is not None
+        assert await relay._held[1].fetchval("SHOW synchronous_commit") == "on"
+        assert await _ids(engine, PENDING_TABLE) == []
+    finally:
+        await relay.close()
+        await engine.dispose()
+
+
+async def test_the_relay_vacuums_the_pending_table_as_it_claims(database: Database) -> None:
+    """PostgreSQL: every claimed row leaves a dead entry at the left end of the pending table's
+    key, where every claim and probe starts; without a vacuum (autovacuum off, or seldom for a
+    table of a few live rows) each walks them all. The relay vacuums the table after every so
+    many rows claimed: the entries are gone, and what is pending is untouched."""
+    if database.kind != "postgres":
+        pytest.skip("the vacuum is PostgreSQL's")
+    metadata, engine, relay = await _relay(database, "pending_vacuum", outbox_batch_size=10)
+    outbox = metadata.tables["outbox"]
+    relay._send = _Sent()  # type: ignore[method-assign]
+    relay._vacuum_every = 25
+
+    async def vacuums() -> int:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            count = await conn.scalar(
+                text(
+                    "SELECT vacuum_count FROM pg_stat_user_tables "
+                    "WHERE relname = :t AND schemaname = current_schema()"
+                ),
+                {"t": PENDING_TABLE},
+            )
+            await conn.rollback()
+        return int(count or 0)
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(
+                text(f"ALTER TABLE {PENDING_TABLE} SET (autovacuum_enabled = false)")
+            )
+            await bulk.insert(conn, outbox, [event_row(ticket(n)) for n in range(35)])
+        assert [await relay.publish_batch() for _ in range(2)] == [10, 10]
+        assert await vacuums() == 0
+        assert await relay.publish_batch() == 10  # 30 claimed: vacuumed once
+        assert await vacuums() == 1
+        assert len(await _ids(engine, PENDING_TABLE)) == 5
+        assert await relay.publish_batch() == 5
+        assert await vacuums() == 1
+    finally:
+        await relay.close()
+        await engine.dispose()
