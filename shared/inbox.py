@@ -266,7 +266,9 @@ def _inbox_rows(handler: Handler | Batch) -> bool:
     return not isinstance(handler, Batch) or handler.inbox_rows
 
 
-_Todo = tuple[ConsumerRecord, Event, "Handler | Batch"]
+# A decoded record to apply: the record, its event, the handler, and the event's id as text
+# (made once here: the look-up, the repeats, the handler's answer and the inbox row all use it).
+_Todo = tuple[ConsumerRecord, Event, "Handler | Batch", str]
 
 
 @dataclass
@@ -283,7 +285,7 @@ def _unique(plan: _Plan) -> tuple[list[_Todo], list[Event]]:
     fresh: list[_Todo] = []
     repeats: list[Event] = []
     for item in plan.todo:
-        event_id = str(item[1].event_id)
+        event_id = item[3]
         if event_id in seen:
             repeats.append(item[1])
         else:
@@ -314,9 +316,9 @@ class _Fetch:
             session,
             consumer._inbox,
             [
-                consumer._inbox_row(r, str(e.event_id), e.event_type, "applied")
-                for r, e, h in self.fresh
-                if str(e.event_id) in ids and _inbox_rows(h)
+                consumer._inbox_row(r, i, e.event_type, "applied")
+                for r, e, h, i in self.fresh
+                if i in ids and _inbox_rows(h)
             ],
             key=["consumer", "event_id"],
             on_conflict=bulk.OnConflict.NOTHING,
@@ -506,7 +508,7 @@ class InboxConsumer:
                 flight = _Fetch(batches, assignment, plan, fresh, duplicates)
                 staged: tuple[AsyncSession, Stage] | None = None
                 try:
-                    staged = await pipe.stage(handler, [e for _, e, _ in fresh])
+                    staged = await pipe.stage(handler, [item[1] for item in fresh])
                     await flight.record_inbox(self, staged[0], staged[1].applied)
                 except BaseException as exc:
                     if staged is not None:
@@ -535,7 +537,7 @@ class InboxConsumer:
 
     def _stager(self, plan: _Plan) -> Batch | None:
         """The staging ``Batch`` handler every event of ``plan`` goes to, if there is one."""
-        handlers = {id(h): h for _, _, h in plan.todo}
+        handlers = {id(item[2]): item[2] for item in plan.todo}
         if len(handlers) != 1:
             return None
         (handler,) = handlers.values()
@@ -567,10 +569,8 @@ class InboxConsumer:
             {tp: records[-1].offset + 1 for tp, records in flight.batches.items()}
         )
         ids = set(applied_ids)
-        applied = [item for item in flight.fresh if str(item[1].event_id) in ids]
-        duplicates = flight.duplicates + [
-            e for _, e, _ in flight.fresh if str(e.event_id) not in ids
-        ]
+        applied = [item for item in flight.fresh if item[3] in ids]
+        duplicates = flight.duplicates + [e for _, e, _, i in flight.fresh if i not in ids]
         await self._applied(flight.plan, applied, duplicates)
         return True
 
@@ -661,7 +661,7 @@ class InboxConsumer:
                 continue
             handler = self._handler_for(event, passed_over)
             if handler is not None:
-                plan.todo.append((record, event, handler))
+                plan.todo.append((record, event, handler, str(event.event_id)))
         _count(self._metrics.events_passed_over, passed_over)
         return plan
 
@@ -718,13 +718,13 @@ class InboxConsumer:
         handler's events), runs of a ``Batch`` handler handed over as lists, one insert of
         inbox rows. All or nothing."""
         duplicates: list[Event] = []
-        fresh: list[tuple[ConsumerRecord, Event, Handler | Batch]] = []
-        applied: list[tuple[ConsumerRecord, Event, Handler | Batch]] = []
+        fresh: list[_Todo] = []
+        applied: list[_Todo] = []
         async with self._sessions() as session, session.begin():
-            looked_up = [str(e.event_id) for _, e, h in plan.todo if not _deduplicates(h)]
+            looked_up = [i for _, _, h, i in plan.todo if not _deduplicates(h)]
             seen = await self._seen(session, looked_up) if looked_up else set()
             for item in plan.todo:
-                event_id = str(item[1].event_id)
+                event_id = item[3]
                 if event_id in seen:
                     duplicates.append(item[1])
                     continue
@@ -738,11 +738,11 @@ class InboxConsumer:
                     while end < len(fresh) and fresh[end][2] is entry:
                         end += 1
                     run = fresh[start:end]
-                    done = await entry.many([e for _, e, _ in run], session=session)
+                    done = await entry.many([item[1] for item in run], session=session)
                     if entry.deduplicates:
                         ids = set(done)
                         for item in run:
-                            if str(item[1].event_id) in ids:
+                            if item[3] in ids:
                                 applied.append(item)
                             else:
                                 duplicates.append(item[1])
@@ -751,7 +751,7 @@ class InboxConsumer:
                 else:
                     event = fresh[start][1]
                     with log_context(
-                        event_id=str(event.event_id), ticket_id=getattr(event, "ticket_id", None)
+                        event_id=fresh[start][3], ticket_id=getattr(event, "ticket_id", None)
                     ):
                         await entry(event, session=session)
                     applied.append(fresh[start])
@@ -762,8 +762,8 @@ class InboxConsumer:
                 session,
                 self._inbox,
                 [
-                    self._inbox_row(r, str(e.event_id), e.event_type, "applied")
-                    for r, e, h in applied
+                    self._inbox_row(r, i, e.event_type, "applied")
+                    for r, e, h, i in applied
                     if _inbox_rows(h)
                 ],
                 key=["consumer", "event_id"],
@@ -774,12 +774,12 @@ class InboxConsumer:
     async def _applied(
         self,
         plan: _Plan,
-        applied: Sequence[tuple[ConsumerRecord, Event, Handler | Batch]],
+        applied: Sequence[_Todo],
         duplicates: Sequence[Event],
     ) -> None:
         """After a plan's commit: count it, and dead-letter what did not decode."""
         _count(self._metrics.events_duplicate, _tally(e.event_type for e in duplicates))
-        _count(self._metrics.events_consumed, _tally(e.event_type for _, e, _ in applied))
+        _count(self._metrics.events_consumed, _tally(item[1].event_type for item in applied))
         self.applied += len(applied)
         if self._on_commit is not None:
             self._on_commit()

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from itertools import repeat
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Dialect, Table
@@ -197,9 +198,11 @@ def _records(plan: Any, rows: list[dict[str, Any]]) -> tuple[Any, list[tuple[Any
     if plan is None or not plan.keys:
         return None
     columns = []
+    count = len(rows)
     for key, process in zip(plan.keys, plan.processors, strict=True):
-        column = [row.get(key) for row in rows]
-        columns.append(column if process is None else list(map(process, column)))
+        # ``dict.get`` mapped over the rows: the loop in C, not a comprehension's frame
+        column = map(dict.get, rows, repeat(key, count))
+        columns.append(column if process is None else map(process, column))
     return plan, list(zip(*columns, strict=True))
 
 
@@ -215,12 +218,43 @@ def new_row(writer: Writer, model: type[M], **values: Any) -> M:
     """A new row of ``model``: a mapped instance added to the session, or a staged draft (which
     has the same attributes, and is what the caller reads and sets)."""
     if isinstance(writer, Staged):
-        draft = Draft(model, **values)
+        draft = _draft(model, values)
         writer.drafts[model].append(draft)
         return cast(M, draft)
     row = model(**values)
     writer.add(row)
     return row
+
+
+@cache
+def _template(model: type[SQLModel]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """A model's draft defaults: the plain ones, and the default factories by name."""
+    factories = tuple(
+        (name, info.default_factory)
+        for name, info in model.model_fields.items()
+        if info.default_factory is not None
+    )
+    made = {name for name, _ in factories}
+    plain = {k: v for k, v in Draft(model).__dict__.items() if k not in made}
+    return plain, factories
+
+
+def _draft(model: type[SQLModel], values: dict[str, Any]) -> Draft:
+    """``Draft(model, **values)`` made from ``values`` itself (the caller's keyword dict, its
+    own): the same attributes, without the keywords packed again and a factory called for a
+    value given. A batch makes six a ticket."""
+    plain, factories = _template(model)
+    for name, factory in factories:
+        if name not in values:
+            values[name] = factory()
+    draft = _new_draft(Draft)
+    _set(draft, "_model", model)
+    _set(draft, "__dict__", {**plain, **values})
+    return draft
+
+
+_new_draft = object.__new__
+_set = object.__setattr__
 
 
 async def emit(writer: Writer, outbox: Outbox, *events: Event) -> None:

@@ -11,17 +11,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects.postgresql import asyncpg
+from sqlmodel import SQLModel
 
-from services.dispatch import staging
+from services.dispatch import models, staging
 from services.dispatch.context import DispatchContext
 from services.dispatch.deadlines.rows import start_clocks
-from services.dispatch.models import Dispatch, TicketRecord, outbox_table
+from services.dispatch.models import (
+    Dispatch,
+    DispatchAction,
+    DispatchClock,
+    TicketRecord,
+    outbox_table,
+)
 from services.dispatch.placement import dispatch_values
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.staging import Staged, emit, emit_fields, new_row
 from services.dispatch.transitions import SYSTEM, record
 from services.dispatch.workflow import Status
-from shared.bulk import draft_rows
+from shared.bulk import Draft, draft_rows
 from shared.events.base import Encoded, Event, encode, encode_fields, encoded
 from shared.events.dispatch import DispatchSigned, MediationRequested, TicketAssigned
 from shared.groupcommit import DirectInserts
@@ -258,3 +265,32 @@ async def test_a_large_batch_copies_the_records_its_rows_would_insert() -> None:
     ]
     assert "id" not in copies[3][0].keys  # numbered by the database
     assert due  # the profile's clocks were started, so their rows are compared too
+
+
+def test_a_staged_row_is_the_draft_of_its_values() -> None:
+    """``new_row`` on a batch makes each table's draft as ``Draft(model, **values)`` does: the
+    same attributes (the model's defaults, its factories' values where none is given) and
+    model; a factory's value is each draft's own, and the caller's values are not shared."""
+    tables = [
+        m
+        for m in vars(models).values()
+        if isinstance(m, type) and issubclass(m, SQLModel) and hasattr(m, "__table__")
+    ]
+    assert {TicketRecord, Dispatch, DispatchClock, DispatchAction} <= set(tables)
+    given_ = {"ticket_id": "T-1", "title": "路灯", "facts": {"text": "x"}}
+    for model in tables:
+        values = {k: v for k, v in given_.items() if k in model.model_fields}
+        staged = Staged()
+        first = new_row(staged, model, **values)
+        second = new_row(staged, model, **values)
+        expected = Draft(model, **values)
+        for draft in (first, second):
+            assert type(draft) is Draft and draft._model is model
+            assert draft.__dict__ == expected.__dict__
+            assert draft.model_dump() == expected.model_dump()
+        assert staged.drafts[model] == [first, second]
+        for name, info in model.model_fields.items():
+            if info.default_factory is not None and name not in values:
+                assert getattr(first, name) is not getattr(second, name)
+        first.title = "changed"
+        assert second.__dict__ == expected.__dict__
