@@ -218,43 +218,12 @@ def new_row(writer: Writer, model: type[M], **values: Any) -> M:
     """A new row of ``model``: a mapped instance added to the session, or a staged draft (which
     has the same attributes, and is what the caller reads and sets)."""
     if isinstance(writer, Staged):
-        draft = _draft(model, values)
+        draft = Draft.of(model, values)
         writer.drafts[model].append(draft)
         return cast(M, draft)
     row = model(**values)
     writer.add(row)
     return row
-
-
-@cache
-def _template(model: type[SQLModel]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
-    """A model's draft defaults: the plain ones, and the default factories by name."""
-    factories = tuple(
-        (name, info.default_factory)
-        for name, info in model.model_fields.items()
-        if info.default_factory is not None
-    )
-    made = {name for name, _ in factories}
-    plain = {k: v for k, v in Draft(model).__dict__.items() if k not in made}
-    return plain, factories
-
-
-def _draft(model: type[SQLModel], values: dict[str, Any]) -> Draft:
-    """``Draft(model, **values)`` made from ``values`` itself (the caller's keyword dict, its
-    own): the same attributes, without the keywords packed again and a factory called for a
-    value given. A batch makes six a ticket."""
-    plain, factories = _template(model)
-    for name, factory in factories:
-        if name not in values:
-            values[name] = factory()
-    draft = _new_draft(Draft)
-    _set(draft, "_model", model)
-    _set(draft, "__dict__", {**plain, **values})
-    return draft
-
-
-_new_draft = object.__new__
-_set = object.__setattr__
 
 
 async def emit(writer: Writer, outbox: Outbox, *events: Event) -> None:
