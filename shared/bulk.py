@@ -54,27 +54,17 @@ class Draft:
     __slots__ = ("__dict__", "_model")
 
     def __init__(self, model: type[SQLModel], **values: Any) -> None:
-        _, plain, factories = _shape(model)
-        object.__setattr__(self, "_model", model)
-        made = self.__dict__
-        made.update(plain)
-        for name, factory in factories:
-            if name not in values:
-                made[name] = factory()
-        made.update(values)
+        _set(self, "_model", model)
+        _set(self, "__dict__", _filled(model, values))
 
     @classmethod
     def of(cls, model: type[SQLModel], values: dict[str, Any]) -> Draft:
         """``Draft(model, **values)`` made from ``values`` itself, which it takes over (the
-        caller's keyword dict): the same attributes, without the keywords packed again and no
-        factory called for a value given. What a batch's writers make a row at a time."""
-        _, plain, factories = _shape(model)
-        for name, factory in factories:
-            if name not in values:
-                values[name] = factory()
+        caller's keyword dict), without the keywords packed again. What a batch's writers make
+        a row at a time."""
         draft = _new(cls)
         _set(draft, "_model", model)
-        _set(draft, "__dict__", {**plain, **values})
+        _set(draft, "__dict__", _filled(model, values))
         return draft
 
     def __getattr__(self, name: str) -> Any:
@@ -91,6 +81,16 @@ class Draft:
 
 _new = object.__new__
 _set = object.__setattr__
+
+
+def _filled(model: type[SQLModel], values: dict[str, Any]) -> dict[str, Any]:
+    """A draft's attributes: the model's defaults under ``values`` (which get the factories'
+    values for what they do not give; no factory is called for a value given)."""
+    _, plain, factories = _shape(model)
+    for name, factory in factories:
+        if name not in values:
+            values[name] = factory()
+    return {**plain, **values}
 
 
 @cache

@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -650,7 +651,7 @@ class InboxConsumer:
         """Decode records and pick each one's handler; a type this service does not act on
         needs nothing."""
         plan = _Plan()
-        passed_over: dict[str, int] = {}
+        passed_over: Counter[str] = Counter()
         for record in records:
             if self._ignored(record, passed_over):
                 continue
@@ -665,7 +666,7 @@ class InboxConsumer:
         _count(self._metrics.events_passed_over, passed_over)
         return plan
 
-    def _handler_for(self, event: Event, passed_over: dict[str, int]) -> Handler | Batch | None:
+    def _handler_for(self, event: Event, passed_over: Counter[str]) -> Handler | Batch | None:
         """The handler that acts on ``event``, or None: a type this service does not act on, or
         an event its ``Only`` handler passes over (added to ``passed_over``)."""
         entry = self._handlers.get(event.cloudevent_type())
@@ -674,12 +675,12 @@ class InboxConsumer:
         handler = entry[1]
         if isinstance(handler, Only):
             if not handler.when(event):
-                passed_over[event.event_type] = passed_over.get(event.event_type, 0) + 1
+                passed_over[event.event_type] += 1
                 return None
             return handler.handler
         return handler
 
-    def _ignored(self, record: ConsumerRecord, passed_over: dict[str, int]) -> bool:
+    def _ignored(self, record: ConsumerRecord, passed_over: Counter[str]) -> bool:
         """True for a record of a known type this service does not act on: skipped from its
         header alone (mediation, say, reads every dispatch event and acts on one type; decoding
         the others was most of its CPU). Unknown types still go through decoding, and so to the
@@ -692,7 +693,7 @@ class InboxConsumer:
         if screened is not None:
             event_type, screen = screened
             if not screen(record.value or b""):
-                passed_over[event_type] = passed_over.get(event_type, 0) + 1
+                passed_over[event_type] += 1
                 return True
             return False
         return kind in self._known and kind not in self._handlers
@@ -778,8 +779,8 @@ class InboxConsumer:
         duplicates: Sequence[Event],
     ) -> None:
         """After a plan's commit: count it, and dead-letter what did not decode."""
-        _count(self._metrics.events_duplicate, _tally(e.event_type for e in duplicates))
-        _count(self._metrics.events_consumed, _tally(item[1].event_type for item in applied))
+        _count(self._metrics.events_duplicate, Counter(e.event_type for e in duplicates))
+        _count(self._metrics.events_consumed, Counter(item[1].event_type for item in applied))
         self.applied += len(applied)
         if self._on_commit is not None:
             self._on_commit()
@@ -810,7 +811,7 @@ class InboxConsumer:
         # that does not get through redelivers the whole run, which would count it again.
         duplicates: list[str] = []
         consumed: list[str] = []
-        passed_over: dict[str, int] = {}
+        passed_over: Counter[str] = Counter()
         async with self._sessions() as session, session.begin():
             for index, record in enumerate(records):
                 if self._ignored(record, passed_over):
@@ -868,8 +869,8 @@ class InboxConsumer:
                 (duplicates if refused else consumed).append(event.event_type)
                 handled += 1
         _count(self._metrics.events_passed_over, passed_over)
-        _count(self._metrics.events_duplicate, _tally(duplicates))
-        _count(self._metrics.events_consumed, _tally(consumed))
+        _count(self._metrics.events_duplicate, Counter(duplicates))
+        _count(self._metrics.events_consumed, Counter(consumed))
         self.applied += len(consumed)
         if handled and self._on_commit is not None:
             self._on_commit()
@@ -957,14 +958,6 @@ class InboxConsumer:
         )
         if self._on_commit is not None:
             self._on_commit()
-
-
-def _tally(event_types: Iterable[str]) -> dict[str, int]:
-    """How many of each event type."""
-    counts: dict[str, int] = {}
-    for event_type in event_types:
-        counts[event_type] = counts.get(event_type, 0) + 1
-    return counts
 
 
 def _count(metric: Any, counts: Mapping[str, int]) -> None:

@@ -641,9 +641,8 @@ class OutboxRelay:
         disabled for the claim's transaction (``_CLAIM_BEGIN``): on a table not yet analysed
         (or analysed before a backlog built up) PostgreSQL may reckon reading every pending row
         and sorting them cheaper than the key's first ``size`` entries."""
-        name, pending, published = (
-            f'"{self._outbox.schema}"."{table}"' if self._outbox.schema else f'"{table}"'
-            for table in (self._outbox.name, PENDING_TABLE, PUBLISHED_TABLE)
+        name, pending, published = map(
+            self._qualified, (self._outbox.name, PENDING_TABLE, PUBLISHED_TABLE)
         )
         size = int(self._settings.outbox_batch_size)
         claim = (
@@ -1000,6 +999,11 @@ class OutboxRelay:
                 self._metrics.events_produced.labels(event_type).inc(count)
         return len(rows)
 
+    def _qualified(self, table: str) -> str:
+        """``table`` of the outbox's schema, quoted for the driver's own statements."""
+        schema = self._outbox.schema
+        return f'"{schema}"."{table}"' if schema else f'"{table}"'
+
     async def _maybe_vacuum_pending(self, driver: Any, claimed: int) -> None:
         """PostgreSQL: ``VACUUM`` the pending table after every ``_VACUUM_PENDING_EVERY`` rows
         claimed. Each claimed row leaves a dead entry at the left end of the table's key, where
@@ -1015,13 +1019,8 @@ class OutboxRelay:
         if self._claimed_unvacuumed < self._vacuum_every:
             return
         self._claimed_unvacuumed = 0
-        pending = (
-            f'"{self._outbox.schema}"."{PENDING_TABLE}"'
-            if self._outbox.schema
-            else f'"{PENDING_TABLE}"'
-        )
         try:
-            await driver.execute(f"VACUUM (SKIP_LOCKED) {pending}")
+            await driver.execute(f"VACUUM (SKIP_LOCKED) {self._qualified(PENDING_TABLE)}")
         except Exception as exc:  # a vacuum is upkeep: never the relay's failure
             log.warning("outbox relay: not vacuuming %s any more: %s", PENDING_TABLE, exc)
             self._vacuum_every = None

@@ -1222,8 +1222,8 @@ def _judge_plain(
                 first = _stored_head(data, head)
                 if first is not None:
                     # at most every value not read is shared, and no more than either set holds
-                    most = min(len(mine.intersection(first)) + stored_count - head, ours, theirs)
-                    if most / (ours + theirs - most) < least:
+                    upper = min(len(mine.intersection(first)) + stored_count - head, ours, theirs)
+                    if upper / (ours + theirs - upper) < least:
                         return -1
             return len(mine.intersection(_stored_values(data)))
         found = sets.get(b)
@@ -1320,12 +1320,8 @@ def _most_shared(
     the buckets (two sets share no more of a bucket's values than the fewer they hold of it).
     ``values``/``set_sizes``: the stored sets as ``packed_sets`` gives them (each unique);
     ``grams``: the appeals' sets packed, if at hand (else read from their shingles)."""
-    n_stored, n_appeals = set_sizes.size, len(appeals)
-    low = np.uint32(_BUCKETS - 1)
-    owner = np.repeat(np.arange(n_stored, dtype=np.int64), set_sizes)
-    theirs = np.bincount(owner * _BUCKETS + (values & low), minlength=n_stored * _BUCKETS).reshape(
-        n_stored, _BUCKETS
-    )
+    n_appeals = len(appeals)
+    theirs = _bucket_counts(values, set_sizes)
     if grams is not None:
         mine_values = np.frombuffer(b"".join(grams), dtype="<u4")
         mine_sizes = np.fromiter(map(len, grams), dtype=np.int64, count=n_appeals) // 4
@@ -1334,14 +1330,20 @@ def _most_shared(
         mine_values = np.fromiter(
             chain.from_iterable(a.shingles for a in appeals), np.uint32, int(mine_sizes.sum())
         )
-    mine_owner = np.repeat(np.arange(n_appeals, dtype=np.int64), mine_sizes)
-    mine = np.bincount(
-        mine_owner * _BUCKETS + (mine_values & low), minlength=n_appeals * _BUCKETS
-    ).reshape(n_appeals, _BUCKETS)
+    mine = _bucket_counts(mine_values, mine_sizes)
     counts = np.fromiter(map(len, candidates), dtype=np.int64, count=len(candidates))
     pair_a = np.repeat(np.arange(len(candidates), dtype=np.int64), counts)
     pair_b = np.fromiter(chain.from_iterable(candidates), np.int64, int(counts.sum()))
     return np.minimum(mine[pair_a], theirs[pair_b]).sum(axis=1).tolist()
+
+
+def _bucket_counts(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Sets laid end to end (``values``, each set's length in ``sizes``): each set's count of
+    values in each of ``_BUCKETS`` buckets by their low bits, a row a set."""
+    n = sizes.size
+    owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    low = values & np.uint32(_BUCKETS - 1)
+    return np.bincount(owner * _BUCKETS + low, minlength=n * _BUCKETS).reshape(n, _BUCKETS)
 
 
 _HEAD_TIMES, _HEAD_EXTRA = 2, 16
