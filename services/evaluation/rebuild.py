@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.evaluation import cells
+from services.evaluation import cells, ledger
 from services.evaluation.bulk import Sink
 from services.evaluation.context import evaluation_calendar
 from services.evaluation.facts import fold_case, fold_ticket
@@ -58,7 +58,6 @@ from shared.events.base import (
     EventDecodeError,
     UnknownEventType,
     decode,
-    dump_json_many,
     registry,
 )
 from shared.workcalendar import OperationalCalendar, WorkCalendar
@@ -281,7 +280,8 @@ async def _read(
             ledgered.append(event)
         if rows:
             rows = [
-                (*row, payload) for row, payload in zip(rows, dump_json_many(ledgered), strict=True)
+                (*row, payload)
+                for row, payload in zip(rows, ledger.payloads(ledgered), strict=True)
             ]
             await sink.put(ledger_table, _LEDGER, rows)
             report.events += len(rows)
@@ -309,7 +309,7 @@ async def _ledger(
         if not page:
             return by_key
         for _event_id, key, ce_type, payload in page:
-            by_key.setdefault(key, []).append(classes[ce_type].model_validate_json(payload))
+            by_key.setdefault(key, []).append(ledger.read(classes[ce_type], payload))
         after = page[-1][0]
         report.records += len(page)
         report.events += len(page)

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.evaluation import cells
+from services.evaluation import cells, ledger
 from services.evaluation.facts import TicketState, finish, fold_case, fold_more, fold_state
 from services.evaluation.models import (
     CELL_COLUMNS,
@@ -38,7 +38,7 @@ from services.evaluation.models import (
 from shared import bulk
 from shared.bulk import OnConflict
 from shared.events import mediation as m
-from shared.events.base import Event, dump_json_many, registry
+from shared.events.base import Event, registry
 from shared.workcalendar import WorkCalendar
 
 TICKET, CASE = "T:", "C:"
@@ -145,7 +145,7 @@ async def stage_many(
             }
         )
         ledgered.append(event)
-    for row, payload in zip(rows, dump_json_many(ledgered), strict=True):
+    for row, payload in zip(rows, ledger.payloads(ledgered), strict=True):
         row["payload"] = payload
     applied = await bulk.upsert(
         session,
@@ -348,7 +348,7 @@ async def ledger_events_of(
     c = ledger_table.c
     for among in bulk.among(session, c.event_id, list(missing)):
         for event_id, payload in await session.execute(select(c.event_id, c.payload).where(among)):
-            fresh[event_id] = classes[missing[event_id]].model_validate_json(payload)
+            fresh[event_id] = ledger.read(classes[missing[event_id]], payload)
     DECODED.remember(fresh)
     events.update(fresh)
     found: dict[str, list[Event]] = defaultdict(list)

@@ -163,22 +163,28 @@ def encode_many(events: Sequence[Event]) -> list[Record]:
     return [_record(e, orjson.dumps(p)) for e, p in zip(events, payloads, strict=True)]
 
 
-def dump_json_many(events: Sequence[Event]) -> list[str]:
+def dump_json_many(
+    events: Sequence[Event], leave_out: Mapping[type[Event], set[str]] | None = None
+) -> list[str]:
     """``model_dump_json()`` of each event, the events of one class dumped by one serializer
     call for them all and the text cut where each next event's object opens: ``,{"event_id":``
     (an event's first field) cannot occur inside a JSON string, so it occurs at every boundary
-    and, if the count says nowhere else, only there; one dump per event otherwise."""
+    and, if the count says nowhere else, only there; one dump per event otherwise. The fields
+    ``leave_out`` names for a class are not written (``exclude``)."""
     texts: list[str | None] = [None] * len(events)
     groups: dict[type[Event], list[int]] = {}
     for at, event in enumerate(events):
         groups.setdefault(type(event), []).append(at)
     for cls, ats in groups.items():
+        left = leave_out.get(cls) if leave_out else None
         if (
             len(ats) > 1
             and cls.model_dump_json is BaseModel.model_dump_json
             and next(iter(cls.model_fields)) == "event_id"
         ):
-            joined = _list_of(cls).dump_json([events[at] for at in ats])
+            joined = _list_of(cls).dump_json(
+                [events[at] for at in ats], exclude={"__all__": left} if left else None
+            )
             parts = joined[1:-1].split(_NEXT_EVENT)
             if len(parts) == len(ats):
                 texts[ats[0]] = parts[0].decode()
@@ -186,7 +192,7 @@ def dump_json_many(events: Sequence[Event]) -> list[str]:
                     texts[at] = (_OPENING + part).decode()
                 continue
         for at in ats:
-            texts[at] = events[at].model_dump_json()
+            texts[at] = events[at].model_dump_json(exclude=left)
     return texts  # type: ignore[return-value]  # every place filled above
 
 
