@@ -3,16 +3,16 @@ departments wrote, nor who appealed.
 
 The ledger holds every folded event so that a fact can be refolded whatever order its events
 arrive in, and rebuilt. No fold reads an appeal's title or content, its citizen (masked name
-and phone, hash), a callback's comment, a return's reason or a mediator's summary
+and phone, hash) or address, a callback's comment, a return's reason or a mediator's summary
 (``facts.py`` and ``cells.py`` read codes, times, flags and counts), so the ledger does not
 store them: the committee's service keeps no copy of what citizens wrote or who they are (the
 appeal stays in intake, the notes in dispatch and mediation), and a ticket's ledger entry is a
 few hundred bytes instead of the appeal's kilobytes, in the table evaluation writes most.
 
-An entry read back gets each left-out field's stand-in (an empty text, none where the field is
-optional, nobody for the citizen), so it validates as its class. The stored fields come after
-the stand-ins in the JSON text, and of a repeated key the last wins: an entry written with its
-text (before this module) reads back with it.
+An entry read back gets an empty text for each required field left out and its default for
+each other (nobody for the citizen, no address), so it validates as its class. The stored
+fields come after the stand-ins in the JSON text, and of a repeated key the last wins: an entry
+written with its text (before this module) reads back with it.
 """
 
 from __future__ import annotations
@@ -27,39 +27,50 @@ from shared.events import intake as i
 from shared.events import mediation as m
 from shared.events.base import Event, dump_json_many
 
-# Per class, the free-text fields no fold reads, and the stand-in a read entry gets for each.
+# Per class, what no fold reads and the ledger leaves out (pydantic's ``exclude``: a field, or
+# some fields of a part).
 LEFT_OUT: Mapping[type[Event], Mapping[str, Any]] = {
-    i.TicketReceived: {"title": "", "content": "", "citizen": {}},
-    i.FeedbackReceived: {"comment": None},
-    d.ReturnRequested: {"reason": ""},
-    d.ReturnDecided: {"note": None},
-    d.DispatchTransferred: {"reason": ""},
-    d.ExtensionRequested: {"reason": ""},
-    d.ExtensionDecided: {"note": None},
-    d.ProgressNoted: {"note": ""},
-    d.CitizenContacted: {"note": None},
-    d.DispatchWithdrawn: {"reason": ""},
-    d.DispatchSupervised: {"note": ""},
-    d.DispatchFocused: {"note": None},
-    d.WhistleBlown: {"reason": ""},
-    d.MediationRequested: {"reason": None},
-    m.AgreementReached: {"summary": ""},
-    m.MediationFailed: {"reason": ""},
-    m.CaseReferred: {"reason": ""},
+    i.TicketReceived: {"title": True, "content": True, "citizen": True, "location": {"address"}},
+    i.FeedbackReceived: {"comment": True},
+    d.ReturnRequested: {"reason": True},
+    d.ReturnDecided: {"note": True},
+    d.DispatchTransferred: {"reason": True},
+    d.ExtensionRequested: {"reason": True},
+    d.ExtensionDecided: {"note": True},
+    d.ProgressNoted: {"note": True},
+    d.CitizenContacted: {"note": True},
+    d.DispatchWithdrawn: {"reason": True},
+    d.DispatchSupervised: {"note": True},
+    d.DispatchFocused: {"note": True},
+    d.WhistleBlown: {"reason": True},
+    d.MediationRequested: {"reason": True},
+    m.AgreementReached: {"summary": True},
+    m.MediationFailed: {"reason": True},
+    m.CaseReferred: {"reason": True},
 }
 
-_LEAVE_OUT = {cls: set(fields) for cls, fields in LEFT_OUT.items()}
+
+def stand_ins(cls: type[Event]) -> dict[str, str]:
+    """The texts a read entry gets for the required fields left out of it (an empty one each);
+    a left-out field with a default gets its default."""
+    return {
+        name: ""
+        for name, what in LEFT_OUT.get(cls, {}).items()
+        if what is True and cls.model_fields[name].is_required()
+    }
+
+
 # The stand-ins as the opening of a JSON object: '{"title":"","content":"",'
-_OPENINGS = {cls: orjson.dumps(dict(fields))[:-1] + b"," for cls, fields in LEFT_OUT.items()}
+_OPENINGS = {cls: orjson.dumps(stand_ins(cls))[:-1] + b"," for cls in LEFT_OUT if stand_ins(cls)}
 
 
 def payloads(events: Sequence[Event]) -> list[str]:
-    """Each event's ledger entry: its JSON without the fields ``LEFT_OUT`` names for its class."""
-    return dump_json_many(events, _LEAVE_OUT)
+    """Each event's ledger entry: its JSON without what ``LEFT_OUT`` names for its class."""
+    return dump_json_many(events, LEFT_OUT)
 
 
 def read(cls: type[Event], payload: str | bytes) -> Event:
-    """A ledger entry as its event, the left-out fields given their stand-ins."""
+    """A ledger entry as its event, the left-out fields given their stand-ins or defaults."""
     opening = _OPENINGS.get(cls)
     if opening is None:
         return cls.model_validate_json(payload)

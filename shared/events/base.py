@@ -164,7 +164,7 @@ def encode_many(events: Sequence[Event]) -> list[Record]:
 
 
 def dump_json_many(
-    events: Sequence[Event], leave_out: Mapping[type[Event], set[str]] | None = None
+    events: Sequence[Event], leave_out: Mapping[type[Event], Any] | None = None
 ) -> list[str]:
     """``model_dump_json()`` of each event, the events of one class dumped by one serializer
     call for them all and the text cut where each next event's object opens: ``,{"event_id":``

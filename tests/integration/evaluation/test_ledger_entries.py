@@ -1,5 +1,5 @@
-"""The stored ledger holds no appeal text and no citizen, and a fact refolded from it later
-(its events no longer in the process's memory) is the fact its events give."""
+"""The stored ledger holds no appeal text, no citizen and no address, and a fact refolded from
+it later (its events no longer in the process's memory) is the fact its events give."""
 
 from __future__ import annotations
 
@@ -8,20 +8,24 @@ from sqlalchemy import select
 from services.evaluation import service
 from services.evaluation.models import ledger_table
 from services.evaluation.rebuild import rebuild
-from shared.events.intake import Citizen
+from shared.events.intake import Citizen, Location
 from tests.integration.evaluation.support import assigned, feedback, received
 from tests.integration.evaluation.test_batch_apply import _evaluation, _fold
 from tests.integration.evaluation.test_rebuild import dump
 from tests.support import Database
 
 PHONE = "139****0001"
+ADDRESS = "越城区塔山街道环山路8号"
 
 
 async def test_a_refold_from_the_stored_ledger_gives_the_facts_of_the_events(
     database: Database,
 ) -> None:
     first = received("TLEDGER1").model_copy(
-        update={"citizen": Citizen(display_name="李**", phone_masked=PHONE, citizen_hash="c" * 64)}
+        update={
+            "citizen": Citizen(display_name="李**", phone_masked=PHONE, citizen_hash="c" * 64),
+            "location": Location(address=ADDRESS, grid_code="330602001001001"),
+        }
     )
     events = [first, assigned("TLEDGER1", "D-WATER")]
     later = [feedback("TLEDGER1", 1, resolved=True, satisfaction="satisfied")]
@@ -45,6 +49,7 @@ async def test_a_refold_from_the_stored_ledger_gives_the_facts_of_the_events(
             ).scalar_one()
     assert first.content and first.content not in entry
     assert first.title not in entry and PHONE not in entry and "李**" not in entry
+    assert ADDRESS not in entry and "330602001001001" in entry
     for name in ("ticket_facts", "dispatch_facts", "eval_cells"):
         assert stored[name] == expected[name], name
     assert stored["ticket_facts"]
