@@ -2,7 +2,8 @@
 
     python -m bench.run [intake's options: --seconds, --warmup, --connections, --batch-...]
                         [--suite-seconds 300] [--suite-connections 16] [--suite-databases ...]
-                        [--drain-timeout 300] [--peer-seconds 20] [--peer-warmup 5]
+                        [--drain-timeout 300] [--suite-windows 30] [--peer-seconds 20]
+                        [--peer-warmup 5]
                         [--peer-connections 64] [--skip suite,peer] [--label TEXT]
                         [--out bench/results/bench.json] [--docs docs/benchmarks.md | --no-docs]
 
@@ -141,6 +142,12 @@ def main() -> None:
     parser.add_argument("--suite-connections", type=int, default=16)
     parser.add_argument("--suite-databases", default="sqlite,postgres")
     parser.add_argument("--suite-drain-timeout", type=int, default=300)
+    parser.add_argument(
+        "--suite-windows",
+        type=float,
+        default=30,
+        help="the suite's CPU a ticket every SECONDS of its load (0: not)",
+    )
     parser.add_argument("--peer-seconds", type=int, default=20)
     parser.add_argument("--peer-warmup", type=int, default=5)
     parser.add_argument("--peer-connections", type=int, default=64)
@@ -166,7 +173,9 @@ def main() -> None:
         print(peer_helpdesk.render(peer), flush=True)
     suite_results: list[suite.SuiteResult | suite.SuiteFailure] = []
     if "suite" not in skip:
-        suite_args = _sub(args, "suite", ("seconds", "connections", "databases", "drain_timeout"))
+        suite_args = _sub(
+            args, "suite", ("seconds", "connections", "databases", "drain_timeout", "windows")
+        )
         print(f"suite: {intake.settle(args) or 'not settled'}", flush=True)
         suite_results = suite.run(suite_args)
         print(suite.render(suite_results), flush=True)

@@ -2,7 +2,7 @@
 
     python -m bench.suite [--seconds 300] [--connections 16] [--databases sqlite,postgres]
                           [--drain-timeout 300] [--postgres URL] [--out FILE]
-                          [--stall-evaluation AT:SECONDS]
+                          [--stall-evaluation AT:SECONDS] [--windows SECONDS]
 
 For each database: ``fengqiao up`` on free ports (the embedded broker and the four services, one
 process each, exactly as ``make run`` runs them) with SQLite files — the default — or with
@@ -26,13 +26,22 @@ The drain (evaluation from the load's end until lag is zero): the events it cons
 second, its process's and (PostgreSQL) its backends' CPU an event, and its ticket folds resumed
 or refolded. ``--stall-evaluation AT:SECONDS`` stops evaluation's process that long mid-load, so
 that there is a backlog to drain.
+
+``--windows SECONDS`` (``make bench``: 30) cuts the load into stretches: every SECONDS each
+process's CPU (``/proc``), each service's backends' (the backend sampler's reads) and the
+machine's busy and stolen CPU (``/proc/stat``) are noted — no statement, no request — and after
+the run each stretch's tickets are counted from intake's ``received_at``: a table of the rate
+and the CPU a ticket stretch by stretch, which shows what a long run costs that a short one
+does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -46,6 +55,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,6 +186,119 @@ class DatabaseUsage:
 
 
 @dataclass
+class Window:
+    """One stretch of the load (``--windows``): the tickets intake received in it and the CPU
+    each process and each service's backends used, a ticket."""
+
+    ends_s: float  # seconds into the load
+    tickets_per_s: float
+    processes_ms: dict[str, float]  # process label → CPU ms a ticket received in the window
+    backends_ms: dict[str, float]  # service → its backends' CPU ms a ticket (PostgreSQL)
+    total_ms: float
+    machine_cores: float  # the whole machine's busy cores (steal included)
+    steal_cores: float  # time the hypervisor gave the machine's cores to others
+
+
+@dataclass
+class Snapshot:
+    at: datetime
+    processes: dict[str, float]  # label → CPU seconds so far
+    backends: dict[str, float]  # service → its backends' CPU seconds in the window so far
+    machine: float = 0.0  # the machine's busy CPU seconds so far, steal included
+    steal: float = 0.0  # of which stolen
+
+
+def machine_times() -> tuple[float, float]:
+    """The machine's busy and stolen CPU seconds so far (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - fields[3] - fields[4]) / tick, fields[7] / tick
+
+
+class WindowSampler:
+    """Every ``seconds`` of the load, each process's CPU so far (``/proc``) and each service's
+    backends' (what the backend sampler has read): two file reads a process, no statement and
+    no request to the suite. The tickets a window received are counted after the run, from
+    intake's ``received_at``."""
+
+    def __init__(
+        self, seconds: float, names: dict[int, str], backends: BackendSampler | None
+    ) -> None:
+        self._seconds = seconds
+        self._names = names
+        self._backends = backends
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.snapshots: list[Snapshot] = []
+
+    def _snap(self) -> None:
+        used = cpu_seconds(list(self._names))
+        self.snapshots.append(
+            Snapshot(
+                datetime.now(UTC),
+                {self._names[pid]: cpu for pid, cpu in used.items()},
+                self._backends.so_far() if self._backends is not None else {},
+                *machine_times(),
+            )
+        )
+
+    def start(self) -> None:
+        self._snap()
+
+        def run() -> None:
+            while not self._stop.wait(self._seconds):
+                self._snap()
+
+        self._thread = threading.Thread(target=run, name="window-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The last snapshot, at the load's end; once."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._snap()
+        # A stretch of less than half a period is too short to read: the one before grows.
+        taken = self.snapshots
+        if len(taken) > 2 and (taken[-1].at - taken[-2].at).total_seconds() < self._seconds / 2:
+            del taken[-2]
+
+
+def window_rows(snapshots: Sequence[Snapshot], received: Iterable[datetime]) -> list[Window]:
+    """Each stretch between two snapshots: tickets received in it a second, and each process's
+    and service's CPU over those tickets (a stretch that received none is left out)."""
+    times = sorted(received)
+    rows = []
+    for before, after in itertools.pairwise(snapshots):
+        tickets = bisect.bisect_right(times, after.at) - bisect.bisect_right(times, before.at)
+        seconds = (after.at - before.at).total_seconds()
+        if not tickets or seconds <= 0:
+            continue
+        per = 1000 / tickets
+        processes = {
+            k: round((v - before.processes.get(k, 0.0)) * per, 3)
+            for k, v in after.processes.items()
+        }
+        backends = {
+            k: round((v - before.backends.get(k, 0.0)) * per, 3) for k, v in after.backends.items()
+        }
+        rows.append(
+            Window(
+                ends_s=round((after.at - snapshots[0].at).total_seconds(), 1),
+                tickets_per_s=round(tickets / seconds, 1),
+                processes_ms=processes,
+                backends_ms=backends,
+                total_ms=round(sum(processes.values()) + sum(backends.values()), 3),
+                machine_cores=round((after.machine - before.machine) / seconds, 2),
+                steal_cores=round((after.steal - before.steal) / seconds, 2),
+            )
+        )
+    return rows
+
+
+@dataclass
 class SuiteResult:
     database: str
     seconds: int
@@ -205,6 +328,7 @@ class SuiteResult:
     processes: list[ProcessUsage] = field(default_factory=list)
     database_usage: list[DatabaseUsage] = field(default_factory=list)  # PostgreSQL only
     drain: Drain | None = None
+    windows: list[Window] = field(default_factory=list)  # ``--windows``
     latency_source: str = (
         "intake tickets.received_at vs min(dispatch dispatches.assigned_at), read after the run"
     )
@@ -575,6 +699,13 @@ class BackendSampler:
             self.last[pid] = used
         self.live = live
 
+    def so_far(self) -> dict[str, float]:
+        """Service → its backends' CPU seconds from the window's start to the last sample."""
+        out: dict[str, float] = {}
+        for pid, service in list(self.service.items()):
+            out[service] = out.get(service, 0.0) + self.last.get(pid, 0.0) - self.first[pid]
+        return out
+
     def usage(self) -> dict[str, tuple[float, int, int, int]]:
         """Service → (CPU seconds in the window, backends, opened, closed)."""
         out: dict[str, tuple[float, int, int, int]] = {}
@@ -824,6 +955,7 @@ def _measure_case(
     # Whatever fails once the suite is up, it is stopped below, its profilers with it.
     timers: list[threading.Timer] = []
     spies: list[subprocess.Popen[bytes]] = []
+    windows: WindowSampler | None = None
     try:
         probe_id, probe_s = probe(intake, evaluation_port)
         pids = process_tree(proc.pid)
@@ -838,7 +970,12 @@ def _measure_case(
         timers = stall_timers(evaluation_pid, stall)
         for timer in timers:
             timer.start()
+        every = getattr(args, "windows", 0)
+        if every:
+            windows = WindowSampler(every, names, sampler)
         cpu0, machine0 = cpu_seconds(pids), machine_busy()
+        if windows is not None:
+            windows.start()
         load_started = datetime.now(UTC)
         wall0 = time.monotonic()
         wrk, wrk_cpu = run_wrk(
@@ -850,6 +987,8 @@ def _measure_case(
         )
         wall1 = time.monotonic()
         load_ended = datetime.now(UTC)
+        if windows is not None:
+            windows.stop()
         for timer in timers:
             timer.cancel()
         if timers:
@@ -893,6 +1032,8 @@ def _measure_case(
             drain_sampler.stop()
         peaks = peak_rss_mb(pids)
     finally:
+        if windows is not None:
+            windows.stop()  # at once if the load ended normally: stopped there already
         for timer in timers:
             timer.cancel()
         if timers:  # set once evaluation_pid is
@@ -945,6 +1086,7 @@ def _measure_case(
         probe_s=probe_s,
         database_locked=locked,
         error_lines=errors,
+        windows=window_rows(windows.snapshots, received.values()) if windows is not None else [],
         processes=[
             ProcessUsage(
                 name=names[pid],
@@ -1107,6 +1249,8 @@ def render(outcomes: list[SuiteResult | SuiteFailure]) -> str:
         for database, u in by_cpu:
             for text, us, calls in u.statement_cpu:
                 lines.append(f"| {database} | {u.service} | {us} | {calls:,} | `{text[:100]}` |")
+    for r in (r for r in results if r.windows):
+        lines += ["", render_windows(r.database, r.windows)]
     drains = [r for r in results if r.drain is not None]
     if drains:
         lines += [
@@ -1128,6 +1272,42 @@ def render(outcomes: list[SuiteResult | SuiteFailure]) -> str:
     for r in results:
         lines.append(f"- {r.database}: {verdict(r)}")
     return "\n".join(lines + failed)
+
+
+def render_windows(database: str, windows: Sequence[Window]) -> str:
+    """The load a stretch at a time: how its rate and CPU a ticket moved as the tables grew."""
+    processes = list(dict.fromkeys(k for w in windows for k in w.processes_ms))
+    backends = sorted(
+        {k for w in windows for k in w.backends_ms},
+        key=lambda k: (processes.index(k) if k in processes else len(processes), k),
+    )
+    head = [
+        "ends (s)",
+        "tickets/s",
+        *processes,
+        *(f"{k}'s backends" for k in backends),
+        "all",
+        "machine busy (cores)",
+        "stolen (cores)",
+    ]
+    lines = [
+        f"CPU ms a ticket received, a stretch of the load at a time ({database}):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for w in windows:
+        cells = [
+            f"{w.ends_s:g}",
+            f"{w.tickets_per_s:,.0f}",
+            *(f"{w.processes_ms.get(k, 0.0):.3f}" for k in processes),
+            *(f"{w.backends_ms.get(k, 0.0):.3f}" for k in backends),
+            f"{w.total_ms:.3f}",
+            f"{w.machine_cores:.2f}",
+            f"{w.steal_cores:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _by_service(counts: dict[str, int]) -> str:
@@ -1170,6 +1350,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument(
         "--drain-timeout", type=int, default=300, help="seconds to wait for zero lag"
+    )
+    parser.add_argument(
+        "--windows",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="each process's and each service's backends' CPU a ticket, every SECONDS of the load",
     )
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy each service during the load into DIR"
