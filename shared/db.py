@@ -140,6 +140,12 @@ def create_engine(settings: ServiceSettings, *, readonly: bool = False) -> Async
         # rising within minutes under load). Planned for its parameters each time, it stays an
         # index probe whatever the table held at start.
         "plan_cache_mode": "force_custom_plan",
+        # A table the planner has no statistics for (a server without autovacuum, a surge
+        # before it analyses) gets row estimates that grow with it, and past `jit_above_cost`
+        # every run of a statement was compiled first: intake's lifecycle read of a fetch,
+        # 2 ms of work, took 12.5 ms at 209,000 rows, 10 ms of it JIT (docs/benchmarks.md).
+        # No statement of a service runs long enough for compiling to pay.
+        "jit": "off",
     }
     if settings.database_schema:
         server_settings["search_path"] = settings.database_schema

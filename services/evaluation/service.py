@@ -284,9 +284,8 @@ def resume(prior: Folded | None, held: AbstractSet[str], new: Mapping[str, Event
 # is taken for 1/200 of the ledger, a fetch's hundreds of keys for all of it, and every fetch
 # read the whole ledger — a cost growing with the ledger (docs/benchmarks.md, "Evaluation in
 # the whole suite"). A lateral subquery that is not flattened (``OFFSET 0``) can only be run
-# once a key; JIT is off for the fetch's transaction because the same missing statistics put
-# the estimated cost far above ``jit_above_cost``, and compiling cost more than the probes.
-_JIT_OFF = text("SET LOCAL jit = off")
+# once a key. (The same missing statistics put its estimated cost far above
+# ``jit_above_cost``: every service's connections have JIT off, ``shared.db.create_engine``.)
 _FACT_KEY = ledger_table.c.fact_key.type.compile(dialect=postgresql.dialect())
 _LEDGER_IDS = text(
     "SELECT k.fact_key, l.event_id, l.event_type "
@@ -303,7 +302,6 @@ async def ledger_ids_of(
     c = ledger_table.c
     held: dict[str, list[tuple[str, str]]] = defaultdict(list)
     if keys and session.get_bind().dialect.name == "postgresql":
-        await session.execute(_JIT_OFF)
         for key, event_id, event_type in await session.execute(_LEDGER_IDS, {"keys": list(keys)}):
             held[key].append((event_id, event_type))
         return held
