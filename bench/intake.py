@@ -370,11 +370,18 @@ def group_commits(base: str, tries: int = 16) -> list[tuple[int, int]]:
     return sorted(seen)
 
 
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+def machine_times() -> tuple[float, float]:
+    """The whole machine's busy CPU seconds so far (all cores; steal included) and, of them,
+    those the hypervisor gave to others (steal), from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - idle) / tick, fields[7] / tick
+
+
+def machine_busy() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+    return machine_times()[0]
 
 
 def peak_rss_mb(pids: list[int]) -> dict[int, float]:

@@ -74,6 +74,7 @@ from bench.intake import (
     cpu_seconds,
     demo_places,
     machine_busy,
+    machine_times,
     missed_by,
     peak_rss_mb,
     process_tree,
@@ -206,13 +207,6 @@ class Snapshot:
     backends: dict[str, float]  # service → its backends' CPU seconds in the window so far
     machine: float = 0.0  # the machine's busy CPU seconds so far, steal included
     steal: float = 0.0  # of which stolen
-
-
-def machine_times() -> tuple[float, float]:
-    """The machine's busy and stolen CPU seconds so far (all cores), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(fields[:8]) - fields[3] - fields[4]) / tick, fields[7] / tick
 
 
 class WindowSampler:
@@ -708,11 +702,12 @@ class BackendSampler:
 
     def usage(self) -> dict[str, tuple[float, int, int, int]]:
         """Service → (CPU seconds in the window, backends, opened, closed)."""
+        cpu = self.so_far()
         out: dict[str, tuple[float, int, int, int]] = {}
         for pid, service in self.service.items():
-            cpu, seen, opened, closed = out.get(service, (0.0, 0, 0, 0))
+            _, seen, opened, closed = out.get(service, (0.0, 0, 0, 0))
             out[service] = (
-                cpu + self.last[pid] - self.first[pid],
+                cpu[service],
                 seen + 1,
                 opened + (pid in self.opened),
                 closed + (pid not in self.live),

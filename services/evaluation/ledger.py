@@ -61,7 +61,7 @@ def stand_ins(cls: type[Event]) -> dict[str, str]:
 
 
 # The stand-ins as the opening of a JSON object: '{"title":"","content":"",'
-_OPENINGS = {cls: orjson.dumps(stand_ins(cls))[:-1] + b"," for cls in LEFT_OUT if stand_ins(cls)}
+_OPENINGS = {cls: orjson.dumps(texts)[:-1] + b"," for cls in LEFT_OUT if (texts := stand_ins(cls))}
 
 
 def payloads(events: Sequence[Event]) -> list[str]:
@@ -75,7 +75,4 @@ def read(cls: type[Event], payload: str | bytes) -> Event:
     if opening is None:
         return cls.model_validate_json(payload)
     text = payload.encode() if isinstance(payload, str) else payload
-    body = text.lstrip()[1:]  # the entry's fields after its "{"
-    if body.lstrip().startswith(b"}"):  # no field of its own
-        return cls.model_validate_json(opening[:-1] + b"}")
-    return cls.model_validate_json(opening + body)
+    return cls.model_validate_json(opening + text[1:])  # an entry is an object with its id
