@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
@@ -32,7 +32,97 @@ log = logging.getLogger(__name__)
 
 
 Work = Callable[[AsyncConnection], Awaitable[Any]]
-Inserts = Sequence[tuple[Table, dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Same:
+    """One value every row of a ``Columns`` block holds in a column."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Rows of one table given a column at a time: ``values[key]`` holds each row's value of
+    that column in row order, or ``Same(v)`` where every row holds ``v``. Stored exactly as the
+    rows it stands for (``dicts``) would be; a producer that has its rows' values a field at a
+    time (a batch file's tickets, their events) hands them over without a dict a row, and a
+    value every row shares goes through its bind processor once."""
+
+    table: Table
+    count: int
+    values: dict[str, Sequence[Any] | Same]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
+    def column(self, key: str) -> list[Any]:
+        """Every row's value of ``key``."""
+        v = self.values[key]
+        return [v.value] * self.count if isinstance(v, Same) else list(v)
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as dicts (what Core inserts)."""
+        keys = self.keys
+        return [
+            dict(zip(keys, row, strict=True)) for row in zip(*map(self.column, keys), strict=True)
+        ]
+
+
+Inserts = Sequence[tuple[Table, dict[str, Any]] | Columns]
+
+
+class _Blocks(list[Columns]):
+    """A table's ``Columns`` blocks of one group, all with the same keys; ``len`` is rows."""
+
+    def __len__(self) -> int:
+        return sum(block.count for block in self)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self[0].keys
+
+
+TableRows = list[dict[str, Any]] | _Blocks
+"""A table's rows of one group: dicts, or ``Columns`` blocks."""
+
+
+def _by_table(units: Sequence[Inserts]) -> dict[Table, TableRows]:
+    """The units' rows by table, tables in order of first appearance: a table's ``Columns``
+    blocks as they are, its dict rows as a list; a table given both ways, all as dicts."""
+    found: dict[Table, list[Any]] = {}
+    for inserts in units:
+        for item in inserts:
+            if type(item) is Columns:
+                found.setdefault(item.table, []).append(item)
+            else:
+                table, row = item  # type: ignore[misc]
+                found.setdefault(table, []).append(row)
+    out: dict[Table, TableRows] = {}
+    for table, items in found.items():
+        kinds = set(map(type, items))
+        if kinds == {Columns}:
+            out[table] = _Blocks(items)
+        elif Columns in kinds:
+            out[table] = [r for item in items for r in _dicts_of(item)]
+        else:
+            out[table] = items
+    return out
+
+
+def _dicts_of(item: Columns | dict[str, Any]) -> list[dict[str, Any]]:
+    return item.dicts() if type(item) is Columns else [item]  # type: ignore[list-item]
+
+
+def _as_dicts(rows: dict[Table, TableRows]) -> dict[Table, list[dict[str, Any]]]:
+    """Every row as a dict, by table (what Core inserts)."""
+    return {
+        table: [r for block in found for r in block.dicts()]
+        if isinstance(found, _Blocks)
+        else found
+        for table, found in rows.items()
+    }
 
 
 @dataclass(slots=True)
@@ -144,19 +234,22 @@ class DirectInserts:
                 array_types.append(base)
         return _TablePlan(table, keys, tuple(processors), tuple(array_types), tuple(columnwise))
 
-    def group_plans(
-        self, rows_by_table: dict[Table, list[dict[str, Any]]]
-    ) -> list[_TablePlan] | None:
+    def group_plans(self, rows_by_table: Mapping[Table, TableRows]) -> list[_TablePlan] | None:
         plans = []
         for table, rows in rows_by_table.items():
-            keys = tuple(rows[0])
-            # Rows made by one dict display have their keys in one order: their tuples of keys,
-            # compared in C (a str key mostly by identity), settle it without a set comparison
-            # of each row's keys; rows in another order are compared as sets of keys.
-            if any(map(keys.__ne__, map(tuple, rows))) and any(
-                len(r) != len(keys) or r.keys() != rows[0].keys() for r in rows
-            ):
-                return None  # mixed shapes: Core knows how to fill the gaps
+            if isinstance(rows, _Blocks):
+                keys = rows.keys
+                if any(block.keys != keys for block in rows):
+                    return None  # blocks of different columns: Core fills the gaps
+            else:
+                keys = tuple(rows[0])
+                # Rows made by one dict display have their keys in one order: their tuples of
+                # keys, compared in C (a str key mostly by identity), settle it without a set
+                # comparison of each row's keys; rows in another order are compared as sets.
+                if any(map(keys.__ne__, map(tuple, rows))) and any(
+                    len(r) != len(keys) or r.keys() != rows[0].keys() for r in rows
+                ):
+                    return None  # mixed shapes: Core knows how to fill the gaps
             plan = self.plan(table, keys)
             if plan is None:
                 return None
@@ -211,7 +304,7 @@ class DirectInserts:
         self,
         driver: Any,
         plans: list[_TablePlan],
-        rows_by_table: dict[Table, list[dict[str, Any]]],
+        rows_by_table: Mapping[Table, TableRows],
     ) -> None:
         """Insert every row of the group and commit, or raise having stored nothing."""
         if self._postgres and sum(len(r) for r in rows_by_table.values()) >= self.copy_min_rows:
@@ -235,10 +328,7 @@ class DirectInserts:
             for plan in plans:
                 rows = rows_by_table[plan.table]
                 for key, proc in zip(plan.keys, plan.processors, strict=True):
-                    if proc is None:
-                        args.append([r[key] for r in rows])
-                    else:
-                        args.append([proc(r[key]) for r in rows])
+                    args.append(_column(rows, key, proc, None))
             await driver.execute(self._postgres_statement(tuple(plans), False), *args)
             return
         batches = [
@@ -280,7 +370,7 @@ class DirectInserts:
         self,
         driver: Any,
         plans: list[_TablePlan],
-        rows_by_table: dict[Table, list[dict[str, Any]]],
+        rows_by_table: Mapping[Table, TableRows],
     ) -> None:
         """PostgreSQL: a large group's rows by binary ``COPY``, one per table, in one
         transaction. The server takes ``COPY`` rows for less work than an ``INSERT … SELECT``
@@ -456,28 +546,53 @@ def _columnwise(
 
 
 def _records(
-    plan: _TablePlan, rows: list[dict[str, Any]], order: tuple[int | None, ...] | None = None
+    plan: _TablePlan, rows: TableRows, order: tuple[int | None, ...] | None = None
 ) -> list[tuple[Any, ...]]:
     """A table's rows as tuples in the plan's column order, through its bind processors: a
     column at a time (a list per column, each processor mapped over its column, the columns
     zipped into rows), not a generator per row, which cost more than the values themselves.
     A JSON column (``plan.columnwise``) is written a column at a time, without a Python call
-    per value.
+    per value; a ``Same`` column of a ``Columns`` block is processed once.
     With ``order``, in that order instead: for each place the index of a key, or None (NULL)."""
-    columns = []
-    wise = plan.columnwise if len(rows) >= _COLUMNWISE_MIN_ROWS else ()
-    for i, (key, process) in enumerate(zip(plan.keys, plan.processors, strict=True)):
-        column = [row[key] for row in rows]
-        if process is None:
-            columns.append(column)
-            continue
-        by_column = wise[i] if wise else None
-        whole = None if by_column is None else by_column(column)
-        columns.append(list(map(process, column)) if whole is None else whole)
+    count = len(rows)
+    wise = plan.columnwise if count >= _COLUMNWISE_MIN_ROWS else ()
+    columns = [
+        _column(rows, key, process, wise[i] if wise else None)
+        for i, (key, process) in enumerate(zip(plan.keys, plan.processors, strict=True))
+    ]
     if order is not None:
-        nulls = [None] * len(rows)
+        nulls = [None] * count
         columns = [nulls if i is None else columns[i] for i in order]
-    return list(zip(*columns, strict=True)) if columns else [() for _ in rows]
+    return list(zip(*columns, strict=True)) if columns else [() for _ in range(count)]
+
+
+def _column(
+    rows: TableRows,
+    key: str,
+    process: Callable[[Any], Any] | None,
+    by_column: ColumnProcess | None,
+) -> list[Any]:
+    """Every row's value of ``key`` through the column's processing."""
+    if not isinstance(rows, _Blocks):
+        return _processed([row[key] for row in rows], process, by_column)
+    out: list[Any] = []
+    for block in rows:
+        v = block.values[key]
+        if isinstance(v, Same):
+            value = v.value if process is None else process(v.value)
+            out.extend([value] * block.count)
+        else:
+            out.extend(_processed(list(v), process, by_column))
+    return out
+
+
+def _processed(
+    column: list[Any], process: Callable[[Any], Any] | None, by_column: ColumnProcess | None
+) -> list[Any]:
+    if process is None:
+        return column
+    whole = None if by_column is None else by_column(column)
+    return list(map(process, column)) if whole is None else whole
 
 
 async def in_sqlite_thread(driver: Any, fn: Callable[..., Any], *args: Any) -> Any:
@@ -686,10 +801,7 @@ class GroupCommitter:
 
     async def _commit(self, group: list[_Unit], lane: _Lane) -> list[Any]:
         conn = await self._connection(lane)
-        by_table: dict[Table, list[dict[str, Any]]] = {}
-        for unit in group:
-            for table, row in unit.inserts:
-                by_table.setdefault(table, []).append(row)
+        by_table = _by_table([unit.inserts for unit in group])
         if self._direct is not None and all(u.work is None for u in group):
             if not by_table:
                 return [None] * len(group)
@@ -697,7 +809,7 @@ class GroupCommitter:
             if plans is not None:
                 await self._direct.run(lane.driver, plans, by_table)
                 return [None] * len(group)
-        return await self._commit_core(conn, group, by_table)
+        return await self._commit_core(conn, group, _as_dicts(by_table))
 
     async def _commit_core(
         self,
@@ -715,9 +827,7 @@ class GroupCommitter:
 
     async def _commit_alone(self, group: list[_Unit], lane: _Lane) -> None:
         for unit in group:
-            by_table: dict[Table, list[dict[str, Any]]] = {}
-            for table, row in unit.inserts:
-                by_table.setdefault(table, []).append(row)
+            by_table = _as_dicts(_by_table([unit.inserts]))
             try:
                 conn = await self._connection(lane)
                 try:

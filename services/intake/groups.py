@@ -54,8 +54,8 @@ from services.intake.models import BLOBS, TICKETS
 from services.intake.pipeline import Pipeline, Prepared, Unit
 from shared.auth import Principal
 from shared.events.base import Event, utcnow
-from shared.groupcommit import GroupCommitter, Work
-from shared.outbox import Outbox, audit_row, record_row
+from shared.groupcommit import Columns, GroupCommitter, Inserts, Work
+from shared.outbox import Outbox, audit_columns, audit_row, record_columns, record_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,12 +242,18 @@ class AppealGroups:
                 pending.append(committed)
         return pending
 
-    def _inserts(
-        self, prepared: list[Prepared], actor: Principal | None, now: datetime
-    ) -> list[tuple[Table, dict[str, Any]]]:
-        """The unit's ticket rows, outbox rows and audit rows (its own caller as the actor)."""
-        inserts: list[tuple[Table, dict[str, Any]]] = [(TICKETS, p.row) for p in prepared]
+    def _inserts(self, prepared: list[Prepared], actor: Principal | None, now: datetime) -> Inserts:
+        """The unit's ticket rows, outbox rows and audit rows (its own caller as the actor); a
+        unit whose rows came a column at a time (a batch file) hands all three over so."""
         outbox, audit = self._outbox.table, self._outbox.audit
+        stored = prepared[0].stored if prepared else None
+        if isinstance(stored, tuple):
+            events = [p.event for p in prepared]
+            columns = [stored[0], record_columns(outbox, events, now=now)]
+            if audit is not None:
+                columns.append(audit_columns(audit, events, actor, now=now))
+            return columns
+        inserts: list[tuple[Table, dict[str, Any]] | Columns] = [(TICKETS, p.row) for p in prepared]
         inserts += [
             (
                 outbox,

@@ -25,6 +25,7 @@ from services.intake.channels import Channel
 from services.intake.classifier import Classification
 from services.intake.ids import TicketIdAllocator
 from services.intake.locate import Located, locate
+from services.intake.models import TICKETS
 from services.intake.normalize import (
     Classifier,
     GroupMemo,
@@ -45,19 +46,30 @@ from services.intake.repeat_lookup import (
 )
 from shared.events.base import Encoded, encode_fields, encoded
 from shared.events.intake import TicketReceived
+from shared.groupcommit import Columns, Same
 
 
 @dataclass(slots=True)
 class Prepared:
     """One appeal ready to store: its row (clear text), its event (masked, as its outbox record)
-    and what was decided."""
+    and what was decided. ``stored`` is the row itself, or, for a unit of many rows, the unit's
+    rows a column at a time and this row's place in them (``Columns``, handed to the group
+    committer as they are)."""
 
     ticket_id: str
-    row: dict[str, Any]
+    stored: dict[str, Any] | tuple[Columns, int]
     event: Encoded
     normalized: NormalizedTicket
     located: Located
     verdict: Verdict
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The ticket's row, clear text."""
+        if isinstance(self.stored, dict):
+            return self.stored
+        block, at = self.stored
+        return {key: v.value if isinstance(v, Same) else v[at] for key, v in block.values.items()}
 
 
 @dataclass(slots=True)
@@ -78,6 +90,12 @@ _EVENTS = TypeAdapter(list[TicketReceived])
 
 Unit = Sequence[tuple[Channel, TicketDraft]]
 """What is stored all or nothing: one appeal, or a batch file's good rows."""
+
+COLUMNS_MIN_ROWS = 64
+"""A unit of at least this many rows (a batch file) hands its ticket rows to the group committer
+a column at a time (``Columns``): no dict a row, and the values every row shares (the times of
+acceptance, the status) processed once. A smaller unit's row is a dict, which for one row costs
+less than its columns."""
 
 
 class Pipeline:
@@ -190,11 +208,16 @@ class Pipeline:
         for p in pending:
             if outcomes[p.unit] is None:
                 by_unit.setdefault(p.unit, []).append(p)
-        judged: list[tuple[int, list[_Pending], dict[int, Verdict], list[dict[str, Any]]]] = []
+        judged: list[tuple[int, list[_Pending], dict[int, Verdict], list[Any]]] = []
         for u, members in by_unit.items():
             try:
                 verdicts = self._judge(members, stored)
-                rows = [self._row(p, verdicts[p.index], now=now) for p in members]
+                rows: list[Any]
+                if len(members) >= COLUMNS_MIN_ROWS:
+                    block = self._columns(members, verdicts, now=now)
+                    rows = [(block, at) for at in range(len(members))]
+                else:
+                    rows = [self._row(p, verdicts[p.index], now=now) for p in members]
             except Exception as exc:
                 outcomes[u] = exc
             else:
@@ -400,6 +423,55 @@ class Pipeline:
             if in_unit is not None:
                 in_unit.add(keys, p.earlier, grams[p.index])
         return verdicts
+
+    def _columns(
+        self, members: list[_Pending], verdicts: dict[int, Verdict], *, now: datetime
+    ) -> Columns:
+        """The unit's ticket rows a column at a time: ``_row`` of each (a test holds them
+        equal), each column read off its objects in one ``map``."""
+        ns = [p.normalized for p in members]
+        drafts = [n.draft for n in ns]
+        decided = [verdicts[p.index] for p in members]
+
+        def of(objects: list[Any], attribute: str) -> list[Any]:
+            return list(map(attrgetter(attribute), objects))
+
+        values: dict[str, Sequence[Any] | Same] = {
+            "ticket_id": of(members, "ticket_id"),
+            "channel": of(drafts, "channel_code"),
+            "external_id": of(drafts, "external_id"),
+            "received_at": of(ns, "received_at"),
+            "accepted_at": Same(now),
+            "title": of(drafts, "title"),
+            "content": of(drafts, "content"),
+            "citizen_name": of(drafts, "citizen_name"),
+            "citizen_phone": of(drafts, "citizen_phone"),
+            "citizen_id_number": of(drafts, "citizen_id_number"),
+            "citizen_email": of(drafts, "citizen_email"),
+            "citizen_hash": of(ns, "citizen_hash"),
+            "address": of(drafts, "address"),
+            "address_key": of(of(members, "appeal"), "address_key"),
+            "longitude": of(drafts, "longitude"),
+            "latitude": of(drafts, "latitude"),
+            "grid_code": of(ns, "grid_code"),
+            "area_code": of(of(members, "located"), "area_code"),
+            "category_code": of(ns, "category_code"),
+            "category_source": of(ns, "category_source"),
+            "urgency": of(ns, "urgency"),
+            "is_enterprise": of(ns, "is_enterprise"),
+            "enterprise_name": of(drafts, "enterprise_name"),
+            "repeat_of": of(decided, "repeat_of"),
+            "repeat_count": of(decided, "repeat_count"),
+            "shingles": of(members, "packed"),
+            "time_limit_profile": of(ns, "time_limit_profile"),
+            "status": Same("received"),
+            "status_at": Same(now),
+            "department_code": Same(None),
+            "due_at": Same(None),
+            "attachments": [[a.model_dump() for a in n.attachments] for n in ns],
+            "extra": of(drafts, "extra"),
+        }
+        return Columns(TICKETS, len(members), values)
 
     def _row(self, p: _Pending, verdict: Verdict, *, now: datetime) -> dict[str, Any]:
         """The ticket's row, clear text."""

@@ -261,9 +261,10 @@ async def accept_batch(
                 "status": "created",
                 "ticket_id": p.ticket_id,
                 "external_id": draft.external_id,
-                "category_code": p.row["category_code"],
-                "repeat_of": p.row["repeat_of"],
-                "repeat_count": p.row["repeat_count"],
+                # As the row holds them (``Pipeline._row``), without making it.
+                "category_code": p.normalized.category_code,
+                "repeat_of": p.verdict.repeat_of,
+                "repeat_count": p.verdict.repeat_count,
             }
         break
     else:

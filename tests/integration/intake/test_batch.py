@@ -376,3 +376,49 @@ async def test_the_stored_ids_look_up_reads_the_files_ids_not_the_channels_ticke
     for scan in scans:
         condition = scan.get("Index Cond") or scan.get("Recheck Cond") or ""
         assert "external_id" in condition and "channel" in condition, scan
+
+
+async def test_a_file_of_many_rows_is_stored_a_column_at_a_time(
+    env: IntakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of ``COLUMNS_MIN_ROWS`` rows or more hands its tickets, outbox and audit rows to
+    the committer a column at a time: each row is stored with its own values, its event and its
+    audit row, as a small file's are."""
+    made: list[int] = []
+    by_columns = pipeline_module.Pipeline._columns
+
+    def spy(self: Any, members: Any, verdicts: Any, *, now: Any) -> Any:
+        made.append(len(members))
+        return by_columns(self, members, verdicts, now=now)
+
+    monkeypatch.setattr(pipeline_module.Pipeline, "_columns", spy)
+    body = rows(env, pipeline_module.COLUMNS_MIN_ROWS + 6)
+    answer = await post_csv(env, as_csv(HEADER, body))
+    assert answer.status_code == 201, answer.text
+    assert made == [len(body)]
+    results = answer.json()["results"]
+    audit = env.ctx.outbox.audit
+    assert audit is not None
+    for row, result in zip(body, results, strict=True):
+        stored = await env.ticket(result["ticket_id"])
+        assert (stored.external_id, stored.citizen_phone, stored.title, stored.content) == (
+            row[0],
+            row[2],
+            row[3],
+            row[4],
+        )
+        assert (stored.status, stored.category_code, stored.repeat_of) == (
+            "received",
+            result["category_code"],
+            result["repeat_of"],
+        )
+        assert stored.accepted_at == stored.status_at and stored.due_at is None
+        ((event, outbox_row),) = await env.events(result["ticket_id"])
+        assert isinstance(event, TicketReceived) and event.external_id == row[0]
+        assert (
+            await env.count(
+                audit, audit.c.event_id == str(event.event_id), audit.c.ticket_id == event.ticket_id
+            )
+            == 1
+        )
+        assert outbox_row["created_at"] is not None

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import bulk
 from shared.db import AwareDateTime, create_engine, ensure_schema
-from shared.groupcommit import GroupCommitter
+from shared.groupcommit import Columns, GroupCommitter, Same
 from shared.settings import ServiceSettings
 from tests.support import Database
 
@@ -239,6 +239,75 @@ async def test_large_groups_by_copy_store_exactly_what_core_stores(rich_engine) 
     async with rich_engine.begin() as conn:
         await conn.execute(rich_twin.insert(), [_rich_row(i) for i in range(12)])
     assert await _read(rich_engine, rich) == await _read(rich_engine, rich_twin)
+
+
+def _rich_columns(table: Table, first: int, count: int) -> Columns:
+    """``_rich_row(first) … _rich_row(first + count - 1)`` a column at a time; the columns every
+    such row holds alike (its time, its empty JSON) as one ``Same`` value."""
+    rows = [_rich_row(i) for i in range(first, first + count)]
+    alike = {"at", "maybe_doc"}
+    assert all(r[key] == rows[0][key] for r in rows for key in alike)
+    return Columns(
+        table,
+        count,
+        {key: Same(rows[0][key]) if key in alike else [r[key] for r in rows] for key in rows[0]},
+    )
+
+
+@pytest.mark.parametrize("copy_min_rows", [1000, 1], ids=["direct", "copy"])
+async def test_rows_given_a_column_at_a_time_store_exactly_what_core_stores(
+    rich_engine, copy_min_rows: int
+) -> None:
+    """Units of ``Columns`` blocks (a column every row shares as one ``Same`` value), beside a
+    unit of dict rows of the same table, read back as Core's rows; with ``copy_min_rows=1``
+    PostgreSQL takes every group by COPY."""
+    with _core_inserts(rich_engine) as core:
+        committer = GroupCommitter(rich_engine, copy_min_rows=copy_min_rows)
+        await committer.start()
+        try:
+            await asyncio.gather(
+                committer.submit(inserts=[_rich_columns(rich, 0, 5)]),
+                committer.submit(inserts=[_rich_columns(rich, 5, 4)]),
+                committer.submit(inserts=[(rich, _rich_row(9))]),
+            )
+        finally:
+            await committer.stop()
+    assert core == [], "the direct path should have taken every group"
+    async with rich_engine.begin() as conn:
+        await conn.execute(rich_twin.insert(), [_rich_row(i) for i in range(10)])
+    assert await _read(rich_engine, rich) == await _read(rich_engine, rich_twin)
+
+
+@LANES
+async def test_a_failing_unit_of_columns_fails_alone(engine, lanes: int) -> None:
+    """A ``Columns`` unit that clashes is retried alone through Core, as dict rows: it fails
+    with the clash and stores nothing; the units beside it are stored."""
+    committer = GroupCommitter(engine, lanes=lanes)
+    await committer.start()
+
+    def unit(first: int, names: list[str]) -> list[Any]:
+        ids = list(range(first, first + len(names)))
+        return [
+            Columns(items, len(ids), {"id": ids, "name": names}),
+            Columns(notes, len(ids), {"id": ids, "item": Same(first)}),
+        ]
+
+    try:
+        results = await asyncio.gather(
+            committer.submit(inserts=unit(0, ["a", "b", "c"])),
+            committer.submit(inserts=unit(10, ["d", "same", "same"])),
+            committer.submit(inserts=unit(20, ["e", "f"])),
+            return_exceptions=True,
+        )
+    finally:
+        await committer.stop()
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], IntegrityError)
+    assert await _count(engine, items) == 5
+    assert await _count(engine, notes) == 5
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(notes.c.id, notes.c.item).order_by(notes.c.id))).all()
+    assert [tuple(r) for r in stored] == [(0, 0), (1, 0), (2, 0), (20, 20), (21, 20)]
 
 
 _APPEAL = "路灯不亮已经三天了，晚上回家很不安全 😀𠀋"
