@@ -414,7 +414,8 @@ async def test_a_file_of_many_rows_is_stored_a_column_at_a_time(
         )
         assert stored.accepted_at == stored.status_at and stored.due_at is None
         ((event, outbox_row),) = await env.events(result["ticket_id"])
-        assert isinstance(event, TicketReceived) and event.external_id == row[0]
+        assert isinstance(event, TicketReceived) and event.ticket_id == result["ticket_id"]
+        assert event.title == row[3] and event.category_code == result["category_code"]
         assert (
             await env.count(
                 audit, audit.c.event_id == str(event.event_id), audit.c.ticket_id == event.ticket_id
