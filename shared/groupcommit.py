@@ -26,7 +26,15 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
 )
 
-from shared.db import AwareDateTime, dumps_json, plain_json, plan_each_run, plan_once
+from shared.db import (
+    AwareDateTime,
+    dumps_json,
+    forget_times,
+    plain_json,
+    plan_each_run,
+    plan_once,
+    remember_times,
+)
 
 log = logging.getLogger(__name__)
 
@@ -779,9 +787,11 @@ class GroupCommitter:
                 # once, not for each group (~8 % of their backends' CPU). The lane runs nothing
                 # else but the intake's work units (a callback's revision read on its unique
                 # (ticket_id, revision) index, blobs inserted on their key) and the pending
-                # trigger, none of whose plans depends on the values either.
+                # trigger, none of whose plans depends on the values either. Its groups repeat
+                # their times in every row: each converted once (``remember_times``).
                 try:
                     await plan_once(conn, raw.driver_connection)
+                    await remember_times(conn, raw.driver_connection)
                 except BaseException:
                     await conn.invalidate()
                     await conn.close()
@@ -791,11 +801,11 @@ class GroupCommitter:
 
     async def _release(self, lane: _Lane) -> None:
         """Give the lane's connection back to the pool (it resets or discards a broken one),
-        planning each run again like the pool's others."""
+        planning each run again and converting times as the pool's others do."""
         conn, driver, lane.conn, lane.driver = lane.conn, lane.driver, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                if not await plan_each_run(conn, driver):
+                if not (await plan_each_run(conn, driver) and await forget_times(conn, driver)):
                     await conn.invalidate()
                 await conn.close()
 
