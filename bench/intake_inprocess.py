@@ -1,8 +1,8 @@
 """Intake's CPU per ticket in one process, without sockets: what the code costs, less what the
 neighbours on a shared machine do to a wrk run's rate.
 
-    python -m bench.intake_inprocess [--case app|accept|batch|stages|lookup] [--count 6000]
-                                     [--files 16] [--tasks 64] [--postgres URL | --sqlite]
+    python -m bench.intake_inprocess [--case app|accept|batch|batch-app|stages|lookup]
+                                     [--count 6000] [--files 16] [--tasks 64] [--postgres URL | --sqlite]
                                      [--broker] [--places N] [--rounds 20] [--cold] [--suite]
                                      [--statements] [--generic-inserts] [--generic-look-ups]
                                      [--keep-schema]
@@ -12,8 +12,9 @@ commit) for ``POST /tickets`` from ``--tasks`` concurrent tasks (64; a group-com
 at most that many posts, so fewer tasks measure smaller groups), with ``--ceiling`` the bare
 ceiling app instead; ``accept`` parses the body and calls ``service.accept_ticket`` (no HTTP
 layer); ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for
-``--files`` files at once; ``stages`` times, without a database, the CPU a row of a 1,000-row
-file costs in each stage before the commit (``--rounds`` times each, this thread's CPU: the
+``--files`` files at once; ``batch-app`` posts the same files to the whole ASGI app
+(``POST /channels/grid-patrol-batch/tickets``: the route, its answer and the middlewares too);
+``stages`` times, without a database, the CPU a row of a 1,000-row file costs in each stage before the commit (``--rounds`` times each, this thread's CPU: the
 least and the median); ``lookup`` posts ``--tasks`` tickets of one citizen, then times
 ``--count`` repeat look-ups of a group of ``--tasks`` appeals of that citizen one after another
 (the pipeline's loader, its shingle cache emptied before each with ``--cold``, as for
@@ -125,21 +126,27 @@ def suite_bodies(seed: int = 13) -> Callable[[int], bytes]:
     return body
 
 
-async def call_asgi(app: Any, body: bytes) -> int:
-    """One ``POST /tickets`` straight into the ASGI app; its status."""
+async def call_asgi(
+    app: Any,
+    body: bytes,
+    *,
+    path: str = "/tickets",
+    content_type: bytes = b"application/json",
+) -> int:
+    """One ``POST`` (``/tickets``) straight into the ASGI app; its status."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/tickets",
-        "raw_path": b"/tickets",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
             (b"host", b"bench"),
-            (b"content-type", b"application/json"),
+            (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
         ],
         "client": ("127.0.0.1", 5000),
@@ -451,6 +458,15 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
             async def one() -> None:
                 prefix = f"f{next(counter)}-"
                 data = "\n".join([header, *(prefix + line for line in lines)]).encode()
+                if args.case == "batch-app":
+                    status = await call_asgi(
+                        app,
+                        data,
+                        path=f"/channels/{BATCH_CHANNEL}/tickets",
+                        content_type=b"text/csv; charset=utf-8",
+                    )
+                    assert status == 201, status
+                    return
                 parsed = await asyncio.to_thread(parse_csv, data, channel, max_rows=5000)
                 result = await service.accept_batch(ctx=ctx, channel=channel, rows=parsed.rows)
                 assert result.created == len(lines), result
@@ -463,7 +479,7 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
                 database=database,
             )
             n = files * len(lines)
-        unit = "rows" if args.case == "batch" else "tickets"
+        unit = "rows" if args.case.startswith("batch") else "tickets"
         if args.statements:
             statement_cpu.report(n, unit[:-1])
         print(
@@ -518,7 +534,9 @@ async def time_lookups(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--case", choices=("app", "accept", "batch", "stages", "lookup"), default="app"
+        "--case",
+        choices=("app", "accept", "batch", "batch-app", "stages", "lookup"),
+        default="app",
     )
     parser.add_argument("--ceiling", action="store_true", help="the bare ceiling app instead")
     parser.add_argument("--count", type=int, default=6000)
