@@ -2,7 +2,8 @@
 neighbours on a shared machine do to a wrk run's rate.
 
     python -m bench.intake_inprocess [--case app|accept|batch|batch-app|stages|lookup]
-                                     [--count 6000] [--files 16] [--tasks 64] [--postgres URL | --sqlite]
+                                     [--count 6000] [--files 16] [--tasks 64]
+                                     [--postgres URL | --sqlite]
                                      [--broker] [--places N] [--rounds 20] [--cold] [--suite]
                                      [--statements] [--generic-inserts] [--generic-look-ups]
                                      [--keep-schema]
@@ -14,8 +15,9 @@ ceiling app instead; ``accept`` parses the body and calls ``service.accept_ticke
 layer); ``batch`` parses the benchmark's 1,000-row CSV and calls ``service.accept_batch`` for
 ``--files`` files at once; ``batch-app`` posts the same files to the whole ASGI app
 (``POST /channels/grid-patrol-batch/tickets``: the route, its answer and the middlewares too);
-``stages`` times, without a database, the CPU a row of a 1,000-row file costs in each stage before the commit (``--rounds`` times each, this thread's CPU: the
-least and the median); ``lookup`` posts ``--tasks`` tickets of one citizen, then times
+``stages`` times, without a database, the CPU a row of a 1,000-row file costs in each stage
+before the commit (``--rounds`` times each, this thread's CPU: the least and the median);
+``lookup`` posts ``--tasks`` tickets of one citizen, then times
 ``--count`` repeat look-ups of a group of ``--tasks`` appeals of that citizen one after another
 (the pipeline's loader, its shingle cache emptied before each with ``--cold``, as for
 candidates another worker stored). ``--suite`` (``app``) posts the whole suite's tickets
