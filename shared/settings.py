@@ -7,6 +7,7 @@ prefix, e.g. ``INTAKE_DATABASE_URL`` or ``DISPATCH_DATABASE_URL``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -64,6 +65,9 @@ class BusSettings(BaseSettings):
     consumer_fetch_min_bytes: int = Field(65536, ge=1)
     log_level: str = Field("INFO", validation_alias=_alias("LOG_LEVEL"))
     log_json: bool = Field(True, validation_alias=_alias("LOG_JSON"))
+
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class ServiceSettings(BusSettings):
@@ -143,6 +147,21 @@ class ServiceSettings(BusSettings):
             )
         if value.startswith("postgresql://"):
             value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("database_schema")
+    @classmethod
+    def _plain_schema_name(cls, value: str | None) -> str | None:
+        # Used as written in the connections' search_path and in CREATE SCHEMA: a name with
+        # capitals would be folded to lower case in one and not the other, one with quotes or
+        # spaces would not be a name at all.
+        if not value:
+            return None  # unset: the server's default search path
+        if _SCHEMA_NAME.fullmatch(value) is None:
+            raise ValueError(
+                f"database_schema {value!r} must be a lower-case PostgreSQL name: a letter or _, "
+                "then letters, digits or _, at most 63 in all"
+            )
         return value
 
     @field_validator("auth_token_public_key_file")
