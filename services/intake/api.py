@@ -7,7 +7,6 @@ an async dependency costs a measurable share of a small request's CPU.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -374,14 +373,11 @@ async def post_channel_ticket(code: str, request: Request) -> Response:
     if channel.payload_format in ("csv", "xlsx"):
         data = await batch_file(request, settings.batch_max_bytes)
         try:
-            # Off the event loop: a large file parses for seconds, and health checks, other
-            # channels' posts and the consumer must not wait for it.
+            # Off the event loop, on the process's parsing thread (``IntakeContext.parse``).
             if channel.payload_format == "csv":
-                parsed = await asyncio.to_thread(
-                    parse_csv, data, channel, max_rows=settings.batch_max_rows
-                )
+                parsed = await ctx.parse(parse_csv, data, channel, max_rows=settings.batch_max_rows)
             else:
-                parsed = await asyncio.to_thread(
+                parsed = await ctx.parse(
                     parse_xlsx,
                     data,
                     channel,

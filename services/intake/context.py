@@ -7,8 +7,12 @@ One ``IntakeContext`` is built per app in ``app.create_app`` and bound to the ru
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -25,6 +29,8 @@ from shared.clock import Clock
 from shared.groupcommit import GroupCommitter
 from shared.outbox import Outbox
 from shared.runtime import Runtime, ServiceContext
+
+T = TypeVar("T")
 
 # A group of fewer rows waits for its commit before the next is taken (``AppealGroups``): single
 # posts and small files, whose group's fixed cost is the larger part of a post's.
@@ -80,6 +86,7 @@ class IntakeContext(ServiceContext):
         self.appeal_groups: AppealGroups | None = None
         self.metrics: IntakeMetrics | None = None
         self.limiter = ClientLimiter(settings.public_rate_limit)
+        self._parser: ThreadPoolExecutor | None = None
 
     def bind(self, runtime: Runtime) -> None:
         """Build the pipeline on the runtime's engines and register the metrics."""
@@ -116,9 +123,25 @@ class IntakeContext(ServiceContext):
         heap.settle(heap.FILES_YOUNG_THRESHOLD)  # a batch file's rows live until its commit
 
     async def stop(self) -> None:
-        """Return the repeat look-ups' kept connections to the pool."""
+        """Return the repeat look-ups' kept connections to the pool; end the parsing thread."""
         if self.loader is not None:
             await self.loader.close()
+        if self._parser is not None:
+            self._parser.shutdown(wait=False, cancel_futures=True)
+            self._parser = None
+
+    async def parse(self, parse: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Parse a batch file off the event loop (a large file parses for seconds, and health
+        checks, other channels' posts and the consumer must not wait for it), on the process's
+        one parsing thread: files queue for it. With a thread per file (``asyncio.to_thread``,
+        up to six) the files in flight parsed side by side and took the interpreter's lock from
+        the loop and from each other every few milliseconds: no faster (one lock), and the
+        batch benchmark's server spent ~5 % more CPU a row (docs/benchmarks.md)."""
+        if self._parser is None:
+            self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-parse")
+        loop = asyncio.get_running_loop()
+        call = contextvars.copy_context().run
+        return await loop.run_in_executor(self._parser, partial(call, parse, *args, **kwargs))
 
     @property
     def committer(self) -> GroupCommitter:

@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import threading
+import time
 import zipfile
 from typing import Any
 
@@ -282,19 +283,32 @@ async def test_a_file_without_data_rows_is_a_422_naming_the_file(env: IntakeEnv)
 async def test_batch_files_are_parsed_off_the_event_loop(
     env: IntakeEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On the process's one parsing thread: files sent at once queue for it, none parses on the
+    loop and no two side by side."""
     parsed_on: list[threading.Thread] = []
+    parsing, most = [0], [0]
     for name in ("parse_csv", "parse_xlsx"):
         real = getattr(api, name)
 
         def spy(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
             parsed_on.append(threading.current_thread())
-            return _real(*args, **kwargs)
+            parsing[0] += 1
+            most[0] = max(most[0], parsing[0])
+            try:
+                time.sleep(0.05)  # long enough that parses side by side would overlap
+                return _real(*args, **kwargs)
+            finally:
+                parsing[0] -= 1
 
         monkeypatch.setattr(api, name, spy)
-    assert (await post_csv(env, as_csv(HEADER, rows(env, 2)))).status_code == 201
-    assert (await post_xlsx(env, workbook([*HEADER, "企业名称"], rows(env, 2)))).status_code == 201
-    assert len(parsed_on) == 2
-    assert all(t is not threading.main_thread() for t in parsed_on), parsed_on
+    answers = await asyncio.gather(
+        *(post_csv(env, as_csv(HEADER, rows(env, 2))) for _ in range(4)),
+        post_xlsx(env, workbook([*HEADER, "企业名称"], rows(env, 2))),
+    )
+    assert [a.status_code for a in answers] == [201] * 5
+    assert len(parsed_on) == 5 and most[0] == 1
+    assert len(set(parsed_on)) == 1 and parsed_on[0] is not threading.main_thread()
+    assert parsed_on[0].name.startswith("batch-parse")
 
 
 async def test_events_written_from_fields_are_the_validated_events(
@@ -392,8 +406,22 @@ async def test_a_file_of_many_rows_is_stored_a_column_at_a_time(
         return by_columns(self, members, verdicts, now=now)
 
     monkeypatch.setattr(pipeline_module.Pipeline, "_columns", spy)
-    body = rows(env, pipeline_module.COLUMNS_MIN_ROWS + 6)
-    answer = await post_csv(env, as_csv(HEADER, body))
+    places = [env.address() for _ in range(4)]  # the test app's grids are few: rows share them
+    body = [
+        [
+            env.unique("row"),
+            "张先生",
+            env.phone(),
+            f"巡查发现问题{i}",
+            f"第{i}处井盖缺失",
+            place,
+            "0101",
+        ]
+        for i, place in enumerate(
+            places[i % 4] for i in range(pipeline_module.COLUMNS_MIN_ROWS + 6)
+        )
+    ]
+    answer = await post_csv(env, as_csv(HEADER[:-1], body))
     assert answer.status_code == 201, answer.text
     assert made == [len(body)]
     results = answer.json()["results"]
