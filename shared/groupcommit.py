@@ -100,27 +100,25 @@ def _by_table(units: Sequence[Inserts]) -> dict[Table, TableRows]:
     """The units' rows by table, tables in order of first appearance: a table's ``Columns``
     blocks as they are, its dict rows as a list; a table given both ways, all as dicts."""
     found: dict[Table, list[Any]] = {}
+    blocks: set[Table] = set()  # tables given a block
     for inserts in units:
         for item in inserts:
             if type(item) is Columns:
                 found.setdefault(item.table, []).append(item)
+                blocks.add(item.table)
             else:
                 table, row = item  # type: ignore[misc]
                 found.setdefault(table, []).append(row)
-    out: dict[Table, TableRows] = {}
-    for table, items in found.items():
-        kinds = set(map(type, items))
-        if kinds == {Columns}:
+    out: dict[Table, TableRows] = dict(found)
+    for table in blocks:
+        items = found[table]
+        if all(type(item) is Columns for item in items):
             out[table] = _Blocks(items)
-        elif Columns in kinds:
-            out[table] = [r for item in items for r in _dicts_of(item)]
         else:
-            out[table] = items
+            out[table] = [
+                r for item in items for r in (item.dicts() if type(item) is Columns else [item])
+            ]
     return out
-
-
-def _dicts_of(item: Columns | dict[str, Any]) -> list[dict[str, Any]]:
-    return item.dicts() if type(item) is Columns else [item]  # type: ignore[list-item]
 
 
 def _as_dicts(rows: dict[Table, TableRows]) -> dict[Table, list[dict[str, Any]]]:

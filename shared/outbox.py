@@ -477,16 +477,24 @@ def record_row(record: Record, *, event_id: str, event_type: str, topic: str) ->
     }
 
 
-def record_columns(table: Table, events: Sequence[Encoded], *, now: datetime) -> Columns:
+def event_ids(events: Sequence[Encoded]) -> list[str]:
+    """The events' ids as their outbox and audit rows hold them."""
+    return list(map(str, (e.event_id for e in events)))
+
+
+def record_columns(
+    table: Table, events: Sequence[Encoded], *, now: datetime, ids: list[str] | None = None
+) -> Columns:
     """The outbox rows of many encoded events a column at a time, for the group committer:
-    ``record_row`` of each, created ``now`` (a test holds them equal)."""
+    ``record_row`` of each, created ``now`` (a test holds them equal); ``ids``: their
+    ``event_ids`` if the caller has them."""
     records = [e.record for e in events]
     blocks = [pack_headers(r.headers) for r in records]
     return Columns(
         table,
         len(events),
         {
-            "event_id": list(map(str, (e.event_id for e in events))),
+            "event_id": event_ids(events) if ids is None else ids,
             "event_type": [e.event_type for e in events],
             "topic": [e.topic for e in events],
             "key": [r.key.decode() for r in records],
@@ -502,15 +510,20 @@ def record_columns(table: Table, events: Sequence[Encoded], *, now: datetime) ->
 
 
 def audit_columns(
-    table: Table, events: Sequence[Encoded], actor: Principal | None, *, now: datetime
+    table: Table,
+    events: Sequence[Encoded],
+    actor: Principal | None,
+    *,
+    now: datetime,
+    ids: list[str] | None = None,
 ) -> Columns:
     """The audit rows of many encoded events caused by one actor, a column at a time:
-    ``audit_row`` of each (a test holds them equal)."""
+    ``audit_row`` of each (a test holds them equal); ``ids`` as for ``record_columns``."""
     return Columns(
         table,
         len(events),
         {
-            "event_id": list(map(str, (e.event_id for e in events))),
+            "event_id": event_ids(events) if ids is None else ids,
             "event_type": [e.event_type for e in events],
             "ticket_id": [None if e.ticket_id is None else str(e.ticket_id) for e in events],
             "actor_role": Same(actor.role.value if actor else SYSTEM_ROLE),

@@ -55,7 +55,14 @@ from services.intake.pipeline import Pipeline, Prepared, Unit
 from shared.auth import Principal
 from shared.events.base import Event, utcnow
 from shared.groupcommit import Columns, GroupCommitter, Inserts, Work
-from shared.outbox import Outbox, audit_columns, audit_row, record_columns, record_row
+from shared.outbox import (
+    Outbox,
+    audit_columns,
+    audit_row,
+    event_ids,
+    record_columns,
+    record_row,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +256,10 @@ class AppealGroups:
         stored = prepared[0].stored if prepared else None
         if isinstance(stored, tuple):
             events = [p.event for p in prepared]
-            columns = [stored[0], record_columns(outbox, events, now=now)]
+            ids = event_ids(events)  # the outbox's and the audit's, made once
+            columns = [stored[0], record_columns(outbox, events, now=now, ids=ids)]
             if audit is not None:
-                columns.append(audit_columns(audit, events, actor, now=now))
+                columns.append(audit_columns(audit, events, actor, now=now, ids=ids))
             return columns
         inserts: list[tuple[Table, dict[str, Any]] | Columns] = [(TICKETS, p.row) for p in prepared]
         inserts += [
