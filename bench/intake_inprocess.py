@@ -457,8 +457,12 @@ async def measure(args: argparse.Namespace, settings: IntakeSettings) -> None:
                 batch_template(template, 1000, places=args.places)
                 header, *lines = template.read_text(encoding="utf-8").splitlines()
 
+            # Each file's external ids prefixed as bench/post_batch.lua prefixes them (the start's
+            # Unix time, a thread, a counter): ten digits a row the PII scrubber must look at.
+            started = int(time.time())
+
             async def one() -> None:
-                prefix = f"f{next(counter)}-"
+                prefix = f"B{started}-1-{next(counter)}-"
                 data = "\n".join([header, *(prefix + line for line in lines)]).encode()
                 if args.case == "batch-app":
                     status = await call_asgi(

@@ -234,6 +234,32 @@ def test_the_quick_probe_never_skips_text_a_pattern_would_mask(text: str) -> Non
     assert scrub_text(text) == pii._scrub_all(text)
 
 
+def _general_mask(masker: object, span: str) -> str | None:
+    """What a span's masker gives through the general normalizers (full-width folding,
+    extensions, every kind of space), as it did before the maskers read spans directly."""
+    if masker is pii._phone_mask:
+        digits = normalize_phone(span)
+        return pii._mask_digits(digits) if digits else None
+    compact = pii._compact_id(span)
+    if masker is pii._id18_mask:
+        return mask_id_number(compact) if pii._plausible_birth_date(compact[6:14]) else None
+    return mask_id_number(compact) if pii._plausible_birth_date("19" + compact[6:12]) else None
+
+
+@settings(max_examples=1000)
+@given(NUMBERISH)
+@example("B1765100000-1-23-00001")
+@example("330106199003072317 33010619900307231x 330106900307231")
+@example("+86 138.1234.5678 (0086)13812345678 8613812345678 (0571)8765-4321")
+@example("188000101012345678 210013310112345678")
+def test_a_span_s_masker_equals_the_general_normalizers(text: str) -> None:
+    probe = pii._half_width(text)
+    for pattern, masker in pii._SCRUBBERS:
+        if masker in (pii._id18_mask, pii._id15_mask, pii._phone_mask):
+            for match in pattern.finditer(probe):
+                assert masker(match.group()) == _general_mask(masker, match.group()), match
+
+
 @settings(max_examples=300)
 @given(NO_DIGITS, mobiles, separators, st.sampled_from([(3, 4), (4, 4), (3, 3, 3), ()]), NO_DIGITS)
 def test_scrub_masks_any_mobile_in_text(
