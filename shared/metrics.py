@@ -60,7 +60,7 @@ class ServiceMetrics:
         self.outbox_backlog = Gauge(
             "fengqiao_outbox_backlog",
             "Outbox rows not yet published: the span of their ids (a bound when the ids have"
-            " holes).",
+            " holes). A bundle (a batch file's events) is one row.",
             registry=r,
         )
         self.outbox_republished = Counter(

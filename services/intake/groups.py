@@ -56,9 +56,11 @@ from shared.auth import Principal
 from shared.events.base import Event, utcnow
 from shared.groupcommit import Columns, GroupCommitter, Inserts, Work
 from shared.outbox import (
+    RECORDS,
     Outbox,
     audit_columns,
     audit_row,
+    bundle_row,
     event_ids,
     record_columns,
     record_row,
@@ -257,7 +259,14 @@ class AppealGroups:
         if isinstance(stored, tuple):
             events = [p.event for p in prepared]
             ids = event_ids(events)  # the outbox's and the audit's, made once
-            columns = [stored[0], record_columns(outbox, events, now=now, ids=ids)]
+            # The events in one outbox row (``bundle_row``), or a row each if they cannot be.
+            bundle = bundle_row(events, now=now, ids=ids) if RECORDS in outbox.c else None
+            columns: list[tuple[Table, dict[str, Any]] | Columns] = [
+                stored[0],
+                (outbox, bundle)
+                if bundle is not None
+                else record_columns(outbox, events, now=now, ids=ids),
+            ]
             if audit is not None:
                 columns.append(audit_columns(audit, events, actor, now=now, ids=ids))
             return columns

@@ -176,7 +176,7 @@ class TicketHistory(IntakeBase, table=True):  # type: ignore[call-arg,misc,valid
 
 
 metadata = IntakeBase.metadata
-outbox_table, inbox_table, bus_state_table = bus_tables(metadata)
+outbox_table, inbox_table, bus_state_table = bus_tables(metadata, bundles=True)
 
 TICKETS = Ticket.__table__  # type: ignore[attr-defined]
 ID_BLOCKS = IdBlock.__table__  # type: ignore[attr-defined]

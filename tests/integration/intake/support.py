@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from services.intake.app import create_app
 from services.intake.context import IntakeContext
@@ -27,7 +27,7 @@ from services.intake.settings import IntakeSettings
 from shared import geo
 from shared.bus import make_producer
 from shared.events import Event, decode
-from shared.outbox import is_pending, row_headers
+from shared.outbox import RECORDS, is_pending, row_headers, unpack_bundle
 from shared.settings import BusSettings
 from tests.support import (
     Database,
@@ -122,17 +122,24 @@ class IntakeEnv:
             ).first()
 
     async def events(self, subject: str | None = None) -> list[tuple[Event, dict[str, Any]]]:
-        """Events in intake's outbox (about one ticket, if given), decoded, with their row."""
+        """Events in intake's outbox (about one ticket, if given), decoded, with their row (a
+        bundle's events each with the bundle's row)."""
         t = outbox_table
         query = select(t).order_by(t.c.id)
         if subject is not None:
-            query = query.where(t.c.key == subject)
+            query = query.where(or_(t.c.key == subject, t.c[RECORDS].is_not(None)))
         async with self.runtime.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         out = []
         for row in rows:
-            headers = row_headers(row.headers, row.header_block)
-            out.append((decode(row.payload, headers, row.key.encode()), dict(row._mapping)))
+            records = (
+                unpack_bundle(row.payload)
+                if row.records is not None
+                else [(row.key.encode(), row.payload, row_headers(row.headers, row.header_block))]
+            )
+            for key, value, headers in records:
+                if subject is None or key == subject.encode():
+                    out.append((decode(value, headers, key), dict(row._mapping)))
         return out
 
     async def publish(self, *events: Event) -> None:

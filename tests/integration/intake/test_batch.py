@@ -21,6 +21,7 @@ from services.intake.models import TICKETS, outbox_table
 from shared.events import encode
 from shared.events.base import encode_fields
 from shared.events.intake import TicketReceived
+from shared.outbox import RECORDS
 from tests.integration.intake.support import IntakeEnv
 
 CSV_CHANNEL = "grid-patrol-batch"
@@ -421,9 +422,13 @@ async def test_a_file_of_many_rows_is_stored_a_column_at_a_time(
             places[i % 4] for i in range(pipeline_module.COLUMNS_MIN_ROWS + 6)
         )
     ]
+    rows_before = await env.count(outbox_table)
     answer = await post_csv(env, as_csv(HEADER[:-1], body))
     assert answer.status_code == 201, answer.text
     assert made == [len(body)]
+    # the file's events in one outbox row (a bundle), each event's record in it
+    assert await env.count(outbox_table) == rows_before + 1
+    assert await env.count(outbox_table, outbox_table.c[RECORDS] == len(body)) == 1
     results = answer.json()["results"]
     audit = env.ctx.outbox.audit
     assert audit is not None
