@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from services.intake import classifier
+from services.intake import ids as ids_module
 from services.intake import pipeline as pipeline_module
 from services.intake.canonical import AttachmentMeta, TicketDraft
 from services.intake.channels import get_channel
@@ -136,8 +137,8 @@ async def test_a_batch_file_and_single_posts_in_one_group_each_get_their_answer(
     assert await env.count(TICKETS, TICKETS.c.external_id == duplicate["external_id"]) == 1
 
 
-async def test_a_group_reserves_the_numbers_it_needs_at_once(env: IntakeEnv) -> None:
-    allocator = TicketIdAllocator(env.runtime.engine, block_size=100)
+def _reservations(allocator: TicketIdAllocator) -> list[int]:
+    """The sizes of the allocator's reservations from now on, as it makes them."""
     reserved: list[int] = []
     reserve = allocator._reserve
 
@@ -146,6 +147,12 @@ async def test_a_group_reserves_the_numbers_it_needs_at_once(env: IntakeEnv) -> 
         return await reserve(day, size)
 
     allocator._reserve = counted  # type: ignore[method-assign]
+    return reserved
+
+
+async def test_a_group_reserves_the_numbers_it_needs_at_once(env: IntakeEnv) -> None:
+    allocator = TicketIdAllocator(env.runtime.engine, block_size=100)
+    reserved = _reservations(allocator)
     day = datetime(2031, 5, 6, 12, tzinfo=UTC)
     first, second = await asyncio.gather(
         allocator.take([day] * 250), allocator.take([day] * 30 + [day + timedelta(days=1)] * 5)
@@ -157,6 +164,27 @@ async def test_a_group_reserves_the_numbers_it_needs_at_once(env: IntakeEnv) -> 
     assert reserved == [300, 100]
     numbers = [int(t.split("-")[1]) for t in first + second + third if t.startswith("20310506-")]
     assert sorted(numbers) == list(range(1, 301))
+
+
+async def test_reservations_grow_while_they_come_one_soon_after_another(env: IntakeEnv) -> None:
+    """A steady stream of files reserves twice the blocks each time, up to ``max_blocks``; a
+    quiet spell starts again at one block; every number is handed out once, in order."""
+    now = [0.0]
+    allocator = TicketIdAllocator(
+        env.runtime.engine, block_size=100, max_blocks=4, clock=lambda: now[0]
+    )
+    reserved = _reservations(allocator)
+    day = datetime(2031, 6, 7, 12, tzinfo=UTC)
+    taken = []
+    for _ in range(12):  # files of 100 rows, 0.1 s apart
+        taken += await allocator.take([day] * 100)
+        now[0] += 0.1
+    assert reserved == [100, 200, 400, 400, 400]
+    now[0] += ids_module.BUSY_SECONDS  # quiet: one block again
+    taken += await allocator.take([day] * 450)  # 300 left over, 150 more: two blocks
+    taken += await allocator.take([day] * 100)  # 50 left over: soon after, twice one block
+    assert reserved == [100, 200, 400, 400, 400, 200, 200]
+    assert [int(t.split("-")[1]) for t in taken] == list(range(1, 1200 + 450 + 100 + 1))
 
 
 async def test_a_groups_events_are_written_in_one_call_and_a_unit_it_cannot_vouch_for_alone(
