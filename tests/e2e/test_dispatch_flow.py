@@ -4,6 +4,8 @@ evaluation's counts right throughout and mediation opening one case per mediatio
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,3 +150,42 @@ async def test_tickets_are_routed_handled_rerouted_and_mediated(
             return await department_of(returned) == rerouted["department_code"]
 
         await wait_until(rerouted_counts, timeout=20, what="evaluation to fold the re-route")
+
+
+async def test_a_batch_file_s_events_reach_dispatch_from_one_outbox_row(
+    broker: Any, sqlite_db: Any, prefix: str, suite: Any
+) -> None:
+    """A patrol's file of 70 rows: intake writes its 70 events as one outbox row (a bundle), and
+    the relay's records reach dispatch, which routes every ticket once."""
+    header = "外部编号,诉求人,联系电话,标题,内容,地址,分类编码,巡查员"
+    lines = [
+        f"bulk-{n},张先生,1380013{n:04d},路灯不亮{n},第{n}处路灯不亮,"
+        f"枫桥市越城区北海街道塔山社区,0102,网格员01"
+        for n in range(70)
+    ]
+    async with suite(bootstrap=broker.bootstrap, database=sqlite_db, prefix=prefix) as services:
+        intake, dispatch = services["intake"], services["dispatch"]
+        async with intake.client() as client:
+            response = await client.post(
+                "/channels/grid-patrol-batch/tickets",
+                content="\n".join([header, *lines]).encode(),
+                headers={"content-type": "text/csv; charset=utf-8", **CENTRE},
+            )
+        assert response.status_code == 201, response.text
+        ticket_ids = [r["ticket_id"] for r in response.json()["results"]]
+        assert len(set(ticket_ids)) == 70
+        with sqlite3.connect(Path(sqlite_db.root) / "intake.db") as conn:
+            bundles = conn.execute(
+                "SELECT records FROM outbox WHERE records IS NOT NULL"
+            ).fetchall()
+        assert bundles == [(70,)]
+
+        async def routed() -> bool:
+            async with dispatch.client() as client:
+                for ticket_id in ticket_ids:
+                    answer = await client.get(f"/tickets/{ticket_id}/dispatches")
+                    if answer.status_code != 200 or len(answer.json()) != 1:
+                        return False
+            return True
+
+        await wait_until(routed, timeout=60, what="dispatch to route every row's ticket once")
