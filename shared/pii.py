@@ -37,10 +37,13 @@ from typing import Any, Literal
 
 # Full-width digits and separators appear in Chinese text; map them one-to-one (same length)
 # so match positions in the translated copy are positions in the original.
-_HALF_WIDTH = str.maketrans(
+_WIDE_FORMS, _NARROW_FORMS = (
     "０１２３４５６７８９ＸｘＥ－—–＋（）　＠．／",
     "0123456789XxE---+() @./",
 )
+_HALF_WIDTH = str.maketrans(_WIDE_FORMS, _NARROW_FORMS)
+_FOLD = dict(zip(_WIDE_FORMS, _NARROW_FORMS, strict=True))
+_WIDE = re.compile(f"[{re.escape(_WIDE_FORMS)}]")
 _EXTENSION = re.compile(r"(?:转|分机|ext\.?|x)\s*\d{1,6}\s*$", re.IGNORECASE)
 _NOT_DIGIT = re.compile(r"\D")
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
@@ -52,7 +55,16 @@ IdentityKind = Literal["phone", "id"]
 
 
 def _half_width(text: str) -> str:
-    return text.translate(_HALF_WIDTH)
+    """``text.translate(_HALF_WIDTH)`` (a test holds them equal): each wide form found by one
+    search and replaced, not every character looked up in the table — 20 µs for a 380-character
+    appeal with a pair of brackets, now 3.5; ASCII text has none."""
+    if text.isascii():
+        return text
+    return _WIDE.sub(_folded, text)
+
+
+def _folded(match: re.Match[str]) -> str:
+    return _FOLD[match.group()]
 
 
 # --- phones -------------------------------------------------------------------------------
@@ -242,30 +254,48 @@ _GAP = r"[ .\-/]{0,3}"
 # alphanumeric code by mistake is cheaper than letting one phone number through.
 _START = r"(?<![0-9])"
 _END = r"(?![0-9])"
-_ID18_RE = re.compile(rf"{_START}[1-9](?:{_SEP}[0-9]){{16}}{_SEP}[0-9Xx]{_END}")
-_ID15_RE = re.compile(rf"{_START}[1-9](?:{_SEP}[0-9]){{14}}{_END}")
+# Each pattern as written, by its compiled form (``_led``): for a test to hold the two equal.
+_UNLED: dict[re.Pattern[str], str] = {}
+
+
+def _led(first: str, pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled with ``(?=first)`` before it: ``first`` is the class of the first
+    character of every match, so the look-ahead changes no match; but ``re`` tries a pattern at
+    every position of the text, and at each it would first run the look-behind and the
+    pattern's opening groups. A 360-character appeal holding a phone number went through all
+    six in 46 µs, now 28 (the mobile pattern 16.8 → 5.8)."""
+    led = re.compile(f"(?={first}){pattern}")
+    _UNLED[led] = pattern
+    return led
+
+
+_ID18_RE = _led("[1-9]", rf"{_START}[1-9](?:{_SEP}[0-9]){{16}}{_SEP}[0-9Xx]{_END}")
+_ID15_RE = _led("[1-9]", rf"{_START}[1-9](?:{_SEP}[0-9]){{14}}{_END}")
 # "+86", "0086", "86", bracketed or not: "(+86) 138…", "0086-138-…".
 _COUNTRY = r"(?:\((?:\+|00)?86\)|(?:\+|00)?86)"
 # A bracket is part of the number only when it closes around the prefix ("(138)1234-5678",
 # "(0571)8765-4321"): in "（13812345678）" the brackets are the sentence's and stay. An area
 # code may keep a lone closing one ("（区号0571）87654321").
-_MOBILE_RE = re.compile(
+_MOBILE_RE = _led(
+    r"[(+081]",
     rf"{_START}(?:{_COUNTRY}{_GAP})?(?:\(1[3-9][0-9]\)|1[3-9]{_SEP}[0-9])"
-    rf"{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_END}"
+    rf"{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_END}",
 )
 _AREA = r"0(?:[12][0-9]|[3-9][0-9]{2})"
-_LANDLINE_RE = re.compile(
+_LANDLINE_RE = _led(
+    "[(0]",
     rf"{_START}(?:\({_AREA}\)|{_AREA}\)?){_GAP}"
-    rf"[2-9](?:{_SEP}[0-9]){{2,3}}{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_END}"
+    rf"[2-9](?:{_SEP}[0-9]){{2,3}}{_GAP}[0-9](?:{_SEP}[0-9]){{3}}{_END}",
 )
 # A mobile glued to the zeros before it ("工单号0013811110012": a zero-padded form field). Zeros
 # carry nothing, so the run is a phone; any other digits before a phone-shaped tail make an
 # order, card, tracking or ticket number, which is left alone (as 13 contiguous digits are).
-_PADDED_MOBILE_RE = re.compile(rf"{_START}0+1[3-9][0-9]{{9}}{_END}")
+_PADDED_MOBILE_RE = _led("0", rf"{_START}0+1[3-9][0-9]{{9}}{_END}")
 # Starts only where a run of local-part characters starts: otherwise every position of a long
 # run is tried again and a 20,000-character appeal costs ~300 ms.
-_EMAIL_RE = re.compile(
-    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+"
+_EMAIL_RE = _led(
+    r"[A-Za-z0-9._%+\-]",
+    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+",
 )
 
 

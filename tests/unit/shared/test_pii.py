@@ -234,6 +234,31 @@ def test_the_quick_probe_never_skips_text_a_pattern_would_mask(text: str) -> Non
     assert scrub_text(text) == pii._scrub_all(text)
 
 
+WIDE_TEXT = st.text(alphabet=CJK + pii._WIDE_FORMS + "0123456789 -+()@.abc", max_size=80)
+
+
+@settings(max_examples=1000)
+@given(WIDE_TEXT)
+@example("（0571）８７６５－４３２１ ＠ x．y")
+def test_folding_by_search_equals_the_table(text: str) -> None:
+    assert pii._half_width(text) == text.translate(pii._HALF_WIDTH)
+
+
+@settings(max_examples=1000)
+@given(st.one_of(NUMBERISH, ANY_TEXT, WIDE_TEXT.map(pii._half_width)))
+@example("联系电话13812345678，(0571)8765-4321，+86 139-1234-5678，0013811110012")
+@example("身份证330106199003072317或33010690030723x，邮箱 zhang.san@163.com")
+@example("电话8613812345678或0086 13812345678")
+def test_a_led_pattern_finds_what_it_finds_unled(text: str) -> None:
+    """The look-ahead before each pattern (``_led``) asserts only what every match's first
+    character is, so each finds exactly the matches it finds without it."""
+    assert len(pii._UNLED) == 6
+    for led, unled in pii._UNLED.items():
+        assert [m.span() for m in led.finditer(text)] == [
+            m.span() for m in re.finditer(unled, text)
+        ], unled
+
+
 def _general_mask(masker: object, span: str) -> str | None:
     """What a span's masker gives through the general normalizers (full-width folding,
     extensions, every kind of space), as it did before the maskers read spans directly."""
