@@ -343,8 +343,8 @@ def drop_bundles(op: Any) -> None:
     """Its downgrade: every bundle still kept split into rows of one event (not in its place in
     the id order: the rows after it keep their ids, so the split rows take new ones and, if the
     bundle was pending, are pending), the columns gone, the payloads' storage and the trigger
-    as before. A bundle a relay
-    is sending meanwhile may be sent twice; every consumer takes an event again by its id."""
+    as before. A bundle a relay is sending meanwhile may be sent twice; every consumer takes an
+    event again by its id."""
     bind: Connection = op.get_bind()
     t = sa_table(
         "outbox",
@@ -389,7 +389,9 @@ def drop_bundles(op: Any) -> None:
     with op.batch_alter_table("outbox") as batch_op:
         batch_op.drop_column(RECORDS)
     if bind.dialect.name == "postgresql":
-        bind.exec_driver_sql("ALTER TABLE outbox ALTER COLUMN payload SET STORAGE EXTENDED")
+        bind.exec_driver_sql(
+            f"ALTER TABLE {_schema_prefix(bind)}outbox ALTER COLUMN payload SET STORAGE EXTENDED"
+        )
     create_pending_trigger(bind)
 
 

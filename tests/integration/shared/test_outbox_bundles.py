@@ -200,6 +200,22 @@ async def test_a_replay_and_a_requeue_count_events(database: Database) -> None:
         await engine.dispose()
 
 
+async def _payload_storage(engine: Any, database: Database) -> str | None:
+    """PostgreSQL: how the outbox's payloads are stored (``e``: out of line, uncompressed;
+    ``x``: the default, compressed when large); None on SQLite."""
+    if database.kind != "postgres":
+        return None
+    async with engine.connect() as conn:
+        return str(
+            (
+                await conn.exec_driver_sql(
+                    "SELECT attstorage::text FROM pg_attribute "
+                    "WHERE attrelid = 'outbox'::regclass AND attname = 'payload'"
+                )
+            ).scalar_one()
+        )
+
+
 async def test_intake_s_migration_adds_bundles_and_its_downgrade_splits_them(
     database: Database,
 ) -> None:
@@ -221,15 +237,8 @@ async def test_intake_s_migration_adds_bundles_and_its_downgrade_splits_them(
             await conn.execute(pending.delete().where(pending.c.id == first))  # published
             counts = (await conn.execute(select(pending.c[RECORDS]).order_by(pending.c.id))).all()
         assert [c[0] for c in counts] == [None, 2]
-        if database.kind == "postgres":
-            async with engine.connect() as conn:
-                storage = (
-                    await conn.exec_driver_sql(
-                        "SELECT attstorage::text FROM pg_attribute "
-                        "WHERE attrelid = 'outbox'::regclass AND attname = 'payload'"
-                    )
-                ).scalar_one()
-            assert storage == "e"  # external: kept whole, not compressed
+        postgres = database.kind == "postgres"
+        assert await _payload_storage(engine, database) == ("e" if postgres else None)
 
         await asyncio.to_thread(command.downgrade, config, "intake_outbox_pending")
         plain = bus_tables(MetaData())[0]
@@ -238,6 +247,7 @@ async def test_intake_s_migration_adds_bundles_and_its_downgrade_splits_them(
             rows = (await conn.execute(select(plain).order_by(plain.c.id))).all()
             waiting = set((await conn.execute(select(plain_pending.c.id))).scalars())
         assert RECORDS not in rows[0]._fields
+        assert await _payload_storage(engine, database) == ("x" if postgres else None)
         by_key = {row.key: row for row in rows}
         assert sorted(by_key) == [ticket(n).ticket_id for n in range(1, 7)]
         assert {row.key for row in rows if row.id in waiting} == {
