@@ -652,13 +652,12 @@ def bundle_row(
     if not events:
         return None
     first = events[0]
-    if any(e.topic != first.topic or e.event_type != first.event_type for e in events):
-        return None
+    topic, event_type = first.topic, first.event_type
     parts: list[bytes] = []
     frame = _FRAME.pack
-    for e in events:
+    for e in events:  # one pass: the check and the frame of each event
         key, value, block = e.record.key, e.record.value, pack_headers(e.record.headers)
-        if block is None:
+        if block is None or e.topic != topic or e.event_type != event_type:
             return None
         parts += (frame(len(key), len(block), len(value)), key, block, value)
     return {
