@@ -41,6 +41,7 @@ from services.intake.errors import PayloadError
 from services.intake.mapping import validate_draft
 from services.intake.models import (
     BatchAccepted,
+    BatchResult,
     CallbackAccepted,
     CallbackIn,
     TicketAccepted,
@@ -392,7 +393,9 @@ async def post_channel_ticket(code: str, request: Request) -> Response:
                 ) from None
             raise
         result = await service.accept_batch(ctx=ctx, channel=channel, rows=parsed.rows)
-        return json_response(result, _batch_status(result))
+        return Response(
+            result.json(), status_code=_batch_status(result), media_type="application/json"
+        )
     _require_channel_media_type(request, channel.payload_format)
     limit = (
         settings.mail_max_bytes if channel.payload_format == "email" else settings.ticket_max_bytes
@@ -413,7 +416,7 @@ async def post_channel_ticket(code: str, request: Request) -> Response:
     return _created(accepted)
 
 
-def _batch_status(result: BatchAccepted) -> int:
+def _batch_status(result: BatchResult) -> int:
     if result.rejected == 0:
         return status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
     if result.created or result.existing:

@@ -11,9 +11,12 @@ learns it from dispatch and mediation events), and the bus tables.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import (
     JSON,
@@ -361,3 +364,63 @@ class BatchAccepted(BaseModel):
     existing: int
     rejected: int
     results: list[BatchRowResult]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """A batch file's outcome as ``accept_batch`` makes it: ``BatchAccepted``'s fields, each
+    row's result a plain dict of every ``BatchRowResult`` field in the model's order
+    (``batch_row_result``). The answer is written from the dicts in one ``orjson`` call
+    (``json``), the same bytes as the model's dump (a test holds them equal): validating a model
+    a row and dumping it again cost ~2 µs of every row of a 1,000-row file."""
+
+    channel: str
+    created: int
+    existing: int
+    rejected: int
+    results: list[dict[str, Any]]
+
+    @property
+    def rows(self) -> int:
+        return len(self.results)
+
+    def json(self) -> bytes:
+        """The answer's body: ``BatchAccepted`` of these fields, dumped."""
+        return orjson.dumps(
+            {
+                "channel": self.channel,
+                "rows": len(self.results),
+                "created": self.created,
+                "existing": self.existing,
+                "rejected": self.rejected,
+                "results": self.results,
+            }
+        )
+
+    def model(self) -> BatchAccepted:
+        """The same outcome as the model the answer documents."""
+        return BatchAccepted.model_validate_json(self.json())
+
+
+def batch_row_result(
+    row: int,
+    status: str,
+    *,
+    ticket_id: str | None = None,
+    external_id: str | None = None,
+    category_code: str | None = None,
+    repeat_of: str | None = None,
+    repeat_count: int = 0,
+    errors: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """One row's result as ``BatchResult`` holds it: ``BatchRowResult``'s fields in its order."""
+    return {
+        "row": row,
+        "status": status,
+        "ticket_id": ticket_id,
+        "external_id": external_id,
+        "category_code": category_code,
+        "repeat_of": repeat_of,
+        "repeat_count": repeat_count,
+        "errors": errors,
+    }

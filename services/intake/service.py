@@ -24,8 +24,9 @@ from services.intake.channels import Channel, UnknownChannel, get_channel
 from services.intake.context import IntakeContext
 from services.intake.errors import ChannelClosed, PayloadError
 from services.intake.models import (
-    BatchAccepted,
+    BatchResult,
     TicketAccepted,
+    batch_row_result,
 )
 from services.intake.pipeline import Prepared
 from shared.auth import acting_principal
@@ -210,19 +211,19 @@ def _sqlite_existing() -> Any:
 
 async def accept_batch(
     *, ctx: IntakeContext, channel: Channel, rows: Sequence[BatchRow]
-) -> BatchAccepted:
+) -> BatchResult:
     """Store a batch file's good rows, each with its event, all in one unit; report the rest.
 
     Rows whose external id the channel already sent are answered with their first ticket;
     bad rows store nothing and say why, by row number and field.
     """
-    # Each row's result as the fields of its BatchRowResult: the answer is validated in one
-    # call for the file, not one model __init__ per row.
+    # Each row's result as a plain dict of its BatchRowResult's fields (``batch_row_result``):
+    # the answer is written from them in one call for the file, no model made a row.
     results: dict[int, dict[str, Any]] = {}
     drafts: list[tuple[int, TicketDraft]] = []
     for number, outcome in rows:
         if isinstance(outcome, PayloadError):
-            results[number] = {"row": number, "status": "rejected", "errors": [outcome.as_dict()]}
+            results[number] = batch_row_result(number, "rejected", errors=[outcome.as_dict()])
         else:
             drafts.append((number, outcome))
     pending = drafts
@@ -232,15 +233,15 @@ async def accept_batch(
         for number, draft in pending:
             earlier = existing.get(draft.external_id or "")
             if earlier is not None:
-                results[number] = {
-                    "row": number,
-                    "status": "existing",
-                    "ticket_id": earlier.ticket_id,
-                    "external_id": draft.external_id,
-                    "category_code": earlier.category_code,
-                    "repeat_of": earlier.repeat_of,
-                    "repeat_count": earlier.repeat_count,
-                }
+                results[number] = batch_row_result(
+                    number,
+                    "existing",
+                    ticket_id=earlier.ticket_id,
+                    external_id=draft.external_id,
+                    category_code=earlier.category_code,
+                    repeat_of=earlier.repeat_of,
+                    repeat_count=earlier.repeat_count,
+                )
             else:
                 fresh.append((number, draft))
         if not fresh:
@@ -256,6 +257,8 @@ async def accept_batch(
             continue
         prepared = staged.prepared
         for (number, draft), p in zip(fresh, prepared, strict=True):
+            verdict = p.verdict
+            # ``batch_row_result`` written out: a call with keywords costs as much as the dict.
             results[number] = {
                 "row": number,
                 "status": "created",
@@ -263,22 +266,21 @@ async def accept_batch(
                 "external_id": draft.external_id,
                 # As the row holds them (``Pipeline._row``), without making it.
                 "category_code": p.normalized.category_code,
-                "repeat_of": p.verdict.repeat_of,
-                "repeat_count": p.verdict.repeat_count,
+                "repeat_of": verdict.repeat_of,
+                "repeat_count": verdict.repeat_count,
+                "errors": (),
             }
         break
     else:
         for number, draft in pending:
             results.setdefault(
                 number,
-                {
-                    "row": number,
-                    "status": "rejected",
-                    "external_id": draft.external_id,
-                    "errors": [
-                        {"field": "external_id", "message": "conflicting concurrent upload"}
-                    ],
-                },
+                batch_row_result(
+                    number,
+                    "rejected",
+                    external_id=draft.external_id,
+                    errors=[{"field": "external_id", "message": "conflicting concurrent upload"}],
+                ),
             )
     ordered = [results[n] for n in sorted(results)]
     statuses = [r["status"] for r in ordered]
@@ -287,6 +289,4 @@ async def accept_batch(
     _count(ctx, channel.code, "existing", tally["existing"])
     if ctx.metrics is not None and tally["rejected"]:
         ctx.metrics.rows_rejected.labels(channel.code).inc(tally["rejected"])
-    return BatchAccepted.model_validate(
-        {"channel": channel.code, "rows": len(ordered), "results": ordered, **tally}
-    )
+    return BatchResult(channel.code, results=ordered, **tally)
