@@ -43,6 +43,19 @@ _COLUMNS = (
     "ticket_id, received_at, citizen_hash, grid_code, address_key, longitude, latitude, "
     "repeat_of, repeat_count, shingles"
 )
+# What a candidate found by its citizen alone needs when the citizen alone makes a match
+# (``RepeatPolicy.citizen_min_similarity`` <= 0, the default): its time, id, citizen and repeat
+# links, not its place or its shingles (a ticket another key found too comes with its full row
+# from that key). A batch file of known citizens reads five of theirs a row: their places and
+# shingles cost the driver ~1.6 ms and the server ~1.1 ms a 1,000-row file.
+_SLIM_COLUMNS = (
+    "ticket_id, received_at, citizen_hash, NULL::varchar, NULL::varchar, NULL::float8, "
+    "NULL::float8, repeat_of, repeat_count, NULL::bytea"
+)
+_SLIM_SQLITE_COLUMNS = (
+    "t.ticket_id, t.received_at, t.citizen_hash, NULL, NULL, NULL, NULL, t.repeat_of, "
+    "t.repeat_count, NULL"
+)
 
 
 def pack_shingles(shingles: frozenset[int]) -> bytes:
@@ -314,8 +327,9 @@ class EarlierInUnit:
 
 
 @cache
-def _sqlite_candidates(column: str, per_key: int) -> str:
-    """The latest ``per_key`` tickets for each of many keys of one column, in one statement.
+def _sqlite_candidates(column: str, per_key: int, slim: bool = False) -> str:
+    """The latest ``per_key`` tickets for each of many keys of one column, in one statement
+    (``slim``: in ``_SLIM_COLUMNS``).
 
     SQLite has no LATERAL, but a ``rowid IN (correlated subquery)`` join over ``json_each`` is
     planned the same way: one index range scan per key, stopped after ``per_key`` rows.
@@ -323,7 +337,9 @@ def _sqlite_candidates(column: str, per_key: int) -> str:
     if column not in _KEY_COLUMNS:
         raise ValueError(column)
     window = "received_at >= :since AND received_at <= :until"
-    columns = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+    columns = (
+        _SLIM_SQLITE_COLUMNS if slim else ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+    )
     return (
         f"SELECT {columns} FROM json_each(:keys) AS k JOIN tickets AS t ON t.rowid IN "
         f"(SELECT rowid FROM tickets WHERE {column} = k.value AND {window} "
@@ -367,10 +383,11 @@ class ShingleCache:
 
 
 @cache
-def _postgres_candidates(per_key: int) -> str:
+def _postgres_candidates(per_key: int, slim_citizens: bool = False) -> str:
     """Every key column's candidates in one statement (one round trip, one plan, cached by the
     driver): a LATERAL join per column over its array of keys, one index range scan per key,
-    stopped after ``per_key`` rows. Each row says which column found it.
+    stopped after ``per_key`` rows. Each row says which column found it; ``slim_citizens``:
+    the citizen's in ``_SLIM_COLUMNS``.
 
     The look-up's connections plan it once (``LookupConnections``), so its generic plan must be
     each key's index whatever the statistics. Each key is written as a range of one value and
@@ -382,7 +399,8 @@ def _postgres_candidates(per_key: int) -> str:
     window = "received_at >= $4 AND received_at <= $5"
     return " UNION ALL ".join(
         f"SELECT {n} AS found_by, c.* FROM unnest(${n + 1}::varchar[]) AS k(v) CROSS JOIN LATERAL "
-        f"(SELECT {_COLUMNS} FROM tickets WHERE {column} >= k.v AND {column} <= k.v AND {window} "
+        f"(SELECT {_SLIM_COLUMNS if slim_citizens and n == _CITIZEN else _COLUMNS} FROM tickets "
+        f"WHERE {column} >= k.v AND {column} <= k.v AND {window} "
         f"ORDER BY {column} DESC, received_at DESC LIMIT {limit}) AS c"
         for n, column in enumerate(_KEY_COLUMNS)
     )
@@ -390,6 +408,7 @@ def _postgres_candidates(per_key: int) -> str:
 
 # A candidate row: (index of the key column that found it, then _COLUMNS in order).
 _FOUND_BY, _TICKET_ID, _RECEIVED_AT = 0, 1, 2
+_CITIZEN = _KEY_COLUMNS.index("citizen_hash")  # the found_by of a row its citizen found
 _KEY_AT = 3  # citizen_hash, grid_code, address_key follow in _KEY_COLUMNS order
 _SHINGLES = 10
 
@@ -507,19 +526,21 @@ async def _candidate_rows(
     since: datetime,
     until: datetime,
     per_key: int,
+    slim: bool = False,
 ) -> list[Sequence[Any]]:
-    """The candidate rows of every key, each led by the index of the column that found it."""
+    """The candidate rows of every key, each led by the index of the column that found it;
+    ``slim``: those its citizen found in ``_SLIM_COLUMNS``."""
     dialect = connections.dialect
     if dialect.name == "postgresql":
         keys = [sorted(by_column.get(column, ())) for column in _KEY_COLUMNS]
-        sql = _postgres_candidates(per_key)
+        sql = _postgres_candidates(per_key, slim)
         return list(await connections.run(lambda driver: driver.fetch(sql, *keys, since, until)))
     bind, result = _sqlite_times(dialect)
     window = {"since": bind(since), "until": bind(until)}
     statements = [
         (
             n,
-            _sqlite_candidates(column, per_key),
+            _sqlite_candidates(column, per_key, slim and n == _CITIZEN),
             {"keys": json.dumps(sorted(by_column[column])), **window},
         )
         for n, column in enumerate(_KEY_COLUMNS)
@@ -538,10 +559,13 @@ async def load_earlier(
     per_key: int,
     cache: ShingleCache | None = None,
     grams: Sequence[bytes] | None = None,
+    slim: bool | None = None,
 ) -> list[list[Earlier]]:
     """For each appeal, the latest earlier tickets sharing one of its keys within the window
     that it may repeat; ``grams``: each appeal's shingles packed (``pack_shingles``), if the
-    caller has them so (else they are read from its set).
+    caller has them so (else they are read from its set); ``slim``: whether the candidates
+    only a citizen found are read without their place and shingles (by default where the
+    policy lets the citizen alone make a match; the same verdicts either way, a test holds).
 
     One trip, on the look-ups' kept connections: the candidates of every key with their stored
     shingles (one statement on PostgreSQL, one per key column on SQLite); a separate read of
@@ -562,14 +586,25 @@ async def load_earlier(
     cache = cache if cache is not None else ShingleCache(0)
     since = min(a.received_at for a in appeals) - policy.window
     until = max(a.received_at for a in appeals)
+    # The citizen alone makes a match: a candidate only its citizen found is read without its
+    # place and shingles (``_SLIM_COLUMNS``), which no test of its pairs reads.
+    if slim is None:
+        slim = policy.citizen_min_similarity <= 0
+    elif slim and policy.citizen_min_similarity > 0:
+        raise ValueError("a citizen's candidates need their shingles when it needs a similarity")
     fetched = await _candidate_rows(
-        connections, by_column, since=since, until=until, per_key=per_key
+        connections, by_column, since=since, until=until, per_key=per_key, slim=slim
     )
-    # A ticket's row is the same whichever key found it (but for the leading column): each
-    # distinct ticket once, in order of first appearance, read from one of its rows (a dict
-    # keeps a key's first place and its last value), the columns taken a column at a time.
+    # A ticket's row is the same whichever key found it (but for the leading column, and but
+    # for a slim one): each distinct ticket once, in order of first appearance, read from one
+    # of its rows — a full one where another key found it too (a dict keeps a key's first place
+    # and its last value) —, the columns taken a column at a time.
     found_ids = list(map(itemgetter(_TICKET_ID), fetched))
     where = dict(zip(found_ids, range(len(fetched)), strict=True))
+    found_by = np.fromiter(map(itemgetter(_FOUND_BY), fetched), dtype=np.int64, count=len(fetched))
+    if slim:
+        full = np.flatnonzero(found_by != _CITIZEN).tolist()
+        where.update(zip(map(found_ids.__getitem__, full), full, strict=True))
     ids = list(where)
     at = dict(zip(ids, range(len(ids)), strict=True))
     distinct = [fetched[n] for n in where.values()]
@@ -579,6 +614,7 @@ async def load_earlier(
         by_column,
         fetched,
         np.fromiter(map(at.__getitem__, found_ids), np.int64, len(fetched)),
+        found_by,
     )
     judged = _judge_pairs(
         appeals,
@@ -603,6 +639,11 @@ async def load_earlier(
     # evicting the ready ones of the posts that follow: those are made and kept nowhere.
     kept = cache if len(ids) <= cache.max_ready else None
 
+    # A slim row's Earlier is kept too, without its place: in a look-up that reads slim rows no
+    # Earlier's place is read (a pair a place decides was found through that place's key, and
+    # the pass placed it; ``decide`` reads a first match's time, id and links), and a loader's
+    # policy, so its look-ups' kind, is fixed (a test holds the verdicts equal, look-up after
+    # look-up on one cache each).
     def made(n: int) -> Earlier:
         e = earlier.get(n)
         if e is None:
@@ -617,6 +658,7 @@ def _pairs_of(
     by_column: dict[str, set[str]],
     fetched: Sequence[Sequence[Any]],
     found: np.ndarray,
+    found_by: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each appeal's stored candidates as pairs: how many each appeal has (``counts``) and,
     appeal after appeal, their indices (``found[row]`` is the candidate of fetched row ``row``):
@@ -632,7 +674,8 @@ def _pairs_of(
         codes.append(dict(zip(values, range(start, start + len(values)), strict=True)))
     n_keys, n_rows = sum(map(len, codes)), len(fetched)
     key_of = np.full(n_rows, n_keys, dtype=np.int64)  # a row of no wanted key: none's
-    found_by = np.fromiter(map(itemgetter(_FOUND_BY), fetched), dtype=np.int64, count=n_rows)
+    if found_by is None:
+        found_by = np.fromiter(map(itemgetter(_FOUND_BY), fetched), dtype=np.int64, count=n_rows)
     for n, numbered in enumerate(codes):
         rows = np.flatnonzero(found_by == n)
         if rows.size:

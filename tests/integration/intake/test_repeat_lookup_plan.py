@@ -50,8 +50,9 @@ def _ticket(n: int, citizen: str, address: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("slim", [False, True], ids=["full", "slim-citizens"])
 async def test_the_look_ups_generic_plan_reads_the_key_indexes_on_skewed_data(
-    database: Database,
+    database: Database, slim: bool
 ) -> None:
     if database.kind != "postgres":
         pytest.skip("plans are PostgreSQL's")
@@ -69,7 +70,7 @@ async def test_the_look_ups_generic_plan_reads_the_key_indexes_on_skewed_data(
         async with engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             await driver.execute("SET plan_cache_mode = force_generic_plan")
-            await driver.execute(f"PREPARE look_up AS {_postgres_candidates(PER_KEY)}")
+            await driver.execute(f"PREPARE look_up AS {_postgres_candidates(PER_KEY, slim)}")
             plan = "\n".join(
                 r[0]
                 for r in await driver.fetch(
@@ -80,7 +81,7 @@ async def test_the_look_ups_generic_plan_reads_the_key_indexes_on_skewed_data(
             await driver.execute("DEALLOCATE look_up")
             found: dict[str, list[tuple[Any, ...]]] = {}
             for keys in ([COMMON], [], ["common-address"]), ([RARE], [], ["rare-address"]):
-                now_ = await driver.fetch(_postgres_candidates(PER_KEY), *keys, since, until)
+                now_ = await driver.fetch(_postgres_candidates(PER_KEY, slim), *keys, since, until)
                 before = await driver.fetch(_as_before(PER_KEY), *keys, since, until)
                 found[keys[0][0]] = [(r[0], r[1]) for r in now_]
                 assert found[keys[0][0]] == [(r[0], r[1]) for r in before]
