@@ -245,18 +245,18 @@ class _StoredFiles:
         self.spent = 0.0
         stored = []
         for k in range(1, copies + 1):
-            for row in rows:
+            for i, row in enumerate(rows):
                 at = row["received_at"] - timedelta(minutes=k)
                 stored.append(
                     (
-                        f"s{k}-{row['ticket_id']}",
+                        k * len(rows) + i,
                         at,
                         row["citizen_hash"],
                         row["grid_code"],
                         row["address_key"],
                         row["longitude"],
                         row["latitude"],
-                        None if k == copies else f"s{copies}-{row['ticket_id']}",
+                        None if k == copies else copies * len(rows) + i,
                         copies - k,
                         row["shingles"],
                     )
@@ -276,9 +276,16 @@ class _StoredFiles:
         start = time.thread_time()
         *keys, since, until = args
         self._calls += 1
-        mark = f"c{self._calls}"
+        # ids in the shape intake issues (the public view passes them unscrubbed as such)
+        mark = f"{self._calls:08d}-"
         rows = [
-            (n, mark + found[0], *found[1:7], found[7] and mark + found[7], *found[8:])
+            (
+                n,
+                f"{mark}{found[0]:07d}",
+                *found[1:7],
+                None if found[7] is None else f"{mark}{found[7]:07d}",
+                *found[8:],
+            )
             for n, values in enumerate(keys)
             for value in values
             for found in self._by_key.get((n, value), ())
