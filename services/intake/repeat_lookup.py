@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import eq, itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -1058,6 +1058,27 @@ def _by_text(
     compared = np.flatnonzero(valid & ~by_citizen & (small > 0))
     common = np.full(pairs, -1, dtype=np.int64)
     similarity = np.zeros(pairs, dtype=np.float64)  # 0 where a set is empty, as in decide
+    if grams is not None and compared.size:
+        # A stored set stored as the very bytes of the appeal's (the same text again, the
+        # commonest repeat) shares all its grams: its pair needs no count.
+        even = compared[mine[compared] == other[compared]]
+        if even.size:
+            packed = stored.packed
+            twins = even[
+                np.fromiter(
+                    map(
+                        eq,
+                        map(grams.__getitem__, pair_a[even].tolist()),
+                        map(packed.__getitem__, pair_b[even].tolist()),
+                    ),
+                    dtype=bool,
+                    count=even.size,
+                )
+            ]
+            if twins.size:
+                common[twins] = mine[twins]
+                similarity[twins] = 1.0
+                compared = np.setdiff1d(compared, twins, assume_unique=True)
     if compared.size:
         read = np.unique(pair_a[compared])
         a_bounds = np.zeros(n_appeals + 1, dtype=np.int64)

@@ -292,15 +292,16 @@ def test_stored_candidates_judged_packed_give_the_same_verdicts(
         for _ in appeals
     ]
     judged = repeat_lookup.judge_stored(appeals, listed, _stored_columns(stored, packed), policy)
+    # the appeals' grams handed packed, as the pipeline has them (a stored set stored as the
+    # very bytes of an appeal's is taken as shared whole, uncounted), judge the same
+    grams = [repeat_lookup.pack_shingles(a.shingles) for a in appeals]
     # a few pairs judged in plain Python, many in numpy: the same judgement either way
     for plain_pairs in (0, 10**6):
         with mock.patch.object(repeat_lookup, "PLAIN_PAIRS", plain_pairs):
             columns = _stored_columns(stored, packed)
             assert repeat_lookup.judge_stored(appeals, listed, columns, policy) == judged
-    # the appeals' grams handed packed, as the pipeline has them, judge the same
-    grams = [repeat_lookup.pack_shingles(a.shingles) for a in appeals]
-    columns = _stored_columns(stored, packed)
-    assert repeat_lookup.judge_stored(appeals, listed, columns, policy, grams) == judged
+            columns = _stored_columns(stored, packed)
+            assert repeat_lookup.judge_stored(appeals, listed, columns, policy, grams) == judged
     # handed over as the look-up makes them: without their shingles, the pass's counts instead
     handed = repeat_lookup.hand_over(appeals, judged, _without_shingles(stored))
     for new, candidates, each, given_ in zip(appeals, listed, judged, handed, strict=True):
