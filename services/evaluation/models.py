@@ -28,11 +28,10 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlmodel import Field, SQLModel
 
 from services.evaluation.metrics_registry import BUCKETS, COUNTERS
-from shared.db import AwareDateTime, service_base
+from shared.db import AwareDateTime, Key, service_base
 from shared.outbox import bus_tables
 
 # mypy cannot use a class built at run time as a base; to the type checker the base is
@@ -41,29 +40,6 @@ if TYPE_CHECKING:
     EvaluationBase = SQLModel
 else:
     EvaluationBase = service_base("evaluation")
-
-
-class Key(String):
-    """A key column (ticket, dispatch, case and fact ids, event ids, cell keys) compared as bytes.
-
-    The database's collation may be a linguistic one (``C.UTF-8`` is one to PostgreSQL 15): every
-    B-tree comparison of such a key then copies both strings and calls ``strcoll``, some 12 %
-    of the backend's CPU in the live apply. These keys are ASCII (digits, letters, ``-``,
-    ``:``, hex digests), whose byte order is their order in ``C.UTF-8`` too, so the keyset
-    pages of the exports and the rebuild read in the same order. On PostgreSQL the column is
-    created ``COLLATE "C"`` (migration 0010_collate); nothing else changes: a cast to the type
-    (``shared.bulk``'s arrays and record sets) stays plain ``VARCHAR`` and takes the column's
-    collation when compared with it. SQLite compares bytes already."""
-
-    cache_ok = True
-
-
-@compiles(Key, "postgresql")
-def _key_ddl(type_: Key, compiler: Any, **kw: Any) -> str:
-    spec: str = compiler.visit_VARCHAR(type_, **kw)
-    if isinstance(kw.get("type_expression"), Column):  # a column's definition, not a cast
-        spec += ' COLLATE "C"'
-    return spec
 
 
 def _at() -> Any:

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlmodel import Field as SQLField
 
 from services.intake.canonical import ReceivedAt
-from shared.db import AwareDateTime, service_base
+from shared.db import AwareDateTime, Key, service_base
 from shared.events.intake import Satisfaction, Urgency
 from shared.outbox import bus_tables
 
@@ -63,10 +63,11 @@ class Ticket(IntakeBase, table=True):  # type: ignore[call-arg,misc,valid-type]
         Index("ix_tickets_address_recent", "address_key", "received_at"),
     )
 
-    ticket_id: str = SQLField(primary_key=True, max_length=32)
+    # The keys the intake path and repeat detection probe are compared as bytes (``Key``).
+    ticket_id: str = SQLField(primary_key=True, max_length=32, sa_type=Key(32))
     # Indexed through uq_ticket_channel_external, whose first column it is.
-    channel: str = SQLField(max_length=64)
-    external_id: str | None = SQLField(default=None, max_length=128)
+    channel: str = SQLField(max_length=64, sa_type=Key(64))
+    external_id: str | None = SQLField(default=None, max_length=128, sa_type=Key(128))
     received_at: datetime = _aware(index=True)
     accepted_at: datetime | None = _aware(nullable=True)
     title: str
@@ -75,12 +76,12 @@ class Ticket(IntakeBase, table=True):  # type: ignore[call-arg,misc,valid-type]
     citizen_phone: str | None = SQLField(default=None, max_length=32)
     citizen_id_number: str | None = SQLField(default=None, max_length=32)
     citizen_email: str | None = SQLField(default=None, max_length=254)
-    citizen_hash: str | None = SQLField(default=None, max_length=64)
+    citizen_hash: str | None = SQLField(default=None, max_length=64, sa_type=Key(64))
     address: str | None = None
-    address_key: str | None = SQLField(default=None, max_length=500)
+    address_key: str | None = SQLField(default=None, max_length=500, sa_type=Key(500))
     longitude: float | None = None
     latitude: float | None = None
-    grid_code: str | None = SQLField(default=None, max_length=32)
+    grid_code: str | None = SQLField(default=None, max_length=32, sa_type=Key(32))
     area_code: str | None = SQLField(default=None, max_length=32)
     category_code: str = SQLField(index=True, max_length=8)
     category_source: str | None = SQLField(default=None, max_length=16)

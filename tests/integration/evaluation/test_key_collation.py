@@ -12,9 +12,10 @@ from alembic import command
 from sqlalchemy import text
 
 from fengqiao import registry
-from services.evaluation.models import CELLS_AUTOVACUUM, Key, metadata
+from services.evaluation.models import CELLS_AUTOVACUUM, metadata
 from services.evaluation.settings import EvaluationSettings
 from shared import db
+from shared.db import Key
 from shared.migrate import alembic_config
 from tests.support import Database
 
