@@ -43,7 +43,7 @@ class Key(String):
     or paged in a fixed order, never sorted for a reader: ASCII ids order alike in ``C`` and
     ``C.UTF-8``, and a keyset page's ``>`` and ``ORDER BY`` use the same collation. On PostgreSQL
     the column is created ``COLLATE "C"`` (evaluation's migration 0010_collate, intake's
-    0009_keys_collate_c); nothing else changes: a cast to the type (``shared.bulk``'s arrays and
+    intake_keys_collate_c); nothing else changes: a cast to the type (``shared.bulk``'s arrays and
     record sets) stays plain ``VARCHAR`` and takes the column's collation when compared with it.
     SQLite compares bytes already."""
 

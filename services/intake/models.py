@@ -390,7 +390,7 @@ class BatchResult:
         return orjson.dumps(
             {
                 "channel": self.channel,
-                "rows": len(self.results),
+                "rows": self.rows,
                 "created": self.created,
                 "existing": self.existing,
                 "rejected": self.rejected,
