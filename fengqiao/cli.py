@@ -83,6 +83,9 @@ def up(
             ).start()
             bootstrap = embedded.bootstrap
             console.print(f"embedded broker (tansu, memory) on [bold]{bootstrap}[/]")
+            # Before the environment is planned: the services, the topics created below and
+            # the broker's rotations all read it.
+            os.environ.update(supervisor.embedded_defaults(bus))
         env = supervisor.plan_environment(var_dir.resolve(), bootstrap)
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         if embedded is not None:

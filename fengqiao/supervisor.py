@@ -35,6 +35,26 @@ from shared.settings import BusSettings, SupervisorSettings
 log = logging.getLogger("fengqiao.supervisor")
 
 
+# Partitions a topic is created with on the embedded broker when ``KAFKA_TOPIC_PARTITIONS`` is
+# not set: one. tansu's memory storage answers every fetch by listing every record batch the
+# partition has held since the broker started, and the relays add a batch a partition every
+# few hundred milliseconds under load, so the broker's CPU a ticket grows with the minutes a
+# surge lasts, in proportion to the partitions each fetch reads (docs/benchmarks.md, "The
+# embedded broker over ten minutes"). ``fengqiao up`` runs one process a service, so a
+# consumer group has one member, which a second partition gives nothing; and the broker is
+# rebuilt empty at every start and rotation, so a deployment that scales a consumer out sets
+# the variable and restarts.
+EMBEDDED_PARTITIONS = 1
+
+
+def embedded_defaults(bus: BusSettings) -> dict[str, str]:
+    """What ``fengqiao up`` sets for its embedded broker where the environment says nothing:
+    one partition a topic (``EMBEDDED_PARTITIONS``)."""
+    if "kafka_topic_partitions" in bus.model_fields_set:
+        return {}
+    return {"KAFKA_TOPIC_PARTITIONS": str(EMBEDDED_PARTITIONS)}
+
+
 def plan_environment(var_dir: Path, bootstrap: str) -> dict[str, str]:
     """Variables the children get: the broker, and a SQLite file each unless one was configured."""
     env = dict(os.environ)

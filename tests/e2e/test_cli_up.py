@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.embedded import SERVICE_NAMES, start_suite
+from fengqiao.supervisor import EMBEDDED_PARTITIONS
 
 
 @pytest.mark.slow
@@ -36,6 +39,10 @@ def test_up_serves_a_ticket_end_to_end_and_stops_cleanly_on_sigterm(tmp_path: Pa
         assert summary.get("received") == 1 and summary.get("dispatched") == 1, summary
         for name in SERVICE_NAMES:
             assert (tmp_path / "var" / f"{name}.db").exists()
+        # No KAFKA_TOPIC_PARTITIONS given: the embedded broker's topics have one partition each.
+        partitions = asyncio.run(_partitions(f"127.0.0.1:{suite.broker_port}"))
+        assert partitions["fengqiao.intake.tickets"] == EMBEDDED_PARTITIONS, partitions
+        assert set(partitions.values()) == {EMBEDDED_PARTITIONS}, partitions
     finally:
         output = suite.stop(timeout=30)
     assert suite.process.returncode == 0, output
@@ -43,6 +50,16 @@ def test_up_serves_a_ticket_end_to_end_and_stops_cleanly_on_sigterm(tmp_path: Pa
     ports = [*range(suite.base_port, suite.metrics_port + 1), suite.broker_port]
     for port in ports:
         assert not _in_use(port), f"port {port} still served after shutdown"
+
+
+async def _partitions(bootstrap: str) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith("fengqiao.")]
+        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+    finally:
+        await admin.close()
 
 
 def _in_use(port: int) -> bool:
