@@ -89,6 +89,16 @@ class SuiteProcess:
                 values[(sample.name, label)] = sample.value
         return values
 
+    def service_total(self, service: str, sample: str) -> float:
+        """The sum of ``sample`` over its labels on ``service``'s own metrics endpoint."""
+        text = httpx.get(f"{self.url(service)}/metrics", timeout=5).text
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == sample
+        )
+
     def restarts(self, name: str) -> int:
         return int(self.supervisor_metrics().get(("fengqiao_supervisor_restarts_total", name), 0))
 

@@ -30,6 +30,8 @@ from fengqiao import registry
 from fengqiao.registry import SERVICES
 from shared.broker import EmbeddedBroker
 from shared.bus import create_topics
+from shared.events import CONSUMES
+from shared.rotation import Handover, leave_handover, unread_since
 from shared.settings import BusSettings, SupervisorSettings
 
 log = logging.getLogger("fengqiao.supervisor")
@@ -203,6 +205,7 @@ class Supervisor:
     metrics: SupervisorMetrics = field(default_factory=SupervisorMetrics)
     processes: list[Supervised] = field(default_factory=list)
     broker: EmbeddedBroker | None = None
+    _bus: BusSettings | None = None
     _broker_entry: Supervised | None = None
     _last_sample: float = 0.0
     _last_rotation: float = 0.0
@@ -235,6 +238,7 @@ class Supervisor:
             broker.stop()
 
         self.broker = broker
+        self._bus = bus
         for reason in ("memory", "schedule"):
             self.metrics.rotations.labels(reason)
         assert broker.process is not None
@@ -337,7 +341,9 @@ class Supervisor:
             self.rotate_broker(reason)
 
     def rotate_broker(self, reason: str) -> None:
-        """Restart the embedded broker empty on its port; the services' outboxes refill it."""
+        """Restart the embedded broker empty on its port; the services' outboxes refill it with
+        what a consumer may not have read yet (``shared.rotation``): the old broker is asked
+        for its consumer groups' positions first, and the new one is told the answer."""
         entry = self._broker_entry
         assert entry is not None and entry.process is not None and entry.stop is not None
         memory = memory_of(entry.process.pid)
@@ -347,6 +353,9 @@ class Supervisor:
             (memory[0] if memory else 0) / 1024 / 1024,
         )
         self.sample()
+        began = time.monotonic()
+        handover = self._handover()
+        asked = time.monotonic() - began
         entry.stop(entry.process)
         entry.process = None
         now = time.monotonic()
@@ -358,6 +367,27 @@ class Supervisor:
             self._crashed(entry, f"failed to start after rotation ({exc})", now)
             return
         self._started(entry, now)
+        if handover is not None and self._bus is not None:
+            try:
+                asyncio.run(leave_handover(self._bus, handover))
+            except Exception as exc:
+                log.warning("telling the new broker where consumers had read to: %r", exc)
+            else:
+                log.info(
+                    "rotated in %.1f s (the consumers' positions read in %.1f s): %s",
+                    time.monotonic() - began,
+                    asked,
+                    handover,
+                )
+
+    def _handover(self) -> Handover | None:
+        """Where the consumer groups of the suite's services had read to on the broker about to
+        be rotated; None when it cannot tell (the relays then replay all they retain)."""
+        broker, bus = self.broker, self._bus
+        if broker is None or bus is None or not broker.cluster_id:
+            return None
+        since = asyncio.run(unread_since(bus, broker.cluster_id, CONSUMES))
+        return None if since is None else Handover(broker.cluster_id, since)
 
     def stop(self) -> None:
         """Stop the services (newest first), then the broker."""

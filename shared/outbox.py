@@ -34,7 +34,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -81,6 +81,7 @@ from shared.events.base import HEADER_NAMES, Encoded, Event, Record, encode, utc
 from shared.groupcommit import Columns, Same
 from shared.lease import HostLease
 from shared.metrics import ServiceMetrics
+from shared.rotation import Handover, read_handover
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -753,6 +754,13 @@ _CLAIM_BEGIN = "BEGIN; SET LOCAL enable_sort = off; SET LOCAL synchronous_commit
 # Rows claimed between two vacuums of the pending table by the relay (PostgreSQL; see
 # ``OutboxRelay._maybe_vacuum_pending``).
 _VACUUM_PENDING_EVERY = 10_000
+# A relay's completed sends it remembers for a rotation's handover (``OutboxRelay._sent``):
+# ~20 minutes at the rate of a surge, days when the suite is quiet.
+_SENDS_KEPT = 20_000
+# How long after its claim a send may complete: a send fails within the producer's request
+# time-out (40 s by default) and its claim is rolled back; the minute stamped by a claim is
+# read this much earlier (``OutboxRelay._unread_from``).
+_CLAIM_TO_SEND = timedelta(minutes=5)
 
 
 class OutboxRelay:
@@ -798,6 +806,10 @@ class OutboxRelay:
         self._force_check = True
         self._postgres = engine.dialect.name == "postgresql"
         self._replay: tuple[int, int] | None = None
+        # The sends this relay completed (time, lowest id sent), newest last, and since when
+        # the record is whole: a planned rotation's handover is matched against them.
+        self._sends: collections.deque[tuple[float, int]] = collections.deque()
+        self._sends_whole_since = time.time()
         self._held: tuple[AsyncConnection, Any] | None = None
         self._holding = asyncio.Lock()
         self._pending_rows = self._batch_read()
@@ -1117,7 +1129,15 @@ class OutboxRelay:
             if stored != cluster_id:
                 if stored is not None:
                     # Every row still here is within its window (``purge_expired`` keeps it so);
-                    # the rows published so far are replayed, those pending publish as usual.
+                    # the rows published so far are replayed — after a planned rotation only
+                    # those some consumer may not have read (``shared.rotation``) —, those
+                    # pending publish as usual.
+                    handover = await read_handover(
+                        self._settings,
+                        stored,
+                        wait=self._settings.broker_handover_wait_ms / 1000,
+                    )
+                    first = 0 if handover is None else await self._unread_from(conn, handover)
                     published = self._published()
                     t = self._outbox
                     events = (
@@ -1129,18 +1149,50 @@ class OutboxRelay:
                         await conn.execute(
                             select(func.coalesce(func.max(t.c.id), 0), events)
                             .select_from(t)
-                            .where(published)
+                            .where(published, t.c.id >= first)
                         )
                     ).one()
-                    self._replay = (0, int(last))
-                    await self._store_state(conn, "replay_after", "0")
+                    after = min(max(first - 1, 0), int(last))
+                    self._replay = (after, int(last))
+                    await self._store_state(conn, "replay_after", str(after))
                     await self._store_state(conn, "replay_until", str(last))
+                    if handover is not None:
+                        log.info(
+                            "broker %s: %s; replaying from row %d", cluster_id, handover, first
+                        )
                 await self._store_state(conn, "cluster_id", cluster_id)
         if self._watch.cluster_id is not None:
             self._metrics.broker_epoch_changes.inc()
         log.info("broker %s adopted; %d retained events queued again", cluster_id, requeued)
         self._watch.adopt(cluster_id)
         return int(requeued)
+
+    async def _unread_from(self, conn: AsyncConnection, handover: Handover) -> int:
+        """The lowest row id a consumer may not have read, given a rotation's ``handover``:
+        every record published at or after ``handover.unread_since`` came from a send that
+        completed at or after it. This relay's own sends are in ``_sends`` when their record is
+        whole back to that time; anyone else's (a replica, this relay's predecessor) are read
+        from the minutes of publication, which a claim stamps before its send, so those are
+        taken from ``_CLAIM_TO_SEND`` earlier on. One past the last id when nothing was sent
+        since."""
+        since = handover.unread_since
+        m = self._marks
+        cutoff = _minute(datetime.fromtimestamp(since, UTC) - _CLAIM_TO_SEND)
+        own = since > self._sends_whole_since
+        rows = await conn.execute(
+            select(func.min(m.c.first_id))
+            .where(m.c.published_at >= cutoff)
+            .where(*([m.c.relay != self._relay_name] if own else []))
+        )
+        firsts = [rows.scalar_one_or_none()]
+        if own:
+            firsts += [first for done, first in self._sends if done >= since]
+        known = [int(f) for f in firsts if f is not None]
+        if known:
+            return min(known)
+        t = self._outbox
+        last = (await conn.execute(select(func.coalesce(func.max(t.c.id), 0)))).scalar_one()
+        return int(last) + 1
 
     async def _store_state(self, conn: AsyncConnection, name: str, value: str) -> None:
         values = {"name": name, "value": value, "updated_at": utcnow()}
@@ -1325,6 +1377,15 @@ class OutboxRelay:
             topic = topic_name(self._settings, logical)
             batches += await partition_batches(self._producer, topic, records)
         await send_batches(self._producer, batches)
+        if rows:
+            self._sent(min(row[0] for row in rows))
+
+    def _sent(self, first_id: int) -> None:
+        """Note a completed send whose lowest row id was ``first_id``: every record of it was
+        stamped (the producer's clock) no later than now."""
+        if len(self._sends) >= _SENDS_KEPT:
+            self._sends_whole_since = self._sends.popleft()[0]
+        self._sends.append((time.time(), first_id))
 
     async def _mark(self, conn: AsyncConnection, ids: list[int]) -> None:
         """SQLite: the rows sent are published, their minute recorded (PostgreSQL's claim does

@@ -113,6 +113,9 @@ class ServiceSettings(BusSettings):
     # it (a host lease) and spend their core on requests. Off: every process publishes.
     outbox_relay_one_per_host: bool = True
     broker_check_interval_ms: int = 1000
+    # How long a relay meeting a new broker waits for a planned rotation's handover (where the
+    # consumers had read to, ``shared.rotation``) before it replays every retained row.
+    broker_handover_wait_ms: int = Field(3000, ge=0)
 
     consumer_max_tries: int = 5
     consumer_backoff_ms: int = 200

@@ -18,7 +18,7 @@ from services.dispatch.settings import DispatchSettings
 from services.dispatch.workflow import IllegalTransition
 from shared.clock import Clock
 from shared.datafiles import DataFileError
-from shared.events import EVALUATION_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC
+from shared.events import CONSUMES
 from shared.runtime import ServiceSpec, create_service_app
 from shared.workcalendar import CalendarRangeError
 
@@ -41,7 +41,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
         description="Routes tickets to the responsible department and keeps their clocks.",
         metadata=metadata,
         context=ctx,
-        consumes=(INTAKE_TOPIC, MEDIATION_TOPIC, EVALUATION_TOPIC),
+        consumes=CONSUMES["dispatch"],
         handlers=event_handlers,
         errors=ERROR_STATUS,
         routers=[router],

@@ -16,7 +16,7 @@ from services.evaluation.handlers import event_handlers
 from services.evaluation.models import metadata
 from services.evaluation.settings import EvaluationSettings
 from shared.clock import Clock
-from shared.events import DISPATCH_TOPIC, INTAKE_TOPIC, MEDIATION_TOPIC
+from shared.events import CONSUMES
 from shared.runtime import ServiceSpec, create_service_app
 
 
@@ -31,7 +31,7 @@ def create_app(
         description="Rates, rankings and trends for the city committee, from the event stream.",
         metadata=metadata,
         context=ctx,
-        consumes=(INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC),
+        consumes=CONSUMES["evaluation"],
         handlers=event_handlers,
         routers=[router, dashboard_router],
         background=[gauges.loop],

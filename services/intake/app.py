@@ -21,7 +21,7 @@ from services.intake.models import metadata
 from services.intake.ratelimit import RateLimited
 from services.intake.settings import IntakeSettings
 from shared.clock import Clock
-from shared.events import DISPATCH_TOPIC, MEDIATION_TOPIC
+from shared.events import CONSUMES
 from shared.runtime import ServiceSpec, create_service_app
 
 # Domain errors → HTTP, each naming the field (or row) at fault in its body.
@@ -46,7 +46,7 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
         description="Normalizes the city's appeal channels into one canonical ticket event.",
         metadata=metadata,
         context=ctx,
-        consumes=(DISPATCH_TOPIC, MEDIATION_TOPIC),
+        consumes=CONSUMES["intake"],
         handlers=event_handlers,
         errors=ERROR_STATUS,
         group_commit=True,

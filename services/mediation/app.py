@@ -17,7 +17,7 @@ from services.mediation.lifecycle import IllegalTransition
 from services.mediation.models import metadata
 from services.mediation.settings import MediationSettings
 from shared.clock import Clock
-from shared.events import DISPATCH_TOPIC
+from shared.events import CONSUMES
 from shared.runtime import ServiceSpec, create_service_app
 from shared.workcalendar import CalendarRangeError
 
@@ -38,7 +38,7 @@ def create_app(settings: MediationSettings | None = None, *, clock: Clock | None
         description="Mediation cases from dispatch or walk-in to agreement, follow-up and board.",
         metadata=metadata,
         context=ctx,
-        consumes=(DISPATCH_TOPIC,),
+        consumes=CONSUMES["mediation"],
         handlers=event_handlers,
         errors=ERROR_STATUS,
         routers=[router],

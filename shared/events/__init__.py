@@ -22,6 +22,14 @@ MEDIATION_TOPIC = "mediation.events"
 EVALUATION_TOPIC = "evaluation.events"
 DEAD_LETTER_TOPIC = "deadletter"
 ALL_TOPICS = (INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC, EVALUATION_TOPIC, DEAD_LETTER_TOPIC)
+# The topics each service consumes (its ``ServiceSpec.consumes``), by service: also what a
+# planned rotation of the embedded broker asks the consumer groups' positions on.
+CONSUMES: dict[str, tuple[str, ...]] = {
+    "intake": (DISPATCH_TOPIC, MEDIATION_TOPIC),
+    "dispatch": (INTAKE_TOPIC, MEDIATION_TOPIC, EVALUATION_TOPIC),
+    "mediation": (DISPATCH_TOPIC,),
+    "evaluation": (INTAKE_TOPIC, DISPATCH_TOPIC, MEDIATION_TOPIC),
+}
 
 _EVENT_MODULES = ("intake", "dispatch", "mediation", "evaluation")
 
@@ -34,6 +42,7 @@ def load_all() -> None:
 
 __all__ = [
     "ALL_TOPICS",
+    "CONSUMES",
     "DEAD_LETTER_TOPIC",
     "DISPATCH_TOPIC",
     "EVALUATION_TOPIC",

@@ -3,11 +3,13 @@ memory threshold or a schedule (a fresh, empty broker on the same port, with a n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 from fengqiao.supervisor import Supervisor, backoff_delay
 from shared.broker import EmbeddedBroker, wait_for_port
+from shared.rotation import read_handover
 from shared.settings import BusSettings, SupervisorSettings
 
 
@@ -66,5 +68,24 @@ def test_a_broker_older_than_its_schedule_is_rotated(tmp_path: Path) -> None:
         assert _rotations(sup, "schedule") == 0
         sup.tick(time.monotonic() + 3601)
         assert _rotations(sup, "schedule") == 1 and broker.cluster_id != first
+    finally:
+        sup.stop()
+
+
+def test_a_rotation_tells_the_new_broker_where_the_consumers_had_read_to(tmp_path: Path) -> None:
+    """No group has read anything, and nothing was published: everything before the moment the
+    old broker was asked was read. The new broker holds that for the relays, under the old
+    broker's id; the old one is stopped without waiting for its clients."""
+    sup, broker = _supervised_broker(tmp_path, broker_rotate_rss_mb=0, broker_rotate_every_hours=0)
+    try:
+        first = broker.cluster_id
+        before = time.time()
+        sup.rotate_broker("memory")
+        took = time.time() - before
+        bus = BusSettings(kafka_bootstrap_servers=broker.bootstrap)
+        handover = asyncio.run(read_handover(bus, first, wait=2))
+        assert handover is not None and handover.previous == first
+        assert before <= handover.unread_since <= before + took
+        assert asyncio.run(read_handover(bus, broker.cluster_id, wait=0.2)) is None
     finally:
         sup.stop()

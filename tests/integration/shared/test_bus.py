@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +53,7 @@ from shared.outbox import (
     json_headers,
     record_row,
 )
+from shared.rotation import Handover, leave_handover
 from shared.settings import ServiceSettings
 from tests.support import Database, bus_settings, wait_until
 
@@ -185,6 +187,7 @@ async def harness(broker, database: Database, prefix: str):
         **bus_settings(broker.bootstrap, prefix),
         **database.settings_for("harness"),
         consumer_max_tries=3,
+        broker_handover_wait_ms=300,  # no test here rotates with a handover but those that say
     )
     await create_topics(settings)
     h = Harness(settings)
@@ -264,7 +267,9 @@ async def _count_is(h: Harness, table: Table, expected: int, *where: Any) -> boo
 async def driven_harness(broker: EmbeddedBroker, database: Database, prefix: str) -> Harness:
     """A harness whose relay the test drives step by step, the broker already adopted."""
     settings = ServiceSettings(
-        **bus_settings(broker.bootstrap, prefix), **database.settings_for("harness")
+        **bus_settings(broker.bootstrap, prefix),
+        **database.settings_for("harness"),
+        broker_handover_wait_ms=300,
     )
     await create_topics(settings)
     h = Harness(settings)
@@ -823,6 +828,104 @@ async def test_relay_requeues_retained_rows_for_a_new_broker(harness: Harness) -
         pass
     assert await _marks(harness) == published_before
     assert await harness.count(harness.outbox_table, is_pending(harness.outbox_table)) == 0
+
+
+@pytest.fixture
+async def driven(broker, database: Database, prefix: str):
+    h = await driven_harness(broker, database, prefix)
+    yield h
+    await h.stop()
+
+
+async def _published_all(h: Harness) -> None:
+    """Publish every pending row (the relay driven by the test)."""
+    while await h.relay.publish_batch():
+        pass
+    assert await h.count(h.outbox_table, is_pending(h.outbox_table)) == 0
+
+
+async def _rotated_from(h: Harness, previous: str, unread_since: float | None) -> int:
+    """Pretend the broker was rotated away from ``previous`` (with a handover saying where its
+    consumers had read to, unless None) and let the relay adopt it: the events re-queued."""
+    async with h.engine.begin() as conn:
+        await conn.execute(update(h.bus_state).values(value=previous))
+    if unread_since is not None:
+        await leave_handover(h.settings, Handover(previous, unread_since))
+    return await h.relay.adopt_broker(h.watch.cluster_id or "")
+
+
+async def _replayed_keys(h: Harness, total: int) -> Counter[bytes]:
+    """Drain the replay, then count every key on intake's topic (``total`` records expected)."""
+    while await h.relay.replay_batch():
+        pass
+    return Counter(r.key for r in await read_topic(h.settings, INTAKE_TOPIC, total))
+
+
+async def test_after_a_planned_rotation_only_rows_sent_since_the_handover_are_replayed(
+    driven: Harness,
+) -> None:
+    """Every record published before the handover's time was read by every group: a relay that
+    sent all of them itself (its record of sends reaches back far enough) replays the rows of
+    the sends completed since, and nothing before."""
+    await driven.emit(ticket(1), ticket(2))
+    await _published_all(driven)
+    unread = time.time()
+    await asyncio.sleep(0.01)
+    await driven.emit(ticket(3))
+    await _published_all(driven)
+    assert await _rotated_from(driven, "rotated-broker", unread) == 1
+    keys = await _replayed_keys(driven, 4)
+    assert keys == Counter({b"20260101-0000001": 1, b"20260101-0000002": 1, b"20260101-0000003": 2})
+    # Nothing unread at all: nothing to replay, and the replay is over at once.
+    await driven.emit(ticket(4))
+    await _published_all(driven)
+    assert await _rotated_from(driven, "rotated-again", time.time() + 1) == 0
+    assert await driven.relay.replay_batch() == 0
+
+
+async def test_a_relay_that_did_not_send_since_the_handover_itself_goes_by_the_minutes(
+    driven: Harness,
+) -> None:
+    """A relay started after the handover's time (its predecessor sent those records), or
+    with other relays publishing the database's rows, cannot vouch for those sends: the
+    minutes of publication since five minutes before the handover decide (a claim stamps its
+    minute before its send completes), whoever published in them."""
+    await driven.emit(ticket(1), ticket(2))
+    await _published_all(driven)
+    unread = time.time()
+    await driven.emit(ticket(3))
+    await _published_all(driven)
+    ids = await _ids(driven)
+    minute = utcnow().replace(second=0, microsecond=0)
+    # Another relay published the first two an hour ago, the third in this minute: only the
+    # third is replayed; the record of this relay's own sends is not whole that far back.
+    await _published_in(
+        driven,
+        (minute - timedelta(hours=1), ids["20260101-0000001"]),
+        (minute, ids["20260101-0000003"]),
+    )
+    driven.relay._sends_whole_since = time.time()
+    assert await _rotated_from(driven, "rotated-broker", unread) == 1
+    # The minutes of the first two within five minutes of the handover: both come back too.
+    await _published_in(
+        driven,
+        (minute - timedelta(minutes=4), ids["20260101-0000001"]),
+        (minute, ids["20260101-0000003"]),
+    )
+    assert await _rotated_from(driven, "rotated-again", unread) == 3
+
+
+async def test_a_rotation_without_a_handover_for_the_broker_left_replays_everything(
+    driven: Harness,
+) -> None:
+    """A broker that crashed gets no handover, and a relay that slept through a rotation finds
+    the handover of another broker than the one it last published to: every retained row."""
+    await driven.emit(ticket(1), ticket(2))
+    await _published_all(driven)
+    await leave_handover(driven.settings, Handover("a-broker-in-between", time.time()))
+    assert await _rotated_from(driven, "long-gone-broker", None) == 2
+    keys = await _replayed_keys(driven, 4)
+    assert keys == Counter({b"20260101-0000001": 2, b"20260101-0000002": 2})
 
 
 async def test_purge_deletes_only_published_rows_past_retention(
