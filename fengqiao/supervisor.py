@@ -51,10 +51,15 @@ EMBEDDED_PARTITIONS = 1
 
 def embedded_defaults(bus: BusSettings) -> dict[str, str]:
     """What ``fengqiao up`` sets for its embedded broker where the environment says nothing:
-    one partition a topic (``EMBEDDED_PARTITIONS``)."""
-    if "kafka_topic_partitions" in bus.model_fields_set:
-        return {}
-    return {"KAFKA_TOPIC_PARTITIONS": str(EMBEDDED_PARTITIONS)}
+    one partition a topic (``EMBEDDED_PARTITIONS``), and consumers that read every partition
+    themselves rather than join their group (one process a service: nothing to share, and
+    no ~3 s join at every start and rotation; ``kafka_consumer_takes_all``)."""
+    defaults = {}
+    if "kafka_topic_partitions" not in bus.model_fields_set:
+        defaults["KAFKA_TOPIC_PARTITIONS"] = str(EMBEDDED_PARTITIONS)
+    if "kafka_consumer_takes_all" not in bus.model_fields_set:
+        defaults["KAFKA_CONSUMER_TAKES_ALL"] = "true"
+    return defaults
 
 
 def plan_environment(var_dir: Path, bootstrap: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -142,9 +142,11 @@ def make_consumer(
 ) -> AIOKafkaConsumer:
     """A consumer that commits by hand after the database commit and starts at the earliest
     record when its group has no committed offset (tansu reports wrong end offsets); a fetch
-    the broker has nothing for returns after ``consumer_fetch_max_wait_ms``."""
+    the broker has nothing for returns after ``consumer_fetch_max_wait_ms``. It joins its group
+    for ``topics`` — unless ``kafka_consumer_takes_all``: then ``start_consumer`` assigns it
+    every partition of them."""
     return AIOKafkaConsumer(
-        *topics,
+        *(() if settings.kafka_consumer_takes_all else topics),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group_id,
         client_id=client_id,
@@ -157,6 +159,27 @@ def make_consumer(
         fetch_min_bytes=settings.consumer_fetch_min_bytes,
         isolation_level="read_uncommitted",
         partition_assignment_strategy=ASSIGNORS,
+    )
+
+
+async def start_consumer(
+    consumer: AIOKafkaConsumer, settings: BusSettings, *topics: str, wait: float = 0.2
+) -> None:
+    """Start a consumer of ``make_consumer``; with ``kafka_consumer_takes_all``, assign it every
+    partition of ``topics`` once the broker knows them all (the relays and the supervisor create
+    them; until then it asks again every ``wait`` seconds). Its positions are its group's
+    committed offsets, else the earliest record."""
+    await consumer.start()
+    if not settings.kafka_consumer_takes_all:
+        return
+    while True:
+        known = await consumer.topics()
+        found = {t: consumer.partitions_for_topic(t) if t in known else None for t in topics}
+        if all(found.values()):
+            break
+        await asyncio.sleep(wait)
+    consumer.assign(
+        [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts or ())]
     )
 
 

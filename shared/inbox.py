@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import bulk, db
-from shared.bus import BrokerWatch, consumer_group_id, make_consumer, topic_name
+from shared.bus import BrokerWatch, consumer_group_id, make_consumer, start_consumer, topic_name
 from shared.events import DEAD_LETTER_TOPIC
 from shared.events.base import (
     Event,
@@ -435,7 +435,7 @@ class InboxConsumer:
                 client_id=f"{self.name}-consumer",
             )
             try:
-                await consumer.start()
+                await start_consumer(consumer, self._settings, *self._topics)
                 await self._consume(consumer, epoch)
             except asyncio.CancelledError:
                 raise

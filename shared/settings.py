@@ -61,6 +61,15 @@ class BusSettings(BaseSettings):
         1500, validation_alias=_alias("KAFKA_HEARTBEAT_INTERVAL_MS")
     )
     kafka_topic_prefix: str = Field("fengqiao", validation_alias=_alias("KAFKA_TOPIC_PREFIX"))
+    # Whether each consumer reads every partition of its topics itself instead of joining its
+    # group for a share of them (it still commits its positions as the group). One process a
+    # service (``fengqiao up``) has nothing to share, and tansu answers a new group's join in
+    # about half the session time-out: ~3 s at every start and after every broker rotation (a
+    # group's name carries the broker's id), the consumer idle meanwhile; an assignment reads
+    # at once. A service scaled out to more processes must leave it off: each would read all.
+    kafka_consumer_takes_all: bool = Field(
+        False, validation_alias=_alias("KAFKA_CONSUMER_TAKES_ALL")
+    )
     # How long the broker may hold a consumer's fetch when it has nothing new (``<PREFIX>_`` per
     # service). tansu does not answer a waiting fetch when records arrive: it answers at the end
     # of the wait (measured: up to ~250 ms at Kafka's 500 ms default), so the wait is a record's
