@@ -1120,23 +1120,28 @@ class OutboxRelay:
         assert self._admin is not None
         await ensure_topics(self._admin, self._settings)
         requeued = 0
+        stored_state = select(self._bus_state.c.value).where(self._bus_state.c.name == "cluster_id")
+        # A planned rotation's handover is awaited before the transaction, not inside it: the
+        # wait (up to ``broker_handover_wait_ms``) is the broker's, and holds no connection.
+        async with self._reader.connect() as conn:
+            before = (await conn.execute(stored_state)).scalar_one_or_none()
+            await conn.rollback()
+        handover = None
+        if before is not None and before != cluster_id:
+            handover = await read_handover(
+                self._settings, before, wait=self._settings.broker_handover_wait_ms / 1000
+            )
         async with self._engine.begin() as conn:
-            stored = (
-                await conn.execute(
-                    select(self._bus_state.c.value).where(self._bus_state.c.name == "cluster_id")
-                )
-            ).scalar_one_or_none()
+            stored = (await conn.execute(stored_state)).scalar_one_or_none()
             if stored != cluster_id:
                 if stored is not None:
                     # Every row still here is within its window (``purge_expired`` keeps it so);
                     # the rows published so far are replayed — after a planned rotation only
                     # those some consumer may not have read (``shared.rotation``) —, those
-                    # pending publish as usual.
-                    handover = await read_handover(
-                        self._settings,
-                        stored,
-                        wait=self._settings.broker_handover_wait_ms / 1000,
-                    )
+                    # pending publish as usual. A handover for another broker than the one
+                    # stored now (another relay adopted meanwhile) replays everything.
+                    if handover is not None and handover.previous != stored:
+                        handover = None
                     first = 0 if handover is None else await self._unread_from(conn, handover)
                     published = self._published()
                     t = self._outbox
@@ -1378,11 +1383,11 @@ class OutboxRelay:
             batches += await partition_batches(self._producer, topic, records)
         await send_batches(self._producer, batches)
         if rows:
-            self._sent(min(row[0] for row in rows))
+            self._sent(rows[0][0])
 
     def _sent(self, first_id: int) -> None:
-        """Note a completed send whose lowest row id was ``first_id``: every record of it was
-        stamped (the producer's clock) no later than now."""
+        """Note a completed send whose lowest row id (its first: rows go out in id order) was
+        ``first_id``: every record of it was stamped (the producer's clock) no later than now."""
         if len(self._sends) >= _SENDS_KEPT:
             self._sends_whole_since = self._sends.popleft()[0]
         self._sends.append((time.time(), first_id))
